@@ -1,0 +1,1 @@
+"""Case bridge: case model, durable outbox, platform adapters and status sync."""

@@ -1,0 +1,1 @@
+"""Detectors: video sources, model backends, tracking and zones (camera analysis)."""

@@ -1,0 +1,1 @@
+"""Field devices: MQTT transport, payload codecs and the device registry."""

@@ -1,0 +1,1 @@
+"""The gateway process: config, wiring, HTTP API, telemetry store and CLI."""

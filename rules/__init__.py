@@ -1,0 +1,1 @@
+"""Rules: threshold rules on event time, incident correlation and dedup."""

@@ -1,0 +1,1 @@
+"""Simulators: device fleet, bundled case platform, scenarios with ground truth."""
