@@ -1,0 +1,60 @@
+"""What a CaseCommand becomes on the platform: the case body and evidence items."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from case_bridge.codes import ClassCatalog
+from case_bridge.settings import CaseSettings
+from domain import Alert, CaseCommand, Priority
+
+
+def deadline_iso(alert_ts_ms: int, priority: Priority, settings: CaseSettings) -> str:
+    """Deadline counts from when the problem was seen (event time), not when filed."""
+    hours = settings.deadlines_h[priority]
+    start = datetime.fromtimestamp(alert_ts_ms / 1000, tz=UTC)
+    return (start + timedelta(hours=hours)).isoformat(timespec="seconds")
+
+
+def evidence_item(alert: Alert) -> dict[str, Any]:
+    return {
+        "source_id": alert.source_id,
+        "ts": alert.ts,
+        "rule_id": alert.rule_id,
+        "state": str(alert.state),
+        "priority": str(alert.priority),
+        "values": alert.values,
+        "summary": alert.summary,
+    }
+
+
+def open_case_body(command: CaseCommand, catalog: ClassCatalog, settings: CaseSettings) -> dict:
+    alert = command.alert
+    class_name = catalog.name(alert.class_code)
+    where = alert.location.address or f"{alert.location.lat:.6f},{alert.location.lon:.6f}"
+    return {
+        "class_code": alert.class_code,
+        "class_name": class_name,
+        "part_code": alert.part_code,
+        "priority": str(command.priority),
+        "deadline": deadline_iso(alert.ts, command.priority, settings),
+        "location": {
+            "lat": alert.location.lat,
+            "lon": alert.location.lon,
+            "address": alert.location.address,
+            "grid_code": alert.location.grid_code,
+        },
+        "description": f"物联网感知: {class_name} — {alert.source_id} @ {where}: {alert.summary}",
+        "source": "iot",
+        "evidence": [evidence_item(alert)],
+        "external_key": command.incident_id,
+    }
+
+
+def evidence_body(command: CaseCommand, settings: CaseSettings) -> dict:
+    body: dict[str, Any] = {"evidence": [evidence_item(command.alert)]}
+    if command.kind == "escalate":
+        body["priority"] = str(command.priority)
+        body["deadline"] = deadline_iso(command.alert.ts, command.priority, settings)
+    return body

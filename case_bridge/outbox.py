@@ -1,0 +1,153 @@
+"""The durable outbox: every CaseCommand is a row before anything is sent.
+
+The caller writes commands in the same SQLite transaction as the readings and rule state
+that produced them, so a crash either loses both or keeps both. Delivery marks rows done
+only after the platform answered; a crash between send and mark re-sends the same command
+with the same idempotency key, which the platform answers with the case it already has.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+
+from domain import CaseCommand
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    command_id TEXT NOT NULL UNIQUE,
+    incident_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',   -- pending | delivered | parked
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    created_ms INTEGER NOT NULL,
+    delivered_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(state, seq);
+CREATE TABLE IF NOT EXISTS case_links (
+    incident_id TEXT PRIMARY KEY,
+    case_id TEXT NOT NULL,
+    filed_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS case_links_case ON case_links(case_id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    seq: int
+    command: CaseCommand
+    attempts: int
+    next_attempt_ms: int
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+
+
+def enqueue(conn: sqlite3.Connection, command: CaseCommand, now_ms: int) -> None:
+    """Add a command (inside the caller's transaction). A replayed command id is ignored."""
+    conn.execute(
+        "INSERT OR IGNORE INTO outbox (command_id, incident_id, kind, body, created_ms)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (
+            command.command_id,
+            command.incident_id,
+            str(command.kind),
+            json.dumps(command.to_dict(), ensure_ascii=False),
+            now_ms,
+        ),
+    )
+
+
+def pending(conn: sqlite3.Connection, limit: int = 200) -> list[OutboxRow]:
+    """Undelivered commands in the order they were made (which is per-incident order)."""
+    rows = conn.execute(
+        "SELECT seq, body, attempts, next_attempt_ms FROM outbox WHERE state = 'pending'"
+        " ORDER BY seq LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [OutboxRow(s, CaseCommand.from_dict(json.loads(b)), a, n) for s, b, a, n in rows]
+
+
+def mark_delivered(conn: sqlite3.Connection, seq: int, now_ms: int) -> None:
+    with conn:
+        conn.execute(
+            "UPDATE outbox SET state = 'delivered', delivered_ms = ?, attempts = attempts + 1,"
+            " last_error = '' WHERE seq = ?",
+            (now_ms, seq),
+        )
+
+
+def schedule_retry(conn: sqlite3.Connection, seq: int, at_ms: int, error: str) -> None:
+    with conn:
+        conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?, last_error = ?"
+            " WHERE seq = ?",
+            (at_ms, error[:500], seq),
+        )
+
+
+def park(conn: sqlite3.Connection, seq: int, error: str) -> None:
+    """Stop retrying a command the platform refuses; kept and visible for an operator."""
+    with conn:
+        conn.execute(
+            "UPDATE outbox SET state = 'parked', attempts = attempts + 1, last_error = ?"
+            " WHERE seq = ?",
+            (error[:500], seq),
+        )
+
+
+def requeue_parked(conn: sqlite3.Connection) -> int:
+    """An operator fixed the cause (mapping, token): try parked commands again."""
+    with conn:
+        return conn.execute(
+            "UPDATE outbox SET state = 'pending', next_attempt_ms = 0 WHERE state = 'parked'"
+        ).rowcount
+
+
+def link_case(conn: sqlite3.Connection, incident_id: str, case_id: str, now_ms: int) -> None:
+    with conn:
+        conn.execute(
+            "INSERT OR IGNORE INTO case_links (incident_id, case_id, filed_ms) VALUES (?, ?, ?)",
+            (incident_id, case_id, now_ms),
+        )
+
+
+def case_for(conn: sqlite3.Connection, incident_id: str) -> str | None:
+    row = conn.execute(
+        "SELECT case_id FROM case_links WHERE incident_id = ?", (incident_id,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def incident_for(conn: sqlite3.Connection, case_id: str) -> str | None:
+    row = conn.execute(
+        "SELECT incident_id FROM case_links WHERE case_id = ?", (case_id,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    rows = conn.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall()
+    return {"pending": 0, "delivered": 0, "parked": 0, **dict(rows)}
+
+
+def listing(conn: sqlite3.Connection, state: str | None, limit: int) -> list[dict]:
+    query = (
+        "SELECT seq, command_id, incident_id, kind, state, attempts, last_error, created_ms,"
+        " delivered_ms FROM outbox"
+    )
+    args: tuple = ()
+    if state:
+        query += " WHERE state = ?"
+        args = (state,)
+    query += " ORDER BY seq DESC LIMIT ?"
+    cursor = conn.execute(query, (*args, limit))
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

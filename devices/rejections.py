@@ -1,0 +1,24 @@
+"""Why an incoming message was refused. Codes are stable: they are counted and shown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    MALFORMED_JSON = "malformed_json"  # not UTF-8 JSON
+    BAD_SCHEMA = "bad_schema"  # wrong shape: missing/unknown field, wrong type, bad topic
+    OUT_OF_RANGE = "out_of_range"  # physically impossible value
+    BAD_UNIT = "bad_unit"  # unit-tagged value in a unit the field cannot take
+    UNKNOWN_DEVICE = "unknown_device"  # not in the registry
+    DUPLICATE = "duplicate"  # same seq again, not newer: a replay or a redelivery
+    STALE = "stale"  # older than (or as old as) a reading already applied
+    FUTURE_TIMESTAMP = "future_timestamp"  # device clock far ahead of ours
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: Reason
+    detail: str
+    device_id: str = ""

@@ -1,0 +1,135 @@
+"""The embedded store: one SQLite file in WAL mode holds telemetry, dead letters, alerts,
+rule/replay/incident state and (through the case bridge) the outbox.
+
+Everything one batch of messages changes is written in one transaction, and the MQTT
+messages are acknowledged only after it commits: a crash loses nothing that was acked and
+repeats nothing that was committed (repeats are refused as duplicates on redelivery).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from case_bridge import outbox
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    device_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    seq INTEGER,
+    values_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS readings_device_ts ON readings(device_id, ts);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_ms INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_reason ON dead_letters(reason);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    incident_id TEXT,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state (
+    ns TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (ns, key)
+);
+"""
+
+PAYLOAD_KEEP = 1024  # bytes of a refused payload kept for the operator
+
+
+def connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.executescript(SCHEMA)
+    outbox.ensure_schema(conn)
+    return conn
+
+
+class Batch:
+    """The writes of one batch, applied together by ``commit``."""
+
+    def __init__(self) -> None:
+        self.readings: list[tuple[str, int, int | None, str]] = []
+        self.dead_letters: list[tuple[int, str, str, str, str, str]] = []
+        self.alerts: list[tuple[str, str, int, str | None, str]] = []
+        self.states: list[tuple[str, str, Any]] = []
+
+    def reject(
+        self, now_ms: int, topic: str, device_id: str, reason: str, detail: str, payload: bytes
+    ) -> None:
+        text = payload[:PAYLOAD_KEEP].decode("utf-8", errors="backslashreplace")
+        self.dead_letters.append((now_ms, topic, device_id, reason, detail, text))
+
+
+def commit(conn: sqlite3.Connection, batch: Batch, also: Iterable[Any] = ()) -> None:
+    """Write a batch in one transaction. ``also`` are callables run inside it (outbox)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(
+            "INSERT INTO readings (device_id, ts, seq, values_json) VALUES (?, ?, ?, ?)",
+            batch.readings,
+        )
+        conn.executemany(
+            "INSERT INTO dead_letters (received_ms, topic, device_id, reason, detail, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            batch.dead_letters,
+        )
+        conn.executemany(
+            "INSERT INTO alerts (alert_key, state, ts, incident_id, body) VALUES (?, ?, ?, ?, ?)",
+            batch.alerts,
+        )
+        upserts = [(ns, k, json.dumps(v)) for ns, k, v in batch.states if v is not None]
+        deletes = [(ns, k) for ns, k, v in batch.states if v is None]
+        conn.executemany("INSERT OR REPLACE INTO state (ns, key, value) VALUES (?, ?, ?)", upserts)
+        conn.executemany("DELETE FROM state WHERE ns = ? AND key = ?", deletes)
+        for write in also:
+            write(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def load_states(conn: sqlite3.Connection, ns: str) -> Iterator[tuple[str, Any]]:
+    for key, value in conn.execute("SELECT key, value FROM state WHERE ns = ?", (ns,)):
+        yield key, json.loads(value)
+
+
+def rejection_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason"))
+
+
+def dead_letters(conn: sqlite3.Connection, reason: str | None, limit: int) -> list[dict]:
+    query = "SELECT id, received_ms, topic, device_id, reason, detail, payload FROM dead_letters"
+    args: tuple = ()
+    if reason:
+        query += " WHERE reason = ?"
+        args = (reason,)
+    cursor = conn.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit))
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def count_rows(conn: sqlite3.Connection, table: str) -> int:
+    assert table in ("readings", "alerts", "dead_letters")
+    # max(rowid), not count(*): constant time on a table that only grows
+    return conn.execute(f"SELECT coalesce(max(rowid), 0) FROM {table}").fetchone()[0]

@@ -1,0 +1,140 @@
+"""Incidents: one real-world problem behind one or more alerts — one incident, one case.
+
+Dedup and merge (查重与并案) happen here:
+- a repeat of an alert already bound to an open incident adds evidence, never a new case;
+- an alert of the same class within ``merge_radius_m`` of an open incident's first alert,
+  and within ``merge_window_ms`` of its last activity, joins that incident (three full bins
+  at one collection point are one case);
+- a higher-priority alert escalates the incident's case instead of opening another;
+- a closed case (status synced back from the platform) closes the incident and re-arms its
+  alerts, so the next occurrence files a new case.
+
+Each change yields CaseCommands whose ids are derived from the incident and a per-incident
+counter: replaying the same alerts after a crash produces the same ids, which the case
+bridge uses as idempotency keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority
+
+
+@dataclass(frozen=True, slots=True)
+class MergePolicy:
+    radius_m: float = 50.0
+    window_ms: int = 24 * 3600 * 1000
+
+
+class IncidentBook:
+    def __init__(self, policy: MergePolicy) -> None:
+        self._policy = policy
+        self._incidents: dict[str, dict[str, Any]] = {}
+        self._open_by_key: dict[str, str] = {}
+        self._dirty: set[str] = set()
+
+    def load(self, incident: dict[str, Any]) -> None:
+        self._incidents[incident["id"]] = incident
+        if incident["status"] == "open":
+            for key in incident["alert_keys"]:
+                self._open_by_key[key] = incident["id"]
+
+    def get(self, incident_id: str) -> dict[str, Any] | None:
+        return self._incidents.get(incident_id)
+
+    def handle(self, alert: Alert) -> list[CaseCommand]:
+        incident_id = self._open_by_key.get(alert.key)
+        if incident_id is None:
+            if alert.state is AlertState.CLEARED:
+                return []  # a clear for an alert whose case is already closed
+            incident_id = self._find_merge_target(alert)
+            if incident_id is None:
+                return [self._open(alert)]
+            self._bind(incident_id, alert.key)
+        return [self._update(self._incidents[incident_id], alert)]
+
+    def close(self, incident_id: str, reason: str) -> list[str]:
+        """Close an open incident; return its alert keys for the rule engine to re-arm."""
+        incident = self._incidents.get(incident_id)
+        if incident is None or incident["status"] != "open":
+            return []
+        incident["status"] = "closed"
+        incident["closed_reason"] = reason
+        for key in incident["alert_keys"]:
+            self._open_by_key.pop(key, None)
+        self._dirty.add(incident_id)
+        return list(incident["alert_keys"])
+
+    def take_dirty(self) -> dict[str, dict[str, Any]]:
+        changed = {i: self._incidents[i] for i in self._dirty}
+        self._dirty.clear()
+        return changed
+
+    def _find_merge_target(self, alert: Alert) -> str | None:
+        best: tuple[float, str] | None = None
+        for incident_id in set(self._open_by_key.values()):
+            incident = self._incidents[incident_id]
+            if incident["class_code"] != alert.class_code:
+                continue
+            if alert.ts - incident["last_ts"] > self._policy.window_ms:
+                continue
+            distance = Location(**incident["location"]).distance_m(alert.location)
+            if distance <= self._policy.radius_m and (best is None or distance < best[0]):
+                best = (distance, incident_id)
+        return best[1] if best else None
+
+    def _bind(self, incident_id: str, key: str) -> None:
+        incident = self._incidents[incident_id]
+        if key not in incident["alert_keys"]:
+            incident["alert_keys"].append(key)
+        self._open_by_key[key] = incident_id
+
+    def _open(self, alert: Alert) -> CaseCommand:
+        digest = hashlib.sha1(f"{alert.key}@{alert.ts}".encode()).hexdigest()[:12]
+        incident = {
+            "id": f"INC-{digest}",
+            "status": "open",
+            "class_code": alert.class_code,
+            "priority": str(alert.priority),
+            "location": {
+                "lat": alert.location.lat,
+                "lon": alert.location.lon,
+                "address": alert.location.address,
+                "grid_code": alert.location.grid_code,
+            },
+            "opened_ts": alert.ts,
+            "last_ts": alert.ts,
+            "alert_keys": [alert.key],
+            "commands": 1,
+            "closed_reason": "",
+        }
+        self._incidents[incident["id"]] = incident
+        self._open_by_key[alert.key] = incident["id"]
+        self._dirty.add(incident["id"])
+        return CaseCommand(
+            command_id=f"{incident['id']}/1",
+            incident_id=incident["id"],
+            kind=CommandKind.OPEN,
+            alert=alert,
+            priority=alert.priority,
+        )
+
+    def _update(self, incident: dict[str, Any], alert: Alert) -> CaseCommand:
+        current = Priority(incident["priority"])
+        kind = CommandKind.ATTACH
+        if alert.state is not AlertState.CLEARED and alert.priority.rank > current.rank:
+            kind = CommandKind.ESCALATE
+            incident["priority"] = str(alert.priority)
+        incident["last_ts"] = max(incident["last_ts"], alert.ts)
+        incident["commands"] += 1
+        self._dirty.add(incident["id"])
+        return CaseCommand(
+            command_id=f"{incident['id']}/{incident['commands']}",
+            incident_id=incident["id"],
+            kind=kind,
+            alert=alert,
+            priority=Priority(incident["priority"]),
+        )

@@ -1,0 +1,83 @@
+"""Rule parameters per device kind: typed, with defaults from the city's rules.
+
+The same models validate the YAML config (per-kind defaults) and the registry's per-device
+override columns, so a typo in either is reported the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+CLASS_CODE = r"^\d{5}$"
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ManholeCoverParams(_Params):
+    """Lid opened → at once; tilt ≥ fire for the hold → case; clears closed and flat."""
+
+    tilt_fire_deg: float = Field(15.0, gt=0, le=180)
+    tilt_fire_for_s: float = Field(5.0, ge=0)
+    tilt_clear_deg: float = Field(5.0, ge=0, le=180)
+    clear_for_s: float = Field(60.0, ge=0)
+    # Default: the cover's own "<part> 异常" matter code, i.e. its part type (01001–01023).
+    class_code: str | None = Field(None, pattern=CLASS_CODE)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> Self:
+        if self.tilt_clear_deg >= self.tilt_fire_deg:
+            raise ValueError("tilt_clear_deg must be below tilt_fire_deg (hysteresis)")
+        return self
+
+
+class BinParams(_Params):
+    """Fill ≥ fire for the hold → 垃圾站（箱）满溢; a single spike is not a case."""
+
+    fill_fire_pct: float = Field(90.0, gt=0, le=100)
+    fire_for_s: float = Field(600.0, ge=0)
+    fill_clear_pct: float = Field(60.0, ge=0, le=100)
+    clear_for_s: float = Field(0.0, ge=0)
+    class_code: str = Field("06042", pattern=CLASS_CODE)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> Self:
+        if self.fill_clear_pct >= self.fill_fire_pct:
+            raise ValueError("fill_clear_pct must be below fill_fire_pct (hysteresis)")
+        return self
+
+
+class WaterLevelParams(_Params):
+    """Level ≥ warning for the hold → urgent case; ≥ alarm escalates the same case."""
+
+    warning_cm: float | None = Field(None, gt=0)
+    alarm_cm: float | None = Field(None, gt=0)
+    warning_for_s: float = Field(60.0, ge=0)
+    alarm_for_s: float = Field(10.0, ge=0)
+    clear_margin_cm: float = Field(5.0, ge=0)
+    clear_for_s: float = Field(300.0, ge=0)
+    # Road water-logging has no GB/T 47678.5 matter code: a local code, set per city.
+    class_code: str = Field("99101", pattern=CLASS_CODE)
+
+    @model_validator(mode="after")
+    def _levels(self) -> Self:
+        warning, alarm = self.warning_cm, self.alarm_cm
+        if warning is not None and alarm is not None and alarm <= warning:
+            raise ValueError("alarm_cm must be above warning_cm")
+        return self
+
+
+class RulesConfig(_Params):
+    manhole_cover: ManholeCoverParams = ManholeCoverParams()
+    bin: BinParams = BinParams()
+    water_level: WaterLevelParams = WaterLevelParams()
+
+
+PARAMS_BY_KIND: dict[str, type[_Params]] = {
+    "manhole_cover": ManholeCoverParams,
+    "bin": BinParams,
+    "water_level": WaterLevelParams,
+}

@@ -1,0 +1,297 @@
+"""SQLite persistence for cases and idempotency keys (one file, WAL mode).
+
+Every write runs in a ``BEGIN IMMEDIATE`` transaction, which takes SQLite's write lock
+before reading: a check such as "was this idempotency key used?" and the insert that
+follows it are therefore atomic across threads and processes, and the PRIMARY KEY on the
+key tables backs that up. Each call opens its own connection so the store is safe to use
+from FastAPI's thread pool without sharing a connection between threads.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from typing import Any
+
+from simulators.platform import clock
+from simulators.platform.schemas import CaseCreate, EvidenceAppend
+from simulators.platform.workflow import (
+    FINAL_STATUSES,
+    INITIAL_STATUS,
+    STATUS_NAMES,
+    CaseClosed,
+    check_transition,
+    is_more_severe,
+)
+
+Case = dict[str, Any]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cases (
+    id           TEXT PRIMARY KEY,
+    class_code   TEXT NOT NULL,
+    class_name   TEXT NOT NULL,
+    part_code    TEXT NOT NULL,
+    priority     TEXT NOT NULL,
+    deadline     TEXT NOT NULL,
+    lat          REAL NOT NULL,
+    lon          REAL NOT NULL,
+    address      TEXT NOT NULL,
+    grid_code    TEXT NOT NULL,
+    description  TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    external_key TEXT,
+    evidence     TEXT NOT NULL,
+    history      TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cases_status ON cases (status);
+CREATE INDEX IF NOT EXISTS cases_class_code ON cases (class_code);
+CREATE INDEX IF NOT EXISTS cases_updated_at ON cases (updated_at);
+CREATE TABLE IF NOT EXISTS create_keys (
+    key     TEXT PRIMARY KEY,
+    case_id TEXT NOT NULL REFERENCES cases (id)
+);
+CREATE TABLE IF NOT EXISTS evidence_keys (
+    case_id TEXT NOT NULL REFERENCES cases (id),
+    key     TEXT NOT NULL,
+    PRIMARY KEY (case_id, key)
+);
+"""
+
+
+class CaseNotFound(Exception):
+    """No case has this id (maps to HTTP 404)."""
+
+    def __init__(self, case_id: str) -> None:
+        super().__init__(f"case {case_id} not found")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _history(at: str, action: str, from_: str | None, to: str, note: str) -> dict[str, Any]:
+    return {"ts": at, "action": action, "from": from_, "to": to, "note": note}
+
+
+def _earlier(current: str, proposed: str | None) -> str:
+    """The proposed deadline if it is earlier: escalation may shorten a deadline, not extend."""
+    if proposed is not None and clock.parse_iso(proposed) < clock.parse_iso(current):
+        return proposed
+    return current
+
+
+def _to_case(row: sqlite3.Row) -> Case:
+    return {
+        "id": row["id"],
+        "class_code": row["class_code"],
+        "class_name": row["class_name"],
+        "part_code": row["part_code"],
+        "priority": row["priority"],
+        "deadline": row["deadline"],
+        "location": {
+            "lat": row["lat"],
+            "lon": row["lon"],
+            "address": row["address"],
+            "grid_code": row["grid_code"],
+        },
+        "description": row["description"],
+        "source": row["source"],
+        "evidence": json.loads(row["evidence"]),
+        "status": row["status"],
+        "status_name": STATUS_NAMES[row["status"]],
+        "history": json.loads(row["history"]),
+        "external_key": row["external_key"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+class CaseStore:
+    """Cases, their history and the idempotency keys that protect them from replays."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        with closing(self._connect()) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        # autocommit mode: transactions are explicit, so BEGIN IMMEDIATE is ours to issue.
+        conn = sqlite3.connect(self._path, timeout=10.0, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with closing(self._connect()) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @staticmethod
+    def _load(conn: sqlite3.Connection, case_id: str) -> Case:
+        row = conn.execute("SELECT * FROM cases WHERE id = ?", (case_id,)).fetchone()
+        if row is None:
+            raise CaseNotFound(case_id)
+        return _to_case(row)
+
+    def get(self, case_id: str) -> Case:
+        """Return one case or raise CaseNotFound."""
+        with closing(self._connect()) as conn:
+            return self._load(conn, case_id)
+
+    def find(
+        self, status: str | None = None, class_code: str | None = None, since: str | None = None
+    ) -> list[Case]:
+        """Cases matching every given filter, ordered by id; ``since`` is any zoned ISO time."""
+        clauses: list[str] = []
+        params: list[str] = []
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        if class_code is not None:
+            clauses.append("class_code = ?")
+            params.append(class_code)
+        if since is not None:
+            clauses.append("updated_at >= ?")
+            params.append(clock.to_iso(clock.parse_iso(since)))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with closing(self._connect()) as conn:
+            rows = conn.execute(f"SELECT * FROM cases {where} ORDER BY id", params).fetchall()
+        return [_to_case(row) for row in rows]
+
+    def case_for_key(self, key: str) -> Case | None:
+        """The case an earlier create with this idempotency key made, if any."""
+        with closing(self._connect()) as conn:
+            row = conn.execute("SELECT case_id FROM create_keys WHERE key = ?", (key,)).fetchone()
+            return None if row is None else self._load(conn, row["case_id"])
+
+    def create(self, new: CaseCreate, idempotency_key: str | None) -> tuple[Case, bool]:
+        """File a case; return (case, True), or (existing case, False) for a used key."""
+        with self._write() as conn:
+            if idempotency_key is not None:
+                row = conn.execute(
+                    "SELECT case_id FROM create_keys WHERE key = ?", (idempotency_key,)
+                ).fetchone()
+                if row is not None:
+                    return self._load(conn, row["case_id"]), False
+            moment = clock.now()
+            at = clock.to_iso(moment)
+            case_id = self._next_id(conn, moment.strftime("%Y%m%d"))
+            history = [_history(at, "create", None, INITIAL_STATUS, "")]
+            evidence = [item.model_dump() for item in new.evidence]
+            external_key = new.external_key if new.external_key is not None else idempotency_key
+            conn.execute(
+                "INSERT INTO cases VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    case_id,
+                    new.class_code,
+                    new.class_name,
+                    new.part_code,
+                    new.priority,
+                    new.deadline,
+                    new.location.lat,
+                    new.location.lon,
+                    new.location.address,
+                    new.location.grid_code,
+                    new.description,
+                    new.source,
+                    INITIAL_STATUS,
+                    external_key,
+                    _dumps(evidence),
+                    _dumps(history),
+                    at,
+                    at,
+                ),
+            )
+            if idempotency_key is not None:
+                conn.execute(
+                    "INSERT INTO create_keys (key, case_id) VALUES (?, ?)",
+                    (idempotency_key, case_id),
+                )
+            return self._load(conn, case_id), True
+
+    @staticmethod
+    def _next_id(conn: sqlite3.Connection, day: str) -> str:
+        """Next id of the day, "C20261121-000001" style; the caller holds the write lock."""
+        prefix = f"C{day}-"
+        row = conn.execute(
+            "SELECT MAX(id) AS last FROM cases WHERE id LIKE ?", (prefix + "%",)
+        ).fetchone()
+        serial = 1 if row["last"] is None else int(row["last"][len(prefix) :]) + 1
+        return f"{prefix}{serial:06d}"
+
+    def transition(self, case_id: str, to: str, note: str) -> Case:
+        """Move a case to status ``to``; raise IllegalTransition if the workflow forbids it."""
+        with self._write() as conn:
+            case = self._load(conn, case_id)
+            action = check_transition(case["status"], to)
+            at = clock.to_iso(clock.now())
+            history = [*case["history"], _history(at, action, case["status"], to, note)]
+            conn.execute(
+                "UPDATE cases SET status = ?, history = ?, updated_at = ? WHERE id = ?",
+                (to, _dumps(history), at, case_id),
+            )
+            return self._load(conn, case_id)
+
+    def replayed_evidence(self, case_id: str, key: str) -> Case | None:
+        """The case if this evidence idempotency key was already applied to it, else None."""
+        with closing(self._connect()) as conn:
+            case = self._load(conn, case_id)
+            row = conn.execute(
+                "SELECT 1 FROM evidence_keys WHERE case_id = ? AND key = ?", (case_id, key)
+            ).fetchone()
+            return None if row is None else case
+
+    def append_evidence(
+        self, case_id: str, update: EvidenceAppend, idempotency_key: str | None
+    ) -> Case:
+        """Append evidence and escalate if the update's priority is more severe.
+
+        A replayed key returns the case untouched; a closed or void case raises CaseClosed.
+        """
+        with self._write() as conn:
+            case = self._load(conn, case_id)
+            if idempotency_key is not None:
+                seen = conn.execute(
+                    "SELECT 1 FROM evidence_keys WHERE case_id = ? AND key = ?",
+                    (case_id, idempotency_key),
+                ).fetchone()
+                if seen is not None:
+                    return case
+            status = case["status"]
+            if status in FINAL_STATUSES:
+                raise CaseClosed()
+            at = clock.to_iso(clock.now())
+            evidence = [*case["evidence"], *(item.model_dump() for item in update.evidence)]
+            history = [
+                *case["history"],
+                _history(at, "evidence", status, status, f"{len(update.evidence)} item(s)"),
+            ]
+            priority, deadline = case["priority"], case["deadline"]
+            if update.priority is not None and is_more_severe(update.priority, priority):
+                deadline = _earlier(deadline, update.deadline)
+                note = "" if deadline == case["deadline"] else f"deadline -> {deadline}"
+                history.append(_history(at, "escalate", priority, update.priority, note))
+                priority = update.priority
+            conn.execute(
+                "UPDATE cases SET evidence = ?, history = ?, priority = ?, deadline = ?,"
+                " updated_at = ? WHERE id = ?",
+                (_dumps(evidence), _dumps(history), priority, deadline, at, case_id),
+            )
+            if idempotency_key is not None:
+                conn.execute(
+                    "INSERT INTO evidence_keys (case_id, key) VALUES (?, ?)",
+                    (case_id, idempotency_key),
+                )
+            return self._load(conn, case_id)
