@@ -8,7 +8,7 @@ config file's folder, so a config directory can be moved as a whole.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -38,6 +38,8 @@ class DevicesSettings(_Section):
 
 class StoreSettings(_Section):
     path: Path
+    # FULL survives power loss; NORMAL (WAL) survives a process crash and is faster.
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
 
 class IngestSettings(_Section):

@@ -47,7 +47,7 @@ class Gateway:
                 device.part_code,
                 device.overrides,
             )
-        self.conn = store.connect(config.store.path)
+        self.conn = store.connect(config.store.path, config.store.synchronous)
         self.guard = ReplayGuard()
         self.incidents = IncidentBook(
             MergePolicy(config.merge.radius_m, int(config.merge.window_s * 1000))

@@ -1,0 +1,239 @@
+"""Ingest benchmark: readings/s fully processed by the gateway vs a bare paho subscriber.
+
+Both consumers drain the same backlog from the same local mosquitto in the same process:
+N QoS 1 readings are published while the consumer's persistent session is offline, then the
+consumer connects and the clock runs from its first message to its N-th. The bare
+subscriber only decodes JSON and auto-acks; the gateway decodes, validates against the
+registry, runs the replay guard and the rules, stores every reading in SQLite (WAL) and
+acks each message after its batch committed.
+
+Usage: python bench/ingest.py [--readings 50000] [--devices 1000] [--synchronous FULL]
+Prints the figures and appends them to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import random
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.config import load_config
+from gateway.service import Gateway
+from simulators.mosquitto import Mosquitto
+
+ROOT = Path(__file__).resolve().parent.parent
+KINDS = ("bin", "manhole_cover", "water_level")
+
+
+def write_registry(path: Path, devices: int) -> list[tuple[str, str]]:
+    rows = ["device_id,kind,lat,lon,address,grid_code,part_code,warning_cm,alarm_cm"]
+    fleet = []
+    for i in range(devices):
+        kind = KINDS[i % 3]
+        device_id = f"D{i:05d}"
+        part = {"bin": "03005", "manhole_cover": "01003", "water_level": "01067"}[kind]
+        levels = "30,50" if kind == "water_level" else ","
+        lat, lon = 26.05 + (i % 100) * 0.001, 119.28 + (i // 100) * 0.001
+        rows.append(
+            f"{device_id},{kind},{lat:.6f},{lon:.6f},bench,350102001001001,"
+            f"350102{part}{i:06d},{levels}"
+        )
+        fleet.append((device_id, kind))
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return fleet
+
+
+def payloads(fleet: list[tuple[str, str]], readings: int) -> list[tuple[str, bytes]]:
+    """Realistic mix: mostly normal values, some devices in alarm (rules do real work)."""
+    rng = random.Random(7)
+    start = int(time.time() * 1000) - readings * 10
+    out = []
+    for n in range(readings):
+        device_id, kind = fleet[n % len(fleet)]
+        hot = rng.random() < 0.05
+        if kind == "bin":
+            values = {"fill_pct": 95.0 if hot else rng.uniform(5, 80), "battery_pct": 80}
+        elif kind == "manhole_cover":
+            values = {"tilt_deg": 20.0 if hot else rng.uniform(0, 4), "lid_open": False}
+        else:
+            values = {"level_cm": 55.0 if hot else rng.uniform(0, 20)}
+        doc = {"ts": start + n * 10, "seq": n // len(fleet) + 1, "values": values}
+        out.append((f"citygw/v1/{device_id}/telemetry", json.dumps(doc).encode()))
+    return out
+
+
+def publish_all(url_port: int, messages: list[tuple[str, bytes]]) -> float:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-publisher")
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", url_port)
+    client.loop_start()
+    started = time.perf_counter()
+    infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+    for info in infos:
+        info.wait_for_publish(60)
+    elapsed = time.perf_counter() - started
+    client.disconnect()
+    client.loop_stop()
+    return len(messages) / elapsed
+
+
+def register_session(port: int, client_id: str) -> None:
+    """Create the persistent session so the broker queues the backlog for it."""
+    done = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    client.on_subscribe = lambda *args: done.set()
+    client.on_connect = lambda c, *a: c.subscribe("citygw/v1/+/telemetry", qos=1)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    done.wait(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+def bare_paho(port: int, expected: int) -> float:
+    count = 0
+    first = last = 0.0
+    finished = threading.Event()
+
+    def on_message(client, userdata, message) -> None:
+        nonlocal count, first, last
+        json.loads(message.payload)
+        count += 1
+        if count == 1:
+            first = time.perf_counter()
+        if count == expected:
+            last = time.perf_counter()
+            finished.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare", clean_session=False)
+    client.on_connect = lambda c, *a: c.subscribe("citygw/v1/+/telemetry", qos=1)
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    if not finished.wait(600):
+        raise RuntimeError(f"bare subscriber got {count} of {expected}")
+    client.disconnect()
+    client.loop_stop()
+    return (expected - 1) / (last - first)
+
+
+async def gateway_run(config_path: Path, expected: int) -> tuple[float, dict]:
+    gateway = Gateway(load_config(config_path))
+    stop = asyncio.Event()
+    runner = asyncio.create_task(gateway.run(stop))
+    first = 0.0
+    while True:
+        await asyncio.sleep(0.002)
+        received = gateway.ingest.received if gateway.ingest else 0
+        if received and not first:
+            first = time.perf_counter()
+        processed = sum(
+            v
+            for k, v in gateway.pipeline.counters.items()
+            if k == "accepted" or k.startswith("rejected_")
+        )
+        if processed >= expected:
+            last = time.perf_counter()
+            break
+    counters = dict(gateway.pipeline.counters)
+    stop.set()
+    await runner
+    return (expected - 1) / (last - first), counters
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readings", type=int, default=50_000)
+    parser.add_argument("--devices", type=int, default=1_000)
+    parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker = Mosquitto(work, persistence=False)
+        broker.start()
+        try:
+            fleet = write_registry(work / "devices.csv", args.devices)
+            messages = payloads(fleet, args.readings)
+            config_path = work / "gateway.yaml"
+            config_path.write_text(
+                yaml.safe_dump(
+                    {
+                        "mqtt": {"url": broker.url, "client_id": "bench-gateway"},
+                        "devices": {"registry": "devices.csv"},
+                        "store": {"path": "gateway.db", "synchronous": args.synchronous},
+                        "case_platform": {
+                            "url": "http://127.0.0.1:9",
+                            "token": "unused",
+                            "status_sync_s": 3600,
+                        },
+                        "api": {"enabled": False},
+                    }
+                )
+            )
+
+            register_session(broker.port, "bench-bare")
+            publish_rate = publish_all(broker.port, messages)
+            bare_rate = bare_paho(broker.port, len(messages))
+
+            asyncio.run(_register_gateway(config_path))
+            publish_all(broker.port, messages)
+            gateway_rate, counters = asyncio.run(gateway_run(config_path, len(messages)))
+        finally:
+            broker.stop()
+
+    ratio = gateway_rate / bare_rate
+    report = (
+        f"readings={args.readings} devices={args.devices} sqlite synchronous={args.synchronous}\n"
+        f"  publisher (QoS 1, paho)           {publish_rate:10.0f} msg/s\n"
+        f"  bare paho subscriber (json only)   {bare_rate:10.0f} msg/s\n"
+        f"  gateway (decode+rules+store+ack)   {gateway_rate:10.0f} readings/s\n"
+        f"  gateway / bare                     {ratio:10.2f}\n"
+        f"  gateway counters: {counters}"
+    )
+    print(report)
+    if not args.no_record:
+        record(report)
+
+
+async def _register_gateway(config_path: Path) -> None:
+    """Start and stop the gateway once so its persistent session exists on the broker."""
+    gateway = Gateway(load_config(config_path))
+    stop = asyncio.Event()
+    runner = asyncio.create_task(gateway.run(stop))
+    while not (gateway.ingest and gateway.ingest.connected):
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # let the SUBACK arrive
+    stop.set()
+    await runner
+
+
+def record(report: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    if not path.exists():
+        path.write_text(
+            "# Benchmarks\n\nFigures are noisy on shared 2-core machines: compare "
+            "within one run, never across runs.\n"
+        )
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    with path.open("a", encoding="utf-8") as out:
+        out.write(
+            f"\n## bench/ingest.py — {stamp} ({platform.machine()}, "
+            f"{platform.python_version()})\n\n```\n{report}\n```\n"
+        )
+
+
+if __name__ == "__main__":
+    main()

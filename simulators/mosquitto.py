@@ -1,0 +1,71 @@
+"""Run a real mosquitto on a loopback port, for tests and benchmarks.
+
+Configured not to drop messages for slow subscribers: mosquitto's defaults
+(``max_queued_messages 1000``, 20 in flight) silently drop a large part of a burst, QoS 1
+included, for a subscriber that falls behind. Production brokers need the same settings
+(see docker-compose.yml).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+NO_DROP_SETTINGS = "max_queued_messages 1000000\nmax_queued_bytes 0\nmax_inflight_messages 0\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not os.path.exists(found):
+        raise RuntimeError("mosquitto is not installed: `make test` installs it with apt-get")
+    return found
+
+
+class Mosquitto:
+    def __init__(self, workdir: Path, persistence: bool = True) -> None:
+        self.dir = workdir / "mosquitto"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o777)  # run as root, mosquitto drops to its own user before writing
+        self.port = free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.config = self.dir / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            f"persistence {'true' if persistence else 'false'}\n"
+            f"persistence_location {self.dir}/\n"
+            + NO_DROP_SETTINGS
+            + f"log_dest file {self.dir}/mosquitto.log\n"
+        )
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        self.proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not listen on {self.port}; see {self.dir}")
+
+    def stop(self) -> None:
+        """SIGTERM: mosquitto writes its persistence file before it exits."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)

@@ -1,0 +1,174 @@
+"""Real processes for end-to-end tests: mosquitto, the case platform, the gateway and the
+device simulator, each started exactly as an operator would start it, on loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import yaml
+
+from simulators.mosquitto import Mosquitto, free_port
+
+CLI = [sys.executable, "-m", "gateway.cli"]
+TOKEN = "test-token"
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, httpx.HTTPError, KeyError, ValueError):
+            if check():
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+class Service:
+    """One `citygw` subprocess with its log file."""
+
+    def __init__(self, name: str, args: list[str], workdir: Path) -> None:
+        self.name = name
+        self.args = args
+        self.log = workdir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen([*CLI, *self.args], stdout=log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, exactly like a power cut of the process."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class Stack:
+    """Broker, platform and gateway wired together in one temp folder."""
+
+    def __init__(self, workdir: Path, platform_unavailable_s: float = 0.0) -> None:
+        self.workdir = workdir
+        self.broker = Mosquitto(workdir)
+        self.platform_port = free_port()
+        self.api_port = free_port()
+        self.platform = Service(
+            "platform",
+            [
+                "platform",
+                "--port",
+                str(self.platform_port),
+                "--db",
+                str(workdir / "platform.db"),
+                "--token",
+                TOKEN,
+                "--unavailable-for",
+                str(platform_unavailable_s),
+            ],
+            workdir,
+        )
+        self.config_path = self._write_config()
+        self.gateway = Service("gateway", ["run", "-c", str(self.config_path)], workdir)
+        self.platform_http = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.platform_port}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=5,
+        )
+        self.gateway_http = httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}", timeout=5)
+        self.truth_path = workdir / "truth.json"
+
+    def _write_config(self) -> Path:
+        from simulators.scenario import BUILTIN_SCENARIO
+
+        config = {
+            "gateway_id": "test",
+            "mqtt": {"url": self.broker.url, "client_id": "citygw-test"},
+            "devices": {"registry": str(BUILTIN_SCENARIO.parent / "devices.csv")},
+            "store": {"path": str(self.workdir / "gateway.db")},
+            "case_platform": {
+                "url": f"http://127.0.0.1:{self.platform_port}",
+                "token": TOKEN,
+                "status_sync_s": 1,
+                "retry": {"initial_s": 0.2, "max_s": 2},
+            },
+            "api": {"port": self.api_port},
+        }
+        path = self.workdir / "gateway.yaml"
+        path.write_text(yaml.safe_dump(config, allow_unicode=True))
+        return path
+
+    def start(self) -> None:
+        self.broker.start()
+        self.platform.start()
+        wait_until(lambda: httpx.get(self._platform_url("/healthz")).is_success, "platform", 20)
+        self.start_gateway()
+
+    def start_gateway(self) -> None:
+        self.gateway.start()
+        wait_until(lambda: self.gateway_stats()["mqtt"]["connected"], "gateway", 30)
+
+    def simulator(self, time_scale: float) -> Service:
+        sim = Service(
+            "simulator",
+            [
+                "simulate",
+                "devices",
+                "--broker",
+                self.broker.url,
+                "--truth",
+                str(self.truth_path),
+                "--time-scale",
+                str(time_scale),
+            ],
+            self.workdir,
+        )
+        sim.start()
+        return sim
+
+    def gateway_stats(self) -> dict:
+        return self.gateway_http.get("/api/v1/stats").json()
+
+    def cases(self) -> list[dict]:
+        return self.platform_http.get("/api/v1/cases").json()["cases"]
+
+    def truth(self) -> dict:
+        return json.loads(self.truth_path.read_text(encoding="utf-8"))
+
+    def wait_caught_up(self, timeout_s: float) -> dict:
+        """Until every good reading is stored and the outbox is empty; returns stats."""
+        truth = self.truth()
+        good = truth["published"] - sum(truth["expected_rejections"].values())
+
+        def done() -> bool:
+            stats = self.gateway_stats()
+            return stats["readings_stored"] >= good and stats["outbox"]["pending"] == 0
+
+        wait_until(done, f"{good} readings stored and the outbox drained", timeout_s)
+        return self.gateway_stats()
+
+    def _platform_url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.platform_port}{path}"
+
+    def stop(self) -> None:
+        self.gateway.stop()
+        self.platform.stop()
+        self.broker.stop()
