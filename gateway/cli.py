@@ -17,6 +17,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for chatty in ("httpx", "httpcore", "amqtt"):  # one line per request/packet otherwise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     return args.handler(args)
 
 
