@@ -5,7 +5,8 @@ N QoS 1 readings are published while the consumer's persistent session is offlin
 consumer connects and the clock runs from its first message to its N-th. The bare
 subscriber only decodes JSON and auto-acks; the gateway decodes, validates against the
 registry, runs the replay guard and the rules, stores every reading in SQLite (WAL) and
-acks each message after its batch committed.
+acks each message after its batch committed; the cases its alerts cause are filed on the
+bundled platform (a separate process) while it runs, as in production.
 
 Usage: python bench/ingest.py [--readings 50000] [--devices 1000] [--synchronous FULL]
 Prints the figures and appends them to BENCHMARKS.md.
@@ -18,6 +19,8 @@ import asyncio
 import json
 import platform
 import random
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -30,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import load_config
 from gateway.service import Gateway
-from simulators.mosquitto import Mosquitto
+from simulators.mosquitto import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("bin", "manhole_cover", "water_level")
@@ -164,6 +167,23 @@ def main() -> None:
         work = Path(tmp)
         broker = Mosquitto(work, persistence=False)
         broker.start()
+        platform_port = free_port()
+        platform_proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "platform",
+                "--port",
+                str(platform_port),
+                "--db",
+                str(work / "platform.db"),
+                "--token",
+                "bench",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             fleet = write_registry(work / "devices.csv", args.devices)
             messages = payloads(fleet, args.readings)
@@ -175,9 +195,8 @@ def main() -> None:
                         "devices": {"registry": "devices.csv"},
                         "store": {"path": "gateway.db", "synchronous": args.synchronous},
                         "case_platform": {
-                            "url": "http://127.0.0.1:9",
-                            "token": "unused",
-                            "status_sync_s": 3600,
+                            "url": f"http://127.0.0.1:{platform_port}",
+                            "token": "bench",
                         },
                         "api": {"enabled": False},
                     }
@@ -192,6 +211,8 @@ def main() -> None:
             publish_all(broker.port, messages)
             gateway_rate, counters = asyncio.run(gateway_run(config_path, len(messages)))
         finally:
+            platform_proc.terminate()
+            platform_proc.wait(10)
             broker.stop()
 
     ratio = gateway_rate / bare_rate

@@ -4,7 +4,8 @@ A command is removed from the queue only when the platform has answered it. Retr
 failures wait with exponential backoff and jitter (or the platform's ``Retry-After``);
 while an incident's command waits, later commands of the same incident wait behind it, so
 evidence never reaches the platform before its case exists. Commands of other incidents
-keep flowing. Refused commands are parked with their reason, counted and visible.
+keep flowing while the platform answers; when it fails, the whole pass backs off.
+Refused commands are parked with their reason, counted and visible.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class OutboxDispatcher:
         self._on_case_closed = on_case_closed
         self._on_delivered = on_delivered
         self._wake = asyncio.Event()
+        self._backing_off = False
         self.stats: Counter[str] = Counter()
         self.last_error = ""
 
@@ -68,6 +70,11 @@ class OutboxDispatcher:
         while True:
             self._wake.clear()
             next_due = await self.drain_once()
+            if self._backing_off:
+                # New commands cannot go through a failing platform either: sleep, do not
+                # re-read the queue on every wake-up.
+                await asyncio.sleep(max(0.0, ((next_due or 0) - _now_ms()) / 1000))
+                continue
             timeout = 1.0
             if next_due is not None:
                 timeout = min(timeout, max(0.0, (next_due - _now_ms()) / 1000))
@@ -77,6 +84,7 @@ class OutboxDispatcher:
     async def drain_once(self) -> int | None:
         """Try every due command once; return when the earliest waiting one is due."""
         now = _now_ms()
+        self._backing_off = False
         blocked: set[str] = set()
         next_due: int | None = None
         for row in outbox.pending(self._conn):
@@ -93,7 +101,10 @@ class OutboxDispatcher:
                 blocked.add(incident_id)
                 due = outbox_due(self._conn, row.seq)
                 if due is not None:
-                    next_due = due if next_due is None else min(next_due, due)
+                    # The platform is failing: back off as a whole rather than hammer it
+                    # with every other incident's command in this same pass.
+                    self._backing_off = True
+                    return due if next_due is None else min(next_due, due)
         return next_due
 
     async def _deliver(self, row: outbox.OutboxRow) -> bool:
