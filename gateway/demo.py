@@ -20,17 +20,12 @@ from pathlib import Path
 import httpx
 import yaml
 
+from simulators.mosquitto import free_port
 from simulators.scenario import BUILTIN_SCENARIO
 from simulators.truth import compare_cases
 
 TOKEN = "demo-token"
 PRIORITY_CN = {"critical": "特急", "urgent": "紧急", "normal": "一般", "low": "低"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(check, what: str, timeout_s: float = 30.0) -> None:

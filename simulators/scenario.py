@@ -50,22 +50,13 @@ from simulators.fleet.contract import (
     REJECTION_REASONS,
     REQUIRED_FIELDS,
     SEND_UNIT_FACTORS,
+    Reason,
 )
 from simulators.fleet.faults import CARRIES_OWN_TS, fault_problem
 from simulators.fleet.registry import RegisteredDevice, RegistryError, load_registry
 
 BUILTIN_SCENARIO = Path(__file__).parent / "scenarios" / "builtin" / "scenario.yaml"
 
-Reason = Literal[
-    "malformed_json",
-    "bad_schema",
-    "out_of_range",
-    "bad_unit",
-    "unknown_device",
-    "duplicate",
-    "stale",
-    "future_timestamp",
-]
 Kind = Literal["manhole_cover", "bin", "water_level"]
 Loc = tuple[str | int, ...]
 

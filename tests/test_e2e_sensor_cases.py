@@ -5,10 +5,13 @@ broker restarted mid-run."""
 
 from __future__ import annotations
 
+import json
 import time
 
+import paho.mqtt.client as mqtt
 import pytest
 from harness import Stack, wait_until
+from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.truth import compare_cases
 
@@ -97,3 +100,43 @@ def test_broker_restarted_mid_run(stack):
     stats = run_scenario(s, during=restart_broker)
     assert_exact_cases(s)
     assert_every_good_reading_stored_once(s, stats)
+
+
+def publish(s: Stack, device_id: str, seq: int, values: dict) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", s.broker.port)
+    client.loop_start()
+    doc = {"ts": int(time.time() * 1000), "seq": seq, "values": values}
+    client.publish(f"citygw/v1/{device_id}/telemetry", json.dumps(doc), qos=1).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def cases_of(s: Stack, device_id: str) -> list[dict]:
+    return [c for c in s.cases() if any(e["source_id"] == device_id for e in c["evidence"])]
+
+
+def test_open_case_gathers_repeats_and_a_closed_case_rearms_the_device(stack):
+    s = stack()
+    run_scenario(s)
+    [case] = cases_of(s, "MH-001")
+    evidence_before = len(case["evidence"])
+
+    # The lid opens again while the case is still open: evidence, not a second case.
+    publish(s, "MH-001", 10_001, {"tilt_deg": 30.0, "lid_open": True})
+    wait_until(lambda: len(cases_of(s, "MH-001")[0]["evidence"]) > evidence_before, "evidence", 20)
+    assert len(cases_of(s, "MH-001")) == 1
+
+    # The city closes the case; the status sync closes the incident and re-arms the cover.
+    for status in ("registered", "dispatched", "handling", "verifying", "closed"):
+        s.platform_http.post(f"/api/v1/cases/{case['id']}/transition", json={"to": status})
+    wait_until(
+        lambda: s.gateway_http.get("/api/v1/incidents?status=closed").json()["count"] == 1,
+        "incident closed by status sync",
+        20,
+    )
+    publish(s, "MH-001", 10_002, {"tilt_deg": 31.0, "lid_open": True})
+    wait_until(lambda: len(cases_of(s, "MH-001")) == 2, "a new case for the re-opened lid", 20)
+    new = next(c for c in cases_of(s, "MH-001") if c["id"] != case["id"])
+    assert (new["class_code"], new["priority"], new["status"]) == ("01003", "critical", "accepted")
+    assert len(s.cases()) == len(s.truth()["expected_cases"]) + 1

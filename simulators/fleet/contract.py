@@ -7,6 +7,8 @@ shows up as a failing end-to-end test instead of being silently shared.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 TOPIC = "citygw/v1/{device_id}/telemetry"
 QOS = 1
 
@@ -29,7 +31,7 @@ SEND_UNIT_FACTORS: dict[str, dict[str, float]] = {
 }
 
 # Rejection reason codes the gateway counts; a staged fault names the one it must provoke.
-REJECTION_REASONS = (
+Reason = Literal[
     "malformed_json",
     "bad_schema",
     "out_of_range",
@@ -38,7 +40,8 @@ REJECTION_REASONS = (
     "duplicate",
     "stale",
     "future_timestamp",
-)
+]
+REJECTION_REASONS: tuple[str, ...] = get_args(Reason)
 
 
 def topic_for(device_id: str) -> str:
