@@ -72,17 +72,37 @@ class Reading:
     seq: int | None = None
 
 
+class Category(StrEnum):
+    """What a detected label counts as for city rules (set by the class map in config)."""
+
+    PERSON = "person"
+    VEHICLE = "vehicle"
+    STALL_PART = "stall_part"  # a trained ``stall`` class, or proxies: umbrella, table, chair
+    RUBBISH = "rubbish"  # a trained ``rubbish`` class, or bag-like COCO classes
+    STATIC_OBJECT = "static_object"  # class-agnostic: a new static blob vs the background
+    OTHER = "other"
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """What a camera saw of one tracked object in one analysed frame (event time, ms)."""
+    """What a camera saw of one tracked object in one analysed frame (event time, ms).
+
+    ``box`` is pixel ``(x1, y1, x2, y2)`` in the analysed frame of ``frame_size``
+    ``(width, height)``. ``zone_id`` is the zone holding the box's bottom-centre ("" when
+    none). ``stationary_ms`` is how long the track has stayed put (0 while it moves).
+    ``frame_ts`` names the analysed frame, so evidence can be fetched for it later.
+    """
 
     camera_id: str
     zone_id: str
     label: str
+    category: Category
     track_id: int
     box: tuple[float, float, float, float]
     score: float
     ts: int
+    stationary_ms: int = 0
+    frame_size: tuple[int, int] = (0, 0)
 
 
 class AlertState(StrEnum):

@@ -1,0 +1,86 @@
+"""Camera, zone and detector settings: typed, validated, shared by the video pipeline.
+
+Zone polygons are in **normalised** image coordinates (0..1), so a camera that comes
+back from a reconnect at another resolution keeps its zones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from domain import Category
+
+# Zone type → what a stall there is filed as (GB/T 47678.5 matter codes).
+ZoneType = Literal["no_vending", "shop_front", "hawker", "no_dumping"]
+STALL_CLASS_BY_ZONE = {"no_vending": "09006", "shop_front": "09005", "hawker": "09001"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ZoneSettings(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    type: ZoneType
+    polygon: list[tuple[float, float]] = Field(min_length=3)
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    address: str = ""
+    grid_code: str = Field("", pattern=r"^(\d{15})?$")
+    # Local-time windows "HH:MM-HH:MM" when the rule is in force; empty = always.
+    schedule: list[str] = []
+    # no_dumping zones: 06010 暴露垃圾 by default, 06011 积存垃圾渣土 where configured.
+    rubbish_class: Literal["06010", "06011"] = "06010"
+
+    @model_validator(mode="after")
+    def _normalised(self) -> Self:
+        for x, y in self.polygon:
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ValueError("polygon points are normalised image coordinates in 0..1")
+        for window in self.schedule:
+            start, _, end = window.partition("-")
+            if not (_hhmm(start) and _hhmm(end)):
+                raise ValueError(f"schedule window {window!r} is not HH:MM-HH:MM")
+        return self
+
+
+def _hhmm(text: str) -> bool:
+    hours, _, minutes = text.partition(":")
+    return hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60
+
+
+class CameraSettings(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    # rtsp://..., a video file path, or onvif://user:pass@host:port (stream URI looked up)
+    url: str
+    analyse_fps: float = Field(1.0, gt=0, le=30)
+    zones: list[ZoneSettings] = Field(min_length=1)
+    offline_after_s: float = Field(60.0, gt=0)  # down this long → camera-offline alert
+    stall_timeout_s: float = Field(10.0, gt=0)  # no frame this long → watchdog reconnects
+
+
+class DetectorSettings(_Strict):
+    model: Path
+    backend: Literal["onnxruntime", "ultralytics"] = "onnxruntime"
+    conf: float = Field(0.25, gt=0, lt=1)
+    iou: float = Field(0.45, gt=0, lt=1)
+    # Labels the model knows → what they count as. Unlisted labels are ignored.
+    class_map: dict[str, Category] = {
+        "person": Category.PERSON,
+        "car": Category.VEHICLE,
+        "bus": Category.VEHICLE,
+        "truck": Category.VEHICLE,
+        "motorcycle": Category.VEHICLE,
+        "bicycle": Category.VEHICLE,
+        "stall": Category.STALL_PART,
+        "umbrella": Category.STALL_PART,
+        "dining table": Category.STALL_PART,
+        "chair": Category.STALL_PART,
+        "rubbish": Category.RUBBISH,
+        "suitcase": Category.RUBBISH,
+        "backpack": Category.RUBBISH,
+        "handbag": Category.RUBBISH,
+    }
