@@ -16,18 +16,30 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/citygw demo $(ARGS)
 
-# Debian packages the tests drive for real (mosquitto as the broker under test).
+# Debian packages the tests drive for real: mosquitto (broker), ffmpeg (H.264 files), and
+# GStreamer's RTSP server with the headers PyGObject builds against (live RTSP cameras).
+DEBS := mosquitto ffmpeg pkg-config libgirepository1.0-dev libcairo2-dev \
+        gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+        gstreamer1.0-plugins-ugly
 system-deps:
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
-		echo "installing mosquitto (apt-get)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto >/dev/null; \
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+		| grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+# The RTSP server's Python bindings build against the Debian headers above.
+RTSP_STAMP := $(VENV)/.rtsp-stamp
+$(RTSP_STAMP): $(STAMP) | system-deps
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,rtsp]'
+	touch $(RTSP_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps $(RTSP_STAMP) lint
 	$(BIN)/python -m pytest $(ARGS)
 
 format: $(STAMP)

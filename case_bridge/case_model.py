@@ -9,6 +9,8 @@ from case_bridge.codes import ClassCatalog
 from case_bridge.settings import CaseSettings
 from domain import Alert, CaseCommand, Priority
 
+ORIGIN_NAMES = {"iot": "物联网感知", "video": "视频智能识别"}
+
 
 def deadline_iso(alert_ts_ms: int, priority: Priority, settings: CaseSettings) -> str:
     """Deadline counts from when the problem was seen (event time), not when filed."""
@@ -26,6 +28,7 @@ def evidence_item(alert: Alert) -> dict[str, Any]:
         "priority": str(alert.priority),
         "values": alert.values,
         "summary": alert.summary,
+        "media": list(alert.media),
     }
 
 
@@ -45,8 +48,9 @@ def open_case_body(command: CaseCommand, catalog: ClassCatalog, settings: CaseSe
             "address": alert.location.address,
             "grid_code": alert.location.grid_code,
         },
-        "description": f"物联网感知: {class_name} — {alert.source_id} @ {where}: {alert.summary}",
-        "source": "iot",
+        "description": f"{ORIGIN_NAMES.get(alert.origin, alert.origin)}: {class_name} — "
+        f"{alert.source_id} @ {where}: {alert.summary}",
+        "source": alert.origin,
         "evidence": [evidence_item(alert)],
         "external_key": command.incident_id,
     }

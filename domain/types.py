@@ -132,6 +132,11 @@ class Alert:
     values: dict[str, Value] = field(default_factory=dict)
     part_code: str = ""
     summary: str = ""
+    # Evidence media (e.g. JPEG paths with boxes and zone drawn, the "before" frame).
+    media: tuple[str, ...] = ()
+    # How the problem was found, as platforms record it: "iot" (物联网感知) or "video"
+    # (视频智能识别).
+    origin: str = "iot"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,6 +149,7 @@ class Alert:
                 "state": AlertState(data["state"]),
                 "priority": Priority(data["priority"]),
                 "location": Location(**data["location"]),
+                "media": tuple(data.get("media", ())),
             }
         )
 
