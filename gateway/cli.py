@@ -63,6 +63,25 @@ def _build_parser() -> argparse.ArgumentParser:
     devices.add_argument("--seed", type=int, default=1)
     devices.set_defaults(handler=_simulate_devices)
 
+    detect = commands.add_parser("detect", help="run an image or video through a detector")
+    detect.add_argument("path")
+    detect.add_argument("--model", required=True)
+    detect.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "ultralytics"])
+    detect.add_argument("--conf", type=float, default=0.25)
+    detect.add_argument("--every", type=int, default=1, help="analyse every n-th video frame")
+    detect.set_defaults(handler=_detect)
+
+    detector = commands.add_parser("detector", help="train a detector on labelled footage")
+    detector_commands = detector.add_subparsers(required=True, metavar="ACTION")
+    train = detector_commands.add_parser("train", help="train with Ultralytics, export ONNX")
+    train.add_argument("--data", required=True, help="YOLO data.yaml")
+    train.add_argument("--out", default="var/train")
+    train.add_argument("--base", default="yolov8n.yaml", help="model YAML (scratch) or .pt")
+    train.add_argument("--epochs", type=int, default=40)
+    train.add_argument("--imgsz", type=int, default=320)
+    train.add_argument("--hours", type=float, default=None, help="time budget (hours)")
+    train.set_defaults(handler=_train)
+
     demo = commands.add_parser("demo", help="everything on embedded defaults, printing cases")
     demo.add_argument(
         "--duration",
@@ -130,6 +149,38 @@ def _simulate_devices(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(f"published {truth['published']} messages; truth written to {args.truth}")
+    return 0
+
+
+def _detect(args: argparse.Namespace) -> int:
+    import json
+
+    from detectors.backends import ModelError
+    from detectors.detect_file import InputError, detect_path
+
+    try:
+        for detection in detect_path(args.path, args.model, args.backend, args.conf, args.every):
+            print(json.dumps(detection), flush=True)
+    except (InputError, ModelError) as exc:
+        print(f"citygw: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from detectors.training import train_detector
+
+    result = train_detector(
+        Path(args.data),
+        Path(args.out),
+        args.base,
+        args.epochs,
+        args.imgsz,
+        time_budget_h=args.hours,
+    )
+    print(f"exported {result.onnx}: mAP50 {result.map50:.3f}, mAP50-95 {result.map50_95:.3f}")
     return 0
 
 
