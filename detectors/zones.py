@@ -1,0 +1,103 @@
+"""Camera zones: where a rule applies in the picture, and when.
+
+A zone's polygon is stored normalised (0..1) in the config, so it survives a camera that
+reconnects at another resolution; the pixel polygon is derived per frame size and cached.
+Membership is decided by a box's bottom-centre, the point where the object touches the
+ground: a tall umbrella leaning over a kerb line belongs to where its stand is, not to
+where its canopy reaches.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+from zoneinfo import ZoneInfo
+
+import cv2
+import numpy as np
+
+from detectors.config import STALL_CLASS_BY_ZONE, ZoneSettings
+from domain import Location
+
+Box = tuple[float, float, float, float]
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def bottom_centre(box: Box) -> tuple[float, float]:
+    """The ground contact point of an upright object's pixel box ``(x1, y1, x2, y2)``."""
+    x1, _, x2, y2 = box
+    return (x1 + x2) / 2.0, y2
+
+
+class Zone:
+    """One configured zone of one camera, ready for per-frame membership and schedule tests."""
+
+    def __init__(self, settings: ZoneSettings) -> None:
+        self.settings = settings
+        self._windows = [_parse_window(window) for window in settings.schedule]
+        self._pixels: dict[tuple[int, int], np.ndarray] = {}
+
+    @property
+    def id(self) -> str:
+        return self.settings.id
+
+    @property
+    def type(self) -> str:
+        return self.settings.type
+
+    @property
+    def location(self) -> Location:
+        """The zone's place on the map: every camera that sees it reports the same spot."""
+        s = self.settings
+        return Location(lat=s.lat, lon=s.lon, address=s.address, grid_code=s.grid_code)
+
+    @property
+    def class_code(self) -> str:
+        """What a violation here is filed as: the stall code of the zone type, or the
+        zone's rubbish class for no_dumping zones."""
+        return STALL_CLASS_BY_ZONE.get(self.settings.type, self.settings.rubbish_class)
+
+    def polygon_px(self, frame_size: tuple[int, int]) -> np.ndarray:
+        """The polygon in pixels of a ``(width, height)`` frame, as float32 ``(N, 2)``."""
+        polygon = self._pixels.get(frame_size)
+        if polygon is None:
+            width, height = frame_size
+            scale = np.array([width, height], dtype=np.float32)
+            polygon = np.asarray(self.settings.polygon, dtype=np.float32) * scale
+            self._pixels[frame_size] = polygon
+        return polygon
+
+    def contains(self, box: Box, frame_size: tuple[int, int]) -> bool:
+        """Whether the box's bottom-centre lies inside the zone (the edge counts as in)."""
+        x, y = bottom_centre(box)
+        return cv2.pointPolygonTest(self.polygon_px(frame_size), (x, y), False) >= 0
+
+    def in_force(self, ts_ms: int, tz: tzinfo = SHANGHAI) -> bool:
+        """Whether the zone's rule applies at ``ts_ms`` (epoch ms), judged in local time.
+
+        No windows means always. A window whose end is before its start crosses midnight
+        ("22:00-06:00"); one whose end equals its start covers the whole day.
+        """
+        if not self._windows:
+            return True
+        local = datetime.fromtimestamp(ts_ms / 1000.0, tz)
+        minute = local.hour * 60 + local.minute
+        return any(_in_window(minute, start, end) for start, end in self._windows)
+
+
+def _parse_window(window: str) -> tuple[int, int]:
+    """``"HH:MM-HH:MM"`` (already validated by ZoneSettings) → minutes of the day."""
+    start, _, end = window.partition("-")
+    return _minutes(start), _minutes(end)
+
+
+def _minutes(hhmm: str) -> int:
+    hours, _, minutes = hhmm.partition(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def _in_window(minute: int, start: int, end: int) -> bool:
+    if start == end:
+        return True
+    if start < end:
+        return start <= minute < end
+    return minute >= start or minute < end  # crosses midnight

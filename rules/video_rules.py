@@ -1,0 +1,258 @@
+"""Video rules: street stalls (占道经营 and kin) and dumped rubbish (暴露垃圾) per camera zone.
+
+The detectors say what is in each analysed frame and how long each object has stood
+still; these rules decide when that has become a case. Both rules are "something that
+should not be there has stayed there":
+
+- **stall**, in no_vending / shop_front / hawker zones: stall parts standing still. A
+  trained ``stall`` label counts by itself; COCO proxies (umbrella, dining table, chair)
+  count only with a stationary person near them in the zone — an umbrella carried past,
+  or café chairs nobody tends, are not a vendor.
+- **dumping**, in no_dumping zones: rubbish or new static objects standing still. A
+  trained ``rubbish`` label counts by itself; bag-like proxies and static blobs do not
+  count while a stationary person is near them (a bag beside its owner is not dumped),
+  nor when mostly covered by a person or vehicle (the blob is that person or vehicle).
+
+Presence is judged per zone, not per track: a vendor whose track is lost and found again
+is still the same stall. It must last the dwell (while the zone's schedule is in force;
+frames outside it count as absent), gaps up to ``gap_tolerance_s`` do not restart it, and
+a firing alert clears after ``clear_after_s`` without any qualifying object.
+
+Only event time (frame timestamps) is used, so replaying recorded observations gives the
+same alerts. State is plain JSON per alert key, handed out with ``take_dirty`` and put
+back with ``load_state`` exactly like the sensor rule engine, so the gateway persists both
+the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain import Alert, AlertState, Category, Location, Observation, Priority
+
+STALL_ZONE_TYPES = frozenset({"no_vending", "shop_front", "hawker"})
+DUMPING_ZONE_TYPES = frozenset({"no_dumping"})
+_BLOCKERS = (Category.PERSON, Category.VEHICLE)
+
+
+class VideoRuleParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stall_dwell_s: float = Field(300.0, ge=0)
+    rubbish_dwell_s: float = Field(600.0, ge=0)
+    gap_tolerance_s: float = Field(20.0, ge=0)
+    clear_after_s: float = Field(120.0, ge=0)
+    # An object counts once it has stood still this long (filters people pausing in step).
+    stationary_s: float = Field(10.0, gt=0)
+    # "Near" = bottom-centres within this many box heights (the taller of the two boxes).
+    near_heights: float = Field(1.5, gt=0)
+    # A dumping candidate covered more than this by a person/vehicle box is that object.
+    max_covered: float = Field(0.5, gt=0, le=1)
+    # Labels that count alone; other labels of the category are proxies.
+    stall_labels: list[str] = ["stall"]
+    rubbish_labels: list[str] = ["rubbish"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Zone:
+    zone_id: str
+    rule_id: str
+    class_code: str
+    location: Location
+    in_force: Callable[[int], bool] | None
+
+
+def alert_key(camera_id: str, zone_id: str, rule_id: str) -> str:
+    return f"{camera_id}/{zone_id}/{rule_id}"
+
+
+def initial_state() -> dict[str, Any]:
+    """Nothing present: plain JSON so it can be stored as it is."""
+    return {"since": None, "last_seen": None, "firing": False}
+
+
+class VideoRuleEngine:
+    def __init__(self, params: VideoRuleParams | None = None) -> None:
+        self.params = params or VideoRuleParams()
+        self._zones: dict[str, dict[str, _Zone]] = {}
+        self._states: dict[str, dict[str, Any]] = {}
+        self._dirty: set[str] = set()
+
+    def add_zone(
+        self,
+        camera_id: str,
+        zone_id: str,
+        zone_type: str,
+        location: Location,
+        class_code: str,
+        schedule_in_force: Callable[[int], bool] | None = None,
+    ) -> None:
+        """Watch one zone of one camera. ``location`` is the zone's place on the map (not
+        the camera's), so cameras sharing a zone raise alerts the incident book merges."""
+        if zone_type in STALL_ZONE_TYPES:
+            rule_id = "stall"
+        elif zone_type in DUMPING_ZONE_TYPES:
+            rule_id = "dumping"
+        else:
+            raise ValueError(f"zone {camera_id}/{zone_id}: unknown zone type {zone_type!r}")
+        zone = _Zone(zone_id, rule_id, class_code, location, schedule_in_force)
+        self._zones.setdefault(camera_id, {})[zone_id] = zone
+
+    def load_state(self, key: str, state: dict[str, Any]) -> None:
+        self._states[key] = state
+
+    def process(self, camera_id: str, ts_ms: int, observations: list[Observation]) -> list[Alert]:
+        """Advance every zone of the camera by one analysed frame (call it for empty
+        frames too: that is how absence is timed)."""
+        by_zone: dict[str, list[Observation]] = {}
+        for obs in observations:
+            by_zone.setdefault(obs.zone_id, []).append(obs)
+        alerts: list[Alert] = []
+        for zone in self._zones.get(camera_id, {}).values():
+            seen = by_zone.get(zone.zone_id, [])
+            evidence: list[Observation] = []
+            if zone.in_force is None or zone.in_force(ts_ms):
+                if zone.rule_id == "stall":
+                    evidence = self._stall_evidence(seen)
+                else:
+                    evidence = self._dumping_evidence(seen)
+            key = alert_key(camera_id, zone.zone_id, zone.rule_id)
+            state = self._states.get(key)
+            if state is None:
+                state = self._states[key] = initial_state()
+            before = dict(state)
+            transition, dwell_ms = self._advance(state, ts_ms, bool(evidence), zone.rule_id)
+            if state != before:
+                self._dirty.add(key)
+            if transition is not None:
+                alerts.append(
+                    self._alert(camera_id, zone, key, transition, ts_ms, dwell_ms, evidence)
+                )
+        return alerts
+
+    def rearm(self, keys: list[str]) -> None:
+        """Forget these alerts (their case was closed): if the stall or rubbish is still
+        there after a full dwell, a new case is filed."""
+        for key in keys:
+            if key in self._states:
+                del self._states[key]
+                self._dirty.add(key)
+
+    def take_dirty(self) -> dict[str, dict[str, Any] | None]:
+        """Changed states since the last call; ``None`` means deleted."""
+        changed = {k: self._states.get(k) for k in self._dirty}
+        self._dirty.clear()
+        return changed
+
+    def _advance(
+        self, state: dict[str, Any], ts_ms: int, present: bool, rule_id: str
+    ) -> tuple[AlertState | None, int]:
+        """Move one key's state by one frame; return the transition and the dwell so far."""
+        p = self.params
+        dwell_s = p.stall_dwell_s if rule_id == "stall" else p.rubbish_dwell_s
+        gap_ms = p.gap_tolerance_s * 1000
+        if present:
+            stale = state["last_seen"] is not None and ts_ms - state["last_seen"] > gap_ms
+            if state["since"] is None or (stale and not state["firing"]):
+                state["since"] = ts_ms
+            state["last_seen"] = ts_ms
+            dwell_ms = ts_ms - state["since"]
+            if not state["firing"] and dwell_ms >= dwell_s * 1000:
+                state["firing"] = True
+                return AlertState.FIRING, dwell_ms
+            return None, dwell_ms
+        if state["since"] is None:
+            return None, 0
+        dwell_ms = state["last_seen"] - state["since"]
+        gone_ms = ts_ms - state["last_seen"]
+        if state["firing"]:
+            if gone_ms >= p.clear_after_s * 1000:
+                state.update(initial_state())
+                return AlertState.CLEARED, dwell_ms
+        elif gone_ms > gap_ms:
+            state.update(initial_state())
+        return None, dwell_ms
+
+    def _stall_evidence(self, seen: list[Observation]) -> list[Observation]:
+        still = self._stationary(seen)
+        people = [o for o in still if o.category is Category.PERSON]
+        return [
+            o
+            for o in still
+            if o.category is Category.STALL_PART
+            and (o.label in self.params.stall_labels or any(self._near(o, p) for p in people))
+        ]
+
+    def _dumping_evidence(self, seen: list[Observation]) -> list[Observation]:
+        blockers = [o for o in seen if o.category in _BLOCKERS]
+        still = self._stationary(seen)
+        people = [o for o in still if o.category is Category.PERSON]
+        evidence = []
+        for o in still:
+            if o.category not in (Category.RUBBISH, Category.STATIC_OBJECT):
+                continue
+            if any(_covered(o, b) > self.params.max_covered for b in blockers):
+                continue
+            if o.label in self.params.rubbish_labels or not any(self._near(o, p) for p in people):
+                evidence.append(o)
+        return evidence
+
+    def _stationary(self, seen: list[Observation]) -> list[Observation]:
+        least = self.params.stationary_s * 1000
+        return [o for o in seen if o.stationary_ms >= least]
+
+    def _near(self, a: Observation, b: Observation) -> bool:
+        ax, ay = (a.box[0] + a.box[2]) / 2, a.box[3]
+        bx, by = (b.box[0] + b.box[2]) / 2, b.box[3]
+        reach = self.params.near_heights * max(a.box[3] - a.box[1], b.box[3] - b.box[1])
+        return (ax - bx) ** 2 + (ay - by) ** 2 <= reach**2
+
+    def _alert(
+        self,
+        camera_id: str,
+        zone: _Zone,
+        key: str,
+        transition: AlertState,
+        ts_ms: int,
+        dwell_ms: int,
+        evidence: list[Observation],
+    ) -> Alert:
+        dwell_s = round(dwell_ms / 1000, 3)
+        if transition is AlertState.CLEARED:
+            summary = f"{zone.rule_id} in {camera_id}/{zone.zone_id} cleared after {dwell_s:g} s"
+        else:
+            summary = (
+                f"{zone.rule_id} in {camera_id}/{zone.zone_id}: {len(evidence)} object(s) "
+                f"({', '.join(sorted({o.label for o in evidence}))}) for {dwell_s:g} s"
+            )
+        return Alert(
+            key=key,
+            source_id=camera_id,
+            rule_id=zone.rule_id,
+            state=transition,
+            class_code=zone.class_code,
+            priority=Priority.URGENT,
+            location=zone.location,
+            ts=ts_ms,
+            values={
+                "dwell_s": dwell_s,
+                "objects": float(len(evidence)),
+                "score": max((o.score for o in evidence), default=0.0),
+            },
+            summary=summary,
+            origin="video",
+        )
+
+
+def _covered(obj: Observation, by: Observation) -> float:
+    """Fraction of ``obj``'s box inside ``by``'s box."""
+    x1, y1 = max(obj.box[0], by.box[0]), max(obj.box[1], by.box[1])
+    x2, y2 = min(obj.box[2], by.box[2]), min(obj.box[3], by.box[3])
+    area = (obj.box[2] - obj.box[0]) * (obj.box[3] - obj.box[1])
+    if area <= 0:
+        return 0.0
+    return max(0.0, x2 - x1) * max(0.0, y2 - y1) / area
