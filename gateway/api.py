@@ -1,15 +1,17 @@
 """The gateway's HTTP API: health, counters, dead letters, incidents and the outbox.
 
 Operators use it to see why a message was refused or a case has not arrived yet; tests
-and the demo use it to know when the gateway has caught up.
+and the demo use it to know when the gateway has caught up. Handlers are ``async`` on
+purpose: they run on the gateway's event loop, never in a thread pool, so the store keeps
+its single user.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Query
-from fastapi.responses import PlainTextResponse
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import FileResponse, PlainTextResponse
 
 from case_bridge import outbox
 from gateway import store
@@ -22,23 +24,23 @@ def create_api(gw: Gateway) -> FastAPI:
     app = FastAPI(title="citygw gateway", version="1")
 
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
         connected = bool(gw.ingest and gw.ingest.connected)
         return {"status": "ok" if connected else "degraded", "mqtt_connected": connected}
 
     @app.get("/api/v1/stats")
-    def stats() -> dict[str, Any]:
+    async def stats() -> dict[str, Any]:
         return collect_stats(gw)
 
     @app.get("/api/v1/dead-letters")
-    def dead_letters(
+    async def dead_letters(
         reason: str | None = None, limit: int = Query(100, ge=1, le=1000)
     ) -> dict[str, Any]:
         rows = store.dead_letters(gw.conn, reason, limit)
         return {"dead_letters": rows, "count": len(rows)}
 
     @app.get("/api/v1/incidents")
-    def incidents(status: str | None = None) -> dict[str, Any]:
+    async def incidents(status: str | None = None) -> dict[str, Any]:
         rows = [
             {**incident, "case_id": outbox.case_for(gw.conn, incident_id)}
             for incident_id, incident in store.load_states(gw.conn, "incident")
@@ -47,20 +49,27 @@ def create_api(gw: Gateway) -> FastAPI:
         return {"incidents": rows, "count": len(rows)}
 
     @app.get("/api/v1/outbox")
-    def outbox_rows(
+    async def outbox_rows(
         state: str | None = None, limit: int = Query(100, ge=1, le=1000)
     ) -> dict[str, Any]:
         rows = outbox.listing(gw.conn, state, limit)
         return {"commands": rows, "count": len(rows)}
 
     @app.post("/api/v1/outbox/requeue")
-    def requeue() -> dict[str, int]:
+    async def requeue() -> dict[str, int]:
         requeued = outbox.requeue_parked(gw.conn)
         gw.dispatcher.wake()
         return {"requeued": requeued}
 
+    @app.get("/api/v1/evidence/{name}")
+    async def evidence(name: str) -> FileResponse:
+        path = gw.evidence_dir / name
+        if "/" in name or not name.endswith(".jpg") or not path.is_file():
+            raise HTTPException(404, "no such evidence picture")
+        return FileResponse(path, media_type="image/jpeg")
+
     @app.get("/metrics", response_class=PlainTextResponse)
-    def metrics() -> str:
+    async def metrics() -> str:
         return render_prometheus(collect_stats(gw))
 
     return app
@@ -81,7 +90,18 @@ def collect_stats(gw: Gateway) -> dict[str, Any]:
         "delivery": dict(gw.dispatcher.stats),
         "last_delivery_error": gw.dispatcher.last_error,
         "status_sync_failures": gw.status_sync.failures,
+        "video": _video_stats(gw),
     }
+
+
+def _video_stats(gw: Gateway) -> dict[str, Any]:
+    if gw.video is None:
+        return {}
+    cameras = {
+        s.camera_id: {"status": s.status, "last_error": s.last_error, **s.stats}
+        for s in gw.video.supervisors
+    }
+    return {"cameras": cameras, **gw.video.stats}
 
 
 def render_prometheus(stats: dict[str, Any]) -> str:

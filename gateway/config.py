@@ -8,13 +8,22 @@ config file's folder, so a config directory can be moved as a whole.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from case_bridge.settings import CasePlatformSettings, CaseSettings
+from detectors.config import CameraSettings, DetectorSettings
 from rules.params import RulesConfig
+from rules.video_rules import VideoRuleParams
 
 
 class ConfigError(ValueError):
@@ -58,6 +67,27 @@ class ApiSettings(_Section):
     enabled: bool = True
 
 
+class VideoSettings(_Section):
+    """Cameras analysed live. Every camera needs the detector; zones carry the geo position
+    that lets two cameras' alerts about one place merge into one case."""
+
+    cameras: list[CameraSettings] = []
+    detector: DetectorSettings | None = None
+    rules: VideoRuleParams = VideoRuleParams()
+    # Without motion the detector's last answer is reused, re-checked this often.
+    recheck_s: float = Field(10.0, gt=0)
+    camera_offline_class: str = Field("99201", pattern=r"^\d{5}$")
+
+    @model_validator(mode="after")
+    def _needs_detector(self) -> Self:
+        if self.cameras and self.detector is None:
+            raise ValueError("cameras are configured but no detector (video.detector.model)")
+        ids = [c.id for c in self.cameras]
+        if len(ids) != len(set(ids)):
+            raise ValueError("camera ids must be unique")
+        return self
+
+
 class GatewayConfig(_Section):
     gateway_id: str = Field("citygw", pattern=r"^[A-Za-z0-9_.-]+$")
     mqtt: MqttSettings
@@ -69,6 +99,7 @@ class GatewayConfig(_Section):
     rules: RulesConfig = RulesConfig()
     ingest: IngestSettings = IngestSettings()
     api: ApiSettings = ApiSettings()
+    video: VideoSettings = VideoSettings()
 
     @field_validator("cases")
     @classmethod
@@ -99,6 +130,8 @@ def load_config(path: str | Path) -> GatewayConfig:
     base = path.resolve().parent
     config.devices.registry = base / config.devices.registry
     config.store.path = base / config.store.path
+    if config.video.detector is not None:
+        config.video.detector.model = base / config.video.detector.model
     _check_classes(path, config)
     return config
 
@@ -107,11 +140,15 @@ def _check_classes(path: Path, config: GatewayConfig) -> None:
     from case_bridge.codes import ClassCatalog
 
     catalog = ClassCatalog(config.cases.local_classes)
-    for kind in ("bin", "water_level"):
-        code = getattr(config.rules, kind).class_code
+    codes = {
+        f"rules.{kind}.class_code": getattr(config.rules, kind).class_code
+        for kind in ("bin", "water_level")
+    }
+    codes["video.camera_offline_class"] = config.video.camera_offline_class
+    for key, code in codes.items():
         if code not in catalog:
             raise ConfigError(
-                f"{path}: rules.{kind}.class_code: {code} is neither a GB/T 47678.5 matter code"
+                f"{path}: {key}: {code} is neither a GB/T 47678.5 matter code"
                 " nor listed in cases.local_classes"
             )
 

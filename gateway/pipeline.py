@@ -8,20 +8,31 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from case_bridge import outbox
 from devices.codec import decode_telemetry
 from devices.registry import Device
 from devices.rejections import Rejection
 from devices.replay_guard import ReplayGuard
-from domain import CaseCommand
+from domain import Alert, CaseCommand
 from gateway import store
 from rules.engine import RuleEngine
 from rules.incidents import IncidentBook
+
+
+class StatefulRules(Protocol):
+    """Another rule engine whose state is committed with each batch (e.g. video rules)."""
+
+    def load_state(self, key: str, state: dict[str, Any]) -> None: ...
+
+    def take_dirty(self) -> dict[str, dict[str, Any] | None]: ...
+
+    def rearm(self, keys: list[str]) -> None: ...
 
 
 class Message(Protocol):
@@ -40,6 +51,7 @@ class Pipeline:
         engine: RuleEngine,
         incidents: IncidentBook,
         max_future_skew_ms: int,
+        extra_state: Mapping[str, StatefulRules] | None = None,
     ) -> None:
         self._conn = conn
         self._registry = registry
@@ -47,12 +59,13 @@ class Pipeline:
         self._engine = engine
         self._incidents = incidents
         self._max_future_skew_ms = max_future_skew_ms
+        self._extra_state = dict(extra_state or {})
         self.counters: Counter[str] = Counter()
 
     def process(self, messages: Sequence[Message], now_ms: int) -> list[CaseCommand]:
-        """Apply a batch and commit it; return the case commands it produced."""
+        """Apply a batch of telemetry and commit it; return the case commands it produced."""
         batch = store.Batch()
-        commands: list[CaseCommand] = []
+        alerts: list[Alert] = []
         for message in messages:
             reading = decode_telemetry(
                 message.topic, message.payload, self._registry, now_ms, self._max_future_skew_ms
@@ -61,38 +74,22 @@ class Pipeline:
                 reading = self._guard.admit(reading) or reading
             if isinstance(reading, Rejection):
                 batch.reject(
-                    now_ms,
-                    message.topic,
-                    reading.device_id,
-                    reading.reason,
-                    reading.detail,
+                    now_ms, message.topic, reading.device_id, reading.reason, reading.detail,
                     message.payload,
-                )
+                )  # fmt: skip
                 self.counters[f"rejected_{reading.reason}"] += 1
                 continue
             self.counters["accepted"] += 1
             batch.readings.append(
                 (reading.device_id, reading.ts, reading.seq, json.dumps(reading.values))
             )
-            for alert in self._engine.process(reading):
-                produced = self._incidents.handle(alert)
-                incident_id = produced[0].incident_id if produced else None
-                batch.alerts.append(
-                    (
-                        alert.key,
-                        str(alert.state),
-                        alert.ts,
-                        incident_id,
-                        json.dumps(alert.to_dict(), ensure_ascii=False),
-                    )
-                )
-                commands.extend(produced)
-        self._collect_state(batch)
-        writes = [partial(outbox.enqueue, command=c, now_ms=now_ms) for c in commands]
-        store.commit(self._conn, batch, also=writes)
-        self.counters["alerts"] += len(batch.alerts)
-        self.counters["commands"] += len(commands)
-        return commands
+            alerts.extend(self._engine.process(reading))
+        return self._commit(batch, alerts, now_ms)
+
+    def apply_alerts(self, alerts: Sequence[Alert], now_ms: int) -> list[CaseCommand]:
+        """Alerts from other sources (cameras, device health): through the same incidents,
+        committed with every state that changed since the last commit."""
+        return self._commit(store.Batch(), alerts, now_ms)
 
     def close_incident(self, incident_id: str, reason: str) -> None:
         """The incident's case is final on the platform: close it, re-arm its alerts."""
@@ -100,23 +97,48 @@ class Pipeline:
         if not keys:
             return
         self._engine.rearm(keys)
-        batch = store.Batch()
-        self._collect_state(batch)
-        store.commit(self._conn, batch)
+        for source in self._extra_state.values():
+            source.rearm(keys)
+        self._commit(store.Batch(), [], int(time.time() * 1000))
 
-    def _collect_state(self, batch: store.Batch) -> None:
+    def _commit(
+        self, batch: store.Batch, alerts: Sequence[Alert], now_ms: int
+    ) -> list[CaseCommand]:
+        commands: list[CaseCommand] = []
+        for alert in alerts:
+            produced = self._incidents.handle(alert)
+            incident_id = produced[0].incident_id if produced else None
+            batch.alerts.append(
+                (alert.key, str(alert.state), alert.ts, incident_id,
+                 json.dumps(alert.to_dict(), ensure_ascii=False))
+            )  # fmt: skip
+            commands.extend(produced)
         batch.states.extend(("replay", k, v) for k, v in self._guard.take_dirty().items())
         batch.states.extend(("rule", k, v) for k, v in self._engine.take_dirty().items())
         batch.states.extend(("incident", k, v) for k, v in self._incidents.take_dirty().items())
+        for ns, source in self._extra_state.items():
+            batch.states.extend((ns, k, v) for k, v in source.take_dirty().items())
+        writes = [partial(outbox.enqueue, command=c, now_ms=now_ms) for c in commands]
+        store.commit(self._conn, batch, also=writes)
+        self.counters["alerts"] += len(batch.alerts)
+        self.counters["commands"] += len(commands)
+        return commands
 
 
 def restore(
-    conn: sqlite3.Connection, guard: ReplayGuard, engine: RuleEngine, incidents: IncidentBook
+    conn: sqlite3.Connection,
+    guard: ReplayGuard,
+    engine: RuleEngine,
+    incidents: IncidentBook,
+    extra_state: Mapping[str, StatefulRules] | None = None,
 ) -> None:
     """Load the committed state back after a restart."""
     for device_id, state in store.load_states(conn, "replay"):
         guard.load(device_id, state)
     for key, state in store.load_states(conn, "rule"):
         engine.load_state(key, state)
+    for ns, source in (extra_state or {}).items():
+        for key, state in store.load_states(conn, ns):
+            source.load_state(key, state)
     for _incident_id, incident in store.load_states(conn, "incident"):
         incidents.load(incident)

@@ -1,0 +1,126 @@
+"""Cameras → detector → per-camera analysers, on worker threads; observations → the loop.
+
+Each camera reads on its own thread (``CameraSupervisor``) and offers its newest frame to
+one detection thread. The detection thread takes the latest frame of every camera that has
+one, runs the motion gate, batches the frames that need inference into one detector call,
+and analyses each camera's frame with that camera's own tracker and zones. A camera whose
+frame is still waiting when a newer one arrives loses the older one (counted): under load
+frames are dropped, never alerts, and one slow camera never delays another.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from detectors.backends import Detection, Detector
+from detectors.config import CameraSettings
+from detectors.motion_gate import MotionGate
+from detectors.observe import CameraAnalyser
+from detectors.sources.frame import Frame
+from detectors.sources.supervisor import CameraSupervisor, StatusCallback
+from domain import Category, Observation
+
+log = logging.getLogger(__name__)
+
+# (camera id, frame ts, observations): called on the detection thread; must hand off.
+ObservationSink = Callable[[str, int, list[Observation]], None]
+
+
+class VideoRuntime:
+    def __init__(
+        self,
+        cameras: Sequence[CameraSettings],
+        detector: Detector,
+        class_map: dict[str, Category],
+        deliver: ObservationSink,
+        on_status: StatusCallback,
+        recheck_s: float = 10.0,
+    ) -> None:
+        self._detector = detector
+        self._deliver = deliver
+        self.analysers = {c.id: CameraAnalyser(c, class_map) for c in cameras}
+        self._analyser_locks = {c.id: threading.Lock() for c in cameras}
+        self._gates = {c.id: MotionGate(recheck_s=recheck_s) for c in cameras}
+        self._last_detections: dict[str, list[Detection]] = {}
+        self.supervisors = [
+            CameraSupervisor.from_settings(c, sink=self._offer, on_status=on_status)
+            for c in cameras
+        ]
+        self._latest: dict[str, Frame] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._detect_forever, name="detect", daemon=True)
+        self.stats: Counter[str] = Counter()
+
+    def start(self) -> None:
+        self._thread.start()
+        for supervisor in self.supervisors:
+            supervisor.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._ready.set()
+        for supervisor in self.supervisors:
+            supervisor.stop()
+        self._thread.join(10)
+
+    def evidence(
+        self, camera_id: str, zone_id: str, observations: list[Observation]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The zone's current frame with boxes and zone drawn, and its "before" frame."""
+        analyser = self.analysers[camera_id]
+        with self._analyser_locks[camera_id]:
+            current, before = analyser.evidence_frames(zone_id)
+            drawn = analyser.draw_evidence(current, observations, zone_id)
+        return drawn, before
+
+    def _offer(self, camera_id: str, frame: Frame) -> None:
+        with self._lock:
+            if camera_id in self._latest:
+                self.stats["frames_dropped"] += 1
+            self._latest[camera_id] = frame
+        self._ready.set()
+
+    def _detect_forever(self) -> None:
+        while not self._stopping.is_set():
+            self._ready.wait(1.0)
+            with self._lock:
+                batch = list(self._latest.items())
+                self._latest.clear()
+                self._ready.clear()
+            if batch:
+                try:
+                    self._analyse(batch)
+                except Exception:  # a bad frame or model hiccup must not stop all cameras
+                    self.stats["analysis_errors"] += 1
+                    log.exception("video analysis failed; continuing")
+
+    def _analyse(self, batch: list[tuple[str, Frame]]) -> None:
+        to_infer = [
+            (camera_id, frame)
+            for camera_id, frame in batch
+            if self._gates[camera_id].needs_inference(frame.image, frame.ts_ms)
+        ]
+        if to_infer:
+            started = time.perf_counter()
+            results = self._detector.detect([frame.image for _, frame in to_infer])
+            self.stats["inference_ms_total"] += int((time.perf_counter() - started) * 1000)
+            self.stats["inferences"] += len(to_infer)
+            for (camera_id, _), detections in zip(to_infer, results, strict=True):
+                self._last_detections[camera_id] = detections
+        self.stats["frames_analysed"] += len(batch)
+        self.stats["frames_gated"] += len(batch) - len(to_infer)
+        for camera_id, frame in batch:
+            detections = self._last_detections.get(camera_id, [])
+            with self._analyser_locks[camera_id]:
+                observations = self.analysers[camera_id].analyse(
+                    frame.image, frame.ts_ms, detections
+                )
+            self._deliver(camera_id, frame.ts_ms, observations)
