@@ -20,7 +20,7 @@ demo: $(STAMP)
 # GStreamer's RTSP server with the headers PyGObject builds against (live RTSP cameras).
 DEBS := mosquitto ffmpeg pkg-config libgirepository1.0-dev libcairo2-dev \
         gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-        gstreamer1.0-plugins-ugly
+        gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad
 system-deps:
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
 		| grep -q 'ok installed' || echo $$p; done); \

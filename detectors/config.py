@@ -57,6 +57,8 @@ class CameraSettings(_Strict):
     # rtsp://..., a video file path, or onvif://user:pass@host:port (stream URI looked up)
     url: str
     analyse_fps: float = Field(1.0, gt=0, le=30)
+    # PyAV decodes only keyframes where the GOP allows; OpenCV is the fallback decoder.
+    decoder: Literal["pyav", "opencv"] = "pyav"
     zones: list[ZoneSettings] = Field(min_length=1)
     offline_after_s: float = Field(60.0, gt=0)  # down this long → camera-offline alert
     stall_timeout_s: float = Field(10.0, gt=0)  # no frame this long → watchdog reconnects
