@@ -66,7 +66,9 @@ class Service:
 class Stack:
     """Broker, platform and gateway wired together in one temp folder."""
 
-    def __init__(self, workdir: Path, platform_unavailable_s: float = 0.0) -> None:
+    def __init__(
+        self, workdir: Path, platform_unavailable_s: float = 0.0, video: dict | None = None
+    ) -> None:
         self.workdir = workdir
         self.broker = Mosquitto(workdir)
         self.platform_port = free_port()
@@ -86,7 +88,7 @@ class Stack:
             ],
             workdir,
         )
-        self.config_path = self._write_config()
+        self.config_path = self._write_config(video)
         self.gateway = Service("gateway", ["run", "-c", str(self.config_path)], workdir)
         self.platform_http = httpx.Client(
             base_url=f"http://127.0.0.1:{self.platform_port}",
@@ -96,7 +98,7 @@ class Stack:
         self.gateway_http = httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}", timeout=5)
         self.truth_path = workdir / "truth.json"
 
-    def _write_config(self) -> Path:
+    def _write_config(self, video: dict | None) -> Path:
         from simulators.scenario import BUILTIN_SCENARIO
 
         config = {
@@ -112,6 +114,8 @@ class Stack:
             },
             "api": {"port": self.api_port},
         }
+        if video is not None:
+            config["video"] = video
         path = self.workdir / "gateway.yaml"
         path.write_text(yaml.safe_dump(config, allow_unicode=True))
         return path
