@@ -46,8 +46,9 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) system-deps
-	$(BIN)/python bench/ingest.py $(ARGS)
+bench: $(STAMP) system-deps $(RTSP_STAMP)
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/video.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
