@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 from case_bridge import outbox
 from devices.codec import decode_telemetry
@@ -23,16 +23,7 @@ from domain import Alert, CaseCommand
 from gateway import store
 from rules.engine import RuleEngine
 from rules.incidents import IncidentBook
-
-
-class StatefulRules(Protocol):
-    """Another rule engine whose state is committed with each batch (e.g. video rules)."""
-
-    def load_state(self, key: str, state: dict[str, Any]) -> None: ...
-
-    def take_dirty(self) -> dict[str, dict[str, Any] | None]: ...
-
-    def rearm(self, keys: list[str]) -> None: ...
+from rules.keyed_state import KeyedStates
 
 
 class Message(Protocol):
@@ -51,7 +42,7 @@ class Pipeline:
         engine: RuleEngine,
         incidents: IncidentBook,
         max_future_skew_ms: int,
-        extra_state: Mapping[str, StatefulRules] | None = None,
+        rule_states: Mapping[str, KeyedStates],
     ) -> None:
         self._conn = conn
         self._registry = registry
@@ -59,7 +50,8 @@ class Pipeline:
         self._engine = engine
         self._incidents = incidents
         self._max_future_skew_ms = max_future_skew_ms
-        self._extra_state = dict(extra_state or {})
+        # Store namespace → the state of one rule engine (sensor rules, video rules, ...).
+        self._rule_states = dict(rule_states)
         self.counters: Counter[str] = Counter()
 
     def process(self, messages: Sequence[Message], now_ms: int) -> list[CaseCommand]:
@@ -96,9 +88,8 @@ class Pipeline:
         keys = self._incidents.close(incident_id, reason)
         if not keys:
             return
-        self._engine.rearm(keys)
-        for source in self._extra_state.values():
-            source.rearm(keys)
+        for states in self._rule_states.values():
+            states.rearm(keys)
         self._commit(store.Batch(), [], int(time.time() * 1000))
 
     def _commit(
@@ -114,10 +105,9 @@ class Pipeline:
             )  # fmt: skip
             commands.extend(produced)
         batch.states.extend(("replay", k, v) for k, v in self._guard.take_dirty().items())
-        batch.states.extend(("rule", k, v) for k, v in self._engine.take_dirty().items())
         batch.states.extend(("incident", k, v) for k, v in self._incidents.take_dirty().items())
-        for ns, source in self._extra_state.items():
-            batch.states.extend((ns, k, v) for k, v in source.take_dirty().items())
+        for ns, states in self._rule_states.items():
+            batch.states.extend((ns, k, v) for k, v in states.take_dirty().items())
         writes = [partial(outbox.enqueue, command=c, now_ms=now_ms) for c in commands]
         store.commit(self._conn, batch, also=writes)
         self.counters["alerts"] += len(batch.alerts)
@@ -128,17 +118,14 @@ class Pipeline:
 def restore(
     conn: sqlite3.Connection,
     guard: ReplayGuard,
-    engine: RuleEngine,
     incidents: IncidentBook,
-    extra_state: Mapping[str, StatefulRules] | None = None,
+    rule_states: Mapping[str, KeyedStates],
 ) -> None:
     """Load the committed state back after a restart."""
     for device_id, state in store.load_states(conn, "replay"):
         guard.load(device_id, state)
-    for key, state in store.load_states(conn, "rule"):
-        engine.load_state(key, state)
-    for ns, source in (extra_state or {}).items():
+    for ns, states in rule_states.items():
         for key, state in store.load_states(conn, ns):
-            source.load_state(key, state)
+            states.load_state(key, state)
     for _incident_id, incident in store.load_states(conn, "incident"):
         incidents.load(incident)

@@ -57,12 +57,12 @@ class Gateway:
         self.guard = ReplayGuard()
         merge = config.merge
         self.incidents = IncidentBook(MergePolicy(merge.radius_m, int(merge.window_s * 1000)))
-        extra_state = {"video": self.video_engine}
-        restore(self.conn, self.guard, self.engine, self.incidents, extra_state)
+        rule_states = {"rule": self.engine.states, "video": self.video_engine.states}
+        restore(self.conn, self.guard, self.incidents, rule_states)
         skew_ms = int(config.ingest.max_future_skew_s * 1000)
         self.pipeline = Pipeline(
             self.conn, self.registry, self.guard, self.engine, self.incidents, skew_ms,
-            extra_state,
+            rule_states,
         )  # fmt: skip
 
         platform = config.case_platform

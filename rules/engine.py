@@ -8,10 +8,11 @@ changed it: after a crash the engine resumes exactly where the committed history
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
 
 from domain import Alert, Location, Reading
 from rules.device_rules import build_rules
+from rules.keyed_state import KeyedStates
 from rules.params import RulesConfig
 from rules.thresholds import ThresholdRule, evaluate, initial_state
 
@@ -31,8 +32,7 @@ class RuleEngine:
     def __init__(self, config: RulesConfig) -> None:
         self._config = config
         self._sources: dict[str, _Source] = {}
-        self._states: dict[str, dict[str, Any]] = {}
-        self._dirty: set[str] = set()
+        self.states = KeyedStates()
 
     def add_source(
         self,
@@ -46,9 +46,6 @@ class RuleEngine:
         rules = build_rules(source_id, kind, part_code, overrides or {}, self._config)
         self._sources[source_id] = _Source(location, part_code, tuple(rules))
 
-    def load_state(self, key: str, state: dict[str, Any]) -> None:
-        self._states[key] = state
-
     def process(self, reading: Reading) -> list[Alert]:
         source = self._sources.get(reading.device_id)
         if source is None:
@@ -56,13 +53,11 @@ class RuleEngine:
         alerts: list[Alert] = []
         for rule in source.rules:
             key = alert_key(reading.device_id, rule.rule_id)
-            state = self._states.get(key)
-            if state is None:
-                state = self._states[key] = initial_state(rule)
+            state = self.states.get(key, partial(initial_state, rule))
             before = repr(state)
             transition, stage = evaluate(rule, state, reading)
             if repr(state) != before:
-                self._dirty.add(key)
+                self.states.touch(key)
             if transition is None:
                 continue
             priority = rule.stages[max(stage, 0)].priority
@@ -82,20 +77,6 @@ class RuleEngine:
                 )
             )
         return alerts
-
-    def rearm(self, keys: list[str]) -> None:
-        """Forget the firing state of these alerts (their case was closed): the next
-        time the condition holds for its full hold time, a new case is filed."""
-        for key in keys:
-            if key in self._states:
-                del self._states[key]
-                self._dirty.add(key)
-
-    def take_dirty(self) -> dict[str, dict[str, Any] | None]:
-        """Changed states since the last call; ``None`` means deleted."""
-        changed = {k: self._states.get(k) for k in self._dirty}
-        self._dirty.clear()
-        return changed
 
 
 def _summary(rule: ThresholdRule, reading: Reading, stage: int) -> str:

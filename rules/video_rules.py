@@ -19,9 +19,8 @@ frames outside it count as absent), gaps up to ``gap_tolerance_s`` do not restar
 a firing alert clears after ``clear_after_s`` without any qualifying object.
 
 Only event time (frame timestamps) is used, so replaying recorded observations gives the
-same alerts. State is plain JSON per alert key, handed out with ``take_dirty`` and put
-back with ``load_state`` exactly like the sensor rule engine, so the gateway persists both
-the same way.
+same alerts. State is plain JSON per alert key, kept in ``KeyedStates`` exactly like the
+sensor rule engine, so the gateway persists both the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain import Alert, AlertState, Category, Location, Observation, Priority
+from rules.keyed_state import KeyedStates
 
 STALL_ZONE_TYPES = frozenset({"no_vending", "shop_front", "hawker"})
 DUMPING_ZONE_TYPES = frozenset({"no_dumping"})
@@ -79,8 +79,7 @@ class VideoRuleEngine:
     def __init__(self, params: VideoRuleParams | None = None) -> None:
         self.params = params or VideoRuleParams()
         self._zones: dict[str, dict[str, _Zone]] = {}
-        self._states: dict[str, dict[str, Any]] = {}
-        self._dirty: set[str] = set()
+        self.states = KeyedStates()
 
     def add_zone(
         self,
@@ -102,9 +101,6 @@ class VideoRuleEngine:
         zone = _Zone(zone_id, rule_id, class_code, location, schedule_in_force)
         self._zones.setdefault(camera_id, {})[zone_id] = zone
 
-    def load_state(self, key: str, state: dict[str, Any]) -> None:
-        self._states[key] = state
-
     def process(self, camera_id: str, ts_ms: int, observations: list[Observation]) -> list[Alert]:
         """Advance every zone of the camera by one analysed frame (call it for empty
         frames too: that is how absence is timed)."""
@@ -121,32 +117,16 @@ class VideoRuleEngine:
                 else:
                     evidence = self._dumping_evidence(seen)
             key = alert_key(camera_id, zone.zone_id, zone.rule_id)
-            state = self._states.get(key)
-            if state is None:
-                state = self._states[key] = initial_state()
+            state = self.states.get(key, initial_state)
             before = dict(state)
             transition, dwell_ms = self._advance(state, ts_ms, bool(evidence), zone.rule_id)
             if state != before:
-                self._dirty.add(key)
+                self.states.touch(key)
             if transition is not None:
                 alerts.append(
                     self._alert(camera_id, zone, key, transition, ts_ms, dwell_ms, evidence)
                 )
         return alerts
-
-    def rearm(self, keys: list[str]) -> None:
-        """Forget these alerts (their case was closed): if the stall or rubbish is still
-        there after a full dwell, a new case is filed."""
-        for key in keys:
-            if key in self._states:
-                del self._states[key]
-                self._dirty.add(key)
-
-    def take_dirty(self) -> dict[str, dict[str, Any] | None]:
-        """Changed states since the last call; ``None`` means deleted."""
-        changed = {k: self._states.get(k) for k in self._dirty}
-        self._dirty.clear()
-        return changed
 
     def _advance(
         self, state: dict[str, Any], ts_ms: int, present: bool, rule_id: str

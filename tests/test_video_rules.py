@@ -192,17 +192,17 @@ def test_state_round_trips_and_rearm_files_again():
     first = engine()
     for t in range(200):
         assert first.process("cam1", t * 1000, [see(STALL)]) == []
-    saved = first.take_dirty()
+    saved = first.states.take_dirty()
     assert saved == {"cam1/z1/stall": {"since": 0, "last_seen": 199_000, "firing": False}}
-    assert first.take_dirty() == {}
+    assert first.states.take_dirty() == {}
 
     second = engine()
     for key, state in saved.items():
-        second.load_state(key, state)
+        second.states.load_state(key, state)
     fired = [a.ts for t in range(200, 700) for a in second.process("cam1", t * 1000, [see(STALL)])]
     assert fired == [300_000]
-    second.rearm(["cam1/z1/stall"])
-    assert second.take_dirty() == {"cam1/z1/stall": None}
+    second.states.rearm(["cam1/z1/stall"])
+    assert second.states.take_dirty() == {"cam1/z1/stall": None}
     again = [a.ts for t in range(700, 1100) for a in second.process("cam1", t * 1000, [see(STALL)])]
     assert again == [1_000_000]
 
