@@ -6,8 +6,9 @@ Streams: a real 1080p25 street clip (../shared/assets/videos/socialdist_pedestri
 re-encoded with a 1 s GOP and served in a loop by the project's RTSP server, one mount
 per camera. Each camera runs the gateway's real video runtime: PyAV keyframe-only decode,
 motion gate, a COCO detector on onnxruntime, per-camera tracker, zones and the static-
-object model. A camera is "sustained" when it is analysed at >= 0.95 frames/s with a
-median decode-to-analysis lag under 1 s.
+object model. A camera is "sustained" when it is analysed at >= 0.9 frames/s (one frame
+of a 20 s window is the window edge, not lag), with no frame dropped and a median
+decode-to-analysis lag under 1 s.
 
 Usage: python bench/video.py [--cameras 1,2,4,8] [--seconds 20] [--model PATH]
 """
@@ -151,7 +152,7 @@ def main() -> None:
                          "  gated  dropped")  # fmt: skip
             for cameras in counts:
                 r = run_cameras(server, cameras, args.seconds, args.model)
-                sustained = r["min_fps"] >= 0.95 and r["median_lag_ms"] < 1000
+                sustained = r["min_fps"] >= 0.9 and not r["dropped"] and r["median_lag_ms"] < 1000
                 lines.append(
                     f"  {cameras:7d}  {r['min_fps']:11.2f}  {r['median_lag_ms']:13.0f}  "
                     f"{r['cpu_per_camera']:13.3f}  {r['inferences']:10d}  {r['gated']:5d}  "
