@@ -82,6 +82,15 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hours", type=float, default=None, help="time budget (hours)")
     train.set_defaults(handler=_train)
 
+    video = simulators.add_parser("video", help="staged incidents on real footage, over RTSP")
+    video.add_argument("--scenario", default=None, help="footage scenario YAML (default: builtin)")
+    video.add_argument("--assets", default=None, help="shared assets folder (media paths)")
+    video.add_argument("--out", default="var/video", help="where the MP4 is written")
+    video.add_argument("--truth", required=True, help="where to write the ground truth JSON")
+    video.add_argument("--serve", action="store_true", help="serve each camera over RTSP")
+    video.add_argument("--port", type=int, default=8554)
+    video.set_defaults(handler=_simulate_video)
+
     demo = commands.add_parser("demo", help="everything on embedded defaults, printing cases")
     demo.add_argument(
         "--duration",
@@ -181,6 +190,38 @@ def _train(args: argparse.Namespace) -> int:
         time_budget_h=args.hours,
     )
     print(f"exported {result.onnx}: mAP50 {result.map50:.3f}, mAP50-95 {result.map50_95:.3f}")
+    return 0
+
+
+def _simulate_video(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from simulators.footage import (
+        BUILTIN_FOOTAGE,
+        DEFAULT_ASSETS,
+        FootageError,
+        build_footage,
+        load_footage_scenario,
+        write_truth,
+    )
+
+    try:
+        scenario = load_footage_scenario(
+            Path(args.scenario or BUILTIN_FOOTAGE), Path(args.assets or DEFAULT_ASSETS)
+        )
+        clip = build_footage(scenario, Path(args.out))
+    except FootageError as exc:
+        print(f"citygw: {exc}", file=sys.stderr)
+        return 2
+    write_truth(scenario, Path(args.truth))
+    print(f"wrote {clip} and {args.truth}")
+    if args.serve:
+        from simulators.rtsp_server import serve_rtsp
+
+        mounts = {f"/{camera}": clip for camera in scenario.cameras}
+        for mount in mounts:
+            print(f"serving rtsp://127.0.0.1:{args.port}{mount}", flush=True)
+        serve_rtsp(mounts, args.port, fps=scenario.fps, size=scenario.size)
     return 0
 
 
