@@ -9,28 +9,12 @@ import json
 import time
 
 import paho.mqtt.client as mqtt
-import pytest
 from harness import Stack, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.truth import compare_cases
 
 TIME_SCALE = 120  # the builtin's ~30 event-minutes in ~15 s
-
-
-@pytest.fixture
-def stack(tmp_path):
-    stacks: list[Stack] = []
-
-    def make(**kwargs) -> Stack:
-        s = Stack(tmp_path, **kwargs)
-        stacks.append(s)
-        s.start()
-        return s
-
-    yield make
-    for s in stacks:
-        s.stop()
 
 
 def assert_exact_cases(s: Stack) -> None:

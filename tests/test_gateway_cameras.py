@@ -35,21 +35,6 @@ def video_config(url: str, **camera: object) -> dict:
     }
 
 
-@pytest.fixture
-def stack(tmp_path):
-    made: list[Stack] = []
-
-    def make(video: dict) -> Stack:
-        s = Stack(tmp_path, video=video)
-        made.append(s)
-        s.start()
-        return s
-
-    yield make
-    for s in made:
-        s.stop()
-
-
 def camera_stats(s: Stack) -> dict:
     return s.gateway_stats()["video"]["cameras"]["CAM-1"]
 
@@ -59,7 +44,7 @@ def maintenance_cases(s: Stack) -> list[dict]:
 
 
 def test_unreachable_camera_is_retried_and_filed_as_a_maintenance_case(stack):
-    s = stack(video_config(f"rtsp://127.0.0.1:{free_port()}/nothing", offline_after_s=2))
+    s = stack(video=video_config(f"rtsp://127.0.0.1:{free_port()}/nothing", offline_after_s=2))
     wait_until(lambda: camera_stats(s)["reconnects"] >= 2, "reconnect attempts", 30)
     wait_until(lambda: len(maintenance_cases(s)) == 1, "camera-offline case", 30)
     [case] = maintenance_cases(s)
@@ -76,7 +61,7 @@ def test_unreachable_camera_is_retried_and_filed_as_a_maintenance_case(stack):
 def test_a_file_that_is_not_video_is_reported_not_retried(stack, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not a video")
-    s = stack(video_config(str(notes), offline_after_s=2))
+    s = stack(video=video_config(str(notes), offline_after_s=2))
     wait_until(lambda: camera_stats(s)["status"] == "offline", "offline status", 20)
     assert "video" in camera_stats(s)["last_error"]
     time.sleep(2)
@@ -104,7 +89,7 @@ def test_camera_down_then_back_clears_its_maintenance_case(stack, tmp_path):
     server = RtspServerProcess(["/cam=pattern"], port, log=tmp_path / "rtsp.log")
     server.start()
     try:
-        s = stack(video_config(server.url("/cam"), offline_after_s=2, stall_timeout_s=2))
+        s = stack(video=video_config(server.url("/cam"), offline_after_s=2, stall_timeout_s=2))
         wait_until(lambda: camera_stats(s)["status"] == "online", "camera online", 30)
         wait_until(lambda: camera_stats(s)["frames"] >= 2, "frames analysed", 30)
         server.kill()
