@@ -82,14 +82,27 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hours", type=float, default=None, help="time budget (hours)")
     train.set_defaults(handler=_train)
 
-    video = simulators.add_parser("video", help="staged incidents on real footage, over RTSP")
-    video.add_argument("--scenario", default=None, help="footage scenario YAML (default: builtin)")
-    video.add_argument("--assets", default=None, help="shared assets folder (media paths)")
-    video.add_argument("--out", default="var/video", help="where the MP4 is written")
+    video = simulators.add_parser("video", help="rendered street scenes for several cameras")
+    video.add_argument("--scene", default=None, help="scene YAML (default: builtin)")
     video.add_argument("--truth", required=True, help="where to write the ground truth JSON")
-    video.add_argument("--serve", action="store_true", help="serve each camera over RTSP")
+    video.add_argument(
+        "--cameras-out",
+        default=None,
+        help="write the gateway's video.cameras config (YAML) for the scene",
+    )
+    video.add_argument("--mp4", default=None, help="folder to write one MP4 per camera")
+    video.add_argument("--serve", action="store_true", help="serve each camera over RTSP live")
     video.add_argument("--port", type=int, default=8554)
     video.set_defaults(handler=_simulate_video)
+
+    footage = simulators.add_parser("footage", help="staged incidents on real footage")
+    footage.add_argument("--scenario", default=None, help="footage YAML (default: builtin)")
+    footage.add_argument("--assets", default=None, help="shared assets folder (media paths)")
+    footage.add_argument("--out", default="var/footage", help="where the MP4 is written")
+    footage.add_argument("--truth", required=True, help="where to write the ground truth JSON")
+    footage.add_argument("--serve", action="store_true", help="serve each camera over RTSP")
+    footage.add_argument("--port", type=int, default=8554)
+    footage.set_defaults(handler=_simulate_footage)
 
     demo = commands.add_parser("demo", help="everything on embedded defaults, printing cases")
     demo.add_argument(
@@ -194,6 +207,51 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _simulate_video(args: argparse.Namespace) -> int:
+    import json
+    from functools import partial
+    from pathlib import Path
+
+    import yaml
+
+    from simulators.video import (
+        BUILTIN_VIDEO_SCENE,
+        SceneError,
+        camera_zones,
+        load_scene,
+        render_frame,
+        scene_truth,
+        write_mp4,
+    )
+
+    try:
+        scene = load_scene(Path(args.scene or BUILTIN_VIDEO_SCENE))
+    except SceneError as exc:
+        print(f"citygw: {exc}", file=sys.stderr)
+        return 2
+    truth = scene_truth(scene)
+    Path(args.truth).write_text(json.dumps(truth, ensure_ascii=False, indent=2), "utf-8")
+    cameras = [camera.id for camera in scene.cameras]
+    if args.cameras_out:
+        config = [
+            {"id": c, "url": f"rtsp://127.0.0.1:{args.port}/{c}", "zones": camera_zones(scene, c)}
+            for c in cameras
+        ]
+        Path(args.cameras_out).write_text(yaml.safe_dump({"cameras": config}, allow_unicode=True))
+    if args.mp4:
+        for camera in cameras:
+            print(f"wrote {write_mp4(scene, camera, Path(args.mp4) / f'{camera}.mp4')}")
+    print(f"truth: {len(truth['expected_cases'])} expected case(s) in {args.truth}", flush=True)
+    if args.serve:
+        from simulators.rtsp_server import serve_rtsp
+
+        mounts = {f"/{c}": partial(render_frame, scene, c) for c in cameras}
+        for mount in mounts:
+            print(f"serving rtsp://127.0.0.1:{args.port}{mount}", flush=True)
+        serve_rtsp(mounts, args.port, fps=scene.fps, size=scene.cameras[0].size)
+    return 0
+
+
+def _simulate_footage(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from simulators.footage import (

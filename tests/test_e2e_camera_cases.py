@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Stack, free_port, wait_until
 
 from simulators.footage import (
     BUILTIN_FOOTAGE,
@@ -27,6 +26,8 @@ from simulators.footage import (
 )
 from simulators.rtsp_server import RtspServerProcess
 from simulators.truth import compare_cases
+
+from harness import Stack, free_port, wait_until
 
 ASSETS = DEFAULT_ASSETS
 MODEL = ASSETS / "models" / "yolo11n_int8.onnx"

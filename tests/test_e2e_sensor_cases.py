@@ -9,10 +9,11 @@ import json
 import time
 
 import paho.mqtt.client as mqtt
-from harness import Stack, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.truth import compare_cases
+
+from harness import Stack, wait_until
 
 TIME_SCALE = 120  # the builtin's ~30 event-minutes in ~15 s
 

@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import CLI, Stack, free_port, wait_until
 
 from simulators.rtsp_server import RtspServerProcess
+
+from harness import CLI, Stack, free_port, wait_until
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 MODEL = ASSETS / "models" / "yolo11n_int8.onnx"
