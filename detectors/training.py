@@ -74,7 +74,8 @@ def train_detector(
     metrics = trained.val(
         data=str(data_yaml), imgsz=imgsz, batch=batch, plots=False, verbose=False, split="val"
     )
-    exported = Path(trained.export(format="onnx", imgsz=imgsz, dynamic=True, simplify=False))
+    # fixed 1x3xHxW: the onnxruntime backend needs a concrete output shape to recognise the head
+    exported = Path(trained.export(format="onnx", imgsz=imgsz, dynamic=False, simplify=False))
     onnx_path = out_dir / "best.onnx"
     shutil.copyfile(exported, onnx_path)
     epochs_run = _epochs_run(run_dir)
