@@ -54,11 +54,11 @@ from simulators.fleet.contract import (
 )
 from simulators.fleet.faults import CARRIES_OWN_TS, fault_problem
 from simulators.fleet.registry import RegisteredDevice, RegistryError, load_registry
+from simulators.yaml_errors import Loc, describe_problems
 
 BUILTIN_SCENARIO = Path(__file__).parent / "scenarios" / "builtin" / "scenario.yaml"
 
 Kind = Literal["manhole_cover", "bin", "water_level"]
-Loc = tuple[str | int, ...]
 
 
 class ScenarioError(ValueError):
@@ -211,7 +211,7 @@ def load_scenario(path: str | Path) -> Scenario:
         spec = ScenarioSpec.model_validate(data)
     except ValidationError as exc:
         problems = [(tuple(e["loc"]), e["msg"]) for e in exc.errors()]
-        raise ScenarioError(_describe(path, tree, problems)) from None
+        raise ScenarioError(describe_problems(str(path), "scenario", tree, problems)) from None
     try:
         registry = load_registry(path.parent / spec.registry)
     except RegistryError as exc:
@@ -221,7 +221,9 @@ def load_scenario(path: str | Path) -> Scenario:
     problems += _check_expected(spec, registry)
     if problems:
         # A bad kind default shows up once per device of that kind; report it once.
-        raise ScenarioError(_describe(path, tree, list(dict.fromkeys(problems))))
+        raise ScenarioError(
+            describe_problems(str(path), "scenario", tree, list(dict.fromkeys(problems)))
+        )
     return Scenario(spec, path, registry, behaviours)
 
 
@@ -341,29 +343,3 @@ def _check_expected(
                 )
             )
     return problems
-
-
-def _describe(path: Path, tree: yaml.Node | None, problems: list[tuple[Loc, str]]) -> str:
-    lines = [f"{path}: invalid scenario ({len(problems)} problem(s))"]
-    for loc, msg in problems:
-        field = ".".join(str(part) for part in loc) or "(top level)"
-        lines.append(f"  {path}:{_line_of(tree, loc)}: {field}: {msg}")
-    return "\n".join(lines)
-
-
-def _line_of(node: yaml.Node | None, loc: Loc) -> int:
-    """The 1-based line of the deepest YAML node along ``loc`` that exists."""
-    if node is None:
-        return 1
-    line = node.start_mark.line + 1
-    for part in loc:
-        child = None
-        if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == str(part)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            child = node.value[part] if part < len(node.value) else None
-        if child is None:
-            break
-        node = child
-        line = node.start_mark.line + 1
-    return line

@@ -16,10 +16,10 @@ from pydantic import ValidationError
 
 from simulators.video.spec import Scene
 from simulators.video.truth import PRIORITY, incidents
+from simulators.yaml_errors import Loc, describe_problems
 
 BUILTIN_VIDEO_SCENE = Path(__file__).parents[1] / "scenarios" / "video_builtin.yaml"
 ACTOR_KINDS = {"pedestrian", "car", "stall", "rubbish", "tree", "litter_bin"}
-Loc = tuple[str | int, ...]
 
 
 class SceneError(ValueError):
@@ -46,12 +46,12 @@ def parse_scene(data: Any, source: str = "<scene>", tree: yaml.Node | None = Non
         scene = Scene.model_validate(data)
     except ValidationError as exc:
         problems = [(_drop_tag(tuple(e["loc"])), e["msg"]) for e in exc.errors()]
-        raise SceneError(_describe(source, tree, problems)) from None
+        raise SceneError(describe_problems(source, "video scenario", tree, problems)) from None
     problems = _check_ids(scene) + _check_places(scene)
     if not problems:  # truth needs sound ids and places to be computed at all
         problems = _check_expected(scene)
     if problems:
-        raise SceneError(_describe(source, tree, problems))
+        raise SceneError(describe_problems(source, "video scenario", tree, problems))
     return scene
 
 
@@ -135,29 +135,3 @@ def _drop_tag(loc: Loc) -> Loc:
     if len(loc) > 2 and loc[0] == "actors" and loc[2] in ACTOR_KINDS:
         return (*loc[:2], *loc[3:])
     return loc
-
-
-def _describe(source: str, tree: yaml.Node | None, problems: list[tuple[Loc, str]]) -> str:
-    lines = [f"{source}: invalid video scenario ({len(problems)} problem(s))"]
-    for loc, msg in problems:
-        field = ".".join(str(part) for part in loc) or "(top level)"
-        lines.append(f"  {source}:{_line_of(tree, loc)}: {field}: {msg}")
-    return "\n".join(lines)
-
-
-def _line_of(node: yaml.Node | None, loc: Loc) -> int:
-    """The 1-based line of the deepest YAML node along ``loc`` that exists."""
-    if node is None:
-        return 1
-    line = node.start_mark.line + 1
-    for part in loc:
-        child = None
-        if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == str(part)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            child = node.value[part] if part < len(node.value) else None
-        if child is None:
-            break
-        node = child
-        line = node.start_mark.line + 1
-    return line
