@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from simulators.fleet.contract import (
@@ -54,7 +53,7 @@ from simulators.fleet.contract import (
 )
 from simulators.fleet.faults import CARRIES_OWN_TS, fault_problem
 from simulators.fleet.registry import RegisteredDevice, RegistryError, load_registry
-from simulators.yaml_errors import Loc, describe_problems
+from simulators.yaml_errors import Loc, describe_problems, read_yaml
 
 BUILTIN_SCENARIO = Path(__file__).parent / "scenarios" / "builtin" / "scenario.yaml"
 
@@ -199,14 +198,7 @@ class Scenario:
 def load_scenario(path: str | Path) -> Scenario:
     """Load, validate and resolve a scenario file and the registry it names."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        tree = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read scenario: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML: {exc}") from exc
+    data, tree = read_yaml(path, ScenarioError)
     try:
         spec = ScenarioSpec.model_validate(data)
     except ValidationError as exc:

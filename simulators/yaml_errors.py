@@ -1,10 +1,24 @@
-"""Validation problems of a simulator's YAML file, told as ``file:line: field: message``."""
+"""Reading a simulator's YAML file and telling its problems as ``file:line: field: message``."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import yaml
 
 Loc = tuple[str | int, ...]
+
+
+def read_yaml(path: Path, error: type[ValueError]) -> tuple[Any, yaml.Node | None]:
+    """The file's data and its node tree (for line numbers); ``error`` says why not."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        return yaml.safe_load(text), yaml.compose(text)
+    except OSError as exc:
+        raise error(f"{path}: cannot read scenario: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML: {exc}") from exc
 
 
 def describe_problems(

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from simulators.video.spec import Scene
 from simulators.video.truth import PRIORITY, incidents
-from simulators.yaml_errors import Loc, describe_problems
+from simulators.yaml_errors import Loc, describe_problems, read_yaml
 
 BUILTIN_VIDEO_SCENE = Path(__file__).parents[1] / "scenarios" / "video_builtin.yaml"
 ACTOR_KINDS = {"pedestrian", "car", "stall", "rubbish", "tree", "litter_bin"}
@@ -29,14 +29,7 @@ class SceneError(ValueError):
 def load_scene(path: str | Path = BUILTIN_VIDEO_SCENE) -> Scene:
     """Read, validate and cross-check a video scenario file (the builtin one by default)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        tree = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        raise SceneError(f"{path}: cannot read scenario: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise SceneError(f"{path}: not valid YAML: {exc}") from exc
+    data, tree = read_yaml(path, SceneError)
     return parse_scene(data, str(path), tree)
 
 
