@@ -76,6 +76,7 @@ class DetectorSettings(_Strict):
         "bus": Category.VEHICLE,
         "truck": Category.VEHICLE,
         "motorcycle": Category.VEHICLE,
+        "vehicle": Category.VEHICLE,
         "bicycle": Category.VEHICLE,
         "stall": Category.STALL_PART,
         "umbrella": Category.STALL_PART,

@@ -68,7 +68,7 @@ def decode_telemetry(
     raw_values = doc.get("values")
     if not isinstance(raw_values, dict):
         return Rejection(Reason.BAD_SCHEMA, "values must be an object", device_id)
-    values = _decode_values(KINDS[device.kind], raw_values)
+    values = decode_values(KINDS[device.kind], raw_values)
     if isinstance(values, Rejection):
         return Rejection(values.reason, values.detail, device_id)
     return Reading(device_id=device_id, kind=device.kind, ts=ts, values=values, seq=seq)
@@ -92,7 +92,7 @@ def _parse_ts(raw: Any) -> int | None:
     return None
 
 
-def _decode_values(
+def decode_values(
     specs: Mapping[str, FieldSpec], raw: dict[str, Any]
 ) -> dict[str, Value] | Rejection:
     unknown = sorted(set(raw) - set(specs))
