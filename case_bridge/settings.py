@@ -36,4 +36,8 @@ class CaseSettings(BaseModel):
         Priority.NORMAL: 24,
         Priority.LOW: 48,
     }
-    local_classes: dict[str, str] = {"99101": "道路积水", "99201": "视频监控设备离线"}
+    local_classes: dict[str, str] = {
+        "99101": "道路积水",
+        "99201": "视频监控设备离线",
+        "99301": "物联网感知设备异常",
+    }

@@ -137,6 +137,9 @@ class Alert:
     # How the problem was found, as platforms record it: "iot" (物联网感知) or "video"
     # (视频智能识别).
     origin: str = "iot"
+    # False for a problem of one device (its battery, its silence, its lies): never merged
+    # with a neighbour's alert, and nothing merges into its incident.
+    merge: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

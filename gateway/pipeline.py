@@ -19,8 +19,9 @@ from devices.codec import decode_telemetry
 from devices.registry import Device
 from devices.rejections import Rejection
 from devices.replay_guard import ReplayGuard
-from domain import Alert, CaseCommand
+from domain import Alert, CaseCommand, Reading
 from gateway import store
+from rules.device_health import DeviceHealth
 from rules.engine import RuleEngine
 from rules.incidents import IncidentBook
 from rules.keyed_state import KeyedStates
@@ -43,11 +44,13 @@ class Pipeline:
         incidents: IncidentBook,
         max_future_skew_ms: int,
         rule_states: Mapping[str, KeyedStates],
+        health: DeviceHealth,
     ) -> None:
         self._conn = conn
         self._registry = registry
         self._guard = guard
         self._engine = engine
+        self._health = health
         self._incidents = incidents
         self._max_future_skew_ms = max_future_skew_ms
         # Store namespace → the state of one rule engine (sensor rules, video rules, ...).
@@ -56,26 +59,37 @@ class Pipeline:
 
     def process(self, messages: Sequence[Message], now_ms: int) -> list[CaseCommand]:
         """Apply a batch of telemetry and commit it; return the case commands it produced."""
+        skew_ms, registry = self._max_future_skew_ms, self._registry
+        decoded = [
+            (m.topic, m.payload, decode_telemetry(m.topic, m.payload, registry, now_ms, skew_ms))
+            for m in messages
+        ]
+        return self.process_decoded(decoded, now_ms)
+
+    def process_decoded(
+        self, items: Sequence[tuple[str, bytes, Reading | Rejection]], now_ms: int
+    ) -> list[CaseCommand]:
+        """Readings decoded by a transport's own codec (serial lines, Modbus registers,
+        fleet payloads), each with where it came from and its raw bytes for dead letters."""
         batch = store.Batch()
         alerts: list[Alert] = []
-        for message in messages:
-            reading = decode_telemetry(
-                message.topic, message.payload, self._registry, now_ms, self._max_future_skew_ms
-            )
+        for origin, raw, reading in items:
             if not isinstance(reading, Rejection):
                 reading = self._guard.admit(reading) or reading
             if isinstance(reading, Rejection):
-                batch.reject(
-                    now_ms, message.topic, reading.device_id, reading.reason, reading.detail,
-                    message.payload,
-                )  # fmt: skip
+                batch.reject(now_ms, origin, reading.device_id, reading.reason, reading.detail, raw)
                 self.counters[f"rejected_{reading.reason}"] += 1
                 continue
             self.counters["accepted"] += 1
+            verdict = self._health.check(reading, now_ms)
+            alerts.extend(verdict.alerts)
             batch.readings.append(
                 (reading.device_id, reading.ts, reading.seq, json.dumps(reading.values))
             )
-            alerts.extend(self._engine.process(reading))
+            if verdict.trusted:
+                alerts.extend(self._engine.process(reading))
+            else:
+                self.counters["suspect"] += 1
         return self._commit(batch, alerts, now_ms)
 
     def apply_alerts(self, alerts: Sequence[Alert], now_ms: int) -> list[CaseCommand]:

@@ -33,6 +33,7 @@ from gateway.config import GatewayConfig
 from gateway.evidence import save_evidence
 from gateway.pipeline import Pipeline, restore
 from gateway.video import VideoRuntime
+from rules.device_health import DeviceHealth
 from rules.engine import RuleEngine
 from rules.incidents import IncidentBook, MergePolicy
 from rules.video_rules import VideoRuleEngine
@@ -47,8 +48,10 @@ class Gateway:
         self.registry = load_registry(config.devices.registry)
         self.catalog = ClassCatalog(config.cases.local_classes)
         self.engine = RuleEngine(config.rules)
+        self.health = DeviceHealth(config.rules.health)
         for d in self.registry.values():
             self.engine.add_source(d.device_id, d.kind, d.location, d.part_code, d.overrides)
+            self.health.add_device(d.device_id, d.kind, d.location, d.part_code, d.overrides)
         self.video_engine = VideoRuleEngine(config.video.rules)
         self.video = self._build_video(config) if config.video.cameras else None
         self.evidence_dir = config.store.path.parent / "evidence"
@@ -57,12 +60,16 @@ class Gateway:
         self.guard = ReplayGuard()
         merge = config.merge
         self.incidents = IncidentBook(MergePolicy(merge.radius_m, int(merge.window_s * 1000)))
-        rule_states = {"rule": self.engine.states, "video": self.video_engine.states}
+        rule_states = {
+            "rule": self.engine.states,
+            "video": self.video_engine.states,
+            "health": self.health.states,
+        }
         restore(self.conn, self.guard, self.incidents, rule_states)
         skew_ms = int(config.ingest.max_future_skew_s * 1000)
         self.pipeline = Pipeline(
             self.conn, self.registry, self.guard, self.engine, self.incidents, skew_ms,
-            rule_states,
+            rule_states, self.health,
         )  # fmt: skip
 
         platform = config.case_platform
@@ -117,6 +124,7 @@ class Gateway:
             asyncio.create_task(self._consume(ready), name="consume"),
             asyncio.create_task(self.dispatcher.run(), name="dispatch"),
             asyncio.create_task(self.status_sync.run(), name="status-sync"),
+            asyncio.create_task(self._watch_health(), name="health"),
         ]
         server = None
         if self.config.api.enabled:
@@ -162,6 +170,14 @@ class Gateway:
                 if commands:
                     self.dispatcher.wake()
                 await asyncio.sleep(0)  # let delivery and the API breathe between batches
+
+    async def _watch_health(self) -> None:
+        """Silence has no reading to trigger on: look for it on a timer."""
+        self.health.start(int(time.time() * 1000))
+        while True:
+            if alerts := self.health.tick(int(time.time() * 1000)):
+                self._apply(alerts)
+            await asyncio.sleep(self.config.rules.health.check_every_s)
 
     def _apply(self, alerts: list[Alert]) -> None:
         if self.pipeline.apply_alerts(alerts, int(time.time() * 1000)):

@@ -6,6 +6,7 @@ from pydantic import ValidationError
 
 from domain import Priority
 from rules.params import (
+    HEALTH_COLUMNS,
     PARAMS_BY_KIND,
     BinParams,
     ManholeCoverParams,
@@ -24,8 +25,9 @@ def build_rules(
 ) -> list[ThresholdRule]:
     """Per-kind defaults from config, overridden by the device's own registry columns."""
     defaults = getattr(config, kind).model_dump()
+    mine = {k: v for k, v in overrides.items() if k not in HEALTH_COLUMNS}
     try:
-        params = PARAMS_BY_KIND[kind].model_validate({**defaults, **overrides})
+        params = PARAMS_BY_KIND[kind].model_validate({**defaults, **mine})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()

@@ -74,10 +74,12 @@ class IncidentBook:
         return changed
 
     def _find_merge_target(self, alert: Alert) -> str | None:
+        if not alert.merge:
+            return None
         best: tuple[float, str] | None = None
         for incident_id in set(self._open_by_key.values()):
             incident = self._incidents[incident_id]
-            if incident["class_code"] != alert.class_code:
+            if incident["class_code"] != alert.class_code or not incident.get("merge", True):
                 continue
             if alert.ts - incident["last_ts"] > self._policy.window_ms:
                 continue
@@ -110,6 +112,7 @@ class IncidentBook:
             "alert_keys": [alert.key],
             "commands": 1,
             "closed_reason": "",
+            "merge": alert.merge,
         }
         self._incidents[incident["id"]] = incident
         self._open_by_key[alert.key] = incident["id"]

@@ -70,11 +70,60 @@ class WaterLevelParams(_Params):
         return self
 
 
+class KindHealthParams(_Params):
+    """When a device of one kind counts as offline, flat-battery or lying (suspect)."""
+
+    # How often the device reports when all is well; silence for heartbeat × offline_factor
+    # is offline. A registry column ``heartbeat_s`` overrides it per device.
+    heartbeat_s: float = Field(gt=0)
+    offline_factor: float = Field(3.0, ge=1)
+    battery_low_pct: float = Field(20.0, ge=0, le=100)
+    battery_clear_pct: float = Field(30.0, ge=0, le=100)
+    # field → seconds: the exact same value this long on a field that always jitters is a
+    # frozen sensor.
+    stuck_after_s: dict[str, float] = {}
+    # field → largest physically possible change per minute, and a slack for noise.
+    max_change_per_min: dict[str, float] = {}
+    change_slack: dict[str, float] = {}
+
+    @model_validator(mode="after")
+    def _battery_hysteresis(self) -> Self:
+        if self.battery_clear_pct <= self.battery_low_pct:
+            raise ValueError("battery_clear_pct must be above battery_low_pct (hysteresis)")
+        return self
+
+
+class HealthConfig(_Params):
+    """Device health: a sensor that lies must not file cases; a dead one must be found."""
+
+    manhole_cover: KindHealthParams = KindHealthParams(heartbeat_s=3600)
+    bin: KindHealthParams = KindHealthParams(heartbeat_s=3600)
+    water_level: KindHealthParams = KindHealthParams(
+        heartbeat_s=600,
+        stuck_after_s={"level_cm": 6 * 3600.0},
+        max_change_per_min={"level_cm": 50.0},
+        change_slack={"level_cm": 10.0},
+    )
+    # A device whose Last Will said "offline" is offline this long after it, unless it
+    # reports again (a sleeping NB-IoT device reconnects within its heartbeat).
+    lwt_grace_s: float = Field(300.0, ge=0)
+    # A suspect device is believed again after this many plausible readings in a row.
+    plausible_to_clear: int = Field(3, ge=1)
+    check_every_s: float = Field(10.0, gt=0)  # how often silence is looked for
+    # Offline, flat battery, suspect: a local maintenance code (物联网感知设备异常);
+    # covers use their own part's 异常 class for offline instead.
+    maintenance_class: str = Field("99301", pattern=CLASS_CODE)
+
+
 class RulesConfig(_Params):
     manhole_cover: ManholeCoverParams = ManholeCoverParams()
     bin: BinParams = BinParams()
     water_level: WaterLevelParams = WaterLevelParams()
+    health: HealthConfig = HealthConfig()
 
+
+# Registry columns read by device health, not by the kind's threshold rules.
+HEALTH_COLUMNS = ("heartbeat_s",)
 
 PARAMS_BY_KIND: dict[str, type[_Params]] = {
     "manhole_cover": ManholeCoverParams,

@@ -108,6 +108,15 @@ class KindSpec(_Strict):
 class DeviceSpec(_Strict):
     interval_s: float | None = Field(default=None, gt=0)
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
+    # [from_s, to_s) windows in which the device sends nothing (dead modem, flat battery).
+    silent: list[tuple[float, float]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _windows(self) -> DeviceSpec:
+        for start, end in self.silent:
+            if not 0 <= start < end:
+                raise ValueError(f"silent window [{start:g}, {end:g}) must have 0 <= from < to")
+        return self
 
 
 class Fault(_Strict):
@@ -161,9 +170,14 @@ class DeviceBehaviour:
     kind: str
     interval_ms: int
     fields: dict[str, FieldSpec]
+    silent_ms: tuple[tuple[int, int], ...] = ()
 
     def reading_offsets_ms(self, duration_ms: int) -> list[int]:
-        return list(range(0, duration_ms, self.interval_ms))
+        return [
+            offset
+            for offset in range(0, duration_ms, self.interval_ms)
+            if not any(start <= offset < end for start, end in self.silent_ms)
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,8 +264,9 @@ def _resolve(
         if missing:
             problems.append((("kinds", device.kind), f"missing field(s) {sorted(missing)}"))
         interval_s = override.interval_s or kind.interval_s
+        silent = tuple((round(a * 1000), round(b * 1000)) for a, b in override.silent)
         behaviours.append(
-            DeviceBehaviour(device.device_id, device.kind, round(interval_s * 1000), fields)
+            DeviceBehaviour(device.device_id, device.kind, round(interval_s * 1000), fields, silent)
         )
     return behaviours, problems
 

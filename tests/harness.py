@@ -67,9 +67,19 @@ class Stack:
     """Broker, platform and gateway wired together in one temp folder."""
 
     def __init__(
-        self, workdir: Path, platform_unavailable_s: float = 0.0, video: dict | None = None
+        self,
+        workdir: Path,
+        platform_unavailable_s: float = 0.0,
+        video: dict | None = None,
+        scenario: Path | None = None,
+        config: dict | None = None,
     ) -> None:
+        """``scenario``: a device scenario other than the builtin (its registry is the
+        gateway's); ``config``: top-level gateway config sections to set or replace."""
+        from simulators.scenario import BUILTIN_SCENARIO
+
         self.workdir = workdir
+        self.scenario = scenario or BUILTIN_SCENARIO
         self.broker = Mosquitto(workdir)
         self.platform_port = free_port()
         self.api_port = free_port()
@@ -88,7 +98,7 @@ class Stack:
             ],
             workdir,
         )
-        self.config_path = self._write_config(video)
+        self.config_path = self._write_config(video, config or {})
         self.gateway = Service("gateway", ["run", "-c", str(self.config_path)], workdir)
         self.platform_http = httpx.Client(
             base_url=f"http://127.0.0.1:{self.platform_port}",
@@ -98,13 +108,14 @@ class Stack:
         self.gateway_http = httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}", timeout=5)
         self.truth_path = workdir / "truth.json"
 
-    def _write_config(self, video: dict | None) -> Path:
-        from simulators.scenario import BUILTIN_SCENARIO
+    def _write_config(self, video: dict | None, extra: dict) -> Path:
+        from simulators.scenario import load_scenario
 
+        registry = self.scenario.parent / load_scenario(self.scenario).spec.registry
         config = {
             "gateway_id": "test",
             "mqtt": {"url": self.broker.url, "client_id": "citygw-test"},
-            "devices": {"registry": str(BUILTIN_SCENARIO.parent / "devices.csv")},
+            "devices": {"registry": str(registry)},
             "store": {"path": str(self.workdir / "gateway.db")},
             "case_platform": {
                 "url": f"http://127.0.0.1:{self.platform_port}",
@@ -116,6 +127,7 @@ class Stack:
         }
         if video is not None:
             config["video"] = video
+        config.update(extra)
         path = self.workdir / "gateway.yaml"
         path.write_text(yaml.safe_dump(config, allow_unicode=True))
         return path
@@ -130,21 +142,13 @@ class Stack:
         self.gateway.start()
         wait_until(lambda: self.gateway_stats()["mqtt"]["connected"], "gateway", 30)
 
-    def simulator(self, time_scale: float) -> Service:
-        sim = Service(
-            "simulator",
-            [
-                "simulate",
-                "devices",
-                "--broker",
-                self.broker.url,
-                "--truth",
-                str(self.truth_path),
-                "--time-scale",
-                str(time_scale),
-            ],
-            self.workdir,
-        )
+    def simulator(self, time_scale: float | None = None) -> Service:
+        """The device fleet of this stack's scenario, at its own time scale by default."""
+        args = ["simulate", "devices", "--broker", self.broker.url, "--truth",
+                str(self.truth_path), "--scenario", str(self.scenario)]  # fmt: skip
+        if time_scale is not None:
+            args += ["--time-scale", str(time_scale)]
+        sim = Service("simulator", args, self.workdir)
         sim.start()
         return sim
 

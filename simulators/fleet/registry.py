@@ -1,8 +1,9 @@
 """Read the device registry CSV the scenario points at (the same file the gateway loads).
 
 The fleet only needs each device's id and kind to know what to publish; the rest of the row
-(location, grid, part code, water-level thresholds) is the gateway's business, but the header
-is checked exactly so a scenario cannot ship a registry the gateway would read differently.
+(location, grid, part code, water-level thresholds, per-device overrides such as
+``heartbeat_s`` in further columns) is the gateway's business, but the leading columns are
+checked exactly so a scenario cannot ship a registry the gateway would read differently.
 """
 
 from __future__ import annotations
@@ -43,15 +44,16 @@ def load_registry(path: Path) -> dict[str, RegisteredDevice]:
     except OSError as exc:
         raise RegistryError(f"{path}: cannot read device registry: {exc.strerror}") from exc
     rows = list(csv.reader(text.splitlines()))
-    if not rows or tuple(rows[0]) != HEADER:
-        raise RegistryError(f"{path}:1: header must be exactly {','.join(HEADER)}")
+    if not rows or tuple(rows[0][: len(HEADER)]) != HEADER:
+        raise RegistryError(f"{path}:1: header must start with {','.join(HEADER)}")
+    header = rows[0]
     devices: dict[str, RegisteredDevice] = {}
     for line_no, row in enumerate(rows[1:], start=2):
         if not row:
             continue
-        if len(row) != len(HEADER):
-            raise RegistryError(f"{path}:{line_no}: expected {len(HEADER)} columns, got {len(row)}")
-        device = _parse_row(dict(zip(HEADER, row, strict=True)), f"{path}:{line_no}")
+        if len(row) != len(header):
+            raise RegistryError(f"{path}:{line_no}: expected {len(header)} columns, got {len(row)}")
+        device = _parse_row(dict(zip(header, row, strict=True)), f"{path}:{line_no}")
         if device.device_id in devices:
             raise RegistryError(f"{path}:{line_no}: duplicate device_id {device.device_id!r}")
         devices[device.device_id] = device
