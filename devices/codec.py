@@ -12,6 +12,7 @@ run on the hot path.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -59,11 +60,11 @@ def decode_telemetry(
     ts = _parse_ts(doc.get("ts"))
     if ts is None:
         return Rejection(Reason.BAD_SCHEMA, "ts must be epoch ms or ISO 8601 with zone", device_id)
-    if ts > now_ms + max_future_skew_ms:
-        ahead = (ts - now_ms) / 1000
-        return Rejection(Reason.FUTURE_TIMESTAMP, f"ts is {ahead:.0f} s ahead of now", device_id)
+    future = future_rejection(ts, now_ms, max_future_skew_ms, device_id)
+    if future is not None:
+        return future
     seq = doc.get("seq")
-    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
+    if seq is not None and not is_seq(seq):
         return Rejection(Reason.BAD_SCHEMA, "seq must be a non-negative integer", device_id)
     raw_values = doc.get("values")
     if not isinstance(raw_values, dict):
@@ -82,14 +83,34 @@ def _parse_ts(raw: Any) -> int | None:
     if isinstance(raw, float) and raw.is_integer():
         return int(raw)
     if isinstance(raw, str):
-        try:
-            parsed = datetime.fromisoformat(raw)
-        except ValueError:
-            return None
-        if parsed.tzinfo is None:  # a local time without zone is ambiguous: refuse it
-            return None
-        return int(parsed.timestamp() * 1000)
+        return parse_iso8601_ms(raw)
     return None
+
+
+def parse_iso8601_ms(text: str) -> int | None:
+    """Epoch ms of an ISO 8601 time with zone; None when it is not one."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:  # a local time without zone is ambiguous: refuse it
+        return None
+    return int(parsed.timestamp() * 1000)
+
+
+def future_rejection(
+    ts: int, now_ms: int, max_future_skew_ms: int, device_id: str
+) -> Rejection | None:
+    """A device clock far ahead of ours would pin its readings in the future: refuse them."""
+    if ts > now_ms + max_future_skew_ms:
+        ahead = (ts - now_ms) / 1000
+        return Rejection(Reason.FUTURE_TIMESTAMP, f"ts is {ahead:.0f} s ahead of now", device_id)
+    return None
+
+
+def is_seq(raw: Any) -> bool:
+    """A sequence number is a non-negative integer (booleans are not integers here)."""
+    return isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0
 
 
 def decode_values(
@@ -116,6 +137,7 @@ def _decode_one(spec: FieldSpec, raw: Any) -> Value | Rejection:
         if isinstance(raw, bool):
             return raw
         return Rejection(Reason.BAD_SCHEMA, f"{spec.name} must be true or false")
+    factor = 1.0
     if isinstance(raw, dict):
         unit, number = raw.get("unit"), raw.get("value")
         factor = dict(spec.units).get(unit) if isinstance(unit, str) else None
@@ -125,10 +147,12 @@ def _decode_one(spec: FieldSpec, raw: Any) -> Value | Rejection:
         raw = number if _is_number(number) else None
         if raw is None:
             return Rejection(Reason.BAD_SCHEMA, f"{spec.name}.value must be a number")
-        raw = raw * factor
     if not _is_number(raw):
         return Rejection(Reason.BAD_SCHEMA, f"{spec.name} must be a number")
-    value = float(raw)
+    try:
+        value = float(raw) * factor
+    except OverflowError:  # a JSON integer beyond any float: out of every range
+        value = math.inf if raw > 0 else -math.inf
     if not spec.low <= value <= spec.high:
         return Rejection(
             Reason.OUT_OF_RANGE, f"{spec.name}={value:g} outside {spec.low:g}..{spec.high:g}"

@@ -5,6 +5,11 @@ hot path stays on paho's thread and the event loop receives whole batches. The s
 persistent (clean_session=False, fixed client id) and acknowledgements are manual: a QoS 1
 message is acked only after the gateway committed what it caused, so a crash before the
 commit makes the broker redeliver it.
+
+A refused or failed connection (wrong password, untrusted certificate, broker down) is
+logged with its cause and counted, and paho keeps retrying with backoff; it never raises
+into the gateway. Settings that cannot work at all (missing TLS files, credentials given
+twice) raise ValueError at construction, before anything starts.
 """
 
 from __future__ import annotations
@@ -12,13 +17,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import sys
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.mqtt_settings import MqttSecurity, MqttTls
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,9 @@ class InboundMessage:
     mid: int
     qos: int
     connection: int  # which connection delivered it: acks never cross a reconnect
+    # Stored by the broker and sent because we subscribed (e.g. a device's Last Will), not
+    # published just now.
+    retain: bool = False
 
 
 class MqttIngest:
@@ -60,14 +72,18 @@ class MqttIngest:
         self,
         url: str,
         client_id: str,
-        topic_filter: str,
+        topic_filter: str | Sequence[str],
         qos: int,
         loop: asyncio.AbstractEventLoop,
         ready: asyncio.Event,
         keepalive_s: int = 30,
+        security: MqttSecurity | None = None,
     ) -> None:
         self._address = parse_broker_url(url)
-        self._topic_filter = topic_filter
+        filters = [topic_filter] if isinstance(topic_filter, str) else list(topic_filter)
+        if not filters:
+            raise ValueError("MQTT ingest needs at least one topic filter")
+        self._topic_filters = filters
         self._qos = qos
         self._loop = loop
         self._ready = ready
@@ -77,8 +93,16 @@ class MqttIngest:
         self._signalled = False
         self._connection = 0
         self.connected = False
+        # The broker granted every filter on this connection: messages will now arrive.
+        self.subscribed = False
         self.received = 0
         self.connects = 0
+        self.connect_failures = 0  # refused by the broker or failed (TCP, TLS)
+        self.subscribe_failures = 0  # filters the broker refused (e.g. by its ACL)
+        self.last_error = ""  # the latest failure, for the operator
+        self._attempt_reported = False  # this connection attempt's failure is counted
+        self._stopping = False
+        self._pending_subscriptions: dict[int, list[str]] = {}
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -86,21 +110,52 @@ class MqttIngest:
             protocol=mqtt.MQTTv311,
             manual_ack=True,
         )
-        if self._address.username:
-            client.username_pw_set(self._address.username, self._address.password)
-        if self._address.tls:
-            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        self._secure(client, security or MqttSecurity())
         client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # Paho's own errors (e.g. the TLS alert behind a dropped connection) reach our log.
+        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._client = client
+
+    def _secure(self, client: mqtt.Client, security: MqttSecurity) -> None:
+        address = self._address
+        if address.username and security.username:
+            raise ValueError("MQTT credentials are given both in the URL and in the settings")
+        if address.username:
+            client.username_pw_set(address.username, address.password)
+        elif security.username:
+            client.username_pw_set(security.username, security.secret())
+        tls = security.tls
+        if tls is not None and not address.tls:
+            raise ValueError("MQTT TLS settings are given but the URL is mqtt://: use mqtts://")
+        if not address.tls:
+            return
+        tls = tls or MqttTls()  # mqtts:// alone: the system's trust store
+        try:
+            client.tls_set(
+                ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                keyfile_password=tls.key_password.get_secret_value() if tls.key_password else None,
+            )
+        except OSError as exc:  # a missing or unreadable CA, cert or key (ssl.SSLError too)
+            raise ValueError(f"MQTT TLS settings cannot be used: {exc}") from exc
+        if tls.insecure:
+            log.warning("MQTT TLS: broker host name is not checked (tls.insecure)")
+            client.tls_insecure_set(True)
 
     def start(self) -> None:
         self._client.connect_async(self._address.host, self._address.port, self._keepalive_s)
         self._client.loop_start()
 
     def stop(self) -> None:
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -122,24 +177,62 @@ class MqttIngest:
             if message.qos > 0 and message.connection == current:
                 self._client.ack(message.mid, message.qos)
 
+    def _on_pre_connect(self, client, userdata) -> None:
+        self._attempt_reported = False
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("MQTT connect refused: %s", reason_code)
+            self._failed(f"refused by the broker: {reason_code}")
             return
         self._connection += 1
         self.connects += 1
         self.connected = True
-        client.subscribe(self._topic_filter, qos=self._qos)
+        filters = self._topic_filters
+        _, mid = client.subscribe([(f, self._qos) for f in filters])
+        self._pending_subscriptions[mid] = filters
         log.info("MQTT connected to %s:%s", self._address.host, self._address.port)
 
+    def _on_connect_fail(self, client, userdata) -> None:
+        """Paho calls this inside its ``except OSError`` around the connect (TCP refused,
+        TLS handshake failed), so the exception being handled is the cause."""
+        self._failed(str(sys.exc_info()[1] or "connection failed"))
+
+    def _failed(self, why: str) -> None:
+        self._attempt_reported = True
+        self.connect_failures += 1
+        self.last_error = why
+        log.error(
+            "MQTT connection to %s:%s failed (%d so far): %s",
+            self._address.host, self._address.port, self.connect_failures, why,
+        )  # fmt: skip
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        filters = self._pending_subscriptions.pop(mid, [])
+        refused = [f for f, code in zip(filters, reason_codes, strict=False) if code.is_failure]
+        for topic_filter in refused:
+            self.subscribe_failures += 1
+            self.last_error = f"subscription to {topic_filter} refused"
+            log.error("MQTT %s", self.last_error)
+        self.subscribed = not refused
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.connected = False
+        """A connection closed before any CONNACK is a failed attempt too: with TLS 1.3 a
+        broker refuses a missing client certificate only after the handshake."""
+        if not (self.connected or self._attempt_reported or self._stopping):
+            self._failed(f"closed before the broker accepted the connection ({reason_code})")
+            return
+        self.connected = self.subscribed = False
         log.warning("MQTT disconnected: %s", reason_code)
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
         self._queue.append(
             InboundMessage(
-                message.topic, message.payload, message.mid, message.qos, self._connection
+                message.topic,
+                message.payload,
+                message.mid,
+                message.qos,
+                self._connection,
+                message.retain,
             )
         )
         self.received += 1

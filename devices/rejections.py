@@ -15,6 +15,8 @@ class Reason(StrEnum):
     DUPLICATE = "duplicate"  # same seq again, not newer: a replay or a redelivery
     STALE = "stale"  # older than (or as old as) a reading already applied
     FUTURE_TIMESTAMP = "future_timestamp"  # device clock far ahead of ours
+    BAD_CHECKSUM = "bad_checksum"  # a serial sentence whose checksum does not match its bytes
+    GARBAGE = "garbage"  # serial bytes outside any sentence: line noise, cut or overlong lines
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,13 +8,15 @@ its single user.
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, PlainTextResponse
 
 from case_bridge import outbox
-from gateway import store
+from gateway import history, store
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
@@ -61,6 +63,34 @@ def create_api(gw: Gateway) -> FastAPI:
         gw.dispatcher.wake()
         return {"requeued": requeued}
 
+    @app.get("/api/v1/devices/{device_id}/readings")
+    async def device_readings(
+        device_id: str,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = Query(1000, ge=1, le=10_000),
+    ) -> dict[str, Any]:
+        """One device's telemetry in ``[since, until]`` (default: the last 24 h), oldest
+        first. ``readings`` are the raw samples still kept; ``downsampled`` are the buckets
+        that readings older than raw retention were folded into. A sample is in exactly one
+        of the two; ``truncated`` says that either list stopped at ``limit``."""
+        if device_id not in gw.registry:
+            raise HTTPException(404, f"device {device_id} is not in the registry")
+        until_ms = _instant_ms("until", until, default=int(time.time() * 1000))
+        since_ms = _instant_ms("since", since, default=until_ms - 86_400_000)
+        if since_ms > until_ms:
+            raise HTTPException(400, f"since ({since_ms}) is after until ({until_ms})")
+        raw = history.readings_between(gw.conn, device_id, since_ms, until_ms, limit + 1)
+        buckets = history.downsampled_between(gw.conn, device_id, since_ms, until_ms, limit + 1)
+        return {
+            "device_id": device_id,
+            "since": since_ms,
+            "until": until_ms,
+            "readings": raw[:limit],
+            "downsampled": buckets[:limit],
+            "truncated": len(raw) > limit or len(buckets) > limit,
+        }
+
     @app.get("/api/v1/evidence/{name}")
     async def evidence(name: str) -> FileResponse:
         path = gw.evidence_dir / name
@@ -75,6 +105,33 @@ def create_api(gw: Gateway) -> FastAPI:
     return app
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def _instant_ms(name: str, text: str | None, default: int) -> int:
+    """Epoch milliseconds, or ISO 8601 with a zone: a zoneless time would silently mean the
+    server's zone, which is rarely the operator's."""
+    if text is None:
+        return default
+    if text.isascii() and text.isdigit():
+        ms = int(text)
+    else:
+        try:
+            instant = datetime.fromisoformat(text)
+        except ValueError:
+            hint = " (send '+' in a URL as %2B)" if " " in text else ""
+            raise HTTPException(
+                400, f"{name}: expected epoch milliseconds or ISO 8601, got {text!r}{hint}"
+            ) from None
+        if instant.tzinfo is None:
+            raise HTTPException(400, f"{name}: {text!r} has no zone; add Z or an offset")
+        ms = (instant - _EPOCH) // timedelta(milliseconds=1)
+    if not 0 <= ms <= _MAX_MS:
+        raise HTTPException(400, f"{name}: {text!r} is out of range")
+    return ms
+
+
 def collect_stats(gw: Gateway) -> dict[str, Any]:
     ingest = gw.ingest
     return {
@@ -82,6 +139,13 @@ def collect_stats(gw: Gateway) -> dict[str, Any]:
             "connected": bool(ingest and ingest.connected),
             "connects": ingest.connects if ingest else 0,
             "received": ingest.received if ingest else 0,
+            "connect_failures": ingest.connect_failures if ingest else 0,
+            "last_error": ingest.last_error if ingest else "",
+            "subscribed": bool(ingest and ingest.subscribed),
+        },
+        "history": {
+            "upkeep": gw.upkeep_last,
+            "influxdb": gw.influx.stats() if gw.influx is not None else None,
         },
         "readings_stored": store.count_rows(gw.conn, "readings"),
         "alerts": store.count_rows(gw.conn, "alerts"),
@@ -90,6 +154,9 @@ def collect_stats(gw: Gateway) -> dict[str, Any]:
         "delivery": dict(gw.dispatcher.stats),
         "last_delivery_error": gw.dispatcher.last_error,
         "status_sync_failures": gw.status_sync.failures,
+        # Readings kept but not given to business rules since start: their device is suspect.
+        "suspect_readings": gw.pipeline.counters["suspect"],
+        "health": gw.health.snapshot(),
         "video": _video_stats(gw),
     }
 

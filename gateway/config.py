@@ -22,6 +22,9 @@ from pydantic import (
 
 from case_bridge.settings import CasePlatformSettings, CaseSettings
 from detectors.config import CameraSettings, DetectorSettings
+from devices.fleet import Fleets
+from devices.mqtt_settings import MqttSecurity
+from gateway.history import HistorySettings
 from rules.params import RulesConfig
 from rules.video_rules import VideoRuleParams
 
@@ -34,7 +37,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class MqttSettings(_Section):
+class MqttSettings(MqttSecurity):
+    """Broker address, session, and (inherited) username/password and TLS files."""
+
     url: str = Field(pattern=r"^mqtts?://")
     client_id: str = "citygw"
     qos: int = Field(1, ge=0, le=1)
@@ -43,6 +48,8 @@ class MqttSettings(_Section):
 
 class DevicesSettings(_Section):
     registry: Path
+    # Existing fleets' topics and payloads mapped to Readings by config (devices/fleet).
+    fleets: Fleets = []
 
 
 class StoreSettings(_Section):
@@ -100,6 +107,7 @@ class GatewayConfig(_Section):
     ingest: IngestSettings = IngestSettings()
     api: ApiSettings = ApiSettings()
     video: VideoSettings = VideoSettings()
+    history: HistorySettings = HistorySettings()
 
     @field_validator("cases")
     @classmethod
@@ -129,6 +137,7 @@ def load_config(path: str | Path) -> GatewayConfig:
         raise ConfigError(_explain(path, root, exc)) from None
     base = path.resolve().parent
     config.devices.registry = base / config.devices.registry
+    config.mqtt = config.mqtt.resolved(base)
     config.store.path = base / config.store.path
     if config.video.detector is not None:
         config.video.detector.model = base / config.video.detector.model

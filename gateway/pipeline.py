@@ -15,10 +15,11 @@ from functools import partial
 from typing import Protocol
 
 from case_bridge import outbox
-from devices.codec import decode_telemetry
+from devices.fleet import MessageRouter
 from devices.registry import Device
 from devices.rejections import Rejection
 from devices.replay_guard import ReplayGuard
+from devices.status import DeviceStatus
 from domain import Alert, CaseCommand, Reading
 from gateway import store
 from rules.device_health import DeviceHealth
@@ -32,6 +33,7 @@ class Message(Protocol):
 
     topic: str
     payload: bytes
+    retain: bool
 
 
 class Pipeline:
@@ -45,12 +47,14 @@ class Pipeline:
         max_future_skew_ms: int,
         rule_states: Mapping[str, KeyedStates],
         health: DeviceHealth,
+        router: MessageRouter,
     ) -> None:
         self._conn = conn
         self._registry = registry
         self._guard = guard
         self._engine = engine
         self._health = health
+        self._router = router
         self._incidents = incidents
         self._max_future_skew_ms = max_future_skew_ms
         # Store namespace → the state of one rule engine (sensor rules, video rules, ...).
@@ -59,21 +63,25 @@ class Pipeline:
 
     def process(self, messages: Sequence[Message], now_ms: int) -> list[CaseCommand]:
         """Apply a batch of telemetry and commit it; return the case commands it produced."""
-        skew_ms, registry = self._max_future_skew_ms, self._registry
+        skew_ms, registry, decode = self._max_future_skew_ms, self._registry, self._router.decode
         decoded = [
-            (m.topic, m.payload, decode_telemetry(m.topic, m.payload, registry, now_ms, skew_ms))
+            (m.topic, m.payload, decode(m.topic, m.payload, registry, now_ms, skew_ms, m.retain))
             for m in messages
         ]
         return self.process_decoded(decoded, now_ms)
 
     def process_decoded(
-        self, items: Sequence[tuple[str, bytes, Reading | Rejection]], now_ms: int
+        self, items: Sequence[tuple[str, bytes, Reading | DeviceStatus | Rejection]], now_ms: int
     ) -> list[CaseCommand]:
         """Readings decoded by a transport's own codec (serial lines, Modbus registers,
         fleet payloads), each with where it came from and its raw bytes for dead letters."""
         batch = store.Batch()
         alerts: list[Alert] = []
         for origin, raw, reading in items:
+            if isinstance(reading, DeviceStatus):
+                self._health.status(reading.device_id, reading.online, now_ms)
+                self.counters["status_online" if reading.online else "status_offline"] += 1
+                continue
             if not isinstance(reading, Rejection):
                 reading = self._guard.admit(reading) or reading
             if isinstance(reading, Rejection):
@@ -84,8 +92,9 @@ class Pipeline:
             verdict = self._health.check(reading, now_ms)
             alerts.extend(verdict.alerts)
             batch.readings.append(
-                (reading.device_id, reading.ts, reading.seq, json.dumps(reading.values))
-            )
+                (reading.device_id, reading.ts, reading.seq, json.dumps(reading.values),
+                 int(not verdict.trusted))
+            )  # fmt: skip
             if verdict.trusted:
                 alerts.extend(self._engine.process(reading))
             else:

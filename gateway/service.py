@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,15 +23,16 @@ from case_bridge.dispatcher import OutboxDispatcher
 from case_bridge.platform import BundledPlatform
 from case_bridge.status_sync import StatusSync
 from detectors.backends import load_detector
-from devices.codec import TOPIC_FILTER
+from devices.fleet import MessageRouter
 from devices.mqtt_ingest import MqttIngest
 from devices.registry import load_registry
 from devices.replay_guard import ReplayGuard
 from domain import Alert, AlertState, CaseCommand, Location, Observation, Priority
-from gateway import store
+from gateway import history, store
 from gateway.api import create_api
 from gateway.config import GatewayConfig
 from gateway.evidence import save_evidence
+from gateway.influx_sink import InfluxSink
 from gateway.pipeline import Pipeline, restore
 from gateway.video import VideoRuntime
 from rules.device_health import DeviceHealth
@@ -67,10 +69,14 @@ class Gateway:
         }
         restore(self.conn, self.guard, self.incidents, rule_states)
         skew_ms = int(config.ingest.max_future_skew_s * 1000)
+        self.router = MessageRouter(config.devices.fleets)
         self.pipeline = Pipeline(
             self.conn, self.registry, self.guard, self.engine, self.incidents, skew_ms,
-            rule_states, self.health,
+            rule_states, self.health, self.router,
         )  # fmt: skip
+        influx = config.history.influxdb
+        kinds = {d.device_id: d.kind for d in self.registry.values()}
+        self.influx = InfluxSink(self.conn, influx, config.gateway_id, kinds) if influx else None
 
         platform = config.case_platform
         self.platform = BundledPlatform(str(platform.url), platform.token, platform.timeout_s)
@@ -82,6 +88,7 @@ class Gateway:
             self.conn, self.platform, platform.status_sync_s, self._on_case_final
         )
         self.ingest: MqttIngest | None = None
+        self.upkeep_last: dict = {}
         self.started_ms = int(time.time() * 1000)
 
     def _build_video(self, config: GatewayConfig) -> VideoRuntime:
@@ -118,14 +125,18 @@ class Gateway:
         ready = asyncio.Event()
         mqtt = self.config.mqtt
         self.ingest = MqttIngest(
-            mqtt.url, mqtt.client_id, TOPIC_FILTER, mqtt.qos, loop, ready, mqtt.keepalive_s
-        )
+            mqtt.url, mqtt.client_id, self.router.subscriptions(), mqtt.qos, loop, ready,
+            mqtt.keepalive_s, security=mqtt,
+        )  # fmt: skip
         tasks = [
             asyncio.create_task(self._consume(ready), name="consume"),
+            asyncio.create_task(self._keep_history(), name="history"),
             asyncio.create_task(self.dispatcher.run(), name="dispatch"),
             asyncio.create_task(self.status_sync.run(), name="status-sync"),
             asyncio.create_task(self._watch_health(), name="health"),
         ]
+        if self.influx is not None:
+            tasks.append(asyncio.create_task(self.influx.run(), name="influxdb"))
         server = None
         if self.config.api.enabled:
             api = self.config.api
@@ -167,9 +178,32 @@ class Gateway:
             while batch := self.ingest.take(batch_max):
                 commands = self.pipeline.process(batch, int(time.time() * 1000))
                 self.ingest.ack(batch)
+                if self.influx is not None:
+                    self.influx.notify()
                 if commands:
                     self.dispatcher.wake()
                 await asyncio.sleep(0)  # let delivery and the API breathe between batches
+
+    async def _keep_history(self) -> None:
+        """Retention and downsampling, off the loop on a connection of its own: upkeep
+        works in small transactions, so ingest commits get through in between."""
+        settings, path = self.config.history, self.config.store.path
+        synchronous = self.config.store.synchronous
+
+        def upkeep_once() -> dict:
+            conn = store.connect(path, synchronous)
+            try:
+                return history.upkeep(conn, settings, int(time.time() * 1000))
+            finally:
+                conn.close()
+
+        while True:
+            try:
+                self.upkeep_last = await asyncio.to_thread(upkeep_once)
+            except sqlite3.Error as exc:  # e.g. disk full: ingest must go on; try next time
+                self.upkeep_last = {"error": str(exc)}
+                log.error("history upkeep failed: %s", exc)
+            await asyncio.sleep(settings.upkeep_every_s)
 
     async def _watch_health(self) -> None:
         """Silence has no reading to trigger on: look for it on a timer."""

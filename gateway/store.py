@@ -21,9 +21,27 @@ CREATE TABLE IF NOT EXISTS readings (
     device_id TEXT NOT NULL,
     ts INTEGER NOT NULL,
     seq INTEGER,
-    values_json TEXT NOT NULL
+    values_json TEXT NOT NULL,
+    -- 1: kept, but its device was suspect (stuck or jumping), so no business rule saw it
+    suspect INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS readings_device_ts ON readings(device_id, ts);
+-- Raw readings past retention, folded per device, field and bucket (gateway/history.py).
+CREATE TABLE IF NOT EXISTS readings_downsampled (
+    device_id TEXT NOT NULL,
+    bucket_start INTEGER NOT NULL,
+    bucket_ms INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    is_bool INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    v_sum REAL NOT NULL,
+    v_min REAL NOT NULL,
+    v_max REAL NOT NULL,
+    last_ts INTEGER NOT NULL,
+    last_value REAL NOT NULL,
+    UNIQUE (device_id, bucket_start, bucket_ms, field)
+);
+CREATE INDEX IF NOT EXISTS readings_downsampled_start ON readings_downsampled(bucket_start);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     received_ms INTEGER NOT NULL,
@@ -85,7 +103,8 @@ def commit(conn: sqlite3.Connection, batch: Batch, also: Iterable[Any] = ()) -> 
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.executemany(
-            "INSERT INTO readings (device_id, ts, seq, values_json) VALUES (?, ?, ?, ?)",
+            "INSERT INTO readings (device_id, ts, seq, values_json, suspect)"
+            " VALUES (?, ?, ?, ?, ?)",
             batch.readings,
         )
         conn.executemany(

@@ -110,3 +110,12 @@ def test_per_device_override_is_validated_like_config(tmp_path):
     wl = devices["WL-1"]
     with pytest.raises(DeviceRuleError, match="device WL-1: clear_for_s: Input should be greater"):
         engine.add_source(wl.device_id, wl.kind, wl.location, wl.part_code, wl.overrides)
+
+
+def test_the_shipped_deployment_config_loads():
+    """docker-compose runs deploy/gateway.yaml: it must stay valid as the config grows."""
+    from pathlib import Path
+
+    config = load_config(Path(__file__).resolve().parents[1] / "deploy" / "gateway.yaml")
+    assert config.history.influxdb is not None and config.history.influxdb.bucket == "telemetry"
+    assert {"99101", "99201", "99301"} <= set(config.cases.local_classes)

@@ -1,0 +1,19 @@
+"""Serial field devices: RS-485 Modbus RTU slaves and ASCII line-protocol sensors.
+
+``start_serial(settings, registry, on_result)`` runs every port configured in the gateway's
+``serial`` section (``SerialSettings``) and returns ``SerialAdapters`` (``stats``, ``stop``).
+Its parts: ``line_protocol`` (the sentence spec and parser), ``port`` (reopening a port
+that went away), ``line_reader`` (framing + the reading thread), ``registers`` (register
+maps to field values), ``modbus_poller`` (per-slave scheduling on one bus) and ``settings``.
+"""
+
+from devices.serial.adapters import SerialAdapters, SerialConfigError, start_serial
+from devices.serial.settings import SerialSettings, registry_problems
+
+__all__ = [
+    "SerialAdapters",
+    "SerialConfigError",
+    "SerialSettings",
+    "registry_problems",
+    "start_serial",
+]

@@ -1,0 +1,53 @@
+"""Device online/offline status, e.g. from an MQTT Last Will.
+
+A device sets ``offline`` (retained) as its Last Will on ``citygw/v1/<device_id>/status`` and
+publishes ``online`` (retained) after it connects; the broker publishes the will when the
+device's connection dies. Device-health rules consume ``DeviceStatus``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from devices.codec import TOPIC_PREFIX
+from devices.registry import Device
+from devices.rejections import Reason, Rejection
+
+STATUS_SUFFIX = "/status"
+STATUS_FILTER = TOPIC_PREFIX + "+" + STATUS_SUFFIX
+_PAYLOADS = {"online": True, "offline": False}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    device_id: str
+    online: bool
+    ts: int  # when the gateway received it, epoch ms: status messages carry no clock
+    # The broker's stored last state, delivered because we (re)subscribed: the change itself
+    # happened at some unknown earlier time, so "offline for N s" cannot start at ``ts``.
+    retained: bool = False
+
+
+def decode_status(
+    topic: str,
+    payload: bytes,
+    registry: Mapping[str, Device],
+    now_ms: int,
+    retained: bool = False,
+) -> DeviceStatus | Rejection:
+    """Our own status topic: payload ``online`` or ``offline`` (surrounding blanks ignored)."""
+    device_id = ""
+    if topic.startswith(TOPIC_PREFIX) and topic.endswith(STATUS_SUFFIX):
+        device_id = topic[len(TOPIC_PREFIX) : -len(STATUS_SUFFIX)]
+    if not device_id or "/" in device_id:
+        return Rejection(Reason.BAD_SCHEMA, f"topic {topic!r} is not {STATUS_FILTER}")
+    online = _PAYLOADS.get(payload.strip().decode("utf-8", "replace"))
+    if online is None:
+        shown = payload[:40].decode("utf-8", "replace")
+        return Rejection(Reason.BAD_SCHEMA, f"status {shown!r} is not online or offline", device_id)
+    if device_id not in registry:
+        return Rejection(
+            Reason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered", device_id
+        )
+    return DeviceStatus(device_id, online, now_ms, retained)

@@ -1,0 +1,47 @@
+"""End to end: device health through mosquitto, the gateway and the platform.
+
+The ``health`` scenario stages sensors failing rather than streets: a cover whose modem
+dies for a while, a bin whose battery runs down, a water gauge reading 8 m that is not
+there, and a real modest flood beside it. The cases filed must be exactly its truth: three
+maintenance cases (each one device's, never merged) and the real flood — and no
+water-logging case from the lying gauge, whose business alarms are muted while suspect.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from simulators.truth import compare_cases
+
+HEALTH = Path(__file__).resolve().parents[1] / "simulators" / "scenarios" / "health"
+FAST_HEALTH = {"rules": {"health": {"check_every_s": 0.5}}}
+
+
+def test_failing_sensors_file_maintenance_cases_and_a_lying_gauge_no_flood(stack):
+    s = stack(scenario=HEALTH / "scenario.yaml", config=FAST_HEALTH)
+    sim = s.simulator()
+    assert sim.proc.wait(90) == 0, sim.tail()
+    stats = s.wait_caught_up(30)
+    report = compare_cases(s.truth(), s.cases())
+    assert report.ok, report.render() + "\n--- gateway log ---\n" + s.gateway.tail()
+    # WL-101's thirty 800 cm readings (300 s to 600 s), then two plausible ones before the
+    # third in a row makes it believed again
+    assert stats["suspect_readings"] == 30 + 2
+
+    def health_of(device: str) -> dict:
+        return s.gateway_stats()["health"][device]
+
+    assert health_of("WL-101")["suspect"] is None  # believed again after it came back
+    assert health_of("MH-101")["offline"] is False  # reported again at 750 s
+    assert health_of("BIN-101")["battery_low"] is True
+    offline = next(c for c in s.cases() if c["class_code"] == "01003")
+    states = [e["state"] for e in offline["evidence"]]
+    assert states == ["firing", "cleared"]
+
+    readings = s.gateway_http.get(
+        "/api/v1/devices/WL-101/readings", params={"since": 0, "limit": 1000}
+    ).json()["readings"]
+    assert len(readings) == 90  # the lie is kept in the history: every reading stored
+    lies = [r for r in readings if r["values"]["level_cm"] > 700]
+    assert len(lies) == 30 and all(r["suspect"] for r in lies)
+    assert sum(r["suspect"] for r in readings) == 30 + 2  # flagged as the rules saw them

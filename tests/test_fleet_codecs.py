@@ -1,0 +1,608 @@
+"""Existing fleets' formats by config: JSON paths, unit conversion, enum maps, binary layouts,
+timestamps, status messages, topic routing, and one test per rejection reason."""
+
+import base64
+import json
+import struct
+import zlib
+
+import pytest
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from devices.fleet import Fleets, FleetSettings, MessageRouter, decode_fleet_message
+from devices.fleet.binary import checksum, crc16_modbus
+from devices.fleet.jsonpath import MISSING, JsonPath
+from devices.fleet.settings import Crc
+from devices.registry import Device
+from devices.rejections import Reason, Rejection
+from devices.status import DeviceStatus
+from domain import Location, Reading
+
+HERE = Location(26.08, 119.3)
+REGISTRY = {
+    "WL-0001": Device("WL-0001", "water_level", HERE),
+    "MH-0002": Device("MH-0002", "manhole_cover", HERE),
+    "BIN-0003": Device("BIN-0003", "bin", HERE),
+    "MH-1": Device("MH-1", "manhole_cover", HERE),
+}
+NOW = 1_763_700_000_000  # 2025-11-21T04:40:00Z
+SKEW = 300_000
+
+WATER = """
+name: acme-water
+topic: acme/wl/+/up
+device_id: {topic: 2, prefix: WL-}
+kind: water_level
+codec:
+  type: json
+  ts: {path: $.time, format: iso8601}
+  seq: $.meta.cnt
+  fields:
+    level_cm: {path: "$.data[0].wl", unit: mm}
+    battery_pct: "$.dev['bat %']"
+"""
+
+MANHOLE = """
+name: lidco
+topic: lidco/+/state
+device_id: {path: $.dev.sn, prefix: MH-, suffix: ""}
+codec:
+  type: json
+  ts: {path: $.t, format: epoch_s, optional: true}
+  fields:
+    lid_open: {path: $.lid, map: {"OPEN": true, "CLOSED": false}}
+    tilt_deg: {path: $.tilt, unit: deg, scale: 0.01}
+status:
+  topic: lidco/+/lwt
+  device_id: {topic: 1, prefix: MH-}
+  map: {"Online": true, "Offline": false}
+"""
+
+BINS = """
+name: binco
+topic: binco/+/fill
+device_id: {topic: 1, prefix: BIN-}
+kind: bin
+codec:
+  type: json
+  fields:
+    fill_pct: {path: $, scale: -1, offset: 100}   # the sensor says how empty the bin is
+"""
+
+PACKED = """
+name: packed-water
+topic: packed/+/up
+device_id: {topic: 1, prefix: WL-}
+kind: water_level
+codec:
+  type: binary
+  byte_order: big
+  fields:
+    - {name: ts, type: u32}
+    - {name: seq, type: u16}
+    - {name: level_cm, type: u16, scale: 0.1, unit: mm}
+    - {name: battery_pct, type: u8}
+    - {type: u8}
+  crc: {algorithm: crc16_modbus, byte_order: little}
+"""
+
+LORA = """
+name: lora-lids
+topic: lns/up/#
+device_id: {path: $.end_device_ids.device_id}
+kind: manhole_cover
+codec:
+  type: binary
+  byte_order: little
+  envelope: {path: $.uplink_message.frm_payload, encoding: base64}
+  fields:
+    - {name: tilt_deg, type: i16, scale: 0.1}
+    - {name: lid_open, type: u8, map: {0: false, 1: true}}
+    - {name: battery_pct, type: f32}
+"""
+
+
+def fleet(text: str, **changes) -> FleetSettings:
+    data = yaml.safe_load(text)
+    data.update(changes)
+    return FleetSettings.model_validate(data)
+
+
+def decode(text: str, topic: str, payload, now=NOW, **changes) -> Reading | Rejection:
+    if isinstance(payload, dict | list | int | float | str):
+        payload = json.dumps(payload).encode()
+    return decode_fleet_message(fleet(text, **changes), topic, payload, REGISTRY, now, SKEW)
+
+
+def reason(result) -> Reason:
+    assert isinstance(result, Rejection), result
+    return result.reason
+
+
+def water_doc(**changes) -> dict:
+    doc = {
+        "time": "2025-11-21T12:39:00+08:00",
+        "meta": {"cnt": 7},
+        "data": [{"wl": 1234}],
+        "dev": {"bat %": 88},
+    }
+    doc.update(changes)
+    return doc
+
+
+# --- JSON paths ---------------------------------------------------------------------------
+
+
+def test_json_path_steps():
+    doc = {"a": {"b": [{"c": 1}, {"c": 2}]}, "x.y": 3, "n": None}
+    assert JsonPath("$.a.b[1].c").resolve(doc) == 2
+    assert JsonPath("$['x.y']").resolve(doc) == 3
+    assert JsonPath('$.a["b"][0]').resolve(doc) == {"c": 1}
+    assert JsonPath("$").resolve(doc) is doc
+    assert JsonPath("$.n").resolve(doc) is None
+    assert JsonPath("$.a.b[2].c").resolve(doc) is MISSING
+    assert JsonPath("$.a.b.c").resolve(doc) is MISSING  # a list has no names
+    assert JsonPath("$.a[0]").resolve(doc) is MISSING  # an object has no indexes
+    assert JsonPath("$.a.b[0].c") == JsonPath("$['a']['b'][0]['c']")
+
+
+@pytest.mark.parametrize("text", ["a.b", "$.a..b", "$.a[-1]", "$.a[*]", "$.a[?(@.b)]", "$a"])
+def test_json_path_refuses_what_it_does_not_do(text):
+    with pytest.raises(ValueError, match="JSON path"):
+        JsonPath(text)
+
+
+# --- JSON codec ---------------------------------------------------------------------------
+
+
+def test_json_reading_with_paths_units_and_iso_time():
+    result = decode(WATER, "acme/wl/0001/up", water_doc())
+    assert result == Reading(
+        "WL-0001", "water_level", NOW - 60_000, {"level_cm": 123.4, "battery_pct": 88.0}, 7
+    )
+
+
+def test_json_device_id_from_payload_enum_map_and_scale():
+    doc = {"dev": {"sn": 1}, "t": 1763699999.5, "lid": "OPEN", "tilt": 1250}
+    result = decode(MANHOLE, "lidco/x/state", doc)
+    assert result == Reading(
+        "MH-1", "manhole_cover", NOW - 500, {"lid_open": True, "tilt_deg": 12.5}
+    )
+
+
+def test_device_id_from_payload_with_prefix():
+    doc = {"dev": {"sn": "0002"}, "lid": "CLOSED", "tilt": 0}
+    result = decode(MANHOLE, "lidco/x/state", doc)
+    assert isinstance(result, Reading), result
+    assert (result.device_id, result.kind) == ("MH-0002", "manhole_cover")  # kind: registry
+    assert result.values == {"lid_open": False, "tilt_deg": 0.0}
+    assert result.ts == NOW  # optional ts missing: the time it was received
+
+
+def test_plain_value_payload_with_scale_and_offset():
+    result = decode(BINS, "binco/0003/fill", 30)
+    assert result == Reading("BIN-0003", "bin", NOW, {"fill_pct": 70.0})
+
+
+@pytest.mark.parametrize(
+    ("fmt", "raw", "expected"),
+    [
+        ("epoch_s", 1763699940, NOW - 60_000),
+        ("epoch_s", 1763699940.25, NOW - 59_750),
+        ("epoch_ms", 1763699940000, NOW - 60_000),
+        ("epoch_ms", 1763699940000.0, NOW - 60_000),
+        ("iso8601", "2025-11-21T04:39:00Z", NOW - 60_000),
+    ],
+)
+def test_timestamp_formats(fmt, raw, expected):
+    changes = {"ts": {"path": "$.when", "format": fmt}, "fields": {"fill_pct": "$.f"}}
+    bins = yaml.safe_load(BINS)
+    bins["codec"].update(changes)
+    result = decode_fleet_message(
+        FleetSettings.model_validate(bins),
+        "binco/0003/fill",
+        json.dumps({"when": raw, "f": 10}).encode(),
+        REGISTRY,
+        NOW,
+        SKEW,
+    )
+    assert isinstance(result, Reading), result
+    assert result.ts == expected
+
+
+@pytest.mark.parametrize(
+    ("fmt", "raw"),
+    [
+        ("epoch_s", "1763699940"),  # text is not a number: no guessing
+        ("epoch_s", True),
+        ("epoch_ms", 1763699940000.5),
+        ("iso8601", "2025-11-21T04:39:00"),  # no zone: ambiguous
+        ("iso8601", 1763699940),
+        ("epoch_ms", None),  # null is missing, and ts is not optional
+    ],
+)
+def test_bad_timestamps_are_bad_schema(fmt, raw):
+    bins = yaml.safe_load(BINS)
+    bins["codec"].update({"ts": {"path": "$.when", "format": fmt}, "fields": {"fill_pct": "$.f"}})
+    result = decode_fleet_message(
+        FleetSettings.model_validate(bins),
+        "binco/0003/fill",
+        json.dumps({"when": raw, "f": 10}).encode(),
+        REGISTRY,
+        NOW,
+        SKEW,
+    )
+    assert reason(result) is Reason.BAD_SCHEMA
+    assert "$.when" in result.detail
+
+
+def test_future_timestamp_same_check_as_our_format():
+    result = decode(WATER, "acme/wl/0001/up", water_doc(time="2025-11-21T12:50:00+08:00"))
+    assert reason(result) is Reason.FUTURE_TIMESTAMP
+    assert result.device_id == "WL-0001"
+    assert "600 s ahead" in result.detail
+
+
+def test_malformed_json():
+    assert reason(decode(WATER, "acme/wl/0001/up", b"\xff{")) is Reason.MALFORMED_JSON
+
+
+def test_unknown_device():
+    result = decode(WATER, "acme/wl/0999/up", water_doc())
+    assert reason(result) is Reason.UNKNOWN_DEVICE
+    assert result.device_id == "WL-0999"
+
+
+def test_out_of_range_after_unit_conversion():
+    result = decode(WATER, "acme/wl/0001/up", water_doc(data=[{"wl": 200_000}]))  # 200 m
+    assert reason(result) is Reason.OUT_OF_RANGE
+    assert "level_cm=20000" in result.detail
+
+
+def test_integer_beyond_any_float_is_out_of_range_not_a_crash():
+    payload = b'{"time": "2025-11-21T12:39:00+08:00", "data": [{"wl": 1' + b"0" * 400 + b"}]}"
+    result = decode_fleet_message(fleet(WATER), "acme/wl/0001/up", payload, REGISTRY, NOW, SKEW)
+    assert reason(result) is Reason.OUT_OF_RANGE
+
+
+@pytest.mark.parametrize(
+    ("doc", "detail"),
+    [
+        (water_doc(data=[]), "missing field level_cm at $.data[0].wl"),
+        (water_doc(data=[{"wl": None}]), "missing field level_cm at $.data[0].wl"),
+        (water_doc(data=[{"wl": "12"}]), "level_cm must be a number"),
+        (water_doc(meta={"cnt": -1}), "seq at $.meta.cnt"),
+        (water_doc(time=None), "missing ts at $.time"),
+        ([1, 2], "missing ts at $.time"),  # not an object: nothing at any path
+    ],
+)
+def test_bad_schema(doc, detail):
+    result = decode(WATER, "acme/wl/0001/up", doc)
+    assert reason(result) is Reason.BAD_SCHEMA
+    assert detail in result.detail
+
+
+def test_optional_field_null_or_absent_is_left_out():
+    result = decode(WATER, "acme/wl/0001/up", water_doc(dev={"bat %": None}))
+    assert isinstance(result, Reading), result
+    assert result.values == {"level_cm": 123.4}
+
+
+def test_unmapped_enum_value_is_bad_schema_naming_the_accepted_ones():
+    doc = {"dev": {"sn": "0002"}, "lid": "AJAR", "tilt": 0}
+    result = decode(MANHOLE, "lidco/x/state", doc)
+    assert reason(result) is Reason.BAD_SCHEMA
+    assert result.detail == "lid_open value 'AJAR' is not one of OPEN, CLOSED"
+    assert result.device_id == "MH-0002"
+
+
+def test_registry_kind_must_match_the_fleets_kind():
+    result = decode(WATER, "acme/wl/0001/up", water_doc(), device_id={"topic": 2, "prefix": "MH-"})
+    # MH-0001 is not registered; MH-0002 is a manhole cover, not a gauge
+    assert reason(result) is Reason.UNKNOWN_DEVICE
+    result = decode(WATER, "acme/wl/0002/up", water_doc(), device_id={"topic": 2, "prefix": "MH-"})
+    assert reason(result) is Reason.BAD_SCHEMA
+    assert "registry says manhole_cover" in result.detail
+
+
+def test_field_the_registry_kind_lacks_is_bad_schema():
+    data = yaml.safe_load(MANHOLE)
+    data["codec"]["fields"]["fill_pct"] = "$.fill"
+    payload = json.dumps({"dev": {"sn": "0002"}, "lid": "OPEN", "tilt": 0, "fill": 5}).encode()
+    result = decode_fleet_message(
+        FleetSettings.model_validate(data), "lidco/x/state", payload, REGISTRY, NOW, SKEW
+    )
+    assert reason(result) is Reason.BAD_SCHEMA
+    assert "unknown field(s) fill_pct" in result.detail
+
+
+def test_device_id_missing_or_not_text():
+    assert "no device id at $.dev.sn" in decode(MANHOLE, "lidco/x/state", {"lid": "OPEN"}).detail
+    result = decode(MANHOLE, "lidco/x/state", {"dev": {"sn": [1]}, "lid": "OPEN"})
+    assert reason(result) is Reason.BAD_SCHEMA
+
+
+# --- binary codec -------------------------------------------------------------------------
+
+
+def packed(ts=1763699940, seq=5, level=4321, battery=77, spare=0, crc=None) -> bytes:
+    body = struct.pack(">IHHBB", ts, seq, level, battery, spare)
+    return body + struct.pack("<H", crc16_modbus(body) if crc is None else crc)
+
+
+def test_binary_layout_with_crc_scale_and_unit():
+    result = decode(PACKED, "packed/0001/up", packed())
+    # 4321 × 0.1 mm = 432.1 mm = 43.21 cm
+    assert isinstance(result, Reading), result
+    assert (result.device_id, result.ts, result.seq) == ("WL-0001", NOW - 60_000, 5)
+    assert result.values == pytest.approx({"level_cm": 43.21, "battery_pct": 77.0})
+
+
+@pytest.mark.parametrize("cut", [1, -1])
+def test_binary_wrong_length_names_the_expected_one(cut):
+    payload = packed()[:-1] if cut == 1 else packed() + b"\x00"
+    result = decode(PACKED, "packed/0001/up", payload)
+    assert reason(result) is Reason.BAD_SCHEMA
+    assert result.detail == f"payload is {12 - cut} bytes, the layout expects 12"
+    assert result.device_id == "WL-0001"
+
+
+def test_binary_crc_mismatch():
+    result = decode(PACKED, "packed/0001/up", packed(crc=0x1234))
+    assert reason(result) is Reason.BAD_SCHEMA
+    assert result.detail.startswith("crc16_modbus is 0x1234, computed 0x")
+
+
+def test_binary_future_timestamp_unknown_device_and_out_of_range():
+    assert reason(decode(PACKED, "packed/0001/up", packed(ts=NOW // 1000 + 3600))) is (
+        Reason.FUTURE_TIMESTAMP
+    )
+    assert reason(decode(PACKED, "packed/0404/up", packed())) is Reason.UNKNOWN_DEVICE
+    assert reason(decode(PACKED, "packed/0001/up", packed(battery=101))) is Reason.OUT_OF_RANGE
+
+
+def lora(body: bytes, device="0002", encoding="base64") -> dict:
+    text = base64.b64encode(body).decode() if encoding == "base64" else body.hex()
+    return {"end_device_ids": {"device_id": device}, "uplink_message": {"frm_payload": text}}
+
+
+def test_binary_in_a_json_envelope_little_endian_signed_and_float():
+    body = struct.pack("<hBf", 125, 1, 55.5)
+    topic = "lns/up/app1/devices/0002"
+    assert decode(LORA, topic, lora(body, "MH-0002")) == Reading(
+        "MH-0002", "manhole_cover", NOW, {"tilt_deg": 12.5, "lid_open": True, "battery_pct": 55.5}
+    )
+    hexed = yaml.safe_load(LORA)["codec"] | {
+        "envelope": {"path": "$.uplink_message.frm_payload", "encoding": "hex"}
+    }
+    assert isinstance(decode(LORA, topic, lora(body, "MH-0002", "hex"), codec=hexed), Reading)
+
+
+@pytest.mark.parametrize(
+    ("doc", "why", "detail"),
+    [
+        (b"not json", Reason.MALFORMED_JSON, "not UTF-8 JSON"),
+        ({"uplink_message": {}}, Reason.BAD_SCHEMA, "no base64 text at"),
+        (lora(b"") | {"uplink_message": {"frm_payload": "@@"}}, Reason.BAD_SCHEMA, "not valid"),
+        (lora(struct.pack("<hBf", 125, 7, 55.5), "MH-0002"), Reason.BAD_SCHEMA, "lid_open value 7"),
+        (lora(struct.pack("<hBf", -5, 1, 55.5), "MH-0002"), Reason.OUT_OF_RANGE, "tilt_deg=-0.5"),
+        (lora(struct.pack("<hBf", 5, 1, float("nan")), "MH-0002"), Reason.BAD_SCHEMA, "number"),
+        (lora(struct.pack("<hBf", 5, 1, 50), "MH-9"), Reason.UNKNOWN_DEVICE, "MH-9"),
+    ],
+)
+def test_binary_envelope_rejections(doc, why, detail):
+    result = decode(LORA, "lns/up/x", doc)
+    assert reason(result) is why
+    assert detail in result.detail
+
+
+def test_checksums_match_their_catalogue_check_values():
+    assert crc16_modbus(b"123456789") == 0x4B37
+    assert checksum(Crc(algorithm="crc16_ccitt"), b"123456789") == 0x29B1
+    assert checksum(Crc(algorithm="crc32"), b"123456789") == 0xCBF43926 == zlib.crc32(b"123456789")
+
+
+# --- config errors: caught at load, with the field ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "changes", "message"),
+    [
+        (WATER, {"kind": "bin"}, "kind bin has no field level_cm"),
+        (WATER, {"kind": "lamp"}, "kind 'lamp' is not one of"),
+        (
+            BINS,
+            {"codec": {"type": "json", "fields": {"battery_pct": "$.b"}}},
+            "needs field(s) fill_pct",
+        ),
+        (
+            BINS,
+            {"codec": {"type": "json", "fields": {"fill_pct": {"path": "$", "unit": "mm"}}}},
+            "fill_pct cannot take unit 'mm' (accepted: %)",
+        ),
+        (
+            BINS,
+            {"codec": {"type": "json", "fields": {"colour": "$.c"}}, "kind": None},
+            "no device kind has a field colour",
+        ),
+        (WATER, {"device_id": {"topic": 1}}, "device_id.topic 1 is not a + or # level"),
+        (WATER, {"device_id": {"topic": 2, "path": "$.id"}}, "exactly one of topic"),
+        (WATER, {"topic": "acme/wl#"}, "# must be the whole last level"),
+        (WATER, {"topic": "acme/w+/x"}, "+ must be a whole level"),
+        (WATER, {"topic": "$SYS/#"}, "$-topics"),
+        (PACKED, {"device_id": {"path": "$.id"}}, "a binary payload has no JSON paths"),
+        (
+            MANHOLE,
+            {
+                "codec": {
+                    "type": "json",
+                    "fields": {"lid_open": {"path": "$.l", "map": yaml.safe_load("{on: true}")}},
+                }
+            },
+            "map key True must be text",
+        ),
+        (
+            MANHOLE,
+            {"codec": {"type": "json", "fields": {"lid_open": {"path": "$.l", "map": {"1": 1.0}}}}},
+            "map values must be true/false",
+        ),
+        (
+            MANHOLE,
+            {
+                "codec": {
+                    "type": "json",
+                    "fields": {"tilt_deg": {"path": "$.l", "map": {"x": True}}},
+                }
+            },
+            "map values must be numbers",
+        ),
+        (
+            MANHOLE,
+            {"codec": {"type": "json", "fields": {"lid_open": {"path": "$.l", "unit": "deg"}}}},
+            "unit, scale, offset do not apply",
+        ),
+        (
+            MANHOLE,
+            {"codec": {"type": "json", "fields": {"tilt_deg": "$.l", "x": "$.x"}}},
+            "no device kind has a field x",
+        ),
+        (
+            WATER,
+            {"codec": {"type": "json", "ts": {"path": "$.t"}, "fields": {"level_cm": "$.l"}}},
+            "format",
+        ),
+        (WATER, {"codec": {"type": "json", "fields": {"level_cm": "$.l[x]"}}}, "JSON path"),
+        (
+            WATER,
+            {"codec": {"type": "xml", "fields": {}}},
+            "does not match any of the expected tags",
+        ),
+    ],
+)
+def test_config_mistakes_are_refused_at_load(text, changes, message):
+    with pytest.raises(ValidationError) as caught:
+        fleet(text, **changes)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ({"name": "ts", "type": "u16"}, "ts is u32 epoch seconds"),
+        ({"name": "seq", "type": "i16"}, "seq is an unsigned integer"),
+        ({"name": "lid_open", "type": "u8"}, "map the integer to true/false"),
+        ({"name": "tilt_deg", "type": "f32", "map": {"0": 0}}, "f32 value cannot be mapped"),
+        ({"name": "tilt_deg", "type": "u64"}, "Input should be"),
+    ],
+)
+def test_binary_layout_mistakes(field, message):
+    data = yaml.safe_load(LORA)
+    fields = data["codec"]["fields"]
+    data["codec"]["fields"] = [f for f in fields if f["name"] != field["name"]] + [field]
+    with pytest.raises(ValidationError) as caught:
+        FleetSettings.model_validate(data)
+    assert message in str(caught.value)
+
+
+def test_fleet_list_refuses_repeated_names_and_topics():
+    adapter = TypeAdapter(Fleets)
+    water = yaml.safe_load(WATER)
+    with pytest.raises(ValidationError, match="fleet names must be unique"):
+        adapter.validate_python([water, water | {"topic": "other/wl/+/up"}])
+    with pytest.raises(ValidationError, match="used twice: acme/wl/"):
+        adapter.validate_python([water, water | {"name": "b"}])
+    assert len(adapter.validate_python([water, yaml.safe_load(BINS)])) == 2
+
+
+# --- status and routing ---------------------------------------------------------------------
+
+
+def router() -> MessageRouter:
+    return MessageRouter([fleet(t) for t in (WATER, MANHOLE, BINS, PACKED, LORA)])
+
+
+def route_decode(topic: str, payload: bytes, retained: bool = False):
+    return router().decode(topic, payload, REGISTRY, NOW, SKEW, retained)
+
+
+def test_router_subscribes_ours_then_fleets_in_order():
+    assert router().subscriptions() == [
+        "citygw/v1/+/telemetry",
+        "citygw/v1/+/status",
+        "acme/wl/+/up",
+        "lidco/+/state",
+        "lidco/+/lwt",
+        "binco/+/fill",
+        "packed/+/up",
+        "lns/up/#",
+    ]
+    assert router().subscriptions("gw")[0] == "$share/gw/citygw/v1/+/telemetry"
+
+
+def test_router_decodes_each_source():
+    ours = json.dumps({"ts": NOW, "values": {"fill_pct": 5}}).encode()
+    assert route_decode("citygw/v1/BIN-0003/telemetry", ours) == Reading(
+        "BIN-0003", "bin", NOW, {"fill_pct": 5.0}
+    )
+    assert route_decode("packed/0001/up", packed()).device_id == "WL-0001"
+    assert route_decode("binco/0003/fill", b"12.5").values == {"fill_pct": 87.5}
+    result = route_decode("nobody/listens/here", b"{}")
+    assert reason(result) is Reason.BAD_SCHEMA
+    assert "no fleet handles topic" in result.detail
+
+
+def test_first_matching_filter_wins():
+    catch_all = fleet(BINS, name="catch-all", topic="#", device_id={"topic": 1, "prefix": "BIN-"})
+    specific = fleet(BINS)
+    assert MessageRouter([catch_all, specific]).route("binco/0003/fill").source == "catch-all"
+    assert MessageRouter([specific, catch_all]).route("binco/0003/fill").source == "binco"
+    # our own topics stay ours even under a catch-all fleet
+    assert MessageRouter([catch_all]).route("citygw/v1/BIN-0003/telemetry").source == "citygw"
+
+
+def test_router_refuses_a_fleet_on_our_own_topic():
+    with pytest.raises(ValueError, match="used twice"):
+        MessageRouter([fleet(BINS, topic="citygw/v1/+/status", device_id={"topic": 2})])
+
+
+def test_own_status_online_offline_and_retained():
+    assert route_decode("citygw/v1/MH-1/status", b"offline", retained=True) == DeviceStatus(
+        "MH-1", False, NOW, retained=True
+    )
+    assert route_decode("citygw/v1/MH-1/status", b"online\n") == DeviceStatus("MH-1", True, NOW)
+    garbled = route_decode("citygw/v1/MH-1/status", b"sleeping")
+    assert reason(garbled) is Reason.BAD_SCHEMA
+    assert garbled.detail == "status 'sleeping' is not online or offline"
+    assert reason(route_decode("citygw/v1/MH-404/status", b"online")) is Reason.UNKNOWN_DEVICE
+
+
+def test_fleet_status_by_payload_map():
+    assert route_decode("lidco/0002/lwt", b"Offline") == DeviceStatus("MH-0002", False, NOW)
+    result = route_decode("lidco/0002/lwt", b"offline")  # case matters: the map is the contract
+    assert reason(result) is Reason.BAD_SCHEMA
+    assert result.detail == "status 'offline' is not one of Online, Offline"
+    assert reason(route_decode("lidco/0404/lwt", b"Online")) is Reason.UNKNOWN_DEVICE
+
+
+def test_fleet_status_from_json_path():
+    data = yaml.safe_load(MANHOLE)
+    data["status"] = {
+        "topic": "lidco/+/conn",
+        "device_id": {"path": "$.sn", "prefix": "MH-"},
+        "path": "$.connected",
+        "map": {"true": True, "false": False},
+    }
+    status_router = MessageRouter([FleetSettings.model_validate(data)])
+    decode_status = status_router.decode
+    assert decode_status(
+        "lidco/x/conn", b'{"sn": "0002", "connected": false}', REGISTRY, NOW, SKEW
+    ) == DeviceStatus("MH-0002", False, NOW)
+    assert reason(decode_status("lidco/x/conn", b"{", REGISTRY, NOW, SKEW)) is (
+        Reason.MALFORMED_JSON
+    )
+    result = decode_status("lidco/x/conn", b'{"sn": "0002"}', REGISTRY, NOW, SKEW)
+    assert reason(result) is Reason.BAD_SCHEMA
+    data["status"]["path"] = None
+    with pytest.raises(ValidationError, match=r"device_id\.path needs a JSON status payload"):
+        FleetSettings.model_validate(data)
