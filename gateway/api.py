@@ -143,6 +143,7 @@ def collect_stats(gw: Gateway) -> dict[str, Any]:
             "last_error": ingest.last_error if ingest else "",
             "subscribed": bool(ingest and ingest.subscribed),
         },
+        "serial": gw.serial.stats() if gw.serial is not None else {},
         "history": {
             "upkeep": gw.upkeep_last,
             "influxdb": gw.influx.stats() if gw.influx is not None else None,

@@ -62,6 +62,16 @@ def _build_parser() -> argparse.ArgumentParser:
     devices.add_argument("--time-scale", type=float, default=None)
     devices.add_argument("--seed", type=int, default=1)
     devices.set_defaults(handler=_simulate_devices)
+    serial = simulators.add_parser(
+        "serial", help="serial devices (Modbus RTU, line protocol) behind pty null modems"
+    )
+    serial.add_argument("--dir", required=True, help="where the bus links are made")
+    serial.add_argument("--scenario", default=None, help="serial scenario YAML (default: builtin)")
+    serial.add_argument("--time-scale", type=float, default=None)
+    serial.add_argument("--seed", type=int, default=1)
+    serial.add_argument("--truth", default=None, help="ground truth JSON (default DIR/truth.json)")
+    serial.add_argument("--config-out", default=None, help="gateway section (DIR/serial.yaml)")
+    serial.set_defaults(handler=_simulate_serial)
 
     detect = commands.add_parser("detect", help="run an image or video through a detector")
     detect.add_argument("path")
@@ -131,6 +141,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     from devices.registry import load_registry
+    from devices.serial import check_registry
     from gateway.config import ConfigError, load_config
     from rules.engine import RuleEngine
 
@@ -140,6 +151,7 @@ def _check_config(args: argparse.Namespace) -> int:
         engine = RuleEngine(config.rules)
         for d in registry.values():
             engine.add_source(d.device_id, d.kind, d.location, d.part_code, d.overrides)
+        check_registry(config.serial, registry)
     except (ConfigError, ValueError) as exc:
         print(f"citygw: {exc}", file=sys.stderr)
         return 2
@@ -204,6 +216,17 @@ def _train(args: argparse.Namespace) -> int:
     )
     print(f"exported {result.onnx}: mAP50 {result.map50:.3f}, mAP50-95 {result.map50_95:.3f}")
     return 0
+
+
+def _simulate_serial(args: argparse.Namespace) -> int:
+    from simulators.serial.__main__ import main as serial_main
+
+    argv = ["--dir", args.dir, "--seed", str(args.seed)]
+    for flag, value in (("--scenario", args.scenario), ("--time-scale", args.time_scale),
+                        ("--truth", args.truth), ("--config-out", args.config_out)):  # fmt: skip
+        if value is not None:
+            argv += [flag, str(value)]
+    return serial_main(argv)
 
 
 def _simulate_video(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from case_bridge.settings import CasePlatformSettings, CaseSettings
 from detectors.config import CameraSettings, DetectorSettings
 from devices.fleet import Fleets
 from devices.mqtt_settings import MqttSecurity
+from devices.serial import SerialSettings
 from gateway.history import HistorySettings
 from rules.params import RulesConfig
 from rules.video_rules import VideoRuleParams
@@ -108,6 +109,8 @@ class GatewayConfig(_Section):
     api: ApiSettings = ApiSettings()
     video: VideoSettings = VideoSettings()
     history: HistorySettings = HistorySettings()
+    # RS-485 / USB serial ports: Modbus RTU slaves and line-protocol sensors.
+    serial: SerialSettings = SerialSettings()
 
     @field_validator("cases")
     @classmethod

@@ -26,8 +26,10 @@ from detectors.backends import load_detector
 from devices.fleet import MessageRouter
 from devices.mqtt_ingest import MqttIngest
 from devices.registry import load_registry
+from devices.rejections import Rejection
 from devices.replay_guard import ReplayGuard
-from domain import Alert, AlertState, CaseCommand, Location, Observation, Priority
+from devices.serial import SerialAdapters, check_registry, start_serial
+from domain import Alert, AlertState, CaseCommand, Location, Observation, Priority, Reading
 from gateway import history, store
 from gateway.api import create_api
 from gateway.config import GatewayConfig
@@ -48,6 +50,7 @@ class Gateway:
         self.config = config
         self._loop: asyncio.AbstractEventLoop | None = None
         self.registry = load_registry(config.devices.registry)
+        check_registry(config.serial, self.registry)
         self.catalog = ClassCatalog(config.cases.local_classes)
         self.engine = RuleEngine(config.rules)
         self.health = DeviceHealth(config.rules.health)
@@ -88,6 +91,8 @@ class Gateway:
             self.conn, self.platform, platform.status_sync_s, self._on_case_final
         )
         self.ingest: MqttIngest | None = None
+        self.serial: SerialAdapters | None = None
+        self._serial_results: list[Reading | Rejection] = []
         self.upkeep_last: dict = {}
         self.started_ms = int(time.time() * 1000)
 
@@ -148,6 +153,9 @@ class Gateway:
             )  # fmt: skip
             tasks.append(asyncio.create_task(server.serve(), name="api"))
         self.ingest.start()
+        if self.config.serial.ports:
+            on_result = self._on_loop(self._on_serial_result)
+            self.serial = start_serial(self.config.serial, self.registry, on_result)
         if self.video is not None:
             self.video.start()
         cameras = len(self.config.video.cameras)
@@ -156,6 +164,8 @@ class Gateway:
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         self.ingest.stop()
+        if self.serial is not None:
+            await asyncio.to_thread(self.serial.stop)
         if self.video is not None:
             await asyncio.to_thread(self.video.stop)
         if server is not None:
@@ -212,6 +222,21 @@ class Gateway:
             if alerts := self.health.tick(int(time.time() * 1000)):
                 self._apply(alerts)
             await asyncio.sleep(self.config.rules.health.check_every_s)
+
+    def _on_serial_result(self, result: Reading | Rejection) -> None:
+        """Serial results arrive one by one from the port threads; the first of a burst
+        schedules one commit for all that arrive before it runs."""
+        self._serial_results.append(result)
+        if len(self._serial_results) == 1:
+            asyncio.get_running_loop().call_soon(self._commit_serial)
+
+    def _commit_serial(self) -> None:
+        results, self._serial_results = self._serial_results, []
+        items = [("serial", b"", r) for r in results]
+        if self.pipeline.process_decoded(items, int(time.time() * 1000)):
+            self.dispatcher.wake()
+        if self.influx is not None:
+            self.influx.notify()
 
     def _apply(self, alerts: list[Alert]) -> None:
         if self.pipeline.apply_alerts(alerts, int(time.time() * 1000)):

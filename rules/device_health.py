@@ -12,8 +12,10 @@ one device, never merged with a neighbour's (``Alert.merge = False``):
   ``stuck_after_s`` of event time (a frozen sensor), or changed faster than physics allows
   since the last plausible value. While suspect, the device's readings are stored but not
   given to its business rules, so a lying gauge files a maintenance case instead of a
-  flood. A stuck device is believed again when the value moves; a jumpy one after
-  ``plausible_to_clear`` plausible readings in a row.
+  flood. One implausible sample (a leaf on the probe) is only muted; the maintenance case
+  is filed once ``implausible_to_report`` come in a row. A stuck device is believed again
+  when the value moves; a jumpy one after ``plausible_to_clear`` plausible readings in a
+  row.
 
 State per device is plain JSON in :class:`KeyedStates`, committed with the batch that
 changed it, like every other rule state.
@@ -55,6 +57,8 @@ def initial_state() -> dict[str, Any]:
         "offline": False,
         "battery_low": False,
         "suspect": None,  # None | "stuck:<field>" | "jump:<field>"
+        "reported": False,  # whether the suspect maintenance alert has fired
+        "implausible_run": 0,
         "plausible_run": 0,
         "last_plausible": {},  # field → [ts, value]
         "same_since": {},  # field → [ts, value]
@@ -180,14 +184,20 @@ class DeviceHealth:
 
     def _plausibility(self, reading: Reading, device: _Device, state: dict) -> list[Alert]:
         problem = self._stuck(reading, device, state) or self._jump(reading, device, state)
-        was = state["suspect"]
         if problem is not None:
             state["plausible_run"] = 0
-            if was is None:
+            state["implausible_run"] += 1
+            if state["suspect"] is None:
                 state["suspect"] = problem[0]
+            stuck = problem[0].startswith("stuck:")
+            due = stuck or state["implausible_run"] >= self._config.implausible_to_report
+            if due and not state["reported"]:
+                state["reported"] = True
                 return [self._alert(reading.device_id, "suspect", AlertState.FIRING, reading.ts,
                                     problem[1], reading.values)]  # fmt: skip
             return []
+        was = state["suspect"]
+        state["implausible_run"] = 0
         if was is None:
             return []
         state["plausible_run"] += 1
@@ -196,8 +206,10 @@ class DeviceHealth:
         )
         if not believed:
             return []
-        state["suspect"] = None
-        state["plausible_run"] = 0
+        reported = state["reported"]
+        state.update(suspect=None, plausible_run=0, reported=False)
+        if not reported:
+            return []
         return [self._alert(reading.device_id, "suspect", AlertState.CLEARED, reading.ts,
                             "readings plausible again", reading.values)]  # fmt: skip
 

@@ -109,6 +109,8 @@ class HealthConfig(_Params):
     lwt_grace_s: float = Field(300.0, ge=0)
     # A suspect device is believed again after this many plausible readings in a row.
     plausible_to_clear: int = Field(3, ge=1)
+    # Implausible readings in a row before a maintenance case: one glitch is only muted.
+    implausible_to_report: int = Field(3, ge=1)
     check_every_s: float = Field(10.0, gt=0)  # how often silence is looked for
     # Offline, flat battery, suspect: a local maintenance code (物联网感知设备异常);
     # covers use their own part's 异常 class for offline instead.

@@ -87,16 +87,26 @@ def test_a_value_stuck_for_hours_makes_the_device_suspect_until_it_moves():
     assert moved.trusted and summary(moved.alerts) == [("WL-1", "suspect", "cleared", "99301")]
 
 
-def test_a_physically_impossible_jump_is_suspect_until_readings_are_plausible_again():
+def test_one_impossible_sample_is_muted_without_a_case():
     h = health()
     assert h.check(water(T0, 20.0), T0).trusted
     assert h.check(water(T0 + MIN, 60.0), T0).trusted  # 40 cm in a minute: possible
     spike = h.check(water(T0 + 2 * MIN, 900.0), T0)  # 840 cm in a minute: not
-    assert not spike.trusted
-    assert summary(spike.alerts) == [("WL-1", "suspect", "firing", "99301")]
-    assert "60 → 900" in spike.alerts[0].summary
+    assert not spike.trusted and spike.alerts == []  # a leaf on the probe: muted, no case
+    after = [h.check(water(T0 + (3 + i) * MIN, 61.0 + i), T0) for i in range(3)]
+    assert [v.trusted for v in after] == [False, False, True]
+    assert all(v.alerts == [] for v in after)
+
+
+def test_impossible_readings_in_a_row_are_reported_until_plausible_again():
+    h = health()
+    h.check(water(T0, 60.0), T0)
+    lies = [h.check(water(T0 + (1 + i) * MIN, 900.0 + i), T0) for i in range(3)]
+    assert [v.trusted for v in lies] == [False] * 3
+    assert [summary(v.alerts) for v in lies] == [[], [], [("WL-1", "suspect", "firing", "99301")]]
+    assert "60 → 902" in lies[-1].alerts[0].summary
     # back near the last plausible value: believed after three plausible readings in a row
-    runs = [h.check(water(T0 + (3 + i) * MIN, 61.0 + i), T0) for i in range(3)]
+    runs = [h.check(water(T0 + (4 + i) * MIN, 61.0 + i), T0) for i in range(3)]
     assert [r.trusted for r in runs] == [False, False, True]
     assert summary(runs[-1].alerts) == [("WL-1", "suspect", "cleared", "99301")]
 

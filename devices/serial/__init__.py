@@ -7,13 +7,19 @@ that went away), ``line_reader`` (framing + the reading thread), ``registers`` (
 maps to field values), ``modbus_poller`` (per-slave scheduling on one bus) and ``settings``.
 """
 
-from devices.serial.adapters import SerialAdapters, SerialConfigError, start_serial
+from devices.serial.adapters import (
+    SerialAdapters,
+    SerialConfigError,
+    check_registry,
+    start_serial,
+)
 from devices.serial.settings import SerialSettings, registry_problems
 
 __all__ = [
     "SerialAdapters",
     "SerialConfigError",
     "SerialSettings",
+    "check_registry",
     "registry_problems",
     "start_serial",
 ]

@@ -51,12 +51,7 @@ def start_serial(
 ) -> SerialAdapters:
     """Start all ports. ``clock_ms`` stamps readings (default: the wall clock, or the
     settings' simulated clock)."""
-    problems = registry_problems(settings, registry)
-    if problems:
-        raise SerialConfigError(
-            "serial: "
-            + "; ".join(".".join(str(p) for p in loc) + f": {msg}" for loc, msg in problems)
-        )
+    check_registry(settings, registry)
     clock = clock_ms or _clock(settings.simulated_clock)
     stop = threading.Event()
     adapters: list[LineReader | ModbusPoller] = []
@@ -71,6 +66,17 @@ def start_serial(
     for adapter in adapters:
         adapter.start()
     return SerialAdapters(adapters, stop)
+
+
+def check_registry(settings: SerialSettings, registry: Mapping[str, Device]) -> None:
+    """Raise SerialConfigError naming every slave the registry contradicts (unknown device,
+    a field its kind lacks, a unit it cannot take), before any port is opened."""
+    problems = registry_problems(settings, registry)
+    if problems:
+        raise SerialConfigError(
+            "serial: "
+            + "; ".join(".".join(str(p) for p in loc) + f": {msg}" for loc, msg in problems)
+        )
 
 
 def wall_clock_ms() -> int:
