@@ -350,7 +350,7 @@ def test_binary_wrong_length_names_the_expected_one(cut):
 
 def test_binary_crc_mismatch():
     result = decode(PACKED, "packed/0001/up", packed(crc=0x1234))
-    assert reason(result) is Reason.BAD_SCHEMA
+    assert reason(result) is Reason.BAD_CHECKSUM
     assert result.detail.startswith("crc16_modbus is 0x1234, computed 0x")
 
 

@@ -33,16 +33,19 @@ def unwrap(codec: BinaryCodec, payload: bytes) -> tuple[bytes, Any] | Rejection:
         return Rejection(Reason.BAD_SCHEMA, f"{envelope.path} is not valid {envelope.encoding}")
 
 
-def unpack(layout: Layout, data: bytes) -> tuple[Any, ...] | str:
-    """The named fields' raw values in layout order, or why the bytes do not fit."""
+def unpack(layout: Layout, data: bytes) -> tuple[Any, ...] | Rejection:
+    """The named fields' raw values in layout order, or why the bytes do not fit: a wrong
+    length is a schema problem, a wrong CRC is corruption on the way (``bad_checksum``)."""
     if len(data) != layout.length:
-        return f"payload is {len(data)} bytes, the layout expects {layout.length}"
+        detail = f"payload is {len(data)} bytes, the layout expects {layout.length}"
+        return Rejection(Reason.BAD_SCHEMA, detail)
     if layout.crc is not None:
         size = layout.struct.size
         sent = int.from_bytes(data[size:], layout.crc_order)
         computed = checksum(layout.crc, data[:size])
         if sent != computed:
-            return f"{layout.crc.algorithm} is {sent:#x}, computed {computed:#x}"
+            detail = f"{layout.crc.algorithm} is {sent:#x}, computed {computed:#x}"
+            return Rejection(Reason.BAD_CHECKSUM, detail)
     return layout.struct.unpack_from(data)
 
 

@@ -101,8 +101,8 @@ def _decode_binary(
         return device_id
     layout = codec.layout
     values = unpack(layout, data)
-    if isinstance(values, str):
-        return Rejection(Reason.BAD_SCHEMA, values, device_id)
+    if isinstance(values, Rejection):
+        return Rejection(values.reason, values.detail, device_id)
     device = _device(fleet, device_id, registry)
     if isinstance(device, Rejection):
         return device
