@@ -17,7 +17,9 @@ Association is greedy on an affinity of IoU plus closeness of centres, within on
 
 Stationarity is measured against an anchor, not the previous position, so a slow creep
 adds up and resets it, while detector jitter (within max(8 px, 5% of the box height) of
-the anchor) does not.
+the anchor) does not. Nor does partial occlusion: a passer-by in front of a stall moves the
+stall's box edges (its ground point by tens of pixels), not the stall, so a box that still
+overlaps the anchor's box by ``still_iou`` keeps its stationary time.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class TrackerParams:
     settle_ms: int = 3_000  # stationary this long → the tighter gate applies
     stationary_px: float = 8.0  # anchor tolerance floor
     stationary_frac: float = 0.05  # anchor tolerance as a fraction of the box height
+    still_iou: float = 0.5  # ...or the box still overlaps the anchor's box this much
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,7 @@ class Track:
     first_ms: int
     last_ms: int
     anchor: tuple[float, float]
+    anchor_box: Box
     stationary_since_ms: int
     missed: int = 0
     votes: dict[str, int] = field(default_factory=dict)
@@ -109,12 +113,16 @@ class Tracker:
 
     def _follow(self, track: Track, sighting: Sighting, ts_ms: int) -> None:
         """Move ``track`` to its new sighting; re-anchor (stationary time restarts) only
-        when the ground point has left the anchor's tolerance."""
+        when the ground point has left the anchor's tolerance and the box no longer
+        overlaps the anchor's box (it moved, rather than being partly hidden)."""
         x, y = bottom_centre(sighting.box)
         height = sighting.box[3] - sighting.box[1]
         tolerance = max(self.params.stationary_px, self.params.stationary_frac * height)
-        if np.hypot(x - track.anchor[0], y - track.anchor[1]) > tolerance:
+        moved = np.hypot(x - track.anchor[0], y - track.anchor[1]) > tolerance
+        overlap = _iou_matrix(np.array([sighting.box]), np.array([track.anchor_box]))[0, 0]
+        if moved and overlap < self.params.still_iou:
             track.anchor = (x, y)
+            track.anchor_box = sighting.box
             track.stationary_since_ms = ts_ms
         track.box = sighting.box
         track.score = sighting.score
@@ -132,6 +140,7 @@ class Tracker:
             first_ms=ts_ms,
             last_ms=ts_ms,
             anchor=bottom_centre(sighting.box),
+            anchor_box=sighting.box,
             stationary_since_ms=ts_ms,
             votes={sighting.label: 1},
             last_label=sighting.label,

@@ -1,4 +1,4 @@
-"""The shipped city detector (models/citygw-street-v1.onnx) loads through the project's backend
+"""The shipped city detector (models/citygw-street-v2.onnx) loads through the project's backend
 with the city's four classes and finds the stalls and rubbish in fresh held-out scenes.
 
 The scenes come from `simulators.training_scenes.write_dataset` with a seed never used for
@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "models" / "citygw-street-v1.onnx"
+MODEL = ROOT / "models" / "citygw-street-v2.onnx"
 ASSETS = ROOT.parent / "shared" / "assets"
 NAMES = ["person", "vehicle", "stall", "rubbish"]
 SEED = 4242  # not a training seed (training used 0 -> val seed 100003)
 N_IMAGES = 12
 # Measured at conf 0.25, IoU 0.5 on 12 scenes (seeds 4242 / 7 / 99): stall 0.82 / 1.00 / 1.00,
-# rubbish 0.33 / 0.44 / 0.55. Floors = worst measured minus a margin. Rubbish recall is weak:
+# rubbish 0.58 / 0.50 / 0.60. Floors = worst measured minus a margin. Rubbish recall is weak:
 # this model finds about half of the rubbish, not "most" (see models/MODEL_CARD.md).
-RECALL_FLOOR = {"stall": 0.6, "rubbish": 0.2}
+RECALL_FLOOR = {"stall": 0.6, "rubbish": 0.35}
 
 pytestmark = [
     pytest.mark.skipif(not MODEL.exists(), reason=f"shipped model {MODEL} is absent"),
