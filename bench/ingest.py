@@ -8,6 +8,12 @@ registry, runs the replay guard and the rules, stores every reading in SQLite (W
 acks each message after its batch committed; the cases its alerts cause are filed on the
 bundled platform (a separate process) while it runs, as in production.
 
+The gateway drains the backlog twice: with the embedded store only, and with the InfluxDB 2
+export on as well (influxdb-client writing to the loopback stand-in for InfluxDB's write
+endpoint, `simulators/influxdb_stand_in.py`: no InfluxDB 2 can be installed here). The
+second pass also reports when the last reading reached InfluxDB: the export runs behind
+ingest from the store, so it must not slow ingest, only trail it.
+
 Usage: python bench/ingest.py [--readings 50000] [--devices 1000] [--synchronous FULL]
 Prints the figures and appends them to BENCHMARKS.md.
 """
@@ -33,6 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import load_config
 from gateway.service import Gateway
+from simulators.influxdb_stand_in import InfluxV2StandIn
 from simulators.mosquitto import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,7 +138,11 @@ def bare_paho(port: int, expected: int) -> float:
     return (expected - 1) / (last - first)
 
 
-async def gateway_run(config_path: Path, expected: int) -> tuple[float, dict]:
+async def gateway_run(
+    config_path: Path, expected: int, influx: InfluxV2StandIn | None = None
+) -> tuple[float, dict, float | None]:
+    """Ingest rate, pipeline counters and, with ``influx``, the export rate measured from the
+    first message received to the last point written."""
     gateway = Gateway(load_config(config_path))
     stop = asyncio.Event()
     runner = asyncio.create_task(gateway.run(stop))
@@ -150,9 +161,14 @@ async def gateway_run(config_path: Path, expected: int) -> tuple[float, dict]:
             last = time.perf_counter()
             break
     counters = dict(gateway.pipeline.counters)
+    export_rate = None
+    if influx is not None:
+        while len(influx.points) < expected:
+            await asyncio.sleep(0.01)
+        export_rate = (expected - 1) / (time.perf_counter() - first)
     stop.set()
     await runner
-    return (expected - 1) / (last - first), counters
+    return (expected - 1) / (last - first), counters, export_rate
 
 
 def main() -> None:
@@ -184,33 +200,29 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        influx = InfluxV2StandIn(token="bench")
         try:
             fleet = write_registry(work / "devices.csv", args.devices)
             messages = payloads(fleet, args.readings)
-            config_path = work / "gateway.yaml"
-            config_path.write_text(
-                yaml.safe_dump(
-                    {
-                        "mqtt": {"url": broker.url, "client_id": "bench-gateway"},
-                        "devices": {"registry": "devices.csv"},
-                        "store": {"path": "gateway.db", "synchronous": args.synchronous},
-                        "case_platform": {
-                            "url": f"http://127.0.0.1:{platform_port}",
-                            "token": "bench",
-                        },
-                        "api": {"enabled": False},
-                    }
-                )
+            influx.start()
+            plain = write_config(work, "plain", broker.url, platform_port, args.synchronous)
+            exporting = write_config(
+                work, "influx", broker.url, platform_port, args.synchronous, influx
             )
 
             register_session(broker.port, "bench-bare")
             publish_rate = publish_all(broker.port, messages)
             bare_rate = bare_paho(broker.port, len(messages))
 
-            asyncio.run(_register_gateway(config_path))
+            asyncio.run(_register_gateway(plain))
             publish_all(broker.port, messages)
-            gateway_rate, counters = asyncio.run(gateway_run(config_path, len(messages)))
+            gateway_rate, counters, _ = asyncio.run(gateway_run(plain, len(messages)))
+
+            asyncio.run(_register_gateway(exporting))
+            publish_all(broker.port, messages)
+            influx_rate, _, export_rate = asyncio.run(gateway_run(exporting, len(messages), influx))
         finally:
+            influx.stop()
             platform_proc.terminate()
             platform_proc.wait(10)
             broker.stop()
@@ -222,11 +234,40 @@ def main() -> None:
         f"  bare paho subscriber (json only)   {bare_rate:10.0f} msg/s\n"
         f"  gateway (decode+rules+store+ack)   {gateway_rate:10.0f} readings/s\n"
         f"  gateway / bare                     {ratio:10.2f}\n"
+        f"  gateway + InfluxDB export: ingest  {influx_rate:10.0f} readings/s\n"
+        f"  ... / bare                         {influx_rate / bare_rate:10.2f}\n"
+        f"  ... last point in InfluxDB at      {export_rate:10.0f} readings/s\n"
         f"  gateway counters: {counters}"
     )
     print(report)
     if not args.no_record:
         record(report)
+
+
+def write_config(
+    work: Path,
+    name: str,
+    broker_url: str,
+    platform_port: int,
+    synchronous: str,
+    influx: InfluxV2StandIn | None = None,
+) -> Path:
+    """A gateway config with its own client id (own persistent session) and own store."""
+    config: dict = {
+        "mqtt": {"url": broker_url, "client_id": f"bench-gateway-{name}"},
+        "devices": {"registry": "devices.csv"},
+        "store": {"path": f"gateway-{name}.db", "synchronous": synchronous},
+        "case_platform": {"url": f"http://127.0.0.1:{platform_port}", "token": "bench"},
+        "api": {"enabled": False},
+    }
+    if influx is not None:
+        config["history"] = {
+            "influxdb": {"url": influx.url, "org": influx.org, "bucket": influx.bucket,
+                         "token": influx.token},
+        }  # fmt: skip
+    path = work / f"gateway-{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 async def _register_gateway(config_path: Path) -> None:

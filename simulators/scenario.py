@@ -16,6 +16,7 @@ format, in short (times are event-time seconds from the start of the window)::
           fill_pct: {baseline: 40, noise: 2, min: 0, max: 100}
     devices:                        # per device: overrides of the kind defaults
       BIN-001:
+        silent: [[900, 1200]]       # sends nothing in [from, to): a dead modem
         fields:
           fill_pct:
             changes:

@@ -1,5 +1,5 @@
 """The InfluxDB export: the real influxdb-client, over real sockets, into a strict stand-in
-for InfluxDB 2's write endpoint (see influx_v2_stand_in.py for why a stand-in), reading
+for InfluxDB 2's write endpoint (see simulators/influxdb_stand_in.py for why a stand-in), reading
 forward from a real SQLite store."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from influx_v2_stand_in import InfluxV2StandIn, LinePoint
 
 from case_bridge.settings import RetryPolicy
 from domain import Reading
 from gateway import history, store
 from gateway.history import InfluxSettings
 from gateway.influx_sink import InfluxSink
+from simulators.influxdb_stand_in import InfluxV2StandIn, LinePoint
 
 GATEWAY = "gw-test"
 KINDS = {"MH-001": "manhole_cover", "BIN-001": "bin", "WL-001": "water_level"}
