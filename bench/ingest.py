@@ -12,7 +12,9 @@ The gateway drains the backlog twice: with the embedded store only, and with the
 export on as well (influxdb-client writing to the loopback stand-in for InfluxDB's write
 endpoint, `simulators/influxdb_stand_in.py`: no InfluxDB 2 can be installed here). The
 second pass also reports when the last reading reached InfluxDB: the export runs behind
-ingest from the store, so it must not slow ingest, only trail it.
+ingest from the store, so it must not slow ingest, only trail it. The stand-in runs in a
+process of its own, as InfluxDB would: its strict line parsing must not take the gateway's
+interpreter lock.
 
 Usage: python bench/ingest.py [--readings 50000] [--devices 1000] [--synchronous FULL]
 Prints the figures and appends them to BENCHMARKS.md.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import platform
 import random
 import subprocess
@@ -138,8 +141,40 @@ def bare_paho(port: int, expected: int) -> float:
     return (expected - 1) / (last - first)
 
 
+class StandInProcess:
+    """The InfluxDB stand-in in a child process; ``points`` is how many it has accepted."""
+
+    def __init__(self, token: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._points = context.Value("q", 0)
+        self._stop = context.Event()
+        parent, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve_stand_in, args=(token, child, self._points, self._stop), daemon=True
+        )
+        self._process.start()
+        self.url, self.org, self.bucket, self.token = parent.recv()
+
+    @property
+    def points(self) -> int:
+        return self._points.value
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._process.join(10)
+
+
+def _serve_stand_in(token: str, pipe, points, stop) -> None:
+    stand_in = InfluxV2StandIn(token=token)
+    stand_in.start()
+    pipe.send((stand_in.url, stand_in.org, stand_in.bucket, stand_in.token))
+    while not stop.wait(0.01):
+        points.value = len(stand_in.points)
+    stand_in.stop()
+
+
 async def gateway_run(
-    config_path: Path, expected: int, influx: InfluxV2StandIn | None = None
+    config_path: Path, expected: int, influx: StandInProcess | None = None
 ) -> tuple[float, dict, float | None]:
     """Ingest rate, pipeline counters and, with ``influx``, the export rate measured from the
     first message received to the last point written."""
@@ -163,7 +198,7 @@ async def gateway_run(
     counters = dict(gateway.pipeline.counters)
     export_rate = None
     if influx is not None:
-        while len(influx.points) < expected:
+        while influx.points < expected:
             await asyncio.sleep(0.01)
         export_rate = (expected - 1) / (time.perf_counter() - first)
     stop.set()
@@ -200,11 +235,10 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        influx = InfluxV2StandIn(token="bench")
+        influx = StandInProcess(token="bench")
         try:
             fleet = write_registry(work / "devices.csv", args.devices)
             messages = payloads(fleet, args.readings)
-            influx.start()
             plain = write_config(work, "plain", broker.url, platform_port, args.synchronous)
             exporting = write_config(
                 work, "influx", broker.url, platform_port, args.synchronous, influx
@@ -250,7 +284,7 @@ def write_config(
     broker_url: str,
     platform_port: int,
     synchronous: str,
-    influx: InfluxV2StandIn | None = None,
+    influx: StandInProcess | None = None,
 ) -> Path:
     """A gateway config with its own client id (own persistent session) and own store."""
     config: dict = {

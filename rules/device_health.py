@@ -18,12 +18,17 @@ one device, never merged with a neighbour's (``Alert.merge = False``):
   row.
 
 State per device is plain JSON in :class:`KeyedStates`, committed with the batch that
-changed it, like every other rule state.
+changed it, like every other rule state — but only when a flag changed, or at most once a
+``SAVE_EVERY_MS`` per device otherwise: the silence clock and the plausibility anchors move
+with every reading, and committing them each time doubled the store's writes for nothing
+(a restart restarts every silence clock anyway, and anchors a minute old still judge the
+next reading correctly).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from domain import Alert, AlertState, Location, Priority, Reading
@@ -31,6 +36,8 @@ from rules.keyed_state import KeyedStates
 from rules.params import HealthConfig, KindHealthParams
 
 COVER_CLASS_PREFIX = "010"  # 01001–01023: "<cover> 异常"
+SAVE_EVERY_MS = 60_000
+_flags = itemgetter("offline", "battery_low", "suspect", "reported")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +47,11 @@ class _Device:
     part_code: str
     params: KindHealthParams
     offline_class: str
+
+    @property
+    def judged(self) -> bool:
+        """Whether any of its fields is checked for being stuck or jumping."""
+        return bool(self.params.stuck_after_s or self.params.max_change_per_min)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +121,7 @@ class DeviceHealth:
         if device is None:
             return Verdict(True, [])
         state = self._state(reading.device_id)
+        flags = _flags(state)
         alerts: list[Alert] = []
         state["last_seen_ms"] = now_ms
         state["lwt_offline_ms"] = None
@@ -116,9 +129,13 @@ class DeviceHealth:
             state["offline"] = False
             alerts.append(self._alert(reading.device_id, "offline", AlertState.CLEARED,
                                       reading.ts, "reporting again", reading.values))  # fmt: skip
-        alerts.extend(self._battery(reading, device, state))
-        alerts.extend(self._plausibility(reading, device, state))
-        self.states.touch(reading.device_id)
+        if "battery_pct" in reading.values:
+            alerts.extend(self._battery(reading, device, state))
+        if device.judged:
+            alerts.extend(self._plausibility(reading, device, state))
+        if flags != _flags(state) or now_ms - state.get("saved_ms", 0) >= SAVE_EVERY_MS:
+            state["saved_ms"] = now_ms
+            self.states.touch(reading.device_id)
         return Verdict(state["suspect"] is None, alerts)
 
     def status(self, device_id: str, online: bool, now_ms: int) -> None:
