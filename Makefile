@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/citygw demo $(ARGS)
 
-# Debian packages the tests drive for real: mosquitto (broker), ffmpeg (H.264 files), and
-# GStreamer's RTSP server with the headers PyGObject builds against (live RTSP cameras).
-DEBS := mosquitto ffmpeg pkg-config libgirepository1.0-dev libcairo2-dev \
+# Debian packages the tests drive for real: mosquitto (broker, and mosquitto_passwd), openssl
+# (a CA and certificates for the MQTT TLS tests), ffmpeg (H.264 files), and GStreamer's RTSP
+# server with the headers PyGObject builds against (live RTSP cameras).
+DEBS := mosquitto openssl ffmpeg pkg-config libgirepository1.0-dev libcairo2-dev \
         gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
         gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad
 system-deps:

@@ -9,9 +9,16 @@ water-logging case from the lying gauge, whose business alarms are muted while s
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
 from simulators.truth import compare_cases
+
+from harness import wait_until
 
 HEALTH = Path(__file__).resolve().parents[1] / "simulators" / "scenarios" / "health"
 FAST_HEALTH = {"rules": {"health": {"check_every_s": 0.5}}}
@@ -45,3 +52,27 @@ def test_failing_sensors_file_maintenance_cases_and_a_lying_gauge_no_flood(stack
     lies = [r for r in readings if r["values"]["level_cm"] > 700]
     assert len(lies) == 30 and all(r["suspect"] for r in lies)
     assert sum(r["suspect"] for r in readings) == 30 + 2  # flagged as the rules saw them
+
+
+def test_a_last_will_saying_offline_files_the_offline_case_after_its_grace(stack):
+    """A device that drops off without a goodbye: the broker publishes its Last Will on
+    ``citygw/v1/<id>/status``; with no reading within ``lwt_grace_s`` it is offline."""
+    grace = {"rules": {"health": {"check_every_s": 0.5, "lwt_grace_s": 2}}}
+    s = stack(config=grace)
+    device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="MH-001")
+    device.will_set("citygw/v1/MH-001/status", "offline", qos=1, retain=True)
+    device.connect("127.0.0.1", s.broker.port)
+    device.loop_start()
+    device.publish("citygw/v1/MH-001/status", "online", qos=1, retain=True).wait_for_publish(5)
+    reading = {"ts": int(time.time() * 1000), "values": {"tilt_deg": 0.5, "lid_open": False}}
+    device.publish("citygw/v1/MH-001/telemetry", json.dumps(reading), qos=1).wait_for_publish(5)
+    wait_until(lambda: s.gateway_stats()["readings_stored"] == 1, "the reading stored", 10)
+    device.loop_stop()
+    device.socket().close()  # a dead link, no DISCONNECT: the broker sends the will
+    dropped = time.monotonic()
+    wait_until(lambda: len(s.cases()) == 1, "the offline case", 20)
+    assert time.monotonic() - dropped >= 2  # not before the grace
+    (case,) = s.cases()
+    assert (case["class_code"], case["priority"]) == ("01003", "normal")
+    assert "Last Will" in case["evidence"][0]["summary"]
+    assert s.gateway_stats()["health"]["MH-001"]["offline"] is True
