@@ -182,4 +182,18 @@ def render_prometheus(stats: dict[str, Any]) -> str:
     lines += [f'citygw_rejected_total{{reason="{r}"}} {n}' for r, n in stats["rejected"].items()]
     lines += [f'citygw_outbox{{state="{s}"}} {n}' for s, n in stats["outbox"].items()]
     lines += [f'citygw_delivery_total{{result="{k}"}} {n}' for k, n in stats["delivery"].items()]
+    lines.append(f"citygw_mqtt_connect_failures_total {stats['mqtt']['connect_failures']}")
+    lines.append(f"citygw_suspect_readings_total {stats['suspect_readings']}")
+    health = stats["health"].values()
+    for problem in ("offline", "battery_low", "suspect"):
+        count = sum(1 for device in health if device[problem])
+        lines.append(f'citygw_devices_unhealthy{{problem="{problem}"}} {count}')
+    for port in stats["serial"].values():
+        path = port["path"].replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'citygw_serial_connected{{port="{path}"}} {int(port["connected"])}')
+        lines.append(f'citygw_serial_reconnects_total{{port="{path}"}} {port["reconnects"]}')
+    influx = stats["history"]["influxdb"]
+    if influx is not None:
+        lines.append(f"citygw_influxdb_exported_total {influx['exported']}")
+        lines.append(f"citygw_influxdb_pending {influx['pending']}")
     return "\n".join(lines) + "\n"

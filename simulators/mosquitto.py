@@ -35,7 +35,6 @@ class Mosquitto:
     def __init__(self, workdir: Path, persistence: bool = True) -> None:
         self.dir = workdir / "mosquitto"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.dir.chmod(0o777)  # run as root, mosquitto drops to its own user before writing
         self.port = free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
         self.config = self.dir / "mosquitto.conf"
@@ -46,6 +45,10 @@ class Mosquitto:
             f"persistence_location {self.dir}/\n"
             + NO_DROP_SETTINGS
             + f"log_dest file {self.dir}/mosquitto.log\n"
+            # Started as root, mosquitto drops to the "mosquitto" user, which cannot enter a
+            # private temp folder (pytest's are 0700): it then silently writes no log and no
+            # persistence, and a restarted broker forgets every session. Stay who we are.
+            + ("user root\n" if os.geteuid() == 0 else "")
         )
         self.proc: subprocess.Popen | None = None
 

@@ -41,6 +41,10 @@ def test_failing_sensors_file_maintenance_cases_and_a_lying_gauge_no_flood(stack
     assert health_of("WL-101")["suspect"] is None  # believed again after it came back
     assert health_of("MH-101")["offline"] is False  # reported again at 750 s
     assert health_of("BIN-101")["battery_low"] is True
+    metrics = s.gateway_http.get("/metrics").text.splitlines()
+    assert 'citygw_devices_unhealthy{problem="battery_low"} 1' in metrics
+    assert 'citygw_devices_unhealthy{problem="suspect"} 0' in metrics
+    assert "citygw_suspect_readings_total 32" in metrics
     offline = next(c for c in s.cases() if c["class_code"] == "01003")
     states = [e["state"] for e in offline["evidence"]]
     assert states == ["firing", "cleared"]
