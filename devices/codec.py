@@ -27,9 +27,10 @@ TOPIC_SUFFIX = "/telemetry"
 TOPIC_FILTER = TOPIC_PREFIX + "+" + TOPIC_SUFFIX
 
 
-def device_id_from_topic(topic: str) -> str | None:
-    if topic.startswith(TOPIC_PREFIX) and topic.endswith(TOPIC_SUFFIX):
-        device_id = topic[len(TOPIC_PREFIX) : -len(TOPIC_SUFFIX)]
+def device_id_from_topic(topic: str, suffix: str = TOPIC_SUFFIX) -> str | None:
+    """The ``<device_id>`` of ``citygw/v1/<device_id><suffix>``, or None."""
+    if topic.startswith(TOPIC_PREFIX) and topic.endswith(suffix):
+        device_id = topic[len(TOPIC_PREFIX) : -len(suffix)]
         if device_id and "/" not in device_id:
             return device_id
     return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from devices.codec import TOPIC_PREFIX
+from devices.codec import TOPIC_PREFIX, device_id_from_topic
 from devices.registry import Device
 from devices.rejections import Reason, Rejection
 
@@ -37,10 +37,8 @@ def decode_status(
     retained: bool = False,
 ) -> DeviceStatus | Rejection:
     """Our own status topic: payload ``online`` or ``offline`` (surrounding blanks ignored)."""
-    device_id = ""
-    if topic.startswith(TOPIC_PREFIX) and topic.endswith(STATUS_SUFFIX):
-        device_id = topic[len(TOPIC_PREFIX) : -len(STATUS_SUFFIX)]
-    if not device_id or "/" in device_id:
+    device_id = device_id_from_topic(topic, STATUS_SUFFIX)
+    if device_id is None:
         return Rejection(Reason.BAD_SCHEMA, f"topic {topic!r} is not {STATUS_FILTER}")
     online = _PAYLOADS.get(payload.strip().decode("utf-8", "replace"))
     if online is None:

@@ -92,7 +92,7 @@ class Gateway:
         )
         self.ingest: MqttIngest | None = None
         self.serial: SerialAdapters | None = None
-        self._serial_results: list[Reading | Rejection] = []
+        self._serial_results: list[tuple[str, bytes, Reading | Rejection]] = []
         self.upkeep_last: dict = {}
         self.started_ms = int(time.time() * 1000)
 
@@ -223,16 +223,15 @@ class Gateway:
                 self._apply(alerts)
             await asyncio.sleep(self.config.rules.health.check_every_s)
 
-    def _on_serial_result(self, result: Reading | Rejection) -> None:
+    def _on_serial_result(self, origin: str, raw: bytes, result: Reading | Rejection) -> None:
         """Serial results arrive one by one from the port threads; the first of a burst
         schedules one commit for all that arrive before it runs."""
-        self._serial_results.append(result)
+        self._serial_results.append((origin, raw, result))
         if len(self._serial_results) == 1:
             asyncio.get_running_loop().call_soon(self._commit_serial)
 
     def _commit_serial(self) -> None:
-        results, self._serial_results = self._serial_results, []
-        items = [("serial", b"", r) for r in results]
+        items, self._serial_results = self._serial_results, []
         if self.pipeline.process_decoded(items, int(time.time() * 1000)):
             self.dispatcher.wake()
         if self.influx is not None:

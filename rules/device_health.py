@@ -47,11 +47,7 @@ class _Device:
     part_code: str
     params: KindHealthParams
     offline_class: str
-
-    @property
-    def judged(self) -> bool:
-        """Whether any of its fields is checked for being stuck or jumping."""
-        return bool(self.params.stuck_after_s or self.params.max_change_per_min)
+    judged: bool  # some field is checked for being stuck or jumping (else skip that work)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +100,8 @@ class DeviceHealth:
             if part_class.startswith(COVER_CLASS_PREFIX)
             else self._config.maintenance_class
         )
-        self._devices[device_id] = _Device(kind, location, part_code, params, offline_class)
+        judged = bool(params.stuck_after_s or params.max_change_per_min)
+        self._devices[device_id] = _Device(kind, location, part_code, params, offline_class, judged)
 
     def start(self, now_ms: int) -> None:
         """Restart every silence clock at gateway start: the gateway's own downtime is not

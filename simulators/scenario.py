@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulators.fleet.contract import (
     BOOLEAN_FIELDS,
@@ -54,7 +54,7 @@ from simulators.fleet.contract import (
 )
 from simulators.fleet.faults import CARRIES_OWN_TS, fault_problem
 from simulators.fleet.registry import RegisteredDevice, RegistryError, load_registry
-from simulators.yaml_errors import Loc, describe_problems, read_yaml
+from simulators.yaml_errors import Loc, describe_problems, load_yaml_model
 
 BUILTIN_SCENARIO = Path(__file__).parent / "scenarios" / "builtin" / "scenario.yaml"
 
@@ -213,12 +213,7 @@ class Scenario:
 def load_scenario(path: str | Path) -> Scenario:
     """Load, validate and resolve a scenario file and the registry it names."""
     path = Path(path)
-    data, tree = read_yaml(path, ScenarioError)
-    try:
-        spec = ScenarioSpec.model_validate(data)
-    except ValidationError as exc:
-        problems = [(tuple(e["loc"]), e["msg"]) for e in exc.errors()]
-        raise ScenarioError(describe_problems(str(path), "scenario", tree, problems)) from None
+    spec, tree = load_yaml_model(path, ScenarioSpec, "scenario", ScenarioError)
     try:
         registry = load_registry(path.parent / spec.registry)
     except RegistryError as exc:

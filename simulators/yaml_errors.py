@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 Loc = tuple[str | int, ...]
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def read_yaml(path: Path, error: type[ValueError]) -> tuple[Any, yaml.Node | None]:
@@ -19,6 +21,19 @@ def read_yaml(path: Path, error: type[ValueError]) -> tuple[Any, yaml.Node | Non
         raise error(f"{path}: cannot read scenario: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         raise error(f"{path}: not valid YAML: {exc}") from exc
+
+
+def load_yaml_model(
+    path: Path, model: type[Model], what: str, error: type[ValueError]
+) -> tuple[Model, yaml.Node | None]:
+    """Read ``path`` and validate it as ``model``; the node tree comes back for later
+    cross-checks. Every schema problem is raised at once as ``error``, file:line: field."""
+    data, tree = read_yaml(path, error)
+    try:
+        return model.model_validate(data), tree
+    except ValidationError as exc:
+        problems = [(tuple(e["loc"]), e["msg"]) for e in exc.errors()]
+        raise error(describe_problems(str(path), what, tree, problems)) from None
 
 
 def describe_problems(

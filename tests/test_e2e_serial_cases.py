@@ -60,6 +60,11 @@ def test_serial_devices_file_exactly_the_ground_truth(serial_stack):
     assert report.ok, report.render() + "\n--- gateway log ---\n" + stack.gateway.tail()
     serial_reasons = {k: v for k, v in truth["expected_rejections"].items() if v}
     assert stats["rejected"] == serial_reasons  # garbage 2, bad_checksum 1: counted, skipped
+    letters = stack.gateway_http.get("/api/v1/dead-letters", params={"reason": "bad_checksum"})
+    (letter,) = letters.json()["dead_letters"]
+    line_port = simulation.gateway_paths["street"]
+    assert letter["topic"] == f"serial:{line_port}"  # where, and the sentence as received
+    assert letter["device_id"] == "BIN-101" and letter["payload"].startswith("$BN,BIN-101,")
     ports = ports_by_framing(stats)
     line = ports["line"]
     assert line["readings"] == truth["sentences_sent"]  # every good sentence, nothing lost

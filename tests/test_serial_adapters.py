@@ -49,7 +49,7 @@ class Results:
         self._lock = threading.Lock()
         self.items: list[tuple[float, Reading | Rejection]] = []
 
-    def __call__(self, result: Reading | Rejection) -> None:
+    def __call__(self, origin: str, raw: bytes, result: Reading | Rejection) -> None:
         with self._lock:
             self.items.append((time.monotonic(), result))
 

@@ -13,9 +13,10 @@ from devices.serial.adapters import (
     check_registry,
     start_serial,
 )
-from devices.serial.settings import SerialSettings, registry_problems
+from devices.serial.settings import RegisterSettings, SerialSettings, registry_problems
 
 __all__ = [
+    "RegisterSettings",
     "SerialAdapters",
     "SerialConfigError",
     "SerialSettings",

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from devices.registry import Device
-from devices.serial.line_reader import LineReader, OnResult
+from devices.serial.line_reader import LineReader
 from devices.serial.modbus_poller import ModbusPoller
 from devices.serial.port import Backoff, LineSettings, ReconnectingPort
+from devices.serial.results import Clock, OnResult
 from devices.serial.settings import SerialSettings, SimulatedClock, registry_problems
-
-Clock = Callable[[], int]  # epoch milliseconds
 
 
 class SerialConfigError(ValueError):

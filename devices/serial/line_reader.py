@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +21,10 @@ from devices.registry import Device
 from devices.rejections import Reason, Rejection
 from devices.serial.line_protocol import MAX_SENTENCE_BYTES, parse_line
 from devices.serial.port import ReconnectingPort
+from devices.serial.results import Clock, OnResult, Result
 from domain import Reading
 
 log = logging.getLogger(__name__)
-
-Result = Reading | Rejection
-OnResult = Callable[[Result], None]
-Clock = Callable[[], int]  # epoch milliseconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +98,7 @@ class LineReader:
         self._port = port
         self._registry = registry
         self._on_result = on_result
+        self._origin = f"serial:{port.path}"
         self._clock_ms = clock_ms
         self._stop = stop
         self._framer = LineFramer()
@@ -146,12 +144,14 @@ class LineReader:
                 time.sleep(0.1)
 
     def _emit(self, item: bytes | Garbage) -> None:
+        raw = b""  # noise is counted and described, not kept
         if isinstance(item, Garbage):
             self._garbage_bytes += item.size
             result: Result = Rejection(
                 Reason.GARBAGE, f"{self._port.path}: {item.size} byte(s), {item.why}"
             )
         else:
+            raw = item
             self._lines += 1
             result = parse_line(item, self._registry, self._clock_ms())
             if isinstance(result, Rejection) and result.reason == Reason.GARBAGE:
@@ -162,4 +162,4 @@ class LineReader:
         else:
             with self._lock:
                 self._rejections[result.reason] += 1
-        self._on_result(result)
+        self._on_result(self._origin, raw, result)

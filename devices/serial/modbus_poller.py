@@ -16,11 +16,12 @@ in a fixed cycle, where one dead gauge stretches every cycle by its timeouts):
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,13 +35,11 @@ from devices.registry import Device
 from devices.rejections import Rejection
 from devices.serial.port import Backoff, Reopener
 from devices.serial.registers import ReadBlock, block_values, read_blocks
+from devices.serial.results import Clock, OnResult
 from devices.serial.settings import PortSettings, SlaveSettings
 from domain import Reading
 
 log = logging.getLogger(__name__)
-
-OnResult = Callable[[Reading | Rejection], None]
-Clock = Callable[[], int]  # epoch milliseconds
 
 
 # Request method of pymodbus's client per register function.
@@ -62,6 +61,7 @@ class _Slave:
     kind: str
     blocks: list[ReadBlock]
     backoff: Backoff
+    origin: str  # "modbus:<path>#<unit>", where its dead letters say they came from
     due: float = 0.0  # monotonic
     failed_in_row: int = 0
     polls: int = 0
@@ -109,6 +109,7 @@ class ModbusPoller:
                 registry[s.device].kind,
                 read_blocks(s.registers),
                 Backoff(port.down_backoff_s, port.down_backoff_max_s),
+                f"modbus:{port.path}#{s.unit}",
             )
             for s in port.slaves
         ]
@@ -237,9 +238,11 @@ class ModbusPoller:
         if isinstance(values, Rejection):
             with self._lock:
                 slave.rejections[values.reason] += 1
-            self._on_result(Rejection(values.reason, values.detail, device_id))
+            rejection = Rejection(values.reason, values.detail, device_id)
+            self._on_result(slave.origin, json.dumps(raw).encode(), rejection)
             return
-        self._on_result(Reading(device_id=device_id, kind=slave.kind, ts=ts, values=values))
+        reading = Reading(device_id=device_id, kind=slave.kind, ts=ts, values=values)
+        self._on_result(slave.origin, b"", reading)
 
     def _failed(self, slave: _Slave, error: str) -> None:
         slave.polls += 1

@@ -16,7 +16,7 @@ map's). The layout says how the devices are wired::
         slaves:
           - unit: 1
             device: WL-101
-            registers:                       # the gateway's register-map shape
+            registers:                       # the gateway's own RegisterSettings
               - {field: level_cm, address: 0, function: input, type: uint16, scale: 0.1}
             dead: [{from: 300, to: 540}]     # event seconds it does not answer
       - name: street
@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from devices.serial import RegisterSettings as Register
 from simulators.fleet.contract import (
     BOOLEAN_FIELDS,
     KIND_FIELDS,
@@ -49,43 +50,16 @@ from simulators.fleet.contract import (
 )
 from simulators.fleet.signal import series
 from simulators.scenario import DeviceBehaviour, Scenario, ScenarioError, load_scenario
-from simulators.yaml_errors import Loc, describe_problems, read_yaml
+from simulators.yaml_errors import Loc, describe_problems, load_yaml_model
 
 WHAT = "serial scenario"
 BUILTIN_SERIAL_SCENARIO = Path(__file__).parents[1] / "scenarios" / "serial_builtin.yaml"
-
-REGISTER_WIDTH = {"uint16": 1, "int16": 1, "uint32": 2, "int32": 2, "float32": 2, "bool": 1}
 # The rejection each line fault provokes at the gateway.
 FAULT_REASON = {"garbage": "garbage", "cut": "garbage", "bad_checksum": "bad_checksum"}
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Register(_Strict):
-    """Where a slave keeps one field: ``value_in_unit = raw * scale + offset``."""
-
-    field: str
-    address: int = Field(ge=0, le=65535)
-    function: Literal["holding", "input", "coil", "discrete"] = "holding"
-    type: Literal["uint16", "int16", "uint32", "int32", "float32", "bool"] = "uint16"
-    word_order: Literal["big", "little"] = "big"
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: str | None = None
-
-    @model_validator(mode="after")
-    def _bits_are_bools(self) -> Self:
-        if (self.function in ("coil", "discrete")) != (self.type == "bool"):
-            raise ValueError("coil and discrete functions hold type bool, registers do not")
-        if self.scale == 0:
-            raise ValueError("scale must not be 0")
-        return self
-
-    @property
-    def width(self) -> int:
-        return REGISTER_WIDTH[self.type]
 
 
 class DeadWindow(_Strict):
@@ -191,12 +165,7 @@ class SerialScenario:
 def load_serial_scenario(path: str | Path) -> SerialScenario:
     """Load and check a layout and its timeline; every problem is named file:line: field."""
     path = Path(path)
-    data, tree = read_yaml(path, ScenarioError)
-    try:
-        spec = LayoutSpec.model_validate(data)
-    except ValidationError as exc:
-        problems = [(tuple(e["loc"]), e["msg"]) for e in exc.errors()]
-        raise ScenarioError(describe_problems(str(path), WHAT, tree, problems)) from None
+    spec, tree = load_yaml_model(path, LayoutSpec, WHAT, ScenarioError)
     timeline = load_scenario(path.parent / spec.timeline)
     problems = _wiring_problems(spec, timeline)
     if problems:
