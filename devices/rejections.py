@@ -17,6 +17,9 @@ class Reason(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"  # device clock far ahead of ours
     BAD_CHECKSUM = "bad_checksum"  # a serial sentence whose checksum does not match its bytes
     GARBAGE = "garbage"  # serial bytes outside any sentence: line noise, cut or overlong lines
+    # Handling the message raised an error nobody expected: the message is kept with the error
+    # so that one bad message is a dead letter, never a crash loop on its redelivery.
+    INTERNAL = "internal"
 
 
 @dataclass(frozen=True, slots=True)
