@@ -22,6 +22,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as mqtt
@@ -159,6 +160,18 @@ class MqttIngest:
         self._client.disconnect()
         self._client.loop_stop()
 
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "subscribed": self.subscribed,
+            "connects": self.connects,
+            "received": self.received,
+            "connect_failures": self.connect_failures,
+            "subscribe_failures": self.subscribe_failures,
+            "last_error": self.last_error,
+            "queued": len(self._queue),
+        }
+
     def take(self, limit: int) -> list[InboundMessage]:
         """Messages received so far, oldest first (called from the event loop)."""
         with self._signal_lock:
@@ -225,14 +238,15 @@ class MqttIngest:
         log.warning("MQTT disconnected: %s", reason_code)
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        """Runs on paho's network thread, where an exception would end the thread and with
+        it all ingest: nothing here may raise, whatever the message."""
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # brokers check topics are UTF-8; a broken one may not
+            topic = message._topic.decode("utf-8", errors="backslashreplace")
         self._queue.append(
             InboundMessage(
-                message.topic,
-                message.payload,
-                message.mid,
-                message.qos,
-                self._connection,
-                message.retain,
+                topic, message.payload, message.mid, message.qos, self._connection, message.retain
             )
         )
         self.received += 1

@@ -21,16 +21,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from case_bridge.settings import RetryPolicy
+from gateway import store
 
 DAY_MS = 86_400_000
-T = TypeVar("T")
 
 
 class InfluxSettings(BaseModel):
@@ -146,7 +146,11 @@ def upkeep(
         report["buckets_written"] += written
         report["transactions"] += 1
         time.sleep(pause_s)
-    while expired := _in_transaction(conn, lambda: _expire_batch(conn, bucket_cutoff, batch_rows)):
+
+    def expire() -> int:
+        return _expire_batch(conn, bucket_cutoff, batch_rows)
+
+    while expired := store.in_transaction(conn, expire):
         report["buckets_expired"] += expired
         report["transactions"] += 1
         time.sleep(pause_s)
@@ -216,7 +220,7 @@ def _fold_batch(
         conn.executemany(_UPSERT, _upsert_rows(buckets.items(), bucket_ms))
         return len(deleted), len(buckets)
 
-    return _in_transaction(conn, fold)
+    return store.in_transaction(conn, fold)
 
 
 _UPSERT = """
@@ -241,15 +245,3 @@ def _upsert_rows(
     for (device_id, start, name), b in buckets:
         yield (device_id, start, bucket_ms, name, b.is_bool, b.n, b.total, b.low, b.high,
                b.last_ts, b.last)  # fmt: skip
-
-
-def _in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
-    """Run ``work`` in one write transaction (the connection is in autocommit mode)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = work()
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return result

@@ -2,11 +2,22 @@
 
 The pipeline is synchronous and owns no I/O but the one store commit per batch, so the
 same code serves the live MQTT path, the benchmark and (later) history replay.
+
+No message can stop it. The codecs refuse bad input with a reason; should one of them, the
+replay guard, device health or a rule still raise on some message nobody foresaw, that
+message alone becomes an ``internal`` dead letter carrying the error, and the batch goes on.
+Without this, one QoS 1 message would kill the gateway, be redelivered on restart and kill
+it again, and every reading queued behind it would never be stored.
+
+A commit the store refuses (disk full, I/O error) is not lost either: the batch, whose
+effects the in-memory rule state already holds, is kept and committed first thing on the
+next try (``StoreUnavailable`` tells the caller not to acknowledge anything meanwhile).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections import Counter
@@ -17,7 +28,7 @@ from typing import Protocol
 from case_bridge import outbox
 from devices.fleet import MessageRouter
 from devices.registry import Device
-from devices.rejections import Rejection
+from devices.rejections import Reason, Rejection
 from devices.replay_guard import ReplayGuard
 from devices.status import DeviceStatus
 from domain import Alert, CaseCommand, Reading
@@ -27,6 +38,10 @@ from rules.engine import RuleEngine
 from rules.incidents import IncidentBook
 from rules.keyed_state import KeyedStates
 
+log = logging.getLogger(__name__)
+
+Decoded = Reading | DeviceStatus | Rejection
+
 
 class Message(Protocol):
     """Anything carrying an MQTT topic and payload (live messages, replayed rows)."""
@@ -34,6 +49,16 @@ class Message(Protocol):
     topic: str
     payload: bytes
     retain: bool
+
+
+class StoreUnavailable(Exception):
+    """The store refused a commit. The batch is kept and retried by ``flush`` (or with the
+    next batch); until then nothing it holds may be acknowledged upstream."""
+
+
+def internal_rejection(exc: BaseException, device_id: str = "") -> Rejection:
+    """An unforeseen error while handling one message, kept with the message."""
+    return Rejection(Reason.INTERNAL, f"{type(exc).__name__}: {exc}", device_id)
 
 
 class Pipeline:
@@ -59,47 +84,76 @@ class Pipeline:
         self._max_future_skew_ms = max_future_skew_ms
         # Store namespace → the state of one rule engine (sensor rules, video rules, ...).
         self._rule_states = dict(rule_states)
+        # Writes of batches whose commit failed, oldest first, merged into one batch.
+        self._unsaved: store.Batch | None = None
         self.counters: Counter[str] = Counter()
+
+    @property
+    def unsaved(self) -> bool:
+        """Some batch's commit failed and waits for ``flush``."""
+        return self._unsaved is not None
 
     def process(self, messages: Sequence[Message], now_ms: int) -> list[CaseCommand]:
         """Apply a batch of telemetry and commit it; return the case commands it produced."""
-        skew_ms, registry, decode = self._max_future_skew_ms, self._registry, self._router.decode
-        decoded = [
-            (m.topic, m.payload, decode(m.topic, m.payload, registry, now_ms, skew_ms, m.retain))
-            for m in messages
-        ]
+        decoded = [(m.topic, m.payload, self._decode(m, now_ms)) for m in messages]
         return self.process_decoded(decoded, now_ms)
 
+    def _decode(self, message: Message, now_ms: int) -> Decoded:
+        try:
+            return self._router.decode(
+                message.topic, message.payload, self._registry, now_ms,
+                self._max_future_skew_ms, message.retain,
+            )  # fmt: skip
+        except Exception as exc:  # a codec bug costs one message, never the gateway
+            log.exception("decoding a message on %.200r failed", message.topic)
+            return internal_rejection(exc)
+
     def process_decoded(
-        self, items: Sequence[tuple[str, bytes, Reading | DeviceStatus | Rejection]], now_ms: int
+        self, items: Sequence[tuple[str, bytes, Decoded]], now_ms: int
     ) -> list[CaseCommand]:
         """Readings decoded by a transport's own codec (serial lines, Modbus registers,
         fleet payloads), each with where it came from and its raw bytes for dead letters."""
         batch = store.Batch()
         alerts: list[Alert] = []
-        for origin, raw, reading in items:
-            if isinstance(reading, DeviceStatus):
-                self._health.status(reading.device_id, reading.online, now_ms)
-                self.counters["status_online" if reading.online else "status_offline"] += 1
-                continue
-            if not isinstance(reading, Rejection):
-                reading = self._guard.admit(reading) or reading
-            if isinstance(reading, Rejection):
-                batch.reject(now_ms, origin, reading.device_id, reading.reason, reading.detail, raw)
-                self.counters[f"rejected_{reading.reason}"] += 1
-                continue
-            self.counters["accepted"] += 1
-            verdict = self._health.check(reading, now_ms)
-            alerts.extend(verdict.alerts)
-            batch.readings.append(
-                (reading.device_id, reading.ts, reading.seq, json.dumps(reading.values),
-                 int(not verdict.trusted))
-            )  # fmt: skip
-            if verdict.trusted:
-                alerts.extend(self._engine.process(reading))
-            else:
-                self.counters["suspect"] += 1
+        for origin, raw, result in items:
+            try:
+                outcome = self._admit(result, now_ms)
+            except Exception as exc:
+                log.exception("handling a message on %.200r failed", origin)
+                outcome = internal_rejection(exc, getattr(result, "device_id", ""))
+            if isinstance(outcome, Rejection):
+                batch.reject(now_ms, origin, outcome.device_id, outcome.reason, outcome.detail, raw)
+                self.counters[f"rejected_{outcome.reason}"] += 1
+            elif outcome is not None:
+                row, produced = outcome
+                batch.readings.append(row)
+                alerts.extend(produced)
         return self._commit(batch, alerts, now_ms)
+
+    def _admit(self, result: Decoded, now_ms: int) -> Rejection | tuple[tuple, list[Alert]] | None:
+        """One decoded message's effect: a refusal, nothing (a status), or its reading's
+        row and alerts. Nothing is added to the batch until the whole message succeeded."""
+        if isinstance(result, DeviceStatus):
+            self._health.status(result.device_id, result.online, now_ms)
+            self.counters["status_online" if result.online else "status_offline"] += 1
+            return None
+        if isinstance(result, Rejection):
+            return result
+        if not store.storable(result.ts, result.seq):
+            return Rejection(Reason.OUT_OF_RANGE, "ts or seq beyond 64 bits", result.device_id)
+        refused = self._guard.admit(result)
+        if refused is not None:
+            return refused
+        verdict = self._health.check(result, now_ms)
+        alerts = list(verdict.alerts)
+        if verdict.trusted:
+            alerts.extend(self._engine.process(result))
+        else:
+            self.counters["suspect"] += 1
+        self.counters["accepted"] += 1
+        row = (result.device_id, result.ts, result.seq, json.dumps(result.values),
+               int(not verdict.trusted))  # fmt: skip
+        return row, alerts
 
     def apply_alerts(self, alerts: Sequence[Alert], now_ms: int) -> list[CaseCommand]:
         """Alerts from other sources (cameras, device health): through the same incidents,
@@ -115,12 +169,23 @@ class Pipeline:
             states.rearm(keys)
         self._commit(store.Batch(), [], int(time.time() * 1000))
 
+    def flush(self) -> None:
+        """Commit the batches whose commit failed; raises ``StoreUnavailable`` again while
+        the store still refuses."""
+        if self._unsaved is not None:
+            self._save(store.Batch())
+
     def _commit(
         self, batch: store.Batch, alerts: Sequence[Alert], now_ms: int
     ) -> list[CaseCommand]:
         commands: list[CaseCommand] = []
         for alert in alerts:
-            produced = self._incidents.handle(alert)
+            try:
+                produced = self._incidents.handle(alert)
+            except Exception:  # kept in the alerts table, so the operator sees what failed
+                log.exception("incident handling failed for alert %s", alert.key)
+                self.counters["internal_alert_errors"] += 1
+                produced = []
             incident_id = produced[0].incident_id if produced else None
             batch.alerts.append(
                 (alert.key, str(alert.state), alert.ts, incident_id,
@@ -131,11 +196,24 @@ class Pipeline:
         batch.states.extend(("incident", k, v) for k, v in self._incidents.take_dirty().items())
         for ns, states in self._rule_states.items():
             batch.states.extend((ns, k, v) for k, v in states.take_dirty().items())
-        writes = [partial(outbox.enqueue, command=c, now_ms=now_ms) for c in commands]
-        store.commit(self._conn, batch, also=writes)
+        batch.also.extend(partial(outbox.enqueue, command=c, now_ms=now_ms) for c in commands)
+        self._save(batch)
         self.counters["alerts"] += len(batch.alerts)
         self.counters["commands"] += len(commands)
         return commands
+
+    def _save(self, batch: store.Batch) -> None:
+        if self._unsaved is not None:
+            self._unsaved.extend(batch)
+            batch = self._unsaved
+        try:
+            store.commit(self._conn, batch)
+        except sqlite3.Error as exc:
+            self._unsaved = batch
+            self.counters["commit_failures"] += 1
+            log.error("store commit failed, kept for retry: %s", exc)
+            raise StoreUnavailable(str(exc)) from exc
+        self._unsaved = None
 
 
 def restore(
@@ -144,11 +222,11 @@ def restore(
     incidents: IncidentBook,
     rule_states: Mapping[str, KeyedStates],
 ) -> None:
-    """Load the committed state back after a restart."""
+    """Load the committed state back after a restart (closed incidents stay in the store)."""
     for device_id, state in store.load_states(conn, "replay"):
         guard.load(device_id, state)
     for ns, states in rule_states.items():
         for key, state in store.load_states(conn, ns):
             states.load_state(key, state)
-    for _incident_id, incident in store.load_states(conn, "incident"):
+    for incident in store.load_open_incidents(conn):
         incidents.load(incident)

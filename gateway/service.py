@@ -3,7 +3,9 @@
 Only this module knows all the packages. MQTT ingest runs on paho's thread and cameras on
 their own threads; everything that writes — batch processing and its commit, video alerts,
 outbox delivery, status sync and the HTTP API — runs on the asyncio loop, so the store has
-exactly one writer.
+exactly one writer. What runs is a list of runtime parts (gateway/parts.py): the gateway
+starts them, stops them and reads their figures, and a part's loop that fails is restarted
+rather than taking the process down.
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
+from typing import Any
 
 import uvicorn
 
+from case_bridge import outbox
 from case_bridge.codes import ClassCatalog
 from case_bridge.dispatcher import OutboxDispatcher
 from case_bridge.platform import BundledPlatform
@@ -29,18 +35,21 @@ from devices.registry import load_registry
 from devices.rejections import Rejection
 from devices.replay_guard import ReplayGuard
 from devices.serial import SerialAdapters, check_registry, start_serial
-from domain import Alert, AlertState, CaseCommand, Location, Observation, Priority, Reading
-from gateway import history, store
+from domain import Alert, AlertState, Backoff, CaseCommand, Location, Observation, Reading
+from gateway import history, retention, store
 from gateway.api import create_api
 from gateway.config import GatewayConfig
 from gateway.evidence import save_evidence
 from gateway.influx_sink import InfluxSink
-from gateway.pipeline import Pipeline, restore
+from gateway.metrics import GatewayMetrics
+from gateway.parts import LoopPart, RuntimePart, ThreadedPart, start_all, stop_all
+from gateway.pipeline import Pipeline, StoreUnavailable, restore
 from gateway.video import VideoRuntime
+from rules.camera_health import camera_status_alert
 from rules.device_health import DeviceHealth
 from rules.engine import RuleEngine
 from rules.incidents import IncidentBook, MergePolicy
-from rules.video_rules import VideoRuleEngine
+from rules.video_rules import VideoRuleEngine, camera_and_zone
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +81,7 @@ class Gateway:
         }
         restore(self.conn, self.guard, self.incidents, rule_states)
         skew_ms = int(config.ingest.max_future_skew_s * 1000)
-        self.router = MessageRouter(config.devices.fleets)
+        self.router = MessageRouter(config.devices.fleets, limits=config.ingest.limits)
         self.pipeline = Pipeline(
             self.conn, self.registry, self.guard, self.engine, self.incidents, skew_ms,
             rule_states, self.health, self.router,
@@ -85,13 +94,15 @@ class Gateway:
         self.platform = BundledPlatform(str(platform.url), platform.token, platform.timeout_s)
         self.dispatcher = OutboxDispatcher(
             self.conn, self.platform, self.catalog, config.cases, platform.retry,
-            on_case_closed=self._on_case_closed_early,
+            on_case_closed=self._on_case_closed_early, on_delivered=self._on_delivered,
         )  # fmt: skip
         self.status_sync = StatusSync(
             self.conn, self.platform, platform.status_sync_s, self._on_case_final
         )
         self.ingest: MqttIngest | None = None
         self.serial: SerialAdapters | None = None
+        self.parts: list[RuntimePart] = []
+        self.metrics = GatewayMetrics(self.stats)
         self._serial_results: list[tuple[str, bytes, Reading | Rejection]] = []
         self.upkeep_last: dict = {}
         self.started_ms = int(time.time() * 1000)
@@ -126,94 +137,149 @@ class Gateway:
         return call
 
     async def run(self, stop: asyncio.Event) -> None:
-        loop = self._loop = asyncio.get_running_loop()
-        ready = asyncio.Event()
+        """Start every part, run until ``stop`` is set, stop them in reverse order."""
+        self._loop = asyncio.get_running_loop()
+        self.parts = self._build_parts()
+        cameras = len(self.config.video.cameras)
+        try:
+            await start_all(self.parts)
+            log.info("gateway %s running: %d devices, %d cameras", self.config.gateway_id,
+                     len(self.registry), cameras)  # fmt: skip
+            await stop.wait()
+        finally:
+            await stop_all(self.parts)
+            await self.platform.aclose()
+            self.conn.close()
+
+    def _build_parts(self) -> list[RuntimePart]:
+        """What runs, in start order: consumers before the sources that feed them, so that
+        nothing received waits for its handler; stopped the other way round."""
         mqtt = self.config.mqtt
+        ready = asyncio.Event()
+        assert self._loop is not None
         self.ingest = MqttIngest(
-            mqtt.url, mqtt.client_id, self.router.subscriptions(), mqtt.qos, loop, ready,
+            mqtt.url, mqtt.client_id, self.router.subscriptions(), mqtt.qos, self._loop, ready,
             mqtt.keepalive_s, security=mqtt,
         )  # fmt: skip
-        tasks = [
-            asyncio.create_task(self._consume(ready), name="consume"),
-            asyncio.create_task(self._keep_history(), name="history"),
-            asyncio.create_task(self.dispatcher.run(), name="dispatch"),
-            asyncio.create_task(self.status_sync.run(), name="status-sync"),
-            asyncio.create_task(self._watch_health(), name="health"),
-        ]
+        dispatcher, sync, counters = self.dispatcher, self.status_sync, self.pipeline.counters
+        parts: list[RuntimePart] = [
+            LoopPart("consume", partial(self._consume, ready), lambda: dict(counters)),
+            LoopPart("delivery", dispatcher.run,
+                     lambda: {**dispatcher.stats, "last_error": dispatcher.last_error}),
+            LoopPart("status_sync", sync.run, lambda: {"failures": sync.failures}),
+            LoopPart("upkeep", self._upkeep, lambda: dict(self.upkeep_last)),
+            LoopPart("health", self._watch_health, self.health.snapshot),
+        ]  # fmt: skip
         if self.influx is not None:
-            tasks.append(asyncio.create_task(self.influx.run(), name="influxdb"))
-        server = None
-        if self.config.api.enabled:
-            api = self.config.api
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    create_api(self), host=api.host, port=api.port, log_level="warning",
-                    lifespan="off",
-                )
-            )  # fmt: skip
-            tasks.append(asyncio.create_task(server.serve(), name="api"))
-        self.ingest.start()
+            parts.append(LoopPart("influxdb", self.influx.run, self.influx.stats))
+        parts.append(ThreadedPart("mqtt", self.ingest.start, self.ingest.stop, self.ingest.stats))
         if self.config.serial.ports:
-            on_result = self._on_loop(self._on_serial_result)
-            self.serial = start_serial(self.config.serial, self.registry, on_result)
+            parts.append(
+                ThreadedPart("serial", self._start_serial, self._stop_serial, self._serial_stats)
+            )
         if self.video is not None:
-            self.video.start()
-        cameras = len(self.config.video.cameras)
-        log.info("gateway %s running: %d devices, %d cameras", self.config.gateway_id,
-                 len(self.registry), cameras)  # fmt: skip
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        self.ingest.stop()
-        if self.serial is not None:
-            await asyncio.to_thread(self.serial.stop)
-        if self.video is not None:
-            await asyncio.to_thread(self.video.stop)
-        if server is not None:
+            video = self.video
+            parts.append(ThreadedPart("video", video.start, video.stop, video.snapshot))
+        if self.config.api.enabled:
+            parts.append(self._api_part())
+        return parts
+
+    def _api_part(self) -> LoopPart:
+        api = self.config.api
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_api(self), host=api.host, port=api.port, log_level="warning",
+                lifespan="off",
+            )
+        )  # fmt: skip
+
+        def request_exit() -> None:
             server.should_exit = True
-        for task in tasks:
-            if task not in done:
-                task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task  # re-raises a crashed task's error after the others stopped
-        await self.platform.aclose()
-        self.conn.close()
+
+        return LoopPart("api", server.serve, request_exit=request_exit)
+
+    def stats(self) -> dict[str, Any]:
+        """Every part's figures under its name, with the store's."""
+        figures: dict[str, Any] = {part.name: part.stats() for part in self.parts}
+        figures["parts"] = {
+            part.name: part.supervision() for part in self.parts if isinstance(part, LoopPart)
+        }
+        figures.update(
+            readings_stored=store.count_rows(self.conn, "readings"),
+            alerts=store.count_rows(self.conn, "alerts"),
+            rejected=store.rejection_counts(self.conn),
+            outbox=outbox.counts(self.conn),
+            # Readings kept but not given to business rules since start: device suspect.
+            suspect_readings=self.pipeline.counters["suspect"],
+        )
+        return figures
 
     async def _consume(self, ready: asyncio.Event) -> None:
+        """Batches from paho's thread through the pipeline; acks only after the commit."""
         assert self.ingest is not None
         batch_max = self.config.ingest.batch_max
         while True:
             await ready.wait()
             ready.clear()
             while batch := self.ingest.take(batch_max):
-                commands = self.pipeline.process(batch, int(time.time() * 1000))
+                started = time.perf_counter()
+                try:
+                    commands = self.pipeline.process(batch, int(time.time() * 1000))
+                except StoreUnavailable:
+                    await self._until_saved()
+                    commands = []
+                self.metrics.batch_seconds.observe(time.perf_counter() - started)
                 self.ingest.ack(batch)
                 if self.influx is not None:
                     self.influx.notify()
-                if commands:
+                if commands or not self.pipeline.unsaved:
                     self.dispatcher.wake()
                 await asyncio.sleep(0)  # let delivery and the API breathe between batches
 
-    async def _keep_history(self) -> None:
-        """Retention and downsampling, off the loop on a connection of its own: upkeep
-        works in small transactions, so ingest commits get through in between."""
-        settings, path = self.config.history, self.config.store.path
-        synchronous = self.config.store.synchronous
+    async def _until_saved(self) -> None:
+        """The store refused a commit (disk full, I/O error): retry with backoff until it
+        takes the kept batches. Nothing is acknowledged meanwhile, so the broker holds the
+        messages; the rest of the gateway keeps running."""
+        backoff = Backoff(initial_s=0.5, max_s=30.0)
+        while self.pipeline.unsaved:
+            await asyncio.sleep(backoff.next_delay())
+            with contextlib.suppress(StoreUnavailable):
+                self.pipeline.flush()
+        log.info("store commits again")
 
-        def upkeep_once() -> dict:
+    async def _upkeep(self) -> None:
+        """Telemetry retention/downsampling and the other records' retention, off the loop
+        on a connection of its own: upkeep works in small transactions, so ingest commits
+        get through in between. Dead letters can arrive at line rate, so retention runs more
+        often than telemetry upkeep."""
+        config = self.config
+        path, synchronous = config.store.path, config.store.synchronous
+        history_every_s = config.history.upkeep_every_s
+        every_s = min(history_every_s, config.retention.every_s)
+        last_history = -math.inf
+
+        def upkeep_once(with_history: bool) -> dict:
             conn = store.connect(path, synchronous)
+            now_ms = int(time.time() * 1000)
             try:
-                return history.upkeep(conn, settings, int(time.time() * 1000))
+                report = {"retention": retention.upkeep(
+                    conn, config.retention, self.evidence_dir, now_ms)}  # fmt: skip
+                if with_history:
+                    report["history"] = history.upkeep(conn, config.history, now_ms)
+                return report
             finally:
                 conn.close()
 
         while True:
+            with_history = time.monotonic() - last_history >= history_every_s
             try:
-                self.upkeep_last = await asyncio.to_thread(upkeep_once)
+                self.upkeep_last = await asyncio.to_thread(upkeep_once, with_history)
+                if with_history:
+                    last_history = time.monotonic()
             except sqlite3.Error as exc:  # e.g. disk full: ingest must go on; try next time
                 self.upkeep_last = {"error": str(exc)}
-                log.error("history upkeep failed: %s", exc)
-            await asyncio.sleep(settings.upkeep_every_s)
+                log.error("store upkeep failed: %s", exc)
+            await asyncio.sleep(every_s)
 
     async def _watch_health(self) -> None:
         """Silence has no reading to trigger on: look for it on a timer."""
@@ -222,6 +288,17 @@ class Gateway:
             if alerts := self.health.tick(int(time.time() * 1000)):
                 self._apply(alerts)
             await asyncio.sleep(self.config.rules.health.check_every_s)
+
+    def _start_serial(self) -> None:
+        on_result = self._on_loop(self._on_serial_result)
+        self.serial = start_serial(self.config.serial, self.registry, on_result)
+
+    def _stop_serial(self) -> None:
+        if self.serial is not None:
+            self.serial.stop()
+
+    def _serial_stats(self) -> dict[str, Any]:
+        return self.serial.stats() if self.serial is not None else {}
 
     def _on_serial_result(self, origin: str, raw: bytes, result: Reading | Rejection) -> None:
         """Serial results arrive one by one from the port threads; the first of a burst
@@ -232,14 +309,18 @@ class Gateway:
 
     def _commit_serial(self) -> None:
         items, self._serial_results = self._serial_results, []
-        if self.pipeline.process_decoded(items, int(time.time() * 1000)):
-            self.dispatcher.wake()
+        with contextlib.suppress(StoreUnavailable):  # kept; saved by the next commit
+            if self.pipeline.process_decoded(items, int(time.time() * 1000)):
+                self.dispatcher.wake()
         if self.influx is not None:
             self.influx.notify()
 
     def _apply(self, alerts: list[Alert]) -> None:
-        if self.pipeline.apply_alerts(alerts, int(time.time() * 1000)):
-            self.dispatcher.wake()
+        """Alerts of cameras, device health and re-filed commands, committed like readings
+        (kept for the next commit if the store refuses this one)."""
+        with contextlib.suppress(StoreUnavailable):
+            if self.pipeline.apply_alerts(alerts, int(time.time() * 1000)):
+                self.dispatcher.wake()
 
     def _on_observations(self, camera_id: str, ts_ms: int, observations: list[Observation]) -> None:
         alerts = self.video_engine.process(camera_id, ts_ms, observations)
@@ -250,7 +331,7 @@ class Gateway:
         and the zone's "before" frame (what it looked like before the object came)."""
         if alert.state is AlertState.CLEARED or self.video is None:
             return alert
-        camera_id, zone_id, _rule = alert.key.split("/")
+        camera_id, zone_id = camera_and_zone(alert.key)
         try:
             drawn, before = self.video.evidence(camera_id, zone_id, observations)
         except LookupError:
@@ -265,23 +346,26 @@ class Gateway:
         log.warning("camera %s %s: %s", camera_id, status, detail)
         camera = next(c for c in self.config.video.cameras if c.id == camera_id)
         zone = camera.zones[0]
-        self._apply([
-            Alert(
-                key=f"{camera_id}/camera_offline",
-                source_id=camera_id,
-                rule_id="camera_offline",
-                state=AlertState.FIRING if status == "offline" else AlertState.CLEARED,
-                class_code=self.config.video.camera_offline_class,
-                priority=Priority.LOW,
-                location=Location(zone.lat, zone.lon, zone.address, zone.grid_code),
-                ts=ts_ms,
-                summary=f"camera {status}: {detail}",
-                origin="video",
-            )
-        ])  # fmt: skip
+        where = Location(zone.lat, zone.lon, zone.address, zone.grid_code)
+        class_code = self.config.video.camera_offline_class
+        alert = camera_status_alert(camera_id, status == "online", detail, ts_ms, where, class_code)
+        self._apply([alert])
 
     def _on_case_final(self, incident_id: str, status: str) -> None:
-        self.pipeline.close_incident(incident_id, f"case {status} on the platform")
+        with contextlib.suppress(StoreUnavailable):
+            self.pipeline.close_incident(incident_id, f"case {status} on the platform")
 
     def _on_case_closed_early(self, incident_id: str, command: CaseCommand) -> None:
-        self.pipeline.close_incident(incident_id, "case closed before evidence arrived")
+        """The platform closed the case while this command's evidence was on its way: close
+        the incident and file the stranded alert as a problem of its own (an escalation
+        keeps its higher priority), rather than drop it."""
+        with contextlib.suppress(StoreUnavailable):
+            self.pipeline.close_incident(incident_id, "case closed before evidence arrived")
+        stranded = command.alert
+        if stranded.state is not AlertState.CLEARED:
+            self._apply([replace(stranded, priority=command.priority)])
+
+    def _on_delivered(self, command: CaseCommand, case: dict) -> None:
+        lag_s = time.time() - command.alert.ts / 1000
+        if lag_s >= 0:  # event time from a simulated clock may lie ahead
+            self.metrics.case_filed_seconds.observe(lag_s)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from case_bridge import outbox
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -52,6 +55,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     payload TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_reason ON dead_letters(reason);
+-- Refusals counted per reason since the store was made: dead letters themselves expire
+-- (gateway/retention.py), the counts shown to operators do not.
+CREATE TABLE IF NOT EXISTS rejection_totals (
+    reason TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     alert_key TEXT NOT NULL,
@@ -69,6 +78,18 @@ CREATE TABLE IF NOT EXISTS state (
 """
 
 PAYLOAD_KEEP = 1024  # bytes of a refused payload kept for the operator
+# A dead letter keeps enough of its topic, device id and reason to act on, and no more:
+# junk traffic with 10 KB device ids must not cost 10 KB a row.
+TOPIC_KEEP = 256
+DEVICE_ID_KEEP = 128
+DETAIL_KEEP = 500
+INT64 = range(-(2**63), 2**63)  # what an SQLite INTEGER column holds
+
+
+def storable(ts: int, seq: int | None) -> bool:
+    """Whether a reading's integers fit SQLite's INTEGER. The codecs bound them tighter;
+    this is the store's own promise that no reading can make a batch's commit fail."""
+    return ts in INT64 and (seq is None or seq in INT64)
 
 
 def connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
@@ -77,29 +98,63 @@ def connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=5000")
+    new_totals = not _has_table(conn, "rejection_totals")
     conn.executescript(SCHEMA)
+    if new_totals:  # a store from before the totals: count what it kept
+        conn.execute(
+            "INSERT OR IGNORE INTO rejection_totals"
+            " SELECT reason, count(*) FROM dead_letters GROUP BY reason"
+        )
     outbox.ensure_schema(conn)
     return conn
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(query, (name,)).fetchone() is not None
 
 
 class Batch:
     """The writes of one batch, applied together by ``commit``."""
 
     def __init__(self) -> None:
-        self.readings: list[tuple[str, int, int | None, str]] = []
+        self.readings: list[tuple[str, int, int | None, str, int]] = []
         self.dead_letters: list[tuple[int, str, str, str, str, str]] = []
         self.alerts: list[tuple[str, str, int, str | None, str]] = []
         self.states: list[tuple[str, str, Any]] = []
+        self.also: list[Callable[[sqlite3.Connection], Any]] = []  # e.g. outbox rows
 
     def reject(
         self, now_ms: int, topic: str, device_id: str, reason: str, detail: str, payload: bytes
     ) -> None:
         text = payload[:PAYLOAD_KEEP].decode("utf-8", errors="backslashreplace")
-        self.dead_letters.append((now_ms, topic, device_id, reason, detail, text))
+        self.dead_letters.append(
+            (now_ms, _clip(topic, TOPIC_KEEP), _clip(device_id, DEVICE_ID_KEEP), reason,
+             _clip(detail, DETAIL_KEEP), text)
+        )  # fmt: skip
+
+    def extend(self, later: Batch) -> None:
+        """Append a later batch's writes, in order (a batch whose commit failed is retried
+        together with the next one)."""
+        self.readings += later.readings
+        self.dead_letters += later.dead_letters
+        self.alerts += later.alerts
+        self.states += later.states
+        self.also += later.also
+
+    def __bool__(self) -> bool:
+        return bool(self.readings or self.dead_letters or self.alerts or self.states or self.also)
 
 
-def commit(conn: sqlite3.Connection, batch: Batch, also: Iterable[Any] = ()) -> None:
-    """Write a batch in one transaction. ``also`` are callables run inside it (outbox)."""
+def _clip(text: str, limit: int) -> str:
+    """At most ``limit`` characters, marked when cut, and always encodable as UTF-8."""
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
+def commit(conn: sqlite3.Connection, batch: Batch) -> None:
+    """Write a batch in one transaction, ``batch.also`` callables included (outbox)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.executemany(
@@ -113,6 +168,11 @@ def commit(conn: sqlite3.Connection, batch: Batch, also: Iterable[Any] = ()) -> 
             batch.dead_letters,
         )
         conn.executemany(
+            "INSERT INTO rejection_totals (reason, n) VALUES (?, ?)"
+            " ON CONFLICT (reason) DO UPDATE SET n = n + excluded.n",
+            Counter(row[3] for row in batch.dead_letters).items(),
+        )
+        conn.executemany(
             "INSERT INTO alerts (alert_key, state, ts, incident_id, body) VALUES (?, ?, ?, ?, ?)",
             batch.alerts,
         )
@@ -120,12 +180,26 @@ def commit(conn: sqlite3.Connection, batch: Batch, also: Iterable[Any] = ()) -> 
         deletes = [(ns, k) for ns, k, v in batch.states if v is None]
         conn.executemany("INSERT OR REPLACE INTO state (ns, key, value) VALUES (?, ?, ?)", upserts)
         conn.executemany("DELETE FROM state WHERE ns = ? AND key = ?", deletes)
-        for write in also:
+        for write in batch.also:
             write(conn)
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # a failed BEGIN or COMMIT may have ended it already
+            conn.execute("ROLLBACK")
         raise
+
+
+def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
+    """Run ``work`` in one write transaction (the connection is in autocommit mode)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
 
 
 def load_states(conn: sqlite3.Connection, ns: str) -> Iterator[tuple[str, Any]]:
@@ -133,8 +207,19 @@ def load_states(conn: sqlite3.Connection, ns: str) -> Iterator[tuple[str, Any]]:
         yield key, json.loads(value)
 
 
+def load_open_incidents(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
+    """Open incidents only: closed ones stay in the store for the API and its retention,
+    and a gateway that has run for years does not load them all at start-up."""
+    rows = conn.execute(
+        "SELECT value FROM state WHERE ns = 'incident' AND json_extract(value, '$.status') = 'open'"
+    )
+    for (value,) in rows:
+        yield json.loads(value)
+
+
 def rejection_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    return dict(conn.execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason"))
+    """Refusals per reason since the store was made (expired dead letters included)."""
+    return dict(conn.execute("SELECT reason, n FROM rejection_totals"))
 
 
 def dead_letters(conn: sqlite3.Connection, reason: str | None, limit: int) -> list[dict]:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,14 @@ class VideoRuntime:
         for supervisor in self.supervisors:
             supervisor.stop()
         self._thread.join(10)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Each camera's status and figures, and the analysis totals."""
+        cameras = {
+            s.camera_id: {"status": s.status, "last_error": s.last_error, **s.stats}
+            for s in self.supervisors
+        }
+        return {"cameras": cameras, **self.stats}
 
     def evidence(
         self, camera_id: str, zone_id: str, observations: list[Observation]

@@ -37,13 +37,12 @@ class IncidentBook:
         self._dirty: set[str] = set()
 
     def load(self, incident: dict[str, Any]) -> None:
+        """Put back an open incident after a restart (closed ones are not kept in memory)."""
+        if incident["status"] != "open":
+            return
         self._incidents[incident["id"]] = incident
-        if incident["status"] == "open":
-            for key in incident["alert_keys"]:
-                self._open_by_key[key] = incident["id"]
-
-    def get(self, incident_id: str) -> dict[str, Any] | None:
-        return self._incidents.get(incident_id)
+        for key in incident["alert_keys"]:
+            self._open_by_key[key] = incident["id"]
 
     def handle(self, alert: Alert) -> list[CaseCommand]:
         incident_id = self._open_by_key.get(alert.key)
@@ -69,8 +68,14 @@ class IncidentBook:
         return list(incident["alert_keys"])
 
     def take_dirty(self) -> dict[str, dict[str, Any]]:
+        """Incidents changed since the last call, for the caller to persist. A closed
+        incident is handed over one last time and then forgotten: it can take no more
+        alerts, and memory must not grow with every case a city ever had."""
         changed = {i: self._incidents[i] for i in self._dirty}
         self._dirty.clear()
+        for incident_id, incident in changed.items():
+            if incident["status"] != "open":
+                del self._incidents[incident_id]
         return changed
 
     def _find_merge_target(self, alert: Alert) -> str | None:

@@ -70,6 +70,13 @@ def alert_key(camera_id: str, zone_id: str, rule_id: str) -> str:
     return f"{camera_id}/{zone_id}/{rule_id}"
 
 
+def camera_and_zone(key: str) -> tuple[str, str]:
+    """The camera and zone of a zone rule's alert key (``alert_key``'s inverse), so that
+    evidence can be fetched for the alert."""
+    camera_id, zone_id, _rule_id = key.rsplit("/", 2)
+    return camera_id, zone_id
+
+
 def initial_state() -> dict[str, Any]:
     """Nothing present: plain JSON so it can be stored as it is."""
     return {"since": None, "last_seen": None, "firing": False}

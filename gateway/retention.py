@@ -1,0 +1,155 @@
+"""Retention for everything the gateway keeps besides telemetry: alerts, dead letters,
+delivered case commands, closed incidents and evidence pictures.
+
+A gateway on a street runs for years, and junk traffic is the one thing anybody outside can
+make it keep (a device spraying 10 KB ids once cost +335 MB of store in 10,000 messages).
+Each kind of record therefore has an age limit, and dead letters and evidence also a size
+limit, applied by ``upkeep`` in small transactions like the telemetry's (gateway/history.py),
+so ingest commits get through in between. What is expired:
+
+- ``alerts``: rows whose event time is older than ``alerts_days``;
+- ``dead_letters``: older than ``dead_letters_days``, and beyond the newest
+  ``dead_letters_max_rows``; the per-reason totals shown to operators stay
+  (``rejection_totals``);
+- ``outbox``: delivered commands older than ``delivered_outbox_days`` (pending and parked
+  ones are never expired: they are work still to do);
+- closed incidents whose last alert is older than ``closed_incidents_days``, with their
+  case links (a late status for such a case is ignored, as for any closed incident);
+- evidence JPEGs older than ``evidence_days``, then the oldest until the folder is within
+  ``evidence_max_mb`` (a case's picture URL then answers 404: platforms that keep evidence
+  copy it when the case is filed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway import store
+
+DAY_MS = 86_400_000
+
+
+class RetentionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    alerts_days: float = Field(180.0, gt=0)
+    dead_letters_days: float = Field(30.0, gt=0)
+    # About 2 KB a row at most (payload, topic and detail are clipped): 200 MB.
+    dead_letters_max_rows: int = Field(100_000, ge=100)
+    delivered_outbox_days: float = Field(90.0, gt=0)
+    closed_incidents_days: float = Field(365.0, gt=0)
+    evidence_days: float = Field(90.0, gt=0)
+    evidence_max_mb: float = Field(2048.0, gt=0)
+    # Dead letters can arrive at line rate: trim this often.
+    every_s: float = Field(60.0, gt=0)
+
+
+def upkeep(
+    conn: sqlite3.Connection,
+    settings: RetentionSettings,
+    evidence_dir: Path,
+    now_ms: int,
+    batch_rows: int = 1000,
+    pause_s: float = 0.02,
+) -> dict[str, int]:
+    """Expire what is past retention; return how many of each were removed."""
+
+    def cutoff(days: float) -> int:
+        return now_ms - int(days * DAY_MS)
+
+    steps = {
+        "alerts": (_ALERTS, (cutoff(settings.alerts_days),)),
+        "dead_letters": (_DEAD_LETTERS, (cutoff(settings.dead_letters_days),)),
+        "dead_letters_over_cap": (_DEAD_LETTERS_OVER_CAP, (settings.dead_letters_max_rows,)),
+        "outbox": (_DELIVERED, (cutoff(settings.delivered_outbox_days),)),
+    }
+    report = dict.fromkeys(steps, 0)
+    for name, (sql, args) in steps.items():
+        report[name] = _in_batches(
+            conn, lambda sql=sql, args=args: conn.execute(sql, (*args, batch_rows)).rowcount,
+            batch_rows, pause_s,
+        )  # fmt: skip
+    incidents_cutoff = cutoff(settings.closed_incidents_days)
+    report["incidents"] = _in_batches(
+        conn, lambda: _expire_incidents(conn, incidents_cutoff, batch_rows), batch_rows, pause_s
+    )
+    evidence_cutoff_s = cutoff(settings.evidence_days) / 1000
+    report["evidence"] = expire_evidence(
+        evidence_dir, evidence_cutoff_s, int(settings.evidence_max_mb * 2**20)
+    )
+    return report
+
+
+# Each deletes at most ``batch_rows`` (the last parameter) rows.
+# Alerts arrive roughly in event-time order: look at the oldest rows only, O(batch).
+_ALERTS = "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts ORDER BY id LIMIT ?2) AND ts < ?1"
+_DEAD_LETTERS = (
+    "DELETE FROM dead_letters WHERE id IN"
+    " (SELECT id FROM dead_letters ORDER BY id LIMIT ?2) AND received_ms < ?1"
+)
+_DEAD_LETTERS_OVER_CAP = (
+    "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters"
+    " WHERE id <= (SELECT max(id) FROM dead_letters) - ?1 ORDER BY id LIMIT ?2)"
+)
+_DELIVERED = (
+    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox"
+    " WHERE state = 'delivered' AND delivered_ms < ?1 ORDER BY seq LIMIT ?2)"
+)
+
+
+def _in_batches(
+    conn: sqlite3.Connection, delete_batch: Callable[[], int], batch_rows: int, pause_s: float
+) -> int:
+    """Run ``delete_batch`` in its own transactions until it removes less than a batch."""
+    removed = 0
+    while True:
+        n = store.in_transaction(conn, delete_batch)
+        removed += n
+        if n < batch_rows:
+            return removed
+        time.sleep(pause_s)
+
+
+def _expire_incidents(conn: sqlite3.Connection, before_ms: int, batch_rows: int) -> int:
+    """One batch of closed incidents past retention, with their case links."""
+    keys = [
+        (key,)
+        for (key,) in conn.execute(
+            "SELECT key FROM state WHERE ns = 'incident'"
+            " AND json_extract(value, '$.status') != 'open'"
+            " AND json_extract(value, '$.last_ts') < ? LIMIT ?",
+            (before_ms, batch_rows),
+        )
+    ]
+    conn.executemany("DELETE FROM case_links WHERE incident_id = ?", keys)
+    conn.executemany("DELETE FROM state WHERE ns = 'incident' AND key = ?", keys)
+    return len(keys)
+
+
+def expire_evidence(folder: Path, older_than_s: float, max_bytes: int) -> int:
+    """Delete pictures older than ``older_than_s`` (epoch seconds, by mtime), then the
+    oldest until the folder holds at most ``max_bytes``; return how many were deleted."""
+    try:
+        entries = [e for e in os.scandir(folder) if e.is_file(follow_symlinks=False)]
+    except FileNotFoundError:
+        return 0
+    pictures = sorted(
+        ((e.stat(follow_symlinks=False), e.path) for e in entries if e.name.endswith(".jpg")),
+        key=lambda item: item[0].st_mtime,
+    )
+    total = sum(st.st_size for st, _ in pictures)
+    deleted = 0
+    for st, path in pictures:
+        if st.st_mtime >= older_than_s and total <= max_bytes:
+            break
+        with contextlib.suppress(FileNotFoundError):  # removed by someone meanwhile
+            os.unlink(path)
+        total -= st.st_size
+        deleted += 1
+    return deleted

@@ -1,0 +1,121 @@
+"""Retention of alerts, dead letters, delivered commands, closed incidents and evidence,
+with exact numbers on a real SQLite file and a real folder of pictures."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from case_bridge import outbox
+from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority
+from gateway import retention, store
+from gateway.retention import RetentionSettings
+
+DAY = 86_400_000
+NOW = 1_800_000_000_000
+SETTINGS = RetentionSettings(
+    alerts_days=10,
+    dead_letters_days=5,
+    dead_letters_max_rows=100,
+    delivered_outbox_days=3,
+    closed_incidents_days=20,
+    evidence_days=2,
+    evidence_max_mb=1,
+)
+
+
+def _alert(ts: int) -> Alert:
+    return Alert("BIN-001/full", "BIN-001", "full", AlertState.FIRING, "06010",
+                 Priority.NORMAL, Location(26.0, 119.0), ts)  # fmt: skip
+
+
+def _fill(conn) -> None:
+    batch = store.Batch()
+    for age_days in (30, 11, 9, 1):
+        ts = NOW - age_days * DAY
+        batch.alerts.append(("BIN-001/full", "firing", ts, None, json.dumps({"ts": ts})))
+    for i in range(150):  # 50 are 6 days old, 100 are fresh
+        received = NOW - (6 * DAY if i < 50 else 1000)
+        batch.reject(received, "t", "X", "bad_schema", "d", b"{}")
+    batch.states += [
+        ("incident", "INC-old", {"id": "INC-old", "status": "closed", "last_ts": NOW - 30 * DAY}),
+        ("incident", "INC-new", {"id": "INC-new", "status": "closed", "last_ts": NOW - 1 * DAY}),
+        ("incident", "INC-open", {"id": "INC-open", "status": "open", "last_ts": NOW - 90 * DAY}),
+    ]
+    store.commit(conn, batch)
+    commands = [
+        ("INC-old", 30, "delivered"),
+        ("INC-new", 1, "delivered"),
+        ("INC-open", None, "pending"),
+        ("INC-x", None, "parked"),
+    ]
+    for n, (incident, delivered_days_ago, state) in enumerate(commands):
+        alert = _alert(NOW)
+        command = CaseCommand(f"{incident}/{n}", incident, CommandKind.OPEN, alert, Priority.LOW)
+        with conn:
+            outbox.enqueue(conn, command, NOW - 40 * DAY)
+        if state == "delivered":
+            seq = conn.execute("SELECT max(seq) FROM outbox").fetchone()[0]
+            outbox.mark_delivered(conn, seq, NOW - delivered_days_ago * DAY)
+        elif state == "parked":
+            outbox.park(conn, conn.execute("SELECT max(seq) FROM outbox").fetchone()[0], "4xx")
+        outbox.link_case(conn, incident, f"CASE-{incident}", NOW - 40 * DAY)
+
+
+def test_each_kind_expires_exactly_and_work_still_to_do_is_kept(tmp_path):
+    conn = store.connect(tmp_path / "gateway.db")
+    _fill(conn)
+    report = retention.upkeep(conn, SETTINGS, tmp_path / "evidence", NOW, batch_rows=7, pause_s=0)
+
+    assert [ts for (ts,) in conn.execute("SELECT ts FROM alerts ORDER BY id")] == [
+        NOW - 9 * DAY,
+        NOW - 1 * DAY,
+    ]
+    # 50 past their age, then the cap of 100 keeps all the fresh ones.
+    assert conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 100
+    # The operators' totals still count every refusal.
+    assert store.rejection_counts(conn) == {"bad_schema": 150}
+    states = dict(conn.execute("SELECT incident_id, state FROM outbox"))
+    assert states == {"INC-new": "delivered", "INC-open": "pending", "INC-x": "parked"}
+    assert [k for k, _ in store.load_states(conn, "incident")] == ["INC-new", "INC-open"]
+    links = [i for (i,) in conn.execute("SELECT incident_id FROM case_links ORDER BY 1")]
+    assert links == ["INC-new", "INC-open", "INC-x"]
+    assert report == {
+        "alerts": 2, "dead_letters": 50, "dead_letters_over_cap": 0, "outbox": 1,
+        "incidents": 1, "evidence": 0,
+    }  # fmt: skip
+
+    again = retention.upkeep(conn, SETTINGS, tmp_path / "evidence", NOW, pause_s=0)
+    assert set(again.values()) == {0}
+
+
+def test_dead_letters_beyond_the_cap_go_oldest_first(tmp_path):
+    conn = store.connect(tmp_path / "gateway.db")
+    batch = store.Batch()
+    for i in range(250):
+        batch.reject(NOW - 1000, f"t/{i}", "X", "too_large", "d", b"")
+    store.commit(conn, batch)
+    report = retention.upkeep(conn, SETTINGS, tmp_path / "none", NOW, batch_rows=40, pause_s=0)
+    assert report["dead_letters_over_cap"] == 150
+    topics = [t for (t,) in conn.execute("SELECT topic FROM dead_letters ORDER BY id")]
+    assert topics == [f"t/{i}" for i in range(150, 250)]
+
+
+def test_evidence_goes_by_age_then_oldest_first_to_fit_the_size(tmp_path):
+    folder = tmp_path / "evidence"
+    folder.mkdir()
+    now_s = NOW / 1000
+    ages_days = {"a.jpg": 5, "b.jpg": 1.5, "c.jpg": 1.0, "d.jpg": 0.5}
+    for name, age in ages_days.items():
+        path = folder / name
+        path.write_bytes(b"\xff" * 400_000)  # 3 fresh ones: 1.2 MB > 1 MB
+        os.utime(path, (now_s - age * 86400, now_s - age * 86400))
+    outside = tmp_path / "keep.jpg"
+    outside.write_bytes(b"x")
+    os.utime(outside, (0, 0))
+    (folder / "link.jpg").symlink_to(outside)
+
+    deleted = retention.expire_evidence(folder, now_s - 2 * 86400, 2**20)
+    assert deleted == 2  # a.jpg by age, b.jpg to fit
+    assert sorted(p.name for p in folder.iterdir()) == ["c.jpg", "d.jpg", "link.jpg"]
+    assert outside.exists()  # a link is never followed, nor counted
