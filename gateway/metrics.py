@@ -90,7 +90,8 @@ class _StatsCollector(Collector):
             CounterMetricFamily, "citygw_part_restarts",
             "Restarts of a gateway part after an unforeseen error", "part", restarts,
         )  # fmt: skip
-        yield from _serial(s.get("serial", {}))
+        if s.get("serial"):
+            yield from _serial(s["serial"])
         if "influxdb" in s:
             influx = s["influxdb"]
             yield _counter("citygw_influxdb_exported", "Readings exported", influx["exported"])

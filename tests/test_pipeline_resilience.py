@@ -56,9 +56,9 @@ def dead_letters(gw: Gateway) -> list[tuple]:
 def test_a_message_that_breaks_the_rules_is_an_internal_dead_letter_and_the_batch_goes_on(
     gateway,
 ):
-    """A codec bug letting a text value through makes device health and the rules raise:
+    """A codec bug letting raw bytes through as a value makes the pipeline raise:
     that message alone is refused as ``internal`` with the error, the rest are stored."""
-    broken = Reading("BIN-001", "bin", NOW - 2000, {"fill_pct": "full"})  # type: ignore[dict-item]
+    broken = Reading("BIN-001", "bin", NOW - 2000, {"fill_pct": b"\x5f"})  # type: ignore[dict-item]
     items = [
         ("serial:/dev/ttyUSB0", b"$BN,BIN-001,full*00", broken),
         ("serial:/dev/ttyUSB0", b"$BN,BIN-001,40*00", bin_reading(NOW - 1000, 40.0)),
@@ -115,7 +115,7 @@ def test_a_refused_commit_is_kept_and_saved_once_when_the_store_takes_it_again(g
 
 def test_statuses_and_refusals_in_one_batch_keep_their_order_and_counts(gateway):
     items = [
-        ("citygw/v1/MH-001/status", b"offline", DeviceStatus("MH-001", online=False)),
+        ("citygw/v1/MH-001/status", b"offline", DeviceStatus("MH-001", online=False, ts=NOW)),
         ("t", b"", bin_reading(NOW - 5000, 30.0, 1)),
         ("t", b"", bin_reading(NOW - 5000, 30.0, 1)),  # redelivered
     ]

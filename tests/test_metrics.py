@@ -1,0 +1,64 @@
+"""``/metrics`` is valid Prometheus exposition, read back with prometheus-client's parser."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.metrics import GatewayMetrics
+
+STATS = {
+    "mqtt": {"connected": True, "received": 120, "connect_failures": 2},
+    "readings_stored": 100,
+    "alerts": 7,
+    "suspect_readings": 3,
+    "rejected": {"bad_schema": 4, "internal": 1},
+    "outbox": {"pending": 1, "delivered": 5, "parked": 0},
+    "delivery": {"delivered_open": 4, "retries": 2, "last_error": "HTTP 503"},
+    "health": {
+        "MH-001": {"offline": True, "battery_low": False, "suspect": False},
+        "BIN-001": {"offline": True, "battery_low": True, "suspect": False},
+    },
+    "parts": {"delivery": {"restarts": 1, "last_error": "boom"}, "consume": {"restarts": 0}},
+    "serial": {'COM"1\\': {"path": 'COM"1\\', "connected": True, "reconnects": 3}},
+    "influxdb": {"exported": 90, "pending": 10},
+}
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_figures_and_histograms_parse_back_exactly():
+    metrics = GatewayMetrics(lambda: STATS)
+    metrics.batch_seconds.observe(0.003)
+    metrics.case_filed_seconds.observe(42)
+    text = metrics.render().decode()
+    got = samples(text)
+    assert got[("citygw_mqtt_connected", ())] == 1
+    assert got[("citygw_mqtt_received_total", ())] == 120
+    assert got[("citygw_readings_stored_total", ())] == 100
+    assert got[("citygw_suspect_readings_total", ())] == 3
+    assert got[("citygw_rejected_total", (("reason", "internal"),))] == 1
+    assert got[("citygw_outbox", (("state", "pending"),))] == 1
+    assert got[("citygw_delivery_total", (("result", "retries"),))] == 2
+    assert ("citygw_delivery_total", (("result", "last_error"),)) not in got
+    assert got[("citygw_devices_unhealthy", (("problem", "offline"),))] == 2
+    assert got[("citygw_devices_unhealthy", (("problem", "battery_low"),))] == 1
+    assert got[("citygw_part_restarts_total", (("part", "delivery"),))] == 1
+    assert got[("citygw_serial_reconnects_total", (("port", 'COM"1\\'),))] == 3
+    assert got[("citygw_influxdb_pending", ())] == 10
+    assert got[("citygw_batch_seconds_bucket", (("le", "0.005"),))] == 1
+    assert got[("citygw_batch_seconds_bucket", (("le", "0.0025"),))] == 0
+    assert got[("citygw_case_filed_seconds_count", ())] == 1
+    assert "# HELP citygw_rejected_total Messages refused, by reason" in text
+    assert "# TYPE citygw_batch_seconds histogram" in text
+
+
+def test_optional_parts_are_left_out_not_zeroed():
+    stats = {k: v for k, v in STATS.items() if k not in ("serial", "influxdb")}
+    got = samples(GatewayMetrics(lambda: stats).render().decode())
+    assert not [name for name, _ in got if name.startswith(("citygw_influxdb", "citygw_serial"))]
