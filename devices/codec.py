@@ -7,17 +7,23 @@ Format (topic ``citygw/v1/<device_id>/telemetry``)::
 A numeric value may be sent unit-tagged, ``{"value": 1.2, "unit": "m"}``, and is converted
 to the field's canonical unit. This module is pure (no I/O) so it is cheap to test and to
 run on the hot path.
+
+Every value is bounded: the device id (``InputLimits``), the JSON (strict UTF-8, depth:
+``devices.json_doc``), ``ts`` (``devices.event_time``), ``seq`` (a non-negative int64, as it
+is stored) and each value (finite, within its field's physical range). Details quote the
+message only through ``limits.shown``, so every dead letter is short and storable.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
+from devices.event_time import ms_from_iso8601, ms_from_number, ts_rejection
+from devices.json_doc import load_json
 from devices.kinds import KINDS, FieldSpec
+from devices.limits import DEFAULT_LIMITS, InputLimits, device_id_rejection, shown
 from devices.registry import Device
 from devices.rejections import Reason, Rejection
 from domain import Reading, Value
@@ -25,6 +31,7 @@ from domain import Reading, Value
 TOPIC_PREFIX = "citygw/v1/"
 TOPIC_SUFFIX = "/telemetry"
 TOPIC_FILTER = TOPIC_PREFIX + "+" + TOPIC_SUFFIX
+MAX_SEQ = 2**63 - 1  # stored as SQLite's 64-bit integer
 
 
 def device_id_from_topic(topic: str, suffix: str = TOPIC_SUFFIX) -> str | None:
@@ -42,15 +49,18 @@ def decode_telemetry(
     registry: Mapping[str, Device],
     now_ms: int,
     max_future_skew_ms: int,
+    limits: InputLimits = DEFAULT_LIMITS,
 ) -> Reading | Rejection:
     """Turn one MQTT message into a Reading, checking shape, device, units and range."""
     device_id = device_id_from_topic(topic)
     if device_id is None:
-        return Rejection(Reason.BAD_SCHEMA, f"topic {topic!r} is not {TOPIC_FILTER}")
-    try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
-        return Rejection(Reason.MALFORMED_JSON, f"not UTF-8 JSON: {exc}", device_id)
+        return Rejection(Reason.BAD_SCHEMA, f"topic {shown(topic)} is not {TOPIC_FILTER}")
+    bad_id = device_id_rejection(device_id, limits)
+    if bad_id is not None:
+        return bad_id
+    doc = load_json(payload, limits.max_json_depth)
+    if isinstance(doc, Rejection):
+        return Rejection(doc.reason, doc.detail, device_id)
     if not isinstance(doc, dict):
         return Rejection(Reason.BAD_SCHEMA, "payload is not a JSON object", device_id)
     device = registry.get(device_id)
@@ -58,15 +68,16 @@ def decode_telemetry(
         return Rejection(
             Reason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered", device_id
         )
-    ts = _parse_ts(doc.get("ts"))
+    raw_ts = doc.get("ts")
+    ts = ms_from_iso8601(raw_ts) if isinstance(raw_ts, str) else ms_from_number(raw_ts, 1)
     if ts is None:
         return Rejection(Reason.BAD_SCHEMA, "ts must be epoch ms or ISO 8601 with zone", device_id)
-    future = future_rejection(ts, now_ms, max_future_skew_ms, device_id)
-    if future is not None:
-        return future
+    bad_ts = ts_rejection(ts, now_ms, max_future_skew_ms, device_id)
+    if bad_ts is not None:
+        return bad_ts
     seq = doc.get("seq")
     if seq is not None and not is_seq(seq):
-        return Rejection(Reason.BAD_SCHEMA, "seq must be a non-negative integer", device_id)
+        return Rejection(Reason.BAD_SCHEMA, f"seq must be {SEQ_RANGE}", device_id)
     raw_values = doc.get("values")
     if not isinstance(raw_values, dict):
         return Rejection(Reason.BAD_SCHEMA, "values must be an object", device_id)
@@ -76,42 +87,12 @@ def decode_telemetry(
     return Reading(device_id=device_id, kind=device.kind, ts=ts, values=values, seq=seq)
 
 
-def _parse_ts(raw: Any) -> int | None:
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, float) and raw.is_integer():
-        return int(raw)
-    if isinstance(raw, str):
-        return parse_iso8601_ms(raw)
-    return None
-
-
-def parse_iso8601_ms(text: str) -> int | None:
-    """Epoch ms of an ISO 8601 time with zone; None when it is not one."""
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:  # a local time without zone is ambiguous: refuse it
-        return None
-    return int(parsed.timestamp() * 1000)
-
-
-def future_rejection(
-    ts: int, now_ms: int, max_future_skew_ms: int, device_id: str
-) -> Rejection | None:
-    """A device clock far ahead of ours would pin its readings in the future: refuse them."""
-    if ts > now_ms + max_future_skew_ms:
-        ahead = (ts - now_ms) / 1000
-        return Rejection(Reason.FUTURE_TIMESTAMP, f"ts is {ahead:.0f} s ahead of now", device_id)
-    return None
+SEQ_RANGE = "an integer within 0..2**63-1"
 
 
 def is_seq(raw: Any) -> bool:
-    """A sequence number is a non-negative integer (booleans are not integers here)."""
-    return isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0
+    """A sequence number is an integer within 0..MAX_SEQ (booleans are not integers here)."""
+    return isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= MAX_SEQ
 
 
 def decode_values(
@@ -119,7 +100,9 @@ def decode_values(
 ) -> dict[str, Value] | Rejection:
     unknown = sorted(set(raw) - set(specs))
     if unknown:
-        return Rejection(Reason.BAD_SCHEMA, f"unknown field(s) {', '.join(unknown)}")
+        named = ", ".join(shown(name) for name in unknown[:3])
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        return Rejection(Reason.BAD_SCHEMA, f"unknown field(s) {named}{more}")
     values: dict[str, Value] = {}
     for name, spec in specs.items():
         if name not in raw:
@@ -144,7 +127,8 @@ def _decode_one(spec: FieldSpec, raw: Any) -> Value | Rejection:
         factor = dict(spec.units).get(unit) if isinstance(unit, str) else None
         if factor is None:
             accepted = ", ".join(u for u, _ in spec.units)
-            return Rejection(Reason.BAD_UNIT, f"{spec.name} unit {unit!r} is not one of {accepted}")
+            detail = f"{spec.name} unit {shown(unit)} is not one of {accepted}"
+            return Rejection(Reason.BAD_UNIT, detail)
         raw = number if _is_number(number) else None
         if raw is None:
             return Rejection(Reason.BAD_SCHEMA, f"{spec.name}.value must be a number")

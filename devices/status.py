@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from devices.codec import TOPIC_PREFIX, device_id_from_topic
+from devices.limits import DEFAULT_LIMITS, InputLimits, device_id_rejection, shown
 from devices.registry import Device
 from devices.rejections import Reason, Rejection
 
@@ -35,15 +36,19 @@ def decode_status(
     registry: Mapping[str, Device],
     now_ms: int,
     retained: bool = False,
+    limits: InputLimits = DEFAULT_LIMITS,
 ) -> DeviceStatus | Rejection:
     """Our own status topic: payload ``online`` or ``offline`` (surrounding blanks ignored)."""
     device_id = device_id_from_topic(topic, STATUS_SUFFIX)
     if device_id is None:
-        return Rejection(Reason.BAD_SCHEMA, f"topic {topic!r} is not {STATUS_FILTER}")
+        return Rejection(Reason.BAD_SCHEMA, f"topic {shown(topic)} is not {STATUS_FILTER}")
+    bad_id = device_id_rejection(device_id, limits)
+    if bad_id is not None:
+        return bad_id
     online = _PAYLOADS.get(payload.strip().decode("utf-8", "replace"))
     if online is None:
-        shown = payload[:40].decode("utf-8", "replace")
-        return Rejection(Reason.BAD_SCHEMA, f"status {shown!r} is not online or offline", device_id)
+        detail = f"status {shown(payload[:80].decode('utf-8', 'replace'))} is not online or offline"
+        return Rejection(Reason.BAD_SCHEMA, detail, device_id)
     if device_id not in registry:
         return Rejection(
             Reason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered", device_id

@@ -13,7 +13,9 @@ from pydantic import TypeAdapter, ValidationError
 from devices.fleet import Fleets, FleetSettings, MessageRouter, decode_fleet_message
 from devices.fleet.binary import checksum, crc16_modbus
 from devices.fleet.jsonpath import MISSING, JsonPath
+from devices.fleet.router import KNOWN_TOPICS_BYTES
 from devices.fleet.settings import Crc
+from devices.limits import InputLimits
 from devices.registry import Device
 from devices.rejections import Reason, Rejection
 from devices.status import DeviceStatus
@@ -314,7 +316,7 @@ def test_field_the_registry_kind_lacks_is_bad_schema():
         FleetSettings.model_validate(data), "lidco/x/state", payload, REGISTRY, NOW, SKEW
     )
     assert reason(result) is Reason.BAD_SCHEMA
-    assert "unknown field(s) fill_pct" in result.detail
+    assert "unknown field(s) 'fill_pct'" in result.detail
 
 
 def test_device_id_missing_or_not_text():
@@ -606,3 +608,134 @@ def test_fleet_status_from_json_path():
     data["status"]["path"] = None
     with pytest.raises(ValidationError, match=r"device_id\.path needs a JSON status payload"):
         FleetSettings.model_validate(data)
+
+
+# --- hostile input: every bound refuses with a reason, nothing raises ---------------------
+
+
+def deep(levels: int) -> bytes:
+    return b"[" * levels + b"]" * levels
+
+
+@pytest.mark.parametrize("payload", [b"[" * 5000, deep(33)], ids=["beyond-parser", "33-levels"])
+@pytest.mark.parametrize(
+    ("text", "topic"),
+    [(WATER, "acme/wl/0001/up"), (LORA, "lns/up/x"), (MANHOLE, "lidco/0002/conn")],
+    ids=["json", "binary-envelope", "json-status"],
+)
+def test_deep_json_is_too_large_for_every_json_decoder(text, topic, payload):
+    data = yaml.safe_load(text)
+    if topic.endswith("conn"):  # a status spec with a JSON path
+        data["status"] = {
+            "topic": "lidco/+/conn",
+            "device_id": {"topic": 1, "prefix": "MH-"},
+            "path": "$.on",
+            "map": {"true": True},
+        }
+    result = MessageRouter([FleetSettings.model_validate(data)]).decode(
+        topic, payload, REGISTRY, NOW, SKEW
+    )
+    assert reason(result) is Reason.TOO_LARGE
+    assert result.detail == "JSON nested deeper than 32 levels"
+
+
+def timed(fmt: str, raw) -> Reading | Rejection:
+    bins = yaml.safe_load(BINS)
+    bins["codec"].update({"ts": {"path": "$.when", "format": fmt}, "fields": {"fill_pct": "$.f"}})
+    payload = b'{"when": %s, "f": 10}' % (
+        raw if isinstance(raw, bytes) else json.dumps(raw).encode()
+    )
+    return decode_fleet_message(
+        FleetSettings.model_validate(bins), "binco/0003/fill", payload, REGISTRY, NOW, SKEW
+    )
+
+
+@pytest.mark.parametrize(
+    ("fmt", "raw", "why"),
+    [
+        ("epoch_s", 1e306, Reason.FUTURE_TIMESTAMP),  # overflowed round(raw * 1000)
+        ("epoch_s", -1e306, Reason.OUT_OF_RANGE),
+        ("epoch_s", b"1" + b"0" * 400, Reason.FUTURE_TIMESTAMP),
+        ("epoch_ms", b"-1" + b"0" * 400, Reason.OUT_OF_RANGE),
+        ("epoch_s", 0, Reason.OUT_OF_RANGE),
+        ("epoch_ms", -1, Reason.OUT_OF_RANGE),
+        ("iso8601", "1970-01-01T00:00:00Z", Reason.OUT_OF_RANGE),
+    ],
+    ids=["1e306-s", "minus-1e306-s", "400-digit-s", "minus-400-digit-ms", "0-s", "-1-ms", "1970"],
+)
+def test_every_timestamp_format_goes_through_the_calendar_bound(fmt, raw, why):
+    result = timed(fmt, raw)
+    assert reason(result) is why
+    assert result.device_id == "BIN-0003"
+
+
+def test_binary_timestamp_of_an_unset_clock_is_out_of_range():
+    result = decode(PACKED, "packed/0001/up", packed(ts=0))
+    assert reason(result) is Reason.OUT_OF_RANGE
+    assert "before 2000-01-01" in result.detail
+
+
+def test_seq_beyond_int64_is_bad_schema():
+    result = decode(WATER, "acme/wl/0001/up", water_doc(meta={"cnt": 2**63}))
+    assert reason(result) is Reason.BAD_SCHEMA
+    assert result.detail == "seq at $.meta.cnt must be an integer within 0..2**63-1"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_fleet_json_is_strict_utf8(encoding):
+    result = decode(WATER, "acme/wl/0001/up", json.dumps(water_doc()).encode(encoding))
+    assert reason(result) is Reason.MALFORMED_JSON
+
+
+@pytest.mark.parametrize(
+    ("sn", "why", "detail"),
+    [
+        ("9" * 10_000, Reason.TOO_LARGE, "device id of 10003 characters is over 64: 'MH-999"),
+        (10**500, Reason.TOO_LARGE, "device id of 504 characters is over 64: 'MH-1000"),
+        ("\ud800", Reason.BAD_SCHEMA, r"device id 'MH-\ud800' is not printable text"),
+    ],
+    ids=["10k-text", "500-digit-integer", "lone-surrogate"],
+)
+def test_device_id_from_the_payload_is_bounded(sn, why, detail):
+    result = decode(MANHOLE, "lidco/x/state", {"dev": {"sn": sn}, "lid": "OPEN", "tilt": 0})
+    assert reason(result) is why
+    assert result.detail.startswith(detail)
+    assert result.device_id == ""
+    assert len(result.detail) < 100
+
+
+def test_router_refuses_oversized_payloads_and_topics_before_decoding():
+    ours = "citygw/v1/BIN-0003/telemetry"
+    big = b'{"ts": %d, "values": {"fill_pct": 5}, "pad": "%s"}' % (NOW, b"x" * 70_000)
+    result = router().decode(ours, big, REGISTRY, NOW, SKEW)
+    assert reason(result) is Reason.TOO_LARGE
+    assert result.detail == f"payload of {len(big)} bytes is over 65536"
+    small = MessageRouter(limits=InputLimits(max_payload_bytes=1024))
+    assert reason(small.decode(ours, b" " * 1025, REGISTRY, NOW, SKEW)) is Reason.TOO_LARGE
+    long_topic = "binco/" + "0" * 300 + "/fill"
+    result = router().decode(long_topic, b"5", REGISTRY, NOW, SKEW)
+    assert reason(result) is Reason.TOO_LARGE
+    assert result.detail.startswith("topic of 311 characters is over 256: 'binco/000")
+
+
+def test_route_cache_is_bounded_in_bytes_and_skips_long_topics():
+    routes = router()
+    routes.route("binco/" + "0" * 300 + "/fill")
+    assert routes.known_topics_bytes == 0
+    for i in range(40_000):  # 40,000 topics of 250 characters: ~14 MB if all were kept
+        routes.route(f"binco/{i:0244d}/fill")
+    assert 0 < routes.known_topics_bytes <= KNOWN_TOPICS_BYTES
+    assert routes.route("binco/0003/fill").source == "binco"
+
+
+def test_input_limits_are_checked_as_config():
+    assert InputLimits().model_dump() == {
+        "max_payload_bytes": 65_536,
+        "max_json_depth": 32,
+        "max_topic_len": 256,
+        "max_device_id_len": 64,
+    }
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        InputLimits.model_validate({"max_depth": 3})
+    with pytest.raises(ValidationError, match="less than or equal to 256"):
+        InputLimits(max_json_depth=10_000)

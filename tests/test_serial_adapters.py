@@ -14,8 +14,9 @@ from collections.abc import Callable
 import pytest
 import serial
 
+from devices.fleet.binary import crc16_modbus
 from devices.registry import Device, load_registry
-from devices.rejections import Rejection
+from devices.rejections import Reason, Rejection
 from devices.serial import SerialSettings, start_serial
 from domain import Location, Reading
 from simulators.serial.clock import EventClock
@@ -201,6 +202,60 @@ def test_modbus_poller_reads_scaled_registers_from_a_real_pymodbus_server(cable)
     latest = {r.device_id: r.values for r in results.readings()}
     assert latest == {device: rows.rows[0] for device, rows in samples.items()}
     assert results.rejections() == []
+
+
+class ShortReplySlaveFake:
+    """A fake Modbus RTU slave, scripted to misbehave as no pymodbus server will: it answers
+    every register read one register short, in a well-formed frame with a valid CRC."""
+
+    def __init__(self, path: str) -> None:
+        self._port = serial.Serial(path, timeout=0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="short-reply slave")
+        self._thread.start()
+
+    def _serve(self) -> None:
+        request = b""
+        while not self._stop.is_set():
+            request = (request + self._port.read(8))[-8:]
+            if len(request) < 8 or crc16_modbus(request[:6]) != int.from_bytes(
+                request[6:], "little"
+            ):
+                continue
+            unit, function, count = request[0], request[1], int.from_bytes(request[4:6], "big")
+            body = bytes([unit, function, 2 * (count - 1)]) + b"\x01\xa4" * (count - 1)  # 42.0
+            self._port.write(body + crc16_modbus(body).to_bytes(2, "little"))
+            request = b""
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._port.close()
+
+
+def test_a_reply_shorter_than_asked_is_a_dead_letter_and_a_failed_poll(cable):
+    registers = [*LEVEL_AT_0, {"field": "battery_pct", "address": 1, "function": "input"}]
+    polled = slave(1, "WL-1", registers, poll_s=0.1, timeout_s=0.2, retries=1)
+    fake = ShortReplySlaveFake(cable.devices_path)
+    dead_letters: list[tuple[str, bytes, Reading | Rejection]] = []
+    port = modbus_port(cable.gateway_path, [polled]) | {
+        "down_backoff_s": 60,
+        "down_backoff_max_s": 60,
+    }
+    settings = SerialSettings.model_validate({"ports": [port]})
+    adapters = start_serial(settings, REGISTRY, lambda *result: dead_letters.append(result))
+    try:
+        wait_until(lambda: adapters.stats()[cable.gateway_path]["slaves"]["WL-1"]["down"], "down")
+        stats = adapters.stats()[cable.gateway_path]["slaves"]["WL-1"]
+    finally:
+        adapters.stop()
+        fake.close()
+    # Two tries (retries = 1), each answered short: two dead letters, two failures, no OK.
+    assert (stats["ok"], stats["failures"], stats["times_down"]) == (0, 2, 1)
+    assert stats["rejections"] == {"bad_schema": 2}
+    origin = f"modbus:{cable.gateway_path}#1"
+    rejection = Rejection(Reason.BAD_SCHEMA, "the reply to input 0+2 holds 1 of 2", "WL-1")
+    assert dead_letters == [(origin, b"[[420]]", rejection)] * 2
 
 
 def live_intervals(cable, with_dead_slave: bool, seconds: float = 4.0) -> tuple[dict, dict]:

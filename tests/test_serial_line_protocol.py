@@ -134,3 +134,25 @@ def test_framer_bounds_an_overlong_line_and_resumes_after_it():
     line = encode_line("WL", "WL-1", [1, 2])
     out = framer.feed(b"$" + b"A" * 100 + b"\r\n" + line)
     assert out == [Garbage(102, "line over 32 bytes"), line]  # the "\n" ends the run
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("WL,WL-1," + "9" * 200 + ",90", Reason.OUT_OF_RANGE),  # a number beyond any level
+        ("WL,WL-1,inf,90", Reason.BAD_SCHEMA),
+        ("WL,WL-1" + ",1" * 120, Reason.BAD_SCHEMA),  # 120 fields
+        ("WL," + "W" * 240 + ",10,90", Reason.UNKNOWN_DEVICE),
+    ],
+    ids=["200-digits", "inf", "120-fields", "240-char-id"],
+)
+def test_extreme_but_framed_sentences_are_refused_by_reason(body, expected):
+    assert reason(parse(with_checksum(body))) == expected
+
+
+def test_a_line_over_256_bytes_is_garbage_even_when_framed():
+    longest = with_checksum("WL,WL-1,10," + "0" * (256 - 17))  # 256 bytes with its line end
+    assert len(longest) == 256 and isinstance(parse(longest), Reading)
+    result = parse(with_checksum("WL,WL-1,10," + "0" * (257 - 17)))
+    assert reason(result) == Reason.GARBAGE
+    assert result.detail == "line of 257 bytes is over 256"

@@ -4,7 +4,10 @@ gateway's decoder agree for every type and word order; bad sections are refused.
 import pytest
 from pydantic import ValidationError
 
+from devices.codec import decode_values
+from devices.kinds import KINDS
 from devices.registry import Device
+from devices.rejections import Reason, Rejection
 from devices.serial.registers import block_values, read_blocks
 from devices.serial.settings import RegisterSettings, SerialSettings, registry_problems
 from domain import Location
@@ -155,3 +158,73 @@ def test_builtin_serial_scenario_stages_what_its_truth_says():
         "garbage": 2,
         "bad_checksum": 1,
     }
+
+
+def block_of(*registers: dict):
+    [block] = read_blocks([RegisterSettings(**r) for r in registers])
+    return block
+
+
+@pytest.mark.parametrize(
+    ("register", "words", "value"),
+    [
+        ({"type": "uint32"}, [0x0001, 0x0002], 65538.0),
+        ({"type": "uint32", "word_order": "little"}, [0x0002, 0x0001], 65538.0),
+        ({"type": "int32"}, [0xFFFF, 0xFFFE], -2.0),
+        ({"type": "int32", "word_order": "little"}, [0xFFFE, 0xFFFF], -2.0),
+        ({"type": "float32"}, [0x4248, 0x0000], 50.0),
+        ({"type": "float32", "word_order": "little"}, [0x0000, 0x4248], 50.0),
+    ],
+    ids=["u32", "u32-little", "i32", "i32-little", "f32", "f32-little"],
+)
+def test_32_bit_word_orders(register, words, value):
+    block = block_of({"field": "level_cm", "address": 0, **register})
+    assert block_values("water_level", block, words) == {"level_cm": value}
+
+
+@pytest.mark.parametrize(
+    ("words", "why", "detail"),
+    [
+        ([0x7FC0, 0x0000], Reason.BAD_SCHEMA, "level_cm must be a number"),  # NaN
+        ([0x7F80, 0x0000], Reason.OUT_OF_RANGE, "level_cm=inf outside 0..10000"),
+        ([0xFF80, 0x0000], Reason.OUT_OF_RANGE, "level_cm=-inf outside 0..10000"),
+    ],
+    ids=["nan", "inf", "-inf"],
+)
+def test_non_finite_float32_is_refused_by_the_codec(words, why, detail):
+    block = block_of({"field": "level_cm", "address": 0, "type": "float32"})
+    result = decode_values(KINDS["water_level"], block_values("water_level", block, words))
+    assert result == Rejection(why, detail)
+
+
+def test_a_scale_that_overflows_is_out_of_range():
+    block = block_of({"field": "level_cm", "address": 0, "type": "uint32", "scale": 1e308})
+    raw = block_values("water_level", block, [0xFFFF, 0xFFFF])
+    assert decode_values(KINDS["water_level"], raw) == Rejection(
+        Reason.OUT_OF_RANGE, "level_cm=inf outside 0..10000"
+    )
+
+
+def test_a_reply_shorter_than_asked_is_refused_not_an_index_error():
+    block = block_of(
+        {"field": "level_cm", "address": 0, "type": "float32"},
+        {"field": "battery_pct", "address": 2},
+    )
+    assert block_values("water_level", block, [0x4248, 0, 90]) == {
+        "level_cm": 50.0,
+        "battery_pct": 90,
+    }
+    assert block_values("water_level", block, [0x4248, 0]) == Rejection(
+        Reason.BAD_SCHEMA, "the reply to holding 0+3 holds 2 of 3"
+    )
+    coils = block_of({"field": "lid_open", "address": 5, "function": "coil", "type": "bool"})
+    assert block_values("manhole_cover", coils, []) == Rejection(
+        Reason.BAD_SCHEMA, "the reply to coil 5+1 holds 0 of 1"
+    )
+
+
+def test_a_word_beyond_16_bits_is_refused():
+    block = block_of({"field": "level_cm", "address": 0})
+    assert block_values("water_level", block, [0x10000]) == Rejection(
+        Reason.BAD_SCHEMA, "the reply to holding 0+1 holds a word beyond 16 bits"
+    )

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import zlib
 from typing import Any
 
 from devices.fleet.jsonpath import MISSING
 from devices.fleet.settings import BinaryCodec, Crc, Layout
+from devices.json_doc import load_json
 from devices.rejections import Reason, Rejection
 
 
-def unwrap(codec: BinaryCodec, payload: bytes) -> tuple[bytes, Any] | Rejection:
+def unwrap(
+    codec: BinaryCodec, payload: bytes, max_json_depth: int
+) -> tuple[bytes, Any] | Rejection:
     """The layout's bytes and the JSON envelope they came in (None for a raw payload)."""
     envelope = codec.envelope
     if envelope is None:
         return payload, None
-    try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
-        return Rejection(Reason.MALFORMED_JSON, f"not UTF-8 JSON: {exc}")
+    doc = load_json(payload, max_json_depth)
+    if isinstance(doc, Rejection):
+        return doc
     text = envelope.path.resolve(doc)
     if text is MISSING or not isinstance(text, str):
         return Rejection(Reason.BAD_SCHEMA, f"no {envelope.encoding} text at {envelope.path}")

@@ -1,24 +1,25 @@
 """Decode one message of an existing fleet into a Reading, or say exactly why not.
 
 Same reasons, same checks and in the same order as our own format (``devices.codec``):
-payload shape, device, timestamp (including the future-skew check), seq, then every value
-through ``decode_values`` for type, unit and range. Pure, like the codec.
+payload shape, device, timestamp (the one bound check of ``devices.event_time``), seq, then
+every value through ``decode_values`` for type, unit and range. Pure, like the codec.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
-from devices.codec import decode_values, future_rejection, is_seq, parse_iso8601_ms
+from devices.codec import SEQ_RANGE, decode_values, is_seq
+from devices.event_time import ms_from_iso8601, ms_from_number, ts_rejection
 from devices.fleet.binary import unpack, unwrap
 from devices.fleet.ids import device_id_of, registered
 from devices.fleet.jsonpath import MISSING
 from devices.fleet.settings import BinaryCodec, FleetSettings, JsonCodec, TsSpec
 from devices.fleet.values import mapped
+from devices.json_doc import load_json
 from devices.kinds import KINDS
+from devices.limits import DEFAULT_LIMITS, InputLimits, shown
 from devices.registry import Device
 from devices.rejections import Reason, Rejection
 from domain import Reading
@@ -31,12 +32,15 @@ def decode_fleet_message(
     registry: Mapping[str, Device],
     now_ms: int,
     max_future_skew_ms: int,
+    limits: InputLimits = DEFAULT_LIMITS,
 ) -> Reading | Rejection:
     """Turn one message on ``fleet.topic`` into a Reading in our fields and units."""
     codec = fleet.codec
     if isinstance(codec, BinaryCodec):
-        return _decode_binary(fleet, codec, topic, payload, registry, now_ms, max_future_skew_ms)
-    return _decode_json(fleet, codec, topic, payload, registry, now_ms, max_future_skew_ms)
+        return _decode_binary(
+            fleet, codec, topic, payload, registry, now_ms, max_future_skew_ms, limits
+        )
+    return _decode_json(fleet, codec, topic, payload, registry, now_ms, max_future_skew_ms, limits)
 
 
 def _decode_json(
@@ -47,12 +51,12 @@ def _decode_json(
     registry: Mapping[str, Device],
     now_ms: int,
     max_future_skew_ms: int,
+    limits: InputLimits,
 ) -> Reading | Rejection:
-    try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
-        return Rejection(Reason.MALFORMED_JSON, f"not UTF-8 JSON: {exc}")
-    device_id = device_id_of(fleet.device_id, topic, doc)
+    doc = load_json(payload, limits.max_json_depth)
+    if isinstance(doc, Rejection):
+        return doc
+    device_id = device_id_of(fleet.device_id, topic, doc, limits)
     if isinstance(device_id, Rejection):
         return device_id
     device = _device(fleet, device_id, registry)
@@ -61,15 +65,14 @@ def _decode_json(
     ts = _json_ts(codec.ts, doc, now_ms)
     if isinstance(ts, str):
         return Rejection(Reason.BAD_SCHEMA, ts, device_id)
-    future = future_rejection(ts, now_ms, max_future_skew_ms, device_id)
-    if future is not None:
-        return future
+    bad_ts = ts_rejection(ts, now_ms, max_future_skew_ms, device_id)
+    if bad_ts is not None:
+        return bad_ts
     seq = None if codec.seq is None else codec.seq.resolve(doc)
     if seq is MISSING:
         seq = None
     elif seq is not None and not is_seq(seq):
-        detail = f"seq at {codec.seq} must be a non-negative integer"
-        return Rejection(Reason.BAD_SCHEMA, detail, device_id)
+        return Rejection(Reason.BAD_SCHEMA, f"seq at {codec.seq} must be {SEQ_RANGE}", device_id)
     specs = KINDS[device.kind]
     raw: dict[str, Any] = {}
     for name, mapping in codec.fields.items():
@@ -91,12 +94,13 @@ def _decode_binary(
     registry: Mapping[str, Device],
     now_ms: int,
     max_future_skew_ms: int,
+    limits: InputLimits,
 ) -> Reading | Rejection:
-    unwrapped = unwrap(codec, payload)
+    unwrapped = unwrap(codec, payload, limits.max_json_depth)
     if isinstance(unwrapped, Rejection):
         return unwrapped
     data, doc = unwrapped
-    device_id = device_id_of(fleet.device_id, topic, doc)
+    device_id = device_id_of(fleet.device_id, topic, doc, limits)
     if isinstance(device_id, Rejection):
         return device_id
     layout = codec.layout
@@ -111,14 +115,14 @@ def _decode_binary(
     for field, value in zip(layout.fields, values, strict=True):
         name = field.name
         if name == "ts":
-            ts = value * 1000
+            ts = value * 1000  # u32 seconds (the settings allow no other type)
         elif name == "seq":
             seq = value
         else:
             raw[name] = mapped(name, field, value)
-    future = future_rejection(ts, now_ms, max_future_skew_ms, device_id)
-    if future is not None:
-        return future
+    bad_ts = ts_rejection(ts, now_ms, max_future_skew_ms, device_id)
+    if bad_ts is not None:
+        return bad_ts
     return _reading(device, ts, seq, raw)
 
 
@@ -139,23 +143,13 @@ def _json_ts(spec: TsSpec | None, doc: Any, now_ms: int) -> int | str:
     raw = spec.path.resolve(doc)
     if raw is MISSING or raw is None:
         return now_ms if spec.optional else f"missing ts at {spec.path}"
-    if spec.format == "epoch_s" and _finite(raw):
-        return round(raw * 1000)
-    if spec.format == "epoch_ms" and (_finite(raw) and (isinstance(raw, int) or raw.is_integer())):
-        return int(raw)
-    if spec.format == "iso8601" and isinstance(raw, str):
-        parsed = parse_iso8601_ms(raw)
-        if parsed is not None:
-            return parsed
-        return f"ts at {spec.path} must be ISO 8601 with zone, got {raw!r}"
-    return f"ts at {spec.path} must be {spec.format}, got {raw!r}"
-
-
-def _finite(raw: Any) -> bool:
-    """A JSON number that is a real time: not a boolean, NaN or infinite."""
-    if isinstance(raw, bool):
-        return False
-    return isinstance(raw, int) or (isinstance(raw, float) and math.isfinite(raw))
+    if spec.format == "iso8601":
+        ts = ms_from_iso8601(raw) if isinstance(raw, str) else None
+        what = "ISO 8601 with zone"
+    else:
+        ts = ms_from_number(raw, 1000 if spec.format == "epoch_s" else 1)
+        what = spec.format
+    return f"ts at {spec.path} must be {what}, got {shown(raw)}" if ts is None else ts
 
 
 def _reading(device: Device, ts: int, seq: int | None, raw: dict[str, Any]) -> Reading | Rejection:

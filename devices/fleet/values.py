@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from devices.fleet.settings import ValueMapping
+from devices.limits import shown
 from devices.rejections import Reason, Rejection
 
 
@@ -31,7 +32,8 @@ def mapped(name: str, mapping: ValueMapping, raw: Any) -> Any:
         key = map_key(raw)
         if key is None or key not in mapping.map:
             accepted = ", ".join(mapping.map)
-            return Rejection(Reason.BAD_SCHEMA, f"{name} value {raw!r} is not one of {accepted}")
+            detail = f"{name} value {shown(raw)} is not one of {accepted}"
+            return Rejection(Reason.BAD_SCHEMA, detail)
         raw = mapping.map[key]
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         return raw

@@ -26,9 +26,10 @@ Types (the sentence type must match the device's kind in the registry)::
 The devices have no clock: the gateway stamps a reading with its own receive time. Values
 go through the same range and type checks as MQTT telemetry (``devices.codec``).
 
-Rejections: no ``*hh`` or not ASCII → ``garbage`` (not a sentence at all); wrong checksum →
-``bad_checksum``; unknown type, wrong field count, bad number, or a type that does not fit
-the device's kind → ``bad_schema``; device not registered → ``unknown_device``; values out of
+Rejections: over 256 bytes, no ``*hh`` or not ASCII → ``garbage`` (not a sentence at all);
+wrong checksum → ``bad_checksum``; unknown type, wrong field count, bad number, or a type that
+does not fit the device's kind → ``bad_schema``; device not registered → ``unknown_device``;
+values out of
 range → ``out_of_range``.
 """
 
@@ -87,6 +88,8 @@ def _format(value: FieldValue) -> str:
 def parse_line(line: bytes, registry: Mapping[str, Device], now_ms: int) -> Reading | Rejection:
     """Turn one framed line (``$`` .. ``\\n``) into a Reading stamped ``now_ms``, or say why
     not."""
+    if len(line) > MAX_SENTENCE_BYTES:
+        return Rejection(Reason.GARBAGE, f"line of {len(line)} bytes is over {MAX_SENTENCE_BYTES}")
     frame = _FRAME.match(line)
     if frame is None:
         shown = line[:40].decode("ascii", "backslashreplace")

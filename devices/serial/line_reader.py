@@ -15,13 +15,14 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from devices.registry import Device
 from devices.rejections import Reason, Rejection
 from devices.serial.line_protocol import MAX_SENTENCE_BYTES, parse_line
 from devices.serial.port import ReconnectingPort
-from devices.serial.results import Clock, OnResult, Result
+from devices.serial.results import Clock, OnResult, Result, decoded
 from domain import Reading
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ class LineReader:
         else:
             raw = item
             self._lines += 1
-            result = parse_line(item, self._registry, self._clock_ms())
+            result = decoded(partial(parse_line, item, self._registry, self._clock_ms()))
             if isinstance(result, Rejection) and result.reason == Reason.GARBAGE:
                 self._garbage_bytes += len(item)
         if isinstance(result, Reading):

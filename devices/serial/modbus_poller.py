@@ -11,7 +11,9 @@ in a fixed cycle, where one dead gauge stretches every cycle by its timeouts):
 - then the slave is marked down and probed once per back-off period (doubling, capped,
   jittered): a dead slave costs one timeout per period while live ones keep their poll_s;
 - when the port itself goes away no slave is blamed; it is reopened (``port.Reopener``) and
-  every slave is read at once, so what the gauges hold now is not lost to the outage.
+  every slave is read at once, so what the gauges hold now is not lost to the outage;
+- an answer that does not fit its request (fewer registers than asked) is a dead letter
+  and a failed request, retried like no answer: never a reading silently lost and counted OK.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pymodbus.client import ModbusSerialClient
@@ -35,7 +38,7 @@ from devices.registry import Device
 from devices.rejections import Rejection
 from devices.serial.port import Backoff, Reopener
 from devices.serial.registers import ReadBlock, block_values, read_blocks
-from devices.serial.results import Clock, OnResult
+from devices.serial.results import Clock, OnResult, decoded
 from devices.serial.settings import PortSettings, SlaveSettings
 from domain import Reading
 
@@ -190,7 +193,12 @@ class ModbusPoller:
         except SlaveFailed as exc:
             self._failed(slave, str(exc))
             return
-        self._answered(slave, data)
+        raw = decoded(partial(_fields, slave.kind, slave.blocks, data))
+        if isinstance(raw, Rejection):  # the answer does not fit the request
+            self._reject(slave, raw, json.dumps(data).encode())
+            self._failed(slave, raw.detail)
+            return
+        self._answered(slave, raw)
 
     def _read(self, slave: SlaveSettings, blocks: Sequence[ReadBlock]) -> list[list[Any]]:
         # pymodbus takes the response timeout from its comm params; they are per client, so
@@ -211,7 +219,7 @@ class ModbusPoller:
             data.append(list((response.bits if bits else response.registers)[: block.count]))
         return data
 
-    def _answered(self, slave: _Slave, data: list[list[Any]]) -> None:
+    def _answered(self, slave: _Slave, raw: dict[str, Any]) -> None:
         ts = self._clock_ms()
         if slave.down_since_ms is not None:
             log.info(
@@ -230,19 +238,18 @@ class ModbusPoller:
         slave.due += slave.settings.poll_s
         if slave.due < now:  # more than a period behind (a retry, a reopen): start afresh
             slave.due = now + slave.settings.poll_s
-        raw: dict[str, Any] = {}
-        for block, values in zip(slave.blocks, data, strict=True):
-            raw.update(block_values(slave.kind, block, values))
-        device_id = slave.settings.device
         values = decode_values(KINDS[slave.kind], raw)
         if isinstance(values, Rejection):
-            with self._lock:
-                slave.rejections[values.reason] += 1
-            rejection = Rejection(values.reason, values.detail, device_id)
-            self._on_result(slave.origin, json.dumps(raw).encode(), rejection)
+            self._reject(slave, values, json.dumps(raw).encode())
             return
-        reading = Reading(device_id=device_id, kind=slave.kind, ts=ts, values=values)
+        reading = Reading(device_id=slave.settings.device, kind=slave.kind, ts=ts, values=values)
         self._on_result(slave.origin, b"", reading)
+
+    def _reject(self, slave: _Slave, rejection: Rejection, raw: bytes) -> None:
+        with self._lock:
+            slave.rejections[rejection.reason] += 1
+        device_id = slave.settings.device
+        self._on_result(slave.origin, raw, Rejection(rejection.reason, rejection.detail, device_id))
 
     def _failed(self, slave: _Slave, error: str) -> None:
         slave.polls += 1
@@ -271,3 +278,16 @@ class ModbusPoller:
         self._connected = False
         self._reconnects += 1
         self._reopener.failed()
+
+
+def _fields(
+    kind: str, blocks: Sequence[ReadBlock], data: list[list[Any]]
+) -> dict[str, Any] | Rejection:
+    """Every block's fields as codec input, or why the answer does not fit the request."""
+    raw: dict[str, Any] = {}
+    for block, words in zip(blocks, data, strict=True):
+        values = block_values(kind, block, words)
+        if isinstance(values, Rejection):
+            return values
+        raw.update(values)
+    return raw

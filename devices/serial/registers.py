@@ -1,7 +1,11 @@
 """Modbus register maps: which reads fetch a slave's fields, and how register words become
 field values the codec can check.
 
-Pure (no I/O) so the word order, sign and scaling rules are tested without a bus.
+Pure (no I/O) so the word order, sign and scaling rules are tested without a bus. A reply
+that does not fit its request (fewer registers or bits than asked, a word beyond 16 bits) is
+a Rejection, never an IndexError: a slave that answers short must cost a counted dead
+letter, not the reading silently. Values that decode to NaN or infinity (a float32 sensor
+error code, a scale that overflows) are left for the codec to refuse, like any other value.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devices.kinds import KINDS
+from devices.rejections import Reason, Rejection
 from devices.serial.settings import RegisterSettings
 
 # Most a single request may ask for (Modbus application protocol, FC 1-4).
@@ -56,9 +61,18 @@ def read_blocks(registers: Sequence[RegisterSettings]) -> list[ReadBlock]:
 
 def block_values(
     kind: str, block: ReadBlock, data: Sequence[int] | Sequence[bool]
-) -> dict[str, Any]:
+) -> dict[str, Any] | Rejection:
     """The block's fields as codec input: a flag, a number in the field's canonical unit, or
-    a unit-tagged ``{"value", "unit"}`` the codec converts (and rejects as bad_unit)."""
+    a unit-tagged ``{"value", "unit"}`` the codec converts (and rejects as bad_unit); or
+    ``bad_schema`` when the reply does not fit the request."""
+    asked = f"{block.function} {block.address}+{block.count}"
+    if len(data) < block.count:
+        detail = f"the reply to {asked} holds {len(data)} of {block.count}"
+        return Rejection(Reason.BAD_SCHEMA, detail)
+    if block.function not in ("coil", "discrete") and not all(
+        0 <= word <= 0xFFFF for word in data[: block.count]
+    ):
+        return Rejection(Reason.BAD_SCHEMA, f"the reply to {asked} holds a word beyond 16 bits")
     values: dict[str, Any] = {}
     for register in block.registers:
         at = register.address - block.address
