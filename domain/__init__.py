@@ -1,5 +1,7 @@
-"""Shared types of the gateway: the only module every package may import."""
+"""Shared types of the gateway, and the retry policy every room uses: the only package
+every package may import."""
 
+from domain.retry import Backoff, parse_retry_after
 from domain.types import (
     Alert,
     AlertState,
@@ -16,6 +18,7 @@ from domain.types import (
 __all__ = [
     "Alert",
     "AlertState",
+    "Backoff",
     "CaseCommand",
     "Category",
     "CommandKind",
@@ -24,4 +27,5 @@ __all__ = [
     "Priority",
     "Reading",
     "Value",
+    "parse_retry_after",
 ]

@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
 import logging
-import random
 import sqlite3
 import time
 from collections import Counter
@@ -45,6 +43,7 @@ from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
+from domain import Backoff, parse_retry_after
 from gateway.history import InfluxSettings
 
 log = logging.getLogger(__name__)
@@ -53,8 +52,6 @@ MEASUREMENT = "readings"
 CURSOR_NS = "influx_export"
 # Readings committed by a path that forgot to notify still go out within this long.
 IDLE_POLL_S = 5.0
-# A Retry-After longer than this is taken as a broken header rather than honoured.
-MAX_RETRY_AFTER_S = 900.0
 
 Row = tuple[int, str, int, str, int]  # rowid, device_id, ts, values_json, suspect
 
@@ -85,6 +82,7 @@ class InfluxSink:
             enable_gzip=settings.gzip,
         )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._backoff = Backoff(settings.retry.initial_s, settings.retry.max_s)
         self._cursor = self._load_cursor()
         self._wake = asyncio.Event()
         self.exported = 0
@@ -170,12 +168,7 @@ class InfluxSink:
                       self.last_error, self._settings.park_retry_s)  # fmt: skip
             return self._settings.park_retry_s
         self.state = "retrying"
-        policy = self._settings.retry
-        ceiling = min(policy.max_s, policy.initial_s * 2 ** min(attempt, 30))
-        delay = ceiling / 2 + random.uniform(0, ceiling / 2)
-        waited = _retry_after_s(retry_after)
-        if waited is not None:
-            delay = max(delay, min(waited, MAX_RETRY_AFTER_S))
+        delay = self._backoff.delay_s(attempt, parse_retry_after(retry_after, time.time()))
         log.warning("InfluxDB export: %s; retry in %.1f s", self.last_error, delay)
         return delay
 
@@ -239,14 +232,3 @@ def _error_text(exc: ApiException) -> str:
     """InfluxDB's own JSON ``message`` when it sent one, else the body or HTTP reason."""
     text = exc.message or exc.reason
     return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-
-
-def _retry_after_s(header: str | None) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or an HTTP date), None when absent/bad."""
-    if not header:
-        return None
-    with contextlib.suppress(ValueError):
-        return max(0.0, float(header))
-    with contextlib.suppress(TypeError, ValueError):
-        return max(0.0, email.utils.parsedate_to_datetime(header).timestamp() - time.time())
-    return None

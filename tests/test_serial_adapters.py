@@ -296,7 +296,8 @@ def test_a_dead_slave_does_not_stretch_the_live_slaves_poll_period(cable):
         assert max(measured) <= max(baseline) + timeout_s + 0.05, (device, max(measured))
     dead = stats["slaves"]["WL-3"]
     assert dead["down"] and dead["times_down"] == 1 and dead["ok"] == 0
-    # Three tries (retries = 2) to be declared down, then one probe per back-off (1 s, 2 s).
+    # Three tries (retries = 2) to be declared down, then one probe per back-off
+    # (0.5–1 s, then 1–2 s: equal jitter below the 1 s and 2 s ceilings).
     assert 3 <= dead["failures"] <= 6, dead
 
 

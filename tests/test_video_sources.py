@@ -22,7 +22,6 @@ import pytest
 
 from detectors.config import CameraSettings, ZoneSettings
 from detectors.sources import (
-    Backoff,
     CameraSupervisor,
     DropOldestQueue,
     FileSource,
@@ -35,6 +34,7 @@ from detectors.sources import (
     parse_onvif_url,
     resolve_onvif,
 )
+from domain.retry import Backoff
 from simulators.mosquitto import free_port
 from simulators.rtsp_server import RtspServerProcess
 
@@ -369,19 +369,6 @@ def test_drop_oldest_queue_keeps_the_newest():
     assert dropped == [False, False, True, True, True]
     assert (queue.get(0), queue.get(0), queue.get(0)) == (3, 4, None)
     assert queue.dropped == 3
-
-
-def test_backoff_doubles_up_to_the_cap_with_full_jitter():
-    backoff = Backoff(1.0, 30.0, random.Random(5))
-    caps, delays = [], []
-    for _ in range(8):
-        caps.append(backoff.cap_s())
-        delays.append(backoff.next_delay())
-    assert caps == [1, 2, 4, 8, 16, 30, 30, 30]
-    assert all(0 <= delay <= cap for delay, cap in zip(delays, caps, strict=True))
-    assert len(set(delays)) == len(delays)  # jittered, not a fixed schedule
-    backoff.reset()
-    assert backoff.cap_s() == 1
 
 
 def test_sampler_keeps_the_rate_whatever_the_source_rate():

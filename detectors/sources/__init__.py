@@ -4,7 +4,6 @@
 ``CameraSupervisor`` keeps one camera read in its own thread through failures.
 """
 
-from detectors.sources.backoff import Backoff
 from detectors.sources.drop_queue import DropOldestQueue
 from detectors.sources.factory import Decoder, open_source
 from detectors.sources.frame import Frame, Sampler, SourceError, VideoSource
@@ -14,7 +13,6 @@ from detectors.sources.pyav_source import FileSource, KeyframeMode, RtspSource
 from detectors.sources.supervisor import CameraSupervisor, Status
 
 __all__ = [
-    "Backoff",
     "CameraSupervisor",
     "Decoder",
     "DropOldestQueue",

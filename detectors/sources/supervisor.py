@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import Literal
 
 from detectors.config import CameraSettings
-from detectors.sources.backoff import Backoff
 from detectors.sources.drop_queue import DropOldestQueue
 from detectors.sources.factory import open_source
 from detectors.sources.frame import Frame, SourceError, VideoSource
+from domain.retry import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ from typing import Any
 from devices.registry import Device
 from devices.serial.line_reader import LineReader
 from devices.serial.modbus_poller import ModbusPoller
-from devices.serial.port import Backoff, LineSettings, ReconnectingPort
+from devices.serial.port import LineSettings, ReconnectingPort
 from devices.serial.results import Clock, OnResult
 from devices.serial.settings import SerialSettings, SimulatedClock, registry_problems
+from domain import Backoff
 
 
 class SerialConfigError(ValueError):

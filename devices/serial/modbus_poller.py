@@ -36,11 +36,11 @@ from devices.codec import decode_values
 from devices.kinds import KINDS
 from devices.registry import Device
 from devices.rejections import Rejection
-from devices.serial.port import Backoff, Reopener
+from devices.serial.port import Reopener
 from devices.serial.registers import ReadBlock, block_values, read_blocks
 from devices.serial.results import Clock, OnResult, decoded
 from devices.serial.settings import PortSettings, SlaveSettings
-from domain import Reading
+from domain import Backoff, Reading
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ The port is opened by a stable path (``/dev/serial/by-id/...``); when it fails (
 ``OSError``, which includes pyserial's ``SerialException``: EIO on read or write, or "ready
 to read but returned no data" once the device is gone) it is closed, the loss is counted,
 and it is reopened: at once when the path reappears after being gone (the adapter is back:
-read what the devices hold now instead of sleeping out a back-off), otherwise after an
-exponential back-off with jitter, capped, so a port that is there but refuses to open does
-not spin. ``Reopener`` holds that policy for the Modbus client too. Nothing here raises out
-of the reading thread.
+read what the devices hold now instead of sleeping out a back-off), otherwise after the
+project's exponential back-off with jitter (``domain.retry.Backoff``), capped, so a port
+that is there but refuses to open does not spin. ``Reopener`` holds that policy for the
+Modbus client too. Nothing here raises out of the reading thread.
 """
 
 from __future__ import annotations
@@ -16,38 +16,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import serial
+
+from domain.retry import Backoff
 
 log = logging.getLogger(__name__)
 
 # How often a missing path is looked for while waiting to reopen.
 PATH_CHECK_S = 0.1
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Exponential delays with ±``jitter`` spread: many gateways (or many slaves) that lost
-    their peer at the same moment do not all retry in step."""
-
-    initial_s: float
-    max_s: float
-    jitter: float = 0.2
-    _attempt: int = 0
-    _rng: random.Random = field(default_factory=random.Random)
-
-    def next_delay(self) -> float:
-        base = min(self.max_s, self.initial_s * 2**self._attempt)
-        if base < self.max_s:  # stop counting at the cap: a slave dead for months
-            self._attempt += 1  # must not overflow the exponent
-        return base * self._rng.uniform(1 - self.jitter, 1 + self.jitter)
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 class Reopener:
