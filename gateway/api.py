@@ -4,26 +4,82 @@ Operators use it to see why a message was refused or a case has not arrived yet;
 and the demo use it to know when the gateway has caught up. Handlers are ``async`` on
 purpose: they run on the gateway's event loop, never in a thread pool, so the store keeps
 its single user.
+
+Closed by default (gateway/api_guard.py): every route but ``/healthz`` needs the bearer
+token, requests are bounded in size, every list is paged (gateway/listings.py), and the
+docs are off. Evidence pictures are served by name from their own folder only.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import logging
+import os
+import re
+import stat
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from case_bridge import outbox
-from gateway import history, store
+from gateway import listings, store
+from gateway.api_guard import ApiGuard
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
 
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+# How gateway/evidence.py names pictures: <alert key, "/" as "_">_<ts>[_before].jpg
+EVIDENCE_NAME = re.compile(r"(?!\.)[A-Za-z0-9_.-]{1,200}_\d{1,19}(?:_before)?\.jpg")
+MAX_EVIDENCE_BYTES = 32 * 1024 * 1024
+
+
 def create_api(gw: Gateway) -> FastAPI:
-    app = FastAPI(title="citygw gateway", version="1")
+    settings = gw.config.api
+    token = settings.token()
+    if token is None:
+        log.warning(
+            "API: no token in api.token_file or $%s: only /healthz%s is served",
+            settings.token_env,
+            " and /metrics" if settings.metrics_public else "",
+        )
+    if not _is_loopback(settings.host):
+        log.warning(
+            "API: listening on %s, not loopback: anyone who reaches port %d can try tokens;"
+            " keep it behind a firewall or a TLS proxy",
+            settings.host,
+            settings.port,
+        )
+    docs = settings.docs
+    app = FastAPI(
+        title="citygw gateway",
+        version="1",
+        docs_url=DOCS_PATHS[0] if docs else None,
+        redoc_url=DOCS_PATHS[2] if docs else None,
+        openapi_url=DOCS_PATHS[3] if docs else None,
+    )
+    public = {
+        "/healthz",
+        *(["/metrics"] if settings.metrics_public else []),
+        *(DOCS_PATHS if docs else []),
+    }
+    app.add_middleware(
+        ApiGuard,
+        token=token,
+        public_paths=public,
+        max_url_bytes=settings.max_url_bytes,
+        max_body_bytes=settings.max_body_bytes,
+    )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -36,26 +92,33 @@ def create_api(gw: Gateway) -> FastAPI:
 
     @app.get("/api/v1/dead-letters")
     async def dead_letters(
-        reason: str | None = None, limit: int = Query(100, ge=1, le=1000)
+        reason: str | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+        cursor: str | None = None,
     ) -> dict[str, Any]:
-        rows = store.dead_letters(gw.conn, reason, limit)
-        return {"dead_letters": rows, "count": len(rows)}
+        """Newest first."""
+        page = _paged(listings.dead_letters, gw.conn, reason, limit, cursor)
+        return {"dead_letters": page.rows, "count": len(page.rows), "next_cursor": page.next_cursor}
 
     @app.get("/api/v1/incidents")
-    async def incidents(status: str | None = None) -> dict[str, Any]:
-        rows = [
-            {**incident, "case_id": outbox.case_for(gw.conn, incident_id)}
-            for incident_id, incident in store.load_states(gw.conn, "incident")
-            if status is None or incident["status"] == status
-        ]
-        return {"incidents": rows, "count": len(rows)}
+    async def incidents(
+        status: str | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """In incident id order, with the case each one was filed as."""
+        page = _paged(listings.incidents, gw.conn, status, limit, cursor)
+        return {"incidents": page.rows, "count": len(page.rows), "next_cursor": page.next_cursor}
 
     @app.get("/api/v1/outbox")
     async def outbox_rows(
-        state: str | None = None, limit: int = Query(100, ge=1, le=1000)
+        state: str | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+        cursor: str | None = None,
     ) -> dict[str, Any]:
-        rows = outbox.listing(gw.conn, state, limit)
-        return {"commands": rows, "count": len(rows)}
+        """Newest first."""
+        page = _paged(listings.outbox_commands, gw.conn, state, limit, cursor)
+        return {"commands": page.rows, "count": len(page.rows), "next_cursor": page.next_cursor}
 
     @app.post("/api/v1/outbox/requeue")
     async def requeue() -> dict[str, int]:
@@ -69,40 +132,83 @@ def create_api(gw: Gateway) -> FastAPI:
         since: str | None = None,
         until: str | None = None,
         limit: int = Query(1000, ge=1, le=10_000),
+        cursor: str | None = None,
     ) -> dict[str, Any]:
         """One device's telemetry in ``[since, until]`` (default: the last 24 h), oldest
         first. ``readings`` are the raw samples still kept; ``downsampled`` are the buckets
         that readings older than raw retention were folded into. A sample is in exactly one
-        of the two; ``truncated`` says that either list stopped at ``limit``."""
+        of the two. Each list holds at most ``limit``; ``truncated`` says that one of them
+        goes on, on the page that ``next_cursor`` (passed as ``cursor``, with the same
+        ``since`` and ``until``) asks for."""
         if device_id not in gw.registry:
             raise HTTPException(404, f"device {device_id} is not in the registry")
         until_ms = _instant_ms("until", until, default=int(time.time() * 1000))
         since_ms = _instant_ms("since", since, default=until_ms - 86_400_000)
         if since_ms > until_ms:
             raise HTTPException(400, f"since ({since_ms}) is after until ({until_ms})")
-        raw = history.readings_between(gw.conn, device_id, since_ms, until_ms, limit + 1)
-        buckets = history.downsampled_between(gw.conn, device_id, since_ms, until_ms, limit + 1)
+        page = _paged(listings.telemetry, gw.conn, device_id, since_ms, until_ms, limit, cursor)
         return {
             "device_id": device_id,
             "since": since_ms,
             "until": until_ms,
-            "readings": raw[:limit],
-            "downsampled": buckets[:limit],
-            "truncated": len(raw) > limit or len(buckets) > limit,
+            "readings": page.readings,
+            "downsampled": page.downsampled,
+            "truncated": page.next_cursor is not None,
+            "next_cursor": page.next_cursor,
         }
 
     @app.get("/api/v1/evidence/{name}")
-    async def evidence(name: str) -> FileResponse:
-        path = gw.evidence_dir / name
-        if "/" in name or not name.endswith(".jpg") or not path.is_file():
+    async def evidence(name: str) -> Response:
+        picture = await asyncio.to_thread(_read_evidence, gw.evidence_dir, name)
+        if picture is None:
             raise HTTPException(404, "no such evidence picture")
-        return FileResponse(path, media_type="image/jpeg")
+        return Response(picture, media_type="image/jpeg")
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> str:
         return render_prometheus(collect_stats(gw))
 
     return app
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _paged(query: Callable[..., T], *args: Any) -> T:
+    try:
+        return query(*args)
+    except listings.BadCursor:
+        raise HTTPException(400, "cursor: not one this API handed out") from None
+
+
+def _read_evidence(folder: Path, name: str) -> bytes | None:
+    """The picture named ``name`` if it is a regular file directly in ``folder``: opened
+    relative to the folder, without following a symlink, and refused if it has another
+    hard link, so no name reaches a file outside the folder."""
+    if not EVIDENCE_NAME.fullmatch(name):
+        return None
+    try:
+        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder_fd)
+    except OSError:
+        return None
+    finally:
+        os.close(folder_fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_size > MAX_EVIDENCE_BYTES:
+        os.close(fd)
+        return None
+    with os.fdopen(fd, "rb") as file:
+        return file.read(MAX_EVIDENCE_BYTES)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -115,6 +221,8 @@ def _instant_ms(name: str, text: str | None, default: int) -> int:
     if text is None:
         return default
     if text.isascii() and text.isdigit():
+        if len(text) > len(str(_MAX_MS)):  # and int() of 5,000 digits would raise
+            raise HTTPException(400, f"{name}: {len(text)} digits is out of range")
         ms = int(text)
     else:
         try:

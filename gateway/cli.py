@@ -8,6 +8,10 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.config import ApiSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,11 +156,25 @@ def _check_config(args: argparse.Namespace) -> int:
         for d in registry.values():
             engine.add_source(d.device_id, d.kind, d.location, d.part_code, d.overrides)
         check_registry(config.serial, registry)
+        config.mqtt.secret()  # a password file that cannot be read fails now, not at start
     except (ConfigError, ValueError) as exc:
         print(f"citygw: {exc}", file=sys.stderr)
         return 2
     print(f"{args.config}: OK ({len(registry)} devices)")
+    print(f"api: {_api_access(config.api)}")
     return 0
+
+
+def _api_access(api: ApiSettings) -> str:
+    """Where the API's token comes from (never the token), and so what it serves."""
+    if not api.enabled:
+        return "off"
+    where = f"{api.host}:{api.port}"
+    if api.token_file is not None:
+        return f"{where}, token from {api.token_file}"
+    if api.token() is not None:
+        return f"{where}, token from ${api.token_env}"
+    return f"{where}, NO TOKEN (api.token_file or ${api.token_env}): only /healthz is served"
 
 
 def _platform(args: argparse.Namespace) -> int:

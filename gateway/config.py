@@ -7,6 +7,8 @@ config file's folder, so a config directory can be moved as a whole.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -25,9 +27,21 @@ from detectors.config import CameraSettings, DetectorSettings
 from devices.fleet import Fleets
 from devices.mqtt_settings import MqttSecurity
 from devices.serial import SerialSettings
+from gateway.bounded_yaml import YamlFileError, load_yaml_file
+from gateway.config_secrets import (
+    SecretSourceError,
+    fill_secret_sources,
+    is_secret_key,
+    mask_url_credentials,
+    scrub,
+    secret_values,
+)
 from gateway.history import HistorySettings
 from rules.params import RulesConfig
 from rules.video_rules import VideoRuleParams
+
+# RFC 6750's token characters, long enough not to be guessed ("change-me" is refused).
+API_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")
 
 
 class ConfigError(ValueError):
@@ -70,9 +84,51 @@ class MergeSettings(_Section):
 
 
 class ApiSettings(_Section):
+    """The HTTP API: on loopback, and every route but ``/healthz`` behind a bearer token.
+
+    The token comes from a file (a Docker or Kubernetes secret) or an environment variable,
+    never from this YAML, which is shared, copied and committed. With no token the API
+    serves ``/healthz`` alone (and ``/metrics`` if public): a gateway whose operator forgot
+    the token keeps ingesting and filing cases, and its API stays closed.
+    """
+
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     enabled: bool = True
+    # Read at start; wins over token_env when set. Relative to this file's folder.
+    token_file: Path | None = None
+    token_env: str = Field("CITYGW_API_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    # Prometheus can send a bearer token (authorization.credentials_file); open it only
+    # where the network is trusted.
+    metrics_public: bool = False
+    # /docs, /redoc and /openapi.json: served without a token when on (they describe the
+    # API and hold no data, and Swagger UI cannot send one), so off by default.
+    docs: bool = False
+    # Larger requests are refused (413 / 414) before they reach a handler.
+    max_body_bytes: int = Field(64 * 1024, ge=0, le=16 * 1024 * 1024)
+    max_url_bytes: int = Field(4096, ge=256, le=65_536)
+
+    def token(self) -> str | None:
+        """The bearer token, or None when neither the file nor the variable is set.
+        Errors name the source, never the value."""
+        if self.token_file is not None:
+            source = f"api.token_file {self.token_file}"
+            try:
+                token = self.token_file.read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or "not UTF-8"
+                raise ValueError(f"{source}: cannot read: {reason}") from None
+        else:
+            source = f"environment variable {self.token_env} (api.token_env)"
+            token = os.environ.get(self.token_env, "")
+            if not token:
+                return None
+        if not API_TOKEN.fullmatch(token):
+            raise ValueError(
+                f"{source}: the API token must be 16 to 512 characters of A-Z a-z 0-9 -._~+/="
+                " (make one with `openssl rand -hex 32`)"
+            )
+        return token
 
 
 class VideoSettings(_Section):
@@ -122,29 +178,38 @@ class GatewayConfig(_Section):
 
 
 def load_config(path: str | Path) -> GatewayConfig:
+    """The validated config. Any file, however broken or hostile, gives a ``ConfigError``
+    that names the file, and, where it can, the line and the key, and never shows a secret."""
     path = Path(path)
+    base = path.resolve().parent
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        root, data = load_yaml_file(path)
+    except YamlFileError as exc:
+        raise ConfigError(str(exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     try:
+        fill_secret_sources(data, base)
+    except SecretSourceError as exc:
+        line = _line_of(root, exc.loc)
+        raise ConfigError(f"{path}:{line}: {exc}" if line else f"{path}: {exc}") from None
+    try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_explain(path, root, exc)) from None
-    base = path.resolve().parent
+        raise ConfigError(_explain(path, root, exc, secret_values(data))) from None
     config.devices.registry = base / config.devices.registry
     config.mqtt = config.mqtt.resolved(base)
     config.store.path = base / config.store.path
     if config.video.detector is not None:
         config.video.detector.model = base / config.video.detector.model
+    if config.api.token_file is not None:
+        config.api.token_file = base / config.api.token_file
     _check_classes(path, config)
+    if config.api.enabled:
+        try:
+            config.api.token()
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     return config
 
 
@@ -165,7 +230,7 @@ def _check_classes(path: Path, config: GatewayConfig) -> None:
             )
 
 
-def _explain(path: Path, root: yaml.Node | None, exc: ValidationError) -> str:
+def _explain(path: Path, root: yaml.Node | None, exc: ValidationError, secrets: set[str]) -> str:
     lines = [f"{path}: {exc.error_count()} problem(s):"]
     for error in exc.errors():
         loc = error["loc"]
@@ -177,16 +242,32 @@ def _explain(path: Path, root: yaml.Node | None, exc: ValidationError) -> str:
             message = "required key is missing"
         elif error["type"] == "extra_forbidden":
             message = "unknown key (check the spelling)"
-        got = error.get("input")
-        shown = "" if error["type"] in ("missing", "extra_forbidden") else f" (got {got!r})"
+        shown = ""
+        if error["type"] not in ("missing", "extra_forbidden"):
+            shown = _shown(loc, error.get("input"))
         lines.append(f"  {where}: {key}: {message}{shown}")
-    return "\n".join(lines)
+    return scrub("\n".join(lines), secrets)
+
+
+def _shown(loc: tuple[Any, ...], value: Any) -> str:
+    """The offending value for the operator, if it is a short scalar and not a secret:
+    whole sections would repeat the file (and the passwords in it)."""
+    if is_secret_key(loc) or isinstance(value, dict | list):
+        return ""
+    text = repr(mask_url_credentials(value) if isinstance(value, str) else value)
+    return f" (got {text[:80]}{'...' if len(text) > 80 else ''})"
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """The 1-based line of the deepest YAML node on the error's path."""
     line = None
     for part in loc:
+        if isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if not 0 <= part < len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+            continue
         if not isinstance(node, yaml.MappingNode):
             break
         for key_node, value_node in node.value:

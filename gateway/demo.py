@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import shutil
 import socket
 import subprocess
@@ -38,7 +39,11 @@ def wait_for(check, what: str, timeout_s: float = 30.0) -> None:
     raise RuntimeError(f"{what} did not come up within {timeout_s:.0f} s")
 
 
-def demo_config(workdir: Path, broker_port: int, platform_port: int, api_port: int) -> Path:
+def demo_config(
+    workdir: Path, broker_port: int, platform_port: int, api_port: int, api_token: str
+) -> Path:
+    """The gateway's config, and its API token in a file beside it (as an operator keeps it)."""
+    (workdir / "api-token").write_text(api_token + "\n", encoding="utf-8")
     registry = BUILTIN_SCENARIO.parent / "devices.csv"
     config = {
         "gateway_id": "demo",
@@ -51,7 +56,7 @@ def demo_config(workdir: Path, broker_port: int, platform_port: int, api_port: i
             "token": TOKEN,
             "status_sync_s": 2,
         },
-        "api": {"port": api_port},
+        "api": {"port": api_port, "token_file": "api-token"},
     }
     path = workdir / "gateway.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
@@ -63,7 +68,8 @@ def run_demo(workdir: str, duration_s: float | None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     broker_port, platform_port, api_port = free_port(), free_port(), free_port()
-    config = demo_config(work, broker_port, platform_port, api_port)
+    api_token = secrets.token_hex(32)  # fresh per run: the demo's API is never open
+    config = demo_config(work, broker_port, platform_port, api_port, api_token)
     cli = [sys.executable, "-m", "gateway.cli"]
     logs = (work / "logs").resolve()
     logs.mkdir()
@@ -99,7 +105,11 @@ def run_demo(workdir: str, duration_s: float | None) -> int:
         )
         wait_for(lambda: platform.get("/healthz").is_success, "case platform")
         start("gateway", "run", "-c", str(config))
-        gateway = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=5)
+        gateway = httpx.Client(
+            base_url=f"http://127.0.0.1:{api_port}",
+            headers={"Authorization": f"Bearer {api_token}"},
+            timeout=5,
+        )
         wait_for(lambda: gateway.get("/healthz").json()["mqtt_connected"], "gateway")
         truth_path = work / "truth.json"
         simulator = start(

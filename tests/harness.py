@@ -19,6 +19,8 @@ from simulators.mosquitto import Mosquitto, free_port
 
 CLI = [sys.executable, "-m", "gateway.cli"]
 TOKEN = "test-token"
+# The gateway API's bearer token, given to the gateway in a file as an operator would.
+API_TOKEN = "test-gateway-api-token"
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout_s: float) -> None:
@@ -105,7 +107,11 @@ class Stack:
             headers={"Authorization": f"Bearer {TOKEN}"},
             timeout=5,
         )
-        self.gateway_http = httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}", timeout=5)
+        self.gateway_http = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.api_port}",
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+            timeout=5,
+        )
         self.truth_path = workdir / "truth.json"
 
     def _write_config(self, video: dict | None, extra: dict) -> Path:
@@ -123,11 +129,12 @@ class Stack:
                 "status_sync_s": 1,
                 "retry": {"initial_s": 0.2, "max_s": 2},
             },
-            "api": {"port": self.api_port},
+            "api": {"port": self.api_port, "token_file": str(self.workdir / "api-token")},
         }
         if video is not None:
             config["video"] = video
         config.update(extra)
+        (self.workdir / "api-token").write_text(API_TOKEN + "\n")
         path = self.workdir / "gateway.yaml"
         path.write_text(yaml.safe_dump(config, allow_unicode=True))
         return path

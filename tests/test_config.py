@@ -119,3 +119,166 @@ def test_the_shipped_deployment_config_loads():
     config = load_config(Path(__file__).resolve().parents[1] / "deploy" / "gateway.yaml")
     assert config.history.influxdb is not None and config.history.influxdb.bucket == "telemetry"
     assert {"99101", "99201", "99301"} <= set(config.cases.local_classes)
+
+
+# -- hostile and broken files: a ConfigError naming the file, never a traceback ------------
+
+
+def test_deep_nesting_is_refused_with_the_line(tmp_path):
+    message = error_of(tmp_path, GOOD + "x: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert message == f"{tmp_path / 'gw.yaml'}:13: nested deeper than 64 levels"
+
+
+def test_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    path = write(tmp_path, GOOD)
+    path.write_bytes(GOOD.encode() + "rules: {name: 'caf\xe9'}\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    byte = len(GOOD) + len("rules: {name: 'caf")
+    assert str(info.value) == f"{path}:13: not UTF-8 (byte {byte}); save the file as UTF-8"
+
+
+def test_a_huge_file_is_refused_unread(tmp_path):
+    message = error_of(tmp_path, GOOD + "# padding\n" * 110_000)
+    assert message == f"{tmp_path / 'gw.yaml'}: larger than 1048576 bytes; is this the right file?"
+
+
+def test_an_alias_bomb_is_refused(tmp_path):
+    bomb = "lol: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for level, name in enumerate("bcdefgh"):
+        previous = "abcdefgh"[level]
+        bomb += f"{name}: &{name} [{', '.join([f'*{previous}'] * 10)}]\n"
+    message = error_of(tmp_path, bomb)
+    assert message == f"{tmp_path / 'gw.yaml'}:5: more than 100000 values once aliases are expanded"
+
+
+def test_aliases_of_modest_size_still_work(tmp_path):
+    text = GOOD.replace("rules:\n  bin:\n", "rules:\n  bin: &bin\n") + "  water_level: {}\n"
+    text += "shared: &retry {initial_s: 1}\n"
+    assert "unknown key" in error_of(tmp_path, text)  # "shared" is not a section
+    ok = GOOD.replace("  token: t\n", "  token: t\n  retry: &r {initial_s: 1, max_s: 9}\n")
+    config = load_config(write(tmp_path, ok))
+    assert config.case_platform.retry.max_s == 9
+
+
+def test_a_recursive_alias_is_refused(tmp_path):
+    message = error_of(tmp_path, GOOD + "loop: &x [1, *x]\n")
+    assert message == f"{tmp_path / 'gw.yaml'}:13: an alias refers to a collection containing it"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("9" * 5000, "Exceeds the limit (4300 digits) for integer string conversion"),
+        ("2024-13-45", "month must be in 1..12"),
+    ],
+)
+def test_values_python_cannot_hold_are_refused(tmp_path, value, reason):
+    message = error_of(tmp_path, GOOD.replace("fire_for_s: 300", f"fire_for_s: {value}"))
+    assert message.startswith(f"{tmp_path / 'gw.yaml'}: a number or date cannot be read: ")
+    assert reason in message and "set_int_max_str_digits" not in message
+
+
+def test_a_folder_is_not_a_config(tmp_path):
+    with pytest.raises(ConfigError, match=r": not a regular file$"):
+        load_config(tmp_path)
+
+
+def test_a_yaml_syntax_error_gives_the_position_but_not_the_line(tmp_path):
+    message = error_of(tmp_path, GOOD.replace("token: t", 'token: "s3cret-platform-token'))
+    assert message == f"{tmp_path / 'gw.yaml'}:13:1: not valid YAML: found unexpected end of stream"
+
+
+# -- secrets: from files and the environment, and never in an error ------------------------
+
+PASSWORD = "hunter2-the-mqtt-password"
+
+
+def check_config_output(path, capsys) -> tuple[int, str]:
+    from gateway.cli import main
+
+    code = main(["check-config", str(path)])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_check_config_names_a_bad_secret_but_never_shows_it(tmp_path, capsys):
+    text = GOOD.replace(
+        "  url: mqtt://127.0.0.1:1883\n", f"  url: mqtt://127.0.0.1:1883\n  password: {PASSWORD}\n"
+    )
+    code, output = check_config_output(write(tmp_path, text), capsys)
+    assert code == 2
+    assert "gw.yaml:1: mqtt: Value error, a password needs a username" in output
+    assert PASSWORD not in output
+    wrong_type = GOOD.replace("  token: t\n", f"  token: [{PASSWORD}]\n")
+    code, output = check_config_output(write(tmp_path, wrong_type), capsys)
+    assert (code, PASSWORD in output) == (2, False)
+    assert "gw.yaml:9: case_platform.token: Input should be a valid string\n" in output
+
+
+def test_credentials_in_a_url_are_masked(tmp_path):
+    text = GOOD.replace("url: mqtt://127.0.0.1:1883", f"url: tcp://gw:{PASSWORD}@127.0.0.1")
+    message = error_of(tmp_path, text)
+    assert (
+        "mqtt.url: String should match pattern '^mqtts?://' (got 'tcp://***@127.0.0.1')" in message
+    )
+    assert PASSWORD not in message
+
+
+def test_the_platform_token_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    (tmp_path / "platform-token").write_text("token-from-a-file\n")
+    from_file = GOOD.replace("  token: t\n", "  token_file: platform-token\n")
+    assert load_config(write(tmp_path, from_file)).case_platform.token == "token-from-a-file"
+    monkeypatch.setenv("CITY_PLATFORM_TOKEN", "token-from-the-environment")
+    from_env = GOOD.replace("  token: t\n", "  token_env: CITY_PLATFORM_TOKEN\n")
+    config = load_config(write(tmp_path, from_env))
+    assert config.case_platform.token == "token-from-the-environment"
+
+
+SOURCE_PROBLEMS = {
+    "  token_env: NOT_SET_ANYWHERE\n": ":9: case_platform.token_env: environment variable"
+    " NOT_SET_ANYWHERE is not set or empty",
+    "  token_file: missing-file\n": ":9: case_platform.token_file: {dir}/missing-file: cannot"
+    " read: No such file or directory",
+    "  token: t\n  token_env: X\n": ":7: case_platform: give one of token, token_env, not several",
+    "  token_env: [X]\n": ":9: case_platform.token_env: must be a file path or a variable name",
+}
+
+
+@pytest.mark.parametrize(("lines", "problem"), SOURCE_PROBLEMS.items())
+def test_secret_sources_that_cannot_be_used_are_named(tmp_path, monkeypatch, lines, problem):
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    message = error_of(tmp_path, GOOD.replace("  token: t\n", lines))
+    assert message == f"{tmp_path / 'gw.yaml'}{problem.format(dir=tmp_path)}"
+
+
+def test_the_api_token_is_checked_at_load_and_never_shown(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CITYGW_API_TOKEN", "change-me")
+    message = error_of(tmp_path, GOOD)
+    assert message == (
+        f"{tmp_path / 'gw.yaml'}: environment variable CITYGW_API_TOKEN (api.token_env): the API"
+        " token must be 16 to 512 characters of A-Z a-z 0-9 -._~+/= (make one with"
+        " `openssl rand -hex 32`)"
+    )
+    monkeypatch.setenv("CITYGW_API_TOKEN", "a" * 32)
+    path = write(tmp_path, GOOD)
+    assert check_config_output(path, capsys) == (
+        0,
+        f"{path}: OK (2 devices)\napi: 127.0.0.1:8080, token from $CITYGW_API_TOKEN\n",
+    )
+    monkeypatch.delenv("CITYGW_API_TOKEN")
+    (tmp_path / "api-token").write_text("short\n")
+    message = error_of(tmp_path, GOOD + "api:\n  token_file: api-token\n")
+    assert message.startswith(f"{tmp_path / 'gw.yaml'}: api.token_file {tmp_path / 'api-token'}:")
+    assert "short" not in message
+    path = write(tmp_path, GOOD)
+    assert check_config_output(path, capsys)[1].endswith(
+        "api: 127.0.0.1:8080, NO TOKEN (api.token_file or $CITYGW_API_TOKEN):"
+        " only /healthz is served\n"
+    )
+
+
+def test_an_api_token_cannot_be_inline(tmp_path):
+    message = error_of(tmp_path, GOOD + "api:\n  token: abcdefghijklmnop-inline\n")
+    assert "api.token: unknown key" in message
+    assert "abcdefghijklmnop-inline" not in message

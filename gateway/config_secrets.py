@@ -1,0 +1,122 @@
+"""Secrets in the gateway's config: where they may come from, and keeping them out of errors.
+
+Operators keep the YAML where many people read it (a repository, a shared folder, a ticket)
+and the secrets elsewhere: a file mounted by Docker or Kubernetes, or an environment
+variable set by the service manager. So each secret that other packages' settings take as a
+plain value can also be given as ``<name>_file`` (the file's text, trailing newline dropped)
+or ``<name>_env`` (the name of a variable); the loader reads it before validation, and the
+settings never learn where it came from.
+
+Whatever the source, an error about a config must not print a secret: ``check-config``
+output is pasted into tickets and chats. Values under keys that look secret, and the
+credentials in ``scheme://user:pass@host`` URLs (camera RTSP URLs carry them), are never
+shown, and every secret value found in the config is scrubbed from the final text in case a
+validator quoted one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+SECRET_WORDS = ("password", "token", "secret", "key")
+# Secrets that their settings take as plain values; mqtt.password has its own password_file.
+SECRET_SOURCES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("mqtt", "password"): ("env",),
+    ("case_platform", "token"): ("file", "env"),
+    ("history", "influxdb", "token"): ("file", "env"),
+}
+# Up to the last "@": a password may hold "/" or "@" unescaped; masking a path too is fine.
+_URL_CREDENTIALS = re.compile(r"(?<=://)\S*@")
+SCRUB_MIN_CHARS = 4  # shorter values would blot out ordinary words; they are never shown
+
+
+class SecretSourceError(ValueError):
+    """A ``<name>_file`` or ``<name>_env`` that cannot be used; ``loc`` is its dotted path."""
+
+    def __init__(self, loc: tuple[str, ...], message: str) -> None:
+        super().__init__(f"{'.'.join(loc)}: {message}")
+        self.loc = loc
+
+
+def fill_secret_sources(data: dict[str, Any], base: Path) -> None:
+    """Replaces each ``<name>_file`` / ``<name>_env`` of ``SECRET_SOURCES`` in ``data`` (the
+    parsed YAML, changed in place) by ``<name>`` with the secret read from it."""
+    for loc, sources in SECRET_SOURCES.items():
+        section = data
+        for part in loc[:-1]:
+            section = section.get(part) if isinstance(section, dict) else None
+        if not isinstance(section, dict):
+            continue
+        name = loc[-1]
+        given = [key for key in (name, *(f"{name}_{s}" for s in sources)) if key in section]
+        if len(given) > 1:
+            raise SecretSourceError(loc[:-1], f"give one of {', '.join(given)}, not several")
+        if given and given[0] != name:
+            key = given[0]
+            section[name] = _read_source((*loc[:-1], key), section.pop(key), base)
+
+
+def _read_source(loc: tuple[str, ...], where: object, base: Path) -> str:
+    if not isinstance(where, str) or not where:
+        raise SecretSourceError(loc, "must be a file path or a variable name")
+    if loc[-1].endswith("_env"):
+        value = os.environ.get(where)
+        if not value:
+            raise SecretSourceError(loc, f"environment variable {where} is not set or empty")
+        return value
+    file = base / where
+    try:
+        value = file.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise SecretSourceError(loc, f"{file}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SecretSourceError(loc, f"{file}: not UTF-8") from None
+    if not value:
+        raise SecretSourceError(loc, f"{file} is empty")
+    return value
+
+
+def is_secret_key(loc: tuple[Any, ...]) -> bool:
+    return any(
+        isinstance(part, str) and any(word in part.lower() for word in SECRET_WORDS) for part in loc
+    )
+
+
+def mask_url_credentials(text: str) -> str:
+    return _URL_CREDENTIALS.sub("***@", text)
+
+
+def secret_values(data: Any) -> set[str]:
+    """Every value under a secret-looking key, and every password in a URL, in ``data``."""
+    found: set[str] = set()
+    for loc, value in _leaves(data):
+        if not isinstance(value, str):
+            continue
+        if is_secret_key(loc):
+            found.add(value)
+        for credentials in _URL_CREDENTIALS.findall(value):
+            found.update(credentials[:-1].split(":", 1))
+    return {value for value in found if len(value) >= SCRUB_MIN_CHARS}
+
+
+def scrub(text: str, secrets: set[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return mask_url_credentials(text)
+
+
+def _leaves(data: Any) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """(path, value) of every scalar; iterative, for data already bounded in size."""
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), data)]
+    while stack:
+        loc, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(((*loc, str(k)), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend(((*loc, i), v) for i, v in enumerate(value))
+        else:
+            yield loc, value
