@@ -1,11 +1,31 @@
 """Drains the outbox to the platform: in order per incident, with retry and backoff.
 
-A command is removed from the queue only when the platform has answered it. Retryable
-failures wait with exponential backoff and jitter (or the platform's ``Retry-After``);
-while an incident's command waits, later commands of the same incident wait behind it, so
-evidence never reaches the platform before its case exists. Commands of other incidents
-keep flowing while the platform answers; when it fails, the whole pass backs off.
-Refused commands are parked with their reason, counted and visible.
+A command leaves the queue only when the platform has answered it. What an answer means is
+the adapter's ``Failure`` (``case_bridge/platform.py``):
+
+- transient (no answer, 5xx, 429, ...): the command waits with backoff
+  (``domain.retry.Backoff`` on the row's attempt count) or the platform's ``Retry-After``
+  when longer, and the whole pass backs off: new commands cannot get through a failing
+  platform either, so the queue is not re-read on every wake-up.
+- refused (other 4xx): parked with the platform's reason, counted and visible; an operator
+  requeues it once the cause is fixed.
+- doubtful (a 2xx we cannot use, a conflict): the platform may have acted, and re-sending
+  with the same idempotency key is safe, so it is retried like a transient failure, and
+  parked after ``DOUBTFUL_ATTEMPTS`` doubtful answers.
+- case final: evidence (or an escalation) reached a case the platform says is closed or
+  void. The command cannot be delivered, but its alert must not be lost:
+  ``on_case_closed(incident_id, command)`` hands it back to the gateway, which closes the
+  incident and files the alert as a new case (an escalation keeps its higher priority);
+  then the row is marked ``refiled``. The handler runs first and the row is marked second,
+  so a crash in between calls the handler again for the same command after a restart: the
+  handler must be idempotent per ``command.command_id``. If the handler raises, the row
+  stays pending and is tried again.
+
+An unexpected exception while delivering one row (a bug, a full disk) is logged, counted
+and treated as a doubtful answer with reason ``internal: <error>``, for that row only:
+other incidents' commands keep flowing. While an incident's command waits, later commands
+of the same incident wait behind it, so evidence never reaches the platform before its
+case exists and an escalation never overtakes the case it escalates.
 """
 
 from __future__ import annotations
@@ -18,25 +38,44 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
+from enum import Enum, auto
 
 from case_bridge import outbox
 from case_bridge.case_model import evidence_body, open_case_body
 from case_bridge.codes import ClassCatalog
-from case_bridge.platform import CasePlatform, PlatformError
+from case_bridge.platform import CasePlatform, Failure, PlatformError
 from case_bridge.settings import CaseSettings, RetryPolicy
-from domain import CaseCommand, CommandKind
+from domain import Backoff, CaseCommand, CommandKind
 
 log = logging.getLogger(__name__)
 
+# Doubtful answers (and internal errors) one command gets before it is parked.
+DOUBTFUL_ATTEMPTS = 5
+# Pending rows read per query; a pass pages through all of them.
+PAGE_ROWS = 200
+
 # Called when the platform says a case is already closed while evidence was on its way:
-# the gateway closes the incident and files the stranded alert afresh.
+# the gateway closes the incident and files the stranded alert afresh. Must be idempotent
+# per command id (see the module docstring).
 CaseClosedHandler = Callable[[str, CaseCommand], None]
-# Called with (incident_id, case) after each successful delivery (for printing, metrics).
+# Called with (command, case) after each successful delivery (for printing, metrics).
 DeliveredHandler = Callable[[CaseCommand, dict], None]
+
+
+class Outcome(Enum):
+    DONE = auto()  # delivered, or handed back to be filed afresh
+    HELD = auto()  # this row waits or was parked; other incidents go on
+    FAILING = auto()  # the platform is failing: the whole pass backs off
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _earliest(first: int | None, second: int | None) -> int | None:
+    if first is None or second is None:
+        return first if second is None else second
+    return min(first, second)
 
 
 class OutboxDispatcher:
@@ -49,16 +88,19 @@ class OutboxDispatcher:
         retry: RetryPolicy,
         on_case_closed: CaseClosedHandler,
         on_delivered: DeliveredHandler | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._conn = conn
         self._platform = platform
         self._catalog = catalog
         self._settings = settings
-        self._retry = retry
+        self._backoff = Backoff(retry.initial_s, retry.max_s, rng)
         self._on_case_closed = on_case_closed
         self._on_delivered = on_delivered
         self._wake = asyncio.Event()
         self._backing_off = False
+        # Doubtful answers per pending row since start (a restart counts afresh).
+        self._doubtful: dict[int, int] = {}
         self.stats: Counter[str] = Counter()
         self.last_error = ""
 
@@ -87,79 +129,112 @@ class OutboxDispatcher:
         self._backing_off = False
         blocked: set[str] = set()
         next_due: int | None = None
-        for row in outbox.pending(self._conn):
-            incident_id = row.command.incident_id
-            if incident_id in blocked:
-                continue
-            if row.next_attempt_ms > now:
-                blocked.add(incident_id)
-                next_due = (
-                    row.next_attempt_ms if next_due is None else min(next_due, row.next_attempt_ms)
-                )
-                continue
-            if not await self._deliver(row):
-                blocked.add(incident_id)
-                due = outbox_due(self._conn, row.seq)
-                if due is not None:
-                    # The platform is failing: back off as a whole rather than hammer it
-                    # with every other incident's command in this same pass.
+        after_seq = 0
+        while rows := outbox.pending(self._conn, after_seq, PAGE_ROWS):
+            after_seq = rows[-1].seq
+            for row in rows:
+                if row.incident_id in blocked:
+                    continue
+                if row.next_attempt_ms > now:
+                    blocked.add(row.incident_id)
+                    next_due = _earliest(next_due, row.next_attempt_ms)
+                    continue
+                outcome, due = await self._attempt(row)
+                if outcome is Outcome.DONE:
+                    continue
+                blocked.add(row.incident_id)
+                next_due = _earliest(next_due, due)
+                if outcome is Outcome.FAILING:
+                    # Back off as a whole rather than hammer a failing platform with every
+                    # other incident's command in this same pass.
                     self._backing_off = True
-                    return due if next_due is None else min(next_due, due)
+                    return next_due
         return next_due
 
-    async def _deliver(self, row: outbox.OutboxRow) -> bool:
+    async def _attempt(self, row: outbox.OutboxRow) -> tuple[Outcome, int | None]:
+        try:
+            return await self._deliver(row)
+        except Exception as exc:
+            self.stats["internal_errors"] += 1
+            log.exception("delivering case command %s failed in the gateway", row.command_id)
+            return self._doubt(row, f"internal: {type(exc).__name__}: {exc}", Outcome.HELD)
+
+    async def _deliver(self, row: outbox.OutboxRow) -> tuple[Outcome, int | None]:
         command = row.command
+        if command is None:
+            return self._park(row, f"internal: unreadable outbox row: {row.problem}")
         try:
             if command.kind is CommandKind.OPEN:
-                case = await self._platform.open_case(
-                    open_case_body(command, self._catalog, self._settings), command.command_id
-                )
+                body = open_case_body(command, self._catalog, self._settings)
+                case = await self._platform.open_case(body, command.command_id)
                 outbox.link_case(self._conn, command.incident_id, case["id"], _now_ms())
             else:
                 case_id = outbox.case_for(self._conn, command.incident_id)
                 if case_id is None:
-                    self._park(row, "no case for this incident: its open command was parked")
-                    return False
-                case = await self._platform.add_evidence(
-                    case_id, evidence_body(command, self._settings), command.command_id
-                )
+                    return self._park(row, "no case for this incident: its open command was parked")
+                body = evidence_body(command, self._settings)
+                case = await self._platform.add_evidence(case_id, body, command.command_id)
         except PlatformError as exc:
-            if exc.reason.startswith("HTTP 409") and command.kind is not CommandKind.OPEN:
-                self._park(row, f"case closed on the platform; alert re-filed: {exc.reason}")
-                self._on_case_closed(command.incident_id, command)
-                return True
-            if exc.retryable:
-                self._schedule_retry(row, exc)
-            else:
-                self._park(row, exc.reason)
-            return False
+            return self._failed(row, command, exc)
         outbox.mark_delivered(self._conn, row.seq, _now_ms())
+        self._doubtful.pop(row.seq, None)
         self.stats[f"delivered_{command.kind}"] += 1
         if self._on_delivered:
-            self._on_delivered(command, case)
-        return True
+            try:
+                self._on_delivered(command, case)
+            except Exception:  # the row is delivered; a reporting hook must not undo that
+                self.stats["handler_errors"] += 1
+                log.exception("on_delivered failed for %s", command.command_id)
+        return Outcome.DONE, None
 
-    def _schedule_retry(self, row: outbox.OutboxRow, exc: PlatformError) -> None:
-        ceiling = min(self._retry.max_s, self._retry.initial_s * 2 ** min(row.attempts, 30))
-        delay = ceiling / 2 + random.uniform(0, ceiling / 2)
-        if exc.retry_after_s is not None:
-            delay = min(self._retry.max_s, max(delay, exc.retry_after_s))
-        outbox.schedule_retry(self._conn, row.seq, _now_ms() + int(delay * 1000), exc.reason)
+    def _failed(
+        self, row: outbox.OutboxRow, command: CaseCommand, exc: PlatformError
+    ) -> tuple[Outcome, int | None]:
+        if exc.failure is Failure.CASE_FINAL and command.kind is not CommandKind.OPEN:
+            return self._hand_back(row, command, exc)
+        if exc.failure is Failure.TRANSIENT:
+            return self._retry(row, exc.reason, exc.retry_after_s, Outcome.FAILING)
+        if exc.failure is Failure.DOUBTFUL:
+            return self._doubt(row, exc.reason, Outcome.FAILING)
+        return self._park(row, exc.reason)
+
+    def _hand_back(
+        self, row: outbox.OutboxRow, command: CaseCommand, exc: PlatformError
+    ) -> tuple[Outcome, int | None]:
+        """The case is final: give the alert back to be filed afresh, then retire the row."""
+        self._on_case_closed(command.incident_id, command)
+        reason = f"case {exc.case_status} on the platform; alert handed back to be re-filed"
+        outbox.mark_refiled(self._conn, row.seq, reason)
+        self._doubtful.pop(row.seq, None)
+        self.stats["refiled"] += 1
+        log.warning("case command %s: %s", command.command_id, reason)
+        return Outcome.DONE, None
+
+    def _doubt(
+        self, row: outbox.OutboxRow, reason: str, outcome: Outcome
+    ) -> tuple[Outcome, int | None]:
+        doubts = self._doubtful.get(row.seq, 0) + 1
+        self.stats["doubtful"] += 1
+        if doubts >= DOUBTFUL_ATTEMPTS:
+            return self._park(row, reason)
+        self._doubtful[row.seq] = doubts
+        return self._retry(row, reason, None, outcome)
+
+    def _retry(
+        self, row: outbox.OutboxRow, reason: str, retry_after_s: float | None, outcome: Outcome
+    ) -> tuple[Outcome, int | None]:
+        delay = self._backoff.delay_s(row.attempts, retry_after_s)
+        due = _now_ms() + int(delay * 1000)
+        outbox.schedule_retry(self._conn, row.seq, due, reason)
         self.stats["retries"] += 1
-        self.last_error = exc.reason
-        log.warning(
-            "case platform: %s; retry %s in %.1f s", exc.reason, row.command.command_id, delay
-        )
+        self.last_error = reason
+        log.warning("case platform: %s; retry %s in %.1f s", reason, row.command_id, delay)
+        return outcome, due
 
-    def _park(self, row: outbox.OutboxRow, reason: str) -> None:
+    def _park(self, row: outbox.OutboxRow, reason: str) -> tuple[Outcome, int | None]:
         outbox.park(self._conn, row.seq, reason)
+        self._doubtful.pop(row.seq, None)
         self.stats["parked"] += 1
         self.last_error = reason
-        log.error("case command %s parked: %s", row.command.command_id, reason)
-
-
-def outbox_due(conn: sqlite3.Connection, seq: int) -> int | None:
-    row = conn.execute(
-        "SELECT next_attempt_ms FROM outbox WHERE seq = ? AND state = 'pending'", (seq,)
-    ).fetchone()
-    return row[0] if row else None
+        log.error("case command %s parked: %s", row.command_id, reason)
+        return Outcome.HELD, None

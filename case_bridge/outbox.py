@@ -4,6 +4,10 @@ The caller writes commands in the same SQLite transaction as the readings and ru
 that produced them, so a crash either loses both or keeps both. Delivery marks rows done
 only after the platform answered; a crash between send and mark re-sends the same command
 with the same idempotency key, which the platform answers with the case it already has.
+
+A row ends ``delivered``, ``parked`` (refused; an operator may requeue it) or ``refiled``
+(evidence for a case that was already final: its alert was handed back to be filed as a new
+case, so requeueing it would file twice). Only a pending row changes state.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     incident_id TEXT NOT NULL,
     kind TEXT NOT NULL,
     body TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',   -- pending | delivered | parked
+    state TEXT NOT NULL DEFAULT 'pending',   -- pending | delivered | parked | refiled
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_ms INTEGER NOT NULL DEFAULT 0,
     last_error TEXT NOT NULL DEFAULT '',
@@ -40,10 +44,16 @@ CREATE INDEX IF NOT EXISTS case_links_case ON case_links(case_id);
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
+    """A pending command; ``command`` is None (and ``problem`` says why) when its stored
+    body no longer decodes, so that one bad row is parked instead of stopping delivery."""
+
     seq: int
-    command: CaseCommand
+    command_id: str
+    incident_id: str
     attempts: int
     next_attempt_ms: int
+    command: CaseCommand | None
+    problem: str = ""
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
@@ -65,21 +75,33 @@ def enqueue(conn: sqlite3.Connection, command: CaseCommand, now_ms: int) -> None
     )
 
 
-def pending(conn: sqlite3.Connection, limit: int = 200) -> list[OutboxRow]:
-    """Undelivered commands in the order they were made (which is per-incident order)."""
+def pending(conn: sqlite3.Connection, after_seq: int = 0, limit: int = 200) -> list[OutboxRow]:
+    """Undelivered commands after ``after_seq`` in the order they were made (which is
+    per-incident order); page on with the last row's ``seq``."""
     rows = conn.execute(
-        "SELECT seq, body, attempts, next_attempt_ms FROM outbox WHERE state = 'pending'"
-        " ORDER BY seq LIMIT ?",
-        (limit,),
+        "SELECT seq, command_id, incident_id, attempts, next_attempt_ms, body FROM outbox"
+        " WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
+        (after_seq, limit),
     ).fetchall()
-    return [OutboxRow(s, CaseCommand.from_dict(json.loads(b)), a, n) for s, b, a, n in rows]
+    return [_row(*row) for row in rows]
+
+
+def _row(
+    seq: int, command_id: str, incident_id: str, attempts: int, next_ms: int, body: str
+) -> OutboxRow:
+    try:
+        command = CaseCommand.from_dict(json.loads(body))
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+        return OutboxRow(seq, command_id, incident_id, attempts, next_ms, None, problem)
+    return OutboxRow(seq, command_id, incident_id, attempts, next_ms, command)
 
 
 def mark_delivered(conn: sqlite3.Connection, seq: int, now_ms: int) -> None:
     with conn:
         conn.execute(
             "UPDATE outbox SET state = 'delivered', delivered_ms = ?, attempts = attempts + 1,"
-            " last_error = '' WHERE seq = ?",
+            " last_error = '' WHERE seq = ? AND state = 'pending'",
             (now_ms, seq),
         )
 
@@ -88,7 +110,7 @@ def schedule_retry(conn: sqlite3.Connection, seq: int, at_ms: int, error: str) -
     with conn:
         conn.execute(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?, last_error = ?"
-            " WHERE seq = ?",
+            " WHERE seq = ? AND state = 'pending'",
             (at_ms, error[:500], seq),
         )
 
@@ -98,8 +120,18 @@ def park(conn: sqlite3.Connection, seq: int, error: str) -> None:
     with conn:
         conn.execute(
             "UPDATE outbox SET state = 'parked', attempts = attempts + 1, last_error = ?"
-            " WHERE seq = ?",
+            " WHERE seq = ? AND state = 'pending'",
             (error[:500], seq),
+        )
+
+
+def mark_refiled(conn: sqlite3.Connection, seq: int, reason: str) -> None:
+    """The case was final on the platform and the alert was handed back to be filed anew."""
+    with conn:
+        conn.execute(
+            "UPDATE outbox SET state = 'refiled', attempts = attempts + 1, last_error = ?"
+            " WHERE seq = ? AND state = 'pending'",
+            (reason[:500], seq),
         )
 
 
@@ -135,7 +167,7 @@ def incident_for(conn: sqlite3.Connection, case_id: str) -> str | None:
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
     rows = conn.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall()
-    return {"pending": 0, "delivered": 0, "parked": 0, **dict(rows)}
+    return {"pending": 0, "delivered": 0, "parked": 0, "refiled": 0, **dict(rows)}
 
 
 def listing(conn: sqlite3.Connection, state: str | None, limit: int) -> list[dict]:

@@ -1,22 +1,103 @@
-"""Adapters to workflow platforms. Each turns HTTP outcomes into two kinds of failure:
-retryable (network, timeouts, 5xx, 408/429, auth that an operator may fix) and permanent
-(other 4xx: the platform refuses this request as it is; retrying cannot help)."""
+"""Adapters to workflow platforms, and what each of their answers means to the outbox.
+
+Every request ends in a usable answer (a case: a JSON object with a short, path-safe
+``id``; or a page of case statuses) or in a ``PlatformError`` of one ``Failure`` kind;
+nothing else escapes, whatever the platform sends:
+
+- ``TRANSIENT``: no answer (network, timeout), 5xx, 408/425/429, and 401/403 (a token an
+  operator may fix). Retried with backoff for as long as it takes; ``Retry-After`` is
+  honoured.
+- ``REFUSED``: any other 4xx. The platform refuses the request as it is; retrying cannot
+  help, so the command is parked for an operator.
+- ``DOUBTFUL``: the platform answered, but not with an outcome we can use: a 2xx that is
+  not JSON, not an object, has no usable case id or is larger than we read; a 409 that
+  does not say the case is final (a conflict); a redirect. The platform may well have acted
+  (filed the case), and re-sending with the same idempotency key is how to learn its
+  answer, so these are retried a few times, and then parked for an operator.
+- ``CASE_FINAL``: evidence for a case that the platform says is closed or void. Only a 409
+  whose body names the final status (``{"case_status": "closed"}``, as the bundled platform
+  answers) counts: a conflict of any other kind must not make the gateway re-file alerts.
+
+What is read from a platform is bounded: the reply's size (counted as it streams, after
+decompression), the case id's length and characters, the number of cases in a page.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+import time
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 import httpx
 
-RETRYABLE_STATUS = {401, 403, 408, 425, 429}
+from domain import parse_retry_after
+
+RETRYABLE_STATUS = frozenset({401, 403, 408, 425, 429})
+FINAL_STATUSES = frozenset({"closed", "void"})
+
+# A case with its evidence is well below this on the bundled platform (see its limits).
+MAX_CASE_REPLY_BYTES = 2 * 1024 * 1024
+# A page of cases: the bundled platform cuts pages at 1 MB of stored case data.
+MAX_PAGE_REPLY_BYTES = 8 * 1024 * 1024
+MAX_ERROR_REPLY_BYTES = 64 * 1024
+MAX_PAGE_CASES = 1000
+PAGE_LIMIT = 500
+# Case ids travel back in URL paths: short, and no character that could leave the path.
+CASE_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.:-]{0,63}")
+MAX_FIELD_CHARS = 64  # status names, timestamps and page cursors
+DETAIL_CHARS = 300
+
+
+class Failure(StrEnum):
+    TRANSIENT = "transient"
+    REFUSED = "refused"
+    DOUBTFUL = "doubtful"
+    CASE_FINAL = "case_final"
 
 
 class PlatformError(Exception):
-    def __init__(self, reason: str, *, retryable: bool, retry_after_s: float | None = None):
+    """A request that did not give a usable answer; ``failure`` says what to do about it."""
+
+    def __init__(
+        self,
+        reason: str,
+        failure: Failure,
+        *,
+        retry_after_s: float | None = None,
+        case_status: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.retryable = retryable
+        self.failure = failure
         self.retry_after_s = retry_after_s
+        self.case_status = case_status  # "closed" or "void" when failure is CASE_FINAL
+
+
+@dataclass(frozen=True, slots=True)
+class CaseStatus:
+    """What status sync needs of a listed case."""
+
+    id: str
+    status: str
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class CasePage:
+    """One page of cases changed since a time.
+
+    ``next_after``: pass it as ``after`` for the next page (None: this was the last).
+    ``next_since``: the platform's word on what ``since`` to ask next time so that no change
+    is missed (None when it does not say). ``skipped``: listed items that were unusable.
+    """
+
+    cases: list[CaseStatus]
+    next_after: str | None
+    next_since: str | None
+    skipped: int
 
 
 class CasePlatform(Protocol):
@@ -26,9 +107,106 @@ class CasePlatform(Protocol):
         self, case_id: str, body: dict[str, Any], idempotency_key: str
     ) -> dict[str, Any]: ...
 
-    async def cases_changed_since(self, since_iso: str | None) -> list[dict[str, Any]]: ...
+    async def changed_cases(self, since: str | None, after: str | None) -> CasePage: ...
 
     async def aclose(self) -> None: ...
+
+
+def usable_case_id(value: object) -> str | None:
+    """The id if it is a string a case id may be (short, path-safe), else None."""
+    if isinstance(value, str) and CASE_ID.fullmatch(value):
+        return value
+    return None
+
+
+def case_reply(status: int, body: bytes, what: str) -> dict[str, Any]:
+    """A 2xx body that must be a case; raise DOUBTFUL otherwise."""
+    case = _json_object(body, what, status)
+    if usable_case_id(case.get("id")) is None:
+        raise PlatformError(
+            f"HTTP {status} on {what} without a usable case id: {_shown(case.get('id'))}",
+            Failure.DOUBTFUL,
+        )
+    return case
+
+
+def page_reply(status: int, body: bytes, what: str) -> CasePage:
+    """A 2xx body that must be a page of cases; unusable items are skipped and counted."""
+    page = _json_object(body, what, status)
+    items = page.get("cases")
+    if not isinstance(items, list) or len(items) > MAX_PAGE_CASES:
+        raise PlatformError(
+            f"HTTP {status} on {what}: 'cases' is not a list of at most {MAX_PAGE_CASES}",
+            Failure.DOUBTFUL,
+        )
+    cases = [case for case in map(_case_status, items) if case is not None]
+    next_after = page.get("next")
+    next_since = page.get("next_since")
+    if not (next_after is None or _short_text(next_after)) or not (
+        next_since is None or _short_text(next_since)
+    ):
+        raise PlatformError(f"HTTP {status} on {what}: unusable paging", Failure.DOUBTFUL)
+    return CasePage(cases, next_after, next_since, skipped=len(items) - len(cases))
+
+
+def error_for(
+    status: int, body: bytes, what: str, retry_after: str | None, *, evidence: bool
+) -> PlatformError:
+    """The failure a non-2xx answer means (see the module docstring)."""
+    text = body[:DETAIL_CHARS].decode("utf-8", errors="replace")
+    reason = f"HTTP {status} on {what}: {text}"
+    if status == 409:
+        case_status = _final_status(body) if evidence else None
+        if case_status is not None:
+            return PlatformError(reason, Failure.CASE_FINAL, case_status=case_status)
+        return PlatformError(reason, Failure.DOUBTFUL)
+    if status >= 500 or status in RETRYABLE_STATUS:
+        wait = parse_retry_after(retry_after, time.time())
+        return PlatformError(reason, Failure.TRANSIENT, retry_after_s=wait)
+    if 300 <= status < 400 or status < 200:
+        return PlatformError(reason, Failure.DOUBTFUL)  # redirects are not followed
+    return PlatformError(reason, Failure.REFUSED)
+
+
+def _json_object(body: bytes, what: str, status: int) -> dict[str, Any]:
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise PlatformError(
+            f"HTTP {status} on {what} is not JSON: {_shown(body)}", Failure.DOUBTFUL
+        ) from None
+    if not isinstance(value, dict):
+        raise PlatformError(
+            f"HTTP {status} on {what} is not a JSON object: {_shown(value)}", Failure.DOUBTFUL
+        )
+    return value
+
+
+def _final_status(body: bytes) -> str | None:
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    status = value.get("case_status") if isinstance(value, dict) else None
+    return status if status in FINAL_STATUSES else None
+
+
+def _case_status(item: object) -> CaseStatus | None:
+    if not isinstance(item, dict):
+        return None
+    case_id, status, updated = item.get("id"), item.get("status"), item.get("updated_at")
+    if usable_case_id(case_id) is None or not _short_text(status) or not _short_text(updated):
+        return None
+    return CaseStatus(case_id, status, updated)
+
+
+def _short_text(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_FIELD_CHARS
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class BundledPlatform:
@@ -42,17 +220,31 @@ class BundledPlatform:
         )
 
     async def open_case(self, body: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
-        return await self._send("POST", "/api/v1/cases", body, idempotency_key)
+        what = "POST /api/v1/cases"
+        status, reply = await self._send("POST", "/api/v1/cases", what, body, idempotency_key)
+        return case_reply(status, reply, what)
 
     async def add_evidence(
         self, case_id: str, body: dict[str, Any], idempotency_key: str
     ) -> dict[str, Any]:
-        return await self._send("POST", f"/api/v1/cases/{case_id}/evidence", body, idempotency_key)
+        if usable_case_id(case_id) is None:  # only ids we accepted are stored; belt and braces
+            raise PlatformError(f"unusable case id {_shown(case_id)}", Failure.REFUSED)
+        path = f"/api/v1/cases/{case_id}/evidence"
+        what = f"POST {path}"
+        status, reply = await self._send("POST", path, what, body, idempotency_key, evidence=True)
+        return case_reply(status, reply, what)
 
-    async def cases_changed_since(self, since_iso: str | None) -> list[dict[str, Any]]:
-        params = {"since": since_iso} if since_iso else {}
-        result = await self._send("GET", "/api/v1/cases", None, None, params=params)
-        return list(result["cases"])
+    async def changed_cases(self, since: str | None, after: str | None) -> CasePage:
+        params = {"limit": str(PAGE_LIMIT)}
+        if since:
+            params["since"] = since
+        if after:
+            params["after"] = after
+        what = "GET /api/v1/cases"
+        status, reply = await self._send(
+            "GET", "/api/v1/cases", what, None, None, params=params, limit=MAX_PAGE_REPLY_BYTES
+        )
+        return page_reply(status, reply, what)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -61,32 +253,47 @@ class BundledPlatform:
         self,
         method: str,
         path: str,
+        what: str,
         body: dict[str, Any] | None,
         idempotency_key: str | None,
+        *,
         params: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
+        limit: int = MAX_CASE_REPLY_BYTES,
+        evidence: bool = False,
+    ) -> tuple[int, bytes]:
+        """(status, body) of a 2xx; a PlatformError for anything else."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         try:
-            response = await self._client.request(
+            async with self._client.stream(
                 method, path, json=body, headers=headers, params=params
-            )
+            ) as response:
+                status = response.status_code
+                success = 200 <= status < 300
+                reply = await _read_bounded(
+                    response, limit if success else MAX_ERROR_REPLY_BYTES, truncate=not success
+                )
         except httpx.HTTPError as exc:
-            raise PlatformError(f"{type(exc).__name__}: {exc}", retryable=True) from exc
-        if response.is_success:
-            return response.json()
-        detail = response.text[:300]
-        status = response.status_code
-        retryable = status >= 500 or status in RETRYABLE_STATUS
-        retry_after = _retry_after(response.headers.get("Retry-After"))
-        raise PlatformError(
-            f"HTTP {status} on {method} {path}: {detail}",
-            retryable=retryable,
-            retry_after_s=retry_after,
-        )
+            raise PlatformError(f"{type(exc).__name__}: {exc}", Failure.TRANSIENT) from exc
+        if reply is None:
+            raise PlatformError(
+                f"HTTP {status} on {what}: reply larger than {limit} bytes", Failure.DOUBTFUL
+            )
+        if success:
+            return status, reply
+        raise error_for(status, reply, what, response.headers.get("Retry-After"), evidence=evidence)
 
 
-def _retry_after(header: str | None) -> float | None:
-    try:
-        return float(header) if header else None
-    except ValueError:
+async def _read_bounded(response: httpx.Response, limit: int, *, truncate: bool) -> bytes | None:
+    """At most ``limit`` bytes of the body; past that, the first ``limit`` bytes when
+    ``truncate``, else None. Counts decoded bytes, so a compressed bomb is cut short too."""
+    declared = response.headers.get("Content-Length", "")
+    if not truncate and declared.isdigit() and len(declared) < 20 and int(declared) > limit:
         return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks)[:limit] if truncate else None
+    return b"".join(chunks)

@@ -8,7 +8,8 @@ from domain import Priority
 
 
 class RetryPolicy(BaseModel):
-    """Exponential backoff with full jitter; ``Retry-After`` from the platform wins."""
+    """Exponential backoff with jitter (``domain.retry.Backoff``); a peer's ``Retry-After``
+    wins when it is longer."""
 
     model_config = ConfigDict(extra="forbid")
     initial_s: float = Field(0.5, gt=0)

@@ -1,5 +1,15 @@
 """Brings case status back from the platform: a closed or voided case closes its incident,
-which re-arms the devices behind it (the next occurrence files a new case)."""
+which re-arms the devices behind it (the next occurrence files a new case).
+
+The platform lists changed cases a page at a time. A pass asks for every case changed since
+the last pass and follows the pages; it remembers where it is, so a pass cut short by an
+error resumes at the same page. When the pass is done, the next one asks from the
+``next_since`` the platform gave on the pass's first page (a time taken before the listing,
+so a case changed while the pages were read is listed again, never missed), or, from a
+platform that does not say, from the newest ``updated_at`` seen. Listed items the adapter
+cannot use are counted and skipped; a handler that fails on one case is logged and
+counted, and the pass goes on.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +17,15 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
+from typing import Any
 
 from case_bridge import outbox
-from case_bridge.platform import CasePlatform, PlatformError
+from case_bridge.platform import FINAL_STATUSES, CasePage, CasePlatform, PlatformError
 
 log = logging.getLogger(__name__)
 
-FINAL_STATUSES = {"closed", "void"}
+# Pages read in one pass; a longer backlog is read on by the following passes.
+MAX_PAGES_PER_PASS = 20
 
 
 class StatusSync:
@@ -28,8 +40,19 @@ class StatusSync:
         self._platform = platform
         self._interval_s = interval_s
         self._on_case_final = on_case_final
-        self._cursor: str | None = None
-        self.failures = 0
+        self._since: str | None = None  # where the current pass lists from
+        self._after: str | None = None  # the next page of the current pass
+        self._next_since: str | None = None  # where the next pass will list from
+        self.failures = 0  # passes cut short by the platform
+        self.skipped = 0  # listed items that were unusable
+        self.handler_errors = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "failures": self.failures,
+            "skipped": self.skipped,
+            "handler_errors": self.handler_errors,
+        }
 
     async def run(self) -> None:
         while True:
@@ -37,17 +60,42 @@ class StatusSync:
             await asyncio.sleep(self._interval_s)
 
     async def sync_once(self) -> None:
-        try:
-            cases = await self._platform.cases_changed_since(self._cursor)
-        except PlatformError as exc:
-            self.failures += 1
-            log.warning("status sync failed: %s", exc.reason)
+        """One pass (at most ``MAX_PAGES_PER_PASS`` pages); never raises for the platform."""
+        for _ in range(MAX_PAGES_PER_PASS):
+            try:
+                page = await self._platform.changed_cases(self._since, self._after)
+            except PlatformError as exc:
+                self.failures += 1
+                log.warning("status sync failed: %s", exc.reason)
+                return
+            self._take(page)
+            if page.next_after is None:
+                if self._next_since is not None:
+                    self._since = self._next_since
+                self._after = self._next_since = None
+                return
+            self._after = page.next_after
+
+    def _take(self, page: CasePage) -> None:
+        if page.skipped:
+            self.skipped += page.skipped
+            log.warning("status sync: %d listed case(s) unusable, skipped", page.skipped)
+        if self._after is None and page.next_since is not None:  # the first page of a pass
+            self._next_since = page.next_since
+        for case in page.cases:
+            if case.status in FINAL_STATUSES:
+                self._closed(case.id, case.status)
+            if page.next_since is None and (
+                self._next_since is None or case.updated_at > self._next_since
+            ):
+                self._next_since = case.updated_at
+
+    def _closed(self, case_id: str, status: str) -> None:
+        incident_id = outbox.incident_for(self._conn, case_id)
+        if incident_id is None:
             return
-        for case in cases:
-            if case.get("status") in FINAL_STATUSES:
-                incident_id = outbox.incident_for(self._conn, case["id"])
-                if incident_id is not None:
-                    self._on_case_final(incident_id, case["status"])
-            updated = case.get("updated_at")
-            if updated and (self._cursor is None or updated > self._cursor):
-                self._cursor = updated
+        try:
+            self._on_case_final(incident_id, status)
+        except Exception:
+            self.handler_errors += 1
+            log.exception("closing incident %s for case %s failed", incident_id, case_id)

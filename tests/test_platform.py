@@ -14,12 +14,14 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token"
@@ -146,7 +148,8 @@ def test_api_needs_the_bearer_token_but_healthz_does_not(client: httpx.Client) -
     wrong = client.post("/api/v1/cases", json=case_body(), headers={"Authorization": "Bearer no"})
     assert wrong.status_code == 401
     assert client.get("/healthz", headers={"Authorization": ""}).json() == {"status": "ok"}
-    assert client.get("/api/v1/cases").json() == {"cases": [], "count": 0}
+    empty = client.get("/api/v1/cases").json()
+    assert (empty["cases"], empty["count"], empty["next"]) == ([], 0, None)
 
 
 def test_create_returns_the_case_and_a_repeated_key_returns_it_again(
@@ -333,7 +336,7 @@ def test_evidence_for_closed_or_void_or_missing_case_is_refused(client: httpx.Cl
     body = {"evidence": [{"source_id": "cam-7", "ts": 5}], "priority": "critical"}
     refused = add_evidence(client, case_id, body, key="late")
     assert refused.status_code == 409
-    assert refused.json() == {"detail": "case is closed"}
+    assert refused.json() == {"detail": "case is void (作废)", "case_status": "void"}
     case = client.get(f"/api/v1/cases/{case_id}").json()
     assert (case["priority"], len(case["evidence"])) == ("normal", 1)
     missing = add_evidence(client, "C20000101-000001", body)
@@ -407,3 +410,191 @@ def test_restart_keeps_cases_history_and_idempotency_keys(db_path: Path) -> None
         assert again.json() == before
         assert create(client)["id"] == expected_id(case, 2)
         assert client.get("/api/v1/cases").json()["count"] == 2
+
+
+def test_list_pages_by_limit_and_after_and_says_where_to_list_from_next(
+    client: httpx.Client,
+) -> None:
+    made = [create(client, class_code="06010" if n % 2 else "09006") for n in range(5)]
+    ids = [case["id"] for case in made]
+    before = datetime.now(UTC)
+
+    def pages(**params: str) -> list[list[str]]:
+        seen, after = [], None
+        while True:
+            query = {**params, "limit": "2"} | ({"after": after} if after else {})
+            body = client.get("/api/v1/cases", params=query).json()
+            assert body["count"] == len(body["cases"]) <= 2
+            seen.append([case["id"] for case in body["cases"]])
+            if (after := body["next"]) is None:
+                return seen
+
+    assert pages() == [ids[0:2], ids[2:4], ids[4:5]]
+    assert pages(class_code="06010") == [[ids[1], ids[3]]]
+    moved = move(client, ids[2], "registered").json()
+    assert pages(since=moved["updated_at"]) == [[ids[2]]]
+
+    listing = client.get("/api/v1/cases").json()
+    assert [case["id"] for case in listing["cases"]] == ids
+    next_since = datetime.fromisoformat(listing["next_since"])
+    # Five seconds before the listing began: a write stamped just before it and committed
+    # just after is listed next time.
+    assert before - timedelta(seconds=6) < next_since <= before - timedelta(seconds=4)
+    assert [c["id"] for c in client.get("/api/v1/cases", params={"since": listing["next_since"]})
+            .json()["cases"]] == ids  # fmt: skip
+
+    for params, message in [
+        ({"limit": "0"}, "limit: Input should be greater than or equal to 1"),
+        ({"limit": "501"}, "limit: Input should be less than or equal to 500"),
+        ({"after": "C" * 65}, "after: String should have at most 64 characters"),
+        ({"since": "2" * 5000}, "since: String should have at most 64 characters"),
+        ({"sinec": "2026-01-01T00:00:00Z"}, "sinec: Extra inputs are not permitted"),
+    ]:
+        refused = client.get("/api/v1/cases", params=params)
+        assert refused.status_code == 422, params
+        assert refused.json()["detail"] == message
+
+
+def big_evidence(n: int, source_id: str = "cam-7") -> list[dict[str, Any]]:
+    """``n`` evidence items of close to the 4 KB an item may take as JSON."""
+    return [{"source_id": source_id, "ts": i, "note": "x" * 3_900} for i in range(n)]
+
+
+def test_a_page_stops_at_a_megabyte_of_cases(client: httpx.Client) -> None:
+    ids = [create(client, evidence=big_evidence(20))["id"] for _ in range(15)]  # ~80 KB each
+    pages, after = [], None
+    while True:
+        body = client.get("/api/v1/cases", params={"after": after} if after else {}).json()
+        pages.append([case["id"] for case in body["cases"]])
+        if (after := body["next"]) is None:
+            break
+    assert [len(page) for page in pages] == [13, 2]  # 13 x ~80 KB fit in 1 MiB, 14 do not
+    assert [case_id for page in pages for case_id in page] == ids
+
+
+def test_a_body_over_a_megabyte_is_refused_before_it_is_read(client: httpx.Client) -> None:
+    huge = case_body(description="x" * (1024 * 1024))
+    declared = client.post("/api/v1/cases", json=huge)
+    assert declared.status_code == 413
+    assert declared.json() == {"detail": "request body larger than 1048576 bytes"}
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+        yield b'{"description": "'
+        for _ in range(2048):
+            yield b"y" * 1024
+        yield b'"}'
+
+    streamed = client.post(
+        "/api/v1/cases", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    anonymous = client.post("/api/v1/cases", json=huge, headers={"Authorization": ""})
+    assert anonymous.status_code == 401  # nothing is buffered for a client without the token
+    assert client.get("/api/v1/cases").json()["count"] == 0
+    assert create(client)["id"].endswith("-000001")
+
+
+def test_fields_are_bounded(client: httpx.Client) -> None:
+    deep: Any = 1
+    for _ in range(7):
+        deep = [deep]
+    cases = [
+        (case_body(description="x" * 2001), "description: String should have at most 2000"),
+        (case_body(class_name="x" * 65), "class_name: String should have at most 64"),
+        (case_body(external_key="k" * 129), "external_key: String should have at most 128"),
+        (case_body(evidence=big_evidence(21)), "evidence: List should have at most 20 items"),
+        (
+            case_body(evidence=[{"source_id": "s", "ts": 1, "note": "x" * 4100}]),
+            "evidence.0: larger than 4096 bytes as JSON",
+        ),
+        (
+            case_body(evidence=[{"source_id": "s", "ts": 1, "deep": deep}]),
+            "evidence.0: nested deeper than 6 levels",
+        ),
+        (
+            case_body(evidence=[{"source_id": "s", "ts": 2**63}]),
+            "evidence.0.ts: Input should be less than or equal to 9223372036854775807",
+        ),
+        (case_body(location={"lat": 0, "lon": 0, "address": "a" * 201}), "location.address:"),
+    ]
+    for body, message in cases:
+        response = client.post("/api/v1/cases", json=body)
+        assert response.status_code == 422, body
+        assert response.json()["detail"].startswith(message), response.json()
+    long_key = client.post(
+        "/api/v1/cases", json=case_body(), headers={"Idempotency-Key": "k" * 129}
+    )
+    assert long_key.status_code == 422
+    nested = client.post(
+        "/api/v1/cases", content=b"[" * 100_000, headers={"Content-Type": "application/json"}
+    )
+    assert nested.status_code == 400
+    assert nested.json() == {"detail": "There was an error parsing the body"}
+    assert client.get("/api/v1/cases/" + "C" * 65).status_code == 422
+    assert client.get("/api/v1/cases").json()["count"] == 0
+
+
+def test_a_case_keeps_200_evidence_items_and_counts_the_rest(client: httpx.Client) -> None:
+    case = create(client, evidence=big_evidence(20, "first"))
+    for n in range(8):
+        add_evidence(client, case["id"], {"evidence": big_evidence(20, f"batch-{n}")})
+    nearly = add_evidence(client, case["id"], {"evidence": big_evidence(15, "last")}).json()
+    assert (len(nearly["evidence"]), nearly["evidence_dropped"]) == (195, 0)
+    edge = add_evidence(client, case["id"], {"evidence": big_evidence(10, "edge")}).json()
+    assert (len(edge["evidence"]), edge["evidence_dropped"]) == (200, 5)
+    assert edge["history"][-1]["note"] == "5 item(s); 5 not kept (a case keeps 200)"
+    escalated = add_evidence(
+        client, case["id"], {"evidence": big_evidence(1, "worse"), "priority": "critical"}
+    ).json()
+    assert (len(escalated["evidence"]), escalated["evidence_dropped"]) == (200, 6)
+    assert escalated["priority"] == "critical"
+    assert [h["action"] for h in escalated["history"]][-3:] == ["evidence", "evidence", "escalate"]
+    assert [e["source_id"] for e in escalated["evidence"]][-5:] == ["edge"] * 5
+
+
+@pytest.fixture(scope="module")
+def shared_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """One platform for a property test's many examples (starting one costs a second)."""
+    with running_platform(tmp_path_factory.mktemp("platform") / "cases.db") as c:
+        yield c
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=25,
+)
+_field = st.sampled_from(
+    ["class_code", "deadline", "location", "evidence", "priority", "source", "description",
+     "external_key", "part_code", "extra"]
+)  # fmt: skip
+# A valid body with some fields replaced by anything, or anything at all.
+_bodies = st.one_of(
+    st.dictionaries(_field, _json, max_size=4).map(lambda changes: case_body(**changes)),
+    _json,
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(body=_bodies, evidence=st.booleans(), key=st.none() | st.text(max_size=200))
+def test_any_body_gets_a_case_or_a_4xx_never_a_server_error(
+    shared_client: httpx.Client, body: Any, evidence: bool, key: str | None
+) -> None:
+    headers = {"Idempotency-Key": key} if key and key.isascii() and key.isprintable() else {}
+    if evidence:
+        existing = shared_client.get("/api/v1/cases", params={"limit": 1}).json()["cases"]
+        case_id = existing[0]["id"] if existing else "C20000101-000001"
+        payload = {"evidence": body} if isinstance(body, list) else body
+        response = shared_client.post(
+            f"/api/v1/cases/{case_id}/evidence", json=payload, headers=headers
+        )
+    else:
+        response = shared_client.post("/api/v1/cases", json=body, headers=headers)
+    assert response.status_code in {200, 201, 400, 404, 409, 422}, response.text
+    answer = response.json()
+    assert isinstance(answer, dict)
+    assert ("id" in answer) == (response.status_code in {200, 201}), answer

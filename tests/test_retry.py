@@ -46,6 +46,13 @@ def test_attempts_in_the_billions_wait_the_cap() -> None:
     assert 1.0 <= backoff.next_delay() <= 2.0
 
 
+def test_a_longer_retry_after_wins_up_to_15_minutes() -> None:
+    backoff = Backoff(0.5, 15.0, random.Random(2))
+    assert backoff.delay_s(0, retry_after_s=120.0) == 120.0
+    assert backoff.delay_s(0, retry_after_s=86_400.0) == 900.0
+    assert 0.25 <= backoff.delay_s(0, retry_after_s=0.0) <= 0.5  # shorter: the backoff
+
+
 @pytest.mark.parametrize("bad", [0.0, -1.0, math.inf, math.nan])
 def test_backoff_refuses_non_positive_or_non_finite_settings(bad: float) -> None:
     with pytest.raises(ValueError, match="initial_s must be a positive"):

@@ -3,25 +3,38 @@
 Create and evidence read the body as a plain JSON object and validate it only after the
 idempotency key has been looked up: a retry must get the stored result whatever it sends,
 exactly as the first attempt's answer would have been.
+
+``GET /cases`` answers one page: ``{"cases", "count", "next", "next_since"}``. ``next`` is
+passed back as ``after`` for the following page (null on the last); ``next_since`` is what
+to pass as ``since`` next time to see every change made after this listing began. It lies
+``SINCE_MARGIN`` before the listing, because a write takes its timestamp before it commits:
+a change stamped just before the listing but committed just after it is listed next time
+rather than never. A 409 for evidence on a final case names the case's status
+(``{"detail", "case_status"}``) so that a client can tell it from other conflicts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Body, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
-from simulators.platform.guards import API_PREFIX, install_guards
+from simulators.platform import clock
+from simulators.platform.guards import API_PREFIX, BodyLimit, install_guards
 from simulators.platform.schemas import CaseCreate, CaseFilter, EvidenceAppend, TransitionRequest
 from simulators.platform.store import Case, CaseNotFound, CaseStore
 from simulators.platform.workflow import CaseClosed, IllegalTransition
 
 JsonObject = Annotated[dict[str, Any], Body()]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
+CaseId = Annotated[str, Path(max_length=64)]
+
+SINCE_MARGIN = timedelta(seconds=5)
 
 _LOCATION_KINDS = {"body", "query", "path", "header"}
 
@@ -64,6 +77,11 @@ def _status(code: int) -> Handler:
     return handler
 
 
+async def _case_closed(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CaseClosed)
+    return JSONResponse({"detail": str(exc), "case_status": exc.status}, status_code=409)
+
+
 def _routes(store: CaseStore) -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
 
@@ -77,19 +95,22 @@ def _routes(store: CaseStore) -> APIRouter:
 
     @router.get("/cases")
     def list_cases(query: Annotated[CaseFilter, Query()]) -> dict[str, Any]:
-        cases = store.find(query.status, query.class_code, query.since)
-        return {"cases": cases, "count": len(cases)}
+        next_since = clock.to_iso(clock.now() - SINCE_MARGIN)
+        cases, next_after = store.find(
+            query.status, query.class_code, query.since, query.after, query.limit
+        )
+        return {"cases": cases, "count": len(cases), "next": next_after, "next_since": next_since}
 
     @router.get("/cases/{case_id}")
-    def get_case(case_id: str) -> Case:
+    def get_case(case_id: CaseId) -> Case:
         return store.get(case_id)
 
     @router.post("/cases/{case_id}/transition")
-    def transition(case_id: str, body: TransitionRequest) -> Case:
+    def transition(case_id: CaseId, body: TransitionRequest) -> Case:
         return store.transition(case_id, body.to, body.note)
 
     @router.post("/cases/{case_id}/evidence")
-    def add_evidence(case_id: str, payload: JsonObject, key: IdempotencyKey = None) -> Case:
+    def add_evidence(case_id: CaseId, payload: JsonObject, key: IdempotencyKey = None) -> Case:
         key = key or None
         if key is not None and (replayed := store.replayed_evidence(case_id, key)) is not None:
             return replayed
@@ -106,11 +127,12 @@ def create_app(db_path: str, token: str, unavailable_for: float = 0.0) -> FastAP
     """
     store = CaseStore(db_path)
     app = FastAPI(title="citygw case platform simulator", version="1")
+    app.add_middleware(BodyLimit)  # added first: runs after the guards (see guards.py)
     install_guards(app, token=token, unavailable_for=unavailable_for)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(CaseNotFound, _status(404))
     app.add_exception_handler(IllegalTransition, _status(409))
-    app.add_exception_handler(CaseClosed, _status(409))
+    app.add_exception_handler(CaseClosed, _case_closed)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -2,20 +2,40 @@
 
 Unknown top-level fields are refused so a client's misspelt field fails loudly instead of
 being dropped; evidence items are free-form on purpose and keep every extra key verbatim.
+
+Everything has a bound, so that what one request stores, and what a listing returns, stays
+small: string lengths, evidence items per request, and each evidence item's serialised size
+and nesting depth (it is free-form, so it is measured as a whole).
 """
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    model_validator,
+)
 
 from simulators.platform.clock import parse_iso
 from simulators.platform.workflow import STATUS_NAMES, resolve_status
 
 Priority = Literal["critical", "urgent", "normal", "low"]
 Source = Literal["iot", "video", "manual"]
+
+# Bounds of what one request may store (see the module docstring).
+MAX_EVIDENCE_PER_REQUEST = 20
+MAX_EVIDENCE_ITEM_BYTES = 4096
+MAX_EVIDENCE_DEPTH = 6
+MAX_PAGE_LIMIT = 500
 
 _CLASS_CODE = re.compile(r"[0-9]{5}")
 _PART_CODE = re.compile(r"(?:[0-9]{16,17})?")
@@ -46,12 +66,30 @@ def _check_status(value: str) -> str:
     return status
 
 
-ClassCode = Annotated[StrictStr, AfterValidator(_check_class_code)]
-PartCode = Annotated[StrictStr, AfterValidator(_check_part_code)]
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+Name = Annotated[StrictStr, StringConstraints(max_length=64)]
+Key = Annotated[StrictStr, StringConstraints(max_length=128)]
+Address = Annotated[StrictStr, StringConstraints(max_length=200)]
+GridCode = Annotated[StrictStr, StringConstraints(max_length=32)]
+Note = Annotated[StrictStr, StringConstraints(max_length=500)]
+Description = Annotated[StrictStr, StringConstraints(max_length=2000)]
+ClassCode = Annotated[StrictStr, StringConstraints(max_length=5), AfterValidator(_check_class_code)]
+PartCode = Annotated[StrictStr, StringConstraints(max_length=17), AfterValidator(_check_part_code)]
 # Kept as the client's string (not re-serialised) so a deadline reads back exactly as sent.
-IsoTimestamp = Annotated[StrictStr, AfterValidator(_check_iso)]
+IsoTimestamp = Annotated[StrictStr, StringConstraints(max_length=64), AfterValidator(_check_iso)]
 # Accepts the machine value or the Chinese name and yields the machine value.
-StatusName = Annotated[StrictStr, AfterValidator(_check_status)]
+StatusName = Annotated[StrictStr, StringConstraints(max_length=32), AfterValidator(_check_status)]
 
 
 class Location(BaseModel):
@@ -61,17 +99,29 @@ class Location(BaseModel):
 
     lat: float = Field(ge=-90, le=90, strict=True, allow_inf_nan=False)
     lon: float = Field(ge=-180, le=180, strict=True, allow_inf_nan=False)
-    address: StrictStr = ""
-    grid_code: StrictStr = ""
+    address: Address = ""
+    grid_code: GridCode = ""
 
 
 class EvidenceItem(BaseModel):
-    """One proof of the problem; only who saw it and when (epoch ms) are required."""
+    """One proof of the problem; only who saw it and when (epoch ms) are required. Any
+    other keys are kept as sent, within a size and a nesting depth."""
 
     model_config = ConfigDict(extra="allow")
 
-    source_id: StrictStr = Field(min_length=1)
-    ts: StrictInt = Field(ge=0)
+    source_id: StrictStr = Field(min_length=1, max_length=128)
+    ts: StrictInt = Field(ge=0, le=2**63 - 1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if _depth(data) > MAX_EVIDENCE_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_EVIDENCE_DEPTH} levels")
+            size = len(json.dumps(data, ensure_ascii=False).encode())
+            if size > MAX_EVIDENCE_ITEM_BYTES:
+                raise ValueError(f"larger than {MAX_EVIDENCE_ITEM_BYTES} bytes as JSON")
+        return data
 
 
 class CaseCreate(BaseModel):
@@ -80,15 +130,15 @@ class CaseCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     class_code: ClassCode
-    class_name: StrictStr = ""
+    class_name: Name = ""
     part_code: PartCode = ""
     priority: Priority = "normal"
     deadline: IsoTimestamp
     location: Location
-    description: StrictStr = ""
+    description: Description = ""
     source: Source
-    evidence: list[EvidenceItem] = Field(default_factory=list)
-    external_key: StrictStr | None = None
+    evidence: list[EvidenceItem] = Field(default_factory=list, max_length=MAX_EVIDENCE_PER_REQUEST)
+    external_key: Key | None = None
 
 
 class TransitionRequest(BaseModel):
@@ -97,7 +147,7 @@ class TransitionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     to: StatusName
-    note: StrictStr = ""
+    note: Note = ""
 
 
 class EvidenceAppend(BaseModel):
@@ -105,14 +155,19 @@ class EvidenceAppend(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    evidence: list[EvidenceItem] = Field(min_length=1)
+    evidence: list[EvidenceItem] = Field(min_length=1, max_length=MAX_EVIDENCE_PER_REQUEST)
     priority: Priority | None = None
     deadline: IsoTimestamp | None = None
 
 
 class CaseFilter(BaseModel):
-    """Query parameters of ``GET /api/v1/cases``."""
+    """Query parameters of ``GET /api/v1/cases``: filters, and the page (``after`` is the
+    ``next`` of the previous page; ``limit`` cases at most)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     status: StatusName | None = None
-    class_code: StrictStr | None = None
+    class_code: Name | None = None
     since: IsoTimestamp | None = None
+    after: Name | None = None
+    limit: int = Field(MAX_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT)

@@ -5,6 +5,12 @@ before reading: a check such as "was this idempotency key used?" and the insert 
 follows it are therefore atomic across threads and processes, and the PRIMARY KEY on the
 key tables backs that up. Each call opens its own connection so the store is safe to use
 from FastAPI's thread pool without sharing a connection between threads.
+
+What is kept and what one listing returns are bounded: a case keeps at most
+``MAX_EVIDENCE_PER_CASE`` evidence items (later ones are counted in ``evidence_dropped``,
+while an escalation they carry still applies), and a page of ``find`` stops at ``limit``
+cases or once ``PAGE_BYTES`` of stored case data are in it, whichever comes first (always
+at least one case), so no listing loads every case into memory.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ from simulators.platform.workflow import (
 
 Case = dict[str, Any]
 
+MAX_EVIDENCE_PER_CASE = 200
+PAGE_BYTES = 1024 * 1024
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (
     id           TEXT PRIMARY KEY,
@@ -47,7 +56,8 @@ CREATE TABLE IF NOT EXISTS cases (
     evidence     TEXT NOT NULL,
     history      TEXT NOT NULL,
     created_at   TEXT NOT NULL,
-    updated_at   TEXT NOT NULL
+    updated_at   TEXT NOT NULL,
+    evidence_dropped INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS cases_status ON cases (status);
 CREATE INDEX IF NOT EXISTS cases_class_code ON cases (class_code);
@@ -107,9 +117,15 @@ def _to_case(row: sqlite3.Row) -> Case:
         "status_name": STATUS_NAMES[row["status"]],
         "history": json.loads(row["history"]),
         "external_key": row["external_key"],
+        "evidence_dropped": row["evidence_dropped"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
+
+
+def _stored_bytes(row: sqlite3.Row) -> int:
+    """About what a case costs in a listing: its free-form texts plus a fixed part."""
+    return 512 + sum(len(row[name]) for name in ("evidence", "history", "description", "address"))
 
 
 class CaseStore:
@@ -120,6 +136,11 @@ class CaseStore:
         with closing(self._connect()) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            columns = {row["name"] for row in conn.execute("PRAGMA table_info(cases)")}
+            if "evidence_dropped" not in columns:  # a file from before the evidence bound
+                conn.execute(
+                    "ALTER TABLE cases ADD COLUMN evidence_dropped INTEGER NOT NULL DEFAULT 0"
+                )
 
     def _connect(self) -> sqlite3.Connection:
         # autocommit mode: transactions are explicit, so BEGIN IMMEDIATE is ours to issue.
@@ -151,9 +172,16 @@ class CaseStore:
             return self._load(conn, case_id)
 
     def find(
-        self, status: str | None = None, class_code: str | None = None, since: str | None = None
-    ) -> list[Case]:
-        """Cases matching every given filter, ordered by id; ``since`` is any zoned ISO time."""
+        self,
+        status: str | None = None,
+        class_code: str | None = None,
+        since: str | None = None,
+        after: str | None = None,
+        limit: int = 500,
+    ) -> tuple[list[Case], str | None]:
+        """One page of the cases matching every given filter, ordered by id, after the case
+        ``after``; and the ``after`` of the next page (None when this is the last).
+        ``since`` is any zoned ISO time."""
         clauses: list[str] = []
         params: list[str] = []
         if status is not None:
@@ -165,10 +193,20 @@ class CaseStore:
         if since is not None:
             clauses.append("updated_at >= ?")
             params.append(clock.to_iso(clock.parse_iso(since)))
+        if after is not None:
+            clauses.append("id > ?")
+            params.append(after)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        cases: list[Case] = []
+        size = 0
         with closing(self._connect()) as conn:
-            rows = conn.execute(f"SELECT * FROM cases {where} ORDER BY id", params).fetchall()
-        return [_to_case(row) for row in rows]
+            rows = conn.execute(f"SELECT * FROM cases {where} ORDER BY id", params)
+            for row in rows:  # streamed: only this page's rows are loaded
+                if len(cases) == limit or (cases and size + _stored_bytes(row) > PAGE_BYTES):
+                    return cases, cases[-1]["id"]
+                cases.append(_to_case(row))
+                size += _stored_bytes(row)
+        return cases, None
 
     def case_for_key(self, key: str) -> Case | None:
         """The case an earlier create with this idempotency key made, if any."""
@@ -192,7 +230,10 @@ class CaseStore:
             evidence = [item.model_dump() for item in new.evidence]
             external_key = new.external_key if new.external_key is not None else idempotency_key
             conn.execute(
-                "INSERT INTO cases VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO cases (id, class_code, class_name, part_code, priority, deadline,"
+                " lat, lon, address, grid_code, description, source, status, external_key,"
+                " evidence, history, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     case_id,
                     new.class_code,
@@ -259,6 +300,8 @@ class CaseStore:
         """Append evidence and escalate if the update's priority is more severe.
 
         A replayed key returns the case untouched; a closed or void case raises CaseClosed.
+        Items past ``MAX_EVIDENCE_PER_CASE`` are not kept, only counted; the history records
+        an append only when it kept something.
         """
         with self._write() as conn:
             case = self._load(conn, case_id)
@@ -271,13 +314,18 @@ class CaseStore:
                     return case
             status = case["status"]
             if status in FINAL_STATUSES:
-                raise CaseClosed()
+                raise CaseClosed(status)
             at = clock.to_iso(clock.now())
-            evidence = [*case["evidence"], *(item.model_dump() for item in update.evidence)]
-            history = [
-                *case["history"],
-                _history(at, "evidence", status, status, f"{len(update.evidence)} item(s)"),
-            ]
+            room = max(0, MAX_EVIDENCE_PER_CASE - len(case["evidence"]))
+            kept = [item.model_dump() for item in update.evidence[:room]]
+            dropped = len(update.evidence) - len(kept)
+            evidence = [*case["evidence"], *kept]
+            history = list(case["history"])
+            if kept:
+                note = f"{len(kept)} item(s)"
+                if dropped:
+                    note += f"; {dropped} not kept (a case keeps {MAX_EVIDENCE_PER_CASE})"
+                history.append(_history(at, "evidence", status, status, note))
             priority, deadline = case["priority"], case["deadline"]
             if update.priority is not None and is_more_severe(update.priority, priority):
                 deadline = _earlier(deadline, update.deadline)
@@ -286,8 +334,8 @@ class CaseStore:
                 priority = update.priority
             conn.execute(
                 "UPDATE cases SET evidence = ?, history = ?, priority = ?, deadline = ?,"
-                " updated_at = ? WHERE id = ?",
-                (_dumps(evidence), _dumps(history), priority, deadline, at, case_id),
+                " updated_at = ?, evidence_dropped = evidence_dropped + ? WHERE id = ?",
+                (_dumps(evidence), _dumps(history), priority, deadline, at, dropped, case_id),
             )
             if idempotency_key is not None:
                 conn.execute(

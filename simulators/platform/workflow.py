@@ -63,10 +63,12 @@ class IllegalTransition(Exception):
 
 
 class CaseClosed(Exception):
-    """Evidence or escalation arrived for a case that is already closed or void (HTTP 409)."""
+    """Evidence or escalation arrived for a case that is already closed or void (HTTP 409,
+    whose body names the status so a client can tell it from any other conflict)."""
 
-    def __init__(self) -> None:
-        super().__init__("case is closed")
+    def __init__(self, status: str) -> None:
+        super().__init__(f"case is {status} ({STATUS_NAMES[status]})")
+        self.status = status
 
 
 def resolve_status(name: str) -> str | None:

@@ -1,0 +1,147 @@
+"""Status sync against exact listings: pages followed, bad items counted and skipped, a
+bad page or a failing handler never ends the task. Real SQLite, real HTTP, scripted
+platform (``tests/scripted_platform.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from scripted_platform import TOKEN, Reply, ScriptedPlatformFake
+
+from case_bridge import outbox
+from case_bridge.platform import BundledPlatform
+from case_bridge.status_sync import StatusSync
+
+T0 = "2026-11-21T08:00:00.000000+00:00"
+T1 = "2026-11-21T08:00:05.000000+00:00"
+T2 = "2026-11-21T08:00:09.000000+00:00"
+
+
+def case(case_id: object, status: object = "closed", updated_at: object = T1) -> dict:
+    return {"id": case_id, "status": status, "updated_at": updated_at}
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    connection = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
+    outbox.ensure_schema(connection)
+    for n in range(1, 5):
+        outbox.link_case(connection, f"INC-{n}", f"C20261121-00000{n}", 0)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def fake() -> Iterator[ScriptedPlatformFake]:
+    with ScriptedPlatformFake() as server:
+        yield server
+
+
+class Sync:
+    def __init__(self, conn: sqlite3.Connection, url: str, fail_on: str = "") -> None:
+        self.final: list[tuple[str, str]] = []
+        self._fail_on = fail_on
+        self.sync = StatusSync(conn, BundledPlatform(url, TOKEN, 5), 0.01, self._final)
+
+    def _final(self, incident_id: str, status: str) -> None:
+        if incident_id == self._fail_on:
+            raise RuntimeError("store busy")
+        self.final.append((incident_id, status))
+
+
+def queries(fake: ScriptedPlatformFake) -> list[dict[str, str]]:
+    return [request.query for request in fake.requests]
+
+
+def passes(sync: StatusSync, count: int) -> None:
+    async def run() -> None:
+        for _ in range(count):
+            await sync.sync_once()
+
+    asyncio.run(run())
+
+
+def test_pages_are_followed_and_the_next_pass_lists_from_the_first_page_s_next_since(
+    conn: sqlite3.Connection, fake: ScriptedPlatformFake
+) -> None:
+    fake.script(
+        Reply(200, {"cases": [case("C20261121-000001")], "next": "C20261121-000001",
+                    "next_since": T0}),
+        Reply(200, {"cases": [case("C20261121-000002", "void", T2),
+                              case("C20261121-000003", "handling", T2)],
+                    "next": None, "next_since": T1}),
+        Reply(200, {"cases": [], "next": None, "next_since": T2}),
+    )  # fmt: skip
+    s = Sync(conn, fake.url)
+    passes(s.sync, 2)
+    assert s.final == [("INC-1", "closed"), ("INC-2", "void")]
+    assert queries(fake) == [
+        {"limit": "500"},
+        {"limit": "500", "after": "C20261121-000001"},
+        {"limit": "500", "since": T0},
+    ]
+    assert s.sync.stats() == {"failures": 0, "skipped": 0, "handler_errors": 0}
+
+
+def test_without_next_since_the_newest_updated_at_is_the_next_since(
+    conn: sqlite3.Connection, fake: ScriptedPlatformFake
+) -> None:
+    fake.script(
+        Reply(200, {"cases": [case("C20261121-000001", "handling", T2),
+                              case("C20261121-000002", "handling", T1)]}),
+    )  # fmt: skip
+    s = Sync(conn, fake.url)
+    passes(s.sync, 2)
+    assert queries(fake) == [{"limit": "500"}, {"limit": "500", "since": T2}]
+
+
+def test_unusable_items_are_counted_and_skipped_and_a_bad_page_is_a_failure(
+    conn: sqlite3.Connection, fake: ScriptedPlatformFake
+) -> None:
+    listing = [
+        case("C20261121-000001"),
+        case(7),
+        "C20261121-000002",
+        case("C20261121-000002", ["closed"]),
+        case("C20261121-000003", "closed", "x" * 65),
+        case("../C20261121-000004"),
+        case("C20261121-000004", "void"),
+    ]
+    fake.script(
+        Reply(200, b"<html>maintenance</html>"),
+        Reply(200, {"cases": "all of them"}),
+        Reply(200, {"cases": [], "next": {"page": 2}}),
+        Reply(200, {"cases": [case("C20261121-000001")] * 1001}),
+        Reply(503, b""),
+        Reply(200, {"cases": listing, "next": None}),
+    )
+    s = Sync(conn, fake.url, fail_on="INC-1")
+    passes(s.sync, 6)
+    assert s.final == [("INC-4", "void")]
+    assert s.sync.stats() == {"failures": 5, "skipped": 5, "handler_errors": 1}
+
+
+def test_the_run_loop_outlives_a_platform_that_answers_nonsense(
+    conn: sqlite3.Connection, fake: ScriptedPlatformFake
+) -> None:
+    fake.script(
+        Reply(200, b"\x00\xff"),
+        Reply(200, b"[" * 50_000),
+        Reply(200, {"cases": [case("C20261121-000002")], "next": None}),
+    )
+    s = Sync(conn, fake.url)
+
+    async def run_until_closed() -> None:
+        task = asyncio.create_task(s.sync.run())
+        while not s.final:
+            assert not task.done()
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(asyncio.wait_for(run_until_closed(), 10))
+    assert s.final == [("INC-2", "closed")]
+    assert s.sync.failures == 2
