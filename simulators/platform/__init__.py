@@ -2,10 +2,12 @@
 
 It stands in for the city's real case system so the gateway's case bridge can be tested
 end to end: bearer auth, idempotent create and evidence, the 受理→立案→派遣→处置→核查→结案
-workflow, escalation, durable state, and an injectable outage.
+workflow, escalation, durable state, paged listings, bounds on everything a client sends,
+and an injectable outage.
 
-Modules: ``workflow`` (statuses and rules), ``schemas`` (request validation), ``store``
-(SQLite), ``guards`` (auth and fault injection), ``api`` (routes), ``server`` (uvicorn).
+Modules: ``workflow`` (statuses and rules), ``schemas`` (request validation and its bounds),
+``store`` (SQLite), ``guards`` (fault injection, auth, body limit), ``api`` (routes),
+``server`` (uvicorn).
 """
 
 from simulators.platform.api import create_app
