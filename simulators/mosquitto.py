@@ -38,13 +38,14 @@ class Mosquitto:
         self.port = free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
         self.config = self.dir / "mosquitto.conf"
+        self.log = self.dir / "mosquitto.log"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             f"persistence {'true' if persistence else 'false'}\n"
             f"persistence_location {self.dir}/\n"
             + NO_DROP_SETTINGS
-            + f"log_dest file {self.dir}/mosquitto.log\n"
+            + f"log_dest file {self.log}\n"
             # Started as root, mosquitto drops to the "mosquitto" user, which cannot enter a
             # private temp folder (pytest's are 0700): it then silently writes no log and no
             # persistence, and a restarted broker forgets every session. Stay who we are.
@@ -52,7 +53,14 @@ class Mosquitto:
         )
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 10.0) -> None:
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Starts mosquitto and returns once this process says it runs and its port answers.
+
+        mosquitto logs "running" only after it has restored its persistence and opened its
+        listeners; the process being alive rules out another program that took the port.
+        A config that replaces the default must keep ``log_dest file`` at ``self.log``.
+        """
+        logged = self.log.stat().st_size if self.log.exists() else 0  # restarts append
         self.proc = subprocess.Popen(
             [mosquitto_binary(), "-c", str(self.config)],
             stdout=subprocess.DEVNULL,
@@ -60,12 +68,23 @@ class Mosquitto:
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not listen on {self.port}; see {self.dir}")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}; see {self.log}")
+            if self._says_running(logged):
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), 1).close()
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"mosquitto not running on {self.port} in {timeout_s} s; see {self.log}")
+
+    def _says_running(self, offset: int) -> bool:
+        if not self.log.exists():
+            return False
+        with self.log.open("rb") as log:
+            log.seek(offset)
+            return any(line.rstrip().endswith(b" running") for line in log)
 
     def stop(self) -> None:
         """SIGTERM: mosquitto writes its persistence file before it exits."""

@@ -26,7 +26,7 @@ Command line: ``python -m simulators.rtsp_server --port 8554 --mount /cam1=patte
 from __future__ import annotations
 
 import argparse
-import contextlib
+import base64
 import signal
 import socket
 import subprocess
@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
 
 import cv2
 import numpy as np
@@ -42,8 +43,9 @@ import numpy as np
 FrameSource = Callable[[float], np.ndarray]
 """Returns the BGR frame for time t, in seconds since the scenario start."""
 
-_READY_TIMEOUT_S = 15.0
+_READY_TIMEOUT_S = 60.0  # generous: it only matters when the server never comes up
 _ROLE = "viewer"
+_STATUS_LINE_MAX = 1024
 
 
 def pattern_source(size: tuple[int, int] = (640, 360), fps: int = 10) -> FrameSource:
@@ -314,6 +316,36 @@ def serve_rtsp(
             feeder.stop()
 
 
+def describe_status(url: str, timeout_s: float = 2.0) -> int:
+    """The status code an RTSP ``DESCRIBE`` of ``url`` gets; raises OSError if none comes.
+
+    200 means the mount is served and its stream has started: the server answers with the
+    SDP, which it can write only once the media's pipeline has produced its caps. 404 is no
+    such mount, 401 a missing or wrong login (credentials in the URL are sent as Basic). A
+    DESCRIBE sets nothing up, so the probe leaves no stream playing.
+    """
+    parts = urlsplit(url)
+    target = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # no login
+    request = f"DESCRIBE {target} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n"
+    if parts.username is not None:
+        login = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        request += f"Authorization: Basic {base64.b64encode(login.encode()).decode()}\r\n"
+    with socket.create_connection((parts.hostname, parts.port or 554), timeout_s) as sock:
+        sock.settimeout(timeout_s)
+        sock.sendall(f"{request}\r\n".encode())
+        reply = b""
+        while b"\r\n" not in reply and len(reply) < _STATUS_LINE_MAX:
+            chunk = sock.recv(_STATUS_LINE_MAX)
+            if not chunk:
+                break
+            reply += chunk
+    version, _, rest = reply.partition(b"\r\n")[0].partition(b" ")
+    code = rest[:3]
+    if version != b"RTSP/1.0" or not code.isdigit():
+        raise ConnectionError(f"no RTSP answer from {parts.hostname}:{parts.port}: {reply[:80]!r}")
+    return int(code)
+
+
 def parse_mount(spec: str, size: tuple[int, int], fps: int) -> tuple[str, FrameSource | Path]:
     """``/cam1=pattern`` or ``/street=file:PATH`` → (mount path, source)."""
     mount, sep, what = spec.partition("=")
@@ -342,8 +374,10 @@ class RtspServerProcess:
                  log: Path | None = None, scenario_start: float | None = None,
                  credentials: tuple[str, str] | None = None) -> None:  # fmt: skip
         self.port = port
+        self.mounts = [spec.partition("=")[0] for spec in mounts]
         self.scenario_start = time.time() if scenario_start is None else scenario_start
         self.log = log
+        self._login = ":".join(quote(part, safe="") for part in credentials) if credentials else ""
         self.args = [
             sys.executable, "-m", "simulators.rtsp_server", "--port", str(port),
             "--fps", str(fps), "--size", f"{size[0]}x{size[1]}",
@@ -358,7 +392,11 @@ class RtspServerProcess:
         return f"rtsp://127.0.0.1:{self.port}{mount}"
 
     def start(self, timeout_s: float = _READY_TIMEOUT_S) -> None:
-        """Starts the server and returns once its port accepts connections."""
+        """Starts the server and returns once every mount answers a DESCRIBE with 200.
+
+        A port that accepts is not enough: the answer proves the RTSP loop runs, the mount
+        exists and its stream has started.
+        """
         out = self.log.open("ab") if self.log else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT)
@@ -366,17 +404,29 @@ class RtspServerProcess:
             if self.log:
                 out.close()
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        waiting, last = list(self.mounts), "no answer yet"
+        while waiting:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"RTSP server exited with {self.proc.returncode}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
-            ):
-                return
+                raise RuntimeError(f"RTSP server exited with {self.proc.returncode}; {self.log}")
+            # A loaded machine may take seconds to start a stream: a try may take as long.
+            try_s = max(1.0, min(10.0, deadline - time.monotonic()))
+            try:
+                status = describe_status(self._probe_url(waiting[0]), try_s)
+            except OSError as err:
+                status, last = 0, f"{waiting[0]}: {err}"
+            else:
+                last = f"{waiting[0]}: DESCRIBE answered {status}"
+            if status == 200:
+                waiting.pop(0)
+                continue
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TimeoutError(f"RTSP server on {self.port} not ready in {timeout_s} s: {last}")
             time.sleep(0.1)
-        self.kill()
-        raise TimeoutError(f"RTSP server not listening on {self.port} after {timeout_s} s")
+
+    def _probe_url(self, mount: str) -> str:
+        url = self.url(mount)
+        return url.replace("rtsp://", f"rtsp://{self._login}@") if self._login else url
 
     def kill(self) -> None:
         """SIGKILL: no RTSP TEARDOWN, clients see the connection drop, like a power cut."""

@@ -23,12 +23,23 @@ TOKEN = "test-token"
 API_TOKEN = "test-gateway-api-token"
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout_s: float) -> None:
+def wait_until(
+    check: Callable[[], bool], what: str, timeout_s: float, service: Service | None = None
+) -> None:
+    """Polls ``check`` until it holds. Fails after ``timeout_s``, or at once when ``service``
+    (the process that should make it hold) has exited, with the tail of its log.
+
+    Checks are conditions the test can observe (a port that answers, a count in the stats,
+    a row on the platform); timeouts are generous, for a loaded machine: only a failing
+    test waits them out.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError, httpx.HTTPError, KeyError, ValueError):
             if check():
                 return
+        if service is not None and not service.running():
+            raise AssertionError(f"{service.name} exited, waiting for {what}:\n{service.tail()}")
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
@@ -45,6 +56,9 @@ class Service:
     def start(self) -> None:
         with self.log.open("a") as log:
             self.proc = subprocess.Popen([*CLI, *self.args], stdout=log, stderr=subprocess.STDOUT)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
         """SIGKILL: no clean shutdown, exactly like a power cut of the process."""
@@ -142,12 +156,25 @@ class Stack:
     def start(self) -> None:
         self.broker.start()
         self.platform.start()
-        wait_until(lambda: httpx.get(self._platform_url("/healthz")).is_success, "platform", 20)
+        healthz = self._platform_url("/healthz")
+        wait_until(
+            lambda: httpx.get(healthz).is_success, "the platform's /healthz", 60, self.platform
+        )
         self.start_gateway()
 
     def start_gateway(self) -> None:
+        """Starts the gateway and returns once it is ready for traffic: the broker granted
+        its subscriptions (a connection alone is not enough: a message published before the
+        SUBACK reaches no one), and every serial port it is configured for is open (bytes
+        sent to a port before it is opened are flushed)."""
         self.gateway.start()
-        wait_until(lambda: self.gateway_stats()["mqtt"]["connected"], "gateway", 30)
+
+        def ready() -> bool:
+            stats = self.gateway_stats()
+            ports = stats.get("serial", {}).values()
+            return stats["mqtt"]["subscribed"] and all(port["connected"] for port in ports)
+
+        wait_until(ready, "the gateway subscribed and its serial ports open", 60, self.gateway)
 
     def simulator(self, time_scale: float | None = None) -> Service:
         """The device fleet of this stack's scenario, at its own time scale by default."""
@@ -161,6 +188,11 @@ class Stack:
 
     def gateway_stats(self) -> dict:
         return self.gateway_http.get("/api/v1/stats").json()
+
+    def cameras_online(self) -> bool:
+        """Every configured camera has delivered a frame on its current connection."""
+        cameras = self.gateway_stats()["video"]["cameras"].values()
+        return bool(cameras) and all(camera["status"] == "online" for camera in cameras)
 
     def cases(self) -> list[dict]:
         return self.platform_http.get("/api/v1/cases").json()["cases"]

@@ -14,8 +14,6 @@ import itertools
 import json
 import math
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter, defaultdict
@@ -27,10 +25,10 @@ import pytest
 
 from simulators.fleet import run_device_simulation, runner
 from simulators.fleet.plan import plan_messages
+from simulators.mosquitto import Mosquitto, free_port
 from simulators.scenario import BUILTIN_SCENARIO, ScenarioError, load_scenario
 from simulators.truth import compare_cases, compare_rejections
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 REGISTRY = BUILTIN_SCENARIO.parent / "devices.csv"
 WATER_LEVEL_CLASS = "99101"  # the builtin configuration's local code for 道路积水
 
@@ -51,54 +49,15 @@ TO_CM = {"cm": 1.0, "mm": 0.1, "m": 100.0}
 # --- a real broker ------------------------------------------------------------------------
 
 
-class Mosquitto:
-    """A private mosquitto on a free loopback port, restartable on the same port."""
-
-    def __init__(self, workdir: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 1000000\nmax_inflight_messages 0\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start listening")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-
 @pytest.fixture
 def broker(tmp_path: Path):
-    server = Mosquitto(tmp_path)
+    server = Mosquitto(tmp_path, persistence=False)
     server.start()
     yield server
     server.stop()
+
+
+MARKER_TOPIC = "test/marker"
 
 
 class Recorder:
@@ -108,25 +67,34 @@ class Recorder:
         self.received: list[tuple[str, bytes, int]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
+        self._marker = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="truth-recorder")
-        self.client.on_connect = lambda c, *_: c.subscribe("citygw/v1/+/telemetry", qos=1)
+        self.client.on_connect = lambda c, *_: c.subscribe(
+            [("citygw/v1/+/telemetry", 1), (MARKER_TOPIC, 1)]
+        )
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
-        assert self._subscribed.wait(5), "recorder could not subscribe"
+        assert self._subscribed.wait(30), "recorder could not subscribe"
 
     def _on_message(self, client, userdata, message) -> None:
+        if message.topic == MARKER_TOPIC:
+            self._marker.set()
+            return
         now_ms = time.time_ns() // 1_000_000
         device_id = message.topic.split("/")[2]
         with self._lock:
             self.received.append((device_id, message.payload, now_ms))
 
     def wait_for(self, count: int, timeout_s: float) -> list[tuple[str, bytes, int]]:
+        """Everything received once ``count`` messages are in, including any duplicate the
+        broker had queued for us: a marker published now reaches us after all of those."""
         deadline = time.monotonic() + timeout_s
         while len(self.received) < count and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(0.3)  # anything beyond `count` would be a duplicate delivery: let it show
+        self.client.publish(MARKER_TOPIC, b"", qos=1)
+        assert self._marker.wait(max(1.0, deadline - time.monotonic())), "no marker came back"
         with self._lock:
             return list(self.received)
 
@@ -290,7 +258,7 @@ def test_builtin_scenario_over_mosquitto(broker: Mosquitto, tmp_path: Path) -> N
             time_scale=600,
             on_progress=lambda sent, total: progress.append((sent, total)),
         )
-        received = recorder.wait_for(truth["published"], timeout_s=10)
+        received = recorder.wait_for(truth["published"], timeout_s=30)
     finally:
         recorder.close()
 
@@ -344,21 +312,32 @@ def test_fleet_rides_out_a_broker_restart(
 ) -> None:
     planned = len(plan_messages(load_scenario(BUILTIN_SCENARIO), seed=1))
     result: dict[str, Any] = {}
+    publishing = threading.Event()
+
+    def progress(sent: int, total: int) -> None:
+        if sent < total:
+            publishing.set()
 
     def run() -> None:
         result["truth"] = run_device_simulation(
-            broker.url, str(BUILTIN_SCENARIO), str(tmp_path / "truth.json"), time_scale=600
+            broker.url,
+            str(BUILTIN_SCENARIO),
+            str(tmp_path / "truth.json"),
+            time_scale=600,
+            on_progress=progress,
         )
 
     runner = threading.Thread(target=run)
     runner.start()
-    time.sleep(0.8)
-    broker.stop()  # messages published from now on queue in paho
-    time.sleep(0.8)
+    assert publishing.wait(30), "the fleet never started publishing"
+    broker.stop()  # mid-run: messages published from now on queue in paho
+    deadline = time.monotonic() + 30
+    while "lost the broker" not in caplog.text:  # the fleet noticed
+        assert time.monotonic() < deadline, "the fleet did not notice the broker going"
+        time.sleep(0.05)
     broker.start()
-    runner.join(timeout=30)
+    runner.join(timeout=90)
     assert not runner.is_alive()
-    assert "lost the broker" in caplog.text  # the restart really happened mid-run
     # run_device_simulation returns only once the broker acknowledged every message.
     assert result["truth"]["finished"] is True
     assert result["truth"]["published"] == planned
@@ -366,12 +345,9 @@ def test_fleet_rides_out_a_broker_restart(
 
 def test_unreachable_broker_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "CONNECT_TIMEOUT_S", 0.5)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     with pytest.raises(ConnectionError):
         run_device_simulation(
-            f"mqtt://u:p@127.0.0.1:{port}", str(BUILTIN_SCENARIO), str(tmp_path / "t.json")
+            f"mqtt://u:p@127.0.0.1:{free_port()}", str(BUILTIN_SCENARIO), str(tmp_path / "t.json")
         )
 
 

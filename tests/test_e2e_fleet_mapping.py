@@ -98,8 +98,8 @@ def test_two_vendor_formats_become_cases_by_config_only(stack):
     client.loop_stop()
     client.disconnect()
 
-    wait_until(lambda: s.gateway_stats()["readings_stored"] == 90, "90 readings stored", 20)
-    wait_until(lambda: s.gateway_stats()["outbox"]["pending"] == 0, "cases delivered", 20)
+    wait_until(lambda: s.gateway_stats()["readings_stored"] == 90, "90 readings stored", 60)
+    wait_until(lambda: s.gateway_stats()["outbox"]["pending"] == 0, "cases delivered", 60)
     truth = {
         "expected_cases": [
             {"label": "WL-001 flooded", "class_code": "99101", "priority": "critical",

@@ -23,6 +23,7 @@ from harness import Stack, wait_until
 def serial_stack(tmp_path):
     scenario = load_serial_scenario(BUILTIN_SERIAL_SCENARIO)
     simulation = SerialSimulation(scenario, tmp_path / "buses")
+    # Started (ready) once its serial ports are open: the timeline starts after that.
     stack = Stack(
         tmp_path,
         scenario=scenario.timeline.path,
@@ -43,7 +44,7 @@ def run_to_the_end(simulation: SerialSimulation, stack: Stack) -> dict:
         stats = stack.gateway_stats()
         return stats["outbox"]["pending"] == 0 and len(stack.cases()) >= expected
 
-    wait_until(delivered, "the cases delivered", 20)
+    wait_until(delivered, "the cases delivered", 60)
     return stack.gateway_stats()
 
 
@@ -87,7 +88,7 @@ def test_gauge_bus_unplugged_and_replugged_mid_flood(serial_stack):
     wait_until(
         lambda: not ports_by_framing(stack.gateway_stats())["modbus"]["connected"],
         "the gateway to notice the adapter is gone",
-        10,
+        30,
     )
     gauges.replug()
     stats = run_to_the_end(simulation, stack)
