@@ -204,7 +204,7 @@ class OutboxDispatcher:
         """The case is final: give the alert back to be filed afresh, then retire the row."""
         self._on_case_closed(command.incident_id, command)
         reason = f"case {exc.case_status} on the platform; alert handed back to be re-filed"
-        outbox.mark_refiled(self._conn, row.seq, reason)
+        outbox.mark_refiled(self._conn, row.seq, reason, _now_ms())
         self._doubtful.pop(row.seq, None)
         self.stats["refiled"] += 1
         log.warning("case command %s: %s", command.command_id, reason)

@@ -125,13 +125,14 @@ def park(conn: sqlite3.Connection, seq: int, error: str) -> None:
         )
 
 
-def mark_refiled(conn: sqlite3.Connection, seq: int, reason: str) -> None:
-    """The case was final on the platform and the alert was handed back to be filed anew."""
+def mark_refiled(conn: sqlite3.Connection, seq: int, reason: str, now_ms: int) -> None:
+    """The case was final on the platform and the alert was handed back to be filed anew.
+    ``delivered_ms`` records when the row left the queue, as for a delivered one."""
     with conn:
         conn.execute(
-            "UPDATE outbox SET state = 'refiled', attempts = attempts + 1, last_error = ?"
-            " WHERE seq = ? AND state = 'pending'",
-            (reason[:500], seq),
+            "UPDATE outbox SET state = 'refiled', attempts = attempts + 1, last_error = ?,"
+            " delivered_ms = ? WHERE seq = ? AND state = 'pending'",
+            (reason[:500], now_ms, seq),
         )
 
 
