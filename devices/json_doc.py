@@ -30,7 +30,7 @@ def load_json(payload: bytes, max_depth: int) -> Any | Rejection:
         return _too_deep(max_depth)
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return Rejection(Reason.MALFORMED_JSON, f"not UTF-8 JSON: {exc}")
-    if payload.count(b"[") + payload.count(b"{") > max_depth and _deeper_than(doc, max_depth):
+    if payload.count(b"[") + payload.count(b"{") > max_depth and deeper_than(doc, max_depth):
         return _too_deep(max_depth)
     return doc
 
@@ -47,7 +47,7 @@ def _too_deep(max_depth: int) -> Rejection:
     return Rejection(Reason.TOO_LARGE, f"JSON nested deeper than {max_depth} levels")
 
 
-def _deeper_than(doc: Any, max_depth: int) -> bool:
+def deeper_than(doc: Any, max_depth: int) -> bool:
     """Whether objects and arrays nest more than ``max_depth`` levels; level by level, so
     the walk itself never recurses."""
     level, depth = [doc], 0
