@@ -112,13 +112,42 @@ def test_per_device_override_is_validated_like_config(tmp_path):
         engine.add_source(wl.device_id, wl.kind, wl.location, wl.part_code, wl.overrides)
 
 
-def test_the_shipped_deployment_config_loads():
-    """docker-compose runs deploy/gateway.yaml: it must stay valid as the config grows."""
+DEPLOY_SECRETS = {
+    "CITYGW_API_TOKEN": "deploy-api-token-0123456789",
+    "CITYGW_PLATFORM_TOKEN": "deploy-platform-token",
+    "CITYGW_MQTT_PASSWORD": "deploy-mqtt-password",
+    "CITYGW_INFLUX_TOKEN": "deploy-influx-token",
+}
+
+
+def test_the_shipped_deployment_config_loads(monkeypatch):
+    """docker-compose runs deploy/gateway.yaml with its secrets in the environment: it must
+    stay valid as the config grows, and hold no secret of its own."""
     from pathlib import Path
 
+    for name, value in DEPLOY_SECRETS.items():
+        monkeypatch.setenv(name, value)
     config = load_config(Path(__file__).resolve().parents[1] / "deploy" / "gateway.yaml")
     assert config.history.influxdb is not None and config.history.influxdb.bucket == "telemetry"
     assert {"99101", "99201", "99301"} <= set(config.cases.local_classes)
+    assert config.case_platform.token == DEPLOY_SECRETS["CITYGW_PLATFORM_TOKEN"]
+    assert config.history.influxdb.token == DEPLOY_SECRETS["CITYGW_INFLUX_TOKEN"]
+    assert (config.mqtt.username, config.mqtt.secret()) == ("citygw", "deploy-mqtt-password")
+    assert config.api.token() == DEPLOY_SECRETS["CITYGW_API_TOKEN"]
+
+
+def test_the_shipped_deployment_config_refuses_to_load_without_its_secrets(monkeypatch):
+    from pathlib import Path
+
+    for name in DEPLOY_SECRETS:
+        monkeypatch.delenv(name, raising=False)
+    path = Path(__file__).resolve().parents[1] / "deploy" / "gateway.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (
+        f"{path}:9: mqtt.password_env: environment variable CITYGW_MQTT_PASSWORD is not set"
+        " or empty"
+    )
 
 
 # -- hostile and broken files: a ConfigError naming the file, never a traceback ------------
