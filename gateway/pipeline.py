@@ -22,6 +22,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Protocol
 
@@ -31,7 +32,7 @@ from devices.registry import Device
 from devices.rejections import Reason, Rejection
 from devices.replay_guard import ReplayGuard
 from devices.status import DeviceStatus
-from domain import Alert, CaseCommand, Reading
+from domain import Alert, AlertState, CaseCommand, Reading
 from gateway import store
 from rules.device_health import DeviceHealth
 from rules.engine import RuleEngine
@@ -86,6 +87,8 @@ class Pipeline:
         self._rule_states = dict(rule_states)
         # Writes of batches whose commit failed, oldest first, merged into one batch.
         self._unsaved: store.Batch | None = None
+        # Commands whose alert was re-filed by this process (committed or still unsaved).
+        self._refiled: set[str] = set()
         self.counters: Counter[str] = Counter()
 
     @property
@@ -168,6 +171,19 @@ class Pipeline:
         for states in self._rule_states.values():
             states.rearm(keys)
         self._commit(store.Batch(), [], int(time.time() * 1000))
+
+    def refile(self, command: CaseCommand, now_ms: int) -> list[CaseCommand]:
+        """A command's case was closed on the platform before the command reached it: file
+        its alert again as a problem of its own, once per command (a crash before the
+        outbox marks the row makes the case bridge hand it over again)."""
+        marker = command.command_id
+        if marker in self._refiled or store.has_state(self._conn, "refiled", marker):
+            return []
+        self._refiled.add(marker)
+        batch = store.Batch()
+        batch.states.append(("refiled", marker, {"ms": now_ms}))
+        alert = replace(command.alert, priority=command.priority)  # an escalation stays one
+        return self._commit(batch, [alert] if alert.state is not AlertState.CLEARED else [], now_ms)
 
     def flush(self) -> None:
         """Commit the batches whose commit failed; raises ``StoreUnavailable`` again while

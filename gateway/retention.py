@@ -11,8 +11,8 @@ so ingest commits get through in between. What is expired:
 - ``dead_letters``: older than ``dead_letters_days``, and beyond the newest
   ``dead_letters_max_rows``; the per-reason totals shown to operators stay
   (``rejection_totals``);
-- ``outbox``: delivered commands older than ``delivered_outbox_days`` (pending and parked
-  ones are never expired: they are work still to do);
+- ``outbox``: delivered (and re-filed) commands older than ``delivered_outbox_days``
+  (pending and parked ones are never expired: they are work still to do);
 - closed incidents whose last alert is older than ``closed_incidents_days``, with their
   case links (a late status for such a case is ignored, as for any closed incident);
 - evidence JPEGs older than ``evidence_days``, then the oldest until the folder is within
@@ -68,6 +68,7 @@ def upkeep(
         "dead_letters": (_DEAD_LETTERS, (cutoff(settings.dead_letters_days),)),
         "dead_letters_over_cap": (_DEAD_LETTERS_OVER_CAP, (settings.dead_letters_max_rows,)),
         "outbox": (_DELIVERED, (cutoff(settings.delivered_outbox_days),)),
+        "refiled_markers": (_REFILED_MARKERS, (cutoff(settings.delivered_outbox_days),)),
     }
     report = dict.fromkeys(steps, 0)
     for name, (sql, args) in steps.items():
@@ -97,9 +98,16 @@ _DEAD_LETTERS_OVER_CAP = (
     "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters"
     " WHERE id <= (SELECT max(id) FROM dead_letters) - ?1 ORDER BY id LIMIT ?2)"
 )
+# Re-filed commands left the queue too (their alert went into a new case); both kinds
+# record when in delivered_ms.
 _DELIVERED = (
     "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox"
-    " WHERE state = 'delivered' AND delivered_ms < ?1 ORDER BY seq LIMIT ?2)"
+    " WHERE state IN ('delivered', 'refiled') AND delivered_ms < ?1 ORDER BY seq LIMIT ?2)"
+)
+# The markers that make a re-filing happen once (gateway/pipeline.py) live as long.
+_REFILED_MARKERS = (
+    "DELETE FROM state WHERE ns = 'refiled' AND key IN (SELECT key FROM state"
+    " WHERE ns = 'refiled' AND json_extract(value, '$.ms') < ?1 LIMIT ?2)"
 )
 
 

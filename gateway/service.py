@@ -166,7 +166,7 @@ class Gateway:
             LoopPart("consume", partial(self._consume, ready), lambda: dict(counters)),
             LoopPart("delivery", dispatcher.run,
                      lambda: {**dispatcher.stats, "last_error": dispatcher.last_error}),
-            LoopPart("status_sync", sync.run, lambda: {"failures": sync.failures}),
+            LoopPart("status_sync", sync.run, sync.stats),
             LoopPart("upkeep", self._upkeep, lambda: dict(self.upkeep_last)),
             LoopPart("health", self._watch_health, self.health.snapshot),
         ]  # fmt: skip
@@ -356,14 +356,14 @@ class Gateway:
             self.pipeline.close_incident(incident_id, f"case {status} on the platform")
 
     def _on_case_closed_early(self, incident_id: str, command: CaseCommand) -> None:
-        """The platform closed the case while this command's evidence was on its way: close
-        the incident and file the stranded alert as a problem of its own (an escalation
-        keeps its higher priority), rather than drop it."""
-        with contextlib.suppress(StoreUnavailable):
-            self.pipeline.close_incident(incident_id, "case closed before evidence arrived")
-        stranded = command.alert
-        if stranded.state is not AlertState.CLEARED:
-            self._apply([replace(stranded, priority=command.priority)])
+        """The platform closed the case while this command was on its way: close the
+        incident and file the stranded alert as a problem of its own (an escalation keeps
+        its higher priority) rather than drop it. A store that refuses the commit raises
+        here, so the case bridge keeps the command and hands it over again."""
+        now_ms = int(time.time() * 1000)
+        self.pipeline.close_incident(incident_id, "case closed before evidence arrived")
+        if self.pipeline.refile(command, now_ms):
+            self.dispatcher.wake()
 
     def _on_delivered(self, command: CaseCommand, case: dict) -> None:
         lag_s = time.time() - command.alert.ts / 1000

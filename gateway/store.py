@@ -207,6 +207,11 @@ def load_states(conn: sqlite3.Connection, ns: str) -> Iterator[tuple[str, Any]]:
         yield key, json.loads(value)
 
 
+def has_state(conn: sqlite3.Connection, ns: str, key: str) -> bool:
+    query = "SELECT 1 FROM state WHERE ns = ? AND key = ?"
+    return conn.execute(query, (ns, key)).fetchone() is not None
+
+
 def load_open_incidents(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
     """Open incidents only: closed ones stay in the store for the API and its retention,
     and a gateway that has run for years does not load them all at start-up."""

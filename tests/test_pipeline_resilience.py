@@ -15,7 +15,7 @@ import yaml
 
 from devices.rejections import Reason
 from devices.status import DeviceStatus
-from domain import Reading
+from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority, Reading
 from gateway import store
 from gateway.config import load_config
 from gateway.pipeline import StoreUnavailable
@@ -159,3 +159,29 @@ def test_a_failed_commit_leaves_no_transaction_open(tmp_path):
         bad.readings.append(("D", 1, None, None, 0))  # values_json NOT NULL
         store.commit(conn, bad)
     assert not conn.in_transaction
+
+
+def test_a_stranded_escalation_is_filed_again_once_at_its_priority(gateway):
+    """The platform closed the case while an escalation was on its way: the alert opens a
+    new incident at the escalated priority, and handing the same command over again (a
+    crash before the outbox marked it) files nothing more."""
+    pipeline = gateway.pipeline
+    for i in range(12):
+        reading = bin_reading(NOW - 3_600_000 + i * 300_000, 95.0)
+        pipeline.process_decoded([("t", b"", reading)], NOW)
+    [(incident_id, incident)] = list(store.load_states(gateway.conn, "incident"))
+    key = incident["alert_keys"][0]
+    alert = Alert(key, "BIN-001", "full", AlertState.ESCALATED, incident["class_code"],
+                  Priority.CRITICAL, Location(26.0, 119.0), NOW)  # fmt: skip
+    stranded = CaseCommand(f"{incident_id}/2", incident_id, CommandKind.ESCALATE, alert,
+                           Priority.CRITICAL)  # fmt: skip
+
+    pipeline.close_incident(incident_id, "case closed before evidence arrived")
+    [refiled] = pipeline.refile(stranded, NOW)
+    assert (refiled.kind, refiled.priority) == (CommandKind.OPEN, Priority.CRITICAL)
+    assert refiled.incident_id != incident_id
+    assert pipeline.refile(stranded, NOW) == []
+    again = Gateway(gateway.config)  # a restart: the marker is in the store
+    assert again.pipeline.refile(stranded, NOW) == []
+    open_ids = [i["id"] for i in store.load_open_incidents(gateway.conn)]
+    assert open_ids == [refiled.incident_id]

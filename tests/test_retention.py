@@ -82,7 +82,7 @@ def test_each_kind_expires_exactly_and_work_still_to_do_is_kept(tmp_path):
     assert links == ["INC-new", "INC-open", "INC-x"]
     assert report == {
         "alerts": 2, "dead_letters": 50, "dead_letters_over_cap": 0, "outbox": 1,
-        "incidents": 1, "evidence": 0,
+        "refiled_markers": 0, "incidents": 1, "evidence": 0,
     }  # fmt: skip
 
     again = retention.upkeep(conn, SETTINGS, tmp_path / "evidence", NOW, pause_s=0)
