@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from case_bridge import outbox
-from gateway import listings, store
+from gateway import listings
 from gateway.api_guard import ApiGuard
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def create_api(gw: Gateway) -> FastAPI:
 
     @app.get("/api/v1/stats")
     async def stats() -> dict[str, Any]:
-        return collect_stats(gw)
+        return gw.stats()
 
     @app.get("/api/v1/dead-letters")
     async def dead_letters(
@@ -164,9 +165,9 @@ def create_api(gw: Gateway) -> FastAPI:
             raise HTTPException(404, "no such evidence picture")
         return Response(picture, media_type="image/jpeg")
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics() -> str:
-        return render_prometheus(collect_stats(gw))
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
@@ -238,70 +239,3 @@ def _instant_ms(name: str, text: str | None, default: int) -> int:
     if not 0 <= ms <= _MAX_MS:
         raise HTTPException(400, f"{name}: {text!r} is out of range")
     return ms
-
-
-def collect_stats(gw: Gateway) -> dict[str, Any]:
-    ingest = gw.ingest
-    return {
-        "mqtt": {
-            "connected": bool(ingest and ingest.connected),
-            "connects": ingest.connects if ingest else 0,
-            "received": ingest.received if ingest else 0,
-            "connect_failures": ingest.connect_failures if ingest else 0,
-            "last_error": ingest.last_error if ingest else "",
-            "subscribed": bool(ingest and ingest.subscribed),
-        },
-        "serial": gw.serial.stats() if gw.serial is not None else {},
-        "history": {
-            "upkeep": gw.upkeep_last,
-            "influxdb": gw.influx.stats() if gw.influx is not None else None,
-        },
-        "readings_stored": store.count_rows(gw.conn, "readings"),
-        "alerts": store.count_rows(gw.conn, "alerts"),
-        "rejected": store.rejection_counts(gw.conn),
-        "outbox": outbox.counts(gw.conn),
-        "delivery": dict(gw.dispatcher.stats),
-        "last_delivery_error": gw.dispatcher.last_error,
-        "status_sync_failures": gw.status_sync.failures,
-        # Readings kept but not given to business rules since start: their device is suspect.
-        "suspect_readings": gw.pipeline.counters["suspect"],
-        "health": gw.health.snapshot(),
-        "video": _video_stats(gw),
-    }
-
-
-def _video_stats(gw: Gateway) -> dict[str, Any]:
-    if gw.video is None:
-        return {}
-    cameras = {
-        s.camera_id: {"status": s.status, "last_error": s.last_error, **s.stats}
-        for s in gw.video.supervisors
-    }
-    return {"cameras": cameras, **gw.video.stats}
-
-
-def render_prometheus(stats: dict[str, Any]) -> str:
-    lines = [
-        f"citygw_mqtt_connected {int(stats['mqtt']['connected'])}",
-        f"citygw_mqtt_received_total {stats['mqtt']['received']}",
-        f"citygw_readings_stored_total {stats['readings_stored']}",
-        f"citygw_alerts_total {stats['alerts']}",
-    ]
-    lines += [f'citygw_rejected_total{{reason="{r}"}} {n}' for r, n in stats["rejected"].items()]
-    lines += [f'citygw_outbox{{state="{s}"}} {n}' for s, n in stats["outbox"].items()]
-    lines += [f'citygw_delivery_total{{result="{k}"}} {n}' for k, n in stats["delivery"].items()]
-    lines.append(f"citygw_mqtt_connect_failures_total {stats['mqtt']['connect_failures']}")
-    lines.append(f"citygw_suspect_readings_total {stats['suspect_readings']}")
-    health = stats["health"].values()
-    for problem in ("offline", "battery_low", "suspect"):
-        count = sum(1 for device in health if device[problem])
-        lines.append(f'citygw_devices_unhealthy{{problem="{problem}"}} {count}')
-    for port in stats["serial"].values():
-        path = port["path"].replace("\\", "\\\\").replace('"', '\\"')
-        lines.append(f'citygw_serial_connected{{port="{path}"}} {int(port["connected"])}')
-        lines.append(f'citygw_serial_reconnects_total{{port="{path}"}} {port["reconnects"]}')
-    influx = stats["history"]["influxdb"]
-    if influx is not None:
-        lines.append(f"citygw_influxdb_exported_total {influx['exported']}")
-        lines.append(f"citygw_influxdb_pending {influx['pending']}")
-    return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ from pydantic import (
 from case_bridge.settings import CasePlatformSettings, CaseSettings
 from detectors.config import CameraSettings, DetectorSettings
 from devices.fleet import Fleets
+from devices.limits import InputLimits
 from devices.mqtt_settings import MqttSecurity
 from devices.serial import SerialSettings
 from gateway.bounded_yaml import YamlFileError, load_yaml_file
@@ -37,6 +38,7 @@ from gateway.config_secrets import (
     secret_values,
 )
 from gateway.history import HistorySettings
+from gateway.retention import RetentionSettings
 from rules.params import RulesConfig
 from rules.video_rules import VideoRuleParams
 
@@ -76,6 +78,8 @@ class StoreSettings(_Section):
 class IngestSettings(_Section):
     max_future_skew_s: float = Field(300.0, ge=0)
     batch_max: int = Field(1000, ge=1)
+    # Bounds on every message from a device (size, JSON depth, topic and id length).
+    limits: InputLimits = InputLimits()
 
 
 class MergeSettings(_Section):
@@ -165,6 +169,9 @@ class GatewayConfig(_Section):
     api: ApiSettings = ApiSettings()
     video: VideoSettings = VideoSettings()
     history: HistorySettings = HistorySettings()
+    # Age and size limits for alerts, dead letters, delivered commands, closed incidents
+    # and evidence pictures.
+    retention: RetentionSettings = RetentionSettings()
     # RS-485 / USB serial ports: Modbus RTU slaves and line-protocol sensors.
     serial: SerialSettings = SerialSettings()
 
