@@ -142,9 +142,10 @@ def test_framer_bounds_an_overlong_line_and_resumes_after_it():
         ("WL,WL-1," + "9" * 200 + ",90", Reason.OUT_OF_RANGE),  # a number beyond any level
         ("WL,WL-1,inf,90", Reason.BAD_SCHEMA),
         ("WL,WL-1" + ",1" * 120, Reason.BAD_SCHEMA),  # 120 fields
-        ("WL," + "W" * 240 + ",10,90", Reason.UNKNOWN_DEVICE),
+        ("WL," + "W" * 64 + ",10,90", Reason.UNKNOWN_DEVICE),
+        ("WL," + "W" * 65 + ",10,90", Reason.TOO_LARGE),  # the registry's id bound
     ],
-    ids=["200-digits", "inf", "120-fields", "240-char-id"],
+    ids=["200-digits", "inf", "120-fields", "64-char-id", "65-char-id"],
 )
 def test_extreme_but_framed_sentences_are_refused_by_reason(body, expected):
     assert reason(parse(with_checksum(body))) == expected

@@ -10,7 +10,8 @@ One reading is one sentence::
   optional). A sentence is at most 256 bytes including ``$`` and the line end.
 - ``hh`` is the checksum: two hex digits (sent uppercase, accepted in either case) of the
   XOR of every byte between ``$`` and ``*``, exclusive.
-- Only printable ASCII between ``$`` and ``*``; ``device_id`` must not contain ``$ , *``.
+- Only printable ASCII between ``$`` and ``*``; ``device_id`` must not contain ``$ , *``
+  and is at most 64 characters (the registry's bound, ``InputLimits.max_device_id_len``).
 - Fields are plain decimals (``-?digits[.digits]``: no exponent, no ``nan``/``inf``), in
   the field's canonical unit; flags are ``0`` or ``1``. An empty battery field means
   "not measured" and the value is left out of the reading.
@@ -27,10 +28,10 @@ The devices have no clock: the gateway stamps a reading with its own receive tim
 go through the same range and type checks as MQTT telemetry (``devices.codec``).
 
 Rejections: over 256 bytes, no ``*hh`` or not ASCII → ``garbage`` (not a sentence at all);
-wrong checksum → ``bad_checksum``; unknown type, wrong field count, bad number, or a type that
-does not fit the device's kind → ``bad_schema``; device not registered → ``unknown_device``;
-values out of
-range → ``out_of_range``.
+a device id over 64 characters → ``too_large``; wrong checksum → ``bad_checksum``; unknown
+type, wrong field count, bad number, or a type that does not fit the device's kind →
+``bad_schema``; device not registered → ``unknown_device``; values out of range →
+``out_of_range``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from operator import xor
 
 from devices.codec import decode_values
 from devices.kinds import KINDS
+from devices.limits import DEFAULT_LIMITS, device_id_rejection
 from devices.registry import Device
 from devices.rejections import Reason, Rejection
 from domain import Reading
@@ -97,6 +99,9 @@ def parse_line(line: bytes, registry: Mapping[str, Device], now_ms: int) -> Read
     body, sent = frame.group(1), int(frame.group(2), 16)
     parts = body.decode("ascii").split(",")
     device_id = parts[1] if len(parts) > 1 else ""
+    bad_id = device_id_rejection(device_id, DEFAULT_LIMITS)
+    if bad_id is not None:
+        return bad_id
     if checksum(body) != sent:
         return Rejection(
             Reason.BAD_CHECKSUM, f"checksum {sent:02X}, bytes give {checksum(body):02X}", device_id
