@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import platform
 import random
 import re
@@ -45,6 +46,7 @@ from typing import Any
 
 import yaml
 
+import devices.fleet
 from devices.codec import decode_telemetry, decode_values
 from devices.fleet import FleetSettings, MessageRouter, decode_fleet_message, decode_fleet_status
 from devices.fleet.binary import crc16_modbus
@@ -86,67 +88,22 @@ REGISTRY = {
         ("BIN-1", "bin"),
     ]
 }
-ACME = """
-name: acme-water
-topic: acme/wl/+/up
-device_id: {topic: 2, prefix: WL-}
-kind: water_level
-codec:
-  type: json
-  ts: {path: $.time, format: iso8601}
-  seq: $.meta.cnt
-  fields:
-    level_cm: {path: "$.data[0].wl", unit: mm}
-    battery_pct: "$.dev['bat %']"
-"""
-LIDS = """
-name: lidco
-topic: lidco/+/state
-device_id: {path: $.dev.sn, prefix: MH-}
-codec:
-  type: json
-  ts: {path: $.t, format: epoch_s, optional: true}
-  fields:
-    lid_open: {path: $.lid, map: {"OPEN": true, "CLOSED": false}}
-    tilt_deg: {path: $.tilt, unit: deg, scale: 0.01}
-status:
-  topic: lidco/+/conn
-  device_id: {path: $.sn, prefix: MH-}
-  path: $.connected
-  map: {"true": true, "false": false}
-"""
-PACKED = """
-name: packed-water
-topic: packed/+/up
-device_id: {topic: 1, prefix: WL-}
-kind: water_level
-codec:
-  type: binary
-  byte_order: big
-  fields:
-    - {name: ts, type: u32}
-    - {name: seq, type: u16}
-    - {name: level_cm, type: u16, scale: 0.1, unit: mm}
-    - {name: battery_pct, type: u8}
-    - {type: u8}
-  crc: {algorithm: crc16_modbus, byte_order: little}
-"""
-LORA = """
-name: lora-lids
-topic: lns/up/#
-device_id: {path: $.end_device_ids.device_id}
-kind: manhole_cover
-codec:
-  type: binary
-  byte_order: little
-  envelope: {path: $.uplink_message.frm_payload, encoding: base64}
-  fields:
-    - {name: tilt_deg, type: i16, scale: 0.1}
-    - {name: lid_open, type: u8, map: {0: false, 1: true}}
-    - {name: battery_pct, type: f32}
-"""
+EXAMPLES = {
+    f["name"]: f
+    for f in yaml.safe_load(
+        Path(devices.fleet.__file__).with_name("examples.yaml").read_text(encoding="utf-8")
+    )
+}
+# lidco's status as JSON with the id inside, so that the status decoder parses JSON too.
+EXAMPLES["lidco"]["status"] = {
+    "topic": "lidco/+/conn",
+    "device_id": {"path": "$.sn", "prefix": "MH-"},
+    "path": "$.connected",
+    "map": {"true": True, "false": False},
+}
 FLEETS = {
-    text: FleetSettings.model_validate(yaml.safe_load(text)) for text in (ACME, LIDS, PACKED, LORA)
+    name: FleetSettings.model_validate(EXAMPLES[name])
+    for name in ("acme-water", "lidco", "packed-water", "lora-lids")
 }
 ROUTER = MessageRouter(list(FLEETS.values()), limits=LIMITS)
 JSON_SOURCES = ("citygw", "acme-water", "lidco", "lora-lids")
@@ -307,11 +264,8 @@ class MessageEntryPoint(EntryPoint):
 
     def violations(self, case: Case, result: Result) -> list[str]:
         problems = super().violations(case, result)
-        if isinstance(result, Reading):
-            topic, payload = case.args[:2]
-            problems += message_violations(topic, payload, LIMITS)
-            if self.is_json(case):
-                problems += json_violations(payload, LIMITS)
+        if isinstance(result, Reading) and self.is_json(case):
+            problems += json_violations(case.args[1], LIMITS)
         return problems
 
     def valid(self, rng: random.Random) -> tuple[str, Any]:
@@ -370,8 +324,23 @@ class OwnTelemetry(MessageEntryPoint):
         return [decode_telemetry(*case.args, REGISTRY, NOW, SKEW, LIMITS)]
 
 
-class FleetJson(MessageEntryPoint):
+class FleetMessages(MessageEntryPoint):
+    """``decode_fleet_message`` with the fleet whose topic the message came on."""
+
+    def fleet(self, topic: str) -> FleetSettings:
+        raise NotImplementedError
+
+    def run(self, case: Case) -> list[Result]:
+        topic, payload = case.args
+        fleet = self.fleet(topic)
+        return [decode_fleet_message(fleet, topic, payload, REGISTRY, NOW, SKEW, LIMITS)]
+
+
+class FleetJson(FleetMessages):
     name = "fleet JSON (acme-water, lidco)"
+
+    def fleet(self, topic: str) -> FleetSettings:
+        return FLEETS["acme-water"] if topic.startswith("acme") else FLEETS["lidco"]
 
     def valid(self, rng: random.Random) -> tuple[str, Any]:
         ts = event_ms(rng)
@@ -392,11 +361,6 @@ class FleetJson(MessageEntryPoint):
         }
         return "lidco/x/state", doc
 
-    def run(self, case: Case) -> list[Result]:
-        topic, payload = case.args
-        fleet = FLEETS[ACME] if topic.startswith("acme") else FLEETS[LIDS]
-        return [decode_fleet_message(fleet, topic, payload, REGISTRY, NOW, SKEW, LIMITS)]
-
 
 def packed(rng: random.Random) -> bytes:
     ts_s = event_ms(rng) // 1000
@@ -406,8 +370,11 @@ def packed(rng: random.Random) -> bytes:
     return body + crc16_modbus(body).to_bytes(2, "little")
 
 
-class FleetBinary(MessageEntryPoint):
+class FleetBinary(FleetMessages):
     name = "fleet binary (packed-water)"
+
+    def fleet(self, topic: str) -> FleetSettings:
+        return FLEETS["packed-water"]
 
     def valid(self, rng: random.Random) -> tuple[str, Any]:
         return f"packed/{rng.choice(['0001', '0002', '0404'])}/up", packed(rng)
@@ -428,13 +395,12 @@ class FleetBinary(MessageEntryPoint):
     def is_json(self, case: Case) -> bool:
         return False
 
-    def run(self, case: Case) -> list[Result]:
-        topic, payload = case.args
-        return [decode_fleet_message(FLEETS[PACKED], topic, payload, REGISTRY, NOW, SKEW, LIMITS)]
 
-
-class FleetEnvelope(MessageEntryPoint):
+class FleetEnvelope(FleetMessages):
     name = "fleet binary in JSON (lora-lids)"
+
+    def fleet(self, topic: str) -> FleetSettings:
+        return FLEETS["lora-lids"]
 
     def valid(self, rng: random.Random) -> tuple[str, Any]:
         body = struct.pack(
@@ -453,10 +419,6 @@ class FleetEnvelope(MessageEntryPoint):
             tilt, lid, battery = struct.unpack("<hBf", body) if len(body) == 7 else (-1, 9, 0)
             case.valid = 0 <= tilt <= 1_800 and lid in (0, 1) and 0 <= battery <= 100
         return case
-
-    def run(self, case: Case) -> list[Result]:
-        topic, payload = case.args
-        return [decode_fleet_message(FLEETS[LORA], topic, payload, REGISTRY, NOW, SKEW, LIMITS)]
 
 
 class OwnStatus(MessageEntryPoint):
@@ -485,7 +447,7 @@ class FleetStatus(MessageEntryPoint):
 
     def run(self, case: Case) -> list[Result]:
         topic, payload = case.args
-        status = FLEETS[LIDS].status
+        status = FLEETS["lidco"].status
         assert status is not None
         return [decode_fleet_status(status, topic, payload, REGISTRY, NOW, False, LIMITS)]
 
@@ -525,6 +487,13 @@ class Router(MessageEntryPoint):
     def is_json(self, case: Case) -> bool:
         route = ROUTER.route(case.args[0])
         return route is not None and route.source in JSON_SOURCES
+
+    def violations(self, case: Case, result: Result) -> list[str]:
+        """The size limits are the router's to enforce, before any decoder runs."""
+        problems = super().violations(case, result)
+        if isinstance(result, Reading | DeviceStatus):
+            problems += message_violations(case.args[0], case.args[1], LIMITS)
+        return problems
 
     def run(self, case: Case) -> list[Result]:
         topic, payload, retained = case.args
@@ -654,52 +623,22 @@ class Registers(EntryPoint):
 
 # --- the config loader ---------------------------------------------------------------------
 
-CONFIG_SEEDS = [
-    """\
-mqtt:
-  url: mqtt://127.0.0.1:1883
-devices:
-  registry: devices.csv
-store:
-  path: var/gw.db
-case_platform:
-  url: http://127.0.0.1:8081
-  token: t
-rules:
-  bin:
-    fire_for_s: 300
-""",
-    """\
+# Sections the shipped config (deploy/gateway.yaml) leaves out: fleets, serial, video, TLS.
+MORE_SECTIONS = """
 gateway_id: fuzz
 mqtt:
   url: mqtts://gw:secret@127.0.0.1:8883
-  qos: 1
   tls: {ca_file: ca.pem}
 devices:
   registry: devices.csv
-  fleets:
-    - name: acme-water
-      topic: acme/wl/+/up
-      device_id: {topic: 2, prefix: WL-}
-      kind: water_level
-      codec:
-        type: json
-        ts: {path: $.time, format: iso8601}
-        fields:
-          level_cm: {path: "$.data[0].wl", unit: mm}
 store:
   path: var/gw.db
-  synchronous: FULL
 case_platform:
   url: http://127.0.0.1:8081
   token: platform-token
 cases:
-  deadlines_h: {critical: 2, urgent: 12, normal: 24, low: 48}
   local_classes: {"99101": 道路积水, "99201": 视频监控设备离线}
-merge:
-  radius_m: 50
 rules:
-  bin: {fill_fire_pct: 90, fire_for_s: 600, fill_clear_pct: 60}
   water_level: {warning_for_s: 60, alarm_for_s: 10, class_code: "99101"}
 serial:
   ports:
@@ -710,10 +649,21 @@ serial:
           device: WL-101
           registers: [{field: level_cm, address: 0, type: float32, word_order: little}]
 api:
-  port: 8080
   token_file: api.token
-""",
-]
+"""
+
+
+def config_seeds() -> list[str]:
+    """Configs that load: the shipped one (its ``*_env`` secrets set for the run), and one
+    with the sections it leaves out, the example fleets among them."""
+    shipped = (ROOT / "deploy" / "gateway.yaml").read_text(encoding="utf-8")
+    for variable in re.findall(r"_env:\s*([A-Za-z_][A-Za-z0-9_]*)", shipped):
+        os.environ[variable] = "fuzz-secret-0123456789"
+    more = yaml.safe_load(MORE_SECTIONS)
+    more["devices"]["fleets"] = list(EXAMPLES.values())
+    return [shipped, yaml.safe_dump(more, allow_unicode=True, sort_keys=False)]
+
+
 HOSTILE_YAML = [
     "1" * 5_000, "-1e400", ".nan", ".inf", "~", "!!binary AAAA", "!!set {a, b}", "<<: *x",
     "!!python/object/apply:os.system [true]", "*undefined", "&a [*a]", '"\\ud800"', "[" * 5_000,
@@ -726,7 +676,7 @@ ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
 )
 
 
-def mutate_yaml(rng: random.Random, text: str) -> bytes:
+def mutate_yaml(rng: random.Random, text: str, seeds: list[str]) -> bytes:
     lines = text.splitlines()
     for _ in range(rng.randint(1, 3)):
         choice = rng.random()
@@ -746,7 +696,7 @@ def mutate_yaml(rng: random.Random, text: str) -> bytes:
             lines.append(rng.choice(HOSTILE_YAML))
     data = "\n".join(lines).encode("utf-8", "surrogatepass")
     if rng.random() < 0.3:
-        data = mutate_bytes(rng, data, [s.encode() for s in CONFIG_SEEDS])
+        data = mutate_bytes(rng, data, [s.encode() for s in seeds])
     return data
 
 
@@ -758,12 +708,13 @@ class ConfigLoader(EntryPoint):
     def __init__(self, folder: Path) -> None:
         super().__init__()
         self.path = folder / "gw.yaml"
+        self.seeds = config_seeds()
 
     def make(self, rng: random.Random) -> Case:
-        seed = rng.choice(CONFIG_SEEDS)
+        seed = rng.choice(self.seeds)
         if rng.random() < 0.1:
             return Case((seed.encode(),), valid=True)
-        return Case((mutate_yaml(rng, seed),))
+        return Case((mutate_yaml(rng, seed, self.seeds),))
 
     def run(self, case: Case) -> list[Result]:
         self.path.write_bytes(case.args[0])

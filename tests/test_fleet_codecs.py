@@ -2,14 +2,17 @@
 timestamps, status messages, topic routing, and one test per rejection reason."""
 
 import base64
+import copy
 import json
 import struct
 import zlib
+from pathlib import Path
 
 import pytest
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+import devices.fleet
 from devices.fleet import Fleets, FleetSettings, MessageRouter, decode_fleet_message
 from devices.fleet.binary import checksum, crc16_modbus
 from devices.fleet.jsonpath import MISSING, JsonPath
@@ -31,90 +34,28 @@ REGISTRY = {
 NOW = 1_763_700_000_000  # 2025-11-21T04:40:00Z
 SKEW = 300_000
 
-WATER = """
-name: acme-water
-topic: acme/wl/+/up
-device_id: {topic: 2, prefix: WL-}
-kind: water_level
-codec:
-  type: json
-  ts: {path: $.time, format: iso8601}
-  seq: $.meta.cnt
-  fields:
-    level_cm: {path: "$.data[0].wl", unit: mm}
-    battery_pct: "$.dev['bat %']"
-"""
-
-MANHOLE = """
-name: lidco
-topic: lidco/+/state
-device_id: {path: $.dev.sn, prefix: MH-, suffix: ""}
-codec:
-  type: json
-  ts: {path: $.t, format: epoch_s, optional: true}
-  fields:
-    lid_open: {path: $.lid, map: {"OPEN": true, "CLOSED": false}}
-    tilt_deg: {path: $.tilt, unit: deg, scale: 0.01}
-status:
-  topic: lidco/+/lwt
-  device_id: {topic: 1, prefix: MH-}
-  map: {"Online": true, "Offline": false}
-"""
-
-BINS = """
-name: binco
-topic: binco/+/fill
-device_id: {topic: 1, prefix: BIN-}
-kind: bin
-codec:
-  type: json
-  fields:
-    fill_pct: {path: $, scale: -1, offset: 100}   # the sensor says how empty the bin is
-"""
-
-PACKED = """
-name: packed-water
-topic: packed/+/up
-device_id: {topic: 1, prefix: WL-}
-kind: water_level
-codec:
-  type: binary
-  byte_order: big
-  fields:
-    - {name: ts, type: u32}
-    - {name: seq, type: u16}
-    - {name: level_cm, type: u16, scale: 0.1, unit: mm}
-    - {name: battery_pct, type: u8}
-    - {type: u8}
-  crc: {algorithm: crc16_modbus, byte_order: little}
-"""
-
-LORA = """
-name: lora-lids
-topic: lns/up/#
-device_id: {path: $.end_device_ids.device_id}
-kind: manhole_cover
-codec:
-  type: binary
-  byte_order: little
-  envelope: {path: $.uplink_message.frm_payload, encoding: base64}
-  fields:
-    - {name: tilt_deg, type: i16, scale: 0.1}
-    - {name: lid_open, type: u8, map: {0: false, 1: true}}
-    - {name: battery_pct, type: f32}
-"""
+# The example mappings shipped beside the fleet code, by name.
+EXAMPLES = {
+    f["name"]: f
+    for f in yaml.safe_load(
+        Path(devices.fleet.__file__).with_name("examples.yaml").read_text(encoding="utf-8")
+    )
+}
+WATER, MANHOLE, BINS, PACKED, LORA = (
+    EXAMPLES[name] for name in ("acme-water", "lidco", "binco", "packed-water", "lora-lids")
+)
 
 
-def fleet(text: str, **changes) -> FleetSettings:
-    data = yaml.safe_load(text)
+def fleet(example: dict, **changes) -> FleetSettings:
+    data = copy.deepcopy(example)
     data.update(changes)
     return FleetSettings.model_validate(data)
 
 
-def decode(text: str, topic: str, payload, now=NOW, **changes) -> Reading | Rejection:
+def decode(example: dict, topic: str, payload, now=NOW, **changes) -> Reading | Rejection:
     if isinstance(payload, dict | list | int | float | str):
         payload = json.dumps(payload).encode()
-    return decode_fleet_message(fleet(text, **changes), topic, payload, REGISTRY, now, SKEW)
+    return decode_fleet_message(fleet(example, **changes), topic, payload, REGISTRY, now, SKEW)
 
 
 def reason(result) -> Reason:
@@ -199,7 +140,7 @@ def test_plain_value_payload_with_scale_and_offset():
 )
 def test_timestamp_formats(fmt, raw, expected):
     changes = {"ts": {"path": "$.when", "format": fmt}, "fields": {"fill_pct": "$.f"}}
-    bins = yaml.safe_load(BINS)
+    bins = copy.deepcopy(BINS)
     bins["codec"].update(changes)
     result = decode_fleet_message(
         FleetSettings.model_validate(bins),
@@ -225,7 +166,7 @@ def test_timestamp_formats(fmt, raw, expected):
     ],
 )
 def test_bad_timestamps_are_bad_schema(fmt, raw):
-    bins = yaml.safe_load(BINS)
+    bins = copy.deepcopy(BINS)
     bins["codec"].update({"ts": {"path": "$.when", "format": fmt}, "fields": {"fill_pct": "$.f"}})
     result = decode_fleet_message(
         FleetSettings.model_validate(bins),
@@ -309,7 +250,7 @@ def test_registry_kind_must_match_the_fleets_kind():
 
 
 def test_field_the_registry_kind_lacks_is_bad_schema():
-    data = yaml.safe_load(MANHOLE)
+    data = copy.deepcopy(MANHOLE)
     data["codec"]["fields"]["fill_pct"] = "$.fill"
     payload = json.dumps({"dev": {"sn": "0002"}, "lid": "OPEN", "tilt": 0, "fill": 5}).encode()
     result = decode_fleet_message(
@@ -375,7 +316,7 @@ def test_binary_in_a_json_envelope_little_endian_signed_and_float():
     assert decode(LORA, topic, lora(body, "MH-0002")) == Reading(
         "MH-0002", "manhole_cover", NOW, {"tilt_deg": 12.5, "lid_open": True, "battery_pct": 55.5}
     )
-    hexed = yaml.safe_load(LORA)["codec"] | {
+    hexed = copy.deepcopy(LORA)["codec"] | {
         "envelope": {"path": "$.uplink_message.frm_payload", "encoding": "hex"}
     }
     assert isinstance(decode(LORA, topic, lora(body, "MH-0002", "hex"), codec=hexed), Reading)
@@ -409,7 +350,7 @@ def test_checksums_match_their_catalogue_check_values():
 
 
 @pytest.mark.parametrize(
-    ("text", "changes", "message"),
+    ("example", "changes", "message"),
     [
         (WATER, {"kind": "bin"}, "kind bin has no field level_cm"),
         (WATER, {"kind": "lamp"}, "kind 'lamp' is not one of"),
@@ -482,9 +423,9 @@ def test_checksums_match_their_catalogue_check_values():
         ),
     ],
 )
-def test_config_mistakes_are_refused_at_load(text, changes, message):
+def test_config_mistakes_are_refused_at_load(example, changes, message):
     with pytest.raises(ValidationError) as caught:
-        fleet(text, **changes)
+        fleet(example, **changes)
     assert message in str(caught.value)
 
 
@@ -499,7 +440,7 @@ def test_config_mistakes_are_refused_at_load(text, changes, message):
     ],
 )
 def test_binary_layout_mistakes(field, message):
-    data = yaml.safe_load(LORA)
+    data = copy.deepcopy(LORA)
     fields = data["codec"]["fields"]
     data["codec"]["fields"] = [f for f in fields if f["name"] != field["name"]] + [field]
     with pytest.raises(ValidationError) as caught:
@@ -509,12 +450,12 @@ def test_binary_layout_mistakes(field, message):
 
 def test_fleet_list_refuses_repeated_names_and_topics():
     adapter = TypeAdapter(Fleets)
-    water = yaml.safe_load(WATER)
+    water = copy.deepcopy(WATER)
     with pytest.raises(ValidationError, match="fleet names must be unique"):
         adapter.validate_python([water, water | {"topic": "other/wl/+/up"}])
     with pytest.raises(ValidationError, match="used twice: acme/wl/"):
         adapter.validate_python([water, water | {"name": "b"}])
-    assert len(adapter.validate_python([water, yaml.safe_load(BINS)])) == 2
+    assert len(adapter.validate_python([water, copy.deepcopy(BINS)])) == 2
 
 
 # --- status and routing ---------------------------------------------------------------------
@@ -588,7 +529,7 @@ def test_fleet_status_by_payload_map():
 
 
 def test_fleet_status_from_json_path():
-    data = yaml.safe_load(MANHOLE)
+    data = copy.deepcopy(MANHOLE)
     data["status"] = {
         "topic": "lidco/+/conn",
         "device_id": {"path": "$.sn", "prefix": "MH-"},
@@ -619,12 +560,12 @@ def deep(levels: int) -> bytes:
 
 @pytest.mark.parametrize("payload", [b"[" * 5000, deep(33)], ids=["beyond-parser", "33-levels"])
 @pytest.mark.parametrize(
-    ("text", "topic"),
+    ("example", "topic"),
     [(WATER, "acme/wl/0001/up"), (LORA, "lns/up/x"), (MANHOLE, "lidco/0002/conn")],
     ids=["json", "binary-envelope", "json-status"],
 )
-def test_deep_json_is_too_large_for_every_json_decoder(text, topic, payload):
-    data = yaml.safe_load(text)
+def test_deep_json_is_too_large_for_every_json_decoder(example, topic, payload):
+    data = copy.deepcopy(example)
     if topic.endswith("conn"):  # a status spec with a JSON path
         data["status"] = {
             "topic": "lidco/+/conn",
@@ -640,7 +581,7 @@ def test_deep_json_is_too_large_for_every_json_decoder(text, topic, payload):
 
 
 def timed(fmt: str, raw) -> Reading | Rejection:
-    bins = yaml.safe_load(BINS)
+    bins = copy.deepcopy(BINS)
     bins["codec"].update({"ts": {"path": "$.when", "format": fmt}, "fields": {"fill_pct": "$.f"}})
     payload = b'{"when": %s, "f": 10}' % (
         raw if isinstance(raw, bytes) else json.dumps(raw).encode()
