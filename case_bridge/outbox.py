@@ -171,16 +171,16 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
     return {"pending": 0, "delivered": 0, "parked": 0, "refiled": 0, **dict(rows)}
 
 
-def listing(conn: sqlite3.Connection, state: str | None, limit: int) -> list[dict]:
+def listing(
+    conn: sqlite3.Connection, state: str | None, limit: int, before_seq: int | None = None
+) -> list[dict]:
+    """Commands newest first, at most ``limit``, older than ``before_seq`` when given (the
+    caller pages with the last row's ``seq``)."""
     query = (
         "SELECT seq, command_id, incident_id, kind, state, attempts, last_error, created_ms,"
-        " delivered_ms FROM outbox"
+        " delivered_ms FROM outbox WHERE (? IS NULL OR state = ?) AND (? IS NULL OR seq < ?)"
+        " ORDER BY seq DESC LIMIT ?"
     )
-    args: tuple = ()
-    if state:
-        query += " WHERE state = ?"
-        args = (state,)
-    query += " ORDER BY seq DESC LIMIT ?"
-    cursor = conn.execute(query, (*args, limit))
+    cursor = conn.execute(query, (state, state, before_seq, before_seq, limit))
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

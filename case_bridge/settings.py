@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr
 
 from domain import Priority
 
@@ -19,7 +19,7 @@ class RetryPolicy(BaseModel):
 class CasePlatformSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: HttpUrl
-    token: str = Field(min_length=1)
+    token: SecretStr = Field(min_length=1)  # never shown when the settings are printed
     adapter: str = Field("bundled", pattern="^bundled$")
     timeout_s: float = Field(5.0, gt=0)
     retry: RetryPolicy = RetryPolicy()

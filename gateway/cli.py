@@ -8,7 +8,10 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING
+
+from simulators.platform.token_source import add_token_arguments, token_from
 
 if TYPE_CHECKING:
     from gateway.config import ApiSettings
@@ -43,14 +46,14 @@ def _build_parser() -> argparse.ArgumentParser:
     platform.add_argument("--host", default="127.0.0.1")
     platform.add_argument("--port", type=int, default=8081)
     platform.add_argument("--db", required=True)
-    platform.add_argument("--token", required=True)
+    add_token_arguments(platform)
     platform.add_argument(
         "--unavailable-for",
         type=float,
         default=0.0,
         help="answer 503 for this many seconds after start (fault drill)",
     )
-    platform.set_defaults(handler=_platform)
+    platform.set_defaults(handler=partial(_platform, platform))
 
     broker = commands.add_parser("broker", help="run the embedded MQTT broker (amqtt)")
     broker.add_argument("--host", default="127.0.0.1")
@@ -177,10 +180,10 @@ def _api_access(api: ApiSettings) -> str:
     return f"{where}, NO TOKEN (api.token_file or ${api.token_env}): only /healthz is served"
 
 
-def _platform(args: argparse.Namespace) -> int:
+def _platform(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from simulators.platform import serve
 
-    serve(args.host, args.port, args.db, args.token, args.unavailable_for)
+    serve(args.host, args.port, args.db, token_from(parser, args), args.unavailable_for)
     return 0
 
 

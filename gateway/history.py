@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, model_validator
 
 from case_bridge.settings import RetryPolicy
 from gateway import store
@@ -42,7 +42,7 @@ class InfluxSettings(BaseModel):
     url: HttpUrl
     org: str = Field(min_length=1)
     bucket: str = Field(min_length=1)
-    token: str = Field(min_length=1)
+    token: SecretStr = Field(min_length=1)  # never shown when the settings are printed
     batch_size: int = Field(5000, ge=1, le=50_000)  # InfluxDB's advice: 5000 lines a write
     # A part batch waits this long for more readings before it is sent.
     flush_interval_s: float = Field(1.0, gt=0)

@@ -76,7 +76,7 @@ class InfluxSink:
         self._gateway_tag = _escape(gateway_id)
         self._client = InfluxDBClient(
             url=url,
-            token=settings.token,
+            token=settings.token.get_secret_value(),
             org=settings.org,
             timeout=int(settings.timeout_s * 1000),
             enable_gzip=settings.gzip,

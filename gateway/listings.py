@@ -42,11 +42,9 @@ def dead_letters(
 def outbox_commands(
     conn: sqlite3.Connection, state: str | None, limit: int, cursor: str | None
 ) -> Page:
-    select = (
-        "SELECT seq, command_id, incident_id, kind, state, attempts, last_error, created_ms,"
-        " delivered_ms FROM outbox"
-    )
-    return _newest_first(conn, select, "seq", {"state": state}, limit, cursor)
+    before = None if cursor is None else _row_id(cursor)
+    rows = outbox.listing(conn, state, limit + 1, before_seq=before)
+    return Page(rows[:limit], str(rows[limit - 1]["seq"]) if len(rows) > limit else None)
 
 
 def incidents(conn: sqlite3.Connection, status: str | None, limit: int, cursor: str | None) -> Page:
@@ -77,9 +75,7 @@ def _newest_first(
 ) -> Page:
     clauses = [(f"{column} = ?", value) for column, value in filters.items() if value is not None]
     if cursor is not None:
-        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
-            raise BadCursor(cursor)
-        clauses.append((f"{key} < ?", int(cursor)))
+        clauses.append((f"{key} < ?", _row_id(cursor)))
     where = " WHERE " + " AND ".join(sql for sql, _ in clauses) if clauses else ""
     args = [value for _, value in clauses]
     result = conn.execute(f"{select}{where} ORDER BY {key} DESC LIMIT ?", (*args, limit + 1))
@@ -87,6 +83,12 @@ def _newest_first(
     rows = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
     more = len(rows) > limit
     return Page(rows[:limit], str(rows[limit - 1][key]) if more else None)
+
+
+def _row_id(cursor: str) -> int:
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+        raise BadCursor(cursor)
+    return int(cursor)
 
 
 # -- one device's telemetry: raw readings and downsampled buckets, each list paged ---------

@@ -51,14 +51,6 @@ class _StatsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         s = self._stats()
-        mqtt = s["mqtt"]
-        yield _gauge("citygw_mqtt_connected", "1 while connected to the broker", mqtt["connected"])
-        yield _counter("citygw_mqtt_received", "MQTT messages received", mqtt["received"])
-        yield _counter(
-            "citygw_mqtt_connect_failures",
-            "Connections refused or failed",
-            mqtt["connect_failures"],
-        )
         yield _counter("citygw_readings_stored", "Readings in the store", s["readings_stored"])
         yield _counter("citygw_alerts", "Alert transitions stored", s["alerts"])
         yield _counter(
@@ -73,29 +65,44 @@ class _StatsCollector(Collector):
         yield _labelled(
             GaugeMetricFamily, "citygw_outbox", "Case commands by state", "state", s["outbox"]
         )
-        delivery = {k: v for k, v in s["delivery"].items() if isinstance(v, int | float)}
-        yield _labelled(
-            CounterMetricFamily, "citygw_delivery", "Case delivery outcomes", "result", delivery
-        )
-        unhealthy = {
-            problem: sum(1 for device in s["health"].values() if device[problem])
-            for problem in HEALTH_PROBLEMS
-        }
-        yield _labelled(
-            GaugeMetricFamily, "citygw_devices_unhealthy", "Devices with a problem", "problem",
-            unhealthy,
-        )  # fmt: skip
         restarts = {name: part["restarts"] for name, part in s["parts"].items()}
         yield _labelled(
             CounterMetricFamily, "citygw_part_restarts",
             "Restarts of a gateway part after an unforeseen error", "part", restarts,
         )  # fmt: skip
+        # The parts' own figures exist once the gateway runs them (and only the configured
+        # ones: no serial figures without serial ports).
+        if "mqtt" in s:
+            yield from _mqtt(s["mqtt"])
+        if "delivery" in s:
+            delivery = {k: v for k, v in s["delivery"].items() if isinstance(v, int | float)}
+            yield _labelled(
+                CounterMetricFamily, "citygw_delivery", "Case delivery outcomes", "result",
+                delivery,
+            )  # fmt: skip
+        if "health" in s:
+            unhealthy = {
+                problem: sum(1 for device in s["health"].values() if device[problem])
+                for problem in HEALTH_PROBLEMS
+            }
+            yield _labelled(
+                GaugeMetricFamily, "citygw_devices_unhealthy", "Devices with a problem",
+                "problem", unhealthy,
+            )  # fmt: skip
         if s.get("serial"):
             yield from _serial(s["serial"])
         if "influxdb" in s:
             influx = s["influxdb"]
             yield _counter("citygw_influxdb_exported", "Readings exported", influx["exported"])
             yield _gauge("citygw_influxdb_pending", "Readings to export", influx["pending"])
+
+
+def _mqtt(mqtt: dict[str, Any]) -> Iterator[Metric]:
+    yield _gauge("citygw_mqtt_connected", "1 while connected to the broker", mqtt["connected"])
+    yield _counter("citygw_mqtt_received", "MQTT messages received", mqtt["received"])
+    yield _counter(
+        "citygw_mqtt_connect_failures", "Connections refused or failed", mqtt["connect_failures"]
+    )
 
 
 def _serial(ports: dict[str, dict[str, Any]]) -> Iterator[Metric]:

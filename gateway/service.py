@@ -91,7 +91,9 @@ class Gateway:
         self.influx = InfluxSink(self.conn, influx, config.gateway_id, kinds) if influx else None
 
         platform = config.case_platform
-        self.platform = BundledPlatform(str(platform.url), platform.token, platform.timeout_s)
+        self.platform = BundledPlatform(
+            str(platform.url), platform.token.get_secret_value(), platform.timeout_s
+        )
         self.dispatcher = OutboxDispatcher(
             self.conn, self.platform, self.catalog, config.cases, platform.retry,
             on_case_closed=self._on_case_closed_early, on_delivered=self._on_delivered,
@@ -189,7 +191,10 @@ class Gateway:
         server = uvicorn.Server(
             uvicorn.Config(
                 create_api(self), host=api.host, port=api.port, log_level="warning",
-                lifespan="off",
+                lifespan="off", server_header=False, timeout_keep_alive=5,
+                # The API shares the loop with ingest: a flood of connections is refused
+                # with 503 rather than queued.
+                limit_concurrency=64,
             )
         )  # fmt: skip
 

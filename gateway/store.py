@@ -227,17 +227,6 @@ def rejection_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute("SELECT reason, n FROM rejection_totals"))
 
 
-def dead_letters(conn: sqlite3.Connection, reason: str | None, limit: int) -> list[dict]:
-    query = "SELECT id, received_ms, topic, device_id, reason, detail, payload FROM dead_letters"
-    args: tuple = ()
-    if reason:
-        query += " WHERE reason = ?"
-        args = (reason,)
-    cursor = conn.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit))
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-
-
 def count_rows(conn: sqlite3.Connection, table: str) -> int:
     assert table in ("readings", "alerts", "dead_letters")
     # max(rowid), not count(*): constant time on a table that only grows

@@ -130,8 +130,8 @@ def test_the_shipped_deployment_config_loads(monkeypatch):
     config = load_config(Path(__file__).resolve().parents[1] / "deploy" / "gateway.yaml")
     assert config.history.influxdb is not None and config.history.influxdb.bucket == "telemetry"
     assert {"99101", "99201", "99301"} <= set(config.cases.local_classes)
-    assert config.case_platform.token == DEPLOY_SECRETS["CITYGW_PLATFORM_TOKEN"]
-    assert config.history.influxdb.token == DEPLOY_SECRETS["CITYGW_INFLUX_TOKEN"]
+    assert config.case_platform.token.get_secret_value() == DEPLOY_SECRETS["CITYGW_PLATFORM_TOKEN"]
+    assert config.history.influxdb.token.get_secret_value() == DEPLOY_SECRETS["CITYGW_INFLUX_TOKEN"]
     assert (config.mqtt.username, config.mqtt.secret()) == ("citygw", "deploy-mqtt-password")
     assert config.api.token() == DEPLOY_SECRETS["CITYGW_API_TOKEN"]
 
@@ -257,11 +257,12 @@ def test_credentials_in_a_url_are_masked(tmp_path):
 def test_the_platform_token_from_a_file_or_the_environment(tmp_path, monkeypatch):
     (tmp_path / "platform-token").write_text("token-from-a-file\n")
     from_file = GOOD.replace("  token: t\n", "  token_file: platform-token\n")
-    assert load_config(write(tmp_path, from_file)).case_platform.token == "token-from-a-file"
+    token = load_config(write(tmp_path, from_file)).case_platform.token
+    assert token.get_secret_value() == "token-from-a-file"
     monkeypatch.setenv("CITY_PLATFORM_TOKEN", "token-from-the-environment")
     from_env = GOOD.replace("  token: t\n", "  token_env: CITY_PLATFORM_TOKEN\n")
     config = load_config(write(tmp_path, from_env))
-    assert config.case_platform.token == "token-from-the-environment"
+    assert config.case_platform.token.get_secret_value() == "token-from-the-environment"
 
 
 SOURCE_PROBLEMS = {

@@ -14,19 +14,15 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
-import yaml
+from api_server import ServedApi, gateway_for_api
 
 from domain import Reading
 from gateway import history, store
-from gateway.api import create_api
-from gateway.config import load_config
 from gateway.history import HistorySettings
 from gateway.service import Gateway
-from simulators.mosquitto import free_port
-from simulators.scenario import BUILTIN_SCENARIO
+
+API_TOKEN = "history-test-api-token"
 
 ROOT = Path(__file__).resolve().parents[1]
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
@@ -260,16 +256,8 @@ def test_settings_refuse_buckets_that_expire_before_raw_readings():
 
 @pytest.fixture
 def gateway(tmp_path: Path):
-    config = {
-        "gateway_id": "test",
-        "mqtt": {"url": "mqtt://127.0.0.1:1"},
-        "devices": {"registry": str(BUILTIN_SCENARIO.parent / "devices.csv")},
-        "store": {"path": str(tmp_path / "gateway.db")},
-        "case_platform": {"url": "http://127.0.0.1:9", "token": "t"},
-    }
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
-    gw = Gateway(load_config(path))
+    (tmp_path / "api-token").write_text(API_TOKEN)
+    gw = gateway_for_api(tmp_path, {"token_file": "api-token"})
     yield gw
     gw.conn.close()
 
@@ -277,21 +265,9 @@ def gateway(tmp_path: Path):
 @pytest.fixture
 def client(gateway: Gateway):
     """The API served by uvicorn on loopback, configured as the gateway serves it."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_api(gateway), host="127.0.0.1", port=port, log_level="warning",
-                       lifespan="off")
-    )  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-        yield http
-    server.should_exit = True
-    thread.join(10)
+    served = ServedApi(gateway, headers={"Authorization": f"Bearer {API_TOKEN}"})
+    yield served.http
+    served.close()
 
 
 def iso(ms: int, hours: int) -> str:

@@ -58,7 +58,12 @@ def test_figures_and_histograms_parse_back_exactly():
     assert "# TYPE citygw_batch_seconds histogram" in text
 
 
-def test_optional_parts_are_left_out_not_zeroed():
-    stats = {k: v for k, v in STATS.items() if k not in ("serial", "influxdb")}
+def test_parts_not_running_or_not_configured_are_left_out_not_zeroed():
+    """Before ``run`` (no parts yet) and without serial ports or InfluxDB."""
+    absent = ("serial", "influxdb", "mqtt", "delivery", "health")
+    stats = {k: v for k, v in STATS.items() if k not in absent}
     got = samples(GatewayMetrics(lambda: stats).render().decode())
-    assert not [name for name, _ in got if name.startswith(("citygw_influxdb", "citygw_serial"))]
+    names = {name for name, _ in got}
+    assert not [n for n in names if n.startswith(("citygw_influxdb", "citygw_serial"))]
+    assert not [n for n in names if n.startswith(("citygw_mqtt", "citygw_delivery"))]
+    assert got[("citygw_readings_stored_total", ())] == 100

@@ -33,7 +33,8 @@ def parse_broker_url(url: str) -> BrokerAddress:
     """``mqtt://host[:port]`` or ``mqtt://user:pass@host:port``; the port defaults to 1883."""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ValueError(f"broker URL must look like mqtt://host:port, got {url!r}")
+        shown = parts._replace(netloc=parts.hostname or "").geturl()  # without credentials
+        raise ValueError(f"broker URL must look like mqtt://host:port, got {shown!r}")
     return BrokerAddress(
         host=parts.hostname,
         port=parts.port or 1883,

@@ -1,10 +1,16 @@
-"""``python -m simulators.platform --port 8081 --db cases.db --token T`` runs the platform."""
+"""``python -m simulators.platform --port 8081 --db cases.db --token-file F`` runs the platform.
+
+The bearer token comes from a file (``--token-file``), the ``CITYGW_PLATFORM_TOKEN``
+environment variable, or ``--token``; the first two keep it out of ``ps`` and
+``docker inspect``.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from simulators.platform.server import serve
+from simulators.platform.token_source import add_token_arguments, token_from
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--db", required=True, help="SQLite file; created if missing")
-    parser.add_argument("--token", required=True, help="bearer token clients must send")
+    add_token_arguments(parser)
     parser.add_argument(
         "--unavailable-for",
         type=float,
@@ -24,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         help="answer /api/v1 with 503 for S seconds after start (fault injection)",
     )
     args = parser.parse_args(argv)
-    serve(args.host, args.port, args.db, args.token, args.unavailable_for)
+    serve(args.host, args.port, args.db, token_from(parser, args), args.unavailable_for)
 
 
 if __name__ == "__main__":
