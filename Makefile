@@ -50,6 +50,8 @@ format: $(STAMP)
 bench: $(STAMP) system-deps $(RTSP_STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/video.py
+	$(BIN)/python bench/junk.py
+	$(BIN)/python bench/fuzz.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
