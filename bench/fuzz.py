@@ -895,9 +895,11 @@ def report(tallies: dict[str, Tally], args: argparse.Namespace) -> str:
     """Print the table and the first findings; the BENCHMARKS.md section."""
     summary = table(tallies)
     print("\n" + summary)
+    crashes = []
     for line in [c for t in tallies.values() for c in t.crashes][:10]:
         where = line.split(": ", 1)[0]
-        print(f"CRASH {line}\n  again: python bench/fuzz.py --seed {args.seed} --replay '{where}'")
+        crashes.append(f"- {line} (`python bench/fuzz.py --seed {args.seed} --replay '{where}'`)")
+        print(f"CRASH {crashes[-1][2:]}")
     for line in [p for t in tallies.values() for p in t.problems][:10]:
         print(f"PROBLEM {line}")
     total = sum(t.inputs for t in tallies.values())
@@ -913,7 +915,8 @@ def report(tallies: dict[str, Tally], args: argparse.Namespace) -> str:
         " were not accepted. The config loader may raise `ConfigError` and nothing else; a"
         " file it loads counts as accepted. Slowest: the longest single input."
     )
-    return f"{SECTION}\n\n{textwrap.fill(about, 100)}\n\n{summary}\n\n"
+    found = "\n\nCrashes:\n" + "\n".join(crashes) if crashes else ""
+    return f"{SECTION}\n\n{textwrap.fill(about, 100)}\n\n{summary}{found}\n\n"
 
 
 if __name__ == "__main__":
