@@ -7,6 +7,7 @@ from devices.registry import Device
 from devices.rejections import Reason, Rejection
 from devices.serial.line_protocol import encode_line, parse_line
 from devices.serial.line_reader import Garbage, LineFramer
+from devices.serial.results import decoded
 from domain import Location, Reading
 from simulators.serial.sentences import sentence
 
@@ -157,3 +158,13 @@ def test_a_line_over_256_bytes_is_garbage_even_when_framed():
     result = parse(with_checksum("WL,WL-1,10," + "0" * (257 - 17)))
     assert reason(result) == Reason.GARBAGE
     assert result.detail == "line of 257 bytes is over 256"
+
+
+def test_a_decoder_that_raises_costs_one_internal_rejection_not_the_reading_thread():
+    def broken() -> Reading:
+        raise ValueError("no such field")
+
+    assert decoded(broken) == Rejection(Reason.INTERNAL, "ValueError: 'no such field'")
+    assert decoded(lambda: parse(encode_line("WL", "WL-1", [10, 90]))) == Reading(
+        "WL-1", "water_level", NOW, {"level_cm": 10.0, "battery_pct": 90.0}
+    )
