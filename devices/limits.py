@@ -70,9 +70,10 @@ def device_id_rejection(device_id: str, limits: InputLimits) -> Rejection | None
 
 
 def shown(value: Any, chars: int = SHOWN_CHARS) -> str:
-    """``value`` as a rejection quotes it: its ASCII repr, cut to ``chars`` characters."""
+    """``value`` as a rejection quotes it: its repr (which escapes control characters and
+    lone surrogates, so the text is storable), cut to ``chars`` characters."""
     if isinstance(value, str | bytes):
-        text = ascii(value[: chars + 1])
+        text = repr(value[: chars + 1])
     elif isinstance(value, bool | float) or value is None:
         text = repr(value)
     elif isinstance(value, int):
