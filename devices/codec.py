@@ -32,6 +32,7 @@ TOPIC_PREFIX = "citygw/v1/"
 TOPIC_SUFFIX = "/telemetry"
 TOPIC_FILTER = TOPIC_PREFIX + "+" + TOPIC_SUFFIX
 MAX_SEQ = 2**63 - 1  # stored as SQLite's 64-bit integer
+SEQ_RANGE = "an integer within 0..2**63-1"
 
 
 def device_id_from_topic(topic: str, suffix: str = TOPIC_SUFFIX) -> str | None:
@@ -85,9 +86,6 @@ def decode_telemetry(
     if isinstance(values, Rejection):
         return Rejection(values.reason, values.detail, device_id)
     return Reading(device_id=device_id, kind=device.kind, ts=ts, values=values, seq=seq)
-
-
-SEQ_RANGE = "an integer within 0..2**63-1"
 
 
 def is_seq(raw: Any) -> bool:
