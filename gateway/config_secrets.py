@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 SECRET_WORDS = ("password", "token", "secret", "key")
 # Secrets that their settings take as plain values; mqtt.password has its own password_file.
 SECRET_SOURCES: dict[tuple[str, ...], tuple[str, ...]] = {
@@ -64,6 +65,8 @@ def _read_source(loc: tuple[str, ...], where: object, base: Path) -> str:
     if not isinstance(where, str) or not where:
         raise SecretSourceError(loc, "must be a file path or a variable name")
     if loc[-1].endswith("_env"):
+        if not ENV_NAME.fullmatch(where):
+            raise SecretSourceError(loc, "must be an environment variable name")
         value = os.environ.get(where)
         if not value:
             raise SecretSourceError(loc, f"environment variable {where} is not set or empty")
@@ -75,6 +78,8 @@ def _read_source(loc: tuple[str, ...], where: object, base: Path) -> str:
         raise SecretSourceError(loc, f"{file}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise SecretSourceError(loc, f"{file}: not UTF-8") from None
+    except ValueError:  # a NUL or a lone surrogate in the path: no file can be named so
+        raise SecretSourceError(loc, "must be a file path or a variable name") from None
     if not value:
         raise SecretSourceError(loc, f"{file} is empty")
     return value
