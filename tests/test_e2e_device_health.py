@@ -70,11 +70,11 @@ def test_a_last_will_saying_offline_files_the_offline_case_after_its_grace(stack
     device.publish("citygw/v1/MH-001/status", "online", qos=1, retain=True).wait_for_publish(5)
     reading = {"ts": int(time.time() * 1000), "values": {"tilt_deg": 0.5, "lid_open": False}}
     device.publish("citygw/v1/MH-001/telemetry", json.dumps(reading), qos=1).wait_for_publish(5)
-    wait_until(lambda: s.gateway_stats()["readings_stored"] == 1, "the reading stored", 10)
+    wait_until(lambda: s.gateway_stats()["readings_stored"] == 1, "the reading stored", 30)
     device.loop_stop()
     device.socket().close()  # a dead link, no DISCONNECT: the broker sends the will
     dropped = time.monotonic()
-    wait_until(lambda: len(s.cases()) == 1, "the offline case", 20)
+    wait_until(lambda: len(s.cases()) == 1, "the offline case", 30)
     assert time.monotonic() - dropped >= 2  # not before the grace
     (case,) = s.cases()
     assert (case["class_code"], case["priority"]) == ("01003", "normal")

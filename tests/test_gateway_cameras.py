@@ -46,8 +46,8 @@ def maintenance_cases(s: Stack) -> list[dict]:
 
 def test_unreachable_camera_is_retried_and_filed_as_a_maintenance_case(stack):
     s = stack(video=video_config(f"rtsp://127.0.0.1:{free_port()}/nothing", offline_after_s=2))
-    wait_until(lambda: camera_stats(s)["reconnects"] >= 2, "reconnect attempts", 30)
-    wait_until(lambda: len(maintenance_cases(s)) == 1, "camera-offline case", 30)
+    wait_until(lambda: camera_stats(s)["reconnects"] >= 2, "reconnect attempts", 60)
+    wait_until(lambda: len(maintenance_cases(s)) == 1, "camera-offline case", 60)
     [case] = maintenance_cases(s)
     assert (case["priority"], case["source"], case["class_name"]) == (
         "low",
@@ -63,11 +63,11 @@ def test_a_file_that_is_not_video_is_reported_not_retried(stack, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not a video")
     s = stack(video=video_config(str(notes), offline_after_s=2))
-    wait_until(lambda: camera_stats(s)["status"] == "offline", "offline status", 20)
+    wait_until(lambda: camera_stats(s)["status"] == "offline", "offline status", 60)
     assert "video" in camera_stats(s)["last_error"]
-    time.sleep(2)
+    time.sleep(2)  # a window for a wrong retry to show
     assert camera_stats(s)["reconnects"] == 0
-    wait_until(lambda: len(maintenance_cases(s)) == 1, "camera-offline case", 20)
+    wait_until(lambda: len(maintenance_cases(s)) == 1, "camera-offline case", 60)
 
 
 def test_a_model_of_the_wrong_kind_is_a_clear_error_at_start(tmp_path):
@@ -91,18 +91,18 @@ def test_camera_down_then_back_clears_its_maintenance_case(stack, tmp_path):
     server.start()
     try:
         s = stack(video=video_config(server.url("/cam"), offline_after_s=2, stall_timeout_s=2))
-        wait_until(lambda: camera_stats(s)["status"] == "online", "camera online", 30)
-        wait_until(lambda: camera_stats(s)["frames"] >= 2, "frames analysed", 30)
+        wait_until(lambda: camera_stats(s)["status"] == "online", "camera online", 60)
+        wait_until(lambda: camera_stats(s)["frames"] >= 2, "frames analysed", 60)
         server.kill()
-        wait_until(lambda: len(maintenance_cases(s)) == 1, "camera-offline case", 40)
+        wait_until(lambda: len(maintenance_cases(s)) == 1, "camera-offline case", 60)
         server.start()
-        wait_until(lambda: camera_stats(s)["status"] == "online", "camera back online", 40)
+        wait_until(lambda: camera_stats(s)["status"] == "online", "camera back online", 60)
         wait_until(
             lambda: (
                 [e["state"] for e in maintenance_cases(s)[0]["evidence"]] == ["firing", "cleared"]
             ),
             "the case's cleared evidence",
-            20,
+            60,
         )
     finally:
         server.stop()
