@@ -358,10 +358,23 @@ def test_builtin_serial_scenario_through_the_gateway_side(tmp_path):
     settings = SerialSettings.model_validate(simulation.gateway_config())
     adapters = start_serial(settings, registry, results)
     try:
+        # A sentence sent before the gateway's side is open would be flushed by the open.
+        for path in simulation.gateway_paths.values():
+            wait_until(connected(adapters, path), f"{path} open")
         simulation.start()
-        wait_until(simulation.finished, "the timeline to play out", timeout_s=30)
-        time.sleep(0.5)  # the last sentences and polls
+        wait_until(simulation.finished, "the timeline to play out", timeout_s=60)
         truth = simulation.truth()
+        gauges_path = simulation.gateway_paths["gauges"]
+
+        def all_in() -> bool:
+            """Every sentence sent is read and the dead gauge's recovery is seen."""
+            stats = adapters.stats()
+            lines = [p for p in stats.values() if p["framing"] == "line"]
+            handled = sum(p["readings"] + sum(p["rejections"].values()) for p in lines)
+            expected = truth["sentences_sent"] + sum(truth["expected_rejections"].values())
+            return handled >= expected and not stats[gauges_path]["slaves"]["WL-103"]["down"]
+
+        wait_until(all_in, "the last sentences and polls")
         stats = adapters.stats()
     finally:
         adapters.stop()
