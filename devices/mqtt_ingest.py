@@ -43,13 +43,23 @@ class BrokerAddress:
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
+    """``mqtt[s]://[user[:password]@]host[:port]``. Errors never quote the URL: it may hold
+    a password, and a ``/``, ``?`` or ``#`` left unescaped in one cuts it where ``urlparse``
+    then reads the rest as a port."""
     parsed = urlparse(url)
     if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
-        raise ValueError(f"broker URL must be mqtt://host[:port] or mqtts://..., got {url!r}")
+        raise ValueError("broker URL must be mqtt://host[:port] or mqtts://...")
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ValueError(
+            "broker URL: the port is not a number 0..65535"
+            " (percent-encode / ? # @ in a password, or use mqtt.password_file)"
+        ) from None
     tls = parsed.scheme == "mqtts"
     return BrokerAddress(
         host=parsed.hostname,
-        port=parsed.port or (8883 if tls else 1883),
+        port=port or (8883 if tls else 1883),
         tls=tls,
         username=unquote(parsed.username) if parsed.username else None,
         password=unquote(parsed.password) if parsed.password else None,

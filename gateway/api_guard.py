@@ -10,7 +10,10 @@ routing, parsing or body reading happens. In order:
   declared length);
 - any path but the public ones without ``Authorization: Bearer <token>``: 401 with
   ``WWW-Authenticate: Bearer``, the token compared in constant time. Without a configured
-  token nothing but the public paths is served.
+  token nothing but the public paths is served;
+- more than ``max_in_flight`` requests being answered at once: 503. Handlers run on the
+  gateway's loop beside ingest, so their number is bounded; ``/healthz`` is exempt, so a
+  liveness probe never fails because of a busy API.
 """
 
 from __future__ import annotations
@@ -32,23 +35,33 @@ class ApiGuard:
         public_paths: Collection[str],
         max_url_bytes: int,
         max_body_bytes: int,
+        max_in_flight: int = 64,
     ) -> None:
         self.app = app
         self.expected = token.encode() if token is not None else None
         self.public_paths = frozenset(public_paths)
         self.max_url_bytes = max_url_bytes
         self.max_body_bytes = max_body_bytes
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         refusal = self._refusal(scope)
+        busy = self.in_flight >= self.max_in_flight and scope["path"] != "/healthz"
+        if refusal is None and busy:
+            refusal = 503, "too many requests at once; retry", {"Retry-After": "1"}
         if refusal is not None:
             status, detail, headers = refusal
             await JSONResponse({"detail": detail}, status, headers)(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
     def _refusal(self, scope: Scope) -> tuple[int, str, dict[str, str]] | None:
         url_bytes = len(scope.get("raw_path") or scope["path"].encode()) + len(

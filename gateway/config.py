@@ -26,6 +26,7 @@ from case_bridge.settings import CasePlatformSettings, CaseSettings
 from detectors.config import CameraSettings, DetectorSettings
 from devices.fleet import Fleets
 from devices.limits import InputLimits
+from devices.mqtt_ingest import parse_broker_url
 from devices.mqtt_settings import MqttSecurity
 from devices.serial import SerialSettings
 from gateway.bounded_yaml import YamlFileError, load_yaml_file
@@ -61,6 +62,13 @@ class MqttSettings(MqttSecurity):
     client_id: str = "citygw"
     qos: int = Field(1, ge=0, le=1)
     keepalive_s: int = Field(30, ge=5)
+
+    @field_validator("url")
+    @classmethod
+    def _parses(cls, url: str) -> str:
+        """Refused at load (and by check-config), not when the gateway connects."""
+        parse_broker_url(url)
+        return url
 
 
 class DevicesSettings(_Section):

@@ -90,6 +90,12 @@ def readings_between(
     ]
 
 
+def count_at(conn: sqlite3.Connection, device_id: str, ts: int) -> int:
+    """How many raw readings of the device have exactly this timestamp (index lookup)."""
+    query = "SELECT count(*) FROM readings WHERE device_id = ? AND ts = ?"
+    return conn.execute(query, (device_id, ts)).fetchone()[0]
+
+
 def downsampled_between(
     conn: sqlite3.Connection, device_id: str, since_ms: int, until_ms: int, limit: int
 ) -> list[dict[str, Any]]:

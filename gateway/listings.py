@@ -155,6 +155,9 @@ def _raw_page(
     conn: sqlite3.Connection, device_id: str, at: tuple[int, int], until_ms: int, limit: int
 ) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
     ts, seen = at
+    # A forged cursor may claim any n: never skip more rows than there are at ts, or one
+    # small page would read the device's whole history on the event loop.
+    seen = min(seen, history.count_at(conn, device_id, ts))
     rows = history.readings_between(conn, device_id, ts, until_ms, limit + seen + 1)
     skip = 0
     while skip < min(seen, len(rows)) and rows[skip]["ts"] == ts:

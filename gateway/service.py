@@ -40,6 +40,7 @@ from gateway import history, retention, store
 from gateway.api import create_api
 from gateway.config import GatewayConfig
 from gateway.evidence import save_evidence
+from gateway.http_deadline import DeadlineH11Protocol
 from gateway.influx_sink import InfluxSink
 from gateway.metrics import GatewayMetrics
 from gateway.parts import LoopPart, RuntimePart, ThreadedPart, start_all, stop_all
@@ -192,9 +193,9 @@ class Gateway:
             uvicorn.Config(
                 create_api(self), host=api.host, port=api.port, log_level="warning",
                 lifespan="off", server_header=False, timeout_keep_alive=5,
-                # The API shares the loop with ingest: a flood of connections is refused
-                # with 503 rather than queued.
-                limit_concurrency=64,
+                # Open connections (each costs a file descriptor); requests in flight are
+                # capped lower by the API's guard, and idle ones closed by the head deadline.
+                limit_concurrency=1024, http=DeadlineH11Protocol,
             )
         )  # fmt: skip
 
