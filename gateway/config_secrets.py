@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+CONVENTIONAL_ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 SECRET_WORDS = ("password", "token", "secret", "key")
 # Secrets that their settings take as plain values; mqtt.password has its own password_file.
 SECRET_SOURCES: dict[tuple[str, ...], tuple[str, ...]] = {
@@ -32,6 +33,7 @@ SECRET_SOURCES: dict[tuple[str, ...], tuple[str, ...]] = {
 }
 # Up to the last "@": a password may hold "/" or "@" unescaped; masking a path too is fine.
 _URL_CREDENTIALS = re.compile(r"(?<=://)\S*@")
+_URL_QUERY = re.compile(r"(?<=://)(\S*?)\?\S*")
 SCRUB_MIN_CHARS = 4  # shorter values would blot out ordinary words; they are never shown
 
 
@@ -69,7 +71,10 @@ def _read_source(loc: tuple[str, ...], where: object, base: Path) -> str:
             raise SecretSourceError(loc, "must be an environment variable name")
         value = os.environ.get(where)
         if not value:
-            raise SecretSourceError(loc, f"environment variable {where} is not set or empty")
+            # Named only when it looks like a variable's name (CITYGW_MQTT_PASSWORD): an
+            # operator may have written the secret itself here, and errors get pasted.
+            named = where if CONVENTIONAL_ENV_NAME.fullmatch(where) else "it names"
+            raise SecretSourceError(loc, f"environment variable {named} is not set or empty")
         return value
     file = base / where
     try:
@@ -92,7 +97,8 @@ def is_secret_key(loc: tuple[Any, ...]) -> bool:
 
 
 def mask_url_credentials(text: str) -> str:
-    return _URL_CREDENTIALS.sub("***@", text)
+    """A URL as it may be shown: no user:password, and no query (``?token=`` is common)."""
+    return _URL_QUERY.sub(r"\1?***", _URL_CREDENTIALS.sub("***@", text))
 
 
 def secret_values(data: Any) -> set[str]:

@@ -312,3 +312,17 @@ def test_an_api_token_cannot_be_inline(tmp_path):
     message = error_of(tmp_path, GOOD + "api:\n  token: abcdefghijklmnop-inline\n")
     assert "api.token: unknown key" in message
     assert "abcdefghijklmnop-inline" not in message
+
+
+def test_a_secret_written_where_its_source_belongs_is_not_echoed(tmp_path, capsys):
+    """A password pasted into ``*_env``, or a token in a URL's query: errors get pasted
+    into tickets, so neither may appear in them."""
+    careless = GOOD.replace("  token: t\n", "  token_env: ZQXSECRET42\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, careless))
+    assert "ZQXSECRET42" not in str(caught.value)
+    in_query = GOOD.replace("url: http://127.0.0.1:8081", "url: htp://h/?token=ZQXSECRET43")
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, in_query))
+    assert "case_platform.url" in str(caught.value)
+    assert "ZQXSECRET43" not in str(caught.value)
