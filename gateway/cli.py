@@ -289,8 +289,6 @@ def _simulate_video(args: argparse.Namespace) -> int:
         from simulators.rtsp_server import serve_rtsp
 
         mounts = {f"/{c}": partial(render_frame, scene, c) for c in cameras}
-        for mount in mounts:
-            print(f"serving rtsp://127.0.0.1:{args.port}{mount}", flush=True)
         serve_rtsp(mounts, args.port, fps=scene.fps, size=scene.cameras[0].size)
     return 0
 
@@ -321,8 +319,6 @@ def _simulate_footage(args: argparse.Namespace) -> int:
         from simulators.rtsp_server import serve_rtsp
 
         mounts = {f"/{camera}": clip for camera in scenario.cameras}
-        for mount in mounts:
-            print(f"serving rtsp://127.0.0.1:{args.port}{mount}", flush=True)
         serve_rtsp(mounts, args.port, fps=scenario.fps, size=scenario.size)
     return 0
 

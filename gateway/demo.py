@@ -32,7 +32,7 @@ PRIORITY_CN = {"critical": "特急", "urgent": "紧急", "normal": "一般", "lo
 def wait_for(check, what: str, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, httpx.HTTPError):
+        with contextlib.suppress(OSError, httpx.HTTPError, KeyError, ValueError):
             if check():
                 return
         time.sleep(0.2)
@@ -110,7 +110,9 @@ def run_demo(workdir: str, duration_s: float | None) -> int:
             headers={"Authorization": f"Bearer {api_token}"},
             timeout=5,
         )
-        wait_for(lambda: gateway.get("/healthz").json()["mqtt_connected"], "gateway")
+        # Subscribed, not just connected: a reading published before the broker granted the
+        # gateway's subscription would reach nobody.
+        wait_for(lambda: gateway.get("/api/v1/stats").json()["mqtt"]["subscribed"], "gateway")
         truth_path = work / "truth.json"
         simulator = start(
             "simulator",

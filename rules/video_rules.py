@@ -46,6 +46,10 @@ class VideoRuleParams(BaseModel):
     rubbish_dwell_s: float = Field(600.0, ge=0)
     gap_tolerance_s: float = Field(20.0, ge=0)
     clear_after_s: float = Field(120.0, ge=0)
+    # Analysed frames further apart than this mean the camera was blind (stream down,
+    # reconnecting): that stretch counts neither as presence nor as absence, so an outage
+    # longer than clear_after_s does not clear a case whose rubbish is still there.
+    blind_gap_s: float = Field(5.0, gt=0)
     # An object counts once it has stood still this long (filters people pausing in step).
     stationary_s: float = Field(10.0, gt=0)
     # "Near" = bottom-centres within this many box heights (the taller of the two boxes).
@@ -79,7 +83,7 @@ def camera_and_zone(key: str) -> tuple[str, str]:
 
 def initial_state() -> dict[str, Any]:
     """Nothing present: plain JSON so it can be stored as it is."""
-    return {"since": None, "last_seen": None, "firing": False}
+    return {"since": None, "last_seen": None, "firing": False, "last_frame": None}
 
 
 class VideoRuleEngine:
@@ -142,6 +146,17 @@ class VideoRuleEngine:
         p = self.params
         dwell_s = p.stall_dwell_s if rule_id == "stall" else p.rubbish_dwell_s
         gap_ms = p.gap_tolerance_s * 1000
+        if state["since"] is not None:
+            self._skip_blind_stretch(state, ts_ms)
+        transition, dwell_ms = self._judge(state, ts_ms, present, dwell_s, gap_ms)
+        if state["since"] is not None:
+            state["last_frame"] = ts_ms
+        return transition, dwell_ms
+
+    def _judge(
+        self, state: dict[str, Any], ts_ms: int, present: bool, dwell_s: float, gap_ms: float
+    ) -> tuple[AlertState | None, int]:
+        p = self.params
         if present:
             stale = state["last_seen"] is not None and ts_ms - state["last_seen"] > gap_ms
             if state["since"] is None or (stale and not state["firing"]):
@@ -163,6 +178,17 @@ class VideoRuleEngine:
         elif gone_ms > gap_ms:
             state.update(initial_state())
         return None, dwell_ms
+
+    def _skip_blind_stretch(self, state: dict[str, Any], ts_ms: int) -> None:
+        """Shift the watch past a stretch without analysed frames (see ``blind_gap_s``),
+        so that dwell and absence are timed over frames the camera actually saw."""
+        last_frame = state.get("last_frame")
+        if last_frame is None:
+            return
+        blind_ms = ts_ms - last_frame
+        if blind_ms > self.params.blind_gap_s * 1000:
+            state["since"] += blind_ms
+            state["last_seen"] += blind_ms
 
     def _stall_evidence(self, seen: list[Observation]) -> list[Observation]:
         still = self._stationary(seen)

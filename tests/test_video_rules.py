@@ -193,7 +193,9 @@ def test_state_round_trips_and_rearm_files_again():
     for t in range(200):
         assert first.process("cam1", t * 1000, [see(STALL)]) == []
     saved = first.states.take_dirty()
-    assert saved == {"cam1/z1/stall": {"since": 0, "last_seen": 199_000, "firing": False}}
+    assert saved == {
+        "cam1/z1/stall": {"since": 0, "last_seen": 199_000, "firing": False, "last_frame": 199_000}
+    }
     assert first.states.take_dirty() == {}
 
     second = engine()
@@ -218,3 +220,27 @@ def test_params_are_strict():
         VideoRuleParams(stall_dwell=300)
     with pytest.raises(ValueError, match="unknown zone type"):
         VideoRuleEngine().add_zone("cam1", "z1", "parking", SPOT, "09006")
+
+
+def test_an_outage_longer_than_clear_after_neither_clears_nor_counts_as_dwell():
+    """The stream was down 130 s (clear_after is 120 s): the rubbish seen before and after
+    it is still there, so the case stays open, and a stall's dwell does not grow while the
+    camera saw nothing."""
+    e = engine()
+    alerts = []
+    for t in range(0, 310):
+        alerts += e.process("cam1", t * 1000, [see(STALL)])
+    assert [a.state for a in alerts] == [AlertState.FIRING]
+    for t in range(440, 450):  # frames again after 130 s without any
+        alerts += e.process("cam1", t * 1000, [])
+    assert [a.state for a in alerts] == [AlertState.FIRING]  # 10 s seen empty, not 140 s
+    for t in range(450, 570):
+        alerts += e.process("cam1", t * 1000, [])
+    assert [(a.state, a.ts) for a in alerts][-1] == (AlertState.CLEARED, 560_000)
+
+    fresh = engine()
+    fresh.process("cam1", 0, [see(STALL)])
+    fresh.process("cam1", 1000, [see(STALL)])
+    quiet = fresh.process("cam1", 280_000, [see(STALL)])  # 279 s blind, then seen again
+    assert quiet == []
+    assert fresh.states.get("cam1/z1/stall", dict)["since"] == 279_000
