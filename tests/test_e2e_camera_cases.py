@@ -62,7 +62,7 @@ def street(tmp_path, footage):
     server.start()
     stack = Stack(tmp_path, video=video_config(scenario, server))
     stack.start()
-    wait_until(stack.cameras_online, "both cameras online", 60, stack.gateway)
+    wait_until(stack.cameras_online, "both cameras online", 120, stack.gateway)
     yield server, stack, footage_truth(scenario), scenario.overlays[0]
     stack.stop()
     server.stop()

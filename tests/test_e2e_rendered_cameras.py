@@ -67,7 +67,7 @@ def street(tmp_path, scene_clips):
     server.start()
     stack = Stack(tmp_path, video=video_config(scene, server))
     stack.start()
-    wait_until(stack.cameras_online, "both cameras online", 60, stack.gateway)
+    wait_until(stack.cameras_online, "both cameras online", 120, stack.gateway)
     yield server, stack, truth
     stack.stop()
     server.stop()

@@ -188,7 +188,10 @@ def test_supervisor_rides_out_a_server_restart(tmp_path, no_thread_crash):
     finally:
         supervisor.stop()
         server.kill()
-    assert statuses.statuses == ["online", "reconnecting", "offline", "online"]
+    # From the first frame on (a first connection that a loaded machine lets time out is
+    # the setup, not the scenario): up, the outage, and back.
+    since_up = statuses.statuses[statuses.statuses.index("online") :]
+    assert since_up == ["online", "reconnecting", "offline", "online"]
     assert statuses.events[-1][2].startswith("recovered after")
     assert supervisor.stats["reconnects"] >= 1
     assert not no_thread_crash
