@@ -108,7 +108,6 @@ class Gateway:
         self.metrics = GatewayMetrics(self.stats)
         self._serial_results: list[tuple[str, bytes, Reading | Rejection]] = []
         self.upkeep_last: dict = {}
-        self.started_ms = int(time.time() * 1000)
 
     def _build_video(self, config: GatewayConfig) -> VideoRuntime:
         """Load the model now, so that a bad model file is a clear error at start."""
