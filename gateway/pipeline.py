@@ -151,11 +151,12 @@ class Pipeline:
         alerts = list(verdict.alerts)
         if verdict.trusted:
             alerts.extend(self._engine.process(result))
-        else:
-            self.counters["suspect"] += 1
-        self.counters["accepted"] += 1
         row = (result.device_id, result.ts, result.seq, json.dumps(result.values),
                int(not verdict.trusted))  # fmt: skip
+        # Counted once nothing more can fail: an internal refusal is not also an accept.
+        self.counters["accepted"] += 1
+        if not verdict.trusted:
+            self.counters["suspect"] += 1
         return row, alerts
 
     def apply_alerts(self, alerts: Sequence[Alert], now_ms: int) -> list[CaseCommand]:

@@ -229,15 +229,16 @@ class Gateway:
             while batch := self.ingest.take(batch_max):
                 started = time.perf_counter()
                 try:
-                    commands = self.pipeline.process(batch, int(time.time() * 1000))
+                    # Commands made: the dispatcher need not wait for its next tick.
+                    new_commands = bool(self.pipeline.process(batch, int(time.time() * 1000)))
                 except StoreUnavailable:
                     await self._until_saved()
-                    commands = []
+                    new_commands = True  # the kept batches may have held some
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
                 self.ingest.ack(batch)
                 if self.influx is not None:
                     self.influx.notify()
-                if commands or not self.pipeline.unsaved:
+                if new_commands:
                     self.dispatcher.wake()
                 await asyncio.sleep(0)  # let delivery and the API breathe between batches
 

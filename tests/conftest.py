@@ -1,8 +1,12 @@
-"""Shared fixtures: a factory for the real broker + platform + gateway stack."""
+"""Shared fixtures: a factory for the real broker + platform + gateway stack, and the
+scripted platform fake for in-process case bridge tests."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+from scripted_platform import ScriptedPlatformFake
 
 from harness import Stack
 
@@ -21,3 +25,10 @@ def stack(tmp_path):
     yield make
     for s in made:
         s.stop()
+
+
+@pytest.fixture
+def fake() -> Iterator[ScriptedPlatformFake]:
+    """A ``ScriptedPlatformFake`` on a loopback port, stopped after the test."""
+    with ScriptedPlatformFake() as server:
+        yield server

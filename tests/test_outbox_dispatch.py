@@ -68,12 +68,6 @@ def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
     connection.close()
 
 
-@pytest.fixture
-def fake() -> Iterator[ScriptedPlatformFake]:
-    with ScriptedPlatformFake() as server:
-        yield server
-
-
 def enqueue(conn: sqlite3.Connection, *commands: CaseCommand) -> None:
     for c in commands:
         outbox.enqueue(conn, c, int(time.time() * 1000))

@@ -70,6 +70,7 @@ def test_a_message_that_breaks_the_rules_is_an_internal_dead_letter_and_the_batc
     assert detail.startswith("TypeError: ")
     assert store.rejection_counts(gateway.conn) == {"internal": 1}
     assert gateway.pipeline.counters["rejected_internal"] == 1
+    assert gateway.pipeline.counters["accepted"] == 1  # the refused one is not also accepted
 
 
 def test_integers_beyond_64_bits_are_refused_before_they_touch_any_state(gateway):

@@ -35,12 +35,6 @@ def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
     connection.close()
 
 
-@pytest.fixture
-def fake() -> Iterator[ScriptedPlatformFake]:
-    with ScriptedPlatformFake() as server:
-        yield server
-
-
 class Sync:
     def __init__(self, conn: sqlite3.Connection, url: str, fail_on: str = "") -> None:
         self.final: list[tuple[str, str]] = []
