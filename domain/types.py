@@ -140,6 +140,24 @@ class Alert:
     # False for a problem of one device (its battery, its silence, its lies): never merged
     # with a neighbour's alert, and nothing merges into its incident.
     merge: bool = True
+    # The source's kind (a device kind such as "bin", or "camera") and, for a camera zone
+    # rule, "<camera>/<zone>": what silences and inhibition rules match on.
+    kind: str = ""
+    zone: str = ""
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The alert's labels, as silences and inhibition rules name them."""
+        return {
+            "device": self.source_id,
+            "kind": self.kind,
+            "grid": self.location.grid_code,
+            "class": self.class_code,
+            "zone": self.zone,
+            "rule": self.rule_id,
+            "priority": str(self.priority),
+            "origin": self.origin,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
