@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -166,6 +167,9 @@ class VideoSettings(_Section):
 
 class GatewayConfig(_Section):
     gateway_id: str = Field("citygw", pattern=r"^[A-Za-z0-9_.-]+$")
+    # The city's time zone (IANA name): schedules of camera zones and sensor rules are
+    # written in local hours ("07:00-22:00"), and a city is rarely on the server's zone.
+    timezone: str = Field("Asia/Shanghai", max_length=64)
     mqtt: MqttSettings
     devices: DevicesSettings
     store: StoreSettings
@@ -182,6 +186,21 @@ class GatewayConfig(_Section):
     retention: RetentionSettings = RetentionSettings()
     # RS-485 / USB serial ports: Modbus RTU slaves and line-protocol sensors.
     serial: SerialSettings = SerialSettings()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {name!r} (an IANA name such as Asia/Shanghai)"
+            ) from None
+        return name
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     @field_validator("cases")
     @classmethod

@@ -118,7 +118,7 @@ class Gateway:
             config.video.cameras, detector, settings.class_map,
             deliver=self._on_loop(self._on_observations),
             on_status=self._on_loop(self._on_camera_status),
-            recheck_s=config.video.recheck_s,
+            recheck_s=config.video.recheck_s, tz=config.tz,
         )  # fmt: skip
         for camera in config.video.cameras:
             analyser = runtime.analysers[camera.id]

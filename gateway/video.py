@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from datetime import tzinfo
 from typing import Any
 
 import numpy as np
@@ -42,10 +43,12 @@ class VideoRuntime:
         deliver: ObservationSink,
         on_status: StatusCallback,
         recheck_s: float = 10.0,
+        tz: tzinfo | None = None,
     ) -> None:
         self._detector = detector
         self._deliver = deliver
-        self.analysers = {c.id: CameraAnalyser(c, class_map) for c in cameras}
+        zone = {} if tz is None else {"tz": tz}
+        self.analysers = {c.id: CameraAnalyser(c, class_map, **zone) for c in cameras}
         self._analyser_locks = {c.id: threading.Lock() for c in cameras}
         self._gates = {c.id: MotionGate(recheck_s=recheck_s) for c in cameras}
         self._last_detections: dict[str, list[Detection]] = {}

@@ -51,6 +51,13 @@ def test_good_config_resolves_paths_next_to_the_file(tmp_path):
     assert config.rules.bin.fill_fire_pct == 90
 
 
+def test_the_time_zone_is_a_setting_checked_at_load(tmp_path):
+    assert str(load_config(write(tmp_path, GOOD)).tz) == "Asia/Shanghai"
+    assert str(load_config(write(tmp_path, "timezone: Asia/Urumqi\n" + GOOD)).tz) == "Asia/Urumqi"
+    message = error_of(tmp_path, "timezone: Asia/Beijing\n" + GOOD)
+    assert ":1: timezone: Value error, unknown time zone 'Asia/Beijing'" in message
+
+
 def test_missing_key_is_named(tmp_path):
     message = error_of(tmp_path, GOOD.replace("  token: t\n", ""))
     assert f"{tmp_path / 'gw.yaml'}:7: case_platform.token: required key is missing" in message
