@@ -1,0 +1,551 @@
+"""Timeline acceptance harness: inputs at given times in, the exact outputs at given times out.
+
+In the manner of Alertmanager's acceptance tests (``test/with_api_v2/acceptance``): a test
+declares a sequence of steps, each at a wall-clock time of a fixed week, holding what
+happens then (readings with their event time, operator actions, a timer tick) and exactly
+what the gateway must write then — alerts (key, state, ts, incident, held_by), case
+commands (id, kind, priority, the alert they carry), refusals, and on request the incident
+book. Everything not declared is expected NOT to happen: a step without ``alerts=`` must
+write no alert.
+
+The gateway is the real one, built from a YAML config over a registry CSV and a SQLite file
+in the test's folder (``gateway.service.Gateway``, not started: no broker, no platform), and
+the harness drives its ``Pipeline`` exactly as the service's loops do, only with a
+controlled clock: ``now_ms`` is the step's time and nothing sleeps. Outputs are read back
+from the store (alerts table, outbox, dead letters, incident state), i.e. what was
+committed, not what some method returned.
+
+Incident ids are content hashes; the harness names them ``#1``, ``#2`` … in the order they
+first appear, so a command reads ``#1/2`` (the incident's second command). A failure prints
+the whole timeline, expected against actual, as a diff with full context.
+
+Times are "HH:MM[:SS[.mmm]]" on Monday 2024-06-03 in Asia/Shanghai, or with a weekday
+prefix ("tue 00:05") for later days of that week.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+
+from domain import Reading
+from gateway.config import load_config
+from gateway.service import Gateway
+
+TZ = ZoneInfo("Asia/Shanghai")
+WEEK_START = datetime(2024, 6, 3, tzinfo=TZ)  # a Monday
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_TIME = re.compile(
+    r"^(?:(?P<day>mon|tue|wed|thu|fri|sat|sun) )?"
+    r"(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2})(?:\.(?P<ms>\d{3}))?)?$"
+)
+
+
+def ms(when: str) -> int:
+    """Epoch milliseconds of a timeline time ("10:05", "10:05:30.250", "tue 00:05")."""
+    match = _TIME.match(when)
+    if match is None:
+        raise ValueError(f"timeline time {when!r}: expected [day ]HH:MM[:SS[.mmm]]")
+    day = DAYS.index(match["day"] or "mon")
+    moment = WEEK_START + timedelta(
+        days=day,
+        hours=int(match["h"]),
+        minutes=int(match["m"]),
+        seconds=int(match["s"] or 0),
+        milliseconds=int(match["ms"] or 0),
+    )
+    return int(moment.timestamp() * 1000)
+
+
+def show_time(ts_ms: int) -> str:
+    """The timeline spelling of an epoch-ms time (the inverse of ``ms``, shortest form)."""
+    moment = datetime.fromtimestamp(ts_ms / 1000, TZ)
+    day_index = (moment.date() - WEEK_START.date()).days
+    if 0 <= day_index < 7:
+        day = "" if day_index == 0 else f"{DAYS[day_index]} "
+    else:
+        day = f"{moment.date().isoformat()} "
+    text = f"{day}{moment:%H:%M}"
+    millis = ts_ms % 1000
+    if moment.second or millis:
+        text += f":{moment:%S}"
+    if millis:
+        text += f".{millis:03d}"
+    return text
+
+
+# ---------------------------------------------------------------------------------- devices
+
+_FIXED = ("device_id", "kind", "lat", "lon", "address", "grid_code", "part_code")
+GRID_A = "350102003001001"
+GRID_B = "350102003001002"
+
+# A small town: two bins at one collection point (8 m apart), one bin a kilometre away,
+# a manhole cover, two water gauges in one grid and one in another.
+DEVICES: dict[str, dict[str, str]] = {
+    "BIN-1": {"kind": "bin", "lat": "26.08300", "lon": "119.29500", "grid_code": GRID_A},
+    "BIN-2": {"kind": "bin", "lat": "26.08306", "lon": "119.29504", "grid_code": GRID_A},
+    "BIN-3": {"kind": "bin", "lat": "26.09200", "lon": "119.29500", "grid_code": GRID_B},
+    "MH-1": {
+        "kind": "manhole_cover",
+        "lat": "26.08700",
+        "lon": "119.30200",
+        "grid_code": GRID_A,
+        "part_code": "35010201003000001",
+    },
+    "WL-1": {
+        "kind": "water_level",
+        "lat": "26.08000",
+        "lon": "119.30000",
+        "grid_code": GRID_A,
+        "warning_cm": "30",
+        "alarm_cm": "50",
+    },
+    "WL-2": {
+        "kind": "water_level",
+        "lat": "26.08100",
+        "lon": "119.30100",
+        "grid_code": GRID_A,
+        "warning_cm": "30",
+        "alarm_cm": "50",
+    },
+    "WL-3": {
+        "kind": "water_level",
+        "lat": "26.09900",
+        "lon": "119.31000",
+        "grid_code": GRID_B,
+        "warning_cm": "30",
+        "alarm_cm": "50",
+    },
+}
+
+
+def device(device_id: str, **columns: object) -> dict[str, str]:
+    """A registry row from the town above, with extra or changed columns (overrides)."""
+    row = {"device_id": device_id, **DEVICES[device_id]}
+    row.update({k: "" if v is None else str(v) for k, v in columns.items()})
+    return row
+
+
+def _write_registry(path: Path, rows: Sequence[dict[str, str]]) -> None:
+    extra = sorted({k for row in rows for k in row} - set(_FIXED))
+    columns = [*_FIXED, *extra]
+    lines = [",".join(columns)]
+    lines += [",".join(row.get(c, "") for c in columns) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _merged(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------- actions
+
+
+class Action:
+    """Something that happens at a step: it changes the gateway, and says what it is."""
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def apply(self, timeline: Timeline, now_ms: int) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _Reading(Action):
+    device_id: str
+    values: dict[str, float | bool]
+    at: str | None  # event time when it differs from the step's (late delivery)
+    seq: int | None
+
+    def describe(self) -> str:
+        shown = " ".join(f"{k}={_value(v)}" for k, v in self.values.items())
+        late = f" @{self.at}" if self.at else ""
+        return f"reading {self.device_id} {shown}{late}"
+
+    def apply(self, timeline: Timeline, now_ms: int) -> None:
+        timeline.readings([self.reading(timeline, now_ms)], now_ms)
+
+    def reading(self, timeline: Timeline, now_ms: int) -> Reading:
+        ts = ms(self.at) if self.at else now_ms
+        kind = timeline.kinds[self.device_id]
+        return Reading(self.device_id, kind, ts, dict(self.values), self.seq)
+
+
+def reading(device_id: str, at: str | None = None, seq: int | None = None, **values) -> _Reading:
+    """A decoded reading; its event time is the step's unless ``at`` says otherwise."""
+    return _Reading(device_id, values, at, seq)
+
+
+@dataclass(frozen=True)
+class _Tick(Action):
+    def describe(self) -> str:
+        return "tick"
+
+    def apply(self, timeline: Timeline, now_ms: int) -> None:
+        timeline.tick(now_ms)
+
+
+def tick() -> _Tick:
+    """The gateway's timers fire now: device silence is looked for (health)."""
+    return _Tick()
+
+
+@dataclass(frozen=True)
+class _CaseClosed(Action):
+    incident: str
+
+    def describe(self) -> str:
+        return f"case of {self.incident} closed on the platform"
+
+    def apply(self, timeline: Timeline, now_ms: int) -> None:
+        timeline.gateway.pipeline.close_incident(timeline.incident_id(self.incident), "closed")
+
+
+def case_closed(incident: str) -> _CaseClosed:
+    """Status sync says the incident's case is final: the incident closes, its alerts re-arm."""
+    return _CaseClosed(incident)
+
+
+@dataclass(frozen=True)
+class _Do(Action):
+    text: str
+    effect: Callable[[Timeline, int], None]
+
+    def describe(self) -> str:
+        return self.text
+
+    def apply(self, timeline: Timeline, now_ms: int) -> None:
+        self.effect(timeline, now_ms)
+
+
+def do(text: str, effect: Callable[[Timeline, int], None]) -> _Do:
+    """An operator action the harness has no word for yet: ``effect(timeline, now_ms)``."""
+    return _Do(text, effect)
+
+
+# ---------------------------------------------------------------------------------- outputs
+
+
+def _value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class ExpectedAlert:
+    key: str
+    state: str
+    incident: str | None
+    at: str | None
+    held_by: str | None
+
+    def line(self, step_ms: int) -> str:
+        return _alert_line(self.key, self.state, ms(self.at) if self.at else step_ms,
+                           self.incident, self.held_by, step_ms)  # fmt: skip
+
+
+def alert(
+    key: str, state: str, incident: str | None = None, at: str | None = None, held_by=None
+) -> ExpectedAlert:
+    """An alert row: ``incident`` is the label of the incident it went to (None: none),
+    ``at`` its event time when not the step's, ``held_by`` why it filed nothing."""
+    return ExpectedAlert(key, state, incident, at, held_by)
+
+
+@dataclass(frozen=True)
+class ExpectedCommand:
+    command: str
+    kind: str
+    priority: str
+    key: str
+    state: str
+    at: str | None
+
+    def line(self, step_ms: int) -> str:
+        ts = ms(self.at) if self.at else step_ms
+        return _command_line(self.command, self.kind, self.priority, self.key, self.state, ts,
+                             step_ms)  # fmt: skip
+
+
+def command(
+    command_id: str,
+    kind: str,
+    priority: str,
+    key: str,
+    state: str = "firing",
+    at: str | None = None,
+) -> ExpectedCommand:
+    """A case command: ``#1/2`` is incident #1's second command; ``key`` and ``state`` are
+    the alert it carries, ``at`` that alert's event time when not the step's."""
+    return ExpectedCommand(command_id, kind, priority, key, state, at)
+
+
+@dataclass(frozen=True)
+class ExpectedIncident:
+    label: str
+    status: str
+    priority: str
+    class_code: str
+    keys: tuple[str, ...]
+
+    def line(self) -> str:
+        return _incident_line(self.label, self.status, self.priority, self.class_code, self.keys)
+
+
+def incident(label: str, status: str, priority: str, class_code: str, *keys: str):
+    """An incident as the book holds it after the step: its alert keys in binding order."""
+    return ExpectedIncident(label, status, priority, class_code, keys)
+
+
+def _alert_line(key, state, ts, incident_label, held_by, step_ms) -> str:
+    when = "" if ts == step_ms else f" @{show_time(ts)}"
+    to = f" → {incident_label}" if incident_label else " → no incident"
+    held = f" held_by={held_by}" if held_by else ""
+    return f"    alert    {key} {state}{when}{to}{held}"
+
+
+def _command_line(command_id, kind, priority, key, state, ts, step_ms) -> str:
+    when = "" if ts == step_ms else f" @{show_time(ts)}"
+    return f"    command  {command_id} {kind} {priority} ← {key} {state}{when}"
+
+
+def _incident_line(label, status, priority, class_code, keys) -> str:
+    return f"    incident {label} {status} {priority} {class_code} [{', '.join(keys)}]"
+
+
+# ------------------------------------------------------------------------------------ steps
+
+
+@dataclass(frozen=True)
+class Step:
+    when: str
+    actions: tuple[Action, ...]
+    alerts: tuple[ExpectedAlert, ...]
+    commands: tuple[ExpectedCommand, ...]
+    refused: tuple[str, ...]
+    incidents: tuple[ExpectedIncident, ...] | None
+
+    def expected_lines(self) -> list[str]:
+        now = ms(self.when)
+        lines = _header(self.when, self.actions)
+        lines += [a.line(now) for a in self.alerts]
+        lines += [c.line(now) for c in self.commands]
+        lines += [f"    refused  {r}" for r in self.refused]
+        if self.incidents is not None:
+            lines += [i.line() for i in self.incidents] or ["    incident (none)"]
+        return lines
+
+
+def at(
+    when: str,
+    *actions: Action,
+    alerts: Iterable[ExpectedAlert] = (),
+    commands: Iterable[ExpectedCommand] = (),
+    refused: Iterable[str] = (),
+    incidents: Iterable[ExpectedIncident] | None = None,
+) -> Step:
+    """One step: ``actions`` happen in order at ``when`` (adjacent readings as one batch),
+    then exactly ``alerts``, ``commands`` and ``refused`` ("<device> <reason>") must have
+    been written; ``incidents``, when given, is every incident the store holds."""
+    ms(when)  # a typo in a time fails where it is written
+    return Step(
+        when,
+        actions,
+        tuple(alerts),
+        tuple(commands),
+        tuple(refused),
+        None if incidents is None else tuple(incidents),
+    )
+
+
+def _header(when: str, actions: Sequence[Action]) -> list[str]:
+    time = show_time(ms(when))
+    texts = [a.describe() for a in actions] or ["(nothing)"]
+    return [f"{time:<16} {texts[0]}", *(f"{'':<16} {t}" for t in texts[1:])]
+
+
+# --------------------------------------------------------------------------------- timeline
+
+
+@dataclass
+class _Cursor:
+    """How far into each output table the harness has read."""
+
+    alert_id: int = 0
+    outbox_seq: int = 0
+    dead_letter_id: int = 0
+
+
+@dataclass
+class Timeline:
+    """A gateway over ``tmp_path`` with the given registry rows and config (merged over a
+    minimal config); ``play`` drives it through steps and checks every output."""
+
+    tmp_path: Path
+    devices: Sequence[dict[str, str]]
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        registry = self.tmp_path / "devices.csv"
+        _write_registry(registry, self.devices)
+        base = {
+            "mqtt": {"url": "mqtt://127.0.0.1:1"},
+            "devices": {"registry": str(registry)},
+            "store": {"path": str(self.tmp_path / "gateway.db")},
+            "case_platform": {"url": "http://127.0.0.1:1", "token": "unused"},
+        }
+        path = self.tmp_path / "gateway.yaml"
+        path.write_text(yaml.safe_dump(_merged(base, self.config), allow_unicode=True))
+        self.gateway = Gateway(load_config(path))
+        self.conn = self.gateway.conn
+        self.kinds = {d["device_id"]: d["kind"] for d in self.devices}
+        self._cursor = _Cursor()
+        self._labels: dict[str, str] = {}  # incident id → "#n"
+        self._started = False
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(alerts)")}
+        self._held_column = "held_by" in columns
+
+    # -- what actions call
+
+    def readings(self, readings: Sequence[Reading], now_ms: int) -> None:
+        items = [("timeline", b"", r) for r in readings]
+        self.gateway.pipeline.process_decoded(items, now_ms)
+
+    def tick(self, now_ms: int) -> None:
+        """What the service's timers do: look for silent devices."""
+        if alerts := self.gateway.health.tick(now_ms):
+            self.gateway.pipeline.apply_alerts(alerts, now_ms)
+
+    def incident_id(self, label: str) -> str:
+        for incident_id, known in self._labels.items():
+            if known == label:
+                return incident_id
+        raise KeyError(f"no incident {label} has appeared yet")
+
+    # -- playing
+
+    def play(self, *steps: Step) -> None:
+        """Run every step in order, then compare the whole timeline with the expected one;
+        an action that raises stops the play and is shown in the timeline."""
+        times = [ms(s.when) for s in steps]
+        if times != sorted(times):
+            raise ValueError("timeline steps must be in time order")
+        expected: list[str] = []
+        actual: list[str] = []
+        for step, now in zip(steps, times, strict=True):
+            if not self._started:
+                self.gateway.health.start(now)  # as the service does when it starts
+                self._started = True
+            expected += step.expected_lines()
+            try:
+                self._run_actions(step.actions, now)
+            except Exception as exc:
+                actual += _header(step.when, step.actions)
+                actual.append(f"    raised   {type(exc).__name__}: {exc}")
+                break
+            actual += self._observed(step, now)
+        if actual != expected:
+            raise AssertionError(_difference(expected, actual))
+
+    def _run_actions(self, actions: Sequence[Action], now: int) -> None:
+        batch: list[Reading] = []
+        for action in actions:
+            if isinstance(action, _Reading):
+                batch.append(action.reading(self, now))
+                continue
+            if batch:
+                self.readings(batch, now)
+                batch = []
+            action.apply(self, now)
+        if batch:
+            self.readings(batch, now)
+
+    def _observed(self, step: Step, now: int) -> list[str]:
+        lines = _header(step.when, step.actions)
+        for key, state, ts, incident_id, held_by in self._new_alerts():
+            lines.append(_alert_line(key, state, ts, self._label(incident_id), held_by, now))
+        for body in self._new_commands():
+            cmd = json.loads(body)
+            label = self._label(cmd["incident_id"])
+            number = cmd["command_id"].removeprefix(cmd["incident_id"] + "/")
+            shown_id = f"{label}/{number}" if number != cmd["command_id"] else cmd["command_id"]
+            a = cmd["alert"]
+            lines.append(_command_line(shown_id, cmd["kind"], cmd["priority"], a["key"],
+                                       a["state"], a["ts"], now))  # fmt: skip
+        lines += [f"    refused  {device} {reason}" for device, reason in self._new_refusals()]
+        if step.incidents is not None:
+            lines += self._incident_lines() or ["    incident (none)"]
+        return lines
+
+    def _new_alerts(self) -> list[tuple]:
+        held = "held_by" if self._held_column else "NULL"
+        rows = self.conn.execute(
+            f"SELECT id, alert_key, state, ts, incident_id, {held} FROM alerts"
+            " WHERE id > ? ORDER BY id",
+            (self._cursor.alert_id,),
+        ).fetchall()
+        if rows:
+            self._cursor.alert_id = rows[-1][0]
+        return [row[1:] for row in rows]
+
+    def _new_commands(self) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT seq, body FROM outbox WHERE seq > ? ORDER BY seq", (self._cursor.outbox_seq,)
+        ).fetchall()
+        if rows:
+            self._cursor.outbox_seq = rows[-1][0]
+        return [body for _, body in rows]
+
+    def _new_refusals(self) -> list[tuple[str, str]]:
+        rows = self.conn.execute(
+            "SELECT id, device_id, reason FROM dead_letters WHERE id > ? ORDER BY id",
+            (self._cursor.dead_letter_id,),
+        ).fetchall()
+        if rows:
+            self._cursor.dead_letter_id = rows[-1][0]
+        return [(device_id, reason) for _, device_id, reason in rows]
+
+    def _incident_lines(self) -> list[str]:
+        """Every incident in the store, in label order (unseen ones labelled by opening)."""
+        rows = self.conn.execute("SELECT value FROM state WHERE ns = 'incident'").fetchall()
+        incidents = sorted((json.loads(v) for (v,) in rows), key=itemgetter("opened_ts", "id"))
+        labelled = sorted((int(self._label(i["id"])[1:]), i) for i in incidents)
+        return [
+            _incident_line(f"#{n}", i["status"], i["priority"], i["class_code"], i["alert_keys"])
+            for n, i in labelled
+        ]
+
+    def _label(self, incident_id: str | None) -> str | None:
+        if incident_id is None:
+            return None
+        if incident_id not in self._labels:
+            self._labels[incident_id] = f"#{len(self._labels) + 1}"
+        return self._labels[incident_id]
+
+
+def _difference(expected: list[str], actual: list[str]) -> str:
+    context = len(expected) + len(actual)  # the whole timeline, not only the hunks
+    diff = difflib.unified_diff(expected, actual, n=context, lineterm="")
+    shown = [line for line in diff if not line.startswith(("---", "+++", "@@"))]
+    return "the timeline differs (- expected, + actual):\n" + "\n".join(shown)
