@@ -5,7 +5,19 @@ merge in the incident book. Each output is exact (see tests/timeline.py)."""
 from __future__ import annotations
 
 import pytest
-from timeline import Timeline, alert, at, case_closed, command, device, incident, reading, tick
+from timeline import (
+    Timeline,
+    alert,
+    at,
+    case_closed,
+    command,
+    device,
+    incident,
+    reading,
+    restart,
+    status,
+    tick,
+)
 
 BIN = "BIN-1/bin_overflow"
 
@@ -210,6 +222,70 @@ def test_offline_on_the_tick_at_three_heartbeats_and_cleared_by_the_next_reading
             reading("WL-1", level_cm=11),
             alerts=[alert(OFFLINE, "cleared", "#1")],
             commands=[command("#1/2", "attach", "normal", OFFLINE, "cleared")],
+        ),
+    )
+
+
+def test_a_last_will_makes_a_device_offline_after_the_grace_not_at_once(tmp_path):
+    """lwt_grace_s 300: a device that reconnects within it was never offline."""
+    Timeline(tmp_path, [device("BIN-1")]).play(
+        at("10:00", reading("BIN-1", fill_pct=10)),
+        at("10:01", status("BIN-1", online=False)),
+        at("10:05", status("BIN-1", online=True)),
+        at("10:06", tick()),  # the will was withdrawn: no offline
+        at("10:10", status("BIN-1", online=False)),
+        at("10:14:59.999", tick()),
+        at(
+            "10:15",
+            tick(),
+            alerts=[alert("BIN-1/health/offline", "firing", "#1")],
+            commands=[command("#1/1", "open", "normal", "BIN-1/health/offline")],
+            incidents=[incident("#1", "open", "normal", "99301", "BIN-1/health/offline")],
+        ),
+    )
+
+
+BATTERY = "BIN-1/health/battery_low"
+
+
+def test_battery_low_below_20_and_cleared_only_at_30(tmp_path):
+    Timeline(tmp_path, [device("BIN-1")]).play(
+        at("10:00", reading("BIN-1", fill_pct=10, battery_pct=20)),
+        at(
+            "11:00",
+            reading("BIN-1", fill_pct=10, battery_pct=19.9),
+            alerts=[alert(BATTERY, "firing", "#1")],
+            commands=[command("#1/1", "open", "low", BATTERY)],
+        ),
+        at("12:00", reading("BIN-1", fill_pct=10, battery_pct=29.9)),
+        at(
+            "13:00",
+            reading("BIN-1", fill_pct=10, battery_pct=30),
+            alerts=[alert(BATTERY, "cleared", "#1")],
+            commands=[command("#1/2", "attach", "low", BATTERY, "cleared")],
+        ),
+    )
+
+
+def test_a_restart_keeps_a_dwell_half_elapsed_and_an_open_case(tmp_path):
+    """Rule and incident state are committed with each batch: after a restart the dwell
+    goes on from its start and the clear attaches to the case filed before."""
+    Timeline(tmp_path, [device("BIN-1")]).play(
+        at("10:00", reading("BIN-1", fill_pct=95)),
+        at("10:05", restart()),
+        at(
+            "10:10",
+            reading("BIN-1", fill_pct=95),
+            alerts=[alert(BIN, "firing", "#1")],
+            commands=[command("#1/1", "open", "urgent", BIN)],
+        ),
+        at("10:15", restart()),
+        at(
+            "10:20",
+            reading("BIN-1", fill_pct=10),
+            alerts=[alert(BIN, "cleared", "#1")],
+            commands=[command("#1/2", "attach", "urgent", BIN, "cleared")],
+            incidents=[incident("#1", "open", "urgent", "06042", BIN)],
         ),
     )
 

@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from devices.status import DeviceStatus
 from domain import Reading
 from gateway.config import load_config
 from gateway.service import Gateway
@@ -206,6 +207,38 @@ class _Tick(Action):
 def tick() -> _Tick:
     """The gateway's timers fire now: device silence is looked for (health)."""
     return _Tick()
+
+
+@dataclass(frozen=True)
+class _Status(Action):
+    device_id: str
+    online: bool
+
+    def describe(self) -> str:
+        return f"status {self.device_id} {'online' if self.online else 'offline'}"
+
+    def apply(self, timeline: Timeline, now_ms: int) -> None:
+        status = DeviceStatus(self.device_id, self.online, now_ms)
+        timeline.gateway.pipeline.process_decoded([("timeline", b"", status)], now_ms)
+
+
+def status(device_id: str, online: bool) -> _Status:
+    """The device's status topic: ``online=False`` is its Last Will."""
+    return _Status(device_id, online)
+
+
+@dataclass(frozen=True)
+class _Restart(Action):
+    def describe(self) -> str:
+        return "gateway restarts"
+
+    def apply(self, timeline: Timeline, now_ms: int) -> None:
+        timeline.restart(now_ms)
+
+
+def restart() -> _Restart:
+    """The gateway process stops and starts again on the same store and config."""
+    return _Restart()
 
 
 @dataclass(frozen=True)
@@ -415,9 +448,9 @@ class Timeline:
             "store": {"path": str(self.tmp_path / "gateway.db")},
             "case_platform": {"url": "http://127.0.0.1:1", "token": "unused"},
         }
-        path = self.tmp_path / "gateway.yaml"
-        path.write_text(yaml.safe_dump(_merged(base, self.config), allow_unicode=True))
-        self.gateway = Gateway(load_config(path))
+        self.config_path = self.tmp_path / "gateway.yaml"
+        self.config_path.write_text(yaml.safe_dump(_merged(base, self.config), allow_unicode=True))
+        self.gateway = Gateway(load_config(self.config_path))
         self.conn = self.gateway.conn
         self.kinds = {d["device_id"]: d["kind"] for d in self.devices}
         self._cursor = _Cursor()
@@ -436,6 +469,14 @@ class Timeline:
         """What the service's timers do: look for silent devices."""
         if alerts := self.gateway.health.tick(now_ms):
             self.gateway.pipeline.apply_alerts(alerts, now_ms)
+
+    def restart(self, now_ms: int) -> None:
+        """A new gateway on the same files: it restores the committed state, and its
+        health clocks start now (as the service's health loop does)."""
+        self.gateway.conn.close()
+        self.gateway = Gateway(load_config(self.config_path))
+        self.conn = self.gateway.conn
+        self.gateway.health.start(now_ms)
 
     def incident_id(self, label: str) -> str:
         for incident_id, known in self._labels.items():
