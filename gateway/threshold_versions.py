@@ -162,6 +162,11 @@ class ThresholdVersions:
         self._clock_ms = clock_ms
         ensure_schema(conn)
 
+    @property
+    def devices(self) -> Mapping[str, str]:
+        """The devices a change may name: id → kind."""
+        return self._devices
+
     # -- reading ------------------------------------------------------------------------------
 
     def latest(self) -> ThresholdVersion | None:
