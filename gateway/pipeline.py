@@ -1,4 +1,5 @@
-"""One batch of telemetry messages through decode → replay guard → rules → incidents.
+"""One batch of telemetry messages through decode → replay guard → rules → alert flow →
+incidents.
 
 The pipeline is synchronous and owns no I/O but the one store commit per batch, so the
 same code serves the live MQTT path, the benchmark and (later) history replay.
@@ -8,6 +9,12 @@ replay guard, device health or a rule still raise on some message nobody foresaw
 message alone becomes an ``internal`` dead letter carrying the error, and the batch goes on.
 Without this, one QoS 1 message would kill the gateway, be redelivered on restart and kill
 it again, and every reading queued behind it would never be stored.
+
+Every alert passes the alert flow (rules/flow.py: silences, health confirmation,
+inhibition, area conditions) before the incident book; each is stored with why it filed
+nothing (``held_by``), and the flow's state commits with the alert rows, so a held alert
+and the incident book agree after any crash. ``release_due`` (a wall-clock timer) files
+held alerts whose silence or confirmation has ended when no new alert comes to do it.
 
 A commit the store refuses (disk full, I/O error) is not lost either: the batch, whose
 effects the in-memory rule state already holds, is kept and committed first thing on the
@@ -33,11 +40,13 @@ from devices.rejections import Reason, Rejection
 from devices.replay_guard import ReplayGuard
 from devices.status import DeviceStatus
 from domain import Alert, AlertState, CaseCommand, Reading
-from gateway import store
+from gateway import silences, store
 from rules.device_health import DeviceHealth
 from rules.engine import RuleEngine
+from rules.flow import AlertFlow, Handled
 from rules.incidents import IncidentBook
 from rules.keyed_state import KeyedStates
+from rules.silences import Silence
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +83,7 @@ class Pipeline:
         rule_states: Mapping[str, KeyedStates],
         health: DeviceHealth,
         router: MessageRouter,
+        flow: AlertFlow | None = None,
     ) -> None:
         self._conn = conn
         self._registry = registry
@@ -82,6 +92,9 @@ class Pipeline:
         self._health = health
         self._router = router
         self._incidents = incidents
+        # Without one, a flow with no silences, confirmation or inhibition: every alert
+        # goes straight to the incident book.
+        self._flow = flow if flow is not None else AlertFlow(incidents)
         self._max_future_skew_ms = max_future_skew_ms
         # Store namespace → the state of one rule engine (sensor rules, video rules, ...).
         self._rule_states = dict(rule_states)
@@ -171,6 +184,7 @@ class Pipeline:
             return
         for states in self._rule_states.values():
             states.rearm(keys)
+        self._flow.rearm(keys)
         self._commit(store.Batch(), [], int(time.time() * 1000))
 
     def refile(self, command: CaseCommand, now_ms: int) -> list[CaseCommand]:
@@ -186,6 +200,33 @@ class Pipeline:
         alert = replace(command.alert, priority=command.priority)  # an escalation stays one
         return self._commit(batch, [alert] if alert.state is not AlertState.CLEARED else [], now_ms)
 
+    def release_due(self, now_ms: int) -> list[CaseCommand]:
+        """File held alerts whose silence or confirmation has ended by ``now_ms`` (wall
+        clock): the gateway calls it on a timer. Commits only when something was due."""
+        due = self._flow.next_due_ms
+        if due is None or due > now_ms:
+            self._flow.release_due(now_ms)  # forgets ended silences; nothing to commit
+            return []
+        handled: list[Handled] = []
+        try:
+            self._flow.release_due(now_ms, handled)
+        except Exception:  # what was released before the error is still committed
+            log.exception("releasing held alerts failed")
+            self.counters["internal_alert_errors"] += 1
+        return self._store_handled(store.Batch(), handled, now_ms)
+
+    def update_silence(self, silence: Silence, now_ms: int) -> list[CaseCommand]:
+        """A silence was made, extended or removed (already in the store): alerts it holds
+        are due at its new end, and a removal files those still firing now."""
+        self._flow.put_silence(silence)
+        handled: list[Handled] = []
+        try:
+            self._flow.release_due(now_ms, handled)
+        except Exception:
+            log.exception("releasing held alerts failed")
+            self.counters["internal_alert_errors"] += 1
+        return self._store_handled(store.Batch(), handled, now_ms)
+
     def flush(self) -> None:
         """Commit the batches whose commit failed; raises ``StoreUnavailable`` again while
         the store still refuses."""
@@ -195,27 +236,40 @@ class Pipeline:
     def _commit(
         self, batch: store.Batch, alerts: Sequence[Alert], now_ms: int
     ) -> list[CaseCommand]:
-        commands: list[CaseCommand] = []
+        handled: list[Handled] = []
         for alert in alerts:
+            done = len(handled)
             try:
-                produced = self._incidents.handle(alert)
+                self._flow.handle([alert], handled)
             except Exception:  # kept in the alerts table, so the operator sees what failed
                 log.exception("incident handling failed for alert %s", alert.key)
                 self.counters["internal_alert_errors"] += 1
-                produced = []
-            incident_id = produced[0].incident_id if produced else None
+                if not any(h.alert is alert for h in handled[done:]):
+                    handled.append(Handled(alert, None, None))
+        return self._store_handled(batch, handled, now_ms)
+
+    def _store_handled(
+        self, batch: store.Batch, handled: Sequence[Handled], now_ms: int
+    ) -> list[CaseCommand]:
+        """Commit the batch with the alert rows, every state changed since the last
+        commit and the outbox rows of the commands."""
+        commands: list[CaseCommand] = []
+        for h in handled:
+            alert = h.alert
             batch.alerts.append(
-                (alert.key, str(alert.state), alert.ts, incident_id,
-                 json.dumps(alert.to_dict(), ensure_ascii=False))
+                (alert.key, str(alert.state), alert.ts, h.incident_id,
+                 json.dumps(alert.to_dict(), ensure_ascii=False), h.held_by)
             )  # fmt: skip
-            commands.extend(produced)
+            commands.extend(h.commands)
         batch.states.extend(("replay", k, v) for k, v in self._guard.take_dirty().items())
         batch.states.extend(("incident", k, v) for k, v in self._incidents.take_dirty().items())
         for ns, states in self._rule_states.items():
             batch.states.extend((ns, k, v) for k, v in states.take_dirty().items())
+        batch.states.extend(("gate", k, v) for k, v in self._flow.states.take_dirty().items())
         batch.also.extend(partial(outbox.enqueue, command=c, now_ms=now_ms) for c in commands)
         self._save(batch)
-        self.counters["alerts"] += len(batch.alerts)
+        self.counters["alerts"] += len(handled)
+        self.counters["held_alerts"] += sum(h.held_by is not None for h in handled)
         self.counters["commands"] += len(commands)
         return commands
 
@@ -238,8 +292,12 @@ def restore(
     guard: ReplayGuard,
     incidents: IncidentBook,
     rule_states: Mapping[str, KeyedStates],
+    flow: AlertFlow | None = None,
+    now_ms: int | None = None,
 ) -> None:
-    """Load the committed state back after a restart (closed incidents stay in the store)."""
+    """Load the committed state back after a restart (closed incidents stay in the store):
+    with ``flow``, its held and remembered alerts and the silences in force at ``now_ms``
+    (default: now)."""
     for device_id, state in store.load_states(conn, "replay"):
         guard.load(device_id, state)
     for ns, states in rule_states.items():
@@ -247,3 +305,9 @@ def restore(
             states.load_state(key, state)
     for incident in store.load_open_incidents(conn):
         incidents.load(incident)
+    if flow is not None:
+        for key, state in store.load_states(conn, "gate"):
+            flow.load(key, state)
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        for silence in silences.in_force(conn, now_ms):
+            flow.put_silence(silence)

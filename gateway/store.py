@@ -67,8 +67,23 @@ CREATE TABLE IF NOT EXISTS alerts (
     state TEXT NOT NULL,
     ts INTEGER NOT NULL,
     incident_id TEXT,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    -- why it filed nothing: "silence:<id>", "confirm", "inhibited:<rule>" (rules/flow.py)
+    held_by TEXT
 );
+-- Operators' silences (gateway/silences.py), kept after they end as their history.
+CREATE TABLE IF NOT EXISTS silences (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    matchers_json TEXT NOT NULL,
+    author TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    starts_ms INTEGER NOT NULL,
+    ends_ms INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    removed_ms INTEGER,
+    changes_json TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS silences_ends ON silences(ends_ms);
 CREATE TABLE IF NOT EXISTS state (
     ns TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -105,8 +120,14 @@ def connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
             "INSERT OR IGNORE INTO rejection_totals"
             " SELECT reason, count(*) FROM dead_letters GROUP BY reason"
         )
+    if "held_by" not in _columns(conn, "alerts"):  # a store from before the alert flow
+        conn.execute("ALTER TABLE alerts ADD COLUMN held_by TEXT")
     outbox.ensure_schema(conn)
     return conn
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
@@ -120,7 +141,9 @@ class Batch:
     def __init__(self) -> None:
         self.readings: list[tuple[str, int, int | None, str, int]] = []
         self.dead_letters: list[tuple[int, str, str, str, str, str]] = []
-        self.alerts: list[tuple[str, str, int, str | None, str]] = []
+        # (key, state, ts, incident id, body JSON[, held_by]): rows without held_by filed
+        # or tried to file a case
+        self.alerts: list[tuple] = []
         self.states: list[tuple[str, str, Any]] = []
         self.also: list[Callable[[sqlite3.Connection], Any]] = []  # e.g. outbox rows
 
@@ -173,8 +196,9 @@ def commit(conn: sqlite3.Connection, batch: Batch) -> None:
             Counter(row[3] for row in batch.dead_letters).items(),
         )
         conn.executemany(
-            "INSERT INTO alerts (alert_key, state, ts, incident_id, body) VALUES (?, ?, ?, ?, ?)",
-            batch.alerts,
+            "INSERT INTO alerts (alert_key, state, ts, incident_id, body, held_by)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [row if len(row) == 6 else (*row, None) for row in batch.alerts],
         )
         upserts = [(ns, k, json.dumps(v)) for ns, k, v in batch.states if v is not None]
         deletes = [(ns, k) for ns, k, v in batch.states if v is None]

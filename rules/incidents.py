@@ -7,7 +7,10 @@ Dedup and merge (查重与并案) happen here:
   at one collection point are one case);
 - a higher-priority alert escalates the incident's case instead of opening another;
 - a closed case (status synced back from the platform) closes the incident and re-arms its
-  alerts, so the next occurrence files a new case.
+  alerts, so the next occurrence files a new case;
+- an alert may be absorbed into a given open incident (``absorb``: the alert flow's
+  inhibition, e.g. a single gauge joining its grid's area-wide flood case) whatever its
+  class or distance.
 
 Each change yields CaseCommands whose ids are derived from the incident and a per-incident
 counter: replaying the same alerts after a crash produces the same ids, which the case
@@ -54,6 +57,20 @@ class IncidentBook:
                 return [self._open(alert)]
             self._bind(incident_id, alert.key)
         return [self._update(self._incidents[incident_id], alert)]
+
+    def incident_of(self, key: str) -> str | None:
+        """The open incident this alert key is bound to, if any."""
+        return self._open_by_key.get(key)
+
+    def absorb(self, alert: Alert, incident_id: str) -> list[CaseCommand]:
+        """Bind ``alert`` to the open incident ``incident_id`` and add it there as evidence
+        (escalating the case if the alert is worse); an alert already bound elsewhere, or
+        an incident no longer open, is handled as usual."""
+        incident = self._incidents.get(incident_id)
+        if alert.key in self._open_by_key or incident is None or incident["status"] != "open":
+            return self.handle(alert)
+        self._bind(incident_id, alert.key)
+        return [self._update(incident, alert)]
 
     def close(self, incident_id: str, reason: str) -> list[str]:
         """Close an open incident; return its alert keys for the rule engine to re-arm."""
