@@ -2,6 +2,7 @@
 every package may import."""
 
 from domain.retry import Backoff, parse_retry_after
+from domain.schedule import DEFAULT_TZ, Schedule
 from domain.types import (
     Alert,
     AlertState,
@@ -16,6 +17,7 @@ from domain.types import (
 )
 
 __all__ = [
+    "DEFAULT_TZ",
     "Alert",
     "AlertState",
     "Backoff",
@@ -26,6 +28,7 @@ __all__ = [
     "Observation",
     "Priority",
     "Reading",
+    "Schedule",
     "Value",
     "parse_retry_after",
 ]

@@ -30,4 +30,5 @@ def camera_status_alert(
         summary=f"camera {status}: {detail}",
         origin="video",
         merge=False,
+        kind="camera",
     )

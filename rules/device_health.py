@@ -23,6 +23,14 @@ changed it, like every other rule state — but only when a flag changed, or at 
 with every reading, and committing them each time doubled the store's writes for nothing
 (a restart restarts every silence clock anyway, and anchors a minute old still judge the
 next reading correctly).
+
+Params come from a :class:`RuleSettings` (the kind's health params, a device's
+``heartbeat_s``) and change with ``reconfigure``. Carry-over: every flag and anchor is
+kept and judged by the new params from then on — a new heartbeat at the next ``tick``, a
+new battery clear level at the next battery reading, new stuck/jump limits at the next
+reading. A suspect device whose field is no longer judged is believed again at its next
+reading(s), like one whose readings became plausible, so its alert clears through the
+normal path.
 """
 
 from __future__ import annotations
@@ -33,7 +41,13 @@ from typing import Any
 
 from domain import Alert, AlertState, Location, Priority, Reading
 from rules.keyed_state import KeyedStates
-from rules.params import HealthConfig, KindHealthParams
+from rules.params import HEALTH_COLUMNS, HealthConfig, KindHealthParams
+from rules.settings import (
+    KindSettings,
+    RuleSettings,
+    device_health_params,
+    typed_device_overrides,
+)
 
 COVER_CLASS_PREFIX = "010"  # 01001–01023: "<cover> 异常"
 SAVE_EVERY_MS = 60_000
@@ -74,8 +88,13 @@ def initial_state() -> dict[str, Any]:
 
 
 class DeviceHealth:
-    def __init__(self, config: HealthConfig) -> None:
-        self._config = config
+    def __init__(self, settings: RuleSettings | HealthConfig) -> None:
+        """``DeviceHealth(settings)``. The older ``DeviceHealth(health_config)`` form (with
+        registry overrides given to ``add_device``) builds its settings itself."""
+        if isinstance(settings, HealthConfig):
+            settings = RuleSettings(kinds=KindSettings(health=settings))
+        self._settings = settings
+        self._config = settings.kinds.health
         self._devices: dict[str, _Device] = {}
         self.states = KeyedStates()
 
@@ -87,21 +106,40 @@ class DeviceHealth:
         part_code: str = "",
         overrides: dict[str, str] | None = None,
     ) -> None:
-        """Register a device; a ``heartbeat_s`` registry column overrides its kind's."""
-        params: KindHealthParams = getattr(self._config, kind)
-        heartbeat = (overrides or {}).get("heartbeat_s")
-        if heartbeat is not None:
-            params = KindHealthParams.model_validate(
-                {**params.model_dump(), "heartbeat_s": heartbeat}
-            )
+        """Register a device; a ``heartbeat_s`` in its ``settings.devices`` overrides its
+        kind's. ``overrides`` (registry text columns) is the older form."""
+        mine = {k: v for k, v in (overrides or {}).items() if k in HEALTH_COLUMNS}
+        if mine:
+            typed = typed_device_overrides(self._settings, device_id, kind, mine)
+            self._settings.devices.setdefault(device_id, {}).update(typed)
+        self._devices[device_id] = self._build(device_id, kind, location, part_code)
+
+    def reconfigure(self, settings: RuleSettings) -> None:
+        """Apply a new settings version (between batches); see the module docstring. All
+        or nothing: a device that cannot be built raises before anything changed."""
+        old = self._settings
+        self._settings = settings
+        try:
+            rebuilt = {
+                device_id: self._build(device_id, d.kind, d.location, d.part_code)
+                for device_id, d in self._devices.items()
+            }
+        except ValueError:
+            self._settings = old
+            raise
+        self._config = settings.kinds.health
+        self._devices = rebuilt
+
+    def _build(self, device_id: str, kind: str, location: Location, part_code: str) -> _Device:
+        params = device_health_params(self._settings, device_id, kind)
         part_class = part_code[6:11] if len(part_code) == 17 else ""
         offline_class = (
             part_class
             if part_class.startswith(COVER_CLASS_PREFIX)
-            else self._config.maintenance_class
+            else self._settings.kinds.health.maintenance_class
         )
         judged = bool(params.stuck_after_s or params.max_change_per_min)
-        self._devices[device_id] = _Device(kind, location, part_code, params, offline_class, judged)
+        return _Device(kind, location, part_code, params, offline_class, judged)
 
     def start(self, now_ms: int) -> None:
         """Restart every silence clock at gateway start: the gateway's own downtime is not
@@ -128,7 +166,7 @@ class DeviceHealth:
                                       reading.ts, "reporting again", reading.values))  # fmt: skip
         if "battery_pct" in reading.values:
             alerts.extend(self._battery(reading, device, state))
-        if device.judged:
+        if device.judged or state["suspect"] is not None:
             alerts.extend(self._plausibility(reading, device, state))
         if flags != _flags(state) or now_ms - state.get("saved_ms", 0) >= SAVE_EVERY_MS:
             state["saved_ms"] = now_ms
@@ -293,6 +331,7 @@ class DeviceHealth:
             part_code=device.part_code,
             summary=f"{device_id} {summary}",
             merge=False,
+            kind=device.kind,
         )
 
     def _state(self, device_id: str) -> dict[str, Any]:

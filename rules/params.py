@@ -10,7 +10,10 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from domain import Schedule
+
 CLASS_CODE = r"^\d{5}$"
+DAY_S = 86_400.0
 
 
 class _Params(BaseModel):
@@ -21,11 +24,13 @@ class ManholeCoverParams(_Params):
     """Lid opened → at once; tilt ≥ fire for the hold → case; clears closed and flat."""
 
     tilt_fire_deg: float = Field(15.0, gt=0, le=180)
-    tilt_fire_for_s: float = Field(5.0, ge=0)
+    tilt_fire_for_s: float = Field(5.0, ge=0, le=DAY_S)
     tilt_clear_deg: float = Field(5.0, ge=0, le=180)
-    clear_for_s: float = Field(60.0, ge=0)
+    clear_for_s: float = Field(60.0, ge=0, le=DAY_S)
     # Default: the cover's own "<part> 异常" matter code, i.e. its part type (01001–01023).
     class_code: str | None = Field(None, pattern=CLASS_CODE)
+    # Outside it a reading can neither start nor advance a condition; a firing one clears.
+    schedule: Schedule = Schedule()
 
     @model_validator(mode="after")
     def _hysteresis(self) -> Self:
@@ -35,13 +40,20 @@ class ManholeCoverParams(_Params):
 
 
 class BinParams(_Params):
-    """Fill ≥ fire for the hold → 垃圾站（箱）满溢; a single spike is not a case."""
+    """Fill ≥ fire for the hold → 垃圾站（箱）满溢; a single spike is not a case.
+
+    A bin that passes ``fill_fire_pct`` ``repeat_count`` times within ``repeat_window_s``,
+    compacted in between, is full too (rule ``bin_repeat``; off while ``repeat_count`` is
+    unset)."""
 
     fill_fire_pct: float = Field(90.0, gt=0, le=100)
-    fire_for_s: float = Field(600.0, ge=0)
+    fire_for_s: float = Field(600.0, ge=0, le=DAY_S)
     fill_clear_pct: float = Field(60.0, ge=0, le=100)
-    clear_for_s: float = Field(0.0, ge=0)
+    clear_for_s: float = Field(0.0, ge=0, le=DAY_S)
+    repeat_count: int | None = Field(None, ge=2, le=20)
+    repeat_window_s: float = Field(3600.0, gt=0, le=7 * DAY_S)
     class_code: str = Field("06042", pattern=CLASS_CODE)
+    schedule: Schedule = Schedule()
 
     @model_validator(mode="after")
     def _hysteresis(self) -> Self:
@@ -51,16 +63,23 @@ class BinParams(_Params):
 
 
 class WaterLevelParams(_Params):
-    """Level ≥ warning for the hold → urgent case; ≥ alarm escalates the same case."""
+    """Level ≥ warning for the hold → urgent case; ≥ alarm escalates the same case.
 
-    warning_cm: float | None = Field(None, gt=0)
-    alarm_cm: float | None = Field(None, gt=0)
-    warning_for_s: float = Field(60.0, ge=0)
-    alarm_for_s: float = Field(10.0, ge=0)
-    clear_margin_cm: float = Field(5.0, ge=0)
-    clear_for_s: float = Field(300.0, ge=0)
+    Water rising by ``rise_cm`` or more within ``rise_window_s`` is an early warning (rule
+    ``water_rise``, same class, so a later level alarm escalates the same case); off while
+    ``rise_cm`` is unset."""
+
+    warning_cm: float | None = Field(None, gt=0, le=10_000)
+    alarm_cm: float | None = Field(None, gt=0, le=10_000)
+    warning_for_s: float = Field(60.0, ge=0, le=DAY_S)
+    alarm_for_s: float = Field(10.0, ge=0, le=DAY_S)
+    clear_margin_cm: float = Field(5.0, ge=0, le=10_000)
+    clear_for_s: float = Field(300.0, ge=0, le=DAY_S)
+    rise_cm: float | None = Field(None, gt=0, le=10_000)
+    rise_window_s: float = Field(300.0, gt=0, le=DAY_S)
     # Road water-logging has no GB/T 47678.5 matter code: a local code, set per city.
     class_code: str = Field("99101", pattern=CLASS_CODE)
+    schedule: Schedule = Schedule()
 
     @model_validator(mode="after")
     def _levels(self) -> Self:
@@ -112,9 +131,37 @@ class HealthConfig(_Params):
     # Implausible readings in a row before a maintenance case: one glitch is only muted.
     implausible_to_report: int = Field(3, ge=1)
     check_every_s: float = Field(10.0, gt=0)  # how often silence is looked for
+    # An offline or suspect spell that ends within this files no case (the alert flow holds
+    # the firing alert this long; a 30-second glitch is stored but is not a repair job).
+    confirm_s: float = Field(600.0, ge=0, le=DAY_S)
     # Offline, flat battery, suspect: a local maintenance code (物联网感知设备异常);
     # covers use their own part's 异常 class for offline instead.
     maintenance_class: str = Field("99301", pattern=CLASS_CODE)
+
+
+class VideoRuleParams(_Params):
+    """Camera zone rules (stall, dumping): per kind in config, per zone in the settings."""
+
+    stall_dwell_s: float = Field(300.0, ge=0, le=DAY_S)
+    rubbish_dwell_s: float = Field(600.0, ge=0, le=DAY_S)
+    gap_tolerance_s: float = Field(20.0, ge=0, le=DAY_S)
+    clear_after_s: float = Field(120.0, ge=0, le=DAY_S)
+    # Analysed frames further apart than this mean the camera was blind (stream down,
+    # reconnecting): that stretch counts neither as presence nor as absence, so an outage
+    # longer than clear_after_s does not clear a case whose rubbish is still there.
+    blind_gap_s: float = Field(5.0, gt=0, le=DAY_S)
+    # An object counts once it has stood still this long (filters people pausing in step).
+    stationary_s: float = Field(10.0, gt=0, le=DAY_S)
+    # "Near" = bottom-centres within this many box heights (the taller of the two boxes).
+    near_heights: float = Field(1.5, gt=0, le=100)
+    # A dumping candidate covered more than this by a person/vehicle box is that object.
+    max_covered: float = Field(0.5, gt=0, le=1)
+    # Labels that count alone; other labels of the category are proxies.
+    stall_labels: list[str] = Field(["stall"], max_length=64)
+    rubbish_labels: list[str] = Field(["rubbish"], max_length=64)
+    # When the zone's rule is in force (frames outside count as absent). A zone's schedule
+    # in the camera config is its per-zone value in the settings.
+    schedule: Schedule = Schedule()
 
 
 class RulesConfig(_Params):

@@ -9,6 +9,9 @@ for ``clear_hold_ms``: a value wandering around the firing level cannot make it 
 
 A rule may also have a ``trip_flag`` (a boolean such as ``lid_open``): while it is true the
 first stage is reached at once and the rule cannot clear.
+
+Outside its schedule (``in_force`` false) a reading can neither start nor advance a stage:
+a dwell under way restarts at the next reading in force. A firing rule still clears.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain import AlertState, Priority, Reading
+from rules.condition import Step, Transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,53 +40,69 @@ class ThresholdRule:
     clear_hold_ms: int
     trip_flag: str | None = None
 
+    @property
+    def priority(self) -> Priority:
+        return self.stages[0].priority
 
-def initial_state(rule: ThresholdRule) -> dict[str, Any]:
-    """Not firing, nothing pending. Plain JSON so it can be stored as it is."""
-    return {"stage": -1, "pending": [None] * len(rule.stages), "clear_since": None}
+    def initial_state(self) -> dict[str, Any]:
+        """Not firing, nothing pending. Plain JSON so it can be stored as it is."""
+        return {"stage": -1, "pending": [None] * len(self.stages), "clear_since": None}
 
+    def firing(self, state: dict[str, Any]) -> bool:
+        return state["stage"] >= 0
 
-def evaluate(
-    rule: ThresholdRule, state: dict[str, Any], reading: Reading
-) -> tuple[AlertState | None, int]:
-    """Advance ``state`` (in place) with one reading; return the transition, if any, and
-    the stage the rule is in afterwards (-1 when not firing)."""
-    value = reading.values.get(rule.metric)
-    tripped = bool(rule.trip_flag and reading.values.get(rule.trip_flag) is True)
-    if not isinstance(value, float | int) and not tripped:
-        return None, state["stage"]
-    metric = float(value) if isinstance(value, float | int) else float("-inf")
+    def step(self, state: dict[str, Any], reading: Reading, in_force: bool) -> Step:
+        """Advance ``state`` (in place) with one reading: a Transition, or whether the
+        state changed (so that an unchanged state is not written again)."""
+        values = reading.values
+        value = values.get(self.metric)
+        tripped = self.trip_flag is not None and values.get(self.trip_flag) is True
+        number = isinstance(value, float | int)
+        if not number and not tripped:
+            return False
+        metric = float(value) if number else float("-inf")  # type: ignore[arg-type]
+        ts = reading.ts
+        firing = state["stage"]
+        pending = state["pending"]
+        changed = False
+        reached = firing
+        for index in range(firing + 1, len(self.stages)):
+            stage = self.stages[index]
+            if in_force and tripped and index == 0:
+                reached = 0
+            elif in_force and metric >= stage.at:
+                since = pending[index]
+                if since is None:
+                    pending[index] = since = ts
+                    changed = True
+                if ts - since >= stage.hold_ms:
+                    reached = index
+            elif pending[index] is not None:
+                pending[index] = None
+                changed = True
 
-    reached = state["stage"]
-    pending = state["pending"]
-    for index in range(state["stage"] + 1, len(rule.stages)):
-        stage = rule.stages[index]
-        if tripped and index == 0:
-            reached = 0
-            pending[index] = None
-        elif metric >= stage.at:
-            since = pending[index] if pending[index] is not None else reading.ts
-            pending[index] = since
-            if reading.ts - since >= stage.hold_ms:
-                reached = index
-        else:
-            pending[index] = None
-
-    if reached > state["stage"]:
-        was_firing = state["stage"] >= 0
-        state["stage"] = reached
-        state["clear_since"] = None
-        for index in range(reached + 1):
-            pending[index] = None
-        return (AlertState.ESCALATED if was_firing else AlertState.FIRING), reached
-
-    if state["stage"] >= 0:
-        if not tripped and metric < rule.clear_below:
-            since = state["clear_since"] if state["clear_since"] is not None else reading.ts
-            state["clear_since"] = since
-            if reading.ts - since >= rule.clear_hold_ms:
-                state.update(initial_state(rule))
-                return AlertState.CLEARED, -1
-        else:
+        if reached > firing:
+            state["stage"] = reached
             state["clear_since"] = None
-    return None, state["stage"]
+            for index in range(reached + 1):
+                pending[index] = None
+            stage = self.stages[reached]
+            return Transition(
+                AlertState.ESCALATED if firing >= 0 else AlertState.FIRING,
+                stage.priority,
+                f"stage {reached + 1}: {self.metric} ≥ {stage.at:g}",
+            )
+
+        if firing >= 0:
+            if not tripped and metric < self.clear_below:
+                since = state["clear_since"]
+                if since is None:
+                    state["clear_since"] = since = ts
+                    changed = True
+                if ts - since >= self.clear_hold_ms:
+                    state.update(self.initial_state())
+                    return Transition(AlertState.CLEARED, self.priority, "cleared")
+            elif state["clear_since"] is not None:
+                state["clear_since"] = None
+                changed = True
+        return changed

@@ -18,6 +18,13 @@ is still the same stall. It must last the dwell (while the zone's schedule is in
 frames outside it count as absent), gaps up to ``gap_tolerance_s`` do not restart it, and
 a firing alert clears after ``clear_after_s`` without any qualifying object.
 
+Params are the video kind's, overridden per zone (``RuleSettings.zones["cam/zone"]``),
+the zone's schedule among them, judged in the engine's time zone. ``reconfigure`` swaps
+them between frames; carry-over: each zone's state is kept and judged by the new params
+from its next frame on — a presence under way is measured against the new dwell (a shorter
+one can fire at once), a firing alert against the new ``clear_after_s``, and it clears
+through the normal path.
+
 Only event time (frame timestamps) is used, so replaying recorded observations gives the
 same alerts. State is plain JSON per alert key, kept in ``KeyedStates`` exactly like the
 sensor rule engine, so the gateway persists both the same way.
@@ -27,47 +34,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from domain import Alert, AlertState, Category, Location, Observation, Priority
+from domain import DEFAULT_TZ, Alert, AlertState, Category, Location, Observation, Priority
 from rules.keyed_state import KeyedStates
+from rules.params import VideoRuleParams
+from rules.settings import KindSettings, RuleSettings, zone_params
 
 STALL_ZONE_TYPES = frozenset({"no_vending", "shop_front", "hawker"})
 DUMPING_ZONE_TYPES = frozenset({"no_dumping"})
 _BLOCKERS = (Category.PERSON, Category.VEHICLE)
 
 
-class VideoRuleParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    stall_dwell_s: float = Field(300.0, ge=0)
-    rubbish_dwell_s: float = Field(600.0, ge=0)
-    gap_tolerance_s: float = Field(20.0, ge=0)
-    clear_after_s: float = Field(120.0, ge=0)
-    # Analysed frames further apart than this mean the camera was blind (stream down,
-    # reconnecting): that stretch counts neither as presence nor as absence, so an outage
-    # longer than clear_after_s does not clear a case whose rubbish is still there.
-    blind_gap_s: float = Field(5.0, gt=0)
-    # An object counts once it has stood still this long (filters people pausing in step).
-    stationary_s: float = Field(10.0, gt=0)
-    # "Near" = bottom-centres within this many box heights (the taller of the two boxes).
-    near_heights: float = Field(1.5, gt=0)
-    # A dumping candidate covered more than this by a person/vehicle box is that object.
-    max_covered: float = Field(0.5, gt=0, le=1)
-    # Labels that count alone; other labels of the category are proxies.
-    stall_labels: list[str] = ["stall"]
-    rubbish_labels: list[str] = ["rubbish"]
-
-
 @dataclass(frozen=True, slots=True)
 class _Zone:
     zone_id: str
+    zone_type: str
     rule_id: str
     class_code: str
     location: Location
-    in_force: Callable[[int], bool] | None
+    params: VideoRuleParams
+    in_force: Callable[[int], bool] | None  # None: always
+    # The older form's schedule test handed in by add_zone (kept across reconfigure).
+    given_in_force: Callable[[int], bool] | None
 
 
 def alert_key(camera_id: str, zone_id: str, rule_id: str) -> str:
@@ -87,10 +77,38 @@ def initial_state() -> dict[str, Any]:
 
 
 class VideoRuleEngine:
-    def __init__(self, params: VideoRuleParams | None = None) -> None:
-        self.params = params or VideoRuleParams()
+    def __init__(
+        self, settings: RuleSettings | VideoRuleParams | None = None, tz: tzinfo = DEFAULT_TZ
+    ) -> None:
+        """``VideoRuleEngine(settings, tz)``; the older ``VideoRuleEngine(params)`` form
+        means settings with those video params and no per-zone ones."""
+        if not isinstance(settings, RuleSettings):
+            settings = RuleSettings(kinds=KindSettings(video=settings or VideoRuleParams()))
+        self._settings = settings
+        self._tz = tz
         self._zones: dict[str, dict[str, _Zone]] = {}
         self.states = KeyedStates()
+
+    def reconfigure(self, settings: RuleSettings) -> None:
+        """Apply a new settings version (between frames); see the module docstring. All or
+        nothing: a zone whose params do not validate raises before anything changed."""
+        rebuilt = {
+            camera_id: {
+                zone_id: self._zone(
+                    settings,
+                    camera_id,
+                    zone_id,
+                    z.zone_type,
+                    z.location,
+                    z.class_code,
+                    z.given_in_force,
+                )
+                for zone_id, z in zones.items()
+            }
+            for camera_id, zones in self._zones.items()
+        }
+        self._settings = settings
+        self._zones = rebuilt
 
     def add_zone(
         self,
@@ -102,15 +120,38 @@ class VideoRuleEngine:
         schedule_in_force: Callable[[int], bool] | None = None,
     ) -> None:
         """Watch one zone of one camera. ``location`` is the zone's place on the map (not
-        the camera's), so cameras sharing a zone raise alerts the incident book merges."""
+        the camera's), so cameras sharing a zone raise alerts the incident book merges.
+        Its params and schedule come from the settings; ``schedule_in_force`` is the
+        older form of giving a schedule and, when given, is used instead."""
+        zone = self._zone(
+            self._settings, camera_id, zone_id, zone_type, location, class_code, schedule_in_force
+        )
+        self._zones.setdefault(camera_id, {})[zone_id] = zone
+
+    def _zone(
+        self,
+        settings: RuleSettings,
+        camera_id: str,
+        zone_id: str,
+        zone_type: str,
+        location: Location,
+        class_code: str,
+        given_in_force: Callable[[int], bool] | None,
+    ) -> _Zone:
         if zone_type in STALL_ZONE_TYPES:
             rule_id = "stall"
         elif zone_type in DUMPING_ZONE_TYPES:
             rule_id = "dumping"
         else:
             raise ValueError(f"zone {camera_id}/{zone_id}: unknown zone type {zone_type!r}")
-        zone = _Zone(zone_id, rule_id, class_code, location, schedule_in_force)
-        self._zones.setdefault(camera_id, {})[zone_id] = zone
+        params = zone_params(settings, f"{camera_id}/{zone_id}")
+        in_force = given_in_force
+        if in_force is None and not params.schedule.always:
+            schedule, tz = params.schedule, self._tz
+            in_force = lambda ts_ms: schedule.in_force(ts_ms, tz)  # noqa: E731
+        return _Zone(
+            zone_id, zone_type, rule_id, class_code, location, params, in_force, given_in_force
+        )
 
     def process(self, camera_id: str, ts_ms: int, observations: list[Observation]) -> list[Alert]:
         """Advance every zone of the camera by one analysed frame (call it for empty
@@ -124,13 +165,13 @@ class VideoRuleEngine:
             evidence: list[Observation] = []
             if zone.in_force is None or zone.in_force(ts_ms):
                 if zone.rule_id == "stall":
-                    evidence = self._stall_evidence(seen)
+                    evidence = _stall_evidence(seen, zone.params)
                 else:
-                    evidence = self._dumping_evidence(seen)
+                    evidence = _dumping_evidence(seen, zone.params)
             key = alert_key(camera_id, zone.zone_id, zone.rule_id)
             state = self.states.get(key, initial_state)
             before = dict(state)
-            transition, dwell_ms = self._advance(state, ts_ms, bool(evidence), zone.rule_id)
+            transition, dwell_ms = _advance(state, ts_ms, bool(evidence), zone)
             if state != before:
                 self.states.touch(key)
             if transition is not None:
@@ -138,91 +179,6 @@ class VideoRuleEngine:
                     self._alert(camera_id, zone, key, transition, ts_ms, dwell_ms, evidence)
                 )
         return alerts
-
-    def _advance(
-        self, state: dict[str, Any], ts_ms: int, present: bool, rule_id: str
-    ) -> tuple[AlertState | None, int]:
-        """Move one key's state by one frame; return the transition and the dwell so far."""
-        p = self.params
-        dwell_s = p.stall_dwell_s if rule_id == "stall" else p.rubbish_dwell_s
-        gap_ms = p.gap_tolerance_s * 1000
-        if state["since"] is not None:
-            self._skip_blind_stretch(state, ts_ms)
-        transition, dwell_ms = self._judge(state, ts_ms, present, dwell_s, gap_ms)
-        if state["since"] is not None:
-            state["last_frame"] = ts_ms
-        return transition, dwell_ms
-
-    def _judge(
-        self, state: dict[str, Any], ts_ms: int, present: bool, dwell_s: float, gap_ms: float
-    ) -> tuple[AlertState | None, int]:
-        p = self.params
-        if present:
-            stale = state["last_seen"] is not None and ts_ms - state["last_seen"] > gap_ms
-            if state["since"] is None or (stale and not state["firing"]):
-                state["since"] = ts_ms
-            state["last_seen"] = ts_ms
-            dwell_ms = ts_ms - state["since"]
-            if not state["firing"] and dwell_ms >= dwell_s * 1000:
-                state["firing"] = True
-                return AlertState.FIRING, dwell_ms
-            return None, dwell_ms
-        if state["since"] is None:
-            return None, 0
-        dwell_ms = state["last_seen"] - state["since"]
-        gone_ms = ts_ms - state["last_seen"]
-        if state["firing"]:
-            if gone_ms >= p.clear_after_s * 1000:
-                state.update(initial_state())
-                return AlertState.CLEARED, dwell_ms
-        elif gone_ms > gap_ms:
-            state.update(initial_state())
-        return None, dwell_ms
-
-    def _skip_blind_stretch(self, state: dict[str, Any], ts_ms: int) -> None:
-        """Shift the watch past a stretch without analysed frames (see ``blind_gap_s``),
-        so that dwell and absence are timed over frames the camera actually saw."""
-        last_frame = state.get("last_frame")
-        if last_frame is None:
-            return
-        blind_ms = ts_ms - last_frame
-        if blind_ms > self.params.blind_gap_s * 1000:
-            state["since"] += blind_ms
-            state["last_seen"] += blind_ms
-
-    def _stall_evidence(self, seen: list[Observation]) -> list[Observation]:
-        still = self._stationary(seen)
-        people = [o for o in still if o.category is Category.PERSON]
-        return [
-            o
-            for o in still
-            if o.category is Category.STALL_PART
-            and (o.label in self.params.stall_labels or any(self._near(o, p) for p in people))
-        ]
-
-    def _dumping_evidence(self, seen: list[Observation]) -> list[Observation]:
-        blockers = [o for o in seen if o.category in _BLOCKERS]
-        still = self._stationary(seen)
-        people = [o for o in still if o.category is Category.PERSON]
-        evidence = []
-        for o in still:
-            if o.category not in (Category.RUBBISH, Category.STATIC_OBJECT):
-                continue
-            if any(_covered(o, b) > self.params.max_covered for b in blockers):
-                continue
-            if o.label in self.params.rubbish_labels or not any(self._near(o, p) for p in people):
-                evidence.append(o)
-        return evidence
-
-    def _stationary(self, seen: list[Observation]) -> list[Observation]:
-        least = self.params.stationary_s * 1000
-        return [o for o in seen if o.stationary_ms >= least]
-
-    def _near(self, a: Observation, b: Observation) -> bool:
-        ax, ay = (a.box[0] + a.box[2]) / 2, a.box[3]
-        bx, by = (b.box[0] + b.box[2]) / 2, b.box[3]
-        reach = self.params.near_heights * max(a.box[3] - a.box[1], b.box[3] - b.box[1])
-        return (ax - bx) ** 2 + (ay - by) ** 2 <= reach**2
 
     def _alert(
         self,
@@ -258,7 +214,100 @@ class VideoRuleEngine:
             },
             summary=summary,
             origin="video",
+            kind="camera",
+            zone=f"{camera_id}/{zone.zone_id}",
         )
+
+
+def _advance(
+    state: dict[str, Any], ts_ms: int, present: bool, zone: _Zone
+) -> tuple[AlertState | None, int]:
+    """Move one key's state by one frame; return the transition and the dwell so far."""
+    p = zone.params
+    dwell_s = p.stall_dwell_s if zone.rule_id == "stall" else p.rubbish_dwell_s
+    if state["since"] is not None:
+        _skip_blind_stretch(state, ts_ms, p)
+    transition, dwell_ms = _judge(state, ts_ms, present, dwell_s, p)
+    if state["since"] is not None:
+        state["last_frame"] = ts_ms
+    return transition, dwell_ms
+
+
+def _judge(
+    state: dict[str, Any], ts_ms: int, present: bool, dwell_s: float, p: VideoRuleParams
+) -> tuple[AlertState | None, int]:
+    gap_ms = p.gap_tolerance_s * 1000
+    if present:
+        stale = state["last_seen"] is not None and ts_ms - state["last_seen"] > gap_ms
+        if state["since"] is None or (stale and not state["firing"]):
+            state["since"] = ts_ms
+        state["last_seen"] = ts_ms
+        dwell_ms = ts_ms - state["since"]
+        if not state["firing"] and dwell_ms >= dwell_s * 1000:
+            state["firing"] = True
+            return AlertState.FIRING, dwell_ms
+        return None, dwell_ms
+    if state["since"] is None:
+        return None, 0
+    dwell_ms = state["last_seen"] - state["since"]
+    gone_ms = ts_ms - state["last_seen"]
+    if state["firing"]:
+        if gone_ms >= p.clear_after_s * 1000:
+            state.update(initial_state())
+            return AlertState.CLEARED, dwell_ms
+    elif gone_ms > gap_ms:
+        state.update(initial_state())
+    return None, dwell_ms
+
+
+def _skip_blind_stretch(state: dict[str, Any], ts_ms: int, p: VideoRuleParams) -> None:
+    """Shift the watch past a stretch without analysed frames (see ``blind_gap_s``), so
+    that dwell and absence are timed over frames the camera actually saw."""
+    last_frame = state.get("last_frame")
+    if last_frame is None:
+        return
+    blind_ms = ts_ms - last_frame
+    if blind_ms > p.blind_gap_s * 1000:
+        state["since"] += blind_ms
+        state["last_seen"] += blind_ms
+
+
+def _stall_evidence(seen: list[Observation], p: VideoRuleParams) -> list[Observation]:
+    still = _stationary(seen, p)
+    people = [o for o in still if o.category is Category.PERSON]
+    return [
+        o
+        for o in still
+        if o.category is Category.STALL_PART
+        and (o.label in p.stall_labels or any(_near(o, q, p) for q in people))
+    ]
+
+
+def _dumping_evidence(seen: list[Observation], p: VideoRuleParams) -> list[Observation]:
+    blockers = [o for o in seen if o.category in _BLOCKERS]
+    still = _stationary(seen, p)
+    people = [o for o in still if o.category is Category.PERSON]
+    evidence = []
+    for o in still:
+        if o.category not in (Category.RUBBISH, Category.STATIC_OBJECT):
+            continue
+        if any(_covered(o, b) > p.max_covered for b in blockers):
+            continue
+        if o.label in p.rubbish_labels or not any(_near(o, q, p) for q in people):
+            evidence.append(o)
+    return evidence
+
+
+def _stationary(seen: list[Observation], p: VideoRuleParams) -> list[Observation]:
+    least = p.stationary_s * 1000
+    return [o for o in seen if o.stationary_ms >= least]
+
+
+def _near(a: Observation, b: Observation, p: VideoRuleParams) -> bool:
+    ax, ay = (a.box[0] + a.box[2]) / 2, a.box[3]
+    bx, by = (b.box[0] + b.box[2]) / 2, b.box[3]
+    reach = p.near_heights * max(a.box[3] - a.box[1], b.box[3] - b.box[1])
+    return (ax - bx) ** 2 + (ay - by) ** 2 <= reach**2
 
 
 def _covered(obj: Observation, by: Observation) -> float:

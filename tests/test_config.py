@@ -6,8 +6,8 @@ import pytest
 
 from devices.registry import RegistryError, load_registry
 from gateway.config import ConfigError, load_config
-from rules.device_rules import DeviceRuleError
 from rules.engine import RuleEngine
+from rules.settings import SettingsError
 
 REGISTRY = (
     "device_id,kind,lat,lon,address,grid_code,part_code,warning_cm,alarm_cm\n"
@@ -115,7 +115,7 @@ def test_per_device_override_is_validated_like_config(tmp_path):
     mh = devices["MH-1"]
     engine.add_source(mh.device_id, mh.kind, mh.location, mh.part_code, mh.overrides)
     wl = devices["WL-1"]
-    with pytest.raises(DeviceRuleError, match="device WL-1: clear_for_s: Input should be greater"):
+    with pytest.raises(SettingsError, match=r"devices\.WL-1\.clear_for_s: Input should be greater"):
         engine.add_source(wl.device_id, wl.kind, wl.location, wl.part_code, wl.overrides)
 
 

@@ -1,7 +1,8 @@
 """Threshold rules: dwell on event time, hysteresis, trip flags, staged escalation."""
 
 from domain import AlertState, Priority, Reading
-from rules.thresholds import Stage, ThresholdRule, evaluate, initial_state
+from rules.condition import Transition
+from rules.thresholds import Stage, ThresholdRule
 
 COVER = ThresholdRule(
     rule_id="cover_anomaly",
@@ -24,12 +25,12 @@ WATER = ThresholdRule(
 
 def run(rule, samples):
     """Feed (t_seconds, values) pairs; return [(t, transition, stage)] for transitions."""
-    state = initial_state(rule)
+    state = rule.initial_state()
     out = []
     for t, values in samples:
-        transition, stage = evaluate(rule, state, Reading("D", "k", int(t * 1000), values))
-        if transition is not None:
-            out.append((t, transition, stage))
+        step = rule.step(state, Reading("D", "k", int(t * 1000), values), True)
+        if isinstance(step, Transition):
+            out.append((t, step.state, state["stage"]))
     return out
 
 
@@ -75,6 +76,6 @@ def test_straight_to_alarm_fires_the_highest_stage_reached():
 
 
 def test_missing_metric_changes_nothing():
-    state = initial_state(WATER)
-    assert evaluate(WATER, state, Reading("D", "k", 0, {"battery_pct": 80.0})) == (None, -1)
-    assert state == initial_state(WATER)
+    state = WATER.initial_state()
+    assert WATER.step(state, Reading("D", "k", 0, {"battery_pct": 80.0}), True) is False
+    assert state == WATER.initial_state()
