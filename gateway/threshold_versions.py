@@ -24,8 +24,9 @@ latest row is what the engines run with, after a restart too.
 
 Applying: ``set``/``rollback`` take the caller's ``apply(settings)`` and call it inside the
 transaction that inserts the version, after the insert. If it raises, the transaction rolls
-back and nothing is stored; if the commit itself fails after the engines took the new
-settings, ``apply`` is called again with the settings the store still holds. ``apply`` must
+back and nothing is stored; and whether it raised part-way (one engine reconfigured, the next
+refused) or the commit failed after it, ``apply`` is called again with the settings the
+store still holds, so the engines run with the stored version. ``apply`` must
 be synchronous: an ``await`` inside the transaction would let a batch's commit run in the
 middle of it. (A process killed between the insert and the commit leaves no row: SQLite's
 transaction, tested with a real kill.)
@@ -279,7 +280,7 @@ class ThresholdVersions:
         expected_version: int | None,
         apply: Apply,
     ) -> Recorded:
-        applied: list[RuleSettings] = []
+        previous: list[RuleSettings] = []  # what the engines ran with, once apply was called
 
         def work() -> Recorded:
             latest = self.current()
@@ -292,15 +293,15 @@ class ThresholdVersions:
             recorded = self._insert(latest, settings, None, author, reason, action,
                                     rollback_to=rollback_to)  # fmt: skip
             if recorded.changed:
+                previous.append(latest.settings)
                 apply(settings)
-                applied.append(latest.settings)
             return recorded
 
         try:
             return in_transaction(self._conn, work)
         except BaseException:
-            if applied:  # the commit failed after the engines took the new settings
-                apply(applied[0])
+            if previous:  # apply failed part-way, or the commit after it: back to the store's
+                apply(previous[0])
             raise
 
     def _insert(

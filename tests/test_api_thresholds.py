@@ -36,6 +36,7 @@ BASE = "/api/v1/thresholds"
 @dataclass
 class Served:
     http: httpx.Client
+    conn: store.sqlite3.Connection
     versions: ThresholdVersions
     applied: list[RuleSettings]
     server: ServedApp
@@ -62,13 +63,13 @@ def serve(folder: Path, refuse: bool = False) -> Served:
     app.include_router(thresholds_router(versions, apply))
     server = ServedApp(app)
     http = httpx.Client(base_url=server.url, headers=AUTH, timeout=10)
-    return Served(http, versions, applied, server)
+    return Served(http, conn, versions, applied, server)
 
 
 def close(served: Served) -> None:
     served.http.close()
     served.server.close()
-    served.versions._conn.close()
+    served.conn.close()
 
 
 @pytest.fixture

@@ -59,12 +59,18 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def versions(db: Path) -> Iterator[ThresholdVersions]:
-    conn = store.connect(db)
-    made = ThresholdVersions(conn, DEVICES, ZONES, clock_ms=iter(range(1000, 10**9, 1000)).__next__)
+def conn(db: Path) -> Iterator[store.sqlite3.Connection]:
+    opened = store.connect(db)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def versions(conn: store.sqlite3.Connection) -> ThresholdVersions:
+    clock = iter(range(1000, 10**9, 1000)).__next__
+    made = ThresholdVersions(conn, DEVICES, ZONES, clock_ms=clock)
     made.reconcile(from_config(), SOURCE)
-    yield made
-    conn.close()
+    return made
 
 
 def rows(db: Path) -> list[tuple]:
@@ -126,18 +132,22 @@ def test_a_stale_expected_version_is_a_conflict(versions: ThresholdVersions, db)
     assert len(applied.seen) == 1 and len(rows(db)) == 2
 
 
-def test_an_apply_that_raises_stores_nothing(versions: ThresholdVersions, db):
-    def refuse(settings: RuleSettings) -> None:
-        raise RuntimeError("engine refused")
+def test_an_apply_that_raises_stores_nothing_and_puts_the_engines_back(versions, db):
+    applied = Applied()
+
+    def refuse_85(settings: RuleSettings) -> None:
+        applied(settings)  # e.g. the rule engine took it, device health then refused
+        if settings_get(settings, "kinds.bin.fill_fire_pct") == 85:
+            raise RuntimeError("engine refused")
 
     with pytest.raises(RuntimeError, match="engine refused"):
-        versions.set({"bin.fill_fire_pct": 85}, "ops", "x", None, refuse)
+        versions.set({"bin.fill_fire_pct": 85}, "ops", "x", None, refuse_85)
+    assert [settings_get(s, "kinds.bin.fill_fire_pct") for s in applied.seen] == [85.0, 90.0]
     assert versions.current().version == 1 and len(rows(db)) == 1
 
 
-def test_a_failed_commit_puts_the_stored_settings_back(versions: ThresholdVersions, db):
+def test_a_failed_commit_puts_the_stored_settings_back(versions: ThresholdVersions, conn, db):
     """A deferred foreign key makes the COMMIT itself fail, after apply took the settings."""
-    conn = versions._conn
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
     conn.execute(
