@@ -11,7 +11,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from domain import Category
+from domain import Category, Schedule
 
 # Zone type → what a stall there is filed as (GB/T 47678.5 matter codes).
 ZoneType = Literal["no_vending", "shop_front", "hawker", "no_dumping"]
@@ -30,8 +30,9 @@ class ZoneSettings(_Strict):
     lon: float = Field(ge=-180, le=180)
     address: str = ""
     grid_code: str = Field("", pattern=r"^(\d{15})?$")
-    # Local-time windows "HH:MM-HH:MM" when the rule is in force; empty = always.
-    schedule: list[str] = []
+    # When the zone's rule is in force, in local time: a list of "HH:MM-HH:MM" windows, or
+    # {windows, days}; empty = always. It is the zone's schedule in the rule settings.
+    schedule: Schedule = Schedule()
     # no_dumping zones: 06010 暴露垃圾 by default, 06011 积存垃圾渣土 where configured.
     rubbish_class: Literal["06010", "06011"] = "06010"
 
@@ -40,16 +41,7 @@ class ZoneSettings(_Strict):
         for x, y in self.polygon:
             if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
                 raise ValueError("polygon points are normalised image coordinates in 0..1")
-        for window in self.schedule:
-            start, _, end = window.partition("-")
-            if not (_hhmm(start) and _hhmm(end)):
-                raise ValueError(f"schedule window {window!r} is not HH:MM-HH:MM")
         return self
-
-
-def _hhmm(text: str) -> bool:
-    hours, _, minutes = text.partition(":")
-    return hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60
 
 
 class CameraSettings(_Strict):

@@ -23,8 +23,8 @@ import numpy as np
 from detectors.config import CameraSettings
 from detectors.static_objects import StaticObjectDetector, StaticObjectParams
 from detectors.tracking import Sighting, Tracker, TrackerParams
-from detectors.zones import SHANGHAI, Box, Zone
-from domain import Category, Observation
+from detectors.zones import Box, Zone
+from domain import DEFAULT_TZ, Category, Observation
 
 STATIC_LABEL = "static_object"
 _MASKING = (Category.PERSON, Category.VEHICLE)
@@ -58,7 +58,7 @@ class CameraAnalyser:
         self,
         camera: CameraSettings,
         class_map: dict[str, Category],
-        tz: tzinfo = SHANGHAI,
+        tz: tzinfo = DEFAULT_TZ,
         tracker: TrackerParams | None = None,
         static: StaticObjectParams | None = None,
     ) -> None:

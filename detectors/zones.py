@@ -9,17 +9,15 @@ where its canopy reaches.
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
-from zoneinfo import ZoneInfo
+from datetime import tzinfo
 
 import cv2
 import numpy as np
 
 from detectors.config import STALL_CLASS_BY_ZONE, ZoneSettings
-from domain import Location
+from domain import DEFAULT_TZ, Location
 
 Box = tuple[float, float, float, float]
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 def bottom_centre(box: Box) -> tuple[float, float]:
@@ -33,7 +31,6 @@ class Zone:
 
     def __init__(self, settings: ZoneSettings) -> None:
         self.settings = settings
-        self._windows = [_parse_window(window) for window in settings.schedule]
         self._pixels: dict[tuple[int, int], np.ndarray] = {}
 
     @property
@@ -71,33 +68,7 @@ class Zone:
         x, y = bottom_centre(box)
         return cv2.pointPolygonTest(self.polygon_px(frame_size), (x, y), False) >= 0
 
-    def in_force(self, ts_ms: int, tz: tzinfo = SHANGHAI) -> bool:
-        """Whether the zone's rule applies at ``ts_ms`` (epoch ms), judged in local time.
-
-        No windows means always. A window whose end is before its start crosses midnight
-        ("22:00-06:00"); one whose end equals its start covers the whole day.
-        """
-        if not self._windows:
-            return True
-        local = datetime.fromtimestamp(ts_ms / 1000.0, tz)
-        minute = local.hour * 60 + local.minute
-        return any(_in_window(minute, start, end) for start, end in self._windows)
-
-
-def _parse_window(window: str) -> tuple[int, int]:
-    """``"HH:MM-HH:MM"`` (already validated by ZoneSettings) → minutes of the day."""
-    start, _, end = window.partition("-")
-    return _minutes(start), _minutes(end)
-
-
-def _minutes(hhmm: str) -> int:
-    hours, _, minutes = hhmm.partition(":")
-    return int(hours) * 60 + int(minutes)
-
-
-def _in_window(minute: int, start: int, end: int) -> bool:
-    if start == end:
-        return True
-    if start < end:
-        return start <= minute < end
-    return minute >= start or minute < end  # crosses midnight
+    def in_force(self, ts_ms: int, tz: tzinfo = DEFAULT_TZ) -> bool:
+        """Whether the zone's rule applies at ``ts_ms`` (epoch ms), judged in local time
+        (``domain.Schedule``: no windows means always)."""
+        return self.settings.schedule.in_force(ts_ms, tz)

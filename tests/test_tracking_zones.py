@@ -34,7 +34,8 @@ def local_ms(hhmm: str, tz=SHANGHAI) -> int:
 
 
 def zone(schedule: list[str]) -> Zone:
-    return Zone(LEFT.model_copy(update={"schedule": schedule}))
+    """A zone with today's config form of a schedule (a plain list of windows)."""
+    return Zone(ZoneSettings.model_validate({**LEFT.model_dump(), "schedule": schedule}))
 
 
 # --- zones --------------------------------------------------------------------------------
