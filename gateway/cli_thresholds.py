@@ -25,8 +25,7 @@ from gateway.api_client import (
     show,
 )
 from gateway.threshold_versions import MAX_PAGE
-from rules.settings import RuleSettings
-from rules.settings import _leaves as settings_leaves
+from rules.settings import RuleSettings, leaves
 
 BASE = "/api/v1/thresholds"
 
@@ -98,7 +97,7 @@ def _list(client: ApiClient, args: argparse.Namespace) -> None:
     prefix = args.prefix
     rows = [
         {"path": path, "value": value}
-        for path, value in settings_leaves(settings)
+        for path, value in leaves(settings)
         if path.startswith(prefix) or path.startswith(f"kinds.{prefix}")
     ]
     if not args.json:

@@ -451,8 +451,8 @@ def settings_get(
 def diff(old: RuleSettings, new: RuleSettings) -> list[dict[str, Any]]:
     """Every param whose value differs, as ``{path, old, new}`` (None where a device or
     zone override is absent), in path order."""
-    before = dict(_leaves(old))
-    after = dict(_leaves(new))
+    before = dict(leaves(old))
+    after = dict(leaves(new))
     changed = []
     for path in sorted(before.keys() | after.keys()):
         was, now = before.get(path), after.get(path)
@@ -461,7 +461,9 @@ def diff(old: RuleSettings, new: RuleSettings) -> list[dict[str, Any]]:
     return changed
 
 
-def _leaves(settings: RuleSettings) -> Iterator[tuple[str, Any]]:
+def leaves(settings: RuleSettings) -> Iterator[tuple[str, Any]]:
+    """Every param as ``(path, value)``, kinds first in model order: what
+    ``citygw thresholds list`` shows, and what ``diff`` compares."""
     yield from _model_leaves("kinds", KindSettings, settings.kinds.model_dump(mode="json"))
     for section in ("devices", "zones"):
         for ident, params in getattr(settings, section).items():
