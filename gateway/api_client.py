@@ -241,6 +241,18 @@ def timeout_s(text: str) -> float:
     return value
 
 
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``[low, high]`` (a version, a page size, a cursor),
+    refused before any request is made."""
+
+    def parse(text: str) -> int:
+        if not (text.isascii() and text.isdigit() and low <= int(text[:20]) <= high):
+            raise argparse.ArgumentTypeError(f"expected a whole number {low} to {high}")
+        return int(text)
+
+    return parse
+
+
 def add_api_arguments(parser: argparse.ArgumentParser) -> None:
     """``-c CONFIG`` (whose API to talk to), ``--json`` and ``--timeout``."""
     parser.add_argument("-c", "--config", required=True, help="the running gateway's config")

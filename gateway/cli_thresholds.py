@@ -23,6 +23,7 @@ from gateway.api_client import (
     printable,
     run_with_client,
     show,
+    whole_number,
 )
 from gateway.threshold_versions import MAX_PAGE
 from rules.settings import RuleSettings, leaves
@@ -48,14 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     change.set_defaults(handler=_set_handler)
 
     history = actions.add_parser("history", help="versions, newest first, with what changed")
-    history.add_argument("--limit", type=_bounded(1, MAX_PAGE), default=20)
-    history.add_argument("--cursor", type=_bounded(1, 2**62), default=None,
+    history.add_argument("--limit", type=whole_number(1, MAX_PAGE), default=20)
+    history.add_argument("--cursor", type=whole_number(1, 2**62), default=None,
                          help="continue where the previous page said")  # fmt: skip
     add_api_arguments(history)
     history.set_defaults(handler=lambda args: run_with_client(args, lambda c: _history(c, args)))
 
     rollback = actions.add_parser("rollback", help="a new version equal to an earlier one")
-    rollback.add_argument("version", type=_bounded(1, 2**62))
+    rollback.add_argument("version", type=whole_number(1, 2**62))
     _add_who_and_why(rollback)
     add_api_arguments(rollback)
     rollback.set_defaults(handler=lambda args: run_with_client(args, lambda c: _rollback(c, args)))
@@ -66,7 +67,7 @@ def _add_who_and_why(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", required=True, help="why, for the history")
     parser.add_argument(
         "--expected-version",
-        type=_bounded(1, 2**62),
+        type=whole_number(1, 2**62),
         default=None,
         help="refuse if the current version is no longer this one",
     )
@@ -77,15 +78,6 @@ def _change(text: str) -> tuple[str, str | None]:
     if not equals or not path:
         raise argparse.ArgumentTypeError(f"expected PATH=VALUE, got {text!r}")
     return path, None if value == "null" else value
-
-
-def _bounded(low: int, high: int):
-    def parse(text: str) -> int:
-        if not (text.isascii() and text.isdigit() and low <= int(text[:20]) <= high):
-            raise argparse.ArgumentTypeError(f"expected a whole number {low} to {high}")
-        return int(text)
-
-    return parse
 
 
 # -- the commands ---------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from gateway.api_client import (
     format_table,
     run_with_client,
     show,
+    timeout_s,
+    whole_number,
 )
 from gateway.api_guard import ApiGuard
 from gateway.config import ApiSettings, ConfigError, load_config
@@ -255,3 +257,21 @@ def test_tables_align_wide_characters():
         'zones.cam1/入口.dwell_s  {"a":[1,2]}  ' + "x" * 59 + "…",
     ]
     assert format_table([], ["path"]) == "(none)"
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=30) | st.integers(-5, 10**25).map(str))
+def test_argument_parsers_take_only_what_is_in_bounds(text: str):
+    try:
+        number = whole_number(1, 100)(text)
+    except argparse.ArgumentTypeError as exc:
+        assert str(exc) == "expected a whole number 1 to 100"
+        assert not (text.isascii() and text.isdigit() and 1 <= int(text) <= 100)
+    else:
+        assert number == int(text) and 1 <= number <= 100
+    try:
+        seconds = timeout_s(text)
+    except argparse.ArgumentTypeError:
+        pass
+    else:
+        assert 0 < seconds <= 600
