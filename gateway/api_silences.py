@@ -1,0 +1,93 @@
+"""``/api/v1/silences``: operators make, list, extend and remove silences over HTTP.
+
+- ``GET /api/v1/silences?status=active|pending|expired&limit=&cursor=`` — newest first,
+  paged (``next_cursor``);
+- ``GET /api/v1/silences/{id}``;
+- ``POST /api/v1/silences`` — ``{matchers, author, reason, starts_ms?, ends_ms | duration_s}``
+  → 201 with the silence;
+- ``PATCH /api/v1/silences/{id}`` — ``{author, reason, ends_ms | duration_s}``: a later end;
+- ``DELETE /api/v1/silences/{id}?author=&reason=`` — ends it now, kept in the history.
+
+A request that cannot be honoured gets 400 naming the field (422 for a body that does not
+parse), 404 for an unknown id, 409 when the limit of silences in force is reached. The
+router sits behind the app's bearer-token guard like every route. Handlers are ``async``:
+they run on the gateway's loop, the store's one writer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query
+
+from gateway.silences import SilenceStore, TooManySilences, UnknownSilence
+from rules.silences import Extension, NewSilence, SilenceError, Status
+
+SilenceId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def silences_router(silences: SilenceStore, now_ms: Callable[[], int] = wall_ms) -> APIRouter:
+    router = APIRouter(prefix="/api/v1/silences")
+
+    @router.get("")
+    async def list_silences(
+        status: Status | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+        cursor: str | None = Query(None, max_length=19),
+    ) -> dict[str, Any]:
+        before = None
+        if cursor is not None:
+            if not (cursor.isascii() and cursor.isdigit()):
+                raise HTTPException(400, "cursor: not one this API handed out")
+            before = int(cursor)
+        now = now_ms()
+        found, next_id = silences.page(status, limit, before, now)
+        return {
+            "silences": [s.to_dict(now) for s in found],
+            "count": len(found),
+            "next_cursor": None if next_id is None else str(next_id),
+        }
+
+    @router.get("/{silence_id}")
+    async def get_silence(silence_id: SilenceId) -> dict[str, Any]:
+        return _answer(lambda: silences.get(silence_id), now_ms())
+
+    @router.post("", status_code=201)
+    async def create_silence(request: NewSilence) -> dict[str, Any]:
+        now = now_ms()
+        return _answer(lambda: silences.create(request, now), now)
+
+    @router.patch("/{silence_id}")
+    async def extend_silence(silence_id: SilenceId, extension: Extension) -> dict[str, Any]:
+        now = now_ms()
+        return _answer(lambda: silences.extend(silence_id, extension, now), now)
+
+    @router.delete("/{silence_id}")
+    async def remove_silence(
+        silence_id: SilenceId,
+        author: str = Query(min_length=1, max_length=64),
+        reason: str = Query("", max_length=500),
+    ) -> dict[str, Any]:
+        if not author.strip():
+            raise HTTPException(400, "author: who removes the silence is required")
+        now = now_ms()
+        return _answer(lambda: silences.remove(silence_id, author.strip(), reason, now), now)
+
+    return router
+
+
+def _answer(action: Callable[[], Any], now: int) -> dict[str, Any]:
+    try:
+        return action().to_dict(now)
+    except UnknownSilence as exc:
+        raise HTTPException(404, str(exc)) from None
+    except TooManySilences as exc:
+        raise HTTPException(409, str(exc)) from None
+    except SilenceError as exc:
+        raise HTTPException(400, str(exc)) from None
