@@ -1,0 +1,1 @@
+"""Backtest: replay stored readings through the live engines (see ``replay``)."""
