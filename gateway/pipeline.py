@@ -309,5 +309,5 @@ def restore(
         for key, state in store.load_states(conn, "gate"):
             flow.load(key, state)
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        for silence in silences.in_force(conn, now_ms):
+        for silence in silences.overlapping(conn, now_ms):
             flow.put_silence(silence)

@@ -19,7 +19,7 @@ from typing import Any
 
 from gateway import store
 from rules.alerting import SilenceLimits
-from rules.silences import Extension, NewSilence, Silence, SilenceError, Status
+from rules.silences import MAX_MS, Extension, NewSilence, Silence, SilenceError, Status
 
 _COLUMNS = (
     "id, matchers_json, author, reason, starts_ms, ends_ms, created_ms, removed_ms, changes_json"
@@ -137,11 +137,14 @@ class SilenceStore:
         return found, (found[-1].id if len(rows) > limit else None)
 
 
-def in_force(conn: sqlite3.Connection, now_ms: int) -> Iterator[Silence]:
-    """Silences active or pending at ``now_ms``: what the alert flow needs after a start."""
-    query = f"SELECT {_COLUMNS} FROM silences WHERE removed_ms IS NULL AND ends_ms > ?"
-    rows = conn.execute(query, (now_ms,))
-    for row in rows:
+def overlapping(
+    conn: sqlite3.Connection, since_ms: int, until_ms: int = MAX_MS
+) -> Iterator[Silence]:
+    """Silences in force at some time in ``[since_ms, until_ms)``, removed ones with the end
+    their removal gave them: what the alert flow needs after a start (``since_ms`` = now)
+    or for a replay of that period."""
+    query = f"SELECT {_COLUMNS} FROM silences WHERE ends_ms > ? AND starts_ms < ? ORDER BY id"
+    for row in conn.execute(query, (since_ms, until_ms)):
         yield _silence(row)
 
 

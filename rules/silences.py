@@ -76,14 +76,9 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class NewSilence(_Request):
-    """What an operator sends to create a silence: ``ends_ms`` or ``duration_s``, not both;
-    ``starts_ms`` defaults to now."""
+class _Ending(_Request):
+    """``ends_ms`` or ``duration_s``, exactly one."""
 
-    matchers: Matchers
-    author: Author
-    reason: Reason
-    starts_ms: Instant | None = None
     ends_ms: Instant | None = None
     duration_s: int | None = Field(None, ge=1, le=366 * 86_400)
 
@@ -92,6 +87,16 @@ class NewSilence(_Request):
         if (self.ends_ms is None) == (self.duration_s is None):
             raise ValueError("give exactly one of ends_ms and duration_s")
         return self
+
+
+class NewSilence(_Ending):
+    """What an operator sends to create a silence; ``starts_ms`` defaults to now and
+    ``duration_s`` counts from the start."""
+
+    matchers: Matchers
+    author: Author
+    reason: Reason
+    starts_ms: Instant | None = None
 
     def window(self, now_ms: int, limits: SilenceLimits) -> tuple[int, int]:
         """``(starts_ms, ends_ms)``, checked against ``now_ms`` and the limits."""
@@ -105,19 +110,12 @@ class NewSilence(_Request):
         return starts, ends
 
 
-class Extension(_Request):
-    """A silence's new end (later than its current one), with who and why."""
+class Extension(_Ending):
+    """A silence's new end (later than its current one; ``duration_s`` counts from now),
+    with who and why."""
 
     author: Author
     reason: Reason
-    ends_ms: Instant | None = None
-    duration_s: int | None = Field(None, ge=1, le=366 * 86_400)
-
-    @model_validator(mode="after")
-    def _one_end(self) -> Self:
-        if (self.ends_ms is None) == (self.duration_s is None):
-            raise ValueError("give exactly one of ends_ms and duration_s (from now)")
-        return self
 
     def new_end(self, silence: Silence, now_ms: int, limits: SilenceLimits) -> int:
         if silence.status(now_ms) == "expired":

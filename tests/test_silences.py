@@ -13,7 +13,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import yaml
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,13 +26,11 @@ from gateway.cli_silences import register
 from gateway.config import load_config
 from gateway.pipeline import Pipeline, StoreUnavailable, restore
 from gateway.service import Gateway
-from gateway.silences import SilenceStore
+from gateway.silences import SilenceStore, overlapping
 from rules.alerting import AlertingConfig, SilenceLimits
 from rules.flow import AlertFlow
 from rules.silences import Extension, NewSilence, SilenceError
-from simulators.scenario import BUILTIN_SCENARIO
 
-REGISTRY = BUILTIN_SCENARIO.parent / "devices.csv"
 NOW = 1_760_000_000_000
 MIN = 60_000
 TOKEN = "silences-test-token-0123456789"
@@ -42,15 +39,7 @@ TOKEN = "silences-test-token-0123456789"
 def make_gateway(tmp_path, now_ms: int = NOW, confirm_ms: int = 0) -> Gateway:
     """A gateway on ``tmp_path``'s store whose pipeline has an alert flow, its state and the
     silences restored from the store as they would be at a start at ``now_ms``."""
-    config = {
-        "mqtt": {"url": "mqtt://127.0.0.1:1"},
-        "devices": {"registry": str(REGISTRY)},
-        "store": {"path": str(tmp_path / "gateway.db")},
-        "case_platform": {"url": "http://127.0.0.1:1", "token": "unused"},
-    }
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
-    gw = Gateway(load_config(path))
+    gw = Gateway(load_config(write_gateway_config(tmp_path, {})))
     flow = AlertFlow(gw.incidents, AlertingConfig(), confirm_ms)
     rule_states = {"rule": gw.engine.states, "video": gw.video_engine.states,
                    "health": gw.health.states}  # fmt: skip
@@ -165,6 +154,10 @@ def test_removing_a_silence_files_the_held_case_now_and_keeps_the_silence_in_his
     assert [s.changes[-1]["author"] for s in found] == ["李工"]
     with pytest.raises(SilenceError, match="already ended"):
         silences.remove(silence.id, "李工", "", NOW + 6 * MIN)
+    # A replay of the hour sees it with the end its removal gave it; a start after, not.
+    [replayed] = overlapping(gw.conn, NOW, NOW + 60 * MIN)
+    assert (replayed.id, replayed.ends_ms) == (silence.id, NOW + 5 * MIN)
+    assert list(overlapping(gw.conn, NOW + 5 * MIN)) == []
 
 
 def test_clears_while_silenced_file_nothing_even_after_the_end(tmp_path):
