@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 from collections.abc import Iterator
 
 import httpx
@@ -356,3 +357,22 @@ def test_the_cli_adds_lists_extends_and_removes_through_the_api(served, tmp_path
             "--reason", "r")  # fmt: skip
     assert "LABEL one of device" in capsys.readouterr().err
     assert store.count_rows(gw.conn, "alerts") == 0
+
+
+def test_a_store_from_before_the_alert_flow_gets_the_held_by_column(tmp_path):
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE alerts (id INTEGER PRIMARY KEY AUTOINCREMENT, alert_key TEXT NOT NULL,"
+        " state TEXT NOT NULL, ts INTEGER NOT NULL, incident_id TEXT, body TEXT NOT NULL)"
+    )
+    old.execute("INSERT INTO alerts (alert_key, state, ts, body) VALUES ('k', 'firing', 1, '{}')")
+    old.commit()
+    old.close()
+    conn = store.connect(path)
+    batch = store.Batch()
+    batch.alerts.append(("k", "cleared", 2, None, "{}", "confirm"))
+    store.commit(conn, batch)
+    rows = conn.execute("SELECT alert_key, state, held_by FROM alerts ORDER BY id").fetchall()
+    assert rows == [("k", "firing", None), ("k", "cleared", "confirm")]
+    conn.close()
