@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from typing import Any, Literal, Self
 from zoneinfo import ZoneInfo
 
@@ -31,7 +31,6 @@ DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
 MAX_WINDOWS = 24
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
-_ONE_DAY = timedelta(days=1)
 
 
 class Schedule(BaseModel):
@@ -84,21 +83,54 @@ class Schedule(BaseModel):
 
     def in_force(self, ts_ms: int, tz: tzinfo) -> bool:
         """Whether ``ts_ms`` (epoch ms, event time) falls in the schedule, in local time."""
-        if self._always:
-            return True
-        local = datetime.fromtimestamp(ts_ms / 1000.0, tz)
-        today = local.weekday() in self._weekdays
-        if not self._minutes:
-            return today
-        minute = local.hour * 60 + local.minute
-        yesterday = (local - _ONE_DAY).weekday() in self._weekdays
-        for start, end in self._minutes:
-            if start == end:
-                if today:
-                    return True
-            elif start < end:
-                if today and start <= minute < end:
-                    return True
-            elif (today and minute >= start) or (yesterday and minute < end):
+        return self._always or _in_force(self._minutes, self._weekdays, ts_ms, tz)
+
+    def checker(self, tz: tzinfo) -> ScheduleCheck:
+        """``in_force`` for one time zone, made for the per-reading path."""
+        return ScheduleCheck(self._minutes, self._weekdays, tz)
+
+
+class ScheduleCheck:
+    """A schedule's test for one time zone as a plain callable: no model attribute
+    lookups per call, and the last minute's answer is remembered (a fleet's readings come
+    in bursts within one minute, so most calls cost one comparison)."""
+
+    __slots__ = ("_last_answer", "_last_minute", "_minutes", "_tz", "_weekdays")
+
+    def __init__(
+        self, minutes: tuple[tuple[int, int], ...], weekdays: frozenset[int], tz: tzinfo
+    ) -> None:
+        self._minutes = minutes
+        self._weekdays = weekdays
+        self._tz = tz
+        self._last_minute = -1
+        self._last_answer = False
+
+    def __call__(self, ts_ms: int) -> bool:
+        minute = ts_ms // 60_000
+        if minute != self._last_minute:
+            self._last_answer = _in_force(self._minutes, self._weekdays, ts_ms, self._tz)
+            self._last_minute = minute
+        return self._last_answer
+
+
+def _in_force(
+    minutes: tuple[tuple[int, int], ...], weekdays: frozenset[int], ts_ms: int, tz: tzinfo
+) -> bool:
+    local = datetime.fromtimestamp(ts_ms / 1000.0, tz)
+    weekday = local.weekday()
+    today = weekday in weekdays
+    if not minutes:
+        return today
+    minute = local.hour * 60 + local.minute
+    yesterday = (weekday - 1) % 7 in weekdays
+    for start, end in minutes:
+        if start == end:
+            if today:
                 return True
-        return False
+        elif start < end:
+            if today and start <= minute < end:
+                return True
+        elif (today and minute >= start) or (yesterday and minute < end):
+            return True
+    return False

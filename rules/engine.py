@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 
 from domain import DEFAULT_TZ, Alert, AlertState, Location, Reading, Schedule
+from domain.schedule import ScheduleCheck
 from rules.condition import Condition, Transition
 from rules.device_rules import build_rules
 from rules.keyed_state import KeyedStates
@@ -49,7 +50,7 @@ class _Source:
     part_code: str
     # (alert key, condition) per condition, keys made once: process runs per reading.
     conditions: tuple[tuple[str, Condition], ...]
-    schedule: Schedule | None  # None: always in force
+    in_force: ScheduleCheck | None  # None: always in force
     # Conditions switched off while firing: they clear at the next reading.
     retired: tuple[tuple[str, Condition], ...] = field(default=())
 
@@ -67,6 +68,9 @@ class RuleEngine:
         self._settings = settings
         self._tz = tz
         self._sources: dict[str, _Source] = {}
+        # One check per schedule object: devices without their own schedule share their
+        # kind's, and with it the check's remembered minute.
+        self._checks: dict[int, tuple[Schedule, ScheduleCheck]] = {}
         self.states = KeyedStates()
 
     @property
@@ -92,13 +96,14 @@ class RuleEngine:
     def reconfigure(self, settings: RuleSettings) -> None:
         """Apply a new settings version (between batches); see the module docstring."""
         old_settings, self._settings = self._settings, settings
+        old_checks, self._checks = self._checks, {}
         try:
             rebuilt = {
                 source_id: self._build(source_id, s.kind, s.location, s.part_code)
                 for source_id, s in self._sources.items()
             }
         except ValueError:
-            self._settings = old_settings
+            self._settings, self._checks = old_settings, old_checks
             raise
         for source_id, source in self._sources.items():
             kept = {key for key, _ in rebuilt[source_id].conditions}
@@ -122,8 +127,7 @@ class RuleEngine:
         if source.retired:
             alerts.extend(self._retire(reading, source))
             source = self._sources[reading.device_id]
-        schedule = source.schedule
-        in_force = schedule is None or schedule.in_force(reading.ts, self._tz)
+        in_force = source.in_force is None or source.in_force(reading.ts)
         states = self.states
         for key, condition in source.conditions:
             state = states.get(key, condition.initial_state)
@@ -145,8 +149,14 @@ class RuleEngine:
             location,
             part_code,
             tuple((alert_key(source_id, c.rule_id), c) for c in conditions),
-            None if schedule.always else schedule,
+            None if schedule.always else self._check(schedule),
         )
+
+    def _check(self, schedule: Schedule) -> ScheduleCheck:
+        known = self._checks.get(id(schedule))
+        if known is None:
+            known = self._checks[id(schedule)] = (schedule, schedule.checker(self._tz))
+        return known[1]
 
     def _retire(self, reading: Reading, source: _Source) -> list[Alert]:
         """Clear the firing alerts of conditions switched off (see the module docstring)."""
@@ -184,7 +194,7 @@ class RuleEngine:
 
 def _with_retired(source: _Source, retired: tuple[tuple[str, Condition], ...]) -> _Source:
     return _Source(
-        source.kind, source.location, source.part_code, source.conditions, source.schedule, retired
+        source.kind, source.location, source.part_code, source.conditions, source.in_force, retired
     )
 
 

@@ -147,8 +147,7 @@ class VideoRuleEngine:
         params = zone_params(settings, f"{camera_id}/{zone_id}")
         in_force = given_in_force
         if in_force is None and not params.schedule.always:
-            schedule, tz = params.schedule, self._tz
-            in_force = lambda ts_ms: schedule.in_force(ts_ms, tz)  # noqa: E731
+            in_force = params.schedule.checker(self._tz)
         return _Zone(
             zone_id, zone_type, rule_id, class_code, location, params, in_force, given_in_force
         )
