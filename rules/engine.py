@@ -50,7 +50,7 @@ class _Source:
     part_code: str
     # (alert key, condition) per condition, keys made once: process runs per reading.
     conditions: tuple[tuple[str, Condition], ...]
-    in_force: ScheduleCheck | None  # None: always in force
+    schedule: ScheduleCheck | None  # None: always in force
     # Conditions switched off while firing: they clear at the next reading.
     retired: tuple[tuple[str, Condition], ...] = field(default=())
 
@@ -127,7 +127,7 @@ class RuleEngine:
         if source.retired:
             alerts.extend(self._retire(reading, source))
             source = self._sources[reading.device_id]
-        in_force = source.in_force is None or source.in_force(reading.ts)
+        in_force = source.schedule is None or source.schedule(reading.ts)
         states = self.states
         for key, condition in source.conditions:
             state = states.get(key, condition.initial_state)
@@ -194,7 +194,7 @@ class RuleEngine:
 
 def _with_retired(source: _Source, retired: tuple[tuple[str, Condition], ...]) -> _Source:
     return _Source(
-        source.kind, source.location, source.part_code, source.conditions, source.in_force, retired
+        source.kind, source.location, source.part_code, source.conditions, source.schedule, retired
     )
 
 
