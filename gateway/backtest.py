@@ -1,0 +1,354 @@
+"""Backtest: what would a proposed threshold change have filed over a stored window?
+
+The stored readings of the selected devices are replayed (``rules/backtest``) twice — with
+the current settings (the store's latest threshold version, else the config's version 1)
+and with the proposed ones (the current plus ``--set`` changes, validated exactly as a
+live change) — each through fresh engines, the alert flow with the silences the store
+kept, and an incident book. Offline alerts (the live gateway makes them on its wall clock,
+from silence, not from readings) and camera alerts are taken from the stored alerts table
+as recorded events and enter both runs alike.
+
+The report compares the cases: per class and grid, the ones only the proposal files
+(added) and the ones it no longer files (removed); a case of one run *matches* one of the
+other when both were opened by the same alert key and their open spans overlap, and for
+matched cases the time to detect is the difference of their opening times (negative:
+the proposal files earlier). See ``rules/backtest/replay.py`` for the warm-up and for how
+case closures are modelled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devices.registry import Device, load_registry
+from domain import Alert
+from gateway.backtest_charts import draw_charts
+from gateway.backtest_store import load_series, open_read_only
+from gateway.silences import overlapping
+from rules.alerting import AlertingConfig
+from rules.backtest.replay import Case, RunResult, build_engines, device_alerts, run_flow
+from rules.backtest.series import DeviceInfo, DeviceSeries
+from rules.flow import AlertFlow
+from rules.incidents import IncidentBook, MergePolicy
+from rules.settings import RuleSettings, apply_changes, diff, settings_from_config
+from rules.silences import Silence
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+MAX_WINDOW_MS = 31 * 86_400_000
+MAX_WARM_UP_MS = 7 * 86_400_000
+DEFAULT_WARM_UP_MS = 86_400_000
+MAX_DEVICES = 20_000
+MAX_LISTED_CASES = 500  # added/removed cases listed one by one in the report
+
+Progress = Callable[[str, int, int], None]  # stage, done, total
+
+
+class BacktestError(ValueError):
+    """A request the backtest cannot run; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestRequest:
+    since_ms: int
+    until_ms: int
+    changes: Mapping[str, Any]
+    devices: Sequence[str] = ()
+    grids: Sequence[str] = ()
+    warm_up_ms: int = DEFAULT_WARM_UP_MS
+
+    def check(self) -> None:
+        if self.until_ms <= self.since_ms:
+            raise BacktestError("until: must be after since")
+        if self.until_ms - self.since_ms > MAX_WINDOW_MS:
+            raise BacktestError(f"until: a window is at most {MAX_WINDOW_MS // 86_400_000} days")
+        if not 0 <= self.warm_up_ms <= MAX_WARM_UP_MS:
+            raise BacktestError(f"warm_up_s: 0 to {MAX_WARM_UP_MS // 1000} s")
+        if len(self.devices) > MAX_DEVICES or len(self.grids) > MAX_DEVICES:
+            raise BacktestError(f"devices: at most {MAX_DEVICES}")
+
+
+@dataclass(slots=True)
+class Backtest:
+    """Everything a backtest needs from the gateway: where the store is, who the devices
+    are, and the parts of the config the replay runs with."""
+
+    store_path: Path
+    registry: Mapping[str, Device]
+    config_settings: RuleSettings  # version 1, used when the store holds no version
+    tz: tzinfo
+    merge: MergePolicy
+    alerting: AlertingConfig = field(default_factory=AlertingConfig)
+
+    def run(
+        self,
+        request: BacktestRequest,
+        progress: Progress | None = None,
+        out_dir: Path | None = None,
+    ) -> dict[str, Any]:
+        """The report (plain JSON but for ``settings``); with ``out_dir``, also written
+        there as report.json, summary.txt and a PNG per device class."""
+        request.check()
+        started = time.monotonic()
+        selected = self._select(request)
+        with contextlib.closing(open_read_only(self.store_path)) as conn:
+            current = _current_settings(conn, self.config_settings)
+            proposed = self._proposed(current, request.changes)
+            start_ms = request.since_ms - request.warm_up_ms
+            recorded = _recorded_events(conn, start_ms, request.until_ms, selected)
+            silences = _silences(conn, start_ms, request.until_ms)
+        total = [0]
+
+        def loaded(rows: int) -> None:
+            total[0] += rows
+            if progress:
+                progress("load", total[0], 0)
+
+        series = load_series(self.store_path, selected, start_ms, request.until_ms, loaded)
+        readings = sum(len(s) for s in series.values())
+        load_s = time.monotonic() - started
+        runs = {}
+        for step, (name, settings) in enumerate((("current", current), ("proposed", proposed))):
+            runs[name] = self._replay(settings, series, recorded, silences, request, progress, step)
+        report = compare(runs["current"], runs["proposed"], series, request)
+        report["changes"] = diff(current, proposed)
+        report["replay"] = {
+            "readings": readings,
+            "devices": len(series),
+            "load_s": round(load_s, 3),
+            "total_s": round(time.monotonic() - started, 3),
+            "fast_devices": runs["proposed"].fast_devices,
+            "scalar_devices": runs["proposed"].scalar_devices,
+        }
+        if out_dir is not None:
+            settings = {"current": current, "proposed": proposed}
+            charts = draw_charts(out_dir, series, runs, settings, report)
+            report["charts"] = [path.name for path in charts]
+            (out_dir / "report.json").write_text(report_json(report, settings), encoding="utf-8")
+            (out_dir / "summary.txt").write_text(summary_text(report) + "\n", encoding="utf-8")
+        return report
+
+    def _select(self, request: BacktestRequest) -> dict[str, DeviceInfo]:
+        unknown = [d for d in request.devices if d not in self.registry]
+        if unknown:
+            raise BacktestError(f"devices: unknown device {unknown[0]!r}")
+        chosen = request.devices or list(self.registry)
+        if request.grids:
+            grids = set(request.grids)
+            chosen = [d for d in chosen if self.registry[d].location.grid_code in grids]
+        if not chosen:
+            raise BacktestError("grids: no device of the selection is in these grids")
+        return {d: _info(self.registry[d]) for d in chosen}
+
+    def _proposed(self, current: RuleSettings, changes: Mapping[str, Any]) -> RuleSettings:
+        kinds = {d.device_id: d.kind for d in self.registry.values()}
+        try:
+            return apply_changes(current, dict(changes), kinds, current.zones.keys())
+        except ValueError as exc:
+            raise BacktestError(f"set: {exc}") from None
+
+    def _replay(
+        self,
+        settings: RuleSettings,
+        series: Mapping[str, DeviceSeries],
+        recorded: list[Alert],
+        silences: list[Silence],
+        request: BacktestRequest,
+        progress: Progress | None,
+        step: int,
+    ) -> RunResult:
+        health, engine = build_engines(settings, [s.device for s in series.values()], self.tz)
+        readings = sum(len(s) for s in series.values())
+        done = [0]
+
+        def replayed(rows: int) -> None:
+            done[0] += rows
+            if progress:
+                progress("replay", step * readings + done[0], 2 * readings)
+
+        per_device, fast = device_alerts(series.values(), health, engine, True, replayed)
+        book = IncidentBook(self.merge)
+        flow = AlertFlow(book, self.alerting, round(settings.kinds.health.confirm_s * 1000))
+        for silence in silences:
+            flow.put_silence(silence)
+        alerts, handled, cases = run_flow(
+            per_device, recorded, flow, book, request.since_ms, request.until_ms
+        )
+        return RunResult(alerts, handled, cases, fast, len(series) - fast)
+
+
+def compare(
+    current: RunResult,
+    proposed: RunResult,
+    series: Mapping[str, DeviceSeries],
+    request: BacktestRequest,
+) -> dict[str, Any]:
+    """The two runs' cases side by side (plain JSON)."""
+    matched, removed = [], []
+    unmatched = list(proposed.cases)
+    for case in current.cases:
+        twin = next((p for p in unmatched if _same_problem(case, p, request.until_ms)), None)
+        if twin is None:
+            removed.append(case)
+        else:
+            unmatched.remove(twin)
+            matched.append((case, twin))
+    added = unmatched
+    deltas = [(p.opened_ms - c.opened_ms) / 1000 for c, p in matched]
+    return {
+        "window": {
+            "since_ms": request.since_ms,
+            "until_ms": request.until_ms,
+            "warm_up_s": request.warm_up_ms / 1000,
+        },
+        "current": _summary(current),
+        "proposed": _summary(proposed),
+        "added": _listed(added),
+        "removed": _listed(removed),
+        "added_by_class": dict(Counter(c.class_code for c in added)),
+        "removed_by_class": dict(Counter(c.class_code for c in removed)),
+        "added_by_grid": dict(Counter(c.grid_code for c in added)),
+        "removed_by_grid": dict(Counter(c.grid_code for c in removed)),
+        "time_to_detect": {
+            "matched": len(matched),
+            "earlier": sum(1 for d in deltas if d < 0),
+            "later": sum(1 for d in deltas if d > 0),
+            "mean_delta_s": round(statistics.fmean(deltas), 3) if deltas else None,
+            "median_delta_s": statistics.median(deltas) if deltas else None,
+        },
+    }
+
+
+def _same_problem(a: Case, b: Case, until_ms: int) -> bool:
+    if a.alert_key != b.alert_key:
+        return False
+    a_end = a.closed_ms if a.closed_ms is not None else until_ms
+    b_end = b.closed_ms if b.closed_ms is not None else until_ms
+    return a.opened_ms <= b_end and b.opened_ms <= a_end
+
+
+def _summary(run: RunResult) -> dict[str, Any]:
+    return {
+        "cases": len(run.cases),
+        "by_class": dict(Counter(c.class_code for c in run.cases)),
+        "by_grid": dict(Counter(c.grid_code for c in run.cases)),
+        "alerts": len(run.alerts),
+    }
+
+
+def _listed(cases: list[Case]) -> list[dict[str, Any]]:
+    return [
+        {
+            "incident_id": c.incident_id,
+            "alert_key": c.alert_key,
+            "class": c.class_code,
+            "grid": c.grid_code,
+            "kind": c.kind,
+            "opened_ms": c.opened_ms,
+            "closed_ms": c.closed_ms,
+            "priority": c.priority,
+        }
+        for c in cases[:MAX_LISTED_CASES]
+    ]
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    """The report as an operator reads it in a terminal."""
+    cur, new, detect = report["current"], report["proposed"], report["time_to_detect"]
+    lines = [
+        f"readings replayed: {report['replay']['readings']:,} of "
+        f"{report['replay']['devices']:,} devices in {report['replay']['total_s']:.1f} s",
+        "changes: "
+        + (", ".join(f"{c['path']}: {c['old']} → {c['new']}" for c in report["changes"]) or "none"),
+        f"cases: current {cur['cases']}, proposed {new['cases']} "
+        f"(+{len(report['added'])} added, -{len(report['removed'])} removed)",
+    ]
+    for cls in sorted(set(cur["by_class"]) | set(new["by_class"])):
+        lines.append(
+            f"  class {cls}: {cur['by_class'].get(cls, 0)} → {new['by_class'].get(cls, 0)}"
+        )
+    for grid in sorted(set(cur["by_grid"]) | set(new["by_grid"])):
+        lines.append(
+            f"  grid {grid or '-'}: {cur['by_grid'].get(grid, 0)} → {new['by_grid'].get(grid, 0)}"
+        )
+    if detect["matched"]:
+        lines.append(
+            f"time to detect, {detect['matched']} cases in both: {detect['earlier']} earlier, "
+            f"{detect['later']} later, median {detect['median_delta_s']:+g} s"
+        )
+    return "\n".join(lines)
+
+
+def report_json(report: dict[str, Any]) -> str:
+    shown = {
+        **report,
+        "settings": {k: v.model_dump(mode="json") for k, v in report["settings"].items()},
+    }
+    return json.dumps(shown, ensure_ascii=False, indent=2)
+
+
+def _info(device: Device) -> DeviceInfo:
+    return DeviceInfo(device.device_id, device.kind, device.location, device.part_code)
+
+
+def _current_settings(conn: sqlite3.Connection, fallback: RuleSettings) -> RuleSettings:
+    """The latest threshold version the store holds (what the live gateway runs with)."""
+    try:
+        row = conn.execute(
+            "SELECT settings_json FROM threshold_versions ORDER BY version DESC LIMIT 1"
+        ).fetchone()
+    except sqlite3.OperationalError:  # a store from before threshold versions
+        return fallback
+    return RuleSettings.model_validate_json(row[0]) if row else fallback
+
+
+def _recorded_events(
+    conn: sqlite3.Connection, since_ms: int, until_ms: int, devices: Mapping[str, DeviceInfo]
+) -> list[Alert]:
+    """Stored offline and camera alerts in the window: events no reading produces."""
+    rows = conn.execute(
+        "SELECT body FROM alerts WHERE ts BETWEEN ? AND ?"
+        " AND (alert_key LIKE '%/health/offline' OR json_extract(body, '$.origin') = 'video'"
+        " OR json_extract(body, '$.kind') = 'camera') ORDER BY id",
+        (since_ms, until_ms),
+    )
+    alerts = [Alert.from_dict(json.loads(body)) for (body,) in rows]
+    grids = {d.location.grid_code for d in devices.values()}
+    return [
+        a for a in alerts
+        if a.source_id in devices or ((a.origin == "video" or a.kind == "camera")
+        and a.location.grid_code in grids)
+    ]  # fmt: skip
+
+
+def _silences(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> list[Silence]:
+    """Every silence in force at some time of the window (none in a store from before)."""
+    try:
+        return list(overlapping(conn, since_ms, until_ms + 1))
+    except sqlite3.OperationalError:
+        return []
+
+
+def backtest_from_config(config: GatewayConfig) -> Backtest:
+    """The backtest of the gateway this config describes (its store, registry, rules)."""
+    registry = load_registry(config.devices.registry)
+    version_1 = settings_from_config(
+        config.rules,
+        config.video.rules,
+        {d.device_id: d.overrides for d in registry.values()},
+        kinds={d.device_id: d.kind for d in registry.values()},
+    )
+    merge = MergePolicy(config.merge.radius_m, int(config.merge.window_s * 1000))
+    alerting = getattr(config, "alerting", None) or AlertingConfig()
+    return Backtest(config.store.path, registry, version_1, config.tz, merge, alerting)
