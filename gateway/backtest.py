@@ -290,11 +290,9 @@ def summary_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def report_json(report: dict[str, Any]) -> str:
-    shown = {
-        **report,
-        "settings": {k: v.model_dump(mode="json") for k, v in report["settings"].items()},
-    }
+def report_json(report: dict[str, Any], settings: Mapping[str, RuleSettings]) -> str:
+    """The report with both settings versions in full, for the file beside the charts."""
+    shown = {**report, "settings": {k: v.model_dump(mode="json") for k, v in settings.items()}}
     return json.dumps(shown, ensure_ascii=False, indent=2)
 
 
