@@ -51,6 +51,7 @@ MAX_WARM_UP_MS = 7 * 86_400_000
 DEFAULT_WARM_UP_MS = 86_400_000
 MAX_DEVICES = 20_000
 MAX_LISTED_CASES = 500  # added/removed cases listed one by one in the report
+SUMMARY_GRIDS = 10  # grids whose case count changed most, in the printed summary
 
 Progress = Callable[[str, int, int], None]  # stage, done, total
 
@@ -278,10 +279,17 @@ def summary_text(report: dict[str, Any]) -> str:
         lines.append(
             f"  class {cls}: {cur['by_class'].get(cls, 0)} → {new['by_class'].get(cls, 0)}"
         )
-    for grid in sorted(set(cur["by_grid"]) | set(new["by_grid"])):
+    grids = set(cur["by_grid"]) | set(new["by_grid"])
+    changed = sorted(
+        (g for g in grids if cur["by_grid"].get(g, 0) != new["by_grid"].get(g, 0)),
+        key=lambda g: (-abs(new["by_grid"].get(g, 0) - cur["by_grid"].get(g, 0)), g),
+    )
+    for grid in changed[:SUMMARY_GRIDS]:
         lines.append(
             f"  grid {grid or '-'}: {cur['by_grid'].get(grid, 0)} → {new['by_grid'].get(grid, 0)}"
         )
+    if len(changed) > SUMMARY_GRIDS:
+        lines.append(f"  … {len(changed) - SUMMARY_GRIDS} more grids changed (report.json)")
     if detect["matched"]:
         lines.append(
             f"time to detect, {detect['matched']} cases in both: {detect['earlier']} earlier, "
