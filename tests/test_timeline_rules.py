@@ -20,6 +20,8 @@ from timeline import (
 )
 
 BIN = "BIN-1/bin_overflow"
+# Device-health cases without their confirmation time (tests/test_timeline_health.py has it).
+UNCONFIRMED = {"rules": {"health": {"confirm_s": 0}}}
 
 
 def test_bin_dwell_fires_at_exactly_its_hold_and_not_one_ms_before(tmp_path):
@@ -171,7 +173,7 @@ def test_a_suspect_gauge_files_a_maintenance_case_and_its_jumps_file_no_flood(tm
     once and reported at the third implausible reading in a row; none of its readings
     reach the water rule (200 cm ≥ alarm 50 for far longer than any hold). Three plausible
     readings in a row make it believed again, and its clear attaches to its own case."""
-    Timeline(tmp_path, [device("WL-1")]).play(
+    Timeline(tmp_path, [device("WL-1")], UNCONFIRMED).play(
         at("10:00", reading("WL-1", level_cm=10)),
         at("10:00:10", reading("WL-1", level_cm=200)),
         at("10:00:20", reading("WL-1", level_cm=200)),
@@ -207,7 +209,7 @@ OFFLINE = "WL-1/health/offline"
 def test_offline_on_the_tick_at_three_heartbeats_and_cleared_by_the_next_reading(tmp_path):
     """Water gauges: heartbeat 600 s × offline_factor 3, measured on the gateway's clock
     from the last reading (the start counts as one)."""
-    Timeline(tmp_path, [device("WL-1")]).play(
+    Timeline(tmp_path, [device("WL-1")], UNCONFIRMED).play(
         at("10:00", reading("WL-1", level_cm=10)),
         at("10:29:59.999", tick()),
         at(
@@ -228,7 +230,7 @@ def test_offline_on_the_tick_at_three_heartbeats_and_cleared_by_the_next_reading
 
 def test_a_last_will_makes_a_device_offline_after_the_grace_not_at_once(tmp_path):
     """lwt_grace_s 300: a device that reconnects within it was never offline."""
-    Timeline(tmp_path, [device("BIN-1")]).play(
+    Timeline(tmp_path, [device("BIN-1")], UNCONFIRMED).play(
         at("10:00", reading("BIN-1", fill_pct=10)),
         at("10:01", status("BIN-1", online=False)),
         at("10:05", status("BIN-1", online=True)),

@@ -25,6 +25,7 @@ prefix ("tue 00:05") for later days of that week.
 
 from __future__ import annotations
 
+import csv
 import difflib
 import json
 import re
@@ -40,8 +41,11 @@ import yaml
 
 from devices.status import DeviceStatus
 from domain import Reading
+from gateway import silences
 from gateway.config import load_config
 from gateway.service import Gateway
+from rules.settings import SettingsError
+from rules.silences import Extension, NewSilence
 
 TZ = ZoneInfo("Asia/Shanghai")
 WEEK_START = datetime(2024, 6, 3, tzinfo=TZ)  # a Monday
@@ -140,10 +144,10 @@ def device(device_id: str, **columns: object) -> dict[str, str]:
 
 def _write_registry(path: Path, rows: Sequence[dict[str, str]]) -> None:
     extra = sorted({k for row in rows for k in row} - set(_FIXED))
-    columns = [*_FIXED, *extra]
-    lines = [",".join(columns)]
-    lines += [",".join(row.get(c, "") for c in columns) for row in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, [*_FIXED, *extra], restval="")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _merged(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,13 +164,18 @@ def _merged(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Action:
-    """Something that happens at a step: it changes the gateway, and says what it is."""
+    """Something that happens at a step: it changes the gateway, and says what it is.
+    An action with a result of its own (a silence's id, a threshold version) returns it
+    as output lines from ``apply``, and says which lines it expects in ``expected``."""
 
     def describe(self) -> str:
         raise NotImplementedError
 
-    def apply(self, timeline: Timeline, now_ms: int) -> None:
+    def apply(self, timeline: Timeline, now_ms: int) -> list[str] | None:
         raise NotImplementedError
+
+    def expected(self) -> list[str]:
+        return []
 
 
 @dataclass(frozen=True)
@@ -255,6 +264,114 @@ class _CaseClosed(Action):
 def case_closed(incident: str) -> _CaseClosed:
     """Status sync says the incident's case is final: the incident closes, its alerts re-arm."""
     return _CaseClosed(incident)
+
+
+@dataclass(frozen=True)
+class _Silence(Action):
+    matchers: dict[str, str]
+    until: str
+    start: str | None
+    silence_id: int
+
+    def describe(self) -> str:
+        shown = " ".join(f"{k}={v}" for k, v in self.matchers.items())
+        since = f" from {self.start}" if self.start else ""
+        return f"silence {shown}{since} until {self.until}"
+
+    def apply(self, timeline: Timeline, now_ms: int) -> list[str]:
+        request = NewSilence(
+            matchers=self.matchers,
+            author="ops",
+            reason="maintenance",
+            starts_ms=ms(self.start) if self.start else None,
+            ends_ms=ms(self.until),
+        )
+        made = timeline.gateway.silences.create(request, now_ms)
+        return [f"    silence  {made.id} made"]
+
+    def expected(self) -> list[str]:
+        return [f"    silence  {self.silence_id} made"]
+
+
+def silence(until: str, start: str | None = None, id: int = 1, **matchers: str) -> _Silence:
+    """An operator silences alerts whose labels match (device=…, grid=…, class=…, kind=…,
+    zone=…, rule=…) from ``start`` (default now) until ``until``; ``id`` is the id the
+    store must give it."""
+    return _Silence(matchers, until, start, id)
+
+
+@dataclass(frozen=True)
+class _SilenceChange(Action):
+    silence_id: int
+    until: str | None  # None: removed
+
+    def describe(self) -> str:
+        if self.until is None:
+            return f"silence {self.silence_id} removed"
+        return f"silence {self.silence_id} extended until {self.until}"
+
+    def apply(self, timeline: Timeline, now_ms: int) -> None:
+        book = timeline.gateway.silences
+        if self.until is None:
+            book.remove(self.silence_id, "ops", "work done", now_ms)
+        else:
+            extension = Extension(author="ops", reason="more work", ends_ms=ms(self.until))
+            book.extend(self.silence_id, extension, now_ms)
+
+
+def unsilence(silence_id: int) -> _SilenceChange:
+    """The operator removes a silence: it ends now."""
+    return _SilenceChange(silence_id, None)
+
+
+def extend_silence(silence_id: int, until: str) -> _SilenceChange:
+    return _SilenceChange(silence_id, until)
+
+
+@dataclass(frozen=True)
+class _Thresholds(Action):
+    changes: dict[str, Any]
+    rollback_to: int | None
+    version: int | None
+    refused: str | None
+
+    def describe(self) -> str:
+        if self.rollback_to is not None:
+            return f"thresholds rolled back to version {self.rollback_to}"
+        return "thresholds set " + " ".join(f"{k}={_value(v)}" for k, v in self.changes.items())
+
+    def apply(self, timeline: Timeline, now_ms: int) -> list[str]:
+        gw = timeline.gateway
+        try:
+            if self.rollback_to is not None:
+                recorded = gw.threshold_versions.rollback(
+                    self.rollback_to, "ops", "undo", None, gw.apply_settings
+                )
+            else:
+                recorded = gw.threshold_versions.set(
+                    self.changes, "ops", "tuning", None, gw.apply_settings
+                )
+        except SettingsError as exc:
+            return [f"    refused  {exc}"]
+        return [f"    version  {recorded.latest.version}"]
+
+    def expected(self) -> list[str]:
+        if self.refused is not None:
+            return [f"    refused  {self.refused}"]
+        return [f"    version  {self.version}"]
+
+
+def set_thresholds(
+    changes: Mapping[str, Any], version: int | None = None, refused: str | None = None
+) -> _Thresholds:
+    """A threshold change through the versions (as the API makes it), applied to the
+    engines now, between batches: the new ``version`` number, or the refusal's message."""
+    return _Thresholds(dict(changes), None, version, refused)
+
+
+def rollback(to_version: int, version: int) -> _Thresholds:
+    """Roll the thresholds back to ``to_version``; a new ``version`` is made."""
+    return _Thresholds({}, to_version, version, None)
 
 
 @dataclass(frozen=True)
@@ -382,6 +499,7 @@ class Step:
     def expected_lines(self) -> list[str]:
         now = ms(self.when)
         lines = _header(self.when, self.actions)
+        lines += [line for action in self.actions for line in action.expected()]
         lines += [a.line(now) for a in self.alerts]
         lines += [c.line(now) for c in self.commands]
         lines += [f"    refused  {r}" for r in self.refused]
@@ -466,7 +584,9 @@ class Timeline:
         self.gateway.pipeline.process_decoded(items, now_ms)
 
     def tick(self, now_ms: int) -> None:
-        """What the service's timers do: look for silent devices."""
+        """What the service's timers do: file held alerts that are due (a silence ended, a
+        confirmation elapsed), then look for silent devices."""
+        self.gateway.pipeline.release_due(now_ms)
         if alerts := self.gateway.health.tick(now_ms):
             self.gateway.pipeline.apply_alerts(alerts, now_ms)
 
@@ -477,6 +597,10 @@ class Timeline:
         self.gateway = Gateway(load_config(self.config_path))
         self.conn = self.gateway.conn
         self.gateway.health.start(now_ms)
+        # The gateway loads the silences in force at the wall clock's now; this one starts
+        # at the timeline's now.
+        for silence in silences.overlapping(self.conn, now_ms):
+            self.gateway.flow.put_silence(silence)
 
     def incident_id(self, label: str) -> str:
         for incident_id, known in self._labels.items():
@@ -500,16 +624,18 @@ class Timeline:
                 self._started = True
             expected += step.expected_lines()
             try:
-                self._run_actions(step.actions, now)
+                results = self._run_actions(step.actions, now)
             except Exception as exc:
                 actual += _header(step.when, step.actions)
                 actual.append(f"    raised   {type(exc).__name__}: {exc}")
                 break
-            actual += self._observed(step, now)
+            actual += self._observed(step, now, results)
         if actual != expected:
             raise AssertionError(_difference(expected, actual))
 
-    def _run_actions(self, actions: Sequence[Action], now: int) -> None:
+    def _run_actions(self, actions: Sequence[Action], now: int) -> list[str]:
+        """Run the actions (adjacent readings as one batch); their own result lines."""
+        results: list[str] = []
         batch: list[Reading] = []
         for action in actions:
             if isinstance(action, _Reading):
@@ -518,12 +644,13 @@ class Timeline:
             if batch:
                 self.readings(batch, now)
                 batch = []
-            action.apply(self, now)
+            results += action.apply(self, now) or []
         if batch:
             self.readings(batch, now)
+        return results
 
-    def _observed(self, step: Step, now: int) -> list[str]:
-        lines = _header(step.when, step.actions)
+    def _observed(self, step: Step, now: int, results: list[str]) -> list[str]:
+        lines = _header(step.when, step.actions) + results
         for key, state, ts, incident_id, held_by in self._new_alerts():
             lines.append(_alert_line(key, state, ts, self._label(incident_id), held_by, now))
         for body in self._new_commands():
