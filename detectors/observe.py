@@ -13,8 +13,6 @@ so the photo pair shows the street without and with the stall or the rubbish.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import tzinfo
 from typing import Protocol
 
 import cv2
@@ -24,7 +22,7 @@ from detectors.config import CameraSettings
 from detectors.static_objects import StaticObjectDetector, StaticObjectParams
 from detectors.tracking import Sighting, Tracker, TrackerParams
 from detectors.zones import Box, Zone
-from domain import DEFAULT_TZ, Category, Observation
+from domain import Category, Observation
 
 STATIC_LABEL = "static_object"
 _MASKING = (Category.PERSON, Category.VEHICLE)
@@ -58,7 +56,6 @@ class CameraAnalyser:
         self,
         camera: CameraSettings,
         class_map: dict[str, Category],
-        tz: tzinfo = DEFAULT_TZ,
         tracker: TrackerParams | None = None,
         static: StaticObjectParams | None = None,
     ) -> None:
@@ -66,17 +63,10 @@ class CameraAnalyser:
         self.zones = [Zone(settings) for settings in camera.zones]
         self._zones_by_id = {zone.id: zone for zone in self.zones}
         self._class_map = dict(class_map)
-        self._tz = tz
         self._tracker = Tracker(tracker)
         self._static = StaticObjectDetector(static)
         self._frame: np.ndarray | None = None
         self._before: dict[str, np.ndarray] = {}
-
-    def schedule(self, zone_id: str) -> Callable[[int], bool]:
-        """The zone's "is the rule in force at ts_ms" test, in this camera's time zone, for
-        the rule engine (which must not import detectors)."""
-        zone = self._zones_by_id[zone_id]
-        return lambda ts_ms: zone.in_force(ts_ms, self._tz)
 
     def analyse(
         self, frame_bgr: np.ndarray, ts_ms: int, detections: list[DetectionLike]

@@ -9,13 +9,11 @@ where its canopy reaches.
 
 from __future__ import annotations
 
-from datetime import tzinfo
-
 import cv2
 import numpy as np
 
 from detectors.config import STALL_CLASS_BY_ZONE, ZoneSettings
-from domain import DEFAULT_TZ, Location
+from domain import Location
 
 Box = tuple[float, float, float, float]
 
@@ -67,8 +65,3 @@ class Zone:
         """Whether the box's bottom-centre lies inside the zone (the edge counts as in)."""
         x, y = bottom_centre(box)
         return cv2.pointPolygonTest(self.polygon_px(frame_size), (x, y), False) >= 0
-
-    def in_force(self, ts_ms: int, tz: tzinfo = DEFAULT_TZ) -> bool:
-        """Whether the zone's rule applies at ``ts_ms`` (epoch ms), judged in local time
-        (``domain.Schedule``: no windows means always)."""
-        return self.settings.schedule.in_force(ts_ms, tz)

@@ -31,6 +31,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from case_bridge import outbox
 from gateway import listings
 from gateway.api_guard import ApiGuard
+from gateway.api_silences import silences_router
+from gateway.api_thresholds import thresholds_router
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
@@ -169,6 +171,8 @@ def create_api(gw: Gateway) -> FastAPI:
     async def metrics() -> Response:
         return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(thresholds_router(gw.threshold_versions, gw.apply_settings))
+    app.include_router(silences_router(gw.silences))
     return app
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
+from gateway import cli_silences, cli_thresholds
 from simulators.platform.token_source import add_token_arguments, token_from
 
 if TYPE_CHECKING:
@@ -130,6 +131,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--workdir", default="var/demo")
     demo.set_defaults(handler=_demo)
+
+    # The operations team's controls, through the running gateway's API.
+    cli_thresholds.register(commands)
+    cli_silences.register(commands)
     return parser
 
 
@@ -139,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config)
-        gateway = Gateway(config)
+        gateway = Gateway(config, source=args.config)
     except (ConfigError, ValueError) as exc:
         print(f"citygw: {exc}", file=sys.stderr)
         return 2

@@ -41,6 +41,7 @@ from gateway.config_secrets import (
 )
 from gateway.history import HistorySettings
 from gateway.retention import RetentionSettings
+from rules.alerting import AlertingConfig
 from rules.params import RulesConfig
 from rules.video_rules import VideoRuleParams
 
@@ -177,6 +178,8 @@ class GatewayConfig(_Section):
     cases: CaseSettings = CaseSettings()
     merge: MergeSettings = MergeSettings()
     rules: RulesConfig = RulesConfig()
+    # Between rule alerts and cases: inhibition, area (parent) conditions, silence limits.
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     ingest: IngestSettings = IngestSettings()
     api: ApiSettings = ApiSettings()
     video: VideoSettings = VideoSettings()
@@ -256,6 +259,8 @@ def _check_classes(path: Path, config: GatewayConfig) -> None:
         for kind in ("bin", "water_level")
     }
     codes["video.camera_offline_class"] = config.video.camera_offline_class
+    for index, area in enumerate(config.alerting.area_conditions):
+        codes[f"alerting.area_conditions.{index}.class_code"] = area.class_code
     for key, code in codes.items():
         if code not in catalog:
             raise ConfigError(

@@ -45,48 +45,65 @@ from gateway.influx_sink import InfluxSink
 from gateway.metrics import GatewayMetrics
 from gateway.parts import LoopPart, RuntimePart, ThreadedPart, start_all, stop_all
 from gateway.pipeline import Pipeline, StoreUnavailable, restore
+from gateway.silences import SilenceStore
+from gateway.threshold_versions import ThresholdVersions
 from gateway.video import VideoRuntime
 from rules.camera_health import camera_status_alert
 from rules.device_health import DeviceHealth
 from rules.engine import RuleEngine
+from rules.flow import AlertFlow
 from rules.incidents import IncidentBook, MergePolicy
+from rules.settings import RuleSettings, settings_from_config
+from rules.silences import Silence
 from rules.video_rules import VideoRuleEngine, camera_and_zone
 
 log = logging.getLogger(__name__)
 
+# How often held alerts (silenced, awaiting confirmation) are looked at: a silence that
+# ends files its still-firing cases within this.
+RELEASE_EVERY_S = 1.0
+
+
+def _confirm_ms(settings: RuleSettings) -> int:
+    return round(settings.kinds.health.confirm_s * 1000)
+
 
 class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, source: str = "the config file") -> None:
+        """``source`` names the config file in the first threshold version's reason."""
         self.config = config
         self._loop: asyncio.AbstractEventLoop | None = None
         self.registry = load_registry(config.devices.registry)
         check_registry(config.serial, self.registry)
         self.catalog = ClassCatalog(config.cases.local_classes)
-        self.engine = RuleEngine(config.rules)
-        self.health = DeviceHealth(config.rules.health)
+        self.conn = store.connect(config.store.path, config.store.synchronous)
+        self.threshold_versions, settings = self._threshold_settings(config, source)
+        self.engine = RuleEngine(settings, config.tz)
+        self.health = DeviceHealth(settings)
         for d in self.registry.values():
-            self.engine.add_source(d.device_id, d.kind, d.location, d.part_code, d.overrides)
-            self.health.add_device(d.device_id, d.kind, d.location, d.part_code, d.overrides)
-        self.video_engine = VideoRuleEngine(config.video.rules)
+            self.engine.add_source(d.device_id, d.kind, d.location, d.part_code)
+            self.health.add_device(d.device_id, d.kind, d.location, d.part_code)
+        self.video_engine = VideoRuleEngine(settings, config.tz)
         self.video = self._build_video(config) if config.video.cameras else None
         self.evidence_dir = config.store.path.parent / "evidence"
 
-        self.conn = store.connect(config.store.path, config.store.synchronous)
         self.guard = ReplayGuard()
         merge = config.merge
         self.incidents = IncidentBook(MergePolicy(merge.radius_m, int(merge.window_s * 1000)))
+        self.flow = AlertFlow(self.incidents, config.alerting, _confirm_ms(settings))
         rule_states = {
             "rule": self.engine.states,
             "video": self.video_engine.states,
             "health": self.health.states,
         }
-        restore(self.conn, self.guard, self.incidents, rule_states)
+        restore(self.conn, self.guard, self.incidents, rule_states, self.flow)
         skew_ms = int(config.ingest.max_future_skew_s * 1000)
         self.router = MessageRouter(config.devices.fleets, limits=config.ingest.limits)
         self.pipeline = Pipeline(
             self.conn, self.registry, self.guard, self.engine, self.incidents, skew_ms,
-            rule_states, self.health, self.router,
+            rule_states, self.health, self.router, self.flow,
         )  # fmt: skip
+        self.silences = SilenceStore(self.conn, config.alerting.silences, self._on_silence)
         influx = config.history.influxdb
         kinds = {d.device_id: d.kind for d in self.registry.values()}
         self.influx = InfluxSink(self.conn, influx, config.gateway_id, kinds) if influx else None
@@ -109,6 +126,37 @@ class Gateway:
         self._serial_results: list[tuple[str, bytes, Reading | Rejection]] = []
         self.upkeep_last: dict = {}
 
+    def _threshold_settings(
+        self, config: GatewayConfig, source: str
+    ) -> tuple[ThresholdVersions, RuleSettings]:
+        """The thresholds in force: the latest stored version, with any edit of the config
+        file or registry since the last start merged on top (gateway/threshold_versions.py)."""
+        kinds = {d.device_id: d.kind for d in self.registry.values()}
+        zones = {f"{c.id}/{z.id}": z for c in config.video.cameras for z in c.zones}
+        zone_schedules = {
+            key: {"schedule": zone.schedule.model_dump(mode="json")}
+            for key, zone in zones.items()
+            if zone.schedule.windows or len(zone.schedule.days) < 7
+        }
+        overrides = {d.device_id: d.overrides for d in self.registry.values()}
+        from_config = settings_from_config(
+            config.rules, config.video.rules, overrides, zone_schedules, kinds
+        )
+        versions = ThresholdVersions(self.conn, kinds, set(zones))
+        recorded = versions.reconcile(from_config, source)
+        if recorded.changed:
+            log.info("thresholds: %s", recorded.latest.reason)
+        return versions, recorded.latest.settings
+
+    def apply_settings(self, settings: RuleSettings) -> None:
+        """A new threshold version, applied between batches (this runs on the loop, the
+        one writer): every engine takes it or, on a ValueError, the caller puts the
+        previous version back on all of them."""
+        self.engine.reconfigure(settings)
+        self.health.reconfigure(settings)
+        self.video_engine.reconfigure(settings)
+        self.flow.reconfigure(_confirm_ms(settings))
+
     def _build_video(self, config: GatewayConfig) -> VideoRuntime:
         """Load the model now, so that a bad model file is a clear error at start."""
         settings = config.video.detector
@@ -118,15 +166,14 @@ class Gateway:
             config.video.cameras, detector, settings.class_map,
             deliver=self._on_loop(self._on_observations),
             on_status=self._on_loop(self._on_camera_status),
-            recheck_s=config.video.recheck_s, tz=config.tz,
+            recheck_s=config.video.recheck_s,
         )  # fmt: skip
         for camera in config.video.cameras:
             analyser = runtime.analysers[camera.id]
             for zone in analyser.zones:
                 self.video_engine.add_zone(
-                    camera.id, zone.id, zone.type, zone.location, zone.class_code,
-                    analyser.schedule(zone.id),
-                )  # fmt: skip
+                    camera.id, zone.id, zone.type, zone.location, zone.class_code
+                )
         return runtime
 
     def _on_loop(self, handler: Callable[..., None]) -> Callable[..., None]:
@@ -171,6 +218,7 @@ class Gateway:
             LoopPart("status_sync", sync.run, sync.stats),
             LoopPart("upkeep", self._upkeep, lambda: dict(self.upkeep_last)),
             LoopPart("health", self._watch_health, self.health.snapshot),
+            LoopPart("held", self._release_held, lambda: {"next_due_ms": self.flow.next_due_ms}),
         ]  # fmt: skip
         if self.influx is not None:
             parts.append(LoopPart("influxdb", self.influx.run, self.influx.stats))
@@ -294,6 +342,22 @@ class Gateway:
             if alerts := self.health.tick(int(time.time() * 1000)):
                 self._apply(alerts)
             await asyncio.sleep(self.config.rules.health.check_every_s)
+
+    async def _release_held(self) -> None:
+        """Held alerts have no reading to trigger on when their silence ends or their
+        confirmation elapses: look on a timer."""
+        while True:
+            with contextlib.suppress(StoreUnavailable):
+                if self.pipeline.release_due(int(time.time() * 1000)):
+                    self.dispatcher.wake()
+            await asyncio.sleep(RELEASE_EVERY_S)
+
+    def _on_silence(self, silence: Silence, now_ms: int) -> None:
+        """A silence was made, extended or removed through the API: what it held may be
+        due now (kept for the next commit if the store refuses this one)."""
+        with contextlib.suppress(StoreUnavailable):
+            if self.pipeline.update_silence(silence, now_ms):
+                self.dispatcher.wake()
 
     def _start_serial(self) -> None:
         on_result = self._on_loop(self._on_serial_result)

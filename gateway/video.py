@@ -15,7 +15,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import tzinfo
 from typing import Any
 
 import numpy as np
@@ -43,12 +42,10 @@ class VideoRuntime:
         deliver: ObservationSink,
         on_status: StatusCallback,
         recheck_s: float = 10.0,
-        tz: tzinfo | None = None,
     ) -> None:
         self._detector = detector
         self._deliver = deliver
-        zone = {} if tz is None else {"tz": tz}
-        self.analysers = {c.id: CameraAnalyser(c, class_map, **zone) for c in cameras}
+        self.analysers = {c.id: CameraAnalyser(c, class_map) for c in cameras}
         self._analyser_locks = {c.id: threading.Lock() for c in cameras}
         self._gates = {c.id: MotionGate(recheck_s=recheck_s) for c in cameras}
         self._last_detections: dict[str, list[Detection]] = {}

@@ -22,7 +22,9 @@ from simulators.truth import compare_cases
 from harness import wait_until
 
 HEALTH = Path(__file__).resolve().parents[1] / "simulators" / "scenarios" / "health"
-FAST_HEALTH = {"rules": {"health": {"check_every_s": 0.5}}}
+# Each staged failure lasts minutes of the scenario's compressed time, well past any
+# confirmation it could be given: filed at once here (confirmation has its own tests).
+FAST_HEALTH = {"rules": {"health": {"check_every_s": 0.5, "confirm_s": 0}}}
 
 
 def test_failing_sensors_file_maintenance_cases_and_a_lying_gauge_no_flood(stack):
@@ -65,8 +67,10 @@ def test_failing_sensors_file_maintenance_cases_and_a_lying_gauge_no_flood(stack
 
 def test_a_last_will_saying_offline_files_the_offline_case_after_its_grace(stack):
     """A device that drops off without a goodbye: the broker publishes its Last Will on
-    ``citygw/v1/<id>/status``; with no reading within ``lwt_grace_s`` it is offline."""
-    grace = {"rules": {"health": {"check_every_s": 0.5, "lwt_grace_s": 2}}}
+    ``citygw/v1/<id>/status``; with no reading within ``lwt_grace_s`` it is offline, and
+    still offline ``confirm_s`` later, its case is filed."""
+    health = {"check_every_s": 0.5, "lwt_grace_s": 2, "confirm_s": 3}
+    grace = {"rules": {"health": health}}
     s = stack(config=grace)
     device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="MH-001")
     device.will_set("citygw/v1/MH-001/status", "offline", qos=1, retain=True)
@@ -80,7 +84,7 @@ def test_a_last_will_saying_offline_files_the_offline_case_after_its_grace(stack
     device.socket().close()  # a dead link, no DISCONNECT: the broker sends the will
     dropped = time.monotonic()
     wait_until(lambda: len(s.cases()) == 1, "the offline case", 30)
-    assert time.monotonic() - dropped >= 2  # not before the grace
+    assert time.monotonic() - dropped >= 2 + 3  # not before the grace and the confirmation
     (case,) = s.cases()
     assert (case["class_code"], case["priority"]) == ("01003", "normal")
     assert "Last Will" in case["evidence"][0]["summary"]

@@ -1,8 +1,6 @@
-"""Camera analysis: zones, schedules, tracking at 1 fps, new static objects, observations."""
+"""Camera analysis: zones, tracking at 1 fps, new static objects, observations."""
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 import cv2
 import numpy as np
@@ -15,7 +13,6 @@ from detectors.tracking import Sighting, Tracker
 from detectors.zones import Zone
 from domain import Category, Location
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 # The left half of the picture, bottom 60%.
 LEFT = ZoneSettings(
     id="z1",
@@ -26,16 +23,6 @@ LEFT = ZoneSettings(
     address="五一路",
     grid_code="350102001001001",
 )
-
-
-def local_ms(hhmm: str, tz=SHANGHAI) -> int:
-    hours, minutes = (int(v) for v in hhmm.split(":"))
-    return int(datetime(2026, 5, 4, hours, minutes, tzinfo=tz).timestamp() * 1000)
-
-
-def zone(schedule: list[str]) -> Zone:
-    """A zone with today's config form of a schedule (a plain list of windows)."""
-    return Zone(ZoneSettings.model_validate({**LEFT.model_dump(), "schedule": schedule}))
 
 
 # --- zones --------------------------------------------------------------------------------
@@ -66,38 +53,6 @@ def test_zone_location_and_class_code():
     assert Zone(LEFT).class_code == "09006"
     dumping = LEFT.model_copy(update={"type": "no_dumping", "rubbish_class": "06011"})
     assert Zone(dumping).class_code == "06011"
-
-
-def test_empty_schedule_is_always_in_force():
-    assert zone([]).in_force(local_ms("03:00")) is True
-
-
-def test_daytime_schedule_in_local_time():
-    z = zone(["07:00-22:00"])
-    assert [z.in_force(local_ms(t)) for t in ("06:59", "07:00", "21:59", "22:00")] == [
-        False,
-        True,
-        True,
-        False,
-    ]
-    # 07:30 in Shanghai is 23:30 UTC the day before: judged in the zone's own time zone.
-    assert z.in_force(local_ms("07:30"), ZoneInfo("UTC")) is False
-
-
-def test_schedule_window_crossing_midnight():
-    z = zone(["22:00-06:00", "12:00-13:00"])
-    checks = ("21:59", "22:00", "23:59", "00:00", "05:59", "06:00", "12:30", "13:00")
-    assert [z.in_force(local_ms(t)) for t in checks] == [
-        False,
-        True,
-        True,
-        True,
-        True,
-        False,
-        True,
-        False,
-    ]
-    assert datetime.fromtimestamp(local_ms("00:00") / 1000, UTC).hour == 16
 
 
 # --- tracking -----------------------------------------------------------------------------
