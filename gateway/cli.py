@@ -155,14 +155,18 @@ def _check_config(args: argparse.Namespace) -> int:
     from devices.registry import load_registry
     from devices.serial import check_registry
     from gateway.config import ConfigError, load_config
+    from gateway.rule_settings import settings_from_files
+    from rules.device_health import DeviceHealth
     from rules.engine import RuleEngine
 
     try:
         config = load_config(args.config)
         registry = load_registry(config.devices.registry)
-        engine = RuleEngine(config.rules)
-        for d in registry.values():
-            engine.add_source(d.device_id, d.kind, d.location, d.part_code, d.overrides)
+        settings = settings_from_files(config, registry)
+        engine, health = RuleEngine(settings, config.tz), DeviceHealth(settings)
+        for d in registry.values():  # what only a device's own params can break
+            engine.add_source(d.device_id, d.kind, d.location, d.part_code)
+            health.add_device(d.device_id, d.kind, d.location, d.part_code)
         check_registry(config.serial, registry)
         config.mqtt.secret()  # a password file that cannot be read fails now, not at start
     except (ConfigError, ValueError) as exc:

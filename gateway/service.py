@@ -45,6 +45,7 @@ from gateway.influx_sink import InfluxSink
 from gateway.metrics import GatewayMetrics
 from gateway.parts import LoopPart, RuntimePart, ThreadedPart, start_all, stop_all
 from gateway.pipeline import Pipeline, StoreUnavailable, restore
+from gateway.rule_settings import settings_from_files, zone_keys
 from gateway.silences import SilenceStore
 from gateway.threshold_versions import ThresholdVersions
 from gateway.video import VideoRuntime
@@ -53,7 +54,7 @@ from rules.device_health import DeviceHealth
 from rules.engine import RuleEngine
 from rules.flow import AlertFlow
 from rules.incidents import IncidentBook, MergePolicy
-from rules.settings import RuleSettings, settings_from_config
+from rules.settings import RuleSettings
 from rules.silences import Silence
 from rules.video_rules import VideoRuleEngine, camera_and_zone
 
@@ -132,17 +133,8 @@ class Gateway:
         """The thresholds in force: the latest stored version, with any edit of the config
         file or registry since the last start merged on top (gateway/threshold_versions.py)."""
         kinds = {d.device_id: d.kind for d in self.registry.values()}
-        zones = {f"{c.id}/{z.id}": z for c in config.video.cameras for z in c.zones}
-        zone_schedules = {
-            key: {"schedule": zone.schedule.model_dump(mode="json")}
-            for key, zone in zones.items()
-            if zone.schedule.windows or len(zone.schedule.days) < 7
-        }
-        overrides = {d.device_id: d.overrides for d in self.registry.values()}
-        from_config = settings_from_config(
-            config.rules, config.video.rules, overrides, zone_schedules, kinds
-        )
-        versions = ThresholdVersions(self.conn, kinds, set(zones))
+        from_config = settings_from_files(config, self.registry)
+        versions = ThresholdVersions(self.conn, kinds, zone_keys(config))
         recorded = versions.reconcile(from_config, source)
         if recorded.changed:
             log.info("thresholds: %s", recorded.latest.reason)
