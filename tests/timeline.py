@@ -42,6 +42,7 @@ import yaml
 from devices.status import DeviceStatus
 from domain import Reading
 from gateway import silences
+from gateway.backtest import BacktestRequest, backtest_from_config
 from gateway.config import load_config
 from gateway.service import Gateway
 from rules.settings import SettingsError
@@ -372,6 +373,53 @@ def set_thresholds(
 def rollback(to_version: int, version: int) -> _Thresholds:
     """Roll the thresholds back to ``to_version``; a new ``version`` is made."""
     return _Thresholds({}, to_version, version, None)
+
+
+@dataclass(frozen=True)
+class _Backtest(Action):
+    since: str
+    until: str
+    changes: dict[str, Any]
+    report: tuple[str, ...]
+
+    def describe(self) -> str:
+        changes = " ".join(f"{k}={_value(v)}" for k, v in self.changes.items())
+        return f"backtest {self.since}–{self.until} {changes}"
+
+    def apply(self, timeline: Timeline, now_ms: int) -> list[str]:
+        backtest = backtest_from_config(load_config(timeline.config_path))
+        request = BacktestRequest(ms(self.since), ms(self.until), self.changes)
+        return [f"    backtest {line}" for line in _report_lines(backtest.run(request))]
+
+    def expected(self) -> list[str]:
+        return [f"    backtest {line}" for line in self.report]
+
+
+def backtest(since: str, until: str, changes: Mapping[str, Any], report: Sequence[str]):
+    """The operator backtests ``changes`` over the stored window (gateway/backtest.py, on
+    the same store, read-only); ``report`` is the report's lines as ``_report_lines``
+    writes them: the case counts per class, each added and removed case (its opening
+    alert, class, grid, open–close), and the time to detect of the cases in both runs."""
+    return _Backtest(since, until, dict(changes), tuple(report))
+
+
+def _report_lines(report: Mapping[str, Any]) -> list[str]:
+    def counts(run: Mapping[str, Any]) -> str:
+        by_class = ", ".join(f"{k}: {v}" for k, v in sorted(run["by_class"].items()))
+        return f"{run['cases']} {{{by_class}}}"
+
+    def case(c: Mapping[str, Any]) -> str:
+        closed = show_time(c["closed_ms"]) if c["closed_ms"] is not None else "open"
+        return (f"{c['alert_key']} class {c['class']} grid {c['grid']}"
+                f" {show_time(c['opened_ms'])}–{closed}")  # fmt: skip
+
+    lines = [f"cases current {counts(report['current'])}, proposed {counts(report['proposed'])}"]
+    lines += [f"added {case(c)}" for c in report["added"]]
+    lines += [f"removed {case(c)}" for c in report["removed"]]
+    detect = report["time_to_detect"]
+    lines.append(f"detect {detect['matched']} matched, {detect['earlier']} earlier,"
+                 f" {detect['later']} later, median {detect['median_delta_s']} s")  # fmt: skip
+    return lines
 
 
 @dataclass(frozen=True)
