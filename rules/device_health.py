@@ -41,13 +41,8 @@ from typing import Any
 
 from domain import Alert, AlertState, Location, Priority, Reading
 from rules.keyed_state import KeyedStates
-from rules.params import HEALTH_COLUMNS, HealthConfig, KindHealthParams
-from rules.settings import (
-    KindSettings,
-    RuleSettings,
-    device_health_params,
-    typed_device_overrides,
-)
+from rules.params import KindHealthParams
+from rules.settings import RuleSettings, device_health_params
 
 COVER_CLASS_PREFIX = "010"  # 01001–01023: "<cover> 异常"
 SAVE_EVERY_MS = 60_000
@@ -55,7 +50,10 @@ _flags = itemgetter("offline", "battery_low", "suspect", "reported")
 
 
 @dataclass(frozen=True, slots=True)
-class _Device:
+class WatchedDevice:
+    """A registered device as health judges it: read by the backtest, which skips the
+    per-reading path for a device whose readings it can prove are never suspect."""
+
     kind: str
     location: Location
     part_code: str
@@ -88,14 +86,11 @@ def initial_state() -> dict[str, Any]:
 
 
 class DeviceHealth:
-    def __init__(self, settings: RuleSettings | HealthConfig) -> None:
-        """``DeviceHealth(settings)``. The older ``DeviceHealth(health_config)`` form (with
-        registry overrides given to ``add_device``) builds its settings itself."""
-        if isinstance(settings, HealthConfig):
-            settings = RuleSettings(kinds=KindSettings(health=settings))
+    def __init__(self, settings: RuleSettings) -> None:
+        """Health params from ``settings`` (``kinds.health`` and the devices' own)."""
         self._settings = settings
         self._config = settings.kinds.health
-        self._devices: dict[str, _Device] = {}
+        self._devices: dict[str, WatchedDevice] = {}
         self.states = KeyedStates()
 
     def add_device(
@@ -104,15 +99,15 @@ class DeviceHealth:
         kind: str,
         location: Location,
         part_code: str = "",
-        overrides: dict[str, str] | None = None,
     ) -> None:
         """Register a device; a ``heartbeat_s`` in its ``settings.devices`` overrides its
-        kind's. ``overrides`` (registry text columns) is the older form."""
-        mine = {k: v for k, v in (overrides or {}).items() if k in HEALTH_COLUMNS}
-        if mine:
-            typed = typed_device_overrides(self._settings, device_id, kind, mine)
-            self._settings.devices.setdefault(device_id, {}).update(typed)
+        kind's."""
         self._devices[device_id] = self._build(device_id, kind, location, part_code)
+
+    def device(self, device_id: str) -> WatchedDevice | None:
+        """How a registered device is judged (None for an unknown one). Its params are
+        the ones health runs with: read them, never change them."""
+        return self._devices.get(device_id)
 
     def reconfigure(self, settings: RuleSettings) -> None:
         """Apply a new settings version (between batches); see the module docstring. All
@@ -130,7 +125,9 @@ class DeviceHealth:
         self._config = settings.kinds.health
         self._devices = rebuilt
 
-    def _build(self, device_id: str, kind: str, location: Location, part_code: str) -> _Device:
+    def _build(
+        self, device_id: str, kind: str, location: Location, part_code: str
+    ) -> WatchedDevice:
         params = device_health_params(self._settings, device_id, kind)
         part_class = part_code[6:11] if len(part_code) == 17 else ""
         offline_class = (
@@ -139,7 +136,7 @@ class DeviceHealth:
             else self._settings.kinds.health.maintenance_class
         )
         judged = bool(params.stuck_after_s or params.max_change_per_min)
-        return _Device(kind, location, part_code, params, offline_class, judged)
+        return WatchedDevice(kind, location, part_code, params, offline_class, judged)
 
     def start(self, now_ms: int) -> None:
         """Restart every silence clock at gateway start: the gateway's own downtime is not
@@ -218,23 +215,34 @@ class DeviceHealth:
             }
         return shown
 
-    def _battery(self, reading: Reading, device: _Device, state: dict) -> list[Alert]:
+    def _battery(self, reading: Reading, device: WatchedDevice, state: dict) -> list[Alert]:
         battery = reading.values.get("battery_pct")
         if not isinstance(battery, int | float) or isinstance(battery, bool):
             return []
         p = device.params
         if not state["battery_low"] and battery < p.battery_low_pct:
             state["battery_low"] = True
-            return [self._alert(reading.device_id, "battery_low", AlertState.FIRING, reading.ts,
-                                f"battery {battery:g}% < {p.battery_low_pct:g}%",
-                                reading.values)]  # fmt: skip
+            return [self.battery_alert(reading, AlertState.FIRING)]
         if state["battery_low"] and battery >= p.battery_clear_pct:
             state["battery_low"] = False
-            return [self._alert(reading.device_id, "battery_low", AlertState.CLEARED, reading.ts,
-                                f"battery {battery:g}%", reading.values)]  # fmt: skip
+            return [self.battery_alert(reading, AlertState.CLEARED)]
         return []
 
-    def _plausibility(self, reading: Reading, device: _Device, state: dict) -> list[Alert]:
+    def battery_alert(self, reading: Reading, state: AlertState) -> Alert:
+        """The ``battery_low`` alert health emits when the reading's device (registered,
+        the reading holding a numeric ``battery_pct``) goes low (FIRING) or recovers
+        (CLEARED) at ``reading``: one place for its fields and summary, shared with the
+        backtest's column-wise replay. Raises KeyError for an unknown device."""
+        battery = reading.values["battery_pct"]
+        if state is AlertState.FIRING:
+            low_pct = self._devices[reading.device_id].params.battery_low_pct
+            summary = f"battery {battery:g}% < {low_pct:g}%"
+        else:
+            summary = f"battery {battery:g}%"
+        return self._alert(reading.device_id, "battery_low", state, reading.ts, summary,
+                           reading.values)  # fmt: skip
+
+    def _plausibility(self, reading: Reading, device: WatchedDevice, state: dict) -> list[Alert]:
         problem = self._stuck(reading, device, state) or self._jump(reading, device, state)
         if problem is not None:
             state["plausible_run"] = 0
@@ -265,7 +273,9 @@ class DeviceHealth:
         return [self._alert(reading.device_id, "suspect", AlertState.CLEARED, reading.ts,
                             "readings plausible again", reading.values)]  # fmt: skip
 
-    def _stuck(self, reading: Reading, device: _Device, state: dict) -> tuple[str, str] | None:
+    def _stuck(
+        self, reading: Reading, device: WatchedDevice, state: dict
+    ) -> tuple[str, str] | None:
         found = None
         for name, after_s in device.params.stuck_after_s.items():
             value = reading.values.get(name)
@@ -280,7 +290,7 @@ class DeviceHealth:
                 found = (f"stuck:{name}", f"{name} stuck at {value:g} for {held_s / 3600:.1f} h")
         return found
 
-    def _jump(self, reading: Reading, device: _Device, state: dict) -> tuple[str, str] | None:
+    def _jump(self, reading: Reading, device: WatchedDevice, state: dict) -> tuple[str, str] | None:
         found = None
         for name, per_min in device.params.max_change_per_min.items():
             value = reading.values.get(name)

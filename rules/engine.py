@@ -34,13 +34,19 @@ from domain.schedule import ScheduleCheck
 from rules.condition import Condition, Transition
 from rules.device_rules import build_rules
 from rules.keyed_state import KeyedStates
-from rules.params import RulesConfig, VideoRuleParams
-from rules.settings import (
-    RuleSettings,
-    device_params,
-    settings_from_config,
-    typed_device_overrides,
-)
+from rules.settings import RuleSettings, device_params
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRules:
+    """A registered device's conditions as the engine runs them, for readers that judge
+    the same conditions another way (the backtest's column-wise replay): they may only
+    do so where nothing but the conditions decides, hence ``scheduled`` and ``retiring``."""
+
+    # (alert key, condition), in the order ``process`` judges them (and orders alerts).
+    conditions: tuple[tuple[str, Condition], ...]
+    scheduled: bool  # a schedule limits when the conditions are in force
+    retiring: bool  # conditions switched off while firing clear at the next reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +66,8 @@ def alert_key(source_id: str, rule_id: str) -> str:
 
 
 class RuleEngine:
-    def __init__(self, settings: RuleSettings | RulesConfig, tz: tzinfo = DEFAULT_TZ) -> None:
-        """``RuleEngine(settings, tz)``. The older ``RuleEngine(rules_config)`` form (with
-        per-device overrides given to ``add_source``) builds version-1 settings itself."""
-        if isinstance(settings, RulesConfig):
-            settings = settings_from_config(settings, VideoRuleParams(), {})
+    def __init__(self, settings: RuleSettings, tz: tzinfo = DEFAULT_TZ) -> None:
+        """Conditions from ``settings``; schedules judged in ``tz`` (event time)."""
         self._settings = settings
         self._tz = tz
         self._sources: dict[str, _Source] = {}
@@ -83,15 +86,26 @@ class RuleEngine:
         kind: str,
         location: Location,
         part_code: str = "",
-        overrides: dict[str, str] | None = None,
     ) -> None:
         """Register a device; its params are its kind's with its ``settings.devices``
-        overrides. Raises a ValueError naming the device on bad parameters. ``overrides``
-        (registry text columns) is the older form: they are typed into the settings."""
-        if overrides:
-            typed = typed_device_overrides(self._settings, source_id, kind, dict(overrides))
-            self._settings.devices[source_id] = typed
+        overrides. Raises a ValueError naming the device on bad parameters."""
         self._sources[source_id] = self._build(source_id, kind, location, part_code)
+
+    def source_rules(self, source_id: str) -> SourceRules | None:
+        """What the engine runs for a registered device (None for an unknown one)."""
+        source = self._sources.get(source_id)
+        if source is None:
+            return None
+        return SourceRules(source.conditions, source.schedule is not None, bool(source.retired))
+
+    def alert(
+        self, reading: Reading, key: str, condition: Condition, transition: Transition
+    ) -> Alert:
+        """The alert ``process`` emits when ``condition`` (one of the reading's device's,
+        under ``key``) makes ``transition`` at ``reading``: one place for its fields and
+        summary. Raises KeyError for an unknown device."""
+        source = self._sources[reading.device_id]
+        return self._alert(reading, source, key, condition, transition)
 
     def reconfigure(self, settings: RuleSettings) -> None:
         """Apply a new settings version (between batches); see the module docstring."""

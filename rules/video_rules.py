@@ -32,15 +32,15 @@ sensor rule engine, so the gateway persists both the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
 from domain import DEFAULT_TZ, Alert, AlertState, Category, Location, Observation, Priority
+from domain.schedule import ScheduleCheck
 from rules.keyed_state import KeyedStates
 from rules.params import VideoRuleParams
-from rules.settings import KindSettings, RuleSettings, zone_params
+from rules.settings import RuleSettings, zone_params
 
 STALL_ZONE_TYPES = frozenset({"no_vending", "shop_front", "hawker"})
 DUMPING_ZONE_TYPES = frozenset({"no_dumping"})
@@ -55,9 +55,7 @@ class _Zone:
     class_code: str
     location: Location
     params: VideoRuleParams
-    in_force: Callable[[int], bool] | None  # None: always
-    # The older form's schedule test handed in by add_zone (kept across reconfigure).
-    given_in_force: Callable[[int], bool] | None
+    in_force: ScheduleCheck | None  # None: always
 
 
 def alert_key(camera_id: str, zone_id: str, rule_id: str) -> str:
@@ -77,13 +75,9 @@ def initial_state() -> dict[str, Any]:
 
 
 class VideoRuleEngine:
-    def __init__(
-        self, settings: RuleSettings | VideoRuleParams | None = None, tz: tzinfo = DEFAULT_TZ
-    ) -> None:
-        """``VideoRuleEngine(settings, tz)``; the older ``VideoRuleEngine(params)`` form
-        means settings with those video params and no per-zone ones."""
-        if not isinstance(settings, RuleSettings):
-            settings = RuleSettings(kinds=KindSettings(video=settings or VideoRuleParams()))
+    def __init__(self, settings: RuleSettings, tz: tzinfo = DEFAULT_TZ) -> None:
+        """Zone params from ``settings`` (``kinds.video`` and the zones' own); zone
+        schedules judged in ``tz`` (event time)."""
         self._settings = settings
         self._tz = tz
         self._zones: dict[str, dict[str, _Zone]] = {}
@@ -95,13 +89,7 @@ class VideoRuleEngine:
         rebuilt = {
             camera_id: {
                 zone_id: self._zone(
-                    settings,
-                    camera_id,
-                    zone_id,
-                    z.zone_type,
-                    z.location,
-                    z.class_code,
-                    z.given_in_force,
+                    settings, camera_id, zone_id, z.zone_type, z.location, z.class_code
                 )
                 for zone_id, z in zones.items()
             }
@@ -117,15 +105,11 @@ class VideoRuleEngine:
         zone_type: str,
         location: Location,
         class_code: str,
-        schedule_in_force: Callable[[int], bool] | None = None,
     ) -> None:
         """Watch one zone of one camera. ``location`` is the zone's place on the map (not
         the camera's), so cameras sharing a zone raise alerts the incident book merges.
-        Its params and schedule come from the settings; ``schedule_in_force`` is the
-        older form of giving a schedule and, when given, is used instead."""
-        zone = self._zone(
-            self._settings, camera_id, zone_id, zone_type, location, class_code, schedule_in_force
-        )
+        Its params and schedule come from the settings' ``zones["<camera>/<zone>"]``."""
+        zone = self._zone(self._settings, camera_id, zone_id, zone_type, location, class_code)
         self._zones.setdefault(camera_id, {})[zone_id] = zone
 
     def _zone(
@@ -136,7 +120,6 @@ class VideoRuleEngine:
         zone_type: str,
         location: Location,
         class_code: str,
-        given_in_force: Callable[[int], bool] | None,
     ) -> _Zone:
         if zone_type in STALL_ZONE_TYPES:
             rule_id = "stall"
@@ -145,12 +128,8 @@ class VideoRuleEngine:
         else:
             raise ValueError(f"zone {camera_id}/{zone_id}: unknown zone type {zone_type!r}")
         params = zone_params(settings, f"{camera_id}/{zone_id}")
-        in_force = given_in_force
-        if in_force is None and not params.schedule.always:
-            in_force = params.schedule.checker(self._tz)
-        return _Zone(
-            zone_id, zone_type, rule_id, class_code, location, params, in_force, given_in_force
-        )
+        in_force = None if params.schedule.always else params.schedule.checker(self._tz)
+        return _Zone(zone_id, zone_type, rule_id, class_code, location, params, in_force)
 
     def process(self, camera_id: str, ts_ms: int, observations: list[Observation]) -> list[Alert]:
         """Advance every zone of the camera by one analysed frame (call it for empty

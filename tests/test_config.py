@@ -6,6 +6,7 @@ import pytest
 
 from devices.registry import RegistryError, load_registry
 from gateway.config import ConfigError, load_config
+from gateway.rule_settings import settings_from_files
 from rules.engine import RuleEngine
 from rules.settings import SettingsError
 
@@ -110,13 +111,12 @@ def test_per_device_override_is_validated_like_config(tmp_path):
     registry_text = REGISTRY.replace("warning_cm,alarm_cm", "warning_cm,alarm_cm,clear_for_s")
     registry_text = registry_text.replace(",30,50", ",30,50,-3").replace(",,\n", ",,,\n")
     config = load_config(write(tmp_path, GOOD, registry_text))
-    engine = RuleEngine(config.rules)
     devices = load_registry(config.devices.registry)
     mh = devices["MH-1"]
-    engine.add_source(mh.device_id, mh.kind, mh.location, mh.part_code, mh.overrides)
-    wl = devices["WL-1"]
+    engine = RuleEngine(settings_from_files(config, {"MH-1": mh}), config.tz)
+    engine.add_source(mh.device_id, mh.kind, mh.location, mh.part_code)
     with pytest.raises(SettingsError, match=r"devices\.WL-1\.clear_for_s: Input should be greater"):
-        engine.add_source(wl.device_id, wl.kind, wl.location, wl.part_code, wl.overrides)
+        settings_from_files(config, devices)
 
 
 DEPLOY_SECRETS = {

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from domain import Location, Priority, Reading
+from domain import AlertState, Location, Priority, Reading
 from rules.device_health import DeviceHealth
 from rules.params import HealthConfig, KindHealthParams
+from rules.settings import KindSettings, RuleSettings
 
 HERE = Location(26.087, 119.302, "五四路", "350102001001001")
 T0 = 1_763_700_000_000
@@ -16,7 +17,7 @@ def health(**water: object) -> DeviceHealth:
               "max_change_per_min": {"level_cm": 50.0}, "change_slack": {"level_cm": 10.0},
               **water}  # fmt: skip
     config = HealthConfig(water_level=KindHealthParams(**params), lwt_grace_s=120)
-    h = DeviceHealth(config)
+    h = DeviceHealth(RuleSettings(kinds=KindSettings(health=config)))
     h.add_device("WL-1", "water_level", HERE, "")
     h.add_device("MH-1", "manhole_cover", HERE, "35010201003000001")
     return h
@@ -73,6 +74,20 @@ def test_battery_low_fires_once_and_clears_only_above_the_clear_level():
         ("WL-1", "battery_low", "cleared", "99301"),
         ("WL-1", "battery_low", "firing", "99301"),
     ]
+
+
+def test_device_shows_how_each_device_is_judged_and_battery_alert_is_what_check_emits():
+    h = health(battery_low_pct=20.0)
+    gauge, cover = h.device("WL-1"), h.device("MH-1")
+    assert (gauge.kind, gauge.judged, gauge.params.heartbeat_s, gauge.offline_class) == (
+        "water_level", True, 60, "99301")  # fmt: skip
+    assert (cover.kind, cover.judged, cover.offline_class) == ("manhole_cover", False, "01003")
+    assert h.device("WL-9") is None
+    low, back = water(T0, 5.0, 19.0), water(T0 + MIN, 5.0, 31.0)
+    emitted = h.check(low, T0).alerts + h.check(back, T0 + MIN).alerts
+    rebuilt = [h.battery_alert(low, AlertState.FIRING), h.battery_alert(back, AlertState.CLEARED)]
+    assert rebuilt == emitted
+    assert [a.summary for a in rebuilt] == ["WL-1 battery 19% < 20%", "WL-1 battery 31%"]
 
 
 def test_a_value_stuck_for_hours_makes_the_device_suspect_until_it_moves():

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from domain import Category, Location, Observation, Reading
+from domain import AlertState, Category, Location, Observation, Reading
+from rules.condition import Transition
 from rules.device_health import DeviceHealth
 from rules.engine import RuleEngine
 from rules.incidents import IncidentBook, MergePolicy
@@ -96,6 +97,30 @@ def test_a_condition_switched_off_while_firing_clears_at_the_next_reading():
     assert fill(e, 3, 95) == [("bin_repeat", "cleared")]
     assert e.states.take_dirty()["B1/bin_repeat"] is None  # forgotten in the store too
     assert fill(e, 4, 50) == [] and fill(e, 5, 95) == []  # and it stays off
+
+
+def test_source_rules_show_the_conditions_a_schedule_and_those_retiring():
+    on = changed(v1(), **{"bin.repeat_count": 2})
+    e = rule_engine(on)
+    before = e.source_rules("B1")
+    assert [(key, c.rule_id) for key, c in before.conditions] == [
+        ("B1/bin_overflow", "bin_overflow"),
+        ("B1/bin_repeat", "bin_repeat"),
+    ]
+    assert (before.scheduled, before.retiring) == (False, False)
+    assert e.source_rules("B9") is None
+    assert fill(e, 0, 95) == [] and fill(e, 1, 50) == []
+    assert fill(e, 2, 95) == [("bin_repeat", "firing")]
+    friday = {"windows": [], "days": ["fri"]}  # T0 is a Friday: in force, but scheduled
+    e.reconfigure(changed(on, **{"bin.repeat_count": None, "bin.schedule": friday}))
+    rules = e.source_rules("B1")
+    assert [key for key, _ in rules.conditions] == ["B1/bin_overflow"]
+    assert (rules.scheduled, rules.retiring) == (True, True)
+    reading = Reading("B1", "bin", T0 + 3 * MIN, {"fill_pct": 95.0})
+    repeat = before.conditions[1][1]  # the condition switched off, still firing
+    switched_off = Transition(AlertState.CLEARED, repeat.priority, "rule switched off")
+    assert e.process(reading) == [e.alert(reading, "B1/bin_repeat", repeat, switched_off)]
+    assert e.source_rules("B1").retiring is False
 
 
 def test_a_condition_switched_off_while_quiet_is_forgotten_and_one_switched_on_starts_fresh():

@@ -1,10 +1,13 @@
 """Video rules: stall and dumping dwell per zone, proxies, gaps, clears, schedules, merge."""
 
+from zoneinfo import ZoneInfo
+
 import pydantic
 import pytest
 
 from domain import AlertState, Category, CommandKind, Location, Observation, Priority
 from rules.incidents import IncidentBook, MergePolicy
+from rules.settings import KindSettings, RuleSettings
 from rules.video_rules import VideoRuleEngine, VideoRuleParams
 
 SPOT = Location(26.08, 119.3, "五一路 88 号", "350102001001001")
@@ -35,8 +38,12 @@ def see(kind, stationary_ms=STILL, zone="z1", score=0.8, dx=0.0):
 
 
 def engine(zone_type="no_vending", class_code="09006", schedule=None, **params):
-    e = VideoRuleEngine(VideoRuleParams(**params))
-    e.add_zone("cam1", "z1", zone_type, SPOT, class_code, schedule)
+    """One zone cam1/z1 with the video kind's ``params`` and, if given, the zone's own
+    ``schedule`` windows, judged in UTC (epoch 0, where the runs start, is 00:00)."""
+    zones = {"cam1/z1": {"schedule": {"windows": schedule}}} if schedule else {}
+    settings = RuleSettings(kinds=KindSettings(video=VideoRuleParams(**params)), zones=zones)
+    e = VideoRuleEngine(settings, ZoneInfo("UTC"))
+    e.add_zone("cam1", "z1", zone_type, SPOT, class_code)
     return e
 
 
@@ -113,10 +120,11 @@ def test_clears_after_absence_and_not_before():
 
 
 def test_no_alert_while_the_schedule_is_off():
-    assert run(engine(schedule=lambda ts: False), 1000, lambda t: [see(STALL)]) == []
-    from_100 = engine(schedule=lambda ts: ts >= 100_000)
-    assert [a[:2] for a in run(from_100, 1000, lambda t: [see(STALL)])] == [
-        (400, AlertState.FIRING)
+    # The runs cover 00:00:00-00:16:40 UTC: an evening schedule is never in force.
+    assert run(engine(schedule=["18:00-22:00"]), 1000, lambda t: [see(STALL)]) == []
+    from_minute_1 = engine(schedule=["00:01-12:00"])  # in force from t=60 s: dwell from there
+    assert [a[:2] for a in run(from_minute_1, 1000, lambda t: [see(STALL)])] == [
+        (360, AlertState.FIRING)
     ]
 
 
@@ -170,7 +178,7 @@ def test_stall_rule_ignores_rubbish_and_dumping_ignores_stalls():
 
 
 def test_two_cameras_on_one_zone_alert_at_one_place_and_merge_into_one_case():
-    e = VideoRuleEngine()
+    e = VideoRuleEngine(RuleSettings())
     e.add_zone("cam1", "gate", "no_vending", SPOT, "09006")
     e.add_zone("cam2", "east-corner", "no_vending", SPOT, "09006")
     alerts = []
@@ -219,7 +227,7 @@ def test_params_are_strict():
     with pytest.raises(pydantic.ValidationError):
         VideoRuleParams(stall_dwell=300)
     with pytest.raises(ValueError, match="unknown zone type"):
-        VideoRuleEngine().add_zone("cam1", "z1", "parking", SPOT, "09006")
+        VideoRuleEngine(RuleSettings()).add_zone("cam1", "z1", "parking", SPOT, "09006")
 
 
 def test_an_outage_longer_than_clear_after_neither_clears_nor_counts_as_dwell():
