@@ -141,6 +141,8 @@ def test_the_shipped_deployment_config_loads(monkeypatch):
     assert config.history.influxdb.token.get_secret_value() == DEPLOY_SECRETS["CITYGW_INFLUX_TOKEN"]
     assert (config.mqtt.username, config.mqtt.secret()) == ("citygw", "deploy-mqtt-password")
     assert config.api.token() == DEPLOY_SECRETS["CITYGW_API_TOKEN"]
+    assert [rule.name for rule in config.alerting.inhibit_rules] == ["flood_gathers_gauges"]
+    assert config.rules.water_level.rise_cm == 10 and config.rules.bin.repeat_count == 3
 
 
 def test_the_shipped_deployment_config_refuses_to_load_without_its_secrets(monkeypatch):
@@ -152,7 +154,7 @@ def test_the_shipped_deployment_config_refuses_to_load_without_its_secrets(monke
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value) == (
-        f"{path}:9: mqtt.password_env: environment variable CITYGW_MQTT_PASSWORD is not set"
+        f"{path}:10: mqtt.password_env: environment variable CITYGW_MQTT_PASSWORD is not set"
         " or empty"
     )
 
