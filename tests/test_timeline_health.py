@@ -5,7 +5,7 @@ firing, stamped with that instant."""
 
 from __future__ import annotations
 
-from timeline import Timeline, alert, at, command, device, reading, tick
+from timeline import Timeline, alert, at, command, device, reading, restart, tick
 
 OFFLINE = "WL-1/health/offline"
 SUSPECT = "WL-1/health/suspect"
@@ -121,4 +121,21 @@ def test_a_gauge_still_suspect_after_the_confirmation_gets_its_case_and_stays_mu
             commands=[command("#1/1", "open", "normal", SUSPECT)],
         ),
         at("10:15", reading("WL-1", level_cm=200)),
+    )
+
+
+def test_a_held_offline_survives_a_restart_and_is_filed_when_its_confirmation_ends(tmp_path):
+    """The restart restarts the silence clocks, but a device already offline stays
+    offline, and its hold keeps its due time."""
+    Timeline(tmp_path, [device("WL-1")]).play(
+        at("10:00", reading("WL-1", level_cm=10)),
+        at("10:30", tick(), alerts=[alert(OFFLINE, "firing", held_by="confirm")]),
+        at("10:35", restart()),
+        at("10:39:59.999", tick()),
+        at(
+            "10:40",
+            tick(),
+            alerts=[alert(OFFLINE, "firing", "#1")],
+            commands=[command("#1/1", "open", "normal", OFFLINE)],
+        ),
     )

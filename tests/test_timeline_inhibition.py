@@ -5,7 +5,18 @@ of a flooded grid into the parent's case."""
 
 from __future__ import annotations
 
-from timeline import GRID_A, Timeline, alert, at, command, device, incident, reading
+from timeline import (
+    GRID_A,
+    Timeline,
+    alert,
+    at,
+    command,
+    device,
+    incident,
+    reading,
+    silence,
+    tick,
+)
 
 from case_bridge.settings import CaseSettings
 
@@ -70,36 +81,39 @@ FLOOD = f"area/grid_flood/{GRID_A}"
 LOCAL_CLASSES = CaseSettings().local_classes  # the area's own class is added to these
 
 
+AREA_FLOOD = {
+    "rules": FAST,
+    "cases": {"local_classes": {**LOCAL_CLASSES, "99102": "片区内涝"}},
+    "alerting": {
+        "area_conditions": [
+            {
+                "name": "grid_flood",
+                "match": {"rule": "water_level"},
+                "group_by": ["grid"],
+                "min_count": 2,
+                "class_code": "99102",
+                "priority": "critical",
+            }
+        ],
+        "inhibit_rules": [
+            {
+                "name": "flood_absorbs_gauges",
+                "source_match": {"rule": "grid_flood"},
+                "target_match": {"rule": "water_level"},
+                "equal": ["grid"],
+                "action": "absorb",
+            }
+        ],
+    },
+}
+
+
 def test_an_area_flood_absorbs_the_gauges_of_its_grid_into_one_case(tmp_path):
     """Two gauges of grid A firing make the grid_flood parent (critical, 99102); the gauge
     that filled the group joins the parent's case instead of filing its own. WL-1, filed
     before there was a flood, keeps its case; WL-3 in grid B is its own. One gauge
     clearing ends the flood (parent cleared into its case)."""
-    config = {
-        "rules": FAST,
-        "cases": {"local_classes": {**LOCAL_CLASSES, "99102": "片区内涝"}},
-        "alerting": {
-            "area_conditions": [
-                {
-                    "name": "grid_flood",
-                    "match": {"rule": "water_level"},
-                    "group_by": ["grid"],
-                    "min_count": 2,
-                    "class_code": "99102",
-                    "priority": "critical",
-                }
-            ],
-            "inhibit_rules": [
-                {
-                    "name": "flood_absorbs_gauges",
-                    "source_match": {"rule": "grid_flood"},
-                    "target_match": {"rule": "water_level"},
-                    "equal": ["grid"],
-                    "action": "absorb",
-                }
-            ],
-        },
-    }
+    config = AREA_FLOOD
     devices = [device("WL-1"), device("WL-2"), device("WL-3")]
     Timeline(tmp_path, devices, config).play(
         at(
@@ -146,6 +160,40 @@ def test_an_area_flood_absorbs_the_gauges_of_its_grid_into_one_case(tmp_path):
                 incident("#1", "open", "urgent", "99101", WATER),
                 incident("#2", "open", "urgent", "99101", WATER3),
                 incident("#3", "open", "critical", "99102", FLOOD, WATER2),
+            ],
+        ),
+    )
+
+
+def test_a_silenced_flood_holds_the_gauges_it_would_absorb_and_gathers_them_at_its_end(
+    tmp_path,
+):
+    """The area's class is silenced (a drill): the parent is held, and so is the gauge it
+    would absorb (held by the absorb rule while its source is held). At the silence's end
+    the parent is filed and the gauge joins its case."""
+    absorbing = "inhibited:flood_absorbs_gauges"
+    Timeline(tmp_path, [device("WL-1"), device("WL-2")], AREA_FLOOD).play(
+        at("09:00", silence(**{"class": "99102"}, until="11:00")),
+        at("10:00", reading("WL-1", level_cm=35), reading("WL-2", level_cm=35)),
+        at(
+            "10:01",
+            reading("WL-1", level_cm=36),
+            reading("WL-2", level_cm=36),
+            alerts=[
+                alert(WATER, "firing", "#1"),
+                alert(FLOOD, "firing", held_by="silence:1"),
+                alert(WATER2, "firing", held_by=absorbing),
+            ],
+            commands=[command("#1/1", "open", "urgent", WATER)],
+        ),
+        at("10:45", reading("WL-1", level_cm=36), reading("WL-2", level_cm=36)),
+        at(
+            "11:00",
+            tick(),
+            alerts=[alert(FLOOD, "firing", "#2"), alert(WATER2, "firing", "#2")],
+            commands=[
+                command("#2/1", "open", "critical", FLOOD),
+                command("#2/2", "attach", "critical", WATER2),
             ],
         ),
     )

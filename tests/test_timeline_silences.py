@@ -251,3 +251,50 @@ def test_a_silence_made_after_the_case_was_filed_does_not_gate_that_case(tmp_pat
             commands=[command("#1/3", "attach", "critical", WATER, "cleared")],
         ),
     )
+
+
+def test_a_silence_that_ended_while_the_gateway_was_down_releases_at_its_end(tmp_path):
+    """Down from 10:30 to 11:30 over the silence's end: the first tick after the start
+    files the case as of 11:00, the end, not of the restart."""
+    Timeline(tmp_path, [device("MH-1")]).play(
+        at("09:00", silence(device="MH-1", until="11:00")),
+        at(
+            "10:00",
+            reading("MH-1", tilt_deg=0, lid_open=True),
+            alerts=[alert(COVER, "firing", held_by=HELD)],
+        ),
+        at("11:30", restart()),
+        at(
+            "11:30:01",
+            tick(),
+            alerts=[alert(COVER, "firing", "#1", at="11:00")],
+            commands=[command("#1/1", "open", "critical", COVER, at="11:00")],
+        ),
+    )
+
+
+def test_removing_the_holding_silence_leaves_the_alert_to_another_that_still_covers_it(
+    tmp_path,
+):
+    """Two silences cover MH-1; the later-ending one holds. Removed, the other holds on
+    (no new row: the alert is the same), and the case is filed at the other's end."""
+    Timeline(tmp_path, [device("MH-1")]).play(
+        at(
+            "09:00",
+            silence(device="MH-1", until="12:00"),
+            silence(kind="manhole_cover", until="11:00", id=2),
+        ),
+        at(
+            "10:00",
+            reading("MH-1", tilt_deg=0, lid_open=True),
+            alerts=[alert(COVER, "firing", held_by=HELD)],
+        ),
+        at("10:30", unsilence(1)),
+        at("10:59:59.999", tick()),
+        at(
+            "11:00",
+            tick(),
+            alerts=[alert(COVER, "firing", "#1")],
+            commands=[command("#1/1", "open", "critical", COVER)],
+        ),
+    )
