@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from devices.status import DeviceStatus
-from domain import Reading
+from domain import Category, Location, Observation, Reading
 from gateway import silences
 from gateway.backtest import BacktestRequest, backtest_from_config
 from gateway.config import load_config
@@ -203,6 +203,65 @@ class _Reading(Action):
 def reading(device_id: str, at: str | None = None, seq: int | None = None, **values) -> _Reading:
     """A decoded reading; its event time is the step's unless ``at`` says otherwise."""
     return _Reading(device_id, values, at, seq)
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A camera zone the harness watches with the gateway's video rule engine, as the
+    service registers the zones of its configured cameras (without a video stream)."""
+
+    camera_id: str
+    zone_id: str
+    zone_type: str  # no_dumping (rule "dumping", class 06010) or no_vending ("stall", 09006)
+    near: str  # a device of the town: the zone lies at its place and in its grid
+
+    @property
+    def class_code(self) -> str:
+        return "06010" if self.zone_type == "no_dumping" else "09006"
+
+    def location(self) -> Location:
+        spot = DEVICES[self.near]
+        return Location(float(spot["lat"]), float(spot["lon"]), "", spot["grid_code"])
+
+
+@dataclass(frozen=True)
+class _Frame(Action):
+    camera_id: str
+    objects: dict[str, str]  # zone → label standing still there
+
+    def describe(self) -> str:
+        seen = " ".join(f"{z}:{label}" for z, label in self.objects.items()) or "empty"
+        return f"frame {self.camera_id} {seen}"
+
+    def apply(self, timeline: Timeline, now_ms: int) -> None:
+        box = (100.0, 100.0, 140.0, 160.0)
+        observations = [
+            Observation(
+                self.camera_id,
+                zone,
+                label,
+                _CATEGORIES[label],
+                track,
+                box,
+                0.9,
+                now_ms,
+                stationary_ms=3_600_000,
+                frame_size=(640, 480),
+            )
+            for track, (zone, label) in enumerate(self.objects.items())
+        ]
+        gw = timeline.gateway
+        if alerts := gw.video_engine.process(self.camera_id, now_ms, observations):
+            gw.pipeline.apply_alerts(alerts, now_ms)
+
+
+_CATEGORIES = {"rubbish": Category.RUBBISH, "stall": Category.STALL_PART}
+
+
+def frame(camera_id: str, **objects: str) -> _Frame:
+    """One analysed frame of a camera: ``zone="rubbish"`` (or ``"stall"``) puts a still
+    object of that label in the zone; zones not named are empty."""
+    return _Frame(camera_id, objects)
 
 
 @dataclass(frozen=True)
@@ -604,6 +663,7 @@ class Timeline:
     tmp_path: Path
     devices: Sequence[dict[str, str]]
     config: Mapping[str, Any] = field(default_factory=dict)
+    zones: Sequence[Zone] = ()
 
     def __post_init__(self) -> None:
         registry = self.tmp_path / "devices.csv"
@@ -618,6 +678,7 @@ class Timeline:
         self.config_path.write_text(yaml.safe_dump(_merged(base, self.config), allow_unicode=True))
         self.gateway = Gateway(load_config(self.config_path))
         self.conn = self.gateway.conn
+        self._add_zones()
         self.kinds = {d["device_id"]: d["kind"] for d in self.devices}
         self._cursor = _Cursor()
         self._labels: dict[str, str] = {}  # incident id → "#n"
@@ -644,11 +705,18 @@ class Timeline:
         self.gateway.conn.close()
         self.gateway = Gateway(load_config(self.config_path))
         self.conn = self.gateway.conn
+        self._add_zones()
         self.gateway.health.start(now_ms)
         # The gateway loads the silences in force at the wall clock's now; this one starts
         # at the timeline's now.
         for silence in silences.overlapping(self.conn, now_ms):
             self.gateway.flow.put_silence(silence)
+
+    def _add_zones(self) -> None:
+        for z in self.zones:
+            self.gateway.video_engine.add_zone(
+                z.camera_id, z.zone_id, z.zone_type, z.location(), z.class_code
+            )
 
     def incident_id(self, label: str) -> str:
         for incident_id, known in self._labels.items():
