@@ -20,6 +20,7 @@ from timeline import (
     device,
     reading,
     silence,
+    tick,
 )
 
 BIN = "BIN-1/bin_overflow"
@@ -137,6 +138,58 @@ def test_switching_on_the_rise_warning_files_before_the_level_does(tmp_path):
                     f"added WL-1/water_rise class 99101 grid {GRID_A} 10:04–open",
                     f"removed WL-1/water_level class 99101 grid {GRID_A} 10:11–open",
                     "detect 0 matched, 0 earlier, 0 later, median None s",
+                ],
+            ),
+        ),
+    )
+
+
+OFFLINE = "WL-1/health/offline"
+OFFLINE2 = "WL-2/health/offline"
+
+
+def test_a_shorter_confirmation_files_the_short_outage_and_the_long_one_earlier(tmp_path):
+    """Both gauges fall silent after 10:00 and are offline at the 10:30 tick (held for
+    confirmation). WL-2 is back at 10:35: live, no case; WL-1 is filed at 10:40 and back at
+    10:45. With confirm_s 120 both are due at 10:32: WL-2's case is added (10:32–10:35),
+    WL-1's opens 480 s earlier."""
+    Timeline(tmp_path, [device("WL-1"), device("WL-2")]).play(
+        at("10:00", reading("WL-1", level_cm=10), reading("WL-2", level_cm=10)),
+        at(
+            "10:30",
+            tick(),
+            alerts=[
+                alert(OFFLINE, "firing", held_by="confirm"),
+                alert(OFFLINE2, "firing", held_by="confirm"),
+            ],
+        ),
+        at(
+            "10:35",
+            reading("WL-2", level_cm=10),
+            alerts=[alert(OFFLINE2, "cleared", held_by="confirm")],
+        ),
+        at(
+            "10:40",
+            tick(),
+            alerts=[alert(OFFLINE, "firing", "#1")],
+            commands=[command("#1/1", "open", "normal", OFFLINE)],
+        ),
+        at(
+            "10:45",
+            reading("WL-1", level_cm=10),
+            alerts=[alert(OFFLINE, "cleared", "#1")],
+            commands=[command("#1/2", "attach", "normal", OFFLINE, "cleared")],
+        ),
+        at(
+            "12:00",
+            backtest(
+                "09:00",
+                "12:00",
+                {"kinds.health.confirm_s": 120},
+                report=[
+                    "cases current 1 {99301: 1}, proposed 2 {99301: 2}",
+                    f"added WL-2/health/offline class 99301 grid {GRID_A} 10:32–10:35",
+                    "detect 1 matched, 1 earlier, 0 later, median -480.0 s",
                 ],
             ),
         ),

@@ -298,3 +298,20 @@ def test_removing_the_holding_silence_leaves_the_alert_to_another_that_still_cov
             commands=[command("#1/1", "open", "critical", COVER)],
         ),
     )
+
+
+def test_an_escalation_out_of_a_priority_silence_is_filed_at_once(tmp_path):
+    """Urgent water warnings are silenced, critical alarms are not: held at warning, the
+    gauge's escalation no longer matches, so the case is filed at the escalation."""
+    Timeline(tmp_path, [device("WL-1")]).play(
+        at("09:00", silence(kind="water_level", priority="urgent", until="12:00")),
+        at("10:00", reading("WL-1", level_cm=35)),
+        at("10:01", reading("WL-1", level_cm=36), alerts=[alert(WATER, "firing", held_by=HELD)]),
+        at("10:01:30", reading("WL-1", level_cm=55)),
+        at(
+            "10:01:40",
+            reading("WL-1", level_cm=55),
+            alerts=[alert(WATER, "escalated", "#1")],
+            commands=[command("#1/1", "open", "critical", WATER, "escalated")],
+        ),
+    )
