@@ -10,10 +10,12 @@ from timeline import (
     Timeline,
     alert,
     at,
+    case_closed,
     command,
     device,
     incident,
     reading,
+    restart,
     silence,
     tick,
 )
@@ -194,6 +196,51 @@ def test_a_silenced_flood_holds_the_gauges_it_would_absorb_and_gathers_them_at_i
             commands=[
                 command("#2/1", "open", "critical", FLOOD),
                 command("#2/2", "attach", "critical", WATER2),
+            ],
+        ),
+    )
+
+
+def test_area_membership_survives_a_restart_and_a_closed_flood_case_re_arms_it(tmp_path):
+    """WL-1 fires before a restart, WL-2 after: still two in grid A, so the flood forms.
+    Its case closed on the platform, the flood and WL-2 are re-armed: WL-2, still high,
+    fires again after its hold and forms a new flood with WL-1, which never stopped."""
+    Timeline(tmp_path, [device("WL-1"), device("WL-2")], AREA_FLOOD).play(
+        at("10:00", reading("WL-1", level_cm=35), reading("WL-2", level_cm=10)),
+        at(
+            "10:01",
+            reading("WL-1", level_cm=36),
+            alerts=[alert(WATER, "firing", "#1")],
+            commands=[command("#1/1", "open", "urgent", WATER)],
+        ),
+        at("10:01:30", restart()),
+        at("10:02", reading("WL-2", level_cm=35)),
+        at(
+            "10:03",
+            reading("WL-2", level_cm=36),
+            alerts=[alert(FLOOD, "firing", "#2"), alert(WATER2, "firing", "#2")],
+            commands=[
+                command("#2/1", "open", "critical", FLOOD),
+                command("#2/2", "attach", "critical", WATER2),
+            ],
+        ),
+        at(
+            "10:10",
+            case_closed("#2"),
+            incidents=[
+                incident("#1", "open", "urgent", "99101", WATER),
+                incident("#2", "closed", "critical", "99102", FLOOD, WATER2),
+            ],
+        ),
+        at("10:11", reading("WL-1", level_cm=36), reading("WL-2", level_cm=36)),
+        at(
+            "10:12",
+            reading("WL-1", level_cm=36),
+            reading("WL-2", level_cm=36),
+            alerts=[alert(FLOOD, "firing", "#3"), alert(WATER2, "firing", "#3")],
+            commands=[
+                command("#3/1", "open", "critical", FLOOD),
+                command("#3/2", "attach", "critical", WATER2),
             ],
         ),
     )
