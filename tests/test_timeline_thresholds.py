@@ -6,6 +6,7 @@ confirmation time for what health holds."""
 
 from __future__ import annotations
 
+import pytest
 from timeline import (
     Timeline,
     alert,
@@ -225,5 +226,31 @@ def test_a_shorter_confirmation_releases_a_held_offline_stamped_at_its_new_end(t
             tick(),
             alerts=[alert(OFFLINE, "firing", "#1", at="10:31")],
             commands=[command("#1/1", "open", "normal", OFFLINE, at="10:31")],
+        ),
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="reported bug: after a lower repeat_count the repeat rule fires at the next reading"
+    " whatever its value (here 20 %), filing a full-bin case for a compacted bin",
+)
+def test_a_lower_repeat_count_fires_at_the_next_pass_not_on_an_empty_bin(tmp_path):
+    """Two passes counted (10:00, 10:30) toward three; the count lowered to two at 10:40.
+    The passes already counted count (rules/engine.py), but the case is for a bin that
+    is full: it fires at the next pass (10:50), not at a reading of a compacted bin."""
+    config = {"rules": {"bin": {"repeat_count": 3, "repeat_window_s": 3600}}}
+    Timeline(tmp_path, [device("BIN-1")], config).play(
+        at("10:00", reading("BIN-1", fill_pct=95)),
+        at("10:05", reading("BIN-1", fill_pct=20)),
+        at("10:30", reading("BIN-1", fill_pct=95)),
+        at("10:35", reading("BIN-1", fill_pct=20)),
+        at("10:40", set_thresholds({"bin.repeat_count": 2}, version=2)),
+        at("10:45", reading("BIN-1", fill_pct=20)),
+        at(
+            "10:50",
+            reading("BIN-1", fill_pct=95),
+            alerts=[alert(REPEAT, "firing", "#1")],
+            commands=[command("#1/1", "open", "urgent", REPEAT)],
         ),
     )

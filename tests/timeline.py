@@ -53,7 +53,7 @@ WEEK_START = datetime(2024, 6, 3, tzinfo=TZ)  # a Monday
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _TIME = re.compile(
     r"^(?:(?P<day>mon|tue|wed|thu|fri|sat|sun) )?"
-    r"(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2})(?:\.(?P<ms>\d{3}))?)?$"
+    r"(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)(?::(?P<s>[0-5]\d)(?:\.(?P<ms>\d{3}))?)?$"
 )
 
 
@@ -604,9 +604,9 @@ class Step:
     incidents: tuple[ExpectedIncident, ...] | None
 
     def expected_lines(self) -> list[str]:
+        """What the step must write, as the harness prints it (the header aside)."""
         now = ms(self.when)
-        lines = _header(self.when, self.actions)
-        lines += [line for action in self.actions for line in action.expected()]
+        lines = [line for action in self.actions for line in action.expected()]
         lines += [a.line(now) for a in self.alerts]
         lines += [c.line(now) for c in self.commands]
         lines += [f"    refused  {r}" for r in self.refused]
@@ -732,22 +732,23 @@ class Timeline:
         times = [ms(s.when) for s in steps]
         if times != sorted(times):
             raise ValueError("timeline steps must be in time order")
-        expected: list[str] = []
-        actual: list[str] = []
+        played: list[tuple[list[str], list[str], list[str]]] = []  # header, expected, actual
         for step, now in zip(steps, times, strict=True):
             if not self._started:
                 self.gateway.health.start(now)  # as the service does when it starts
                 self._started = True
-            expected += step.expected_lines()
+            raised = None
             try:
-                results = self._run_actions(step.actions, now)
+                actual = self._observed(step, now, self._run_actions(step.actions, now))
             except Exception as exc:
-                actual += _header(step.when, step.actions)
-                actual.append(f"    raised   {type(exc).__name__}: {exc}")
+                raised = exc
+                actual = [f"    raised   {type(exc).__name__}: {exc}"]
+            played.append((_header(step.when, step.actions), step.expected_lines(), actual))
+            if raised is not None:
                 break
-            actual += self._observed(step, now, results)
-        if actual != expected:
-            raise AssertionError(_difference(expected, actual))
+        unplayed = [(_header(s.when, s.actions), s.expected_lines()) for s in steps[len(played) :]]
+        if unplayed or any(expected != actual for _, expected, actual in played):
+            raise AssertionError(_difference(played, unplayed))
 
     def _run_actions(self, actions: Sequence[Action], now: int) -> list[str]:
         """Run the actions (adjacent readings as one batch); their own result lines."""
@@ -766,7 +767,7 @@ class Timeline:
         return results
 
     def _observed(self, step: Step, now: int, results: list[str]) -> list[str]:
-        lines = _header(step.when, step.actions) + results
+        lines = list(results)
         for key, state, ts, incident_id, held_by in self._new_alerts():
             lines.append(_alert_line(key, state, ts, self._label(incident_id), held_by, now))
         for body in self._new_commands():
@@ -828,8 +829,24 @@ class Timeline:
         return self._labels[incident_id]
 
 
-def _difference(expected: list[str], actual: list[str]) -> str:
-    context = len(expected) + len(actual)  # the whole timeline, not only the hunks
-    diff = difflib.unified_diff(expected, actual, n=context, lineterm="")
-    shown = [line for line in diff if not line.startswith(("---", "+++", "@@"))]
-    return "the timeline differs (- expected, + actual):\n" + "\n".join(shown)
+def _difference(
+    played: list[tuple[list[str], list[str], list[str]]],
+    unplayed: list[tuple[list[str], list[str]]],
+) -> str:
+    """The whole timeline, step by step: each step's header, then its outputs marked
+    ``-`` (expected, not written) and ``+`` (written, not expected); steps after one that
+    raised are shown as not played."""
+    lines = ["the timeline differs (- expected, + actual):"]
+    for header, expected, actual in played:
+        lines += [f" {line}" for line in header]
+        matcher = difflib.SequenceMatcher(a=expected, b=actual, autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            if tag == "equal":
+                lines += [f" {line}" for line in expected[i1:i2]]
+                continue
+            lines += [f"-{line}" for line in expected[i1:i2]]
+            lines += [f"+{line}" for line in actual[j1:j2]]
+    for header, expected in unplayed:
+        lines += [f"-{line}  (not played)" for line in header[:1]] + [f"-{h}" for h in header[1:]]
+        lines += [f"-{line}" for line in expected]
+    return "\n".join(lines)
