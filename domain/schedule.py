@@ -53,6 +53,8 @@ class Schedule(BaseModel):
                     data = json.loads(text)
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"schedule is not valid JSON: {exc.msg}") from None
+                except RecursionError:
+                    raise ValueError("schedule is not valid JSON: nested too deep") from None
             else:
                 data = [w.strip() for w in text.split(",") if w.strip()]
         if isinstance(data, list):

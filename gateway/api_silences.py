@@ -25,7 +25,8 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from gateway.silences import SilenceStore, TooManySilences, UnknownSilence
 from rules.silences import Extension, NewSilence, SilenceError, Status
 
-SilenceId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger one cannot even be looked up
+SilenceId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def wall_ms() -> int:
@@ -43,7 +44,7 @@ def silences_router(silences: SilenceStore, now_ms: Callable[[], int] = wall_ms)
     ) -> dict[str, Any]:
         before = None
         if cursor is not None:
-            if not (cursor.isascii() and cursor.isdigit()):
+            if not (cursor.isascii() and cursor.isdigit()) or int(cursor) > MAX_ID:
                 raise HTTPException(400, "cursor: not one this API handed out")
             before = int(cursor)
         now = now_ms()

@@ -6,18 +6,31 @@ override columns, so a typo in either is reported the same way.
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from domain import Schedule
 
 CLASS_CODE = r"^\d{5}$"
 DAY_S = 86_400.0
+MAX_FIELDS = 32  # fields a health check names per kind (stuck, change per minute, slack)
+
+# A name (a reading field, a detector label) is short. Per-field health params are bounded
+# in count, their values positive: a zero or negative stuck time would make every repeated
+# value "stuck", and the device's rules would get no readings.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+PerField = Annotated[dict[Name, Annotated[float, Field(gt=0, le=1e6)]],
+                     Field(max_length=MAX_FIELDS)]  # fmt: skip
+SlackPerField = Annotated[dict[Name, Annotated[float, Field(ge=0, le=1e6)]],
+                          Field(max_length=MAX_FIELDS)]  # fmt: skip
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No NaN or ±Infinity anywhere ("inf" arrives as a string from the CLI and the API, .inf
+    # from YAML): NaN fails every comparison and Infinity passes every ``gt``, so either
+    # would silently switch a check off, and neither survives the JSON of a version.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ManholeCoverParams(_Params):
@@ -94,16 +107,16 @@ class KindHealthParams(_Params):
 
     # How often the device reports when all is well; silence for heartbeat × offline_factor
     # is offline. A registry column ``heartbeat_s`` overrides it per device.
-    heartbeat_s: float = Field(gt=0)
-    offline_factor: float = Field(3.0, ge=1)
+    heartbeat_s: float = Field(gt=0, le=30 * DAY_S)
+    offline_factor: float = Field(3.0, ge=1, le=1000)
     battery_low_pct: float = Field(20.0, ge=0, le=100)
     battery_clear_pct: float = Field(30.0, ge=0, le=100)
     # field → seconds: the exact same value this long on a field that always jitters is a
     # frozen sensor.
-    stuck_after_s: dict[str, float] = {}
+    stuck_after_s: PerField = {}
     # field → largest physically possible change per minute, and a slack for noise.
-    max_change_per_min: dict[str, float] = {}
-    change_slack: dict[str, float] = {}
+    max_change_per_min: PerField = {}
+    change_slack: SlackPerField = {}
 
     @model_validator(mode="after")
     def _battery_hysteresis(self) -> Self:
@@ -125,12 +138,12 @@ class HealthConfig(_Params):
     )
     # A device whose Last Will said "offline" is offline this long after it, unless it
     # reports again (a sleeping NB-IoT device reconnects within its heartbeat).
-    lwt_grace_s: float = Field(300.0, ge=0)
+    lwt_grace_s: float = Field(300.0, ge=0, le=DAY_S)
     # A suspect device is believed again after this many plausible readings in a row.
-    plausible_to_clear: int = Field(3, ge=1)
+    plausible_to_clear: int = Field(3, ge=1, le=10_000)
     # Implausible readings in a row before a maintenance case: one glitch is only muted.
-    implausible_to_report: int = Field(3, ge=1)
-    check_every_s: float = Field(10.0, gt=0)  # how often silence is looked for
+    implausible_to_report: int = Field(3, ge=1, le=10_000)
+    check_every_s: float = Field(10.0, gt=0, le=3600)  # how often silence is looked for
     # An offline or suspect spell that ends within this files no case (the alert flow holds
     # the firing alert this long; a 30-second glitch is stored but is not a repair job).
     confirm_s: float = Field(600.0, ge=0, le=DAY_S)
@@ -157,8 +170,8 @@ class VideoRuleParams(_Params):
     # A dumping candidate covered more than this by a person/vehicle box is that object.
     max_covered: float = Field(0.5, gt=0, le=1)
     # Labels that count alone; other labels of the category are proxies.
-    stall_labels: list[str] = Field(["stall"], max_length=64)
-    rubbish_labels: list[str] = Field(["rubbish"], max_length=64)
+    stall_labels: list[Name] = Field(["stall"], max_length=64)
+    rubbish_labels: list[Name] = Field(["rubbish"], max_length=64)
     # When the zone's rule is in force (frames outside count as absent). A zone's schedule
     # in the camera config is its per-zone value in the settings.
     schedule: Schedule = Schedule()
