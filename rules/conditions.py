@@ -3,8 +3,9 @@
 **Repeat** (``bin_repeat``): a bin that passes its fire level ``count`` times within
 ``window_ms``, compacted in between, is full even though it never stayed full for the
 dwell. A pass is a rising edge: a reading at or above ``level`` after one below it (the
-first reading seen counts as an edge when it is above). The rule fires at the reading
-where ``count`` edges lie within the window ending at it; then the edges are forgotten.
+first reading seen counts as an edge when it is above). The rule fires at the pass that
+brings ``count`` edges within the window ending at it (never at a reading below the
+level, even when an operator lowered ``count``); then the edges are forgotten.
 It clears like the level rule of its kind: below ``clear_below`` for ``clear_hold_ms``.
 State: ``above`` (the last in-force reading's side), ``edges`` (at most ``count``
 timestamps), ``firing``, ``clear_since``.
@@ -81,11 +82,12 @@ class RepeatRule:
             return False
         ts = reading.ts
         above = value >= self.level
-        changed = False
+        changed = passed = False
         if state["above"] != above and (in_force or state["firing"]):
             state["above"] = above
             changed = True
             if above and in_force and not state["firing"]:
+                passed = True
                 edges = state["edges"]
                 edges.append(ts)
                 del edges[: -self.count]
@@ -102,7 +104,9 @@ class RepeatRule:
         while edges and edges[0] < oldest:
             del edges[0]
             changed = True
-        if len(edges) >= self.count:
+        # Only a pass fires: a count lowered by an operator does not file a full-bin case
+        # on the reading of a bin just compacted.
+        if passed and len(edges) >= self.count:
             state.update(firing=True, edges=[], clear_since=None)
             window_s = self.window_ms / 1000
             detail = f"{self.count} times {self.metric} ≥ {self.level:g} within {window_s:g} s"

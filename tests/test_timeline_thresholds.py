@@ -6,7 +6,6 @@ confirmation time for what health holds."""
 
 from __future__ import annotations
 
-import pytest
 from timeline import (
     Timeline,
     alert,
@@ -230,11 +229,6 @@ def test_a_shorter_confirmation_releases_a_held_offline_stamped_at_its_new_end(t
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported bug: after a lower repeat_count the repeat rule fires at the next reading"
-    " whatever its value (here 20 %), filing a full-bin case for a compacted bin",
-)
 def test_a_lower_repeat_count_fires_at_the_next_pass_not_on_an_empty_bin(tmp_path):
     """Two passes counted (10:00, 10:30) toward three; the count lowered to two at 10:40.
     The passes already counted count (rules/engine.py), but the case is for a bin that
