@@ -10,6 +10,7 @@ kept; a window is at most 31 days, as in the CLI.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import uuid
@@ -115,7 +116,7 @@ def backtests_router(backtest: Backtest) -> APIRouter:
             raise HTTPException(400, "body: not JSON") from None
         request = _request(body)
         try:
-            request.check()
+            await asyncio.to_thread(backtest.validate, request)  # reads the store
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
         return {"id": jobs.start(request).id}

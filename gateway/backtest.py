@@ -71,9 +71,9 @@ class BacktestRequest:
 
     def check(self) -> None:
         if self.until_ms <= self.since_ms:
-            raise BacktestError("until: must be after since")
+            raise BacktestError("until_ms: must be after since_ms")
         if self.until_ms - self.since_ms > MAX_WINDOW_MS:
-            raise BacktestError(f"until: a window is at most {MAX_WINDOW_MS // 86_400_000} days")
+            raise BacktestError(f"until_ms: a window is at most {MAX_WINDOW_MS // 86_400_000} days")
         if not 0 <= self.warm_up_ms <= MAX_WARM_UP_MS:
             raise BacktestError(f"warm_up_s: 0 to {MAX_WARM_UP_MS // 1000} s")
         if len(self.devices) > MAX_DEVICES or len(self.grids) > MAX_DEVICES:
@@ -140,6 +140,14 @@ class Backtest:
             (out_dir / "summary.txt").write_text(summary_text(report) + "\n", encoding="utf-8")
         return report
 
+    def validate(self, request: BacktestRequest) -> None:
+        """Refuse a request that cannot run (BacktestError naming the field) before any
+        replay starts: the window, the selection, the changes against the current version."""
+        request.check()
+        self._select(request)
+        with contextlib.closing(open_read_only(self.store_path)) as conn:
+            self._proposed(_current_settings(conn, self.config_settings), request.changes)
+
     def _select(self, request: BacktestRequest) -> dict[str, DeviceInfo]:
         unknown = [d for d in request.devices if d not in self.registry]
         if unknown:
@@ -157,7 +165,7 @@ class Backtest:
         try:
             return apply_changes(current, dict(changes), kinds, current.zones.keys())
         except ValueError as exc:
-            raise BacktestError(f"set: {exc}") from None
+            raise BacktestError(f"changes: {exc}") from None
 
     def _replay(
         self,
@@ -197,15 +205,19 @@ def compare(
 ) -> dict[str, Any]:
     """The two runs' cases side by side (plain JSON)."""
     matched, removed = [], []
-    unmatched = list(proposed.cases)
+    by_key: dict[str, list[Case]] = {}
+    for case in proposed.cases:
+        by_key.setdefault(case.alert_key, []).append(case)
     for case in current.cases:
-        twin = next((p for p in unmatched if _same_problem(case, p, request.until_ms)), None)
+        candidates = by_key.get(case.alert_key, [])
+        twin = next((p for p in candidates if _overlap(case, p, request.until_ms)), None)
         if twin is None:
             removed.append(case)
         else:
-            unmatched.remove(twin)
+            candidates.remove(twin)
             matched.append((case, twin))
-    added = unmatched
+    paired = {id(p) for _, p in matched}
+    added = [p for p in proposed.cases if id(p) not in paired]
     deltas = [(p.opened_ms - c.opened_ms) / 1000 for c, p in matched]
     return {
         "window": {
@@ -231,9 +243,7 @@ def compare(
     }
 
 
-def _same_problem(a: Case, b: Case, until_ms: int) -> bool:
-    if a.alert_key != b.alert_key:
-        return False
+def _overlap(a: Case, b: Case, until_ms: int) -> bool:
     a_end = a.closed_ms if a.closed_ms is not None else until_ms
     b_end = b.closed_ms if b.closed_ms is not None else until_ms
     return a.opened_ms <= b_end and b.opened_ms <= a_end

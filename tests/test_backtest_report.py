@@ -163,6 +163,11 @@ def test_the_api_runs_a_backtest_in_the_background_and_gives_its_report(api):
 
 
 def test_the_api_answers_400_naming_the_field(api):
+    body = {"since_ms": START, "until_ms": START + 1, "changes": {"bin.fill_fire_pct": 50}}
+    answer = api.post("/api/v1/backtests", json=body)
+    assert answer.status_code == 400
+    assert answer.json()["detail"].startswith("changes: ")
+    assert "fill" in answer.json()["detail"]
     answer = api.post("/api/v1/backtests", json={"since_ms": -1, "until_ms": 5})
     assert (answer.status_code, answer.json()["detail"]) == (
         400, "since_ms: Input should be greater than or equal to 0",
@@ -170,7 +175,7 @@ def test_the_api_answers_400_naming_the_field(api):
     answer = api.post("/api/v1/backtests", json={"since_ms": 0, "until_ms": 40 * 86_400_000})
     assert (answer.status_code, answer.json()["detail"]) == (
         400,
-        "until: a window is at most 31 days",
+        "until_ms: a window is at most 31 days",
     )
 
 
