@@ -261,17 +261,36 @@ class Pipeline:
                  json.dumps(alert.to_dict(), ensure_ascii=False), h.held_by)
             )  # fmt: skip
             commands.extend(h.commands)
-        batch.states.extend(("replay", k, v) for k, v in self._guard.take_dirty().items())
-        batch.states.extend(("incident", k, v) for k, v in self._incidents.take_dirty().items())
-        for ns, states in self._rule_states.items():
-            batch.states.extend((ns, k, v) for k, v in states.take_dirty().items())
-        batch.states.extend(("gate", k, v) for k, v in self._flow.states.take_dirty().items())
+        self._take_states(batch)
         batch.also.extend(partial(outbox.enqueue, command=c, now_ms=now_ms) for c in commands)
         self._save(batch)
         self.counters["alerts"] += len(handled)
         self.counters["held_alerts"] += sum(h.held_by is not None for h in handled)
         self.counters["commands"] += len(commands)
         return commands
+
+    def write_states(self) -> None:
+        """Write every state changed since the last commit, inside the caller's transaction.
+
+        A new threshold version is stored with what ``reconfigure`` did to the engines'
+        state (gateway/threshold_versions.py calls ``apply`` inside the transaction that
+        inserts the version, and ``apply`` ends with this). Without it a crash before the
+        next batch brings the old state back under the new settings: a repeat condition
+        switched off (its edges forgotten) and on again counted the edges from before.
+        Refused while an earlier batch waits for its commit: its older states would later
+        overwrite these."""
+        if self._unsaved is not None:
+            raise StoreUnavailable("an earlier batch is not committed yet")
+        batch = store.Batch()
+        self._take_states(batch)
+        store.write_states(self._conn, batch.states)
+
+    def _take_states(self, batch: store.Batch) -> None:
+        batch.states.extend(("replay", k, v) for k, v in self._guard.take_dirty().items())
+        batch.states.extend(("incident", k, v) for k, v in self._incidents.take_dirty().items())
+        for ns, states in self._rule_states.items():
+            batch.states.extend((ns, k, v) for k, v in states.take_dirty().items())
+        batch.states.extend(("gate", k, v) for k, v in self._flow.states.take_dirty().items())
 
     def _save(self, batch: store.Batch) -> None:
         if self._unsaved is not None:

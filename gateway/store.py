@@ -200,10 +200,7 @@ def commit(conn: sqlite3.Connection, batch: Batch) -> None:
             " VALUES (?, ?, ?, ?, ?, ?)",
             [row if len(row) == 6 else (*row, None) for row in batch.alerts],
         )
-        upserts = [(ns, k, json.dumps(v)) for ns, k, v in batch.states if v is not None]
-        deletes = [(ns, k) for ns, k, v in batch.states if v is None]
-        conn.executemany("INSERT OR REPLACE INTO state (ns, key, value) VALUES (?, ?, ?)", upserts)
-        conn.executemany("DELETE FROM state WHERE ns = ? AND key = ?", deletes)
+        write_states(conn, batch.states)
         for write in batch.also:
             write(conn)
         conn.execute("COMMIT")
@@ -211,6 +208,15 @@ def commit(conn: sqlite3.Connection, batch: Batch) -> None:
         if conn.in_transaction:  # a failed BEGIN or COMMIT may have ended it already
             conn.execute("ROLLBACK")
         raise
+
+
+def write_states(conn: sqlite3.Connection, states: list[tuple[str, str, Any]]) -> None:
+    """Upsert ``(ns, key, value)`` states, deleting those whose value is None (inside the
+    caller's transaction)."""
+    upserts = [(ns, k, json.dumps(v)) for ns, k, v in states if v is not None]
+    deletes = [(ns, k) for ns, k, v in states if v is None]
+    conn.executemany("INSERT OR REPLACE INTO state (ns, key, value) VALUES (?, ?, ?)", upserts)
+    conn.executemany("DELETE FROM state WHERE ns = ? AND key = ?", deletes)
 
 
 def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
