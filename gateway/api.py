@@ -30,9 +30,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from case_bridge import outbox
 from gateway import listings
+from gateway.api_backtests import backtests_router
+from gateway.api_errors import install_validation_errors
 from gateway.api_guard import ApiGuard
 from gateway.api_silences import silences_router
 from gateway.api_thresholds import thresholds_router
+from gateway.backtest import backtest_from_config
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
@@ -171,8 +174,10 @@ def create_api(gw: Gateway) -> FastAPI:
     async def metrics() -> Response:
         return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    install_validation_errors(app)
     app.include_router(thresholds_router(gw.threshold_versions, gw.apply_settings))
     app.include_router(silences_router(gw.silences))
+    app.include_router(backtests_router(backtest_from_config(gw.config)))
     return app
 
 

@@ -44,7 +44,7 @@ MAX_VERSION = 2**62
 Path = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PATH_CHARS)]
 Author = Annotated[str, Field(min_length=1, max_length=MAX_AUTHOR_CHARS)]
 Reason = Annotated[str, Field(min_length=1, max_length=MAX_REASON_CHARS)]
-Version = Annotated[int, Field(ge=1, le=MAX_VERSION)]
+Version = Annotated[int, Field(ge=1, le=MAX_VERSION, strict=True)]  # true is not version 1
 
 
 class _Body(BaseModel):

@@ -34,13 +34,14 @@ from devices.registry import Device, load_registry
 from domain import Alert
 from gateway.backtest_charts import draw_charts
 from gateway.backtest_store import load_series, open_read_only
+from gateway.rule_settings import settings_from_files
 from gateway.silences import overlapping
 from rules.alerting import AlertingConfig
 from rules.backtest.replay import Case, RunResult, build_engines, device_alerts, run_flow
 from rules.backtest.series import DeviceInfo, DeviceSeries
 from rules.flow import AlertFlow
 from rules.incidents import IncidentBook, MergePolicy
-from rules.settings import RuleSettings, apply_changes, diff, settings_from_config
+from rules.settings import RuleSettings, apply_changes, diff
 from rules.silences import Silence
 
 if TYPE_CHECKING:
@@ -359,12 +360,6 @@ def _silences(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> list[Si
 def backtest_from_config(config: GatewayConfig) -> Backtest:
     """The backtest of the gateway this config describes (its store, registry, rules)."""
     registry = load_registry(config.devices.registry)
-    version_1 = settings_from_config(
-        config.rules,
-        config.video.rules,
-        {d.device_id: d.overrides for d in registry.values()},
-        kinds={d.device_id: d.kind for d in registry.values()},
-    )
+    version_1 = settings_from_files(config, registry)
     merge = MergePolicy(config.merge.radius_m, int(config.merge.window_s * 1000))
-    alerting = getattr(config, "alerting", None) or AlertingConfig()
-    return Backtest(config.store.path, registry, version_1, config.tz, merge, alerting)
+    return Backtest(config.store.path, registry, version_1, config.tz, merge, config.alerting)

@@ -148,6 +148,9 @@ class Gateway:
         self.health.reconfigure(settings)
         self.video_engine.reconfigure(settings)
         self.flow.reconfigure(_confirm_ms(settings))
+        # What the change did to rule state is stored in the version's own transaction:
+        # a crash before the next batch must not bring back state the change dropped.
+        self.pipeline.write_states()
 
     def _build_video(self, config: GatewayConfig) -> VideoRuntime:
         """Load the model now, so that a bad model file is a clear error at start."""

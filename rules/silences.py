@@ -23,8 +23,14 @@ from rules.alerting import Matchers, SilenceLimits, matches
 
 MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 Instant = Annotated[int, Field(ge=0, le=MAX_MS)]
-Author = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+# Shown in lists and logs: no control characters (a forged line or terminal escape).
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Author = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=_PRINTABLE)
+]
+Reason = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=_PRINTABLE)
+]
 Status = Literal["pending", "active", "expired"]
 STATUSES: tuple[str, ...] = Status.__args__  # type: ignore[attr-defined]
 

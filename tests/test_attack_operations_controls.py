@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from served_app import write_gateway_config
 
-from gateway.api_errors import install_validation_errors
 from gateway.config import ConfigError, load_config
 
 TOKEN = "0123456789abcdef-attack-token"
@@ -35,9 +34,6 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApi]:
     folder = tmp_path_factory.mktemp("attack")
     (folder / "api-token").write_text(TOKEN)
     served = ServedApi(gateway_for_api(folder, {"token_file": "api-token"}), AUTH)
-    # Until create_api installs it (one line, the lead's file): before the first request,
-    # while the app has not yet built its handler stack.
-    install_validation_errors(served.app)
     yield served
     served.close()
     served.gateway.conn.close()
@@ -361,3 +357,18 @@ def test_non_finite_health_config_is_refused_naming_the_field(tmp_path, health, 
     with pytest.raises(ConfigError) as refused:
         load_config(path)
     assert field in str(refused.value) and "finite" in str(refused.value)
+
+
+def test_a_rollback_to_version_true_is_refused_not_taken_for_version_1(api):
+    answer = api.http.post(f"{THRESHOLDS}/rollback", json={"version": True, **WHO})
+    assert answer.status_code == 422 and "version" in answer.text
+
+
+@pytest.mark.parametrize("field", ["author", "reason"])
+def test_a_silence_author_or_reason_with_control_characters_is_refused(api, field):
+    before = silences_count(api)
+    body = {"matchers": {"device": "BIN-001"}, "duration_s": 600, **WHO}
+    body[field] = "ops\x1b[2J\nforged log line"
+    answer = api.http.post(SILENCES, json=body)
+    assert answer.status_code == 422 and field in answer.text
+    assert silences_count(api) == before
