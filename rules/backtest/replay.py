@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
-from domain import Alert, AlertState, Reading
+from domain import Alert, AlertState
 from rules.backtest.series import DeviceInfo, DeviceSeries
 from rules.backtest.vector import (
     Transition,
@@ -104,9 +104,9 @@ def fast_alerts(
     """The same alerts from the columns, or ``None`` where the fast path cannot prove it
     gives them (the caller then takes the scalar path)."""
     device_id = series.device.device_id
-    source = engine._sources.get(device_id)
-    device = health._devices.get(device_id)
-    if source is None or device is None or source.schedule is not None or source.retired:
+    source = engine.source_rules(device_id)
+    device = health.device(device_id)
+    if source is None or device is None or source.scheduled or source.retiring:
         return None
     rules = [c for _, c in source.conditions]
     if not all(type(rule) is ThresholdRule for rule in rules):
@@ -117,24 +117,18 @@ def fast_alerts(
         return None
     found: list[tuple[int, int, Alert]] = []
     for index, state, _ in battery_transitions(series, device.params):
-        found.append((index, -1, _battery_alert(health, series, index, state, device.params)))
+        found.append((index, -1, health.battery_alert(series.reading(index), state)))
     for order, ((key, rule), transitions) in enumerate(
         zip(source.conditions, rule_transitions(series, rules), strict=True)
     ):
         for transition in transitions:
-            alert = _rule_alert(engine, series, source, key, rule, transition)
-            found.append((transition[0], order, alert))
+            found.append((transition[0], order, _rule_alert(engine, series, key, rule, transition)))
     found.sort(key=lambda item: (item[0], item[1]))
     return [alert for _, _, alert in found]
 
 
 def _rule_alert(
-    engine: RuleEngine,
-    series: DeviceSeries,
-    source: object,
-    key: str,
-    rule: ThresholdRule,
-    transition: Transition,
+    engine: RuleEngine, series: DeviceSeries, key: str, rule: ThresholdRule, transition: Transition
 ) -> Alert:
     index, state, stage = transition
     if state is AlertState.CLEARED:
@@ -144,20 +138,7 @@ def _rule_alert(
         change = RuleTransition(
             state, level.priority, f"stage {stage + 1}: {rule.metric} ≥ {level.at:g}"
         )
-    return engine._alert(series.reading(index), source, key, rule, change)
-
-
-def _battery_alert(health, series: DeviceSeries, index: int, state: AlertState, params) -> Alert:
-    reading: Reading = series.reading(index)
-    battery = reading.values["battery_pct"]
-    summary = (
-        f"battery {battery:g}% < {params.battery_low_pct:g}%"
-        if state is AlertState.FIRING
-        else f"battery {battery:g}%"
-    )
-    return health._alert(
-        reading.device_id, "battery_low", state, reading.ts, summary, reading.values
-    )
+    return engine.alert(series.reading(index), key, rule, change)
 
 
 def device_alerts(
