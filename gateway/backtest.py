@@ -33,11 +33,12 @@ from typing import TYPE_CHECKING, Any
 from devices.registry import Device, load_registry
 from domain import Alert
 from gateway.backtest_charts import draw_charts
+from gateway.backtest_shards import VersionAlerts, replay_devices
 from gateway.backtest_store import load_series, open_read_only
 from gateway.rule_settings import settings_from_files
 from gateway.silences import overlapping
 from rules.alerting import AlertingConfig
-from rules.backtest.replay import Case, RunResult, build_engines, device_alerts, run_flow
+from rules.backtest.replay import Case, RunResult, run_flow
 from rules.backtest.series import DeviceInfo, DeviceSeries
 from rules.flow import AlertFlow
 from rules.incidents import IncidentBook, MergePolicy
@@ -110,32 +111,40 @@ class Backtest:
             start_ms = request.since_ms - request.warm_up_ms
             recorded = _recorded_events(conn, start_ms, request.until_ms, selected)
             silences = _silences(conn, start_ms, request.until_ms)
-        total = [0]
+        done = [0]
 
-        def loaded(rows: int) -> None:
-            total[0] += rows
+        def replayed(rows: int) -> None:
+            done[0] += rows
             if progress:
-                progress("load", total[0], 0)
+                progress("replay", done[0], 0)
 
-        series = load_series(self.store_path, selected, start_ms, request.until_ms, loaded)
-        readings = sum(len(s) for s in series.values())
-        load_s = time.monotonic() - started
+        versions = (current, proposed)
+        replayed_alerts = replay_devices(
+            self.store_path, selected, start_ms, request.until_ms, versions, self.tz, replayed
+        )
+        readings = replayed_alerts.readings
         runs = {}
-        for step, (name, settings) in enumerate((("current", current), ("proposed", proposed))):
-            runs[name] = self._replay(settings, series, recorded, silences, request, progress, step)
-        report = compare(runs["current"], runs["proposed"], series, request)
+        for name, settings, alerts in zip(
+            ("current", "proposed"), versions, replayed_alerts.versions, strict=True
+        ):
+            runs[name] = self._flow(settings, alerts, recorded, silences, request)
+        report = compare(runs["current"], runs["proposed"], request)
         report["changes"] = diff(current, proposed)
         report["replay"] = {
-            "readings": readings,
-            "devices": len(series),
-            "load_s": round(load_s, 3),
+            "readings": sum(readings.values()),
+            "devices": len(readings),
             "total_s": round(time.monotonic() - started, 3),
             "fast_devices": runs["proposed"].fast_devices,
             "scalar_devices": runs["proposed"].scalar_devices,
         }
         if out_dir is not None:
             settings = {"current": current, "proposed": proposed}
-            charts = draw_charts(out_dir, series, runs, settings, report)
+
+            def load(chosen: list[str]) -> dict[str, DeviceSeries]:
+                wanted = {d: selected[d] for d in chosen}
+                return load_series(self.store_path, wanted, start_ms, request.until_ms)
+
+            charts = draw_charts(out_dir, selected, readings, runs, settings, report, load)
             report["charts"] = [path.name for path in charts]
             (out_dir / "report.json").write_text(report_json(report, settings), encoding="utf-8")
             (out_dir / "summary.txt").write_text(summary_text(report) + "\n", encoding="utf-8")
@@ -168,42 +177,27 @@ class Backtest:
         except ValueError as exc:
             raise BacktestError(f"changes: {exc}") from None
 
-    def _replay(
+    def _flow(
         self,
         settings: RuleSettings,
-        series: Mapping[str, DeviceSeries],
+        alerts: VersionAlerts,
         recorded: list[Alert],
         silences: list[Silence],
         request: BacktestRequest,
-        progress: Progress | None,
-        step: int,
     ) -> RunResult:
-        health, engine = build_engines(settings, [s.device for s in series.values()], self.tz)
-        readings = sum(len(s) for s in series.values())
-        done = [0]
-
-        def replayed(rows: int) -> None:
-            done[0] += rows
-            if progress:
-                progress("replay", step * readings + done[0], 2 * readings)
-
-        per_device, fast = device_alerts(series.values(), health, engine, True, replayed)
+        """One version's device alerts through a fresh alert flow and incident book."""
         book = IncidentBook(self.merge)
         flow = AlertFlow(book, self.alerting, round(settings.kinds.health.confirm_s * 1000))
         for silence in silences:
             flow.put_silence(silence)
-        alerts, handled, cases = run_flow(
-            per_device, recorded, flow, book, request.since_ms, request.until_ms
+        ordered, handled, cases = run_flow(
+            alerts.per_device, recorded, flow, book, request.since_ms, request.until_ms
         )
-        return RunResult(alerts, handled, cases, fast, len(series) - fast)
+        fast = alerts.fast_devices
+        return RunResult(ordered, handled, cases, fast, len(alerts.per_device) - fast)
 
 
-def compare(
-    current: RunResult,
-    proposed: RunResult,
-    series: Mapping[str, DeviceSeries],
-    request: BacktestRequest,
-) -> dict[str, Any]:
+def compare(current: RunResult, proposed: RunResult, request: BacktestRequest) -> dict[str, Any]:
     """The two runs' cases side by side (plain JSON)."""
     matched, removed = [], []
     by_key: dict[str, list[Case]] = {}

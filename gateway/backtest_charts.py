@@ -9,7 +9,7 @@ Drawn with matplotlib's Agg backend (no display; safe in a worker thread).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,10 @@ from matplotlib.figure import Figure
 
 from domain import AlertState
 from rules.backtest.replay import RunResult
-from rules.backtest.series import DeviceSeries
+from rules.backtest.series import DeviceInfo, DeviceSeries
 from rules.settings import RuleSettings, device_params
 
+SeriesLoader = Callable[[list[str]], Mapping[str, DeviceSeries]]  # device ids → their series
 PANELS = 4
 METRIC = {"bin": ("fill_pct", "fill_fire_pct"), "manhole_cover": ("tilt_deg", "tilt_fire_deg"),
           "water_level": ("level_cm", "warning_cm")}  # fmt: skip
@@ -33,23 +34,27 @@ RUN_COLOURS = {"current": "tab:blue", "proposed": "tab:orange"}
 
 def draw_charts(
     out_dir: Path,
-    series: Mapping[str, DeviceSeries],
+    devices: Mapping[str, DeviceInfo],
+    readings: Mapping[str, int],
     runs: Mapping[str, RunResult],
     settings: Mapping[str, RuleSettings],
     report: Mapping[str, Any],
+    load: SeriesLoader,
 ) -> list[Path]:
-    """Write ``backtest-<kind>.png`` per kind with devices; return the paths."""
+    """Write ``backtest-<kind>.png`` per kind with devices; return the paths. Of each kind
+    the devices whose cases changed most are drawn (``load`` reads just their series)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     changed = Counter(c["alert_key"].split("/")[0] for c in [*report["added"], *report["removed"]])
     written = []
     for kind, (metric, level_param) in METRIC.items():
-        mine = [s for s in series.values() if s.device.kind == kind and len(s)]
+        mine = [d for d, info in devices.items() if info.kind == kind and readings.get(d)]
         if not mine:
             continue
-        mine.sort(key=lambda s: -changed[s.device.device_id])
-        figure = Figure(figsize=(11, 2.6 * min(len(mine), PANELS)), layout="constrained")
-        axes = figure.subplots(min(len(mine), PANELS), 1, squeeze=False)[:, 0]
-        for ax, one in zip(axes, mine[:PANELS], strict=False):
+        mine.sort(key=lambda d: -changed[d])
+        drawn = load(mine[:PANELS])
+        figure = Figure(figsize=(11, 2.6 * len(drawn)), layout="constrained")
+        axes = figure.subplots(len(drawn), 1, squeeze=False)[:, 0]
+        for ax, one in zip(axes, [drawn[d] for d in mine[:PANELS]], strict=True):
             _panel(ax, one, metric, level_param, runs, settings)
         figure.suptitle(f"{kind}: current vs proposed")
         path = out_dir / f"backtest-{kind}.png"

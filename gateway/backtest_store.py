@@ -68,8 +68,11 @@ def load_series(
     since_ms: int,
     until_ms: int,
     progress: Progress | None = None,
+    id_range: tuple[str, str | None] | None = None,
 ) -> dict[str, DeviceSeries]:
-    """Every selected device's readings with ``since_ms <= ts <= until_ms``, as columns."""
+    """Every selected device's readings with ``since_ms <= ts <= until_ms``, as columns.
+    With ``id_range`` (low, high; None: no bound), a table scan reads only the rows of
+    device ids ``low <= id < high``: a worker's share, its selected devices all in it."""
     order = list(devices)
     index = {device_id: i for i, device_id in enumerate(order)}
     parts = []
@@ -78,11 +81,13 @@ def load_series(
             for i, device_id in enumerate(order):
                 ts, table = _read_device(conn, device_id, since_ms, until_ms)
                 parts.append((np.full(ts.shape[0], i, dtype=np.int64), ts, table))
+                if progress:
+                    progress(ts.shape[0])
         else:
             low, high = window_rowids(conn)
             for lo in range(low, high + 1, CHUNK_ROWS):
                 bounds = (lo, min(lo + CHUNK_ROWS - 1, high))
-                parts.append(_read_chunk(conn, bounds, since_ms, until_ms, index))
+                parts.append(_read_chunk(conn, bounds, since_ms, until_ms, index, id_range))
                 if progress:
                     progress(parts[-1][1].shape[0])
     device_of = np.concatenate([p[0] for p in parts] or [np.empty(0, np.int64)])
@@ -97,9 +102,17 @@ def _read_chunk(
     since_ms: int,
     until_ms: int,
     index: Mapping[str, int],
+    id_range: tuple[str, str | None] | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     query = f"SELECT {_COLUMNS} FROM readings WHERE rowid BETWEEN ? AND ? AND ts BETWEEN ? AND ?"
-    ids, times, values = conn.execute(query, (*bounds, since_ms, until_ms)).fetchone()
+    params: tuple = (*bounds, since_ms, until_ms)
+    if id_range is not None:
+        query += " AND device_id >= ?"
+        params += (id_range[0],)
+        if id_range[1] is not None:
+            query += " AND device_id < ?"
+            params += (id_range[1],)
+    ids, times, values = conn.execute(query, params).fetchone()
     if ids is None:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, len(FIELDS)))
     device_of = np.array([index.get(d, -1) for d in ids.split("\x1f")], dtype=np.int64)

@@ -275,6 +275,8 @@ class AlertFlow:
         """Whether a filed alert must be remembered: a parent, a member or a source."""
         if alert.kind == AREA_KIND or self._areas.is_member(alert.key):
             return True
+        if not self._inhibit:
+            return False
         labels = alert.labels
         return any(matches(rule.source_match, labels) for rule in self._inhibit)
 
@@ -289,6 +291,8 @@ class AlertFlow:
         self, source: Alert, at_ms: int, out: list[Handled], absorb_only: bool
     ) -> None:
         """``source`` cleared (or was filed): look again at what its rules hold."""
+        if not self._inhibit:
+            return
         labels = source.labels
         holders = {
             f"inhibited:{rule.name}"

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from operator import itemgetter
 
 from domain import Alert, AlertState
 from rules.backtest.series import DeviceInfo, DeviceSeries
@@ -175,7 +176,7 @@ def run_flow(
     ordered = sorted(
         [(a.ts, 0, i, 0, a) for i, a in enumerate(recorded)]
         + [(a.ts, 1, d, i, a) for d, alerts in enumerate(per_device) for i, a in enumerate(alerts)],
-        key=lambda item: item[:4],
+        key=itemgetter(0, 1, 2, 3),
     )
     alerts = [item[4] for item in ordered]
     handled: list[Handled] = []
