@@ -7,10 +7,13 @@ writes them (time-major) — and then, in the same run:
 
 - **bare scan**: every row of the window handed to Python (``SELECT device_id, ts,
   values_json``), nothing else: the floor of any per-row replay;
-- **load**: the rows read into per-device columns (gateway/backtest_store.py);
-- **replay**: one settings version through the engines (fast path where it holds) and
-  the alert flow (its incident book looks for a merge target among all open incidents,
-  with a haversine each: that, not the engines, is most of the replay's time);
+- **one process, stage by stage**: the rows read into per-device columns
+  (gateway/backtest_store.py), one settings version through the engines (fast path where
+  it holds), and its alerts through the alert flow and incident book;
+- **one version end to end**: what ``Backtest.run`` does per version, timed from nothing
+  to the cases: one worker process per core loads its share of the devices and runs their
+  engines (gateway/backtest_shards.py), then the flow; checked to give the one-process
+  run's alerts and cases;
 - **backtest**: ``Backtest.run`` end to end, current and proposed versions, report.
 
 Usage: python bench/backtest.py [--devices 10000] [--days 7] [--store PATH] [--no-write]
@@ -32,10 +35,13 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks_doc import write_section  # noqa: E402
+
 from devices.registry import Device  # noqa: E402
 from domain import Location  # noqa: E402
 from gateway import store  # noqa: E402
 from gateway.backtest import Backtest, BacktestRequest, summary_text  # noqa: E402
+from gateway.backtest_shards import replay_devices  # noqa: E402
 from gateway.backtest_store import load_series, open_read_only  # noqa: E402
 from rules.backtest.replay import build_engines, device_alerts, run_flow  # noqa: E402
 from rules.flow import AlertFlow  # noqa: E402
@@ -103,6 +109,14 @@ def bare_scan(path: Path, since_ms: int, until_ms: int) -> int:
         return sum(1 for _ in rows)
 
 
+def flow(per_device, settings, since: int, until: int) -> tuple[int, int]:
+    """One version's device alerts through the alert flow: (alerts, cases)."""
+    book = IncidentBook(MergePolicy())
+    gate = AlertFlow(book, confirm_ms=round(settings.kinds.health.confirm_s * 1000))
+    alerts, _, cases = run_flow(per_device, [], gate, book, since, until)
+    return len(alerts), len(cases)
+
+
 def timed(work):
     started = time.perf_counter()
     result = work()
@@ -129,24 +143,25 @@ def main() -> int:
     scanned, scan_s = timed(lambda: bare_scan(path, since, until))
     infos = Backtest(path, fleet, settings_from_config(RulesConfig(), VideoRuleParams(), {}),
                      TZ, MergePolicy())._select(BacktestRequest(since, until, {}))  # fmt: skip
-    series, load_s = timed(lambda: load_series(path, infos, since, until))
-    readings = sum(len(s) for s in series.values())
     rules = RulesConfig(water_level=WaterLevelParams(warning_cm=60, alarm_cm=90))
     settings = settings_from_config(rules, VideoRuleParams(), {})
 
-    engines_s = [0.0]
+    # One process, stage by stage: where the time goes.
+    series, load_s = timed(lambda: load_series(path, infos, since, until))
+    readings = sum(len(s) for s in series.values())
+    health, engine = build_engines(settings, [s.device for s in series.values()], TZ)
+    (one_process, fast), engines_s = timed(lambda: device_alerts(series.values(), health, engine))
+    (alerts, cases), flow_s = timed(lambda: flow(one_process, settings, since, until))
 
-    def replay():
-        health, engine = build_engines(settings, [s.device for s in series.values()], TZ)
-        started = time.perf_counter()
-        per_device, fast = device_alerts(series.values(), health, engine)
-        engines_s[0] = time.perf_counter() - started
-        book = IncidentBook(MergePolicy())
-        flow = AlertFlow(book, confirm_ms=round(settings.kinds.health.confirm_s * 1000))
-        alerts, _, cases = run_flow(per_device, [], flow, book, since, until)
-        return len(alerts), len(cases), fast
+    # End to end, as Backtest.run does it: load and engines in one worker per core.
+    def end_to_end():
+        replayed = replay_devices(path, infos, since, until, [settings], TZ)
+        return flow(replayed.versions[0].per_device, settings, since, until)
 
-    (alerts, cases, fast), replay_s = timed(replay)
+    (alerts_e2e, cases_e2e), e2e_s = timed(end_to_end)
+    if (alerts_e2e, cases_e2e) != (alerts, cases):
+        raise SystemExit(f"workers: {alerts_e2e} alerts, {cases_e2e} cases; one process: "
+                         f"{alerts}, {cases}")  # fmt: skip
     backtest = Backtest(path, fleet, settings, TZ, MergePolicy())
     change = {"bin.fill_fire_pct": "85"}
     report, backtest_s = timed(
@@ -167,15 +182,16 @@ def main() -> int:
         "|---|---:|---:|",
         *(f"| {what} | {seconds:.1f} | {count / seconds:,.0f} |" for what, seconds, count in (
             ("bare scan (`SELECT device_id, ts, values_json`, rows to Python)", scan_s, scanned),
-            ("load into per-device columns", load_s, readings),
-            ("replay one version: health and rule engines only", engines_s[0], readings),
-            ("replay one version (engines + alert flow), replay only", replay_s, readings),
-            ("load + replay one version, end to end", load_s + replay_s, readings),
-            ("`Backtest.run`: load, current and proposed, report", backtest_s, readings),
+            ("one process: load into per-device columns", load_s, readings),
+            ("one process: health and rule engines, one version", engines_s, readings),
+            ("alert flow and incident book, one version", flow_s, readings),
+            (f"**one version end to end** ({cores} workers load and run the engines, "
+             "then the flow)", e2e_s, readings),
+            ("`Backtest.run`: current and proposed, report", backtest_s, readings),
         )),
         "",
         f"One version: {alerts:,} alerts, {cases:,} cases; fast path for {fast:,} of "
-        f"{len(series):,} devices (the rest, found stuck or jumping by health, replayed "
+        f"{len(infos):,} devices (the rest, found stuck or jumping by health, replayed "
         "reading by reading). The proposed `bin.fill_fire_pct=85`:",
         "",
         "```",
@@ -185,21 +201,8 @@ def main() -> int:
     ])  # fmt: skip
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
     return 0
-
-
-def write_section(text: str) -> None:
-    """Replace the section if BENCHMARKS.md has it, else append it."""
-    path = ROOT / "BENCHMARKS.md"
-    doc = path.read_text(encoding="utf-8")
-    start = doc.find(SECTION + "\n")
-    if start == -1:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text + ("" if end == -1 else doc[end + 1 :])
-    path.write_text(doc, encoding="utf-8")
 
 
 if __name__ == "__main__":

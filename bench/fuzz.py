@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from benchmarks_doc import write_section
 
 import devices.fleet
 from devices.codec import decode_telemetry, decode_values
@@ -842,18 +843,6 @@ def table(tallies: dict[str, Tally]) -> str:
     return "\n".join(rows)
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    doc = path.read_text(encoding="utf-8")
-    start = doc.find(SECTION + "\n")
-    if start == -1:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text + ("" if end == -1 else doc[end + 1 :])
-    path.write_text(doc, encoding="utf-8")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
@@ -884,7 +873,7 @@ def main() -> int:
         shutil.rmtree(folder, ignore_errors=True)
     text = report(tallies, args)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
     failed = any(
         t.crashes or t.wrong_accepts or t.bad_rejects or t.valid_refused for t in tallies.values()
     )

@@ -24,14 +24,14 @@ import sqlite3
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devices.registry import Device, load_registry
-from domain import Alert
+from domain import Alert, AlertState
 from gateway.backtest_charts import draw_charts
 from gateway.backtest_shards import VersionAlerts, replay_devices
 from gateway.backtest_store import load_series, open_read_only
@@ -327,20 +327,42 @@ def _current_settings(conn: sqlite3.Connection, fallback: RuleSettings) -> RuleS
 def _recorded_events(
     conn: sqlite3.Connection, since_ms: int, until_ms: int, devices: Mapping[str, DeviceInfo]
 ) -> list[Alert]:
-    """Stored offline and camera alerts in the window: events no reading produces."""
+    """Stored offline and camera alerts in the window: events no reading produces (the
+    rows the flow wrote when it released a held one are not events: see ``_events``)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(alerts)")}
+    held = "held_by" if "held_by" in columns else "NULL"  # a store from before holding
     rows = conn.execute(
-        "SELECT body FROM alerts WHERE ts BETWEEN ? AND ?"
+        f"SELECT body, {held} FROM alerts WHERE ts BETWEEN ? AND ?"
         " AND (alert_key LIKE '%/health/offline' OR json_extract(body, '$.origin') = 'video'"
         " OR json_extract(body, '$.kind') = 'camera') ORDER BY id",
         (since_ms, until_ms),
     )
-    alerts = [Alert.from_dict(json.loads(body)) for (body,) in rows]
+    alerts = _events((Alert.from_dict(json.loads(body)), held_by) for body, held_by in rows)
     grids = {d.location.grid_code for d in devices.values()}
     return [
         a for a in alerts
         if a.source_id in devices or ((a.origin == "video" or a.kind == "camera")
         and a.location.grid_code in grids)
     ]  # fmt: skip
+
+
+def _events(rows: Iterable[tuple[Alert, str | None]]) -> list[Alert]:
+    """The alerts an engine made, of the stored rows (alert, held_by) in write order.
+    When the flow releases a held alert (its silence or confirmation ended) it stores the
+    held alert's latest version again, stamped with the release time and not held: the
+    replay's own flow releases it from the held row, so that row is dropped. It is the
+    first unheld row of the key after a held one, equal to it but for ``ts`` (an alert the
+    engine made afresh — an escalation, a clear — differs in more)."""
+    holding: dict[str, Alert] = {}  # key → its latest held version
+    out = []
+    for alert, held_by in rows:
+        was = holding.pop(alert.key, None)
+        if held_by is not None and alert.state is not AlertState.CLEARED:
+            holding[alert.key] = alert
+        elif was is not None and replace(alert, ts=was.ts) == was:
+            continue
+        out.append(alert)
+    return out
 
 
 def _silences(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> list[Silence]:
