@@ -9,7 +9,8 @@ disk, where the (device_id, ts) index would make every row a random page read); 
 then grouped per device with one stable sort, which keeps each device's arrival order — and
 the replay guard made that the order of strictly increasing ``ts``. (Two connections
 reading halves of the table in two threads were slower than one here: SQLite's own
-locking serialises them.)
+locking serialises them; worker processes, each with its own connection and share of the
+devices, do gain: gateway/backtest_shards.py.)
 
 A selection of a few devices reads through the (device_id, ts) index instead of the table.
 The connection is read-only (``open_read_only``): a backtest can never write the store.
