@@ -52,6 +52,7 @@ bench: $(STAMP) system-deps $(RTSP_STAMP)
 	$(BIN)/python bench/video.py
 	$(BIN)/python bench/junk.py
 	$(BIN)/python bench/fuzz.py
+	$(BIN)/python bench/backtest.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
