@@ -89,6 +89,14 @@ class _StatsCollector(Collector):
                 GaugeMetricFamily, "citygw_devices_unhealthy", "Devices with a problem",
                 "problem", unhealthy,
             )  # fmt: skip
+        if "held" in s:
+            held = s["held"]
+            holders = {k: held[k] for k in ("silence", "confirm", "inhibited")}
+            yield _labelled(
+                GaugeMetricFamily, "citygw_alerts_held", "Firing alerts filing no case now",
+                "holder", holders,
+            )  # fmt: skip
+            yield _gauge("citygw_silences_in_force", "Silences in force", held["silences_in_force"])
         if s.get("serial"):
             yield from _serial(s["serial"])
         if "influxdb" in s:

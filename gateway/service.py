@@ -213,7 +213,7 @@ class Gateway:
             LoopPart("status_sync", sync.run, sync.stats),
             LoopPart("upkeep", self._upkeep, lambda: dict(self.upkeep_last)),
             LoopPart("health", self._watch_health, self.health.snapshot),
-            LoopPart("held", self._release_held, lambda: {"next_due_ms": self.flow.next_due_ms}),
+            LoopPart("held", self._release_held, self._held_stats),
         ]  # fmt: skip
         if self.influx is not None:
             parts.append(LoopPart("influxdb", self.influx.run, self.influx.stats))
@@ -346,6 +346,12 @@ class Gateway:
                 if self.pipeline.release_due(int(time.time() * 1000)):
                     self.dispatcher.wake()
             await asyncio.sleep(RELEASE_EVERY_S)
+
+    def _held_stats(self) -> dict[str, Any]:
+        return {
+            **self.flow.held(int(time.time() * 1000)),
+            "next_due_ms": self.flow.next_due_ms,
+        }
 
     def _on_silence(self, silence: Silence, now_ms: int) -> None:
         """A silence was made, extended or removed through the API: what it held may be

@@ -144,6 +144,16 @@ class AlertFlow:
             heapq.heappop(self._due)
         return self._due[0][0] if self._due else None
 
+    def held(self, now_ms: int) -> dict[str, int]:
+        """For operators: alerts held now, by what holds them (silence, confirm, inhibited),
+        and the silences in force."""
+        counts = {"silence": 0, "confirm": 0, "inhibited": 0}
+        for firing in self._firing.values():
+            if firing.held_by is not None:
+                counts[firing.held_by.partition(":")[0]] += 1
+        in_force = sum(s.status(now_ms) == "active" for s in self._silences.values())
+        return {**counts, "silences_in_force": in_force}
+
     def put_silence(self, silence: Silence) -> None:
         """A silence made, extended or removed: alerts it holds are due at its (new) end.
         Call :meth:`release_due` after it to file what a removal released."""

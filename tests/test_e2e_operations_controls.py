@@ -71,6 +71,8 @@ def test_a_silence_holds_a_case_until_removed_and_a_threshold_change_applies_liv
             ("BIN-020/bin_overflow", "firing", None),
         ]
         assert set(_cases_of(stack)) == {"BIN-020"}
+        held = stack.gateway_stats()["held"]
+        assert (held["silence"], held["silences_in_force"]) == (1, 1)
 
         # The bin is still full when the silence is lifted: its case is filed then.
         removed = api.delete(
@@ -79,6 +81,8 @@ def test_a_silence_holds_a_case_until_removed_and_a_threshold_change_applies_liv
         assert removed.status_code == 200, removed.text
         wait_until(lambda: "BIN-001" in _cases_of(stack), "BIN-001's case", 30, stack.gateway)
         assert len(stack.cases()) == 2
+        held = stack.gateway_stats()["held"]
+        assert (held["silence"], held["silences_in_force"]) == (0, 0)
 
         # A threshold lowered through the API: the next reading of BIN-010 files a case.
         pid = stack.gateway.proc.pid

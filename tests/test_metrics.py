@@ -21,6 +21,13 @@ STATS = {
     "parts": {"delivery": {"restarts": 1, "last_error": "boom"}, "consume": {"restarts": 0}},
     "serial": {'COM"1\\': {"path": 'COM"1\\', "connected": True, "reconnects": 3}},
     "influxdb": {"exported": 90, "pending": 10},
+    "held": {
+        "silence": 2,
+        "confirm": 1,
+        "inhibited": 0,
+        "silences_in_force": 3,
+        "next_due_ms": 1_767_225_600_000,
+    },
 }
 
 
@@ -51,6 +58,10 @@ def test_figures_and_histograms_parse_back_exactly():
     assert got[("citygw_part_restarts_total", (("part", "delivery"),))] == 1
     assert got[("citygw_serial_reconnects_total", (("port", 'COM"1\\'),))] == 3
     assert got[("citygw_influxdb_pending", ())] == 10
+    assert got[("citygw_alerts_held", (("holder", "silence"),))] == 2
+    assert got[("citygw_alerts_held", (("holder", "confirm"),))] == 1
+    assert got[("citygw_silences_in_force", ())] == 3
+    assert not [name for name, _ in got if "next_due" in name]
     assert got[("citygw_batch_seconds_bucket", (("le", "0.005"),))] == 1
     assert got[("citygw_batch_seconds_bucket", (("le", "0.0025"),))] == 0
     assert got[("citygw_case_filed_seconds_count", ())] == 1
@@ -60,10 +71,11 @@ def test_figures_and_histograms_parse_back_exactly():
 
 def test_parts_not_running_or_not_configured_are_left_out_not_zeroed():
     """Before ``run`` (no parts yet) and without serial ports or InfluxDB."""
-    absent = ("serial", "influxdb", "mqtt", "delivery", "health")
+    absent = ("serial", "influxdb", "mqtt", "delivery", "health", "held")
     stats = {k: v for k, v in STATS.items() if k not in absent}
     got = samples(GatewayMetrics(lambda: stats).render().decode())
     names = {name for name, _ in got}
     assert not [n for n in names if n.startswith(("citygw_influxdb", "citygw_serial"))]
     assert not [n for n in names if n.startswith(("citygw_mqtt", "citygw_delivery"))]
+    assert not [n for n in names if n.startswith(("citygw_alerts_held", "citygw_silences"))]
     assert got[("citygw_readings_stored_total", ())] == 100
