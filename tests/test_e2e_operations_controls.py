@@ -4,7 +4,8 @@ Real mosquitto, the bundled platform and ``citygw run``; devices publish over MQ
 silence made through the API keeps a full bin from filing its case while an unsilenced
 one files at once, and removing the silence files the held case then. A threshold lowered
 through the API files a case on the next reading, with no restart, and the version history
-says who changed what and why.
+says who changed what and why. A backtest through the API then says what a higher level
+would have filed over the same readings.
 """
 
 from __future__ import annotations
@@ -112,6 +113,24 @@ def test_a_silence_holds_a_case_until_removed_and_a_threshold_change_applies_liv
         assert sorted((d["path"], d["old"], d["new"]) for d in newest["diff"]) == [
             ("devices.BIN-010.fill_fire_pct", None, 70.0),
             ("devices.BIN-010.fire_for_s", None, 0.0),
+        ]
+
+        # What would a kind-wide 97 % have filed over these readings? The bins at 96 %
+        # none; BIN-010, on its own 70 %, still its case.
+        asked = api.post(
+            "/api/v1/backtests",
+            json={"since_ms": starts - 600_000, "until_ms": starts + 600_000,
+                  "changes": {"bin.fill_fire_pct": 97}},
+        )  # fmt: skip
+        assert asked.status_code == 202, asked.text
+        job = f"/api/v1/backtests/{asked.json()['id']}"
+        wait_until(lambda: api.get(job).json()["status"] == "done", "the backtest", 60)
+        report = api.get(job).json()["report"]
+        assert (report["current"]["cases"], report["proposed"]["cases"]) == (3, 1)
+        assert report["added"] == []
+        assert sorted(case["alert_key"] for case in report["removed"]) == [
+            "BIN-001/bin_overflow",
+            "BIN-020/bin_overflow",
         ]
     finally:
         stack.stop()
