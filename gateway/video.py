@@ -6,6 +6,9 @@ one, runs the motion gate, batches the frames that need inference into one detec
 and analyses each camera's frame with that camera's own tracker and zones. A camera whose
 frame is still waiting when a newer one arrives loses the older one (counted): under load
 frames are dropped, never alerts, and one slow camera never delays another.
+
+While an ONVIF camera's stream is down, its evidence is its snapshot URI's picture, kept
+fresh by a ``SnapshotKeeper`` on its own thread, rather than a frame of the past.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 
 from detectors.backends import Detection, Detector
@@ -24,7 +28,8 @@ from detectors.config import CameraSettings
 from detectors.motion_gate import MotionGate
 from detectors.observe import CameraAnalyser
 from detectors.sources.frame import Frame
-from detectors.sources.supervisor import CameraSupervisor, StatusCallback
+from detectors.sources.snapshot_keeper import SnapshotKeeper
+from detectors.sources.supervisor import CameraSupervisor, Status, StatusCallback
 from domain import Category, Observation
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,7 @@ class VideoRuntime:
         deliver: ObservationSink,
         on_status: StatusCallback,
         recheck_s: float = 10.0,
+        snapshot_refresh_s: float = 30.0,
     ) -> None:
         self._detector = detector
         self._deliver = deliver
@@ -49,10 +55,17 @@ class VideoRuntime:
         self._analyser_locks = {c.id: threading.Lock() for c in cameras}
         self._gates = {c.id: MotionGate(recheck_s=recheck_s) for c in cameras}
         self._last_detections: dict[str, list[Detection]] = {}
+        self.snapshots = SnapshotKeeper(cameras, refresh_s=snapshot_refresh_s)
+
+        def status_changed(camera_id: str, status: Status, detail: str, ts_ms: int) -> None:
+            self.snapshots.stream_status(camera_id, status)
+            on_status(camera_id, status, detail, ts_ms)
+
         self.supervisors = [
-            CameraSupervisor.from_settings(c, sink=self._offer, on_status=on_status)
+            CameraSupervisor.from_settings(c, sink=self._offer, on_status=status_changed)
             for c in cameras
         ]
+        self._supervisors_by_id = {s.camera_id: s for s in self.supervisors}
         self._latest: dict[str, Frame] = {}
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -62,6 +75,7 @@ class VideoRuntime:
 
     def start(self) -> None:
         self._thread.start()
+        self.snapshots.start()
         for supervisor in self.supervisors:
             supervisor.start()
 
@@ -70,6 +84,7 @@ class VideoRuntime:
         self._ready.set()
         for supervisor in self.supervisors:
             supervisor.stop()
+        self.snapshots.stop()
         self._thread.join(10)
 
     def snapshot(self) -> dict[str, Any]:
@@ -78,16 +93,42 @@ class VideoRuntime:
             s.camera_id: {"status": s.status, "last_error": s.last_error, **s.stats}
             for s in self.supervisors
         }
-        return {"cameras": cameras, **self.stats}
+        return {"cameras": cameras, **self.stats, **self.snapshots.stats}
 
     def evidence(
         self, camera_id: str, zone_id: str, observations: list[Observation]
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The zone's current frame with boxes and zone drawn, and its "before" frame."""
+        """The zone's current frame with boxes and zone drawn, and its "before" frame.
+
+        While the camera's stream is down, "current" is its latest snapshot with the zone
+        drawn: the observations' boxes belong to an older frame, so they are left out."""
         analyser = self.analysers[camera_id]
+        if self._supervisors_by_id[camera_id].status != "online":
+            picture = self.snapshots.latest(camera_id)
+            if picture is not None:
+                return self._snapshot_evidence(camera_id, zone_id, picture)
         with self._analyser_locks[camera_id]:
             current, before = analyser.evidence_frames(zone_id)
             drawn = analyser.draw_evidence(current, observations, zone_id)
+        return drawn, before
+
+    def _snapshot_evidence(
+        self, camera_id: str, zone_id: str, picture: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        analyser = self.analysers[camera_id]
+        if zone_id not in {zone.id for zone in analyser.zones}:
+            raise LookupError(f"camera {camera_id} has no zone {zone_id!r}")
+        height, width = picture.shape[:2]
+        with self._analyser_locks[camera_id]:
+            drawn = analyser.draw_evidence(picture, [], zone_id)
+            try:
+                before = analyser.evidence_frames(zone_id)[1]
+            except LookupError:  # no frame analysed since the start
+                before = None
+        if before is not None:
+            before = cv2.resize(before, (width, height))
+        cv2.putText(drawn, "snapshot: stream down", (8, height - 10), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.6, (0, 0, 255), 2, cv2.LINE_AA)  # fmt: skip
         return drawn, before
 
     def _offer(self, camera_id: str, frame: Frame) -> None:
