@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
-from gateway import cli_backtest, cli_silences, cli_thresholds
+from gateway import cli_backtest, cli_onvif, cli_silences, cli_thresholds
 from simulators.platform.token_source import add_token_arguments, token_from
 
 if TYPE_CHECKING:
@@ -136,6 +136,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cli_thresholds.register(commands)
     cli_silences.register(commands)
     cli_backtest.register(commands)
+    cli_onvif.register(commands)
     return parser
 
 

@@ -400,9 +400,18 @@ class Gateway:
     def _with_evidence(self, alert: Alert, observations: list[Observation]) -> Alert:
         """Firing and escalating video alerts carry the frame with boxes and zone drawn,
         and the zone's "before" frame (what it looked like before the object came)."""
-        if alert.state is AlertState.CLEARED or self.video is None:
+        if alert.state is AlertState.CLEARED:
             return alert
         camera_id, zone_id = camera_and_zone(alert.key)
+        return self._pictured(alert, camera_id, zone_id, observations)
+
+    def _pictured(
+        self, alert: Alert, camera_id: str, zone_id: str, observations: list[Observation]
+    ) -> Alert:
+        """The alert with the camera's pictures as evidence: its latest analysed frame, or,
+        while its stream is down, a snapshot from its ONVIF snapshot URI (none: as it is)."""
+        if self.video is None:
+            return alert
         try:
             drawn, before = self.video.evidence(camera_id, zone_id, observations)
         except LookupError:
@@ -411,7 +420,8 @@ class Gateway:
 
     def _on_camera_status(self, camera_id: str, status: str, detail: str, ts_ms: int) -> None:
         """A camera down for ``offline_after_s`` is a maintenance problem of its own; its
-        recovery clears it."""
+        recovery clears it. The offline case shows what the camera still sees, if it
+        answers snapshots while its stream is down."""
         if status not in ("offline", "online"):
             return
         log.warning("camera %s %s: %s", camera_id, status, detail)
@@ -420,6 +430,8 @@ class Gateway:
         where = Location(zone.lat, zone.lon, zone.address, zone.grid_code)
         class_code = self.config.video.camera_offline_class
         alert = camera_status_alert(camera_id, status == "online", detail, ts_ms, where, class_code)
+        if status == "offline":
+            alert = self._pictured(alert, camera_id, zone.id, [])
         self._apply([alert])
 
     def _on_case_final(self, incident_id: str, status: str) -> None:

@@ -55,6 +55,7 @@ def test_unreachable_camera_is_retried_and_filed_as_a_maintenance_case(stack):
         "视频监控设备离线",
     )
     assert [e["source_id"] for e in case["evidence"]] == ["CAM-1"]
+    assert case["evidence"][0]["media"] == []  # never seen, and no snapshot URI to ask
     assert camera_stats(s)["status"] == "offline"
     assert s.gateway_http.get("/healthz").json()["mqtt_connected"] is True
 
@@ -95,6 +96,9 @@ def test_camera_down_then_back_clears_its_maintenance_case(stack, tmp_path):
         wait_until(lambda: camera_stats(s)["frames"] >= 2, "frames analysed", 60)
         server.kill()
         wait_until(lambda: len(maintenance_cases(s)) == 1, "camera-offline case", 60)
+        # No snapshot URI (not ONVIF): the case shows the last frame the camera gave.
+        [picture] = maintenance_cases(s)[0]["evidence"][0]["media"]
+        assert s.gateway_http.get(picture).content[:2] == b"\xff\xd8"  # a JPEG
         server.start()
         wait_until(lambda: camera_stats(s)["status"] == "online", "camera back online", 60)
         wait_until(
