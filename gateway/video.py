@@ -25,7 +25,7 @@ import numpy as np
 
 from detectors.backends import Detection, Detector
 from detectors.config import CameraSettings
-from detectors.motion_gate import MotionGate
+from detectors.motion_gate import MotionGate, MotionGateParams
 from detectors.observe import CameraAnalyser
 from detectors.sources.frame import Frame
 from detectors.sources.snapshot_keeper import SnapshotKeeper
@@ -53,7 +53,8 @@ class VideoRuntime:
         self._deliver = deliver
         self.analysers = {c.id: CameraAnalyser(c, class_map) for c in cameras}
         self._analyser_locks = {c.id: threading.Lock() for c in cameras}
-        self._gates = {c.id: MotionGate(recheck_s=recheck_s) for c in cameras}
+        gate_params = MotionGateParams(recheck_s=recheck_s)
+        self._gates = {c.id: MotionGate(self.analysers[c.id].zones, gate_params) for c in cameras}
         self._last_detections: dict[str, list[Detection]] = {}
         self.snapshots = SnapshotKeeper(cameras, refresh_s=snapshot_refresh_s)
 
@@ -173,4 +174,6 @@ class VideoRuntime:
                 observations = self.analysers[camera_id].analyse(
                     frame.image, frame.ts_ms, detections
                 )
+            if any(obs.zone_id for obs in observations):
+                self._gates[camera_id].zone_occupied(frame.ts_ms)
             self._deliver(camera_id, frame.ts_ms, observations)
