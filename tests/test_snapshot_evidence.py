@@ -5,7 +5,6 @@ drawing the zone on that snapshot when its stream is refused."""
 
 from __future__ import annotations
 
-import time
 from typing import ClassVar
 
 import cv2
@@ -23,6 +22,8 @@ from detectors.sources.snapshot_keeper import SnapshotKeeper
 from gateway.video import VideoRuntime
 from simulators.mosquitto import free_port
 
+from harness import wait_until
+
 
 def street_picture(width: int = 320, height: int = 240) -> np.ndarray:
     x = np.linspace(0, 255, width, dtype=np.uint8)
@@ -31,14 +32,6 @@ def street_picture(width: int = 320, height: int = 240) -> np.ndarray:
     picture[:, :, 1] = 255 - x
     picture[:, :, 2] = 128
     return picture
-
-
-def wait_until(check, timeout_s: float = 15.0) -> None:
-    """Polls an observable condition (a snapshot taken, an error recorded)."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 PICTURE = street_picture()
@@ -167,7 +160,7 @@ def test_a_camera_with_its_stream_down_gives_its_snapshot_as_evidence():
             runtime.evidence("cam", "gate", [])  # before the stream is known to be down
         runtime.start()
         try:
-            wait_until(lambda: runtime.snapshots.latest("cam") is not None)
+            wait_until(lambda: runtime.snapshots.latest("cam") is not None, "a snapshot taken", 15)
             drawn, before = runtime.evidence("cam", "gate", [])
             with pytest.raises(LookupError, match="camera cam has no zone 'nowhere'"):
                 runtime.evidence("cam", "nowhere", [])
@@ -201,7 +194,11 @@ def test_keeper_fetches_only_while_down_and_reports_a_refused_password():
             assert keeper.latest("good") is None and not snapshots.authorizations
             keeper.stream_status("good", "reconnecting")
             keeper.stream_status("wrong", "offline")
-            wait_until(lambda: keeper.latest("good") is not None and "wrong" in keeper.last_error)
+            wait_until(
+                lambda: keeper.latest("good") is not None and "wrong" in keeper.last_error,
+                "a snapshot taken and a refusal recorded",
+                15,
+            )
             assert keeper.latest("good").shape == (240, 320, 3)
             keeper.stream_status("good", "online")
             assert keeper.latest("good") is None
