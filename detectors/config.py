@@ -8,14 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from domain import Category, Schedule
 
 # Zone type → what a stall there is filed as (GB/T 47678.5 matter codes).
 ZoneType = Literal["no_vending", "shop_front", "hawker", "no_dumping"]
 STALL_CLASS_BY_ZONE = {"no_vending": "09006", "shop_front": "09005", "hawker": "09001"}
+
+
+MAX_SNAPSHOT_URL_CHARS = 2048
 
 
 class _Strict(BaseModel):
@@ -45,6 +50,9 @@ class ZoneSettings(_Strict):
 
 
 class CameraSettings(_Strict):
+    # Its URLs may carry passwords: a validation error's text never repeats its input.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     # rtsp://..., a video file path, or onvif://user:pass@host:port (stream URI looked up)
     url: str
@@ -54,6 +62,32 @@ class CameraSettings(_Strict):
     zones: list[ZoneSettings] = Field(min_length=1)
     offline_after_s: float = Field(60.0, gt=0)  # down this long → camera-offline alert
     stall_timeout_s: float = Field(10.0, gt=0)  # no frame this long → watchdog reconnects
+    # http(s)://[user:pass@]host/path of one JPEG (Hikvision /ISAPI/Streaming/channels/101/
+    # picture, Dahua /cgi-bin/snapshot.cgi): the evidence while the stream is down. Wins
+    # over an ONVIF camera's looked-up snapshot URI. Without credentials it uses the stream
+    # URL's, on the same host only.
+    snapshot_url: str | None = Field(None, max_length=MAX_SNAPSHOT_URL_CHARS)
+
+    @field_validator("snapshot_url")
+    @classmethod
+    def _http_snapshot_url(cls, url: str | None) -> str | None:
+        """Checked whole at load, since a bad URL would otherwise only show on the day the
+        stream fails; the messages never quote the URL, which may carry a password."""
+        if url is None:
+            return None
+        if not all("!" <= char <= "~" for char in url):
+            raise ValueError("must be printable ASCII without spaces (percent-encode the rest)")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 -- raises on a port that is not a number in 0..65535
+            httpx.URL(url).host  # noqa: B018 -- the host is decoded (IDNA) only when read
+        except (ValueError, httpx.InvalidURL):  # idna's IDNAError is a ValueError
+            raise ValueError("is not a valid URL") from None
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        if not parts.hostname:
+            raise ValueError("has no host")
+        return url
 
 
 class DetectorSettings(_Strict):

@@ -170,12 +170,17 @@ def test_a_camera_with_its_stream_down_gives_its_snapshot_as_evidence():
     assert ("cam", "reconnecting") in statuses
     assert before is None  # nothing was ever analysed, so no "before" picture
     assert drawn.shape == (240, 320, 3)
+    assert_zone_drawn_on_the_snapshot(drawn)
+    assert stats["snapshots"] >= 1 and stats.get("snapshot_errors", 0) == 0
+
+
+def assert_zone_drawn_on_the_snapshot(drawn: np.ndarray) -> None:
+    """``drawn`` is JPEG with ZONE's outline and the "stream down" note, nothing else."""
     plain = cv2.imdecode(np.frombuffer(JPEG, np.uint8), cv2.IMREAD_COLOR)
     changed = np.any(drawn != plain, axis=2)
     assert changed[24, 100:220].all()  # the zone's top edge, at y = 0.1 × 240
     assert changed[225:235, 8:100].any()  # "snapshot: stream down"
     assert not changed[100:140, 100:220].any()  # inside the zone, the picture as taken
-    assert stats["snapshots"] >= 1 and stats.get("snapshot_errors", 0) == 0
 
 
 def test_keeper_fetches_only_while_down_and_reports_a_refused_password():

@@ -1,12 +1,13 @@
-"""A recent snapshot of each ONVIF camera whose stream is down, for evidence pictures.
+"""A recent snapshot of each camera whose stream is down, for evidence pictures.
 
 Evidence is drawn on the camera's latest analysed frame; while the stream is down that
-frame is old or missing, so a case would carry a picture of the past or none. ONVIF
-cameras have a snapshot URI (``GetSnapshotUri``) that often still answers then. Fetching
-it when the evidence is asked for would block the gateway's event loop for up to the
-fetch timeout, so this keeper fetches on its own thread instead: when a camera's stream
-goes down, and again every ``refresh_s`` while it stays down. The URI is looked up once
-and kept until a fetch fails (the camera may have moved to another address).
+frame is old or missing, so a case would carry a picture of the past or none. Most
+cameras serve one JPEG over HTTP that often still answers then: the ``snapshot_url`` in a
+camera's settings (any camera, ``rtsp://`` ones included), else an ONVIF camera's
+``GetSnapshotUri``. Fetching it when the evidence is asked for would block the gateway's
+event loop for up to the fetch timeout, so this keeper fetches on its own thread instead:
+when a camera's stream goes down, and again every ``refresh_s`` while it stays down. A
+looked-up URI is kept until a fetch fails (the camera may have moved to another address).
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from detectors.config import CameraSettings
 from detectors.sources.frame import SourceError
 from detectors.sources.onvif_uri import parse_onvif_url, resolve_onvif
-from detectors.sources.snapshot import fetch_snapshot
+from detectors.sources.snapshot import SnapshotError, fetch_snapshot
+from detectors.sources.urls import split_credentials
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +33,15 @@ DOWN_STATUSES = frozenset({"reconnecting", "offline"})
 
 
 class SnapshotKeeper:
-    """Keeps, per ONVIF camera whose stream is down, its latest snapshot and its age."""
+    """Keeps, per camera whose stream is down, its latest snapshot and its age.
+
+    ``stats`` counts pictures taken, failed fetches, and among those the bodies refused
+    by kind (``snapshots_refused_not_jpeg``, ``snapshots_refused_too_large``)."""
 
     def __init__(
         self, cameras: Sequence[CameraSettings], refresh_s: float = 30.0, timeout_s: float = 5.0
     ) -> None:
-        self._urls = {c.id: c.url for c in cameras if c.url.startswith("onvif://")}
+        self._cameras = {c.id: c for c in cameras if c.snapshot_url or c.url.startswith("onvif://")}
         self._refresh_s = refresh_s
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
@@ -49,7 +55,7 @@ class SnapshotKeeper:
         self._thread = threading.Thread(target=self._run, name="snapshots", daemon=True)
 
     def start(self) -> None:
-        if self._urls:
+        if self._cameras:
             self._thread.start()
 
     def stop(self) -> None:
@@ -61,7 +67,7 @@ class SnapshotKeeper:
     def stream_status(self, camera_id: str, status: str) -> None:
         """Told every status change of a camera's stream; a stream back online needs no
         snapshot, and its old one is dropped."""
-        if camera_id not in self._urls:
+        if camera_id not in self._cameras:
             return
         with self._lock:
             if status in DOWN_STATUSES:
@@ -101,6 +107,8 @@ class SnapshotKeeper:
         except SourceError as err:
             self._uris.pop(camera_id, None)
             self.stats["snapshot_errors"] += 1
+            if isinstance(err, SnapshotError) and err.refusal:
+                self.stats[f"snapshots_refused_{err.refusal}"] += 1
             self.last_error[camera_id] = err.reason
             log.warning("camera %s: no snapshot: %s", camera_id, err.reason)
             return
@@ -115,7 +123,12 @@ class SnapshotKeeper:
                 self._pictures[camera_id] = (time.monotonic(), picture)
 
     def _fetch(self, camera_id: str) -> np.ndarray:
-        host, port, user, password, profile = parse_onvif_url(self._urls[camera_id])
+        camera = self._cameras[camera_id]
+        if camera.snapshot_url:
+            return fetch_snapshot(
+                camera.snapshot_url, *stream_credentials(camera), timeout_s=self._timeout_s
+            )
+        host, port, user, password, profile = parse_onvif_url(camera.url)
         uri = self._uris.get(camera_id)
         if uri is None:
             endpoints = resolve_onvif(host, port, user, password, profile, self._timeout_s)
@@ -123,3 +136,15 @@ class SnapshotKeeper:
                 raise SourceError("the camera has no snapshot URI", permanent=True)
             uri = self._uris[camera_id] = endpoints.snapshot_uri
         return fetch_snapshot(uri, user, password, self._timeout_s)
+
+
+def stream_credentials(camera: CameraSettings) -> tuple[str, str]:
+    """The credentials for a ``snapshot_url`` that carries none: the stream URL's, when
+    both are on the same host (a camera has one account for both; another host is
+    another machine, and gets no password it was not given)."""
+    if camera.snapshot_url is None or split_credentials(camera.snapshot_url)[1]:
+        return "", ""
+    if urlsplit(camera.snapshot_url).hostname != urlsplit(camera.url).hostname:
+        return "", ""
+    _, user, password = split_credentials(camera.url)
+    return user, password

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 
 def redact_url(url: str) -> str:
@@ -30,3 +30,15 @@ def with_credentials(url: str, user: str, password: str) -> str:
         return url
     userinfo = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
+
+
+def split_credentials(url: str) -> tuple[str, str, str]:
+    """``http://ad%40min:pw@host/x`` → (``http://host/x``, ``ad@min``, ``pw``).
+
+    An HTTP client sends a URL's own credentials as Basic before any challenge, in the
+    clear on plain HTTP; split off, they go only where the server asks, Digest first."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, "", ""
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return bare, unquote(parts.username), unquote(parts.password or "")
