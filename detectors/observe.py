@@ -25,6 +25,9 @@ from detectors.zones import Box, Zone
 from domain import Category, Observation
 
 STATIC_LABEL = "static_object"
+# Static objects are looked for in each zone's bounding box grown by this share of its
+# size: an object standing in a zone can reach above the zone's outline.
+ZONE_MARGIN = 0.15
 _MASKING = (Category.PERSON, Category.VEHICLE)
 # Categories whose stationary presence freezes a zone's "before" picture.
 _EVIDENCE = (Category.STALL_PART, Category.RUBBISH, Category.STATIC_OBJECT)
@@ -64,7 +67,9 @@ class CameraAnalyser:
         self._zones_by_id = {zone.id: zone for zone in self.zones}
         self._class_map = dict(class_map)
         self._tracker = Tracker(tracker)
-        self._static = StaticObjectDetector(static)
+        self._static = StaticObjectDetector(
+            static, [zone.bounds(ZONE_MARGIN) for zone in self.zones]
+        )
         self._frame: np.ndarray | None = None
         self._before: dict[str, np.ndarray] = {}
 
@@ -83,8 +88,16 @@ class CameraAnalyser:
             box = (x1, y1, x2, y2)
             sightings.append(Sighting(detection.label, float(detection.score), box, category))
         masked = [s.box for s in sightings if s.group in _MASKING]
-        for found in self._static.update(frame_bgr, ts_ms, masked):
-            sightings.append(Sighting(STATIC_LABEL, found.score, found.box, Category.STATIC_OBJECT))
+        static = self._static.update(frame_bgr, ts_ms, masked)
+        # The static detector keeps its objects' identity through occlusion: their stationary
+        # time is its own, not the tracker's (which only sees the boxes).
+        held = [(0, False)] * len(sightings) + [
+            (ts_ms - found.since_ms, found.occluded) for found in static
+        ]
+        sightings += [
+            Sighting(STATIC_LABEL, found.score, found.box, Category.STATIC_OBJECT)
+            for found in static
+        ]
 
         # The tracker groups by category, so a person never continues a stall's track.
         tracks = self._tracker.update(ts_ms, sightings)
@@ -98,10 +111,13 @@ class CameraAnalyser:
                 box=sighting.box,
                 score=sighting.score,
                 ts=ts_ms,
-                stationary_ms=track.stationary_ms(ts_ms),
+                stationary_ms=max(track.stationary_ms(ts_ms), standing_ms),
                 frame_size=frame_size,
+                occluded=occluded,
             )
-            for sighting, track in zip(sightings, tracks, strict=True)
+            for sighting, track, (standing_ms, occluded) in zip(
+                sightings, tracks, held, strict=True
+            )
         ]
         self._frame = frame_bgr.copy()
         self._keep_before(observations)
@@ -147,6 +163,8 @@ class CameraAnalyser:
             x1, y1, x2, y2 = (round(v) for v in obs.box)
             cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2)
             text = f"{obs.label} #{obs.track_id} {obs.stationary_ms // 1000}s"
+            if obs.occluded:
+                text += " (hidden)"
             cv2.putText(
                 out,
                 text,

@@ -2,218 +2,436 @@
 
 COCO models know no "rubbish"; a trained one misses what it was not shown (a mattress, a
 heap of debris). What every dumped thing shares is that it was not there before and then
-stays. So this keeps a slow background of the scene and reports regions that differ from
-it and have not changed for ``confirm_samples`` consecutive samples.
+stays. So this keeps a background of each watched region (``static_background``) and
+follows regions that differ from it and stay unchanged, as objects with an identity.
 
-How it stays quiet on real cameras:
+What makes it hold on a real street:
 
-- **Reduced resolution** (``work_width``) and a light blur: sensor noise and compression
-  speckle average out, and the per-sample cost is a few milliseconds.
-- **Brightness normalisation**: each sample is fitted to the background by a robust
-  gain/offset (inter-quartile range and median), so slow light drift, auto-exposure and
-  passing clouds over the whole view never look like objects.
-- **A noise-scaled threshold**: the difference must exceed ``noise_k`` times the sample's
-  own robust noise level (and ``min_threshold`` grey levels).
-- **People and vehicles are masked**: the background never learns them, they never count,
-  and a blob mostly covered by one is dropped. Pixels hidden behind them hold their count,
-  so a passer-by in front of a bag does not restart its timer.
-- **Only background-like pixels learn**: a dumped bag is never blended into the background
-  while it stays, until ``absorb_samples`` (hours) make it part of the scene for good.
-- **Whatever was there from the start is background**: the first sample is the background,
-  and pixels first seen behind a person or a vehicle are learnt when they are revealed.
-- **A scene change re-learns**: when most of the view differs (camera moved, switched to
-  night IR), the model restarts instead of reporting one giant object forever.
+- **Zones are analysed as crops of the decoded frame**, each at up to
+  ``max_region_pixels`` (native resolution when the crop is that small), not as part of a
+  shrunken whole frame: a bag 17 px wide in a 596-px frame keeps its 17 px. Regions are the
+  bounding boxes of the camera's zones (overlapping ones merged); nothing outside a zone
+  can file a case, so nothing outside is analysed.
+- **Minimum size is zone-relative**: ``min_area_frac`` of the region (plus a pixel floor
+  against speckle), so a far zone's small objects count as much as a near zone's big ones.
+- **Occlusion holds, it does not reset**: a pixel behind a detected person or vehicle, or
+  changing between samples (traffic the detector missed), keeps its count of unchanged
+  samples. A confirmed object whose pixels are mostly hidden is reported as
+  ``occluded`` — unknown, not gone — with its identity and its ``since_ms`` kept.
+- **Gone means seen empty, repeatedly**: an object is dropped only after
+  ``clear_empty_samples`` samples in which most of its visible pixels match the scenery.
+- **An object that is a person or vehicle is not reported**: one that differed mostly
+  behind detected person or vehicle boxes while it was being confirmed, or whose box
+  matches such a box (IoU ≥ ``explained_iou``) in more than ``max_explained_share`` of its
+  samples, is that parked car or standing person. A bus passing in front of a bag is far
+  bigger than the bag, so it never explains it away.
+- **A scene change re-learns**: when most of a region differs and stays unchanged for
+  ``scene_change_samples`` (camera moved, switched to night IR), its model restarts; a bus
+  filling the view is moving, so it never triggers this.
+- **Hours make scenery**: an object that has stood ``absorb_s`` becomes background.
 
-The colour background at ``evidence_width`` is kept with the same masks: it is the
-"before" picture for evidence, the scene as it was without the new objects.
+The colour background at ``evidence_width`` is the "before" picture for evidence: the
+median of the first samples, then learnt where each region learns (and outside the regions
+wherever no person or vehicle stands).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from detectors.static_background import BackgroundParams, RegionBackground, Sample
 from detectors.zones import Box
+
+NormBox = tuple[float, float, float, float]  # x1, y1, x2, y2 in 0..1 of the frame
+WHOLE_FRAME: NormBox = (0.0, 0.0, 1.0, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
 class StaticObjectParams:
-    work_width: int = 320  # analysis width in pixels (height keeps the aspect)
+    max_region_pixels: int = 320 * 240  # a region is shrunk only beyond this many pixels
     evidence_width: int = 960  # width of the colour "before" picture
     min_sample_interval_ms: int = 750  # at 1 analysed fps every frame is a sample
-    alpha: float = 0.02  # background learning rate per sample, background-like pixels only
-    confirm_samples: int = 8  # consecutive unchanged samples before a region is static
-    absorb_samples: int = 4 * 3600  # static this long → part of the background
-    noise_k: float = 4.0  # threshold in robust noise sigmas
-    min_threshold: float = 8.0  # ...and at least this many grey levels
-    min_area_frac: float = 0.0005  # of the frame
-    max_area_frac: float = 0.2  # of the frame
+    confirm_samples: int = 5  # unchanged samples (hidden ones not counted) → static
+    absorb_s: float = 4 * 3600.0  # standing this long → part of the background
+    min_area_frac: float = 0.002  # of the region: the zone-relative minimum size
+    min_area_px: int = 12  # ...and never fewer work pixels than this
+    max_area_frac: float = 0.5  # of the region
     mask_margin: float = 0.1  # person/vehicle boxes grown by this fraction of their size
-    max_masked_frac: float = 0.3  # a blob box more covered by person/vehicle is dropped
-    scene_change_frac: float = 0.5  # more than this of the view differs → re-learn
+    hidden_frac: float = 0.5  # more of an object hidden than this → occluded (unknown)
+    present_frac: float = 0.5  # this much of what is visible still differs → present
+    empty_frac: float = 0.7  # this much of what is visible matches the scenery → empty
+    clear_empty_samples: int = 3  # seen empty this many times → gone
+    explained_iou: float = 0.3  # box overlap that makes an object a person/vehicle box
+    max_explained_share: float = 0.3
+    scene_change_frac: float = 0.6  # of a region's known pixels
+    scene_change_samples: int = 10
+    background: BackgroundParams = field(default_factory=BackgroundParams)
 
 
 @dataclass(frozen=True, slots=True)
 class StaticObject:
-    """A new static region, as a box in the full frame's pixels; ``score`` in 0..1 grows
-    with its contrast against the background."""
+    """A new static object, as a box in the full frame's pixels. ``score`` in 0..1 grows
+    with its contrast against the background; ``since_ms`` is when it first stood still;
+    ``occluded`` says it is hidden now (its box is where it was last seen)."""
 
     box: Box
     score: float
+    object_id: int
+    since_ms: int
+    occluded: bool = False
+
+
+@dataclass(slots=True)
+class _Candidate:
+    object_id: int
+    pixels: np.ndarray  # bool, the region's work size
+    box: Box  # frame pixels
+    since_ms: int
+    score: float = 0.0
+    occluded: bool = False
+    empty_views: int = 0
+    views: int = 0
+    explained: int = 0
 
 
 class StaticObjectDetector:
-    """One camera's background model; feed it every analysed frame."""
+    """One camera's static-object detector; feed it every analysed frame in time order."""
 
-    def __init__(self, params: StaticObjectParams | None = None) -> None:
+    def __init__(
+        self, params: StaticObjectParams | None = None, regions: Sequence[NormBox] = (WHOLE_FRAME,)
+    ) -> None:
         self.params = params or StaticObjectParams()
+        self._norm_regions = merge_overlapping(regions)
         self._frame_size: tuple[int, int] | None = None
+        self._regions: list[_Region] = []
         self._last_sample_ms: int | None = None
         self._objects: list[StaticObject] = []
-        self._bg: np.ndarray | None = None  # float32 grey, work size
-        self._colour: np.ndarray | None = None  # float32 BGR, evidence size
-        self._known = np.zeros((0, 0), dtype=bool)  # pixels seen unoccluded at least once
-        self._count = np.zeros((0, 0), dtype=np.int32)  # consecutive static samples
-        self._prev = np.zeros((0, 0), dtype=np.float32)  # previous aligned sample
+        self._colour = _ColourBackground(self.params)
+        self._next_id = 1
 
     def update(
         self, frame_bgr: np.ndarray, ts_ms: int, masked: Sequence[Box]
     ) -> list[StaticObject]:
-        """Take a sample (if one is due) and return the static objects now present.
-
-        ``masked`` are the person and vehicle boxes of this frame, in frame pixels.
-        """
+        """Take a sample (if one is due) and return the static objects now present or
+        hidden. ``masked`` are the person and vehicle boxes of this frame, in frame pixels."""
         height, width = frame_bgr.shape[:2]
         if (width, height) != self._frame_size:
-            self._frame_size = (width, height)
-            self._bg = None  # a reconnect at another resolution starts a new model
+            self._frame_size = (width, height)  # a reconnect at another resolution: restart
+            self._regions = [
+                _Region(box, (width, height), self.params) for box in self._norm_regions
+            ]
+            self._colour = _ColourBackground(self.params)
+            self._last_sample_ms = None
         if (
             self._last_sample_ms is not None
-            and self._bg is not None
             and ts_ms - self._last_sample_ms < self.params.min_sample_interval_ms
         ):
             return self._objects
         self._last_sample_ms = ts_ms
-        self._objects = self._sample(frame_bgr, masked)
-        return self._objects
+        objects: list[StaticObject] = []
+        learnt = []
+        for region in self._regions:
+            self._next_id = region.sample(frame_bgr, ts_ms, masked, self._next_id)
+            objects.extend(region.objects())
+            learnt.append((region, region.learnt))
+        self._colour.update(frame_bgr, masked, learnt)
+        self._objects = objects
+        return objects
 
     def background_bgr(self) -> np.ndarray | None:
         """The learnt scene without new objects, at the last frame's size (None before the
         first frame)."""
-        if self._colour is None or self._frame_size is None:
+        if self._frame_size is None:
             return None
-        return cv2.resize(self._colour.astype(np.uint8), self._frame_size)
+        return self._colour.picture(self._frame_size)
 
-    def _sample(self, frame_bgr: np.ndarray, masked: Sequence[Box]) -> list[StaticObject]:
-        p = self.params
-        work = _scaled_size(frame_bgr, p.work_width)
-        grey = cv2.cvtColor(
-            cv2.resize(frame_bgr, work, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY
+
+class _Region:
+    """One analysed crop: its background model, per-pixel counts and its objects."""
+
+    def __init__(self, norm: NormBox, frame_size: tuple[int, int], params: StaticObjectParams):
+        width, height = frame_size
+        x1, y1 = int(norm[0] * width), int(norm[1] * height)
+        x2 = max(x1 + 1, int(np.ceil(norm[2] * width)))
+        y2 = max(y1 + 1, int(np.ceil(norm[3] * height)))
+        self.rect = (x1, y1, x2, y2)
+        scale = min(1.0, (params.max_region_pixels / ((x2 - x1) * (y2 - y1))) ** 0.5)
+        self.work = (max(1, round((x2 - x1) * scale)), max(1, round((y2 - y1) * scale)))
+        self.scale = (self.work[0] / (x2 - x1), self.work[1] / (y2 - y1))
+        self.params = params
+        self.model = RegionBackground(params.background)
+        shape = (self.work[1], self.work[0])
+        self.count = np.zeros(shape, np.int32)
+        self.masked_count = np.zeros(shape, np.int32)  # samples it differed behind a mask
+        self.first_ms = np.zeros(shape, np.int64)
+        self.candidates: list[_Candidate] = []
+        self.learnt: np.ndarray | None = None
+        self._scene_change_streak = 0
+
+    def sample(self, frame: np.ndarray, ts_ms: int, masked: Sequence[Box], next_id: int) -> int:
+        """Analyse this region of ``frame``; returns the next free object id."""
+        x1, y1, x2, y2 = self.rect
+        crop = frame[y1:y2, x1:x2]
+        if crop.shape[1] != self.work[0] or crop.shape[0] != self.work[1]:
+            crop = cv2.resize(crop, self.work, interpolation=cv2.INTER_AREA)
+        grey = cv2.GaussianBlur(
+            cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32), (0, 0), 1.0
         )
-        grey = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 1.0)
-        colour = cv2.resize(
-            frame_bgr, _scaled_size(frame_bgr, p.evidence_width), interpolation=cv2.INTER_AREA
-        ).astype(np.float32)
-        mask = self._mask(masked, work)
-        if self._bg is None or self._colour is None:
-            self._start(grey, colour, mask)
-            return []
-        bg = self._bg
+        mask = self._mask(masked)
+        self.learnt = None
+        sample = self.model.observe(grey, mask)
+        if sample is None:
+            return next_id
+        if self._scene_changed(sample, mask):
+            self._restart()
+            return next_id
+        hidden = mask | sample.moving
+        static_now = sample.foreground & ~hidden
+        self.count = np.where(static_now, self.count + 1, np.where(hidden, self.count, 0))
+        seen_empty = ~sample.foreground & ~hidden
+        self.masked_count = np.where(
+            sample.foreground & mask,
+            self.masked_count + 1,
+            np.where(seen_empty, 0, self.masked_count),
+        )
+        self.first_ms[static_now & (self.count == 1)] = ts_ms
+        components = self._components(self.count >= self.params.confirm_samples)
+        self._judge_candidates(sample, hidden, components, masked)
+        for pixels in components:
+            if pixels is not None:
+                self.candidates.append(self._candidate(next_id, pixels))
+                next_id += 1
+        self._absorb(sample, ts_ms)
+        exclude = self.count > 0
+        for candidate in self.candidates:
+            exclude |= candidate.pixels
+        self.learnt = self.model.learn(sample, exclude, mask)
+        return next_id
 
-        revealed = ~self._known & ~mask
-        bg[revealed] = grey[revealed]
-        self._set_colour(colour, revealed)
-        self._known |= revealed
-        valid = self._known & ~mask
+    def _candidate(self, object_id: int, pixels: np.ndarray) -> _Candidate:
+        """A new object from a confirmed component. What its pixels went through before
+        counts: one that differed mostly behind a person or vehicle box is that person
+        or vehicle (a parked car the model sees most of the time)."""
+        since = int(np.median(self.first_ms[pixels]))
+        behind_mask = int(np.median(self.masked_count[pixels]))
+        views = behind_mask + int(np.median(self.count[pixels]))
+        return _Candidate(
+            object_id, pixels, self._box(pixels), since, views=views, explained=behind_mask
+        )
 
-        gain, offset = _fit_brightness(bg[valid], grey[valid])
-        aligned = (grey - offset) / gain
-        diff = np.abs(aligned - bg)
-        sigma = 1.4826 * float(np.median(diff[valid])) if valid.any() else 0.0
-        threshold = max(p.noise_k * sigma, p.min_threshold)
-        foreground = (diff > threshold) & valid
-        if foreground.sum() > p.scene_change_frac * max(int(valid.sum()), 1):
-            self._start(grey, colour, mask)
-            return []
-
-        # Two samples differ by √2 × the noise of a sample against the averaged background.
-        unchanged = np.abs(aligned - self._prev) <= 2.0 * threshold
-        self._prev = aligned
-        self._count = np.where(
-            mask, self._count, np.where(foreground & unchanged, self._count + 1, 0)
-        ).astype(np.int32)
-
-        absorbed = self._count >= p.absorb_samples
-        bg[absorbed] = aligned[absorbed]
-        self._set_colour(colour, absorbed)
-        self._count[absorbed] = 0
-        learn = valid & ~foreground
-        cv2.accumulateWeighted(grey, bg, p.alpha, learn.astype(np.uint8))
-        self._blend_colour(colour, learn)
-
-        return self._regions(self._count >= p.confirm_samples, diff, threshold, mask)
-
-    def _start(self, grey: np.ndarray, colour: np.ndarray, mask: np.ndarray) -> None:
-        self._bg = grey.copy()
-        self._colour = colour.copy()
-        self._known = ~mask
-        self._count = np.zeros(grey.shape, dtype=np.int32)
-        self._prev = grey.copy()
-
-    def _mask(self, boxes: Sequence[Box], work: tuple[int, int]) -> np.ndarray:
-        """Person/vehicle boxes (grown by ``mask_margin``) at work resolution."""
-        assert self._frame_size is not None
-        sx = work[0] / self._frame_size[0]
-        sy = work[1] / self._frame_size[1]
-        mask = np.zeros((work[1], work[0]), dtype=np.uint8)
-        m = self.params.mask_margin
-        for x1, y1, x2, y2 in boxes:
-            dx, dy = (x2 - x1) * m, (y2 - y1) * m
-            top_left = (int((x1 - dx) * sx), int((y1 - dy) * sy))
-            bottom_right = (int(np.ceil((x2 + dx) * sx)), int(np.ceil((y2 + dy) * sy)))
-            cv2.rectangle(mask, top_left, bottom_right, 1, thickness=-1)
-        return mask.astype(bool)
-
-    def _set_colour(self, colour: np.ndarray, where: np.ndarray) -> None:
-        if self._colour is not None and where.any():
-            big = _resize_mask(where, colour.shape)
-            self._colour[big] = colour[big]
-
-    def _blend_colour(self, colour: np.ndarray, where: np.ndarray) -> None:
-        if self._colour is not None:
-            big = _resize_mask(where, colour.shape).astype(np.uint8)
-            cv2.accumulateWeighted(colour, self._colour, self.params.alpha, big)
-
-    def _regions(
-        self, static: np.ndarray, diff: np.ndarray, threshold: float, mask: np.ndarray
-    ) -> list[StaticObject]:
+    def objects(self) -> list[StaticObject]:
         p = self.params
-        assert self._frame_size is not None
+        return [
+            StaticObject(c.box, c.score, c.object_id, c.since_ms, c.occluded)
+            for c in self.candidates
+            if c.explained <= p.max_explained_share * c.views
+        ]
+
+    def _judge_candidates(
+        self,
+        sample: Sample,
+        hidden: np.ndarray,
+        components: list[np.ndarray | None],
+        masked: Sequence[Box],
+    ) -> None:
+        """Present, occluded or seen empty, for every known object; components that
+        continue one are consumed (set to None)."""
+        p = self.params
+        kept = []
+        for c in self.candidates:
+            size = int(c.pixels.sum())
+            visible = c.pixels & ~hidden
+            shown = int(visible.sum())
+            if size - shown > p.hidden_frac * size:
+                c.occluded = True
+            else:
+                differs = int((visible & sample.foreground).sum()) / max(shown, 1)
+                c.occluded = False
+                if differs >= p.present_frac:
+                    c.empty_views = 0
+                    contrast = np.abs(sample.aligned - self.model.bg)[visible].mean()
+                    c.score = round(
+                        min(1.0, float(contrast / (3.0 * sample.threshold[visible].mean()))), 3
+                    )
+                elif differs <= 1.0 - p.empty_frac:
+                    c.empty_views += 1
+                else:
+                    c.occluded = True  # partly changed: unknown
+            self._continue(c, components)
+            c.views += 1
+            c.explained += any(_iou(c.box, box) >= p.explained_iou for box in masked)
+            if c.empty_views < p.clear_empty_samples:
+                kept.append(c)
+        self.candidates = kept
+
+    def _continue(self, c: _Candidate, components: list[np.ndarray | None]) -> None:
+        """Let the components overlapping ``c`` become its new extent, unless they are much
+        larger (something big stopped over it: keep what it was)."""
+        size = int(c.pixels.sum())
+        for index, pixels in enumerate(components):
+            if pixels is None:
+                continue
+            overlap = int((pixels & c.pixels).sum())
+            if overlap == 0:
+                continue
+            area = int(pixels.sum())
+            if overlap >= 0.3 * min(area, size):
+                components[index] = None
+                if area <= 2 * size:
+                    c.pixels = pixels
+                    c.box = self._box(pixels)
+
+    def _absorb(self, sample: Sample, ts_ms: int) -> None:
+        kept = []
+        for c in self.candidates:
+            if ts_ms - c.since_ms >= self.params.absorb_s * 1000:
+                self.model.absorb(c.pixels, sample)
+                self.count[c.pixels] = 0
+                self.masked_count[c.pixels] = 0
+            else:
+                kept.append(c)
+        self.candidates = kept
+
+    def _scene_changed(self, sample: Sample, mask: np.ndarray) -> bool:
+        p = self.params
+        known = int((self.model.known & ~mask).sum())
+        still_different = int((sample.foreground & ~sample.moving).sum())
+        if still_different > p.scene_change_frac * max(known, 1):
+            self._scene_change_streak += 1
+        else:
+            self._scene_change_streak = 0
+        return self._scene_change_streak >= p.scene_change_samples
+
+    def _restart(self) -> None:
+        self.model.restart()
+        self.count[:] = 0
+        self.masked_count[:] = 0
+        self.candidates = []
+        self._scene_change_streak = 0
+
+    def _components(self, static: np.ndarray) -> list[np.ndarray | None]:
+        p = self.params
         binary = static.astype(np.uint8)
         binary = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
         binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-        work_area = binary.shape[0] * binary.shape[1]
-        sx = self._frame_size[0] / binary.shape[1]
-        sy = self._frame_size[1] / binary.shape[0]
-        found: list[StaticObject] = []
+        region_area = binary.shape[0] * binary.shape[1]
+        least = max(p.min_area_px, p.min_area_frac * region_area)
+        found: list[np.ndarray | None] = []
         for index in range(1, count):
-            x, y, w, h, area = (int(v) for v in stats[index])
-            if not (p.min_area_frac * work_area <= area <= p.max_area_frac * work_area):
-                continue
-            if mask[y : y + h, x : x + w].mean() > p.max_masked_frac:
-                continue
-            contrast = float(diff[labels == index].mean())
-            found.append(
-                StaticObject(
-                    box=(x * sx, y * sy, (x + w) * sx, (y + h) * sy),
-                    score=round(min(1.0, contrast / (3.0 * threshold)), 3),
-                )
-            )
+            area = int(stats[index][cv2.CC_STAT_AREA])
+            if least <= area <= p.max_area_frac * region_area:
+                found.append(labels == index)
         return found
+
+    def _box(self, pixels: np.ndarray) -> Box:
+        ys, xs = np.nonzero(pixels)
+        sx, sy = self.scale
+        x0, y0 = self.rect[:2]
+        return (
+            x0 + float(xs.min()) / sx,
+            y0 + float(ys.min()) / sy,
+            x0 + float(xs.max() + 1) / sx,
+            y0 + float(ys.max() + 1) / sy,
+        )
+
+    def _mask(self, boxes: Sequence[Box]) -> np.ndarray:
+        """Person/vehicle boxes (grown by ``mask_margin``) in the region's work pixels."""
+        sx, sy = self.scale
+        x0, y0 = self.rect[:2]
+        mask = np.zeros((self.work[1], self.work[0]), dtype=np.uint8)
+        m = self.params.mask_margin
+        for x1, y1, x2, y2 in boxes:
+            dx, dy = (x2 - x1) * m, (y2 - y1) * m
+            top_left = (int((x1 - dx - x0) * sx), int((y1 - dy - y0) * sy))
+            bottom_right = (int(np.ceil((x2 + dx - x0) * sx)), int(np.ceil((y2 + dy - y0) * sy)))
+            cv2.rectangle(mask, top_left, bottom_right, 1, thickness=-1)
+        return mask.astype(bool)
+
+
+class _ColourBackground:
+    """The colour "before" picture at ``evidence_width``: the median of the first samples,
+    then learnt only where the regions learn (and, outside them, where no person or
+    vehicle stands)."""
+
+    def __init__(self, params: StaticObjectParams) -> None:
+        self.params = params
+        self._warmup: list[np.ndarray] = []
+        self._picture: np.ndarray | None = None  # float32 BGR
+
+    def update(
+        self,
+        frame: np.ndarray,
+        masked: Sequence[Box],
+        learnt: list[tuple[_Region, np.ndarray | None]],
+    ) -> None:
+        size = _scaled_size(frame, self.params.evidence_width)
+        small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        if self._picture is None:
+            self._warmup.append(small)
+            if len(self._warmup) >= self.params.background.init_samples:
+                self._picture = np.median(np.stack(self._warmup), axis=0).astype(np.float32)
+                self._warmup = []
+            return
+        fx, fy = size[0] / frame.shape[1], size[1] / frame.shape[0]
+        learn = np.ones((size[1], size[0]), np.uint8)
+        for x1, y1, x2, y2 in masked:
+            cv2.rectangle(learn, (int(x1 * fx), int(y1 * fy)), (int(x2 * fx), int(y2 * fy)), 0, -1)
+        for region, region_learnt in learnt:
+            rx1, ry1, rx2, ry2 = (
+                int(region.rect[0] * fx),
+                int(region.rect[1] * fy),
+                max(int(region.rect[0] * fx) + 1, int(region.rect[2] * fx)),
+                max(int(region.rect[1] * fy) + 1, int(region.rect[3] * fy)),
+            )
+            if region_learnt is None:
+                learn[ry1:ry2, rx1:rx2] = 0
+            else:
+                learn[ry1:ry2, rx1:rx2] = cv2.resize(
+                    region_learnt.astype(np.uint8), (rx2 - rx1, ry2 - ry1),
+                    interpolation=cv2.INTER_NEAREST,
+                )  # fmt: skip
+        cv2.accumulateWeighted(small, self._picture, self.params.background.alpha, learn)
+
+    def picture(self, frame_size: tuple[int, int]) -> np.ndarray | None:
+        source = self._picture
+        if source is None:
+            if not self._warmup:
+                return None
+            source = self._warmup[0]
+        return cv2.resize(source.astype(np.uint8), frame_size)
+
+
+def merge_overlapping(boxes: Sequence[NormBox]) -> list[NormBox]:
+    """Boxes with every overlapping pair replaced by their union, so no place is analysed
+    (and reported) twice."""
+    merged = [tuple(b) for b in boxes]
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(merged)):
+            for j in range(i + 1, len(merged)):
+                a, b = merged[i], merged[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    merged[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del merged[j]
+                    changed = True
+                    break
+            if changed:
+                break
+    return merged  # type: ignore[return-value]
+
+
+def _iou(a: Box, b: Box) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _scaled_size(frame: np.ndarray, width: int) -> tuple[int, int]:
@@ -222,23 +440,3 @@ def _scaled_size(frame: np.ndarray, width: int) -> tuple[int, int]:
     if frame_width <= width:
         return frame_width, height
     return width, max(1, round(height * width / frame_width))
-
-
-def _resize_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    resized = cv2.resize(
-        mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST
-    )
-    return resized.astype(bool)
-
-
-def _fit_brightness(background: np.ndarray, sample: np.ndarray) -> tuple[float, float]:
-    """Gain and offset with ``sample ≈ gain · background + offset``, robust to the few
-    pixels that hold new objects (quartiles and medians, not means)."""
-    if background.size == 0:
-        return 1.0, 0.0
-    b25, b50, b75 = np.percentile(background, (25, 50, 75))
-    s25, s50, s75 = np.percentile(sample, (25, 50, 75))
-    spread = b75 - b25
-    gain = float((s75 - s25) / spread) if spread > 1.0 else 1.0
-    gain = min(max(gain, 0.2), 5.0)
-    return gain, float(s50 - gain * b50)

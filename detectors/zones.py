@@ -61,6 +61,19 @@ class Zone:
             self._pixels[frame_size] = polygon
         return polygon
 
+    def bounds(self, margin: float = 0.0) -> tuple[float, float, float, float]:
+        """The polygon's normalised bounding box ``(x1, y1, x2, y2)``, grown by ``margin``
+        of its width and height on every side and kept inside the frame."""
+        xs = [x for x, _ in self.settings.polygon]
+        ys = [y for _, y in self.settings.polygon]
+        dx, dy = (max(xs) - min(xs)) * margin, (max(ys) - min(ys)) * margin
+        return (
+            max(0.0, min(xs) - dx),
+            max(0.0, min(ys) - dy),
+            min(1.0, max(xs) + dx),
+            min(1.0, max(ys) + dy),
+        )
+
     def contains(self, box: Box, frame_size: tuple[int, int]) -> bool:
         """Whether the box's bottom-centre lies inside the zone (the edge counts as in)."""
         x, y = bottom_centre(box)

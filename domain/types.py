@@ -91,6 +91,8 @@ class Observation:
     ``(width, height)``. ``zone_id`` is the zone holding the box's bottom-centre ("" when
     none). ``stationary_ms`` is how long the track has stayed put (0 while it moves).
     ``frame_ts`` names the analysed frame, so evidence can be fetched for it later.
+    ``occluded``: the object is hidden behind something passing in this frame; its box is
+    where it was last seen, and it is still there as far as anyone can tell.
     """
 
     camera_id: str
@@ -103,6 +105,7 @@ class Observation:
     ts: int
     stationary_ms: int = 0
     frame_size: tuple[int, int] = (0, 0)
+    occluded: bool = False
 
 
 class AlertState(StrEnum):

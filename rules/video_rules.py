@@ -14,9 +14,13 @@ should not be there has stayed there":
   nor when mostly covered by a person or vehicle (the blob is that person or vehicle).
 
 Presence is judged per zone, not per track: a vendor whose track is lost and found again
-is still the same stall. It must last the dwell (while the zone's schedule is in force;
-frames outside it count as absent), gaps up to ``gap_tolerance_s`` do not restart it, and
-a firing alert clears after ``clear_after_s`` without any qualifying object.
+is still the same stall. It must last the dwell, counted from when the objects stood
+still (the ``stationary_s`` they needed to count is part of it, so a case comes at the
+dwell, not ``stationary_s`` after it), while the zone's schedule is in force (frames
+outside it count as absent); gaps up to ``gap_tolerance_s`` do not restart it, and a firing
+alert clears after ``clear_after_s`` without any qualifying object. A static object the
+detector reports as occluded (hidden behind a passer-by) still counts: unknown is not
+gone.
 
 Params are the video kind's, overridden per zone (``RuleSettings.zones["cam/zone"]``),
 the zone's schedule among them, judged in the engine's time zone. ``reconfigure`` swaps
@@ -149,7 +153,9 @@ class VideoRuleEngine:
             key = alert_key(camera_id, zone.zone_id, zone.rule_id)
             state = self.states.get(key, initial_state)
             before = dict(state)
-            transition, dwell_ms = _advance(state, ts_ms, bool(evidence), zone)
+            transition, dwell_ms = _advance(
+                state, ts_ms, bool(evidence), zone, _lead_in(zone, ts_ms)
+            )
             if state != before:
                 self.states.touch(key)
             if transition is not None:
@@ -197,28 +203,42 @@ class VideoRuleEngine:
         )
 
 
+def _lead_in(zone: _Zone, ts_ms: int) -> int:
+    """How far before ``ts_ms`` a presence that starts now began: evidence has stood still
+    ``stationary_s`` by definition, unless the zone's rule was not in force then."""
+    lead_ms = int(zone.params.stationary_s * 1000)
+    if zone.in_force is not None and not zone.in_force(ts_ms - lead_ms):
+        return 0
+    return lead_ms
+
+
 def _advance(
-    state: dict[str, Any], ts_ms: int, present: bool, zone: _Zone
+    state: dict[str, Any], ts_ms: int, present: bool, zone: _Zone, lead_ms: int
 ) -> tuple[AlertState | None, int]:
     """Move one key's state by one frame; return the transition and the dwell so far."""
     p = zone.params
     dwell_s = p.stall_dwell_s if zone.rule_id == "stall" else p.rubbish_dwell_s
     if state["since"] is not None:
         _skip_blind_stretch(state, ts_ms, p)
-    transition, dwell_ms = _judge(state, ts_ms, present, dwell_s, p)
+    transition, dwell_ms = _judge(state, ts_ms, present, dwell_s, p, lead_ms)
     if state["since"] is not None:
         state["last_frame"] = ts_ms
     return transition, dwell_ms
 
 
 def _judge(
-    state: dict[str, Any], ts_ms: int, present: bool, dwell_s: float, p: VideoRuleParams
+    state: dict[str, Any],
+    ts_ms: int,
+    present: bool,
+    dwell_s: float,
+    p: VideoRuleParams,
+    lead_ms: int,
 ) -> tuple[AlertState | None, int]:
     gap_ms = p.gap_tolerance_s * 1000
     if present:
         stale = state["last_seen"] is not None and ts_ms - state["last_seen"] > gap_ms
         if state["since"] is None or (stale and not state["firing"]):
-            state["since"] = ts_ms
+            state["since"] = ts_ms - lead_ms
         state["last_seen"] = ts_ms
         dwell_ms = ts_ms - state["since"]
         if not state["firing"] and dwell_ms >= dwell_s * 1000:
@@ -269,7 +289,10 @@ def _dumping_evidence(seen: list[Observation], p: VideoRuleParams) -> list[Obser
     for o in still:
         if o.category not in (Category.RUBBISH, Category.STATIC_OBJECT):
             continue
-        if any(_covered(o, b) > p.max_covered for b in blockers):
+        # A static object the detector saw confirmed and now sees hidden is behind a
+        # passer-by; an uncovered-looking blob covered by a person or vehicle box is it.
+        hidden = o.occluded and o.category is Category.STATIC_OBJECT
+        if not hidden and any(_covered(o, b) > p.max_covered for b in blockers):
             continue
         if o.label in p.rubbish_labels or not any(_near(o, q, p) for q in people):
             evidence.append(o)

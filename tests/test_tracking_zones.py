@@ -302,7 +302,7 @@ def test_analyser_reports_dumped_blob_with_evidence():
         "static_object",
         Category.STATIC_OBJECT,
         "z1",
-        2_000,
+        9_000,  # it stood still from the sample after it appeared (t=11), not from its report
     )
     assert np.abs(np.array(blob.box) - 2 * np.array(BLOB)).max() <= 4
     current, before = cam.evidence_frames("z1")
