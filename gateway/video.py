@@ -7,8 +7,9 @@ and analyses each camera's frame with that camera's own tracker and zones. A cam
 frame is still waiting when a newer one arrives loses the older one (counted): under load
 frames are dropped, never alerts, and one slow camera never delays another.
 
-While an ONVIF camera's stream is down, its evidence is its snapshot URI's picture, kept
-fresh by a ``SnapshotKeeper`` on its own thread, rather than a frame of the past.
+While a camera's stream is down, its evidence is its snapshot (a configured
+``snapshot_url``, or the URI an ONVIF camera gives), kept fresh by a ``SnapshotKeeper`` on
+its own thread, rather than a frame of the past.
 """
 
 from __future__ import annotations
@@ -174,6 +175,6 @@ class VideoRuntime:
                 observations = self.analysers[camera_id].analyse(
                     frame.image, frame.ts_ms, detections
                 )
-            if any(obs.zone_id for obs in observations):
-                self._gates[camera_id].zone_occupied(frame.ts_ms)
+            standing = [obs.stationary_ms for obs in observations if obs.zone_id]
+            self._gates[camera_id].objects_in_zones(frame.ts_ms, standing)
             self._deliver(camera_id, frame.ts_ms, observations)

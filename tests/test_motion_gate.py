@@ -163,5 +163,17 @@ def test_an_occupied_zone_is_inferred_every_frame_until_recheck_s_after(still):
         if gate.needs_inference(frame, i * 1000):
             inferred.append(i)
         if i in (1, 2):  # the analyses of frames 1 and 2 put an object in the zone
-            gate.zone_occupied(i * 1000)
+            gate.objects_in_zones(i * 1000, [0])
     assert inferred == [0, 2, 3, 4, 7]
+
+
+def test_a_settled_object_does_not_hold_its_zone_open(still):
+    """A litter bin the model calls a suitcase has stood since the camera came up: only
+    the rechecks infer."""
+    gate = MotionGate([zone(QUIET)], MotionGateParams(recheck_s=3.0, settled_s=120.0))
+    inferred = []
+    for i, frame in enumerate(still[:10]):
+        if gate.needs_inference(frame, i * 1000):
+            inferred.append(i)
+        gate.objects_in_zones(i * 1000, [120_000 + i * 1000])
+    assert inferred == [0, 3, 6, 9]
