@@ -24,9 +24,8 @@ What counts as change, and why:
   only averages that out over fresh answers; one stale answer reused for seconds loses the
   rubbish track, and a stale vehicle box masks the bag from the static-object path.
   Measured on the footage test's clip: gating an occupied zone lost the dumping case. An
-  object that has stood
-  ``settled_s`` no longer holds the zone open (a fixture the model misnames would
-  otherwise disable gating for good).
+  object that has stood ``settled_s`` no longer holds the zone open (a fixture the model
+  misnames would otherwise disable gating for good).
 - A fresh detection every ``recheck_s`` even without change (lighting drift, a stall packed
   away slowly).
 
