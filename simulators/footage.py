@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 BUILTIN_FOOTAGE = Path(__file__).parent / "scenarios" / "footage_dumping.yaml"
 # Beside a checkout of the project: ../shared/assets (never committed: licences vary).
 DEFAULT_ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
+MIN_CUT_PX = 32  # the soft edge takes ~6-8 px a side
 
 
 class FootageError(ValueError):
@@ -110,15 +111,27 @@ def build_footage(scenario: FootageScenario, out_dir: Path) -> Path:
 
 
 def _write_soft_cut(overlay: Overlay, path: Path) -> None:
-    """The crop with an elliptical, feathered alpha: an object, not a pasted rectangle."""
-    image = cv2.imread(str(overlay.image))
-    x1, y1, x2, y2 = overlay.crop
-    crop = image[y1:y2, x1:x2]
-    h, w = crop.shape[:2]
+    cv2.imwrite(str(path), soft_cut(overlay.image, overlay.crop))
+
+
+def soft_cut(image_path: Path, crop: tuple[int, int, int, int]) -> np.ndarray:
+    """The crop (x1, y1, x2, y2) of a photo as BGRA with an elliptical, feathered alpha: an
+    object, not a pasted rectangle."""
+    image = cv2.imread(str(image_path))
+    if image is None:
+        raise FootageError(f"cannot read the image {image_path}")
+    x1, y1, x2, y2 = crop
+    height, width = image.shape[:2]
+    if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+        raise FootageError(f"{image_path}: crop {crop} is not inside its {width}x{height} pixels")
+    if x2 - x1 < MIN_CUT_PX or y2 - y1 < MIN_CUT_PX:
+        raise FootageError(f"{image_path}: crop {crop} is under {MIN_CUT_PX} pixels a side")
+    cut = image[y1:y2, x1:x2]
+    h, w = cut.shape[:2]
     alpha = np.zeros((h, w), np.float32)
     cv2.ellipse(alpha, (w // 2, h // 2 + 5), (w // 2 - 6, h // 2 - 8), 0, 0, 360, 1.0, -1)
     alpha = cv2.GaussianBlur(alpha, (31, 31), 0)
-    cv2.imwrite(str(path), np.dstack([crop, (alpha * 255).astype(np.uint8)]))
+    return np.dstack([cut, (alpha * 255).astype(np.uint8)])
 
 
 def footage_truth(scenario: FootageScenario) -> dict:
