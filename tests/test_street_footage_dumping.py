@@ -19,6 +19,7 @@ frame by frame (observations in the zone, standing times, alerts), the same tria
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable
 
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ from simulators.street_trial import (
     GARBAGE,
     SOCIALDIST,
     Spot,
+    StreetClip,
     StreetScene,
     Timing,
     Trial,
@@ -86,24 +88,31 @@ def detector() -> CachedDetector:
 
 @pytest.fixture(scope="module")
 def outcomes(request: pytest.FixtureRequest) -> dict[str, TrialResult]:
-    """Every trial's result; at the end, the detection rate and time to detect per clip."""
+    """Every trial's result; at the end, the detection rate and time to detect per clip,
+    written past the output capture (as ``capsys.disabled()`` does) so every run shows it."""
     results: dict[str, TrialResult] = {}
     yield results
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    for clip in PLACEMENTS:
-        ran = [r for r in results.values() if r.trial.clip is clip]
-        positives = [r for r in ran if r.trial.expected_cases]
-        if reporter is None or not ran:
-            continue
-        on_time = sum(r.failure(TIMING) is None for r in positives)
-        false = sum(bool(r.alerts) for r in ran if not r.trial.expected_cases)
-        delays = sorted(d for r in positives if (d := r.detect_s(TIMING)) is not None)
-        spread = f"{delays[0]}/{statistics.median(delays):g}/{delays[-1]} s" if delays else "-"
-        reporter.write_line(
-            f"street footage {clip.name}: detected {on_time}/{len(positives)} positives, "
-            f"{false} false cases in {len(ran) - len(positives)} empty/short runs, "
-            f"case after the dwell min/median/max {spread}"
-        )
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        for clip in PLACEMENTS:
+            reporter.write_line(clip_summary(clip, results.values()))
+
+
+def clip_summary(clip: StreetClip, results: Iterable[TrialResult]) -> str:
+    ran = [r for r in results if r.trial.clip is clip]
+    positives = [r for r in ran if r.trial.expected_cases]
+    on_time = sum(r.failure(TIMING) is None for r in positives)
+    false = sum(bool(r.alerts) for r in ran if not r.trial.expected_cases)
+    delays = sorted(d for r in positives if (d := r.detect_s(TIMING)) is not None)
+    spread = f"{delays[0]}/{statistics.median(delays):g}/{delays[-1]} s" if delays else "-"
+    return (
+        f"street footage {clip.name}: detected {on_time}/{len(positives)} positives, "
+        f"{false} false cases in {len(ran) - len(positives)} empty/short runs, "
+        f"case after the dwell min/median/max {spread}"
+    )
 
 
 @pytest.mark.parametrize("trial", TRIALS, ids=[t.id for t in TRIALS])
