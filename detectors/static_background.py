@@ -23,6 +23,7 @@ this keeps per pixel, and why:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import cv2
@@ -123,7 +124,8 @@ class RegionBackground:
         self._warmup = []
         seen = np.where(masks, np.nan, greys)
         self.known = ~masks.all(axis=0)
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # pixels masked in every sample: all-NaN, unknown
+            warnings.simplefilter("ignore", RuntimeWarning)
             bg = np.nanmedian(seen, axis=0)
             spread = 1.4826 * np.nanmedian(np.abs(seen - bg), axis=0)
         self.bg = np.nan_to_num(bg, nan=0.0).astype(np.float32)

@@ -15,16 +15,18 @@ What makes it hold on a real street:
 - **Minimum size is zone-relative**: ``min_area_frac`` of the region (plus a pixel floor
   against speckle), so a far zone's small objects count as much as a near zone's big ones.
 - **Occlusion holds, it does not reset**: a pixel behind a detected person or vehicle, or
-  changing between samples (traffic the detector missed), keeps its count of unchanged
-  samples. A confirmed object whose pixels are mostly hidden is reported as
-  ``occluded`` — unknown, not gone — with its identity and its ``since_ms`` kept.
+  changing between samples (traffic the detector missed), keeps its count of samples
+  showing the same new content; other content starts a new count, so a bag's standing time
+  never includes the person who stood there before it. A confirmed object whose pixels
+  are mostly hidden, or show neither it nor the scenery, is reported as ``occluded`` —
+  unknown, not gone — with its identity and its ``since_ms`` kept.
 - **Gone means seen empty, repeatedly**: an object is dropped only after
   ``clear_empty_samples`` samples in which most of its visible pixels match the scenery.
 - **An object that is a person or vehicle is not reported**: one that differed mostly
-  behind detected person or vehicle boxes while it was being confirmed, or whose box
-  matches such a box (IoU ≥ ``explained_iou``) in more than ``max_explained_share`` of its
-  samples, is that parked car or standing person. A bus passing in front of a bag is far
-  bigger than the bag, so it never explains it away.
+  behind detected person or vehicle boxes while it was being confirmed, or that lies
+  inside such a box not much bigger than itself in more than ``max_explained_share`` of
+  its samples, is that parked car or standing person. A bus passing in front of a bag is
+  far bigger than the bag, so it never explains it away.
 - **A scene change re-learns**: when most of a region differs and stays unchanged for
   ``scene_change_samples`` (camera moved, switched to night IR), its model restarts; a bus
   filling the view is moving, so it never triggers this.
@@ -58,14 +60,18 @@ class StaticObjectParams:
     confirm_samples: int = 5  # unchanged samples (hidden ones not counted) → static
     absorb_s: float = 4 * 3600.0  # standing this long → part of the background
     min_area_frac: float = 0.002  # of the region: the zone-relative minimum size
-    min_area_px: int = 12  # ...and never fewer work pixels than this
+    # ...and never fewer work pixels than this: a 5 x 5 px dark spot by a far doorway is a
+    # person's head more often than a dumped object (a 1.2 m pile far away is ~18 x 12 px).
+    min_area_px: int = 30
     max_area_frac: float = 0.5  # of the region
     mask_margin: float = 0.1  # person/vehicle boxes grown by this fraction of their size
     hidden_frac: float = 0.5  # more of an object hidden than this → occluded (unknown)
     present_frac: float = 0.5  # this much of what is visible still differs → present
     empty_frac: float = 0.7  # this much of what is visible matches the scenery → empty
     clear_empty_samples: int = 3  # seen empty this many times → gone
-    explained_iou: float = 0.3  # box overlap that makes an object a person/vehicle box
+    # An object mostly inside a person/vehicle box not much bigger than itself is that
+    # person or vehicle: in more than ``max_explained_share`` of its samples → not reported.
+    explained_share: float = 0.6
     max_explained_share: float = 0.3
     scene_change_frac: float = 0.6  # of a region's known pixels
     scene_change_samples: int = 10
@@ -89,6 +95,7 @@ class StaticObject:
 class _Candidate:
     object_id: int
     pixels: np.ndarray  # bool, the region's work size
+    appearance: np.ndarray  # float32 aligned grey of the object where ``pixels``
     box: Box  # frame pixels
     since_ms: int
     score: float = 0.0
@@ -165,9 +172,11 @@ class _Region:
         self.params = params
         self.model = RegionBackground(params.background)
         shape = (self.work[1], self.work[0])
-        self.count = np.zeros(shape, np.int32)
+        self.count = np.zeros(shape, np.int32)  # unhidden samples showing the same content
+        self.content = np.zeros(shape, np.float32)  # ...which is this (aligned grey)
+        self.empty_streak = np.zeros(shape, np.int8)  # consecutive samples seen as scenery
         self.masked_count = np.zeros(shape, np.int32)  # samples it differed behind a mask
-        self.first_ms = np.zeros(shape, np.int64)
+        self.first_ms = np.zeros(shape, np.int64)  # when the content was first seen still
         self.candidates: list[_Candidate] = []
         self.learnt: np.ndarray | None = None
         self._scene_change_streak = 0
@@ -190,15 +199,7 @@ class _Region:
             self._restart()
             return next_id
         hidden = mask | sample.moving
-        static_now = sample.foreground & ~hidden
-        self.count = np.where(static_now, self.count + 1, np.where(hidden, self.count, 0))
-        seen_empty = ~sample.foreground & ~hidden
-        self.masked_count = np.where(
-            sample.foreground & mask,
-            self.masked_count + 1,
-            np.where(seen_empty, 0, self.masked_count),
-        )
-        self.first_ms[static_now & (self.count == 1)] = ts_ms
+        self._count_still_pixels(sample, hidden, mask, ts_ms)
         components = self._components(self.count >= self.params.confirm_samples)
         self._judge_candidates(sample, hidden, components, masked)
         for pixels in components:
@@ -212,6 +213,31 @@ class _Region:
         self.learnt = self.model.learn(sample, exclude, mask)
         return next_id
 
+    def _count_still_pixels(
+        self, sample: Sample, hidden: np.ndarray, mask: np.ndarray, ts_ms: int
+    ) -> None:
+        """Per pixel: how many unhidden samples have shown the same new content. Hidden
+        samples hold the count (traffic in front); content that differs from what was
+        counted starts a new count (a person who stood there left, a bag came); scenery
+        seen twice running ends it (once could be a passer-by the colour of the road)."""
+        static_now = sample.foreground & ~hidden
+        same = np.abs(sample.aligned - self.content) <= sample.threshold
+        go_on = static_now & (self.count > 0) & same
+        fresh = static_now & ~go_on
+        seen_empty = ~sample.foreground & ~hidden
+        self.empty_streak = np.where(seen_empty, np.minimum(self.empty_streak + 1, 2), 0).astype(
+            np.int8
+        )
+        ended = self.empty_streak >= 2
+        self.count = np.where(go_on, self.count + 1, np.where(fresh, 1, self.count))
+        self.count[ended] = 0
+        self.first_ms[fresh] = ts_ms
+        self.content = np.where(fresh, sample.aligned, self.content)
+        self.masked_count = np.where(
+            sample.foreground & mask, self.masked_count + 1, self.masked_count
+        )
+        self.masked_count[ended | fresh] = 0
+
     def _candidate(self, object_id: int, pixels: np.ndarray) -> _Candidate:
         """A new object from a confirmed component. What its pixels went through before
         counts: one that differed mostly behind a person or vehicle box is that person
@@ -220,7 +246,13 @@ class _Region:
         behind_mask = int(np.median(self.masked_count[pixels]))
         views = behind_mask + int(np.median(self.count[pixels]))
         return _Candidate(
-            object_id, pixels, self._box(pixels), since, views=views, explained=behind_mask
+            object_id,
+            pixels,
+            self.content.copy(),
+            self._box(pixels),
+            since,
+            views=views,
+            explained=behind_mask,
         )
 
     def objects(self) -> list[StaticObject]:
@@ -239,38 +271,42 @@ class _Region:
         masked: Sequence[Box],
     ) -> None:
         """Present, occluded or seen empty, for every known object; components that
-        continue one are consumed (set to None)."""
+        continue one are consumed (set to None).
+
+        What is visible of an object is compared with its own appearance and with the
+        scenery: mostly the object → present; mostly scenery → seen empty; neither (a
+        person standing on the spot, a heap being added to) → unknown."""
         p = self.params
+        assert self.model.bg is not None
         kept = []
         for c in self.candidates:
             size = int(c.pixels.sum())
             visible = c.pixels & ~hidden
             shown = int(visible.sum())
-            if size - shown > p.hidden_frac * size:
-                c.occluded = True
-            else:
-                differs = int((visible & sample.foreground).sum()) / max(shown, 1)
-                c.occluded = False
-                if differs >= p.present_frac:
+            c.occluded = True
+            if size - shown <= p.hidden_frac * size:
+                threshold = sample.threshold[visible]
+                values = sample.aligned[visible]
+                as_object = np.abs(values - c.appearance[visible]) <= threshold
+                as_scenery = np.abs(values - self.model.bg[visible]) <= threshold
+                if as_object.mean() >= p.present_frac:
+                    c.occluded = False
                     c.empty_views = 0
-                    contrast = np.abs(sample.aligned - self.model.bg)[visible].mean()
-                    c.score = round(
-                        min(1.0, float(contrast / (3.0 * sample.threshold[visible].mean()))), 3
-                    )
-                elif differs <= 1.0 - p.empty_frac:
+                    contrast = np.abs(values - self.model.bg[visible]).mean()
+                    c.score = round(min(1.0, float(contrast / (3.0 * threshold.mean()))), 3)
+                elif as_scenery.mean() >= p.empty_frac:
+                    c.occluded = False
                     c.empty_views += 1
-                else:
-                    c.occluded = True  # partly changed: unknown
-            self._continue(c, components)
+            self._continue(c, components, sample)
             c.views += 1
-            c.explained += any(_iou(c.box, box) >= p.explained_iou for box in masked)
+            c.explained += any(_explains(box, c.box, p.explained_share) for box in masked)
             if c.empty_views < p.clear_empty_samples:
                 kept.append(c)
         self.candidates = kept
 
-    def _continue(self, c: _Candidate, components: list[np.ndarray | None]) -> None:
-        """Let the components overlapping ``c`` become its new extent, unless they are much
-        larger (something big stopped over it: keep what it was)."""
+    def _continue(self, c: _Candidate, components: list[np.ndarray | None], sample: Sample) -> None:
+        """Let the components overlapping ``c`` become its new extent (a heap grows), unless
+        they are much larger (something big stopped over it: keep what it was)."""
         size = int(c.pixels.sum())
         for index, pixels in enumerate(components):
             if pixels is None:
@@ -282,6 +318,8 @@ class _Region:
             if overlap >= 0.3 * min(area, size):
                 components[index] = None
                 if area <= 2 * size:
+                    grown = pixels & ~c.pixels
+                    c.appearance[grown] = self.content[grown]
                     c.pixels = pixels
                     c.box = self._box(pixels)
 
@@ -426,12 +464,22 @@ def merge_overlapping(boxes: Sequence[NormBox]) -> list[NormBox]:
     return merged  # type: ignore[return-value]
 
 
-def _iou(a: Box, b: Box) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+# A person/vehicle box more than this many times an object's area is something passing in
+# front of it (a bus before a bag), not the object itself.
+_EXPLAINING_AREA_RATIO = 8.0
+
+
+def _explains(detected: Box, obj: Box, share: float) -> bool:
+    """Whether a detected person/vehicle box is the object: it holds ``share`` of the
+    object's box and is not far bigger than it."""
+    x1, y1 = max(detected[0], obj[0]), max(detected[1], obj[1])
+    x2, y2 = min(detected[2], obj[2]), min(detected[3], obj[3])
+    inside = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    obj_area = (obj[2] - obj[0]) * (obj[3] - obj[1])
+    detected_area = (detected[2] - detected[0]) * (detected[3] - detected[1])
+    if obj_area <= 0:
+        return False
+    return inside >= share * obj_area and detected_area <= _EXPLAINING_AREA_RATIO * obj_area
 
 
 def _scaled_size(frame: np.ndarray, width: int) -> tuple[int, int]:
