@@ -8,6 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from detectors.backends import Detection, ModelError, load_detector
 from detectors.backends.letterbox import PAD_VALUE, Letterbox, letterbox
@@ -71,6 +73,71 @@ def test_batch_gives_the_same_as_one_by_one(detector):
     frames = [image("bus.jpg"), image("street.jpg")]
     assert detector.detect(frames) == [detector.detect([f])[0] for f in frames]
     assert detector.detect([]) == []
+
+
+@needs_assets
+@settings(max_examples=12, deadline=None)
+@given(picks=st.lists(st.integers(0, 3), max_size=5), runs=st.integers(1, 4))
+def test_concurrent_runs_give_what_one_run_at_a_time_gives(picks, runs):
+    pictures = [image("bus.jpg"), image("street.jpg")]
+    pictures += [pictures[0][100:500, 50:700], pictures[1][::2, ::2]]
+    frames = [pictures[i] for i in picks]
+    model = ASSETS / "models" / "yolo11n_int8.onnx"
+    one_at_a_time = load_detector(model, concurrent_runs=1)
+    expected = [one_at_a_time.detect([frame])[0] for frame in frames]
+    assert load_detector(model, concurrent_runs=runs).detect(frames) == expected
+
+
+def dynamic_batch_onnx(tmp_path: Path) -> Path:
+    """An Ultralytics-shaped model with a symbolic batch: [B, 3, 64, 64] -> [B, 4+2, 84],
+    the output being the first pixels of the normalised input (boxes and scores that
+    differ from frame to frame)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    anchors = anchor_count((64, 64))
+    ints = {"flat": [0, -1], "starts": [0], "ends": [6 * anchors], "axes": [1],
+            "rows": [0, 6, anchors]}  # fmt: skip
+    constants = [
+        helper.make_node("Constant", [], [name],
+                         value=helper.make_tensor(name, TensorProto.INT64, [len(v)], v))
+        for name, v in ints.items()
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        [
+            *constants,
+            helper.make_node("Reshape", ["images", "flat"], ["flattened"]),
+            helper.make_node("Slice", ["flattened", "starts", "ends", "axes"], ["cells"]),
+            helper.make_node("Reshape", ["cells", "rows"], ["output"]),
+        ],
+        "dynamic",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["B", 3, 64, 64])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["B", 6, anchors])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.checker.check_model(model)
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_a_dynamic_batch_is_split_over_the_concurrent_runs(tmp_path):
+    rng = np.random.default_rng(7)
+    frames = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(5)]
+    path = dynamic_batch_onnx(tmp_path)
+    one_at_a_time = load_detector(path, names=["a", "b"], concurrent_runs=1)
+    expected = [one_at_a_time.detect([frame])[0] for frame in frames]
+    assert sum(map(len, expected)) > 0
+    for runs in (1, 2, 3, 8):
+        split = load_detector(path, names=["a", "b"], concurrent_runs=runs)
+        assert split.detect(frames) == expected
+
+
+@pytest.mark.parametrize("setting", ["threads", "concurrent_runs"])
+@pytest.mark.parametrize("value", [0, -2])
+def test_thread_settings_below_one_are_refused(tmp_path, setting, value):
+    with pytest.raises(ValueError, match=f"{setting} must be at least 1, got {value}"):
+        load_detector(dynamic_batch_onnx(tmp_path), names=["a", "b"], **{setting: value})
 
 
 @needs_assets

@@ -24,15 +24,20 @@ def load_detector(
     iou: float = 0.45,
     names: list[str] | None = None,
     threads: int | None = None,
+    concurrent_runs: int | None = None,
 ) -> Detector:
     """Load `model` on `backend`, with its score and NMS IoU thresholds.
 
-    `names` overrides the class names (it must match the model's class count); `threads` caps
-    ONNX Runtime's intra-op threads so several cameras can share a CPU. Raises ModelError for a
-    model that cannot be used, naming the file and what was wrong.
+    `names` overrides the class names (it must match the model's class count). ONNX Runtime
+    only: `threads` is the intra-op threads of one run (default 1) and `concurrent_runs` how
+    many frames of a batch run at once (default one per core, at most 4). Raises ModelError
+    for a model that cannot be used, naming the file and what was wrong.
     """
     if backend == "onnxruntime":
-        return OnnxYoloDetector(model, conf=conf, iou=iou, names=names, threads=threads)
+        return OnnxYoloDetector(
+            model, conf=conf, iou=iou, names=names, threads=threads,
+            concurrent_runs=concurrent_runs,
+        )  # fmt: skip
     if backend == "ultralytics":
         return UltralyticsDetector(model, conf=conf, iou=iou, names=names)
     raise ModelError(f"{model}: unknown backend {backend!r}; expected one of {BACKENDS}")

@@ -12,6 +12,15 @@ Two families of export are recognised from the model itself, never from its file
 A is the number of grid cells over strides 8, 16 and 32 for the input size, which is what
 tells the two layouts apart and refuses anything else (a classifier, a segmentation model, an
 end-to-end export with NMS inside) with a ModelError that names the file and the shapes.
+
+How a batch is spread over the CPU (measured on 2 cores, bench/video.py and bench/cameras.py):
+each run is single-threaded and the frames of one ``detect`` call run side by side, one
+run per core. Two concurrent 1-thread runs cost the same CPU per frame as one (yolo11n at
+320: ~10.4 ms) in half the wall time, where one 2-thread run costs 15-30 % more CPU for
+less gain. Bigger batches do not help a CPU either (a dynamic-batch export of the project's
+model, its batch dimension made
+symbolic: 9.4 ms/frame at batch 1, 10.6 at 4, 12.3 at 8), so fixed batch-1 exports lose nothing.
+Idle pool threads sleep rather than spin: the cores are shared with the camera decoders.
 """
 
 from __future__ import annotations
@@ -19,6 +28,9 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,6 +43,7 @@ from detectors.backends.letterbox import Letterbox, letterbox
 from detectors.backends.nms import batched_nms
 
 STRIDES = (8, 16, 32)
+MAX_CONCURRENT_RUNS = 4  # default: one run per core, up to this many
 MAX_DETECTIONS = 300  # per frame, as Ultralytics: bounds NMS and downstream cost on busy frames
 COCO80 = (Path(__file__).with_name("coco80.txt")).read_text(encoding="utf-8").splitlines()
 _FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -117,11 +130,18 @@ class OnnxYoloDetector:
         iou: float = 0.45,
         names: list[str] | None = None,
         threads: int | None = None,
+        concurrent_runs: int | None = None,
     ) -> None:
+        for name, value in (("threads", threads), ("concurrent_runs", concurrent_runs)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
         self.path = Path(model)
         self.conf = conf
         self.iou = iou
-        self._session = _open_session(self.path, threads)
+        self._session = _open_session(self.path, threads or 1)
+        self.concurrent_runs = concurrent_runs or min(MAX_CONCURRENT_RUNS, os.cpu_count() or 1)
+        # Its threads start with the first batch of more than one chunk, not here.
+        self._runners = ThreadPoolExecutor(self.concurrent_runs, thread_name_prefix="infer")
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(
@@ -148,18 +168,18 @@ class OnnxYoloDetector:
 
     def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
         """Detect objects in BGR uint8 frames of any size; one list per frame, boxes in that
-        frame's pixels. A model with a dynamic batch runs all frames at once, a fixed one runs
-        them in chunks of its batch size."""
+        frame's pixels. The frames run in chunks (a fixed-batch model's batch size; for a
+        dynamic one, an equal share per concurrent run), up to ``concurrent_runs`` at once."""
         for frame in frames:
             if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
                 raise ValueError(
                     f"frames must be BGR uint8 (H, W, 3), got {frame.dtype} {frame.shape}"
                 )
-        chunk = self._batch or max(len(frames), 1)
-        results: list[list[Detection]] = []
-        for start in range(0, len(frames), chunk):
-            results.extend(self._detect_chunk(frames[start : start + chunk]))
-        return results
+        chunk = self._batch or max(1, math.ceil(len(frames) / self.concurrent_runs))
+        chunks = [frames[start : start + chunk] for start in range(0, len(frames), chunk)]
+        if len(chunks) <= 1:
+            return self._detect_chunk(chunks[0]) if chunks else []
+        return [found for part in self._runners.map(self._detect_chunk, chunks) for found in part]
 
     def _detect_chunk(self, frames: list[np.ndarray]) -> list[list[Detection]]:
         placed = [letterbox(f, self.input_size, self._head.kind == "ultralytics") for f in frames]
@@ -218,12 +238,15 @@ class OnnxYoloDetector:
         return _Head("yolox", self.input_size, sigmoid=yolox_scores_need_sigmoid(raw))
 
 
-def _open_session(path: Path, threads: int | None) -> ort.InferenceSession:
+def _open_session(path: Path, threads: int) -> ort.InferenceSession:
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
     options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
+    options.intra_op_num_threads = threads
+    # A spinning pool burnt more CPU waiting than the inference itself (bench/cameras.py,
+    # 32 cameras on 2 cores: 15-25 ms per 12 ms run) and took it from the decoders.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(
             str(path), sess_options=options, providers=["CPUExecutionProvider"]

@@ -81,6 +81,9 @@ class PyAvSource:
         container = self._open()
         stream = container.streams.video[0]
         stream.codec_context.skip_frame = "NONKEY" if self.keyframes_only else "DEFAULT"
+        # One decoding thread per camera, its reader: cameras, not slices, are what runs in
+        # parallel, and FFmpeg's own pool would add idle threads per camera for no CPU saved.
+        stream.codec_context.thread_count = 1
         start_ms = int(time.time() * 1000) if self._start_ms is None else self._start_ms
         index = 0
         try:
