@@ -21,6 +21,19 @@ the adapter's ``Failure`` (``case_bridge/platform.py``):
   handler must be idempotent per ``command.command_id``. If the handler raises, the row
   stays pending and is tried again.
 
+A platform that ignores our idempotency key (``honours_idempotency_key`` false) would
+file a re-sent open command twice. So before an open command goes to one, its row is marked
+``maybe_filed`` (``case_bridge/outbox.py``; committed first, so a crash during the send
+leaves the mark), and only an answer that says the platform did not act clears it. A
+marked row is looked up first (``find_case`` by our external key): a case found is the
+command's case, delivered with that id; only "not there" sends the command again. A lookup
+that fails is a failure of the row like any other (retried with backoff, parked when
+refused or doubtful too often), never a reason to post again.
+
+When the platform's circuit breaker is open (``case_bridge/breaker.py``, through
+``case_bridge/guarded_platform.py``), the request was not sent: the whole queue waits for
+the next probe, and no row counts an attempt.
+
 An unexpected exception while delivering one row (a bug, a full disk) is logged, counted
 and treated as a doubtful answer with reason ``internal: <error>``, for that row only:
 other incidents' commands keep flowing. While an incident's command waits, later commands
@@ -33,17 +46,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
 from enum import Enum, auto
+from typing import Any
 
 from case_bridge import outbox
+from case_bridge.breaker import CircuitOpen
 from case_bridge.case_model import evidence_body, open_case_body
 from case_bridge.codes import ClassCatalog
-from case_bridge.platform import CasePlatform, Failure, PlatformError
+from case_bridge.platform import CasePlatform, Failure, PlatformError, usable_case_id
 from case_bridge.settings import CaseSettings, RetryPolicy
 from domain import Backoff, CaseCommand, CommandKind
 
@@ -99,6 +115,7 @@ class OutboxDispatcher:
         self._on_delivered = on_delivered
         self._wake = asyncio.Event()
         self._backing_off = False
+        self._held_until_ms = 0  # the breaker is open: nothing is sent before this
         # Doubtful answers per pending row since start (a restart counts afresh).
         self._doubtful: dict[int, int] = {}
         self.stats: Counter[str] = Counter()
@@ -126,6 +143,9 @@ class OutboxDispatcher:
     async def drain_once(self) -> int | None:
         """Try every due command once; return when the earliest waiting one is due."""
         now = _now_ms()
+        if now < self._held_until_ms:
+            self._backing_off = True
+            return self._held_until_ms
         self._backing_off = False
         blocked: set[str] = set()
         next_due: int | None = None
@@ -165,8 +185,7 @@ class OutboxDispatcher:
             return self._park(row, f"internal: unreadable outbox row: {row.problem}")
         try:
             if command.kind is CommandKind.OPEN:
-                body = open_case_body(command, self._catalog, self._settings)
-                case = await self._platform.open_case(body, command.command_id)
+                case = await self._file(row, command)
                 outbox.link_case(self._conn, command.incident_id, case["id"], _now_ms())
             else:
                 case_id = outbox.case_for(self._conn, command.incident_id)
@@ -187,9 +206,53 @@ class OutboxDispatcher:
                 log.exception("on_delivered failed for %s", command.command_id)
         return Outcome.DONE, None
 
+    async def _file(self, row: outbox.OutboxRow, command: CaseCommand) -> dict[str, Any]:
+        """The case an open command files, or the one an earlier unclear send of it filed
+        on a platform that ignores idempotency keys (see the module docstring)."""
+        body = open_case_body(command, self._catalog, self._settings)
+        if self._platform.honours_idempotency_key:
+            return await self._platform.open_case(body, command.command_id)
+        if row.maybe_filed:
+            case_id = await self._look_up(body)
+            if case_id is not None:
+                self.stats["found_by_lookup"] += 1
+                log.warning("case command %s: already filed as %s", command.command_id, case_id)
+                return {"id": case_id}
+        else:
+            outbox.mark_maybe_filed(self._conn, row.seq, True)
+        try:
+            return await self._platform.open_case(body, command.command_id)
+        except PlatformError as exc:
+            if not exc.may_have_acted:
+                outbox.mark_maybe_filed(self._conn, row.seq, False)
+            raise
+
+    async def _look_up(self, body: dict[str, Any]) -> str | None:
+        self.stats["lookups"] += 1
+        try:
+            case_id = await self._platform.find_case(body["external_key"], body)
+        except CircuitOpen:
+            raise
+        except PlatformError as exc:
+            self.stats["lookup_failures"] += 1
+            raise PlatformError(
+                f"looking up an unclear send: {exc.reason}",
+                exc.failure,
+                retry_after_s=exc.retry_after_s,
+            ) from exc
+        if case_id is not None and usable_case_id(case_id) is None:
+            self.stats["lookup_failures"] += 1
+            raise PlatformError(
+                f"looking up an unclear send: unusable case id {repr(case_id)[:80]}",
+                Failure.DOUBTFUL,
+            )
+        return case_id
+
     def _failed(
         self, row: outbox.OutboxRow, command: CaseCommand, exc: PlatformError
     ) -> tuple[Outcome, int | None]:
+        if isinstance(exc, CircuitOpen):
+            return self._hold(exc)
         if exc.failure is Failure.CASE_FINAL and command.kind is not CommandKind.OPEN:
             return self._hand_back(row, command, exc)
         if exc.failure is Failure.TRANSIENT:
@@ -197,6 +260,15 @@ class OutboxDispatcher:
         if exc.failure is Failure.DOUBTFUL:
             return self._doubt(row, exc.reason, Outcome.FAILING)
         return self._park(row, exc.reason)
+
+    def _hold(self, exc: CircuitOpen) -> tuple[Outcome, int | None]:
+        """Nothing was sent: hold the whole queue until the breaker's next probe, without
+        counting an attempt against the row."""
+        # Rounded up (and a millisecond for the truncated now): the pass after the hold
+        # must find the breaker ready for its probe.
+        self._held_until_ms = _now_ms() + math.ceil((exc.retry_after_s or 0) * 1000) + 1
+        self.stats["held_by_breaker"] += 1
+        return Outcome.FAILING, self._held_until_ms
 
     def _hand_back(
         self, row: outbox.OutboxRow, command: CaseCommand, exc: PlatformError

@@ -4,6 +4,11 @@ The caller writes commands in the same SQLite transaction as the readings and ru
 that produced them, so a crash either loses both or keeps both. Delivery marks rows done
 only after the platform answered; a crash between send and mark re-sends the same command
 with the same idempotency key, which the platform answers with the case it already has.
+A platform that ignores the key would file it twice, so before an open command goes to
+one, its row is marked ``maybe_filed`` (committed before the send), and the mark is
+cleared only by an answer that says the platform did not act. A row found marked (after a
+timeout, a cut connection, an unreadable reply, or a crash between send and answer) is
+looked up on the platform before it is sent again (``case_bridge/dispatcher.py``).
 
 A row ends ``delivered``, ``parked`` (refused; an operator may requeue it) or ``refiled``
 (evidence for a case that was already final: its alert was handed back to be filed as a new
@@ -30,7 +35,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_ms INTEGER NOT NULL DEFAULT 0,
     last_error TEXT NOT NULL DEFAULT '',
     created_ms INTEGER NOT NULL,
-    delivered_ms INTEGER
+    delivered_ms INTEGER,
+    maybe_filed INTEGER NOT NULL DEFAULT 0  -- an open sent without a clear answer since
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(state, seq);
 CREATE TABLE IF NOT EXISTS case_links (
@@ -54,10 +60,14 @@ class OutboxRow:
     next_attempt_ms: int
     command: CaseCommand | None
     problem: str = ""
+    maybe_filed: bool = False
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
+    if "maybe_filed" not in columns:  # an outbox from before lookups
+        conn.execute("ALTER TABLE outbox ADD COLUMN maybe_filed INTEGER NOT NULL DEFAULT 0")
 
 
 def enqueue(conn: sqlite3.Connection, command: CaseCommand, now_ms: int) -> None:
@@ -79,29 +89,50 @@ def pending(conn: sqlite3.Connection, after_seq: int = 0, limit: int = 200) -> l
     """Undelivered commands after ``after_seq`` in the order they were made (which is
     per-incident order); page on with the last row's ``seq``."""
     rows = conn.execute(
-        "SELECT seq, command_id, incident_id, attempts, next_attempt_ms, body FROM outbox"
-        " WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
+        "SELECT seq, command_id, incident_id, attempts, next_attempt_ms, body, maybe_filed"
+        " FROM outbox WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
         (after_seq, limit),
     ).fetchall()
     return [_row(*row) for row in rows]
 
 
 def _row(
-    seq: int, command_id: str, incident_id: str, attempts: int, next_ms: int, body: str
+    seq: int,
+    command_id: str,
+    incident_id: str,
+    attempts: int,
+    next_ms: int,
+    body: str,
+    maybe_filed: int,
 ) -> OutboxRow:
     try:
         command = CaseCommand.from_dict(json.loads(body))
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         problem = f"{type(exc).__name__}: {exc}"
-        return OutboxRow(seq, command_id, incident_id, attempts, next_ms, None, problem)
-    return OutboxRow(seq, command_id, incident_id, attempts, next_ms, command)
+        return OutboxRow(
+            seq, command_id, incident_id, attempts, next_ms, None, problem, bool(maybe_filed)
+        )
+    return OutboxRow(
+        seq, command_id, incident_id, attempts, next_ms, command, maybe_filed=bool(maybe_filed)
+    )
+
+
+def mark_maybe_filed(conn: sqlite3.Connection, seq: int, maybe: bool) -> None:
+    """Set before an open command goes to a platform that ignores idempotency keys (and
+    committed before the send); cleared only when its answer says the platform did not
+    act. While set, the case is looked up before the command is sent again."""
+    with conn:
+        conn.execute(
+            "UPDATE outbox SET maybe_filed = ? WHERE seq = ? AND state = 'pending'",
+            (int(maybe), seq),
+        )
 
 
 def mark_delivered(conn: sqlite3.Connection, seq: int, now_ms: int) -> None:
     with conn:
         conn.execute(
             "UPDATE outbox SET state = 'delivered', delivered_ms = ?, attempts = attempts + 1,"
-            " last_error = '' WHERE seq = ? AND state = 'pending'",
+            " last_error = '', maybe_filed = 0 WHERE seq = ? AND state = 'pending'",
             (now_ms, seq),
         )
 

@@ -18,6 +18,16 @@ nothing else escapes, whatever the platform sends:
   whose body names the final status (``{"case_status": "closed"}``, as the bundled platform
   answers) counts: a conflict of any other kind must not make the gateway re-file alerts.
 
+Apart from its kind, a failure says whether the platform may have acted on the request
+(``may_have_acted``): true when the request went out and no clear answer came back (a
+timeout or a connection cut after sending, a 502/504 from a gateway in front of the
+platform, every doubtful answer); false when it certainly did not act (no connection, a
+5xx or 4xx of its own). A platform that honours our idempotency key makes the difference
+moot; on one that does not (``honours_idempotency_key`` false: Open311 and most REST
+intakes), the outbox looks a case up with ``find_case`` before it posts a command again
+whose earlier send may have acted (``case_bridge/dispatcher.py``). An adapter that raises
+a transient or doubtful failure without saying gets the safe default: it may have acted.
+
 What is read from a platform is bounded: the reply's size (counted as it streams, after
 decompression), the case id's length and characters, the number of cases in a page.
 """
@@ -28,6 +38,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -36,6 +47,19 @@ import httpx
 from domain import parse_retry_after
 
 RETRYABLE_STATUS = frozenset({401, 403, 408, 425, 429})
+# A gateway in front of the platform answers these when the platform's own answer was lost
+# or late: the platform may have acted.
+GATEWAY_LOST_ANSWER = frozenset({502, 504})
+# Transport errors raised before any byte of the request left: the platform cannot have
+# acted. Any other (a read timeout, a connection cut after sending) leaves it unknown.
+NOT_SENT_ERRORS: tuple[type[httpx.HTTPError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.ProxyError,
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+)
 FINAL_STATUSES = frozenset({"closed", "void"})
 
 # A case with its evidence is well below this on the bundled platform (see its limits).
@@ -45,6 +69,11 @@ MAX_PAGE_REPLY_BYTES = 8 * 1024 * 1024
 MAX_ERROR_REPLY_BYTES = 64 * 1024
 MAX_PAGE_CASES = 1000
 PAGE_LIMIT = 500
+# Pages a lookup by external key reads at most: PAGE_LIMIT cases each, of one class code
+# changed since shortly before the alert. Past that the lookup gives no verdict.
+MAX_LOOKUP_PAGES = 20
+# How long before the alert the platform may stamp the case (clocks differ).
+LOOKUP_CLOCK_MARGIN_S = 3600
 # Case ids travel back in URL paths: short, and no character that could leave the path.
 CASE_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.:-]{0,63}")
 MAX_FIELD_CHARS = 64  # status names, timestamps and page cursors
@@ -59,7 +88,9 @@ class Failure(StrEnum):
 
 
 class PlatformError(Exception):
-    """A request that did not give a usable answer; ``failure`` says what to do about it."""
+    """A request that did not give a usable answer; ``failure`` says what to do about it,
+    ``may_have_acted`` whether the platform may have done what was asked all the same
+    (default: true for transient and doubtful failures, see the module docstring)."""
 
     def __init__(
         self,
@@ -68,12 +99,16 @@ class PlatformError(Exception):
         *,
         retry_after_s: float | None = None,
         case_status: str | None = None,
+        may_have_acted: bool | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.failure = failure
         self.retry_after_s = retry_after_s
         self.case_status = case_status  # "closed" or "void" when failure is CASE_FINAL
+        if may_have_acted is None:
+            may_have_acted = failure in (Failure.TRANSIENT, Failure.DOUBTFUL)
+        self.may_have_acted = may_have_acted
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +136,21 @@ class CasePage:
 
 
 class CasePlatform(Protocol):
+    """What the outbox and status sync need of a platform.
+
+    ``honours_idempotency_key``: a repeated ``open_case`` with the same key answers the case
+    the first one filed. When false, ``find_case`` must find a case filed earlier from the
+    same ``body`` by ``external_key`` (our ``body["external_key"]``, which ``open_case``
+    must store where ``find_case`` can match it): its id, or None when the platform
+    certainly has no such case. A lookup that cannot tell raises ``PlatformError``.
+    """
+
+    @property
+    def honours_idempotency_key(self) -> bool: ...
+
     async def open_case(self, body: dict[str, Any], idempotency_key: str) -> dict[str, Any]: ...
+
+    async def find_case(self, external_key: str, body: dict[str, Any]) -> str | None: ...
 
     async def add_evidence(
         self, case_id: str, body: dict[str, Any], idempotency_key: str
@@ -162,10 +211,54 @@ def error_for(
         return PlatformError(reason, Failure.DOUBTFUL)
     if status >= 500 or status in RETRYABLE_STATUS:
         wait = parse_retry_after(retry_after, time.time())
-        return PlatformError(reason, Failure.TRANSIENT, retry_after_s=wait)
+        return PlatformError(
+            reason,
+            Failure.TRANSIENT,
+            retry_after_s=wait,
+            may_have_acted=status in GATEWAY_LOST_ANSWER,
+        )
     if 300 <= status < 400 or status < 200:
         return PlatformError(reason, Failure.DOUBTFUL)  # redirects are not followed
     return PlatformError(reason, Failure.REFUSED)
+
+
+def transport_error(exc: httpx.HTTPError) -> PlatformError:
+    """The transient failure a request that got no answer means; whether the platform
+    may have acted depends on how far the request got (``NOT_SENT_ERRORS``)."""
+    return PlatformError(
+        f"{type(exc).__name__}: {exc}",
+        Failure.TRANSIENT,
+        may_have_acted=not isinstance(exc, NOT_SENT_ERRORS),
+    )
+
+
+def found_case(
+    status: int, body: bytes, what: str, external_key: str
+) -> tuple[str | None, str | None]:
+    """From a 2xx page of cases in the bundled platform's shape: the id of the listed case
+    filed under ``external_key`` (None if none is listed), and the next page's ``after``
+    (None on the last page)."""
+    page = _json_object(body, what, status)
+    items = page.get("cases")
+    if not isinstance(items, list) or len(items) > MAX_PAGE_CASES:
+        raise PlatformError(
+            f"HTTP {status} on {what}: 'cases' is not a list of at most {MAX_PAGE_CASES}",
+            Failure.DOUBTFUL,
+        )
+    for item in items:
+        if isinstance(item, dict) and item.get("external_key") == external_key:
+            case_id = usable_case_id(item.get("id"))
+            if case_id is None:
+                raise PlatformError(
+                    f"HTTP {status} on {what}: the case filed under {external_key!r} has no"
+                    f" usable id: {_shown(item.get('id'))}",
+                    Failure.DOUBTFUL,
+                )
+            return case_id, None
+    next_after = page.get("next")
+    if next_after is not None and not _short_text(next_after):
+        raise PlatformError(f"HTTP {status} on {what}: unusable paging", Failure.DOUBTFUL)
+    return None, next_after
 
 
 def _json_object(body: bytes, what: str, status: int) -> dict[str, Any]:
@@ -209,8 +302,24 @@ def _shown(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _lookup_since(body: dict[str, Any]) -> str | None:
+    """A time the case filed from ``body`` cannot have been changed before: its earliest
+    evidence, less a margin for the platform's clock."""
+    stamps = [
+        item["ts"]
+        for item in body.get("evidence") or ()
+        if isinstance(item, dict) and isinstance(item.get("ts"), int) and 0 <= item["ts"] < 2**53
+    ]
+    if not stamps:
+        return None
+    start_s = max(0.0, min(stamps) / 1000 - LOOKUP_CLOCK_MARGIN_S)
+    return datetime.fromtimestamp(start_s, UTC).isoformat(timespec="seconds")
+
+
 class BundledPlatform:
     """The bundled platform's REST API (and any platform that speaks it)."""
+
+    honours_idempotency_key = True
 
     def __init__(self, base_url: str, token: str, timeout_s: float) -> None:
         self._client = httpx.AsyncClient(
@@ -223,6 +332,31 @@ class BundledPlatform:
         what = "POST /api/v1/cases"
         status, reply = await self._send("POST", "/api/v1/cases", what, body, idempotency_key)
         return case_reply(status, reply, what)
+
+    async def find_case(self, external_key: str, body: dict[str, Any]) -> str | None:
+        """Pages through the cases of the body's class changed since shortly before its
+        earliest evidence, for the one filed under ``external_key``. The bundled platform
+        honours idempotency keys, so the outbox asks this only of a platform that speaks
+        this API without keeping them (``honours_idempotency_key`` false)."""
+        params = {"limit": str(PAGE_LIMIT)}
+        if isinstance(body.get("class_code"), str):
+            params["class_code"] = body["class_code"]
+        if (since := _lookup_since(body)) is not None:
+            params["since"] = since
+        what = "GET /api/v1/cases"
+        for _ in range(MAX_LOOKUP_PAGES):
+            status, reply = await self._send(
+                "GET", "/api/v1/cases", what, None, None, params=params, limit=MAX_PAGE_REPLY_BYTES
+            )
+            case_id, next_after = found_case(status, reply, what, external_key)
+            if case_id is not None or next_after is None:
+                return case_id
+            params["after"] = next_after
+        raise PlatformError(
+            f"{what}: no case under {external_key!r} in {MAX_LOOKUP_PAGES} pages; cannot tell"
+            " whether it was filed",
+            Failure.DOUBTFUL,
+        )
 
     async def add_evidence(
         self, case_id: str, body: dict[str, Any], idempotency_key: str
@@ -273,7 +407,7 @@ class BundledPlatform:
                     response, limit if success else MAX_ERROR_REPLY_BYTES, truncate=not success
                 )
         except httpx.HTTPError as exc:
-            raise PlatformError(f"{type(exc).__name__}: {exc}", Failure.TRANSIENT) from exc
+            raise transport_error(exc) from exc
         if reply is None:
             raise PlatformError(
                 f"HTTP {status} on {what}: reply larger than {limit} bytes", Failure.DOUBTFUL

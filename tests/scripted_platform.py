@@ -7,6 +7,10 @@ why or a ``Retry-After`` date, the test scripts the platform's replies one by on
 is real (a server on a loopback port, in a thread), so the real adapter
 (``case_bridge.platform.BundledPlatform``) reads every reply exactly as it would read a
 real platform's. When the script runs out, it answers like a well-behaved platform.
+
+Besides replies, the script may hold two ways of not answering: ``HANG`` holds the request
+unanswered until the client gives up (a timeout after the request was sent) and ``CUT``
+closes the connection without a word (a connection cut before the answer).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,25 +44,43 @@ class Reply:
 
 
 @dataclass(frozen=True)
+class NoAnswer:
+    """A scripted silence: ``hold`` the request until the fake stops (the client times out
+    first), or close the connection at once."""
+
+    hold: bool
+
+
+HANG = NoAnswer(hold=True)
+CUT = NoAnswer(hold=False)
+# The longest a HANG holds a handler thread if the fake is not stopped first.
+HANG_LIMIT_S = 60.0
+Answer = Reply | NoAnswer
+
+
+@dataclass(frozen=True)
 class Request:
-    """What the fake received: enough to assert order, keys and bodies exactly."""
+    """What the fake received: enough to assert order, keys and bodies exactly, and when
+    (``time.monotonic()`` on arrival)."""
 
     method: str
     path: str
     query: dict[str, str]
     key: str | None
     body: Any
+    at: float = field(default_factory=time.monotonic)
 
 
 class ScriptedPlatformFake:
     """Answers each request with the next scripted ``Reply``; then like a good platform."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[Request] = []
-        self._script: deque[Reply] = deque()
+        self._script: deque[Any] = deque()
         self._lock = threading.Lock()
+        self._stopped = threading.Event()  # releases held requests
         self._ids = itertools.count(1)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -68,7 +91,7 @@ class ScriptedPlatformFake:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def script(self, *replies: Reply) -> None:
+    def script(self, *replies: Answer) -> None:
         with self._lock:
             self._script.extend(replies)
 
@@ -80,10 +103,11 @@ class ScriptedPlatformFake:
         return self
 
     def __exit__(self, *_: object) -> None:
+        self._stopped.set()
         self._server.shutdown()
         self._server.server_close()
 
-    def _next(self, request: Request) -> Reply:
+    def _next(self, request: Request) -> Answer:
         with self._lock:
             self.requests.append(request)
             if self._script:
@@ -119,6 +143,11 @@ class ScriptedPlatformFake:
                     reply = Reply(401, {"detail": "missing or invalid bearer token"})
                 else:
                     reply = fake._next(request)
+                if isinstance(reply, NoAnswer):
+                    if reply.hold:
+                        fake._stopped.wait(HANG_LIMIT_S)
+                    self.close_connection = True
+                    return
                 body = reply.encoded()
                 self.send_response(reply.status)
                 headers = {"Content-Type": "application/json", **reply.headers}

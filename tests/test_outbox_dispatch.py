@@ -387,6 +387,8 @@ class RaisingPlatformFake:
     """A fake: the real adapter, except that the first ``open_case`` raises something no
     adapter should (a bug), so the dispatcher's own guard is what is tested."""
 
+    honours_idempotency_key = True
+
     def __init__(self, inner: BundledPlatform) -> None:
         self._inner = inner
         self.raised = 0
@@ -396,6 +398,9 @@ class RaisingPlatformFake:
             self.raised += 1
             raise RuntimeError("adapter bug")
         return await self._inner.open_case(body, idempotency_key)
+
+    async def find_case(self, external_key: str, body: dict[str, Any]) -> str | None:
+        return await self._inner.find_case(external_key, body)
 
     async def add_evidence(self, case_id: str, body: dict, idempotency_key: str) -> dict:
         return await self._inner.add_evidence(case_id, body, idempotency_key)
