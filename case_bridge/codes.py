@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 STANDARD_TABLE = Path(__file__).with_name("data") / "class_codes.tsv"
@@ -22,6 +22,10 @@ class ClassCatalog:
 
     def __contains__(self, code: object) -> bool:
         return code in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        """The codes, standard ones in table order, then the local ones."""
+        return iter(self._names)
 
     def name(self, code: str) -> str:
         return self._names[code]

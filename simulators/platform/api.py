@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from simulators.platform import clock
 from simulators.platform.guards import API_PREFIX, BodyLimit, install_guards
+from simulators.platform.open311 import Open311Options, install_open311
 from simulators.platform.schemas import CaseCreate, CaseFilter, EvidenceAppend, TransitionRequest
 from simulators.platform.store import Case, CaseNotFound, CaseStore
 from simulators.platform.workflow import CaseClosed, IllegalTransition
@@ -119,8 +120,11 @@ def _routes(store: CaseStore) -> APIRouter:
     return router
 
 
-def create_app(db_path: str, token: str, unavailable_for: float = 0.0) -> FastAPI:
-    """Build the platform on the SQLite file ``db_path`` (created if missing).
+def create_app(
+    db_path: str, token: str, unavailable_for: float = 0.0, open311: Open311Options | None = None
+) -> FastAPI:
+    """Build the platform on the SQLite file ``db_path`` (created if missing), with its
+    Open311 face (``simulators/platform/open311.py``) on the same store.
 
     ``unavailable_for`` > 0 makes every /api/v1 request fail with 503 for that many seconds
     after this call, so clients' retry and back-off paths can be tested for real.
@@ -139,4 +143,5 @@ def create_app(db_path: str, token: str, unavailable_for: float = 0.0) -> FastAP
         return {"status": "ok"}
 
     app.include_router(_routes(store))
+    install_open311(app, store, token, open311)
     return app
