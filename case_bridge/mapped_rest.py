@@ -1,0 +1,467 @@
+"""A ``CasePlatform`` for platforms with an API of their own, shaped by configuration.
+
+Most 数字城管 platforms (eGova's intake and its like) take a JSON body with their own field
+names, nesting and code tables, answer HTTP 200 with a result code inside, and sign
+requests their own way. ``MappedRestSettings`` (``mapped_rest_settings.py``) says all of
+that for one platform; this module builds the requests from it and reads the replies.
+
+Answers become ``PlatformError`` kinds as ``platform.py`` defines them: no answer, 5xx,
+408/425/429/401/403 → TRANSIENT; other 4xx → REFUSED; a 2xx that is not a JSON object,
+lacks a usable case id or is larger than we read → DOUBTFUL. Inside a 2xx, the mapping's
+result check decides (``ResultCheck``): success, refused, transient, the case is final (for
+evidence), or doubtful for any code it does not know. A case that cannot be turned into
+the platform's request (a class code a table lacks, a required field missing) is REFUSED
+before anything is sent, with the field named.
+
+HMAC signing: see ``signed_message`` for exactly which bytes are signed.
+
+Without idempotency keys on most such platforms, a command retried after an ambiguous
+failure may file twice; ``find_case`` looks the case up by our external key first, through
+the mapping's ``find_case`` endpoint. A platform without one cannot be asked: ``find_case``
+then answers None ("not found") and ``supports_find_case`` is False, so the caller knows
+the answer means nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from case_bridge.coordinates import PlatformCoordinates
+from case_bridge.mapped_rest_settings import (
+    ApiKeyAuth,
+    BearerAuth,
+    ChangedCases,
+    FieldSpec,
+    FindCase,
+    HmacAuth,
+    MappedRestSettings,
+    Request,
+    ResultCheck,
+    as_text,
+)
+from case_bridge.platform import (
+    MAX_CASE_REPLY_BYTES,
+    MAX_ERROR_REPLY_BYTES,
+    MAX_FIELD_CHARS,
+    MAX_PAGE_CASES,
+    MAX_PAGE_REPLY_BYTES,
+    CasePage,
+    CaseStatus,
+    Failure,
+    PlatformError,
+    _json_object,
+    _read_bounded,
+    _shown,
+    error_for,
+    usable_case_id,
+)
+
+MESSAGE_CHARS = 200  # of a platform's result message, in a reason
+
+
+class _Absent:
+    """A path that leads nowhere (distinct from a JSON null)."""
+
+
+ABSENT = _Absent()
+
+
+def lookup(document: Any, path: str) -> Any:
+    """The value at a dotted path (digits index lists), or ``ABSENT``."""
+    value = document
+    for step in path.split("."):
+        if isinstance(value, dict) and step in value:
+            value = value[step]
+        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+            value = value[int(step)]
+        else:
+            return ABSENT
+    return value
+
+
+def signed_message(method: str, target: bytes, timestamp: str, nonce: str, body: bytes) -> bytes:
+    """The bytes an HMAC-SHA256 signature covers, joined by single LF (0x0A) bytes:
+
+    1. the method, upper case (``POST``);
+    2. the request target exactly as on the request line: the path (with the base URL's
+       path) and, when there is a query, ``?`` and the query string, percent-encoded as
+       sent (``/eUrbanMIS/api/event/query?externalKey=INC-1``);
+    3. the timestamp header's value (Unix time in ms or s, decimal digits);
+    4. the nonce header's value (32 lowercase hex digits, new for every request);
+    5. the body bytes exactly as sent (UTF-8 JSON; empty for a GET), and nothing after.
+
+    The key is the shared secret's UTF-8 bytes; the signature header carries the digest in
+    lowercase hex or base64. Method and target are signed so that a signed body cannot be
+    replayed to another endpoint; timestamp and nonce so that it cannot be replayed later.
+    """
+    return b"\n".join((method.encode(), target, timestamp.encode(), nonce.encode(), body))
+
+
+def read_checked(
+    check: ResultCheck | None,
+    status: int,
+    body: bytes,
+    what: str,
+    case_final: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A 2xx body as a JSON object whose result code (if the mapping checks one) says
+    success; a PlatformError of the kind the code means otherwise."""
+    reply = _json_object(body, what, status)
+    if check is None:
+        return reply
+    code = lookup(reply, check.path)
+    if isinstance(code, _Absent | dict | list):
+        raise PlatformError(
+            f"HTTP {status} on {what}: no result code at {check.path}", Failure.DOUBTFUL
+        )
+    text = as_text(code)
+    if text in {as_text(value) for value in check.success}:
+        return reply
+    message = lookup(reply, check.message_path) if check.message_path else ABSENT
+    said = f": {message[:MESSAGE_CHARS]}" if isinstance(message, str) else ""
+    reason = f"HTTP {status} on {what}: result {text[:MAX_FIELD_CHARS]!r}{said}"
+    if case_final and text in case_final:
+        raise PlatformError(reason, Failure.CASE_FINAL, case_status=case_final[text])
+    if text in {as_text(value) for value in check.refused}:
+        raise PlatformError(reason, Failure.REFUSED)
+    if text in {as_text(value) for value in check.transient}:
+        raise PlatformError(reason, Failure.TRANSIENT)
+    raise PlatformError(reason, Failure.DOUBTFUL)
+
+
+def read_case_id(reply: dict[str, Any], path: str, status: int, what: str) -> str:
+    """The case id at ``path``: text, or an integer as text; DOUBTFUL otherwise."""
+    value = lookup(reply, path)
+    case_id = usable_case_id(_id_text(value))
+    if case_id is None:
+        raise PlatformError(
+            f"HTTP {status} on {what} without a usable case id at {path}: {_shown(value)}",
+            Failure.DOUBTFUL,
+        )
+    return case_id
+
+
+def read_page(
+    request: ChangedCases, status: int, body: bytes, what: str, page_number: int | None
+) -> CasePage:
+    """A 2xx body as a page of case statuses; unusable items are skipped and counted."""
+    reply = read_checked(request.check, status, body, what)
+    items = _items(reply, request.items, status, what)
+    cases = [case for case in (_case_status(request, item) for item in items) if case]
+    next_since = _paging_text(reply, request.next_since, status, what)
+    next_after = None
+    if request.next_cursor is not None:
+        next_after = _paging_text(reply, request.next_cursor, status, what)
+    elif (pages := request.page_numbers) and page_number is not None and len(items) >= pages.size:
+        next_after = str(page_number + 1)
+    return CasePage(cases, next_after, next_since, skipped=len(items) - len(cases))
+
+
+def read_found(
+    request: FindCase, status: int, body: bytes, what: str, external_key: str
+) -> str | None:
+    """The id of the first listed case whose key is ours; None when none is."""
+    reply = read_checked(request.check, status, body, what)
+    for item in _items(reply, request.items, status, what):
+        if isinstance(item, dict) and _id_text(lookup(item, request.item_key)) == external_key:
+            return read_case_id(item, request.item_id, status, what)
+    return None
+
+
+def _items(reply: dict[str, Any], path: str, status: int, what: str) -> list[Any]:
+    items = lookup(reply, path)
+    if items is None:  # the platform says: nothing
+        return []
+    if not isinstance(items, list) or len(items) > MAX_PAGE_CASES:
+        raise PlatformError(
+            f"HTTP {status} on {what}: {path} is not a list of at most {MAX_PAGE_CASES}",
+            Failure.DOUBTFUL,
+        )
+    return items
+
+
+def _case_status(request: ChangedCases, item: object) -> CaseStatus | None:
+    if not isinstance(item, dict):
+        return None
+    case_id = usable_case_id(_id_text(lookup(item, request.item_id)))
+    code = _id_text(lookup(item, request.item_status))
+    status = request.statuses.get(code) if code is not None else None
+    updated = _id_text(lookup(item, request.item_updated_at))
+    if case_id is None or status is None or not _short(updated):
+        return None
+    return CaseStatus(case_id, status, updated)
+
+
+def _paging_text(reply: dict[str, Any], path: str | None, status: int, what: str) -> str | None:
+    """A cursor or time the platform gives for paging: None when absent, null or empty."""
+    value = lookup(reply, path) if path else None
+    if isinstance(value, _Absent) or value is None or value == "":
+        return None
+    text = _id_text(value)
+    if not _short(text):
+        raise PlatformError(
+            f"HTTP {status} on {what}: unusable paging at {path}: {_shown(value)}",
+            Failure.DOUBTFUL,
+        )
+    return text
+
+
+def _id_text(value: object) -> str | None:
+    """Ids, codes and times as text: platforms send them as text or as integers."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _short(text: str | None) -> bool:
+    return text is not None and 0 < len(text) <= MAX_FIELD_CHARS
+
+
+class RequestBuilder:
+    """Turns our case (or evidence, or sync cursor) into a request's query and body."""
+
+    def __init__(self, settings: MappedRestSettings) -> None:
+        self._tables = settings.tables
+        self._coordinates = PlatformCoordinates(settings.coordinates.system)
+        self._decimals = settings.coordinates.decimals
+        self._tz = ZoneInfo(settings.timezone)
+
+    def body(self, request: Request, root: dict[str, Any], what: str) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        for target, spec in request.body.items():
+            value = self._value(f"{what} body.{target}", spec, root)
+            if value is ABSENT:
+                continue
+            *outer, name = target.split(".")
+            node = body
+            for step in outer:
+                node = node.setdefault(step, {})
+            node[name] = value
+        return body
+
+    def query(self, request: Request, root: dict[str, Any], what: str) -> dict[str, str]:
+        params = {}
+        for name, spec in request.query.items():
+            value = self._value(f"{what} query.{name}", spec, root)
+            if value is not ABSENT and value is not None:
+                params[name] = value if isinstance(value, str) else json.dumps(value)
+        return params
+
+    def _value(self, where: str, spec: FieldSpec, root: dict[str, Any]) -> Any:
+        if spec.coordinate is not None:
+            return self._coordinate(where, spec.coordinate, root)
+        if spec.from_ is None:
+            return spec.const
+        value = lookup(root, spec.from_)
+        if isinstance(value, _Absent) or value is None or value == "":
+            if spec.if_missing == "refuse":
+                raise PlatformError(f"{where}: the case has no {spec.from_}", Failure.REFUSED)
+            return ABSENT if spec.if_missing == "omit" else None
+        if spec.table is not None:
+            table = self._tables[spec.table]
+            if (key := as_text(value)) not in table:
+                raise PlatformError(
+                    f"{where}: {spec.from_} {key[:MAX_FIELD_CHARS]!r} has no entry in"
+                    f" tables.{spec.table}",
+                    Failure.REFUSED,
+                )
+            value = table[key]
+        if spec.strftime is not None:
+            value = self._time(where, value, spec.strftime)
+        if spec.max_chars is not None and isinstance(value, str) and len(value) > spec.max_chars:
+            value = value[: spec.max_chars - 1] + "…"
+        return value
+
+    def _coordinate(self, where: str, axis: str, root: dict[str, Any]) -> float:
+        lat, lon = lookup(root, "location.lat"), lookup(root, "location.lon")
+        if not isinstance(lat, int | float) or not isinstance(lon, int | float):
+            raise PlatformError(f"{where}: the case has no location", Failure.REFUSED)
+        try:
+            x, y = self._coordinates.xy(float(lat), float(lon))
+        except ValueError as exc:
+            raise PlatformError(f"{where}: {exc}", Failure.REFUSED) from None
+        return round(x if axis == "x" else y, self._decimals)
+
+    def _time(self, where: str, value: object, pattern: str) -> str:
+        """An ISO-8601 text (UTC when it names no offset) or epoch milliseconds, formatted
+        in the mapping's time zone."""
+        try:
+            if isinstance(value, str):
+                moment = datetime.fromisoformat(value)
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=UTC)
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                moment = datetime.fromtimestamp(value / 1000, tz=UTC)
+            else:
+                raise ValueError("not a time")
+            return moment.astimezone(self._tz).strftime(pattern)
+        except (ValueError, OverflowError, OSError):
+            raise PlatformError(
+                f"{where}: {_shown(value)} is not a time", Failure.REFUSED
+            ) from None
+
+
+class MappedRestPlatform:
+    """The platform ``settings`` describes. ``settings.check_class_codes`` belongs in config
+    loading (it needs the gateway's class codes); a code that slips through is refused per
+    case with the table named."""
+
+    def __init__(self, settings: MappedRestSettings) -> None:
+        self._settings = settings
+        self._builder = RequestBuilder(settings)
+        headers = {"Accept": "application/json"}
+        auth = settings.auth
+        if isinstance(auth, BearerAuth):
+            headers["Authorization"] = f"Bearer {auth.secret.get_secret_value()}"
+        elif isinstance(auth, ApiKeyAuth):
+            headers[auth.header] = auth.secret.get_secret_value()
+        self._hmac = auth if isinstance(auth, HmacAuth) else None
+        self._client = httpx.AsyncClient(
+            base_url=str(settings.url), headers=headers, timeout=settings.timeout_s
+        )
+
+    @property
+    def supports_find_case(self) -> bool:
+        return self._settings.find_case is not None
+
+    async def open_case(self, body: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+        request = self._settings.open_case
+        what = f"{request.method} {request.path}"
+        status, reply = await self._exchange(request, body, what, idempotency_key)
+        checked = read_checked(request.check, status, reply, what)
+        return {"id": read_case_id(checked, request.case_id, status, what)}
+
+    async def add_evidence(
+        self, case_id: str, body: dict[str, Any], idempotency_key: str
+    ) -> dict[str, Any]:
+        request = self._settings.add_evidence
+        if request is None:
+            raise PlatformError(
+                f"the platform mapping has no add_evidence: evidence for case {case_id} not sent",
+                Failure.REFUSED,
+            )
+        if usable_case_id(case_id) is None:  # only ids we accepted are stored
+            raise PlatformError(f"unusable case id {_shown(case_id)}", Failure.REFUSED)
+        path = request.path.replace("{case_id}", case_id)
+        what = f"{request.method} {path}"
+        root = {**body, "case_id": case_id}
+        status, reply = await self._exchange(request, root, what, idempotency_key, path=path)
+        read_checked(request.check, status, reply, what, case_final=request.case_final)
+        return {"id": case_id}
+
+    async def changed_cases(self, since: str | None, after: str | None) -> CasePage:
+        request = self._settings.changed_cases
+        what = f"{request.method} {request.path}"
+        paging: dict[str, str] = {}
+        page_number = None
+        if request.page_numbers is not None:
+            pages = request.page_numbers
+            if after is not None and not (after.isdigit() and len(after) <= 6):
+                raise PlatformError(f"unusable page number {_shown(after)}", Failure.REFUSED)
+            page_number = int(after) if after is not None else pages.first
+            paging = {pages.param: str(page_number), pages.size_param: str(pages.size)}
+        status, reply = await self._exchange(
+            request,
+            {"since": since, "after": after},
+            what,
+            paging=paging,
+            limit=MAX_PAGE_REPLY_BYTES,
+        )
+        return read_page(request, status, reply, what, page_number)
+
+    async def find_case(self, external_key: str, body: dict[str, Any]) -> str | None:
+        """The platform's id of the case filed for ``external_key``, or None: none is
+        listed, or the mapping has no ``find_case`` (see ``supports_find_case``)."""
+        request = self._settings.find_case
+        if request is None:
+            return None
+        what = f"{request.method} {request.path}"
+        root = {**body, "external_key": external_key}
+        status, reply = await self._exchange(request, root, what, limit=MAX_PAGE_REPLY_BYTES)
+        return read_found(request, status, reply, what, external_key)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _exchange(
+        self,
+        request: Request,
+        root: dict[str, Any],
+        what: str,
+        idempotency_key: str | None = None,
+        *,
+        path: str | None = None,
+        paging: dict[str, str] | None = None,
+        limit: int = MAX_CASE_REPLY_BYTES,
+    ) -> tuple[int, bytes]:
+        """(status, body) of a 2xx; a PlatformError for anything else."""
+        params = self._builder.query(request, root, what) | (paging or {})
+        content = b""
+        headers = {}
+        if request.method != "GET":
+            content = _encode(self._builder.body(request, root, what), what)
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        if idempotency_key and self._settings.idempotency_header:
+            headers[self._settings.idempotency_header] = idempotency_key
+        outgoing = self._client.build_request(
+            request.method, path or request.path, params=params, content=content, headers=headers
+        )
+        if self._hmac is not None:
+            outgoing.headers.update(_hmac_headers(self._hmac, outgoing, content))
+        try:
+            response = await self._client.send(outgoing, stream=True)
+            try:
+                status = response.status_code
+                success = 200 <= status < 300
+                reply = await _read_bounded(
+                    response, limit if success else MAX_ERROR_REPLY_BYTES, truncate=not success
+                )
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as exc:
+            raise PlatformError(f"{type(exc).__name__}: {exc}", Failure.TRANSIENT) from exc
+        if reply is None:
+            raise PlatformError(
+                f"HTTP {status} on {what}: reply larger than {limit} bytes", Failure.DOUBTFUL
+            )
+        if success:
+            return status, reply
+        raise error_for(status, reply, what, response.headers.get("Retry-After"), evidence=False)
+
+
+def _encode(body: dict[str, Any], what: str) -> bytes:
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        raise PlatformError(
+            f"{what}: the body has a value JSON cannot carry", Failure.REFUSED
+        ) from None
+
+
+def _hmac_headers(auth: HmacAuth, request: httpx.Request, body: bytes) -> dict[str, str]:
+    now_ms = time.time_ns() // 1_000_000
+    timestamp = str(now_ms if auth.timestamp_unit == "ms" else now_ms // 1000)
+    nonce = secrets.token_hex(16)
+    message = signed_message(request.method, request.url.raw_path, timestamp, nonce, body)
+    digest = hmac.new(auth.secret.get_secret_value().encode(), message, hashlib.sha256).digest()
+    signature = digest.hex() if auth.encoding == "hex" else base64.b64encode(digest).decode()
+    headers = {
+        auth.timestamp_header: timestamp,
+        auth.nonce_header: nonce,
+        auth.signature_header: signature,
+    }
+    if auth.key_id is not None:
+        headers[auth.key_id_header] = auth.key_id
+    return headers

@@ -1,0 +1,433 @@
+"""Settings of the mapped-REST adapter: how our case becomes a platform's request, and how
+the platform's replies are read. ``deploy/platforms/egova.yaml`` is a worked example.
+
+Most 数字城管 platforms have an intake API of their own, and every city's differs in field
+names, nesting, code tables, result codes and auth. The adapter (``mapped_rest.py``) holds
+no platform's names: this mapping does. Each request field is a ``FieldSpec``: a constant,
+a value taken from our case (a dotted *source* path into the body that
+``case_model.open_case_body`` builds), or the case's coordinate in the configured system;
+optionally translated through a code table. Fields go to dotted *target* paths, so
+``extInfo.externalKey`` builds ``{"extInfo": {"externalKey": ...}}``.
+
+Everything that can be checked before the first case is checked when the settings load,
+and each error names its field: a malformed path, a source our case does not have, a table
+that does not exist, a priority or origin a table lacks, two targets that collide, a
+mapping too large. Which class codes a deployment files is known only with the rest of the
+gateway's config, so ``check_class_codes`` says which of them a class-code table lacks;
+the config loader calls it. Bounds (paths, fields, tables, entries, text) keep a mapping
+file from standing for unbounded work.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    model_validator,
+)
+
+from case_bridge.case_model import ORIGIN_NAMES
+from case_bridge.coordinates import PlatformCoordinates
+from case_bridge.settings import RetryPolicy
+from domain import Priority
+
+MAX_SEGMENTS = 8  # nesting of a body field, depth of a reply path
+MAX_BODY_FIELDS = 100
+MAX_QUERY_FIELDS = 30
+MAX_TABLES = 32
+MAX_TABLE_ENTRIES = 5000
+MAX_TEXT_CHARS = 2000  # a constant's text
+MAX_KEY_CHARS = 64  # a table's key and text values, a result code
+
+# The statuses of our case workflow (those of the bundled platform); a platform's status
+# codes translate to these. Only "closed" and "void" act: they close the incident.
+CaseStatusName = Literal[
+    "accepted", "registered", "dispatched", "handling", "verifying", "closed", "void"
+]
+Scalar = str | int | float | bool | None
+
+_NAME = r"[A-Za-z_$@][A-Za-z0-9_$@-]{0,63}"
+_TARGET_PATH = re.compile(rf"{_NAME}(?:\.{_NAME}){{0,{MAX_SEGMENTS - 1}}}")
+_STEP = rf"(?:{_NAME}|[0-9]{{1,4}})"  # a reply path may index lists
+_REPLY_PATH = re.compile(rf"{_STEP}(?:\.{_STEP}){{0,{MAX_SEGMENTS - 1}}}")
+_HEADER = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+_REQUEST_PATH = re.compile(r"/(?:[A-Za-z0-9_.~%{}-]+/?){0,16}")
+
+# Source paths our bodies have, per request (see case_model.py): the open-case body (also
+# what find_case looks a case up by), the evidence body with the case id, the sync cursor.
+_EVIDENCE_ITEM = (
+    r"evidence\.[0-9]{1,2}\.(?:source_id|ts|rule_id|state|priority|summary"
+    r"|media\.[0-9]{1,2}|values\.[A-Za-z0-9_]{1,64})"
+)
+OPEN_CASE_SOURCES = re.compile(
+    r"class_code|class_name|part_code|priority|deadline|description|source|external_key"
+    rf"|location\.(?:lat|lon|address|grid_code)|{_EVIDENCE_ITEM}"
+)
+EVIDENCE_SOURCES = re.compile(rf"case_id|priority|deadline|{_EVIDENCE_ITEM}")
+CHANGED_CASES_SOURCES = re.compile(r"since|after")
+# Tables applied to these sources must cover every value our cases can carry.
+KNOWN_VALUES: dict[str, frozenset[str]] = {
+    "priority": frozenset(str(p) for p in Priority),
+    "source": frozenset(ORIGIN_NAMES),
+}
+
+
+def _dotted(pattern: re.Pattern[str], what: str) -> Any:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(
+                f"{what} must be a dotted path of at most {MAX_SEGMENTS} names (letters,"
+                f" digits, _ $ @ -), got {value[:80]!r}"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+TargetPath = Annotated[str, _dotted(_TARGET_PATH, "a request field")]
+ReplyPath = Annotated[str, _dotted(_REPLY_PATH, "a reply path")]
+HeaderName = Annotated[str, Field(pattern=_HEADER.pattern)]
+ShortText = Annotated[str, Field(min_length=1, max_length=MAX_KEY_CHARS)]
+
+
+def _text_keys(value: Any) -> Any:
+    """Table keys must be YAML text: unquoted, 06010 reads as the octal number 3080."""
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise ValueError(
+                    f"key {key!r} is not text: quote codes in YAML ('06010'; unquoted, a"
+                    " leading 0 reads as an octal number)"
+                )
+    return value
+
+
+TableValue = Annotated[str, Field(max_length=MAX_KEY_CHARS)] | int | float | bool
+CodeTable = Annotated[
+    dict[ShortText, TableValue],
+    BeforeValidator(_text_keys),
+    Field(min_length=1, max_length=MAX_TABLE_ENTRIES),
+]
+
+
+def as_text(value: object) -> str:
+    """How a code, a result value or a status is compared: 0 and "0" are the same code."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+class FieldSpec(BaseModel):
+    """One field of a request: exactly one of ``const``, ``from`` or ``coordinate``.
+
+    - ``const``: a fixed value (text, number, true/false, null).
+    - ``from``: a source path into our case body; ``table`` translates the value through
+      one of ``tables`` (compared as text); ``strftime`` formats a time (an ISO-8601 text
+      or epoch milliseconds) in the mapping's ``timezone``; ``max_chars`` cuts long text
+      (ending in "…"). A source that is absent, null or empty text is *missing*, and
+      ``if_missing`` says what then: ``refuse`` (the command is parked with the reason),
+      ``omit`` (leave the field out) or ``null`` (send null).
+    - ``coordinate``: ``x`` or ``y`` of the case's location in ``coordinates.system``.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    const: Scalar = None
+    from_: str | None = Field(None, alias="from", max_length=200)
+    coordinate: Literal["x", "y"] | None = None
+    table: str | None = Field(None, max_length=MAX_KEY_CHARS)
+    if_missing: Literal["refuse", "omit", "null"] = "refuse"
+    max_chars: int | None = Field(None, ge=1, le=100_000)
+    strftime: str | None = Field(None, min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> FieldSpec:
+        given = [k for k in ("const", "from_", "coordinate") if k in self.model_fields_set]
+        if len(given) != 1:
+            raise ValueError("give exactly one of const, from, coordinate")
+        if isinstance(self.const, str) and len(self.const) > MAX_TEXT_CHARS:
+            raise ValueError(f"const: text longer than {MAX_TEXT_CHARS} characters")
+        if self.from_ is None:
+            options = ("table", "max_chars", "strftime", "if_missing")
+            if extra := [k for k in options if k in self.model_fields_set]:
+                raise ValueError(f"{', '.join(extra)} apply only to a field given by from")
+        return self
+
+
+Fields = Annotated[
+    dict[TargetPath, FieldSpec],
+    Field(max_length=MAX_BODY_FIELDS),
+]
+QueryFields = Annotated[
+    dict[Annotated[str, Field(pattern=r"[A-Za-z0-9_.\[\]-]{1,64}")], FieldSpec],
+    Field(max_length=MAX_QUERY_FIELDS),
+]
+
+
+class ResultCheck(BaseModel):
+    """Many Chinese platforms answer HTTP 200 for everything and put the outcome in a
+    result code (``{"code": 0, "msg": "success", "data": ...}``). Values are compared as
+    text. A code in ``refused`` parks the command, one in ``transient`` is retried, and
+    any other code that is not ``success`` is doubtful (retried a few times, then parked):
+    the platform may have acted."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: ReplyPath
+    success: list[Scalar] = Field(min_length=1, max_length=20)
+    refused: list[Scalar] = Field(default_factory=list, max_length=100)
+    transient: list[Scalar] = Field(default_factory=list, max_length=100)
+    message_path: ReplyPath | None = None
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> ResultCheck:
+        lists = {"success": self.success, "refused": self.refused, "transient": self.transient}
+        seen: dict[str, str] = {}
+        for name, values in lists.items():
+            for value in values:
+                if (other := seen.setdefault(as_text(value), name)) != name:
+                    raise ValueError(f"result {as_text(value)!r} is in both {other} and {name}")
+        return self
+
+
+class Request(BaseModel):
+    """An endpoint: method, path (under the base URL), query parameters and JSON body."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["GET", "POST", "PUT", "PATCH"]
+    path: Annotated[str, Field(max_length=256, pattern=_REQUEST_PATH.pattern)]
+    query: QueryFields = Field(default_factory=dict)
+    body: Fields = Field(default_factory=dict)
+    check: ResultCheck | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Request:
+        if self.method == "GET" and self.body:
+            raise ValueError("a GET request has no body: use query")
+        if ".." in self.path.split("/"):
+            raise ValueError("path: '..' is not allowed")
+        placeholders = re.findall(r"\{([^{}]*)\}", self.path)
+        allowed = {"case_id"} if isinstance(self, AddEvidence) else set()
+        braces = self.path.count("{") + self.path.count("}")
+        if braces != 2 * len(placeholders) or not set(placeholders) <= allowed:
+            raise ValueError("path: the only placeholder is {case_id}, in add_evidence")
+        _check_targets(self.body)
+        return self
+
+    def specs(self) -> Iterator[tuple[str, FieldSpec]]:
+        for name, spec in self.query.items():
+            yield f"query.{name}", spec
+        for target, spec in self.body.items():
+            yield f"body.{target}", spec
+
+
+class OpenCase(Request):
+    """Filing a case: ``case_id`` is where the new case's id is in the reply."""
+
+    case_id: ReplyPath
+
+
+class AddEvidence(Request):
+    """Evidence, a repeat or an escalation for a filed case. The source ``case_id`` (and
+    ``{case_id}`` in the path) is the platform's id of the case. ``case_final``: result
+    codes meaning the case is already closed or void (needs ``check``)."""
+
+    case_final: dict[ShortText, Literal["closed", "void"]] = Field(
+        default_factory=dict, max_length=20
+    )
+
+    @model_validator(mode="after")
+    def _final_needs_check(self) -> AddEvidence:
+        if self.case_final and self.check is None:
+            raise ValueError("case_final needs check (where the result code is)")
+        return self
+
+
+class PageNumbers(BaseModel):
+    """Paging by page number: ``after`` is the page to ask for, and a full page means
+    there may be another."""
+
+    model_config = ConfigDict(extra="forbid")
+    param: Annotated[str, Field(pattern=r"[A-Za-z0-9_.-]{1,64}")]
+    size_param: Annotated[str, Field(pattern=r"[A-Za-z0-9_.-]{1,64}")]
+    size: int = Field(100, ge=1, le=1000)
+    first: int = Field(1, ge=0, le=1)
+
+
+class ChangedCases(Request):
+    """Cases changed since a time (sources ``since`` and ``after``), for status sync.
+
+    Each listed item gives its id, its status code (translated by ``statuses``; an item
+    with a code the table lacks is skipped and counted) and when it changed (compared as
+    text: give a fixed-width time or epoch number). ``next_since``: where in the reply the
+    platform says to list from next time. Paging: ``next_cursor`` (where the reply gives
+    the next page's cursor; null or empty on the last page) or ``page_numbers``; with
+    neither, one page is the whole answer. ``items`` null means no changes.
+    """
+
+    items: ReplyPath
+    item_id: ReplyPath
+    item_status: ReplyPath
+    item_updated_at: ReplyPath
+    statuses: dict[ShortText, CaseStatusName] = Field(min_length=1, max_length=200)
+    next_since: ReplyPath | None = None
+    next_cursor: ReplyPath | None = None
+    page_numbers: PageNumbers | None = None
+
+    @model_validator(mode="after")
+    def _one_paging(self) -> ChangedCases:
+        if self.next_cursor is not None and self.page_numbers is not None:
+            raise ValueError("give next_cursor or page_numbers, not both")
+        pages = self.page_numbers
+        if pages is not None and {pages.param, pages.size_param} & set(self.query):
+            raise ValueError("page_numbers sets its own parameters: leave them out of query")
+        return self
+
+
+class FindCase(Request):
+    """Looking a case up by our external key (after an ambiguous failure, before posting
+    again). Sources: the open-case body. Only an item whose ``item_key`` equals our
+    external key counts: a platform that ignores an unknown filter lists other cases."""
+
+    items: ReplyPath
+    item_id: ReplyPath
+    item_key: ReplyPath
+
+
+class BearerAuth(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["bearer"]
+    secret: SecretStr = Field(min_length=1)  # the token
+
+
+class ApiKeyAuth(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["api_key"]
+    header: HeaderName = "X-API-Key"
+    secret: SecretStr = Field(min_length=1)  # the key
+
+
+class HmacAuth(BaseModel):
+    """HMAC-SHA256 over the request as sent; ``mapped_rest.signed_message`` says exactly
+    which bytes."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["hmac_sha256"]
+    secret: SecretStr = Field(min_length=16)
+    key_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"[ -~]+")
+    key_id_header: HeaderName = "X-Key-Id"
+    timestamp_header: HeaderName = "X-Timestamp"
+    nonce_header: HeaderName = "X-Nonce"
+    signature_header: HeaderName = "X-Signature"
+    timestamp_unit: Literal["ms", "s"] = "ms"
+    encoding: Literal["hex", "base64"] = "hex"
+
+
+class CoordinateSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    system: str = "wgs84"  # wgs84 | gcj02 | bd09 | EPSG:<projected code>
+    decimals: int = Field(6, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _known(self) -> CoordinateSettings:
+        PlatformCoordinates(self.system)  # its ValueError names what is wrong
+        return self
+
+
+class MappedRestSettings(BaseModel):
+    """``case_platform`` for a platform with its own REST API (``adapter: mapped_rest``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    adapter: Literal["mapped_rest"]
+    url: HttpUrl
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    retry: RetryPolicy = RetryPolicy()
+    status_sync_s: float = Field(10.0, gt=0)
+    auth: BearerAuth | ApiKeyAuth | HmacAuth = Field(discriminator="type")
+    # Sent with each command's idempotency key, for a platform that honours one.
+    idempotency_header: HeaderName | None = None
+    timezone: str = "Asia/Shanghai"  # for strftime fields
+    coordinates: CoordinateSettings = CoordinateSettings()
+    tables: Annotated[dict[ShortText, CodeTable], Field(max_length=MAX_TABLES)] = Field(
+        default_factory=dict
+    )
+    open_case: OpenCase
+    add_evidence: AddEvidence | None = None
+    changed_cases: ChangedCases
+    find_case: FindCase | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MappedRestSettings:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone: unknown time zone {self.timezone[:64]!r}") from None
+        for name, request, sources in self._requests():
+            for where, spec in request.specs():
+                self._check_spec(f"{name}.{where}", spec, sources)
+        return self
+
+    def _requests(self) -> Iterator[tuple[str, Request, re.Pattern[str]]]:
+        yield "open_case", self.open_case, OPEN_CASE_SOURCES
+        if self.add_evidence is not None:
+            yield "add_evidence", self.add_evidence, EVIDENCE_SOURCES
+        yield "changed_cases", self.changed_cases, CHANGED_CASES_SOURCES
+        if self.find_case is not None:
+            yield "find_case", self.find_case, OPEN_CASE_SOURCES
+
+    def _check_spec(self, field: str, spec: FieldSpec, sources: re.Pattern[str]) -> None:
+        if spec.coordinate is not None and sources is not OPEN_CASE_SOURCES:
+            raise ValueError(f"{field}: this request has no location for a coordinate")
+        if spec.from_ is None:
+            return
+        if not sources.fullmatch(spec.from_):
+            raise ValueError(f"{field}.from: our case has no {spec.from_[:80]!r} here")
+        if spec.table is None:
+            return
+        table = self.tables.get(spec.table)
+        if table is None:
+            known = ", ".join(sorted(self.tables)) or "none"
+            raise ValueError(f"{field}.table: no table {spec.table!r} (tables: {known})")
+        known_values = KNOWN_VALUES.get(spec.from_, frozenset())
+        if missing := sorted(known_values - set(table)):
+            raise ValueError(
+                f"{field}: tables.{spec.table} has no entry for {spec.from_} {', '.join(missing)}"
+            )
+
+    def check_class_codes(self, codes: Mapping[str, str]) -> None:
+        """``ValueError`` naming each class code the gateway may file (``codes``: the
+        config key that sets it → the code) that a table applied to ``class_code``
+        lacks; such a case could only be parked."""
+        problems = []
+        for name, request, _sources in self._requests():
+            for where, spec in request.specs():
+                if spec.from_ != "class_code" or spec.table is None:
+                    continue
+                table = self.tables[spec.table]
+                problems += [
+                    f"{key}: class code {code} has no entry in tables.{spec.table}"
+                    f" (used by {name}.{where})"
+                    for key, code in codes.items()
+                    if code not in table
+                ]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def _check_targets(body: Mapping[str, FieldSpec]) -> None:
+    """Two targets collide when one is inside the other (``a`` and ``a.b``)."""
+    for target in body:
+        parts = target.split(".")
+        for end in range(1, len(parts)):
+            if (outer := ".".join(parts[:end])) in body:
+                raise ValueError(f"body: {outer} and {target} cannot both be set")

@@ -1,0 +1,602 @@
+"""The mapped-REST adapter with the shipped eGova example, against a stand-in intake over
+real loopback HTTP (``tests/egova_intake.py``): the exact body and signature a case
+becomes, evidence, status sync, lookup by external key, and every failure mode mapped to
+its ``Failure`` kind. Property tests throw malformed mappings at the settings loader and
+arbitrary replies at the reply reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from egova_intake import KEY_ID, SECRET, TOKEN, EgovaIntakeFake, Forced
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from case_bridge.case_model import evidence_body, open_case_body
+from case_bridge.codes import STANDARD_TABLE, ClassCatalog
+from case_bridge.mapped_rest import (
+    MappedRestPlatform,
+    read_case_id,
+    read_checked,
+    read_found,
+    read_page,
+)
+from case_bridge.mapped_rest_settings import OPEN_CASE_SOURCES, MappedRestSettings, as_text
+from case_bridge.platform import CASE_ID, Failure, PlatformError
+from case_bridge.settings import CaseSettings
+from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority
+from gateway.bounded_yaml import load_yaml_file
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "platforms" / "egova.yaml"
+CASES = CaseSettings()
+CATALOG = ClassCatalog(CASES.local_classes)
+TS_MS = 1_795_226_400_000  # 2026-11-21T02:00:00Z, 10:00 in Fuzhou
+
+ALERT = Alert(
+    key="bin-0042/bin_full",
+    source_id="bin-0042",
+    rule_id="bin_full",
+    state=AlertState.FIRING,
+    class_code="06042",
+    priority=Priority.URGENT,
+    location=Location(26.0815, 119.2965, "福州市鼓楼区五四路158号", "350102001002003"),
+    ts=TS_MS,
+    values={"fill_pct": 92.0},
+    part_code="35010203005000012",
+    summary="fill 92% ≥ 85% for 10 min",
+)
+COMMAND = CaseCommand("INC-0042/1", "INC-0042", CommandKind.OPEN, ALERT, Priority.URGENT)
+
+# What the eGova example must send for COMMAND, in the mapping's order.
+EXPECTED_BODY = {
+    "eventSrcID": "11",
+    "eventTypeID": 2,
+    "mainTypeID": 106,
+    "subTypeID": "06042",
+    "districtID": "350102",
+    "cellID": "350102001002003",
+    "coordinateX": 119.3013,  # GCJ-02 of 119.2965 E, 26.0815 N (see test_coordinates.py)
+    "coordinateY": 26.078393,
+    "address": "福州市鼓楼区五四路158号",
+    "eventDesc": "物联网感知: 垃圾站（箱）满溢 — bin-0042 @ 福州市鼓楼区五四路158号: "
+    "fill 92% ≥ 85% for 10 min",
+    "partCode": "35010203005000012",
+    "eventUrgent": 2,
+    "customDeadline": "2026-11-21 22:00:00",
+    "extInfo": {"externalKey": "INC-0042"},
+}
+
+
+def example_data(url: str, **changes: Any) -> dict[str, Any]:
+    """The shipped example as the gateway will read it: its secret resolved from where the
+    file says (``secret_env``), and the base URL pointed at the stand-in."""
+    _, data = load_yaml_file(EXAMPLE)
+    assert data["auth"].pop("secret_env") == "CITYGW_EGOVA_SECRET"
+    data["auth"]["secret"] = SECRET
+    data["url"] = url
+    data.update(changes)
+    return data
+
+
+def case_body(alert: Alert = ALERT, incident: str = "INC-0042") -> dict[str, Any]:
+    command = CaseCommand(f"{incident}/1", incident, CommandKind.OPEN, alert, alert.priority)
+    return open_case_body(command, CATALOG, CASES)
+
+
+@pytest.fixture
+def intake() -> Iterator[EgovaIntakeFake]:
+    with EgovaIntakeFake() as server:
+        yield server
+
+
+@pytest.fixture
+def runner() -> Iterator[asyncio.Runner]:
+    with asyncio.Runner() as run:
+        yield run
+
+
+Connect = Callable[[dict[str, Any]], MappedRestPlatform]
+
+
+@pytest.fixture
+def connect(runner: asyncio.Runner) -> Iterator[Connect]:
+    """``connect(data)``: the adapter for a mapping, closed after the test."""
+    made: list[MappedRestPlatform] = []
+
+    def make(data: dict[str, Any]) -> MappedRestPlatform:
+        made.append(MappedRestPlatform(MappedRestSettings.model_validate(data)))
+        return made[-1]
+
+    yield make
+    for platform in made:
+        runner.run(platform.aclose())
+
+
+def failure_of(runner: asyncio.Runner, call: Any) -> PlatformError:
+    with pytest.raises(PlatformError) as caught:
+        runner.run(call)
+    return caught.value
+
+
+def test_the_egova_example_files_the_exact_body_signed(
+    connect: Connect, intake: EgovaIntakeFake, runner: asyncio.Runner
+) -> None:
+    platform = connect(example_data(intake.url))
+    case = runner.run(platform.open_case(open_case_body(COMMAND, CATALOG, CASES), "INC-0042/1"))
+    assert case == {"id": "GL20261121000001"}
+    [request] = intake.received
+    assert (request.method, request.target) == ("POST", "/eUrbanMIS/api/event/report")
+    assert request.authorised  # the signature checked out with the shared secret
+    assert request.headers["x-key-id"] == KEY_ID
+    assert request.headers["content-type"] == "application/json; charset=utf-8"
+    sent = json.loads(request.body)
+    for name, value in EXPECTED_BODY.items():
+        assert sent.get(name) == value, name
+    assert sent == EXPECTED_BODY  # nothing more: no photoUrl without media
+    assert (
+        request.body
+        == json.dumps(EXPECTED_BODY, ensure_ascii=False, separators=(",", ":")).encode()
+    )
+
+
+def test_the_example_in_projected_metres_and_with_a_photo(
+    connect: Connect, intake: EgovaIntakeFake, runner: asyncio.Runner
+) -> None:
+    data = example_data(intake.url, coordinates={"system": "EPSG:4549", "decimals": 3})
+    platform = connect(data)
+    video = replace(
+        ALERT, priority=Priority.CRITICAL, origin="video", part_code="",
+        media=("https://gw.example.cn/e/7f3a.jpg",),
+    )  # fmt: skip
+    runner.run(platform.open_case(case_body(video), "INC-0042/1"))
+    sent = json.loads(intake.received[0].body)
+    # CGCS2000 / 3-degree Gauss-Kruger CM 120E: easting west of 500 km, northing ~2886 km.
+    assert (sent["coordinateX"], sent["coordinateY"]) == (429614.766, 2886053.827)
+    assert sent["eventSrcID"] == "12" and sent["eventUrgent"] == 1
+    assert "partCode" not in sent
+    assert sent["extInfo"] == {
+        "externalKey": "INC-0042",
+        "photoUrl": "https://gw.example.cn/e/7f3a.jpg",
+    }
+    assert sent["customDeadline"] == "2026-11-21 12:00:00"  # critical: 2 h
+
+
+def test_evidence_and_escalation_then_a_closed_case_is_final(
+    connect: Connect, intake: EgovaIntakeFake, runner: asyncio.Runner
+) -> None:
+    platform = connect(example_data(intake.url))
+    case_id = runner.run(platform.open_case(case_body(), "INC-0042/1"))["id"]
+    escalate = CaseCommand("INC-0042/2", "INC-0042", CommandKind.ESCALATE, ALERT, Priority.CRITICAL)
+    reply = runner.run(platform.add_evidence(case_id, evidence_body(escalate, CASES), "INC-0042/2"))
+    assert reply == {"id": case_id}
+    assert intake.received[1].target == "/eUrbanMIS/api/event/supplement"
+    assert intake.received[1].authorised
+    assert intake.supplements == [
+        {"eventID": case_id, "supplementDesc": "fill 92% ≥ 85% for 10 min", "eventUrgent": 1}
+    ]
+    intake.set_state(case_id, "6")
+    attach = CaseCommand("INC-0042/3", "INC-0042", CommandKind.ATTACH, ALERT, Priority.URGENT)
+    error = failure_of(runner, platform.add_evidence(case_id, evidence_body(attach, CASES), "k"))
+    assert (error.failure, error.case_status) == (Failure.CASE_FINAL, "closed")
+    assert "案件已结案" in error.reason
+    assert len(intake.supplements) == 1
+
+
+def test_status_sync_translates_and_pages(
+    connect: Connect, intake: EgovaIntakeFake, runner: asyncio.Runner
+) -> None:
+    data = example_data(intake.url)
+    data["changed_cases"]["page_numbers"]["size"] = 2
+    platform = connect(data)
+    ids = [
+        runner.run(platform.open_case(case_body(incident=f"INC-{n}"), f"INC-{n}/1"))["id"]
+        for n in range(3)
+    ]
+    intake.set_state(ids[0], "6")  # 结案
+    intake.set_state(ids[1], "7")  # a state the table lacks: skipped, counted
+    first = runner.run(platform.changed_cases(None, None))
+    assert [(c.id, c.status) for c in first.cases] == [(ids[2], "accepted"), (ids[0], "closed")]
+    assert (first.next_after, first.skipped) == ("2", 0)
+    assert first.next_since == "2026-11-21 10:00:06"
+    second = runner.run(platform.changed_cases(None, first.next_after))
+    assert (second.cases, second.next_after, second.skipped) == ([], None, 1)
+    assert intake.received[-1].target == "/eUrbanMIS/api/event/changed?pageNo=2&pageSize=2"
+    later = runner.run(platform.changed_cases(first.next_since, None))
+    assert later.cases == []
+    assert later.skipped == 0
+    assert all(request.authorised for request in intake.received)
+
+
+@pytest.mark.parametrize("ignores_filters", [False, True])
+def test_find_case_by_external_key(
+    connect: Connect, runner: asyncio.Runner, ignores_filters: bool
+) -> None:
+    with EgovaIntakeFake(ignores_filters=ignores_filters) as intake:
+        platform = connect(example_data(intake.url))
+        assert platform.supports_find_case
+        runner.run(platform.open_case(case_body(incident="INC-7"), "INC-7/1"))
+        filed = runner.run(platform.open_case(case_body(), "INC-0042/1"))["id"]
+        assert runner.run(platform.find_case("INC-0042", case_body())) == filed
+        assert runner.run(platform.find_case("INC-9", case_body(incident="INC-9"))) is None
+        assert intake.received[-1].target == "/eUrbanMIS/api/event/query?externalKey=INC-9"
+    without = example_data(intake.url)
+    del without["find_case"]
+    platform = connect(without)
+    assert not platform.supports_find_case
+    assert runner.run(platform.find_case("INC-0042", case_body())) is None
+
+
+REPORTED = {"code": 0, "msg": "success", "data": {"eventID": "GL1"}}
+
+
+@pytest.mark.parametrize(
+    ("forced", "failure", "in_reason"),
+    [
+        (Forced(500, b"Internal Server Error"), Failure.TRANSIENT, "HTTP 500"),
+        (Forced(503, b"", {"Retry-After": "7"}), Failure.TRANSIENT, "HTTP 503"),
+        (Forced(400, {"code": 1001}), Failure.REFUSED, "HTTP 400"),
+        (Forced(404, b"no such path"), Failure.REFUSED, "no such path"),
+        (Forced(302, b"", {"Location": "/login"}), Failure.DOUBTFUL, "HTTP 302"),
+        (Forced(200, b"<html>502 Bad Gateway</html>"), Failure.DOUBTFUL, "not JSON"),
+        (Forced(200, {"code": 0, "msg": "success", "data": {}}), Failure.DOUBTFUL, "data.eventID"),
+        (Forced(200, {"code": 0, "data": {"eventID": "../x"}}), Failure.DOUBTFUL, "usable case id"),
+        (Forced(200, {"code": 1002, "msg": "类别不存在"}), Failure.REFUSED, "类别不存在"),
+        (Forced(200, {"code": "5000", "msg": "系统繁忙"}), Failure.TRANSIENT, "系统繁忙"),
+        (Forced(200, {"code": 42, "msg": "?"}), Failure.DOUBTFUL, "result '42'"),
+        (Forced(200, {"msg": "success"}), Failure.DOUBTFUL, "no result code at code"),
+        (Forced(200, {**REPORTED, "pad": "x" * 3_000_000}), Failure.DOUBTFUL, "larger than"),
+        (Forced(hold=True), Failure.TRANSIENT, "Timeout"),
+    ],
+)
+def test_each_failure_mode_maps_to_its_kind(
+    connect: Connect,
+    intake: EgovaIntakeFake,
+    runner: asyncio.Runner,
+    forced: Forced,
+    failure: Failure,
+    in_reason: str,
+) -> None:
+    platform = connect(example_data(intake.url, timeout_s=0.3))
+    intake.script(forced)
+    error = failure_of(runner, platform.open_case(case_body(), "INC-0042/1"))
+    assert error.failure is failure
+    assert in_reason in error.reason
+    assert error.retry_after_s == (7.0 if forced.headers.get("Retry-After") else None)
+    assert runner.run(platform.open_case(case_body(), "INC-0042/1")) == {"id": "GL20261121000001"}
+
+
+def test_a_wrong_secret_is_refused_by_the_platform(
+    connect: Connect, intake: EgovaIntakeFake, runner: asyncio.Runner
+) -> None:
+    data = example_data(intake.url)
+    data["auth"]["secret"] = "not-the-shared-secret"
+    error = failure_of(runner, connect(data).open_case(case_body(), "k"))
+    assert (error.failure, intake.received[0].authorised) == (Failure.TRANSIENT, False)
+    assert "HTTP 401" in error.reason and intake.events == {}
+
+
+@pytest.mark.parametrize(
+    ("auth", "header"), [("bearer", "authorization"), ("api_key", "x-api-key")]
+)
+def test_bearer_and_api_key_auth(
+    connect: Connect, runner: asyncio.Runner, auth: str, header: str
+) -> None:
+    with EgovaIntakeFake(auth=auth) as intake:
+        platform = connect(example_data(intake.url, auth={"type": auth, "secret": TOKEN}))
+        assert runner.run(platform.open_case(case_body(), "k")) == {"id": "GL20261121000001"}
+        assert intake.received[0].authorised
+        assert "x-signature" not in intake.received[0].headers
+        assert TOKEN in intake.received[0].headers[header]
+
+
+def test_a_case_the_mapping_cannot_express_is_refused_before_sending(
+    connect: Connect, intake: EgovaIntakeFake, runner: asyncio.Runner
+) -> None:
+    platform = connect(example_data(intake.url))
+    catalog = ClassCatalog({**CASES.local_classes, "99401": "共享单车乱停放"})
+    unmapped = replace(COMMAND, alert=replace(ALERT, class_code="99401"))
+    error = failure_of(runner, platform.open_case(open_case_body(unmapped, catalog, CASES), "k"))
+    assert error.failure is Failure.REFUSED
+    assert error.reason == (
+        "POST /api/event/report body.eventTypeID: class_code '99401' has no entry in"
+        " tables.event_type"
+    )
+    gridless = replace(ALERT, location=replace(ALERT.location, grid_code=""))
+    error = failure_of(runner, platform.open_case(case_body(gridless), "k"))
+    assert error.reason == "POST /api/event/report body.cellID: the case has no location.grid_code"
+    assert intake.received == []
+
+
+def test_evidence_without_an_evidence_endpoint_is_refused(
+    connect: Connect, intake: EgovaIntakeFake, runner: asyncio.Runner
+) -> None:
+    data = example_data(intake.url)
+    del data["add_evidence"]
+    error = failure_of(runner, connect(data).add_evidence("GL1", {"evidence": []}, "k"))
+    assert error.failure is Failure.REFUSED and "no add_evidence" in error.reason
+    assert intake.received == []
+
+
+# ---------------------------------------------------------------- the settings loader
+
+
+def loader_errors(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(dotted loc, message) of each problem, as the gateway's config loader reports them."""
+    try:
+        MappedRestSettings.model_validate(data)
+    except ValidationError as exc:
+        return [(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()]
+    return []
+
+
+def base_data() -> dict[str, Any]:
+    return example_data("http://127.0.0.1:9/eUrbanMIS")
+
+
+BASE_DATA = base_data()
+
+
+def test_the_shipped_example_covers_every_class_code_and_loads_clean() -> None:
+    settings = MappedRestSettings.model_validate(BASE_DATA)
+    listed = STANDARD_TABLE.read_text(encoding="utf-8").splitlines()
+    standard = [line.split("\t")[0] for line in listed if line[:1].isdigit()]
+    codes = {f"code {c}": c for c in [*standard, *CASES.local_classes]}
+    assert len(codes) == 37
+    settings.check_class_codes(codes)
+    with pytest.raises(ValueError) as caught:
+        settings.check_class_codes({"rules.bin.class_code": "06099"})
+    assert str(caught.value).split("; ")[0] == (
+        "rules.bin.class_code: class code 06099 has no entry in tables.event_type"
+        " (used by open_case.body.eventTypeID)"
+    )
+
+
+target_names = st.text(st.sampled_from("aZ_$@-.0é x"), min_size=0, max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(target=target_names)
+def test_loader_refuses_a_malformed_target_path_by_name(target: str) -> None:
+    data = copy.deepcopy(BASE_DATA)
+    data["open_case"]["body"] = {target: {"const": 1}}
+    errors = loader_errors(data)
+    segments = target.split(".")
+    well_formed = (
+        all(s and s[0] in "aZx_$@" and set(s) <= set("aZx_$@-0") for s in segments)
+        and len(segments) <= 8
+    )
+    if well_formed:
+        assert errors == []
+    else:
+        [(loc, message)] = errors
+        assert loc == f"open_case.body.{target}.[key]"
+        assert "dotted path of at most 8 names" in message
+
+
+@settings(max_examples=150, deadline=None)
+@given(source=st.one_of(
+    st.sampled_from(["class_code", "location.grid_code", "evidence.0.media.0", "location",
+                     "evidence.x.summary", "location.lat.x", "external_key", "__class__"]),
+    st.text(st.sampled_from("abcdeilnost_.0"), max_size=20),
+))  # fmt: skip
+def test_loader_refuses_a_source_our_case_lacks_by_name(source: str) -> None:
+    data = copy.deepcopy(BASE_DATA)
+    data["open_case"]["body"]["eventDesc"] = {"from": source}
+    errors = loader_errors(data)
+    if OPEN_CASE_SOURCES.fullmatch(source):
+        assert errors == []
+    else:
+        [(_, message)] = errors
+        assert f"open_case.body.eventDesc.from: our case has no {source!r}" in message
+
+
+@settings(max_examples=60, deadline=None)
+@given(kept=st.sets(st.sampled_from([str(p) for p in Priority])))
+def test_loader_names_the_priorities_a_table_lacks(kept: set[str]) -> None:
+    data = copy.deepcopy(BASE_DATA)
+    data["tables"]["urgency"] = {p: 1 for p in sorted(kept)}
+    errors = loader_errors(data)
+    missing = sorted({str(p) for p in Priority} - kept)
+    if not missing:
+        assert errors == []
+    elif not kept:
+        assert errors[0][0] == "tables.urgency"  # an empty table
+    else:
+        [(_, message)] = errors
+        assert message.endswith(
+            f"open_case.body.eventUrgent: tables.urgency has no entry for priority"
+            f" {', '.join(missing)}"
+        )
+
+
+@settings(max_examples=80, deadline=None)
+@given(codes=st.dictionaries(st.sampled_from(["a", "b", "c"]),
+                             st.sampled_from(["06042", "99101", "06099", "1", ""])))  # fmt: skip
+def test_class_code_check_names_every_code_a_table_lacks(codes: dict[str, str]) -> None:
+    settings_ = MappedRestSettings.model_validate(BASE_DATA)
+    lacking = {key: code for key, code in codes.items() if code not in ("06042", "99101")}
+    if not lacking:
+        settings_.check_class_codes(codes)
+        return
+    with pytest.raises(ValueError) as caught:
+        settings_.check_class_codes(codes)
+    for key, code in lacking.items():
+        assert f"{key}: class code {code} has no entry in tables.main_type" in str(caught.value)
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(BASE_DATA)
+    *outer, last = path.split(".")
+    node = data
+    for step in outer:
+        node = node[step]
+    node[last] = value
+    return data
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "loc", "in_message"),
+    [
+        ("tables.main_type", {f"{n:05d}": 1 for n in range(5001)}, "tables.main_type",
+         "at most 5000"),
+        ("open_case.body", {f"f{n}": {"const": n} for n in range(101)}, "open_case.body",
+         "at most 100"),
+        ("open_case.body", {".".join(["a"] * 9): {"const": 1}},
+         "open_case.body.a.a.a.a.a.a.a.a.a.[key]", "at most 8 names"),
+        ("open_case.body", {"x": {"const": _nested(40)}}, "open_case.body.x.const", ""),
+        ("open_case.body", {"x": {"const": "x" * 2001}}, "open_case.body.x", "2000"),
+        ("tables", {f"t{n}": {"a": 1} for n in range(33)}, "tables", "at most 32"),
+        ("tables.sub_type", {6042: "06042"}, "tables.sub_type", "quote codes"),
+        ("open_case.body", {"a": {"const": 1}, "a.b": {"const": 2}}, "",
+         "body: a and a.b cannot both be set"),
+        ("open_case.body", {"x": {"from": "class_code", "table": "nope"}}, "",
+         "open_case.body.x.table: no table 'nope'"),
+        ("open_case.body", {"x": {"const": 1, "coordinate": "x"}}, "open_case.body.x",
+         "exactly one of"),
+        ("add_evidence.body", {"x": {"coordinate": "x"}}, "",
+         "add_evidence.body.x: this request has no location"),
+        ("open_case.path", "/api/{case_id}", "open_case", "placeholder"),
+        ("open_case.path", "/api/../admin", "open_case", "'..'"),
+        ("changed_cases.query", {"pageNo": {"const": 1}}, "changed_cases", "page_numbers"),
+        ("coordinates", {"system": "EPSG:4490"}, "coordinates",
+         "not a projected system in metres"),
+        ("timezone", "Mars/Olympus", "", "unknown time zone"),
+        ("auth", {"type": "hmac_sha256", "secret": "short"}, "auth.hmac_sha256.secret",
+         "at least 16"),
+        ("open_case.check.refused", [0], "open_case.check", "both success and refused"),
+        ("unknown", 1, "unknown", "Extra inputs"),
+    ],
+)  # fmt: skip
+def test_loader_refuses_huge_deep_and_inconsistent_mappings_by_name(
+    path: str, value: Any, loc: str, in_message: str
+) -> None:
+    errors = loader_errors(_with(path, value))
+    assert errors, "should be refused"
+    assert any(where.startswith(loc) and in_message in message for where, message in errors), (
+        errors[:3]
+    )
+
+
+# ---------------------------------------------------------------- reading replies
+
+SETTINGS = MappedRestSettings.model_validate(BASE_DATA)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 6000) | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=20,
+)
+ids = st.one_of(st.from_regex(CASE_ID, fullmatch=True), st.integers(0, 10**12), json_values)
+records = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "eventID": ids,
+            "stateID": st.sampled_from(["1", "6", "9", "7", 6]) | json_values,
+            "updateTime": st.sampled_from(["2026-11-21 10:00:00", "", 1795226400]) | json_values,
+            "externalKey": st.sampled_from(["INC-1", "INC-2"]) | json_values,
+        },
+    ),
+    max_size=5,
+)
+egova_replies = st.fixed_dictionaries(
+    {},
+    optional={
+        "code": st.sampled_from([0, "0", 1001, 5000, 2003, 42]) | json_values,
+        "msg": json_values,
+        "data": st.fixed_dictionaries(
+            {},
+            optional={"eventID": ids, "records": records | json_values,
+                      "queryTime": json_values},
+        ),
+    },
+)  # fmt: skip
+reply_bodies = st.one_of(
+    st.binary(max_size=100),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    egova_replies.map(lambda v: json.dumps(v, ensure_ascii=False).encode()),
+)
+KINDS = {
+    "open": {Failure.DOUBTFUL, Failure.REFUSED, Failure.TRANSIENT},
+    "evidence": {Failure.DOUBTFUL, Failure.REFUSED, Failure.TRANSIENT, Failure.CASE_FINAL},
+}
+
+
+@settings(max_examples=250, deadline=None)
+@given(body=reply_bodies, page=st.none() | st.integers(0, 5))
+def test_any_reply_reads_as_a_result_or_a_platform_error(body: bytes, page: int | None) -> None:
+    open_case = SETTINGS.open_case
+    try:
+        reply = read_checked(open_case.check, 200, body, "POST /x")
+        case_id = read_case_id(reply, open_case.case_id, 200, "POST /x")
+    except PlatformError as exc:
+        assert exc.failure in KINDS["open"]
+    else:
+        assert CASE_ID.fullmatch(case_id)
+        assert as_text(json.loads(body)["code"]) == "0"
+    evidence = SETTINGS.add_evidence
+    assert evidence is not None
+    try:
+        read_checked(evidence.check, 200, body, "POST /y", case_final=evidence.case_final)
+    except PlatformError as exc:
+        assert exc.failure in KINDS["evidence"]
+        if exc.failure is Failure.CASE_FINAL:
+            assert as_text(json.loads(body)["code"]) == "2003"
+            assert exc.case_status == "closed"
+    try:
+        listed = read_page(SETTINGS.changed_cases, 200, body, "GET /z", page)
+    except PlatformError as exc:
+        assert exc.failure in KINDS["open"]
+    else:
+        assert all(CASE_ID.fullmatch(c.id) and c.status in {"accepted", "closed", "void"}
+                   for c in listed.cases)  # fmt: skip
+        assert listed.skipped >= 0 and listed.next_after in (None, str((page or 0) + 1))
+    assert SETTINGS.find_case is not None
+    try:
+        found = read_found(SETTINGS.find_case, 200, body, "GET /q", "INC-1")
+    except PlatformError as exc:
+        assert exc.failure in KINDS["open"]
+    else:
+        assert found is None or CASE_ID.fullmatch(found)
+
+
+@pytest.fixture(scope="module")
+def one_adapter() -> Iterator[tuple[EgovaIntakeFake, asyncio.Runner, MappedRestPlatform]]:
+    """One intake and adapter for many hypothesis examples (an HTTP client is not free)."""
+    with EgovaIntakeFake() as intake, asyncio.Runner() as runner:
+        platform = MappedRestPlatform(MappedRestSettings.model_validate(example_data(intake.url)))
+        yield intake, runner, platform
+        runner.run(platform.aclose())
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(status=st.sampled_from([200, 201, 204, 301, 400, 409, 429, 500]), body=reply_bodies)
+def test_the_adapter_over_http_gives_an_id_or_a_platform_error(
+    one_adapter: tuple[EgovaIntakeFake, asyncio.Runner, MappedRestPlatform],
+    status: int,
+    body: bytes,
+) -> None:
+    intake, runner, platform = one_adapter
+    intake.script(Forced(status, b"" if status == 204 else body))
+    try:
+        case = runner.run(platform.open_case(case_body(), "k"))
+    except PlatformError as exc:
+        assert exc.failure in KINDS["open"]
+    else:
+        assert 200 <= status < 300 and CASE_ID.fullmatch(case["id"])
