@@ -34,7 +34,7 @@ PROBE_PENDING_RETRY_S = 1.0
 class BreakerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     failure_threshold: int = Field(5, ge=1, le=1000)  # transient failures in a row
-    cooldown_s: float = Field(15.0, gt=0, le=3600)
+    cooldown_s: float = Field(15.0, ge=0.01, le=3600)
 
 
 class BreakerState(StrEnum):

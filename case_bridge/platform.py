@@ -181,13 +181,7 @@ def case_reply(status: int, body: bytes, what: str) -> dict[str, Any]:
 
 def page_reply(status: int, body: bytes, what: str) -> CasePage:
     """A 2xx body that must be a page of cases; unusable items are skipped and counted."""
-    page = _json_object(body, what, status)
-    items = page.get("cases")
-    if not isinstance(items, list) or len(items) > MAX_PAGE_CASES:
-        raise PlatformError(
-            f"HTTP {status} on {what}: 'cases' is not a list of at most {MAX_PAGE_CASES}",
-            Failure.DOUBTFUL,
-        )
+    page, items = _page_items(status, body, what)
     cases = [case for case in map(_case_status, items) if case is not None]
     next_after = page.get("next")
     next_since = page.get("next_since")
@@ -238,13 +232,7 @@ def found_case(
     """From a 2xx page of cases in the bundled platform's shape: the id of the listed case
     filed under ``external_key`` (None if none is listed), and the next page's ``after``
     (None on the last page)."""
-    page = _json_object(body, what, status)
-    items = page.get("cases")
-    if not isinstance(items, list) or len(items) > MAX_PAGE_CASES:
-        raise PlatformError(
-            f"HTTP {status} on {what}: 'cases' is not a list of at most {MAX_PAGE_CASES}",
-            Failure.DOUBTFUL,
-        )
+    page, items = _page_items(status, body, what)
     for item in items:
         if isinstance(item, dict) and item.get("external_key") == external_key:
             case_id = usable_case_id(item.get("id"))
@@ -259,6 +247,18 @@ def found_case(
     if next_after is not None and not _short_text(next_after):
         raise PlatformError(f"HTTP {status} on {what}: unusable paging", Failure.DOUBTFUL)
     return None, next_after
+
+
+def _page_items(status: int, body: bytes, what: str) -> tuple[dict[str, Any], list[Any]]:
+    """A page of cases and its bounded list of items, unchecked; DOUBTFUL otherwise."""
+    page = _json_object(body, what, status)
+    items = page.get("cases")
+    if not isinstance(items, list) or len(items) > MAX_PAGE_CASES:
+        raise PlatformError(
+            f"HTTP {status} on {what}: 'cases' is not a list of at most {MAX_PAGE_CASES}",
+            Failure.DOUBTFUL,
+        )
+    return page, items
 
 
 def _json_object(body: bytes, what: str, status: int) -> dict[str, Any]:

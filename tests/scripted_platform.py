@@ -127,6 +127,9 @@ class ScriptedPlatformFake:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes: without this, each answer waits
+            # ~40 ms for the client's delayed ACK (Nagle).
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scripted_platform import TOKEN, Reply, ScriptedPlatformFake
+from scripted_platform import CUT, HANG, TOKEN, Answer, Reply, ScriptedPlatformFake
 
 from case_bridge.platform import (
     CASE_ID,
@@ -27,6 +27,7 @@ from case_bridge.platform import (
     PlatformError,
     case_reply,
     error_for,
+    found_case,
     page_reply,
 )
 
@@ -174,3 +175,82 @@ def test_no_answer_at_all_is_transient() -> None:
         asyncio.run(unreachable())
     assert caught.value.failure is Failure.TRANSIENT
     assert caught.value.reason.startswith("ConnectError: ")
+    assert caught.value.may_have_acted is False  # nothing was sent
+
+
+@pytest.mark.parametrize(
+    ("answer", "failure", "may_have_acted"),
+    [
+        (Reply(503, b"maintenance"), Failure.TRANSIENT, False),
+        (Reply(500, b"oops"), Failure.TRANSIENT, False),
+        (Reply(429, b"slow down"), Failure.TRANSIENT, False),
+        (Reply(401, b"token"), Failure.TRANSIENT, False),
+        (Reply(502, b"bad gateway"), Failure.TRANSIENT, True),
+        (Reply(504, b"gateway timeout"), Failure.TRANSIENT, True),
+        (Reply(422, b"invalid"), Failure.REFUSED, False),
+        (Reply(201, b"<html>"), Failure.DOUBTFUL, True),
+        (Reply(303, b"", {"Location": "/api/v1/cases/C1"}), Failure.DOUBTFUL, True),
+        (CUT, Failure.TRANSIENT, True),
+    ],
+)
+def test_a_failure_says_whether_the_platform_may_have_acted(
+    fake: ScriptedPlatformFake,
+    adapter: tuple[asyncio.Runner, BundledPlatform],
+    answer: Answer,
+    failure: Failure,
+    may_have_acted: bool,
+) -> None:
+    fake.script(answer)
+    with pytest.raises(PlatformError) as caught:
+        call(adapter)
+    assert (caught.value.failure, caught.value.may_have_acted) == (failure, may_have_acted)
+
+
+def test_a_timeout_after_sending_may_have_acted(fake: ScriptedPlatformFake) -> None:
+    async def held() -> None:
+        platform = BundledPlatform(fake.url, TOKEN, timeout_s=0.2)
+        try:
+            await platform.open_case(BODY, "INC-x/1")
+        finally:
+            await platform.aclose()
+
+    fake.script(HANG)
+    with pytest.raises(PlatformError) as caught:
+        asyncio.run(held())
+    assert caught.value.reason.startswith("ReadTimeout")
+    assert (caught.value.failure, caught.value.may_have_acted) == (Failure.TRANSIENT, True)
+
+
+listed = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.one_of(st.from_regex(CASE_ID, fullmatch=True), json_values),
+        "external_key": st.sampled_from(["INC-a", "INC-b", ""]) | json_values,
+    },
+)
+pages = st.one_of(
+    bodies,
+    st.fixed_dictionaries(
+        {"cases": st.lists(listed, max_size=5)},
+        optional={"next": st.none() | st.text(max_size=70) | json_values},
+    ).map(lambda v: json.dumps(v).encode()),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=pages)
+def test_a_lookup_page_gives_the_case_the_next_page_or_a_doubtful_error(body: bytes) -> None:
+    try:
+        case_id, next_after = found_case(200, body, "GET /x", "INC-a")
+    except PlatformError as exc:
+        assert exc.failure is Failure.DOUBTFUL
+        return
+    page = json.loads(body)
+    keyed = [item for item in page["cases"] if item.get("external_key") == "INC-a"]
+    if keyed:
+        assert (case_id, next_after) == (keyed[0]["id"], None)
+        assert CASE_ID.fullmatch(case_id)
+    else:
+        assert case_id is None
+        assert next_after == page.get("next")
+        assert next_after is None or 0 < len(next_after) <= 64
