@@ -15,11 +15,14 @@ before anything is sent, with the field named.
 
 HMAC signing: see ``signed_message`` for exactly which bytes are signed.
 
-Without idempotency keys on most such platforms, a command retried after an ambiguous
-failure may file twice; ``find_case`` looks the case up by our external key first, through
-the mapping's ``find_case`` endpoint. A platform without one cannot be asked: ``find_case``
-then answers None ("not found") and ``supports_find_case`` is False, so the caller knows
-the answer means nothing.
+Most such platforms keep no idempotency key (``honours_idempotency_key`` is true only
+when the mapping names the header of one that does), so before the outbox posts again a
+command whose earlier send may have acted, ``find_case`` looks the case up by our external
+key through the mapping's ``find_case`` endpoint. A platform without one cannot be asked:
+``find_case`` then refuses (the command is parked for an operator to check the platform)
+rather than answer "not there" and risk a second case. Result codes the mapping lists as
+``refused`` or ``transient`` are the platform saying it did not act; an unknown one may
+have acted.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from case_bridge.platform import (
     _read_bounded,
     _shown,
     error_for,
+    transport_error,
     usable_case_id,
 )
 
@@ -133,9 +137,9 @@ def read_checked(
     if case_final and text in case_final:
         raise PlatformError(reason, Failure.CASE_FINAL, case_status=case_final[text])
     if text in {as_text(value) for value in check.refused}:
-        raise PlatformError(reason, Failure.REFUSED)
+        raise PlatformError(reason, Failure.REFUSED, may_have_acted=False)
     if text in {as_text(value) for value in check.transient}:
-        raise PlatformError(reason, Failure.TRANSIENT)
+        raise PlatformError(reason, Failure.TRANSIENT, may_have_acted=False)
     raise PlatformError(reason, Failure.DOUBTFUL)
 
 
@@ -333,8 +337,8 @@ class MappedRestPlatform:
         )
 
     @property
-    def supports_find_case(self) -> bool:
-        return self._settings.find_case is not None
+    def honours_idempotency_key(self) -> bool:
+        return self._settings.idempotency_header is not None
 
     async def open_case(self, body: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
         request = self._settings.open_case
@@ -382,11 +386,15 @@ class MappedRestPlatform:
         return read_page(request, status, reply, what, page_number)
 
     async def find_case(self, external_key: str, body: dict[str, Any]) -> str | None:
-        """The platform's id of the case filed for ``external_key``, or None: none is
-        listed, or the mapping has no ``find_case`` (see ``supports_find_case``)."""
+        """The platform's id of the case filed for ``external_key``, or None when none is
+        listed. REFUSED when the mapping has no ``find_case``: nobody can tell."""
         request = self._settings.find_case
         if request is None:
-            return None
+            raise PlatformError(
+                f"the platform mapping has no find_case: whether {external_key} was filed"
+                " cannot be checked; look on the platform before sending it again",
+                Failure.REFUSED,
+            )
         what = f"{request.method} {request.path}"
         root = {**body, "external_key": external_key}
         status, reply = await self._exchange(request, root, what, limit=MAX_PAGE_REPLY_BYTES)
@@ -431,7 +439,7 @@ class MappedRestPlatform:
             finally:
                 await response.aclose()
         except httpx.HTTPError as exc:
-            raise PlatformError(f"{type(exc).__name__}: {exc}", Failure.TRANSIENT) from exc
+            raise transport_error(exc) from exc
         if reply is None:
             raise PlatformError(
                 f"HTTP {status} on {what}: reply larger than {limit} bytes", Failure.DOUBTFUL

@@ -38,7 +38,6 @@ from pydantic import (
 
 from case_bridge.case_model import ORIGIN_NAMES
 from case_bridge.coordinates import PlatformCoordinates
-from case_bridge.settings import RetryPolicy
 from domain import Priority
 
 MAX_SEGMENTS = 8  # nesting of a body field, depth of a reply path
@@ -178,9 +177,10 @@ QueryFields = Annotated[
 class ResultCheck(BaseModel):
     """Many Chinese platforms answer HTTP 200 for everything and put the outcome in a
     result code (``{"code": 0, "msg": "success", "data": ...}``). Values are compared as
-    text. A code in ``refused`` parks the command, one in ``transient`` is retried, and
-    any other code that is not ``success`` is doubtful (retried a few times, then parked):
-    the platform may have acted."""
+    text. A code in ``refused`` parks the command and one in ``transient`` is retried: list
+    only codes by which the platform says it did nothing. Any other code that is not
+    ``success`` is doubtful (retried a few times, then parked): the platform may have
+    acted, so on a platform without idempotency keys the case is looked up first."""
 
     model_config = ConfigDict(extra="forbid")
     path: ReplyPath
@@ -348,11 +348,9 @@ class MappedRestSettings(BaseModel):
     """``case_platform`` for a platform with its own REST API (``adapter: mapped_rest``)."""
 
     model_config = ConfigDict(extra="forbid")
-    adapter: Literal["mapped_rest"]
-    url: HttpUrl
+    adapter: Literal["mapped_rest"] = "mapped_rest"
+    url: HttpUrl  # the endpoints' paths hang from it
     timeout_s: float = Field(5.0, gt=0, le=120)
-    retry: RetryPolicy = RetryPolicy()
-    status_sync_s: float = Field(10.0, gt=0)
     auth: BearerAuth | ApiKeyAuth | HmacAuth = Field(discriminator="type")
     # Sent with each command's idempotency key, for a platform that honours one.
     idempotency_header: HeaderName | None = None

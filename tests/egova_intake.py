@@ -22,9 +22,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from loopback_server import LoopbackServer
 
 SECRET = "gulou-shared-secret-0001"
 KEY_ID = "citygw-gulou"
@@ -37,12 +39,16 @@ HOLD_LIMIT_S = 10.0
 @dataclass(frozen=True)
 class Forced:
     """A reply the test wants next, whatever was asked: a status and body (a dict is sent
-    as JSON), or ``hold``: no answer until the test ends."""
+    as JSON); ``hold``: no answer until the test ends; ``cut``: the connection closed at
+    once without an answer. ``act``: do what was asked first (file the event), then answer
+    so: the platform acted and its answer was lost."""
 
     status: int = 200
     body: bytes | dict = b""
     headers: dict[str, str] = field(default_factory=dict)
     hold: bool = False
+    cut: bool = False
+    act: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,16 +76,11 @@ class EgovaIntakeFake:
         self._ticks = itertools.count(1)
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._http = LoopbackServer(self._handler(), BASE)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{BASE}"
+        return self._http.url
 
     def script(self, *replies: Forced) -> None:
         with self._lock:
@@ -92,13 +93,12 @@ class EgovaIntakeFake:
             self.events[event_id]["updateTime"] = self._clock()
 
     def __enter__(self) -> EgovaIntakeFake:
-        self._thread.start()
+        self._http.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stopped.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     def _clock(self) -> str:
         """The platform's time: one second on per change, fixed-width like eGova's."""
@@ -201,12 +201,14 @@ class EgovaIntakeFake:
                         Received(self.command, self.path, headers, body, authorised)
                     )
                     forced = fake._script.popleft() if fake._script else None
-                    if forced is None and authorised:
-                        forced = Forced(200, fake._answer(self.command, self.path, body))
+                    if authorised and (forced is None or forced.act):
+                        answer = fake._answer(self.command, self.path, body)
+                        forced = forced or Forced(200, answer)
                 if forced is None:
                     forced = Forced(401, {"code": 401, "msg": "签名验证失败"})
-                if forced.hold:
-                    fake._stopped.wait(HOLD_LIMIT_S)
+                if forced.hold or forced.cut:
+                    if forced.hold:
+                        fake._stopped.wait(HOLD_LIMIT_S)
                     self.close_connection = True
                     return
                 raw = forced.body if isinstance(forced.body, bytes) else _json(forced.body)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import socket
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -20,9 +23,11 @@ from egova_intake import KEY_ID, SECRET, TOKEN, EgovaIntakeFake, Forced
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from test_outbox_dispatch import Run
 
+from case_bridge import outbox
 from case_bridge.case_model import evidence_body, open_case_body
-from case_bridge.codes import STANDARD_TABLE, ClassCatalog
+from case_bridge.codes import ClassCatalog
 from case_bridge.mapped_rest import (
     MappedRestPlatform,
     read_case_id,
@@ -222,7 +227,7 @@ def test_find_case_by_external_key(
 ) -> None:
     with EgovaIntakeFake(ignores_filters=ignores_filters) as intake:
         platform = connect(example_data(intake.url))
-        assert platform.supports_find_case
+        assert not platform.honours_idempotency_key
         runner.run(platform.open_case(case_body(incident="INC-7"), "INC-7/1"))
         filed = runner.run(platform.open_case(case_body(), "INC-0042/1"))["id"]
         assert runner.run(platform.find_case("INC-0042", case_body())) == filed
@@ -230,31 +235,36 @@ def test_find_case_by_external_key(
         assert intake.received[-1].target == "/eUrbanMIS/api/event/query?externalKey=INC-9"
     without = example_data(intake.url)
     del without["find_case"]
-    platform = connect(without)
-    assert not platform.supports_find_case
-    assert runner.run(platform.find_case("INC-0042", case_body())) is None
+    error = failure_of(runner, connect(without).find_case("INC-0042", case_body()))
+    assert error.failure is Failure.REFUSED and not error.may_have_acted
+    assert "no find_case: whether INC-0042 was filed cannot be checked" in error.reason
 
 
 REPORTED = {"code": 0, "msg": "success", "data": {"eventID": "GL1"}}
 
 
+T, R, D = Failure.TRANSIENT, Failure.REFUSED, Failure.DOUBTFUL
+
+
 @pytest.mark.parametrize(
-    ("forced", "failure", "in_reason"),
+    ("forced", "failure", "may_have_acted", "in_reason"),
     [
-        (Forced(500, b"Internal Server Error"), Failure.TRANSIENT, "HTTP 500"),
-        (Forced(503, b"", {"Retry-After": "7"}), Failure.TRANSIENT, "HTTP 503"),
-        (Forced(400, {"code": 1001}), Failure.REFUSED, "HTTP 400"),
-        (Forced(404, b"no such path"), Failure.REFUSED, "no such path"),
-        (Forced(302, b"", {"Location": "/login"}), Failure.DOUBTFUL, "HTTP 302"),
-        (Forced(200, b"<html>502 Bad Gateway</html>"), Failure.DOUBTFUL, "not JSON"),
-        (Forced(200, {"code": 0, "msg": "success", "data": {}}), Failure.DOUBTFUL, "data.eventID"),
-        (Forced(200, {"code": 0, "data": {"eventID": "../x"}}), Failure.DOUBTFUL, "usable case id"),
-        (Forced(200, {"code": 1002, "msg": "类别不存在"}), Failure.REFUSED, "类别不存在"),
-        (Forced(200, {"code": "5000", "msg": "系统繁忙"}), Failure.TRANSIENT, "系统繁忙"),
-        (Forced(200, {"code": 42, "msg": "?"}), Failure.DOUBTFUL, "result '42'"),
-        (Forced(200, {"msg": "success"}), Failure.DOUBTFUL, "no result code at code"),
-        (Forced(200, {**REPORTED, "pad": "x" * 3_000_000}), Failure.DOUBTFUL, "larger than"),
-        (Forced(hold=True), Failure.TRANSIENT, "Timeout"),
+        (Forced(500, b"Internal Server Error"), T, False, "HTTP 500"),
+        (Forced(503, b"", {"Retry-After": "7"}), T, False, "HTTP 503"),
+        (Forced(502, b"Bad Gateway"), T, True, "HTTP 502"),  # the platform's answer lost
+        (Forced(400, {"code": 1001}), R, False, "HTTP 400"),
+        (Forced(404, b"no such path"), R, False, "no such path"),
+        (Forced(302, b"", {"Location": "/login"}), D, True, "HTTP 302"),
+        (Forced(200, b"<html>502 Bad Gateway</html>"), D, True, "not JSON"),
+        (Forced(200, {"code": 0, "msg": "success", "data": {}}), D, True, "data.eventID"),
+        (Forced(200, {"code": 0, "data": {"eventID": "../x"}}), D, True, "usable case id"),
+        (Forced(200, {"code": 1002, "msg": "类别不存在"}), R, False, "result '1002': 类别不存在"),
+        (Forced(200, {"code": "5000", "msg": "系统繁忙"}), T, False, "系统繁忙"),
+        (Forced(200, {"code": 42, "msg": "?"}), D, True, "result '42'"),
+        (Forced(200, {"msg": "success"}), D, True, "no result code at code"),
+        (Forced(200, {**REPORTED, "pad": "x" * 3_000_000}), D, True, "larger than"),
+        (Forced(hold=True), T, True, "ReadTimeout"),  # sent, then no answer
+        (Forced(cut=True), T, True, "RemoteProtocolError"),  # sent, then the line dropped
     ],
 )
 def test_each_failure_mode_maps_to_its_kind(
@@ -263,15 +273,65 @@ def test_each_failure_mode_maps_to_its_kind(
     runner: asyncio.Runner,
     forced: Forced,
     failure: Failure,
+    may_have_acted: bool,
     in_reason: str,
 ) -> None:
-    platform = connect(example_data(intake.url, timeout_s=0.3))
+    # A held reply costs the timeout: short for it, roomy for the rest on a loaded machine.
+    platform = connect(example_data(intake.url, timeout_s=1.0 if forced.hold else 10.0))
     intake.script(forced)
     error = failure_of(runner, platform.open_case(case_body(), "INC-0042/1"))
-    assert error.failure is failure
+    assert (error.failure, error.may_have_acted) == (failure, may_have_acted)
     assert in_reason in error.reason
     assert error.retry_after_s == (7.0 if forced.headers.get("Retry-After") else None)
     assert runner.run(platform.open_case(case_body(), "INC-0042/1")) == {"id": "GL20261121000001"}
+
+
+def test_a_platform_not_listening_certainly_did_not_act(
+    connect: Connect, runner: asyncio.Runner
+) -> None:
+    with socket.socket() as probe:  # a loopback port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    closed = f"http://127.0.0.1:{port}/eUrbanMIS"
+    error = failure_of(runner, connect(example_data(closed)).open_case(case_body(), "k"))
+    assert (error.failure, error.may_have_acted) == (Failure.TRANSIENT, False)
+    assert "ConnectError" in error.reason
+
+
+@pytest.mark.parametrize(
+    ("lost", "lookups"),
+    [
+        (Forced(cut=True, act=True), 1),  # filed, then the connection dropped
+        (Forced(502, b"Bad Gateway", act=True), 1),  # filed, a proxy lost the answer
+        (Forced(503, b"busy"), 0),  # refused before acting: posted again at once
+    ],
+    ids=["cut-after-filing", "502-after-filing", "503-not-filed"],
+)
+def test_through_the_outbox_a_case_is_filed_once_whatever_the_answer(
+    connect: Connect,
+    intake: EgovaIntakeFake,
+    runner: asyncio.Runner,
+    tmp_path: Path,
+    lost: Forced,
+    lookups: int,
+) -> None:
+    conn = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
+    outbox.ensure_schema(conn)
+    opened = replace(COMMAND, command_id="INC-a/1", incident_id="INC-a")
+    attach = replace(opened, command_id="INC-a/2", kind=CommandKind.ATTACH)
+    for queued in (opened, attach):
+        outbox.enqueue(conn, queued, int(time.time() * 1000))
+    gateway = Run(conn, connect(example_data(intake.url)))
+    intake.script(lost)
+    runner.run(gateway.drain_until_quiet())
+    [event_id] = intake.events  # one case on the platform
+    assert intake.events[event_id]["extInfo"]["externalKey"] == "INC-a"
+    assert outbox.case_for(conn, "INC-a") == event_id
+    assert [s["eventID"] for s in intake.supplements] == [event_id]
+    assert gateway.delivered == [f"INC-a/1->{event_id}", f"INC-a/2->{event_id}"]
+    assert gateway.dispatcher.stats["lookups"] == lookups
+    assert gateway.dispatcher.stats["found_by_lookup"] == (1 if lost.act else 0)
+    conn.close()
 
 
 def test_a_wrong_secret_is_refused_by_the_platform(
@@ -347,9 +407,7 @@ BASE_DATA = base_data()
 
 def test_the_shipped_example_covers_every_class_code_and_loads_clean() -> None:
     settings = MappedRestSettings.model_validate(BASE_DATA)
-    listed = STANDARD_TABLE.read_text(encoding="utf-8").splitlines()
-    standard = [line.split("\t")[0] for line in listed if line[:1].isdigit()]
-    codes = {f"code {c}": c for c in [*standard, *CASES.local_classes]}
+    codes = {f"code {c}": c for c in CATALOG}
     assert len(codes) == 37
     settings.check_class_codes(codes)
     with pytest.raises(ValueError) as caught:
