@@ -30,6 +30,7 @@ from case_bridge.case_model import evidence_body, open_case_body
 from case_bridge.codes import ClassCatalog
 from case_bridge.mapped_rest import (
     MappedRestPlatform,
+    RequestBuilder,
     read_case_id,
     read_checked,
     read_found,
@@ -631,6 +632,47 @@ def test_any_reply_reads_as_a_result_or_a_platform_error(body: bytes, page: int 
         assert exc.failure in KINDS["open"]
     else:
         assert found is None or CASE_ID.fullmatch(found)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lat=st.floats(-90, 90),
+    lon=st.floats(-180, 180),
+    address=st.text(max_size=300),
+    grid=st.sampled_from(["", "350102001002003"]),
+    class_code=st.sampled_from(list(CATALOG)),
+    priority=st.sampled_from(list(Priority)),
+    summary=st.text(max_size=600),
+)
+def test_any_case_becomes_the_mapped_body_or_a_refusal(
+    lat: float,
+    lon: float,
+    address: str,
+    grid: str,
+    class_code: str,
+    priority: Priority,
+    summary: str,
+) -> None:
+    alert = replace(
+        ALERT, location=Location(lat, lon, address, grid), class_code=class_code,
+        priority=priority, summary=summary,
+    )  # fmt: skip
+    body = case_body(alert)
+    try:
+        sent = BUILDER.body(SETTINGS.open_case, body, "POST /r")
+    except PlatformError as exc:
+        assert grid == "" and exc.failure is Failure.REFUSED
+        assert exc.reason == "POST /r body.cellID: the case has no location.grid_code"
+        return
+    json.dumps(sent, ensure_ascii=False, allow_nan=False)  # carries as JSON
+    assert sent["subTypeID"] == SETTINGS.tables["sub_type"][class_code]
+    assert sent["eventUrgent"] == {"critical": 1, "urgent": 2}.get(priority, 3)
+    assert sent["address"] == (address or None)
+    assert len(sent["eventDesc"]) <= 500 and body["description"].startswith(sent["eventDesc"][:-1])
+    assert abs(sent["coordinateX"] - lon) < 0.01 and abs(sent["coordinateY"] - lat) < 0.01
+
+
+BUILDER = RequestBuilder(SETTINGS)
 
 
 @pytest.fixture(scope="module")
