@@ -79,12 +79,13 @@ def _coordinate(location: dict[str, Any], name: str, bound: float) -> str:
     return f"{value:.7f}"  # about 1 cm
 
 
-def _text(body: dict[str, Any], name: str) -> str:
-    value = body.get(name, "")
+def _text(mapping: dict[str, Any], name: str, path: str = "") -> str:
+    """``mapping[name]`` as text ("" when absent or null); ``path`` names it in errors."""
+    value = mapping.get(name, "")
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise BodyError(f"{name}: not text: {value!r}")
+        raise BodyError(f"{path or name}: not text: {value!r}")
     return value
 
 
@@ -130,7 +131,9 @@ def field_value(
         return device_ids(body)
     if field == "grid_code":
         location = body.get("location")
-        return _text(location, "grid_code") if isinstance(location, dict) else ""
+        return (
+            _text(location, "grid_code", "location.grid_code") if isinstance(location, dict) else ""
+        )
     return _text(body, field)
 
 
@@ -161,7 +164,7 @@ def request_form(
         ("lat", _coordinate(location, "lat", 90)),
         ("long", _coordinate(location, "lon", 180)),
     ]
-    if address := _text(location, "address"):
+    if address := _text(location, "address", "location.address"):
         form.append(("address_string", address))
     ref = marker(external_key, idempotency_key)
     form.append(("description", described(_text(body, "description"), ref, description_chars)))

@@ -204,7 +204,7 @@ def _routes(store: CaseStore, token: str, options: Open311Options) -> APIRouter:
         case, _ = store.create(new, None)
         hours = (clock.parse_iso(case["deadline"]) - now).total_seconds() / 3600
         notice = f"to be handled within {hours:.0f} h ({case['priority']})"
-        answer: dict[str, Any] = {"service_notice": notice, "account_id": None}
+        answer: dict[str, Any] = {"service_notice": notice}  # no accounts: no account_id
         if options.token_answers:
             answer = {"token": TOKEN_PREFIX + case["id"], **answer}
         else:
