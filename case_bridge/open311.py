@@ -58,6 +58,7 @@ from case_bridge.open311_replies import (
     AttributeSpec,
     Service,
     ServiceRequest,
+    definition_reply,
     error_details,
     error_reply,
     filed_reply,
@@ -66,7 +67,6 @@ from case_bridge.open311_replies import (
     services_reply,
     token_reply,
 )
-from case_bridge.open311_replies import definition_reply as definition_of
 from case_bridge.platform import (
     LOOKUP_CLOCK_MARGIN_S,
     MAX_CASE_REPLY_BYTES,
@@ -283,7 +283,7 @@ class Open311Platform:
         for code in sorted({s.code for s in services.values() if s.metadata}):
             path = f"services/{quote(code, safe='')}.json"
             status, reply = await self._get(path, f"GET {path}", {}, MAX_CASE_REPLY_BYTES)
-            definitions[code] = definition_of(status, reply, f"GET {path}", code)
+            definitions[code] = definition_reply(status, reply, f"GET {path}", code)
         for class_code, service in list(services.items()):
             if service.metadata and (problem := self._misfit(service, definitions[service.code])):
                 problems[class_code] = problem
