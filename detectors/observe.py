@@ -90,8 +90,9 @@ class CameraAnalyser:
         masked = [s.box for s in sightings if s.group in _MASKING]
         static = self._static.update(frame_bgr, ts_ms, masked)
         # The static detector keeps its objects' identity through occlusion: their stationary
-        # time is its own, not the tracker's (which only sees the boxes).
-        held = [(0, False)] * len(sightings) + [
+        # time is its own, not the tracker's (which only sees boxes, and would hand a new
+        # object at the spot of an old one that object's standing time).
+        held: list[tuple[int | None, bool]] = [(None, False)] * len(sightings) + [
             (ts_ms - found.since_ms, found.occluded) for found in static
         ]
         sightings += [
@@ -111,7 +112,7 @@ class CameraAnalyser:
                 box=sighting.box,
                 score=sighting.score,
                 ts=ts_ms,
-                stationary_ms=max(track.stationary_ms(ts_ms), standing_ms),
+                stationary_ms=track.stationary_ms(ts_ms) if standing_ms is None else standing_ms,
                 frame_size=frame_size,
                 occluded=occluded,
             )

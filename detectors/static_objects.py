@@ -30,6 +30,9 @@ What makes it hold on a real street:
 - **A scene change re-learns**: when most of a region differs and stays unchanged for
   ``scene_change_samples`` (camera moved, switched to night IR), its model restarts; a bus
   filling the view is moving, so it never triggers this.
+- **Ghosts are scenery**: a new static region whose outline and contrast with the ground
+  around it are in the background rather than in the picture (a crowd that stood there
+  while the model started has left) is learnt at once, not reported.
 - **Hours make scenery**: an object that has stood ``absorb_s`` becomes background.
 
 The colour background at ``evidence_width`` is the "before" picture for evidence: the
@@ -60,9 +63,10 @@ class StaticObjectParams:
     confirm_samples: int = 5  # unchanged samples (hidden ones not counted) → static
     absorb_s: float = 4 * 3600.0  # standing this long → part of the background
     min_area_frac: float = 0.002  # of the region: the zone-relative minimum size
-    # ...and never fewer work pixels than this: a 5 x 5 px dark spot by a far doorway is a
-    # person's head more often than a dumped object (a 1.2 m pile far away is ~18 x 12 px).
-    min_area_px: int = 30
+    # ...and never fewer work pixels than this: 5 x 9 px by a far doorway is a piece of a
+    # person standing there more often than a dumped object (a 1.2 m pile far away is
+    # ~18 x 12 px).
+    min_area_px: int = 60
     max_area_frac: float = 0.5  # of the region
     mask_margin: float = 0.1  # person/vehicle boxes grown by this fraction of their size
     hidden_frac: float = 0.5  # more of an object hidden than this → occluded (unknown)
@@ -105,6 +109,15 @@ class _Candidate:
     explained: int = 0
 
 
+class _Counts:
+    """A per-pixel count of samples showing one content, and since when."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.count = np.zeros(shape, np.int32)
+        self.content = np.zeros(shape, np.float32)
+        self.first_ms = np.zeros(shape, np.int64)
+
+
 class StaticObjectDetector:
     """One camera's static-object detector; feed it every analysed frame in time order."""
 
@@ -121,7 +134,10 @@ class StaticObjectDetector:
         self._next_id = 1
 
     def update(
-        self, frame_bgr: np.ndarray, ts_ms: int, masked: Sequence[Box]
+        self,
+        frame_bgr: np.ndarray,
+        ts_ms: int,
+        masked: Sequence[Box],
     ) -> list[StaticObject]:
         """Take a sample (if one is due) and return the static objects now present or
         hidden. ``masked`` are the person and vehicle boxes of this frame, in frame pixels."""
@@ -142,7 +158,8 @@ class StaticObjectDetector:
         objects: list[StaticObject] = []
         learnt = []
         for region in self._regions:
-            self._next_id = region.sample(frame_bgr, ts_ms, masked, self._next_id)
+            explaining = [(box, _EXPLAINING_RATIO) for box in masked]
+            self._next_id = region.sample(frame_bgr, ts_ms, masked, explaining, self._next_id)
             objects.extend(region.objects())
             learnt.append((region, region.learnt))
         self._colour.update(frame_bgr, masked, learnt)
@@ -177,12 +194,22 @@ class _Region:
         self.empty_streak = np.zeros(shape, np.int8)  # consecutive samples seen as scenery
         self.masked_count = np.zeros(shape, np.int32)  # samples it differed behind a mask
         self.first_ms = np.zeros(shape, np.int64)  # when the content was first seen still
+        self.aside = _Counts(shape)  # the count another content interrupted
         self.candidates: list[_Candidate] = []
         self.learnt: np.ndarray | None = None
         self._scene_change_streak = 0
 
-    def sample(self, frame: np.ndarray, ts_ms: int, masked: Sequence[Box], next_id: int) -> int:
-        """Analyse this region of ``frame``; returns the next free object id."""
+    def sample(
+        self,
+        frame: np.ndarray,
+        ts_ms: int,
+        masked: Sequence[Box],
+        explaining: Sequence[tuple[Box, float]],
+        next_id: int,
+    ) -> int:
+        """Analyse this region of ``frame``; returns the next free object id. ``masked``
+        boxes hide pixels; ``explaining`` boxes (with the largest area ratio to the object
+        at which they still explain it) are what an object may turn out to be."""
         x1, y1, x2, y2 = self.rect
         crop = frame[y1:y2, x1:x2]
         if crop.shape[1] != self.work[0] or crop.shape[0] != self.work[1]:
@@ -201,11 +228,17 @@ class _Region:
         hidden = mask | sample.moving
         self._count_still_pixels(sample, hidden, mask, ts_ms)
         components = self._components(self.count >= self.params.confirm_samples)
-        self._judge_candidates(sample, hidden, components, masked)
+        self._judge_candidates(sample, hidden, components, explaining)
         for pixels in components:
-            if pixels is not None:
-                self.candidates.append(self._candidate(next_id, pixels))
-                next_id += 1
+            if pixels is None:
+                continue
+            if _is_ghost(pixels, sample.aligned, self.model.bg):
+                self.model.absorb(pixels, sample)  # scenery revealed: learn it at once
+                self.count[pixels] = 0
+                self.aside.count[pixels] = 0
+                continue
+            self.candidates.append(self._candidate(next_id, pixels))
+            next_id += 1
         self._absorb(sample, ts_ms)
         exclude = self.count > 0
         for candidate in self.candidates:
@@ -218,21 +251,43 @@ class _Region:
     ) -> None:
         """Per pixel: how many unhidden samples have shown the same new content. Hidden
         samples hold the count (traffic in front); content that differs from what was
-        counted starts a new count (a person who stood there left, a bag came); scenery
-        seen twice running ends it (once could be a passer-by the colour of the road)."""
+        counted starts a new count (a person who stood there left, a bag came), while the
+        count it interrupts is kept aside and resumed if that content comes back (a walker
+        who paused in front of the bag for two samples); scenery seen twice running ends
+        both (once could be a passer-by the colour of the road)."""
         static_now = sample.foreground & ~hidden
-        same = np.abs(sample.aligned - self.content) <= sample.threshold
-        go_on = static_now & (self.count > 0) & same
-        fresh = static_now & ~go_on
+        near = sample.threshold
+        go_on = static_now & (self.count > 0) & (np.abs(sample.aligned - self.content) <= near)
+        resume = (
+            static_now
+            & ~go_on
+            & (self.aside.count > 0)
+            & (np.abs(sample.aligned - self.aside.content) <= near)
+        )
+        fresh = static_now & ~go_on & ~resume
+        swap = resume | (fresh & (self.count > 0))  # the current count goes aside
+        self.content, self.aside.content = (
+            np.where(swap, self.aside.content, self.content),
+            np.where(swap, self.content, self.aside.content),
+        )
+        self.count, self.aside.count = (
+            np.where(swap, self.aside.count, self.count),
+            np.where(swap, self.count, self.aside.count),
+        )
+        self.first_ms, self.aside.first_ms = (
+            np.where(swap, self.aside.first_ms, self.first_ms),
+            np.where(swap, self.first_ms, self.aside.first_ms),
+        )
+        self.count = np.where(go_on | resume, self.count + 1, np.where(fresh, 1, self.count))
+        self.first_ms[fresh] = ts_ms
+        self.content[fresh] = sample.aligned[fresh]
         seen_empty = ~sample.foreground & ~hidden
         self.empty_streak = np.where(seen_empty, np.minimum(self.empty_streak + 1, 2), 0).astype(
             np.int8
         )
         ended = self.empty_streak >= 2
-        self.count = np.where(go_on, self.count + 1, np.where(fresh, 1, self.count))
         self.count[ended] = 0
-        self.first_ms[fresh] = ts_ms
-        self.content = np.where(fresh, sample.aligned, self.content)
+        self.aside.count[ended] = 0
         self.masked_count = np.where(
             sample.foreground & mask, self.masked_count + 1, self.masked_count
         )
@@ -268,7 +323,7 @@ class _Region:
         sample: Sample,
         hidden: np.ndarray,
         components: list[np.ndarray | None],
-        masked: Sequence[Box],
+        explaining: Sequence[tuple[Box, float]],
     ) -> None:
         """Present, occluded or seen empty, for every known object; components that
         continue one are consumed (set to None).
@@ -299,7 +354,9 @@ class _Region:
                     c.empty_views += 1
             self._continue(c, components, sample)
             c.views += 1
-            c.explained += any(_explains(box, c.box, p.explained_share) for box in masked)
+            c.explained += any(
+                _explains(box, c.box, p.explained_share, ratio) for box, ratio in explaining
+            )
             if c.empty_views < p.clear_empty_samples:
                 kept.append(c)
         self.candidates = kept
@@ -329,6 +386,7 @@ class _Region:
             if ts_ms - c.since_ms >= self.params.absorb_s * 1000:
                 self.model.absorb(c.pixels, sample)
                 self.count[c.pixels] = 0
+                self.aside.count[c.pixels] = 0
                 self.masked_count[c.pixels] = 0
             else:
                 kept.append(c)
@@ -347,6 +405,7 @@ class _Region:
     def _restart(self) -> None:
         self.model.restart()
         self.count[:] = 0
+        self.aside.count[:] = 0
         self.masked_count[:] = 0
         self.candidates = []
         self._scene_change_streak = 0
@@ -464,14 +523,42 @@ def merge_overlapping(boxes: Sequence[NormBox]) -> list[NormBox]:
     return merged  # type: ignore[return-value]
 
 
+def _is_ghost(pixels: np.ndarray, now: np.ndarray, background: np.ndarray | None) -> bool:
+    """Whether a new static region is scenery revealed rather than an object: something
+    that stood there while the background was learnt (a crowd waiting at the start) has
+    left. An object has its outline and its contrast with the ground around it in the
+    current picture; a revealed patch has them in the background instead."""
+    assert background is not None
+    ys, xs = np.nonzero(pixels)
+    y1, y2 = max(0, int(ys.min()) - 4), int(ys.max()) + 5
+    x1, x2 = max(0, int(xs.min()) - 4), int(xs.max()) + 5
+    inside = pixels[y1:y2, x1:x2].astype(np.uint8)
+    ring = cv2.dilate(inside, np.ones((5, 5), np.uint8)).astype(bool) & ~inside.astype(bool)
+    edge = (cv2.dilate(inside, _NEIGHBOURS) - cv2.erode(inside, _NEIGHBOURS)).astype(bool)
+    if not ring.any() or not edge.any():
+        return False
+    crops = (now[y1:y2, x1:x2], background[y1:y2, x1:x2])
+    outline_now, outline_then = (float(_gradient(c)[edge].mean()) for c in crops)
+    contrast_now, contrast_then = (
+        abs(float(np.median(c[inside.astype(bool)])) - float(np.median(c[ring]))) for c in crops
+    )
+    return outline_now < outline_then and contrast_now < contrast_then
+
+
+def _gradient(grey: np.ndarray) -> np.ndarray:
+    return np.abs(cv2.Sobel(grey, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+
+
+_NEIGHBOURS = np.ones((3, 3), np.uint8)
+
 # A person/vehicle box more than this many times an object's area is something passing in
 # front of it (a bus before a bag), not the object itself.
-_EXPLAINING_AREA_RATIO = 8.0
+_EXPLAINING_RATIO = 8.0
 
 
-def _explains(detected: Box, obj: Box, share: float) -> bool:
+def _explains(detected: Box, obj: Box, share: float, max_ratio: float) -> bool:
     """Whether a detected person/vehicle box is the object: it holds ``share`` of the
-    object's box and is not far bigger than it."""
+    object's box and is at most ``max_ratio`` times its area."""
     x1, y1 = max(detected[0], obj[0]), max(detected[1], obj[1])
     x2, y2 = min(detected[2], obj[2]), min(detected[3], obj[3])
     inside = max(0.0, x2 - x1) * max(0.0, y2 - y1)
@@ -479,7 +566,7 @@ def _explains(detected: Box, obj: Box, share: float) -> bool:
     detected_area = (detected[2] - detected[0]) * (detected[3] - detected[1])
     if obj_area <= 0:
         return False
-    return inside >= share * obj_area and detected_area <= _EXPLAINING_AREA_RATIO * obj_area
+    return inside >= share * obj_area and detected_area <= max_ratio * obj_area
 
 
 def _scaled_size(frame: np.ndarray, width: int) -> tuple[int, int]:
