@@ -1,8 +1,9 @@
-"""Settings of the case bridge: the platform, deadlines, retry policy, local classes."""
+"""Settings of the case bridge: deadlines, retry policy, local classes (the platform's are
+in ``platform_settings``)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 
 from domain import Priority
 
@@ -14,16 +15,6 @@ class RetryPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     initial_s: float = Field(0.5, gt=0)
     max_s: float = Field(15.0, gt=0)
-
-
-class CasePlatformSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    url: HttpUrl
-    token: SecretStr = Field(min_length=1)  # never shown when the settings are printed
-    adapter: str = Field("bundled", pattern="^bundled$")
-    timeout_s: float = Field(5.0, gt=0)
-    retry: RetryPolicy = RetryPolicy()
-    status_sync_s: float = Field(10.0, gt=0)
 
 
 class CaseSettings(BaseModel):

@@ -23,8 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from case_bridge.settings import CasePlatformSettings, CaseSettings
-from detectors.config import CameraSettings, DetectorSettings
+from case_bridge.platform_settings import CasePlatformSettings
+from case_bridge.settings import CaseSettings
+from detectors.config import STALL_CLASS_BY_ZONE, CameraSettings, DetectorSettings
 from devices.fleet import Fleets
 from devices.limits import InputLimits
 from devices.mqtt_ingest import parse_broker_url
@@ -258,14 +259,42 @@ def _check_classes(path: Path, config: GatewayConfig) -> None:
         f"rules.{kind}.class_code": getattr(config.rules, kind).class_code
         for kind in ("bin", "water_level")
     }
+    if config.rules.manhole_cover.class_code is not None:
+        codes["rules.manhole_cover.class_code"] = config.rules.manhole_cover.class_code
     codes["video.camera_offline_class"] = config.video.camera_offline_class
     for index, area in enumerate(config.alerting.area_conditions):
         codes[f"alerting.area_conditions.{index}.class_code"] = area.class_code
+    for c, camera in enumerate(config.video.cameras):
+        for z, zone in enumerate(camera.zones):
+            code = STALL_CLASS_BY_ZONE.get(zone.type, zone.rubbish_class)
+            codes[f"video.cameras.{c}.zones.{z}.type"] = code
     for key, code in codes.items():
         if code not in catalog:
             raise ConfigError(
                 f"{path}: {key}: {code} is neither a GB/T 47678.5 matter code"
                 " nor listed in cases.local_classes"
+            )
+    _check_platform_classes(path, config.case_platform, codes)
+
+
+def _check_platform_classes(
+    path: Path, platform: CasePlatformSettings, codes: dict[str, str]
+) -> None:
+    """Every class code the gateway may file must be one the chosen platform can take
+    (a service for Open311, an entry in each code table for mapped REST): otherwise its
+    cases could only be parked, found out on the day one is filed."""
+    if platform.adapter == "mapped_rest" and platform.mapped_rest is not None:
+        try:
+            platform.mapped_rest.check_class_codes(codes)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: case_platform.mapped_rest: {exc}") from None
+    if platform.adapter == "open311" and platform.open311 is not None:
+        services = platform.open311.services
+        missing = [f"{key}: {code}" for key, code in codes.items() if code not in services]
+        if missing:
+            raise ConfigError(
+                f"{path}: case_platform.open311.services has no service_code for "
+                + "; ".join(missing)
             )
 
 

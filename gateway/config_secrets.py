@@ -29,6 +29,8 @@ SECRET_WORDS = ("password", "token", "secret", "key")
 SECRET_SOURCES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("mqtt", "password"): ("env",),
     ("case_platform", "token"): ("file", "env"),
+    ("case_platform", "open311", "api_key"): ("file", "env"),
+    ("case_platform", "mapped_rest", "auth", "secret"): ("file", "env"),
     ("history", "influxdb", "token"): ("file", "env"),
 }
 # Up to the last "@": a password may hold "/" or "@" unescaped; masking a path too is fine.

@@ -16,7 +16,10 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from case_bridge.breaker import BreakerState
+
 HEALTH_PROBLEMS = ("offline", "battery_low", "suspect")
+BREAKER_STATES = tuple(state.value for state in BreakerState)
 
 
 class GatewayMetrics:
@@ -80,6 +83,13 @@ class _StatsCollector(Collector):
                 CounterMetricFamily, "citygw_delivery", "Case delivery outcomes", "result",
                 delivery,
             )  # fmt: skip
+            breaker = s["delivery"].get("breaker_state")
+            if breaker is not None:
+                yield _labelled(
+                    GaugeMetricFamily, "citygw_platform_breaker_state",
+                    "The platform circuit breaker's state (1 for the current one)", "state",
+                    {state: int(state == breaker) for state in BREAKER_STATES},
+                )  # fmt: skip
         if "health" in s:
             unhealthy = {
                 problem: sum(1 for device in s["health"].values() if device[problem])

@@ -26,7 +26,11 @@ import uvicorn
 from case_bridge import outbox
 from case_bridge.codes import ClassCatalog
 from case_bridge.dispatcher import OutboxDispatcher
-from case_bridge.platform import BundledPlatform
+from case_bridge.guarded_platform import GuardedPlatform
+from case_bridge.mapped_rest import MappedRestPlatform
+from case_bridge.open311 import Open311Platform
+from case_bridge.platform import BundledPlatform, CasePlatform, PlatformError
+from case_bridge.platform_settings import CasePlatformSettings
 from case_bridge.status_sync import StatusSync
 from detectors.backends import load_detector
 from devices.fleet import MessageRouter
@@ -110,9 +114,9 @@ class Gateway:
         self.influx = InfluxSink(self.conn, influx, config.gateway_id, kinds) if influx else None
 
         platform = config.case_platform
-        self.platform = BundledPlatform(
-            str(platform.url), platform.token.get_secret_value(), platform.timeout_s
-        )
+        self._adapter = self._platform_adapter(platform)
+        # One wrapper for filing and status sync: they share the breaker and the rate limit.
+        self.platform = GuardedPlatform(self._adapter, platform.delivery)
         self.dispatcher = OutboxDispatcher(
             self.conn, self.platform, self.catalog, config.cases, platform.retry,
             on_case_closed=self._on_case_closed_early, on_delivered=self._on_delivered,
@@ -126,6 +130,25 @@ class Gateway:
         self.metrics = GatewayMetrics(self.stats)
         self._serial_results: list[tuple[str, bytes, Reading | Rejection]] = []
         self.upkeep_last: dict = {}
+
+    def _platform_adapter(self, platform: CasePlatformSettings) -> CasePlatform:
+        """The adapter ``case_platform.adapter`` names, from its settings."""
+        if platform.adapter == "open311":
+            assert platform.open311 is not None  # the settings check it
+            return Open311Platform(platform.open311, watched_ids=self._watched_case_ids)
+        if platform.adapter == "mapped_rest":
+            assert platform.mapped_rest is not None
+            return MappedRestPlatform(platform.mapped_rest)
+        assert platform.url is not None and platform.token is not None
+        return BundledPlatform(
+            str(platform.url), platform.token.get_secret_value(), platform.timeout_s
+        )
+
+    def _watched_case_ids(self) -> list[str]:
+        """The platform cases of open incidents: what status sync follows on a platform
+        that cannot list changes since a time (Open311 without ``updated_after``)."""
+        cases = (outbox.case_for(self.conn, incident) for incident in self.incidents.open_ids())
+        return [case for case in cases if case is not None]
 
     def _threshold_settings(
         self, config: GatewayConfig, source: str
@@ -186,6 +209,8 @@ class Gateway:
         self.parts = self._build_parts()
         cameras = len(self.config.video.cameras)
         try:
+            if isinstance(self._adapter, Open311Platform):
+                await self._start_open311(self._adapter)
             await start_all(self.parts)
             log.info("gateway %s running: %d devices, %d cameras", self.config.gateway_id,
                      len(self.registry), cameras)  # fmt: skip
@@ -194,6 +219,15 @@ class Gateway:
             await stop_all(self.parts)
             await self.platform.aclose()
             self.conn.close()
+
+    async def _start_open311(self, adapter: Open311Platform) -> None:
+        """Service discovery before anything is filed. A mapping the server cannot take
+        stops the start with each mismatch named; a server that is down is not a reason
+        to stop sensing: discovery then happens at the first filing."""
+        try:
+            await adapter.start()
+        except PlatformError as exc:
+            log.warning("open311: discovery failed (%s); retried at the first filing", exc)
 
     def _build_parts(self) -> list[RuntimePart]:
         """What runs, in start order: consumers before the sources that feed them, so that
@@ -209,7 +243,8 @@ class Gateway:
         parts: list[RuntimePart] = [
             LoopPart("consume", partial(self._consume, ready), lambda: dict(counters)),
             LoopPart("delivery", dispatcher.run,
-                     lambda: {**dispatcher.stats, "last_error": dispatcher.last_error}),
+                     lambda: {**dispatcher.stats, **self.platform.stats(),
+                              "last_error": dispatcher.last_error}),
             LoopPart("status_sync", sync.run, sync.stats),
             LoopPart("upkeep", self._upkeep, lambda: dict(self.upkeep_last)),
             LoopPart("health", self._watch_health, self.health.snapshot),

@@ -66,6 +66,10 @@ class IncidentBook:
             self._bind(incident_id, alert.key)
         return [self._update(self._incidents[incident_id], alert)]
 
+    def open_ids(self) -> list[str]:
+        """The ids of the open incidents."""
+        return [i for i, incident in self._incidents.items() if incident["status"] == "open"]
+
     def incident_of(self, key: str) -> str | None:
         """The open incident this alert key is bound to, if any."""
         return self._open_by_key.get(key)

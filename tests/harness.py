@@ -89,9 +89,11 @@ class Stack:
         video: dict | None = None,
         scenario: Path | None = None,
         config: dict | None = None,
+        adapter: str = "bundled",
     ) -> None:
         """``scenario``: a device scenario other than the builtin (its registry is the
-        gateway's); ``config``: top-level gateway config sections to set or replace."""
+        gateway's); ``config``: top-level gateway config sections to set or replace;
+        ``adapter``: ``open311`` files through the platform's Open311 face instead."""
         from simulators.scenario import BUILTIN_SCENARIO
 
         self.workdir = workdir
@@ -114,6 +116,7 @@ class Stack:
             ],
             workdir,
         )
+        self.adapter = adapter
         self.config_path = self._write_config(video, config or {})
         self.gateway = Service("gateway", ["run", "-c", str(self.config_path)], workdir)
         self.platform_http = httpx.Client(
@@ -145,6 +148,8 @@ class Stack:
             },
             "api": {"port": self.api_port, "token_file": str(self.workdir / "api-token")},
         }
+        if self.adapter == "open311":
+            config["case_platform"] = {**config["case_platform"], **self._open311()}
         if video is not None:
             config["video"] = video
         config.update(extra)
@@ -152,6 +157,29 @@ class Stack:
         path = self.workdir / "gateway.yaml"
         path.write_text(yaml.safe_dump(config, allow_unicode=True))
         return path
+
+    def _open311(self) -> dict:
+        """The Open311 adapter on the platform's own face: every class code is a service of
+        the same code, and the case's priority and devices travel as attributes."""
+        from case_bridge.codes import ClassCatalog
+        from case_bridge.settings import CaseSettings
+
+        catalog = ClassCatalog(CaseSettings().local_classes)
+        return {
+            "adapter": "open311",
+            "url": None,
+            "token": None,
+            "open311": {
+                "url": f"http://127.0.0.1:{self.platform_port}/open311/v2",
+                "api_key": TOKEN,
+                "services": {code: code for code in catalog},
+                "attributes": {
+                    "external_key": "external_key",
+                    "priority": "priority",
+                    "device_ids": "device_ids",
+                },
+            },
+        }
 
     def start(self) -> None:
         self.broker.start()
