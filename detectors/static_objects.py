@@ -107,6 +107,7 @@ class _Candidate:
     empty_views: int = 0
     views: int = 0
     explained: int = 0
+    explainer: Box | None = None  # the person/vehicle box that explained it last sample
 
 
 class _Counts:
@@ -295,19 +296,21 @@ class _Region:
 
     def _candidate(self, object_id: int, pixels: np.ndarray) -> _Candidate:
         """A new object from a confirmed component. What its pixels went through before
-        counts: one that differed mostly behind a person or vehicle box is that person
-        or vehicle (a parked car the model sees most of the time)."""
+        counts: one that differed more often behind a person or vehicle box than in the
+        open is that person or vehicle (a parked car the model sees most of the time); a
+        bag that walkers pass now and then is seen in the open more often."""
         since = int(np.median(self.first_ms[pixels]))
         behind_mask = int(np.median(self.masked_count[pixels]))
-        views = behind_mask + int(np.median(self.count[pixels]))
+        seen = int(np.median(self.count[pixels]))
+        explained = behind_mask if behind_mask > seen else 0
         return _Candidate(
             object_id,
             pixels,
             self.content.copy(),
             self._box(pixels),
             since,
-            views=views,
-            explained=behind_mask,
+            views=explained + (seen if explained else 0),
+            explained=explained,
         )
 
     def objects(self) -> list[StaticObject]:
@@ -354,9 +357,18 @@ class _Region:
                     c.empty_views += 1
             self._continue(c, components, sample)
             c.views += 1
-            c.explained += any(
-                _explains(box, c.box, p.explained_share, ratio) for box, ratio in explaining
+            explainer = next(
+                (
+                    box
+                    for box, ratio in explaining
+                    if _explains(box, c.box, p.explained_share, ratio)
+                ),
+                None,
             )
+            # Only a box that stays explains: a parked car's does, walkers' pass on.
+            if explainer is not None and c.explainer is not None:
+                c.explained += _iou(explainer, c.explainer) >= _SAME_BOX_IOU
+            c.explainer = explainer
             if c.empty_views < p.clear_empty_samples:
                 kept.append(c)
         self.candidates = kept
@@ -550,6 +562,17 @@ def _gradient(grey: np.ndarray) -> np.ndarray:
 
 
 _NEIGHBOURS = np.ones((3, 3), np.uint8)
+
+_SAME_BOX_IOU = 0.5  # a detection box this close to the last one is the same thing
+
+
+def _iou(a: Box, b: Box) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
 
 # A person/vehicle box more than this many times an object's area is something passing in
 # front of it (a bus before a bag), not the object itself.
