@@ -54,7 +54,6 @@ from case_bridge.mapped_rest_settings import (
 )
 from case_bridge.platform import (
     MAX_CASE_REPLY_BYTES,
-    MAX_ERROR_REPLY_BYTES,
     MAX_FIELD_CHARS,
     MAX_PAGE_CASES,
     MAX_PAGE_REPLY_BYTES,
@@ -62,11 +61,10 @@ from case_bridge.platform import (
     CaseStatus,
     Failure,
     PlatformError,
-    _json_object,
-    _read_bounded,
-    _shown,
-    error_for,
-    transport_error,
+    json_object,
+    require_success,
+    send_bounded,
+    shown,
     usable_case_id,
 )
 
@@ -120,7 +118,7 @@ def read_checked(
 ) -> dict[str, Any]:
     """A 2xx body as a JSON object whose result code (if the mapping checks one) says
     success; a PlatformError of the kind the code means otherwise."""
-    reply = _json_object(body, what, status)
+    reply = json_object(body, what, status)
     if check is None:
         return reply
     code = lookup(reply, check.path)
@@ -149,7 +147,7 @@ def read_case_id(reply: dict[str, Any], path: str, status: int, what: str) -> st
     case_id = usable_case_id(_id_text(value))
     if case_id is None:
         raise PlatformError(
-            f"HTTP {status} on {what} without a usable case id at {path}: {_shown(value)}",
+            f"HTTP {status} on {what} without a usable case id at {path}: {shown(value)}",
             Failure.DOUBTFUL,
         )
     return case_id
@@ -214,7 +212,7 @@ def _paging_text(reply: dict[str, Any], path: str | None, status: int, what: str
     text = _id_text(value)
     if not _short(text):
         raise PlatformError(
-            f"HTTP {status} on {what}: unusable paging at {path}: {_shown(value)}",
+            f"HTTP {status} on {what}: unusable paging at {path}: {shown(value)}",
             Failure.DOUBTFUL,
         )
     return text
@@ -312,9 +310,7 @@ class RequestBuilder:
                 raise ValueError("not a time")
             return moment.astimezone(self._tz).strftime(pattern)
         except (ValueError, OverflowError, OSError):
-            raise PlatformError(
-                f"{where}: {_shown(value)} is not a time", Failure.REFUSED
-            ) from None
+            raise PlatformError(f"{where}: {shown(value)} is not a time", Failure.REFUSED) from None
 
 
 class MappedRestPlatform:
@@ -357,7 +353,7 @@ class MappedRestPlatform:
                 Failure.REFUSED,
             )
         if usable_case_id(case_id) is None:  # only ids we accepted are stored
-            raise PlatformError(f"unusable case id {_shown(case_id)}", Failure.REFUSED)
+            raise PlatformError(f"unusable case id {shown(case_id)}", Failure.REFUSED)
         path = request.path.replace("{case_id}", case_id)
         what = f"{request.method} {path}"
         root = {**body, "case_id": case_id}
@@ -373,7 +369,7 @@ class MappedRestPlatform:
         if request.page_numbers is not None:
             pages = request.page_numbers
             if after is not None and not (after.isdigit() and len(after) <= 6):
-                raise PlatformError(f"unusable page number {_shown(after)}", Failure.REFUSED)
+                raise PlatformError(f"unusable page number {shown(after)}", Failure.REFUSED)
             page_number = int(after) if after is not None else pages.first
             paging = {pages.param: str(page_number), pages.size_param: str(pages.size)}
         status, reply = await self._exchange(
@@ -428,25 +424,8 @@ class MappedRestPlatform:
         )
         if self._hmac is not None:
             outgoing.headers.update(_hmac_headers(self._hmac, outgoing, content))
-        try:
-            response = await self._client.send(outgoing, stream=True)
-            try:
-                status = response.status_code
-                success = 200 <= status < 300
-                reply = await _read_bounded(
-                    response, limit if success else MAX_ERROR_REPLY_BYTES, truncate=not success
-                )
-            finally:
-                await response.aclose()
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
-        if reply is None:
-            raise PlatformError(
-                f"HTTP {status} on {what}: reply larger than {limit} bytes", Failure.DOUBTFUL
-            )
-        if success:
-            return status, reply
-        raise error_for(status, reply, what, response.headers.get("Retry-After"), evidence=False)
+        reply = await send_bounded(self._client, outgoing, what, limit)
+        return require_success(reply, what, evidence=False)
 
 
 def _encode(body: dict[str, Any], what: str) -> bytes:

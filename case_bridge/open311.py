@@ -70,15 +70,13 @@ from case_bridge.open311_replies import (
 from case_bridge.platform import (
     LOOKUP_CLOCK_MARGIN_S,
     MAX_CASE_REPLY_BYTES,
-    MAX_ERROR_REPLY_BYTES,
     MAX_PAGE_REPLY_BYTES,
     CasePage,
     CaseStatus,
     Failure,
     PlatformError,
-    _lookup_since,
-    _read_bounded,
-    transport_error,
+    lookup_since,
+    send_bounded,
     usable_case_id,
 )
 
@@ -202,7 +200,7 @@ class Open311Platform:
         service = await self._service_for(body)
         now = datetime.now(UTC)
         end = now + timedelta(seconds=LOOKUP_CLOCK_MARGIN_S)
-        since = _lookup_since(body)
+        since = lookup_since(body)
         start = parsed_time(since) if since else now - timedelta(days=self._settings.lookup_days)
         params = {
             "service_code": service.code,
@@ -439,31 +437,20 @@ class Open311Platform:
         headers = {"Accept": "application/json"}
         if content is not None:
             headers["Content-Type"] = "application/x-www-form-urlencoded; charset=utf-8"
-        try:
-            async with self._client.stream(
-                method, path, content=content, params=params, headers=headers
-            ) as response:
-                status = response.status_code
-                success = 200 <= status < 300
-                reply = await _read_bounded(
-                    response, limit if success else MAX_ERROR_REPLY_BYTES, truncate=not success
-                )
-        except httpx.HTTPError as exc:
-            error = transport_error(exc)
-            if filed:
-                error.may_have_acted = True
-            raise error from exc
-        if reply is None:
-            raise PlatformError(
-                f"HTTP {status} on {what}: reply larger than {limit} bytes", Failure.DOUBTFUL
-            )
-        if success:
-            return status, reply
-        error = error_reply(
-            status, reply, what, response.headers.get("Retry-After"), may_have_acted=filed
+        request = self._client.build_request(
+            method, path, content=content, params=params, headers=headers
         )
-        if status == 404 and filed:
-            raise _NotFound(error, error_details(reply)[1])
+        try:
+            reply = await send_bounded(self._client, request, what, limit)
+        except PlatformError as error:
+            if filed:  # no answer, or one too large to read: it stays filed all the same
+                error.may_have_acted = True
+            raise
+        if reply.success:
+            return reply.status, reply.body
+        error = error_reply(reply.status, reply.body, what, reply.retry_after, may_have_acted=filed)
+        if reply.status == 404 and filed:
+            raise _NotFound(error, error_details(reply.body)[1])
         raise error
 
 

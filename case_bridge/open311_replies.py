@@ -34,6 +34,7 @@ from case_bridge.platform import (
     Failure,
     PlatformError,
     error_for,
+    shown,
     usable_case_id,
 )
 
@@ -106,17 +107,12 @@ def parsed_time(value: str) -> datetime:
     return moment
 
 
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _json(status: int, body: bytes, what: str) -> Any:
     try:
         return json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise PlatformError(
-            f"HTTP {status} on {what} is not JSON (only the .json format is read): {_shown(body)}",
+            f"HTTP {status} on {what} is not JSON (only the .json format is read): {shown(body)}",
             Failure.DOUBTFUL,
         ) from None
 
@@ -129,14 +125,14 @@ def _text(value: object) -> str | None:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise Unreadable(f"not text: {_shown(value)}")
+    raise Unreadable(f"not text: {shown(value)}")
 
 
 def _ident(value: object) -> str | None:
     """An id we can keep and put in a URL path, None when absent."""
     text = _text(value)
     if text is not None and usable_case_id(text) is None:
-        raise Unreadable(f"unusable id {_shown(text)}")
+        raise Unreadable(f"unusable id {shown(text)}")
     return text
 
 
@@ -147,7 +143,7 @@ def _flag(value: object, default: bool) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise Unreadable(f"not true or false: {_shown(value)}")
+    raise Unreadable(f"not true or false: {shown(value)}")
 
 
 def _time(value: object) -> str | None:
@@ -177,7 +173,7 @@ def _items(value: Any, item_keys: tuple[str, ...], limit: int, status: int, what
     if not isinstance(value, list):
         raise PlatformError(
             f"HTTP {status} on {what}: neither a list nor one item with {item_keys[0]}:"
-            f" {_shown(value)}",
+            f" {shown(value)}",
             Failure.DOUBTFUL,
         )
     if len(value) > limit:
@@ -203,10 +199,10 @@ def _service(item: object) -> Service:
         raise Unreadable("not an object")
     code = _text(item.get("service_code"))
     if code is None or not SERVICE_CODE.fullmatch(code):
-        raise Unreadable(f"unusable service_code {_shown(code)}")
+        raise Unreadable(f"unusable service_code {shown(code)}")
     kind = (_text(item.get("type")) or "realtime").strip().lower()
     if kind not in SERVICE_TYPES:
-        raise Unreadable(f"unknown type {_shown(kind)}")
+        raise Unreadable(f"unknown type {shown(kind)}")
     name = _text(item.get("service_name")) or code
     return Service(code, name[:200], _flag(item.get("metadata"), False), kind)
 
@@ -221,7 +217,7 @@ def definition_reply(status: int, body: bytes, what: str, code: str) -> dict[str
     try:
         answered = _text(definition.get("service_code"))
         if answered is not None and answered != code:
-            raise Unreadable(f"the definition of service_code {_shown(answered)}")
+            raise Unreadable(f"the definition of service_code {shown(answered)}")
         listed = _items(definition.get("attributes") or [], ("code",), MAX_ATTRIBUTES, status, what)
         attributes = [_attribute(item) for item in listed]
     except Unreadable as exc:
@@ -231,10 +227,10 @@ def definition_reply(status: int, body: bytes, what: str, code: str) -> dict[str
 
 def _attribute(item: object) -> AttributeSpec:
     if not isinstance(item, dict):
-        raise Unreadable(f"an attribute that is not an object: {_shown(item)}")
+        raise Unreadable(f"an attribute that is not an object: {shown(item)}")
     code = _text(item.get("code"))
     if code is None or len(code) > 64:
-        raise Unreadable(f"an attribute with an unusable code {_shown(code)}")
+        raise Unreadable(f"an attribute with an unusable code {shown(code)}")
     return AttributeSpec(
         code, _flag(item.get("required"), False), _flag(item.get("variable"), True)
     )
@@ -245,7 +241,7 @@ def filed_reply(status: int, body: bytes, what: str) -> Filed:
     items = _items(_json(status, body, what), ("service_request_id", "token"), 1, status, what)
     if not items or not isinstance(items[0], dict):
         raise PlatformError(
-            f"HTTP {status} on {what}: no request in the answer: {_shown(body)}",
+            f"HTTP {status} on {what}: no request in the answer: {shown(body)}",
             Failure.DOUBTFUL,
         )
     item = items[0]
@@ -256,7 +252,7 @@ def filed_reply(status: int, body: bytes, what: str) -> Filed:
         raise PlatformError(f"HTTP {status} on {what}: {exc}", Failure.DOUBTFUL) from None
     if request_id is None and token is None:
         raise PlatformError(
-            f"HTTP {status} on {what}: neither service_request_id nor token: {_shown(item)}",
+            f"HTTP {status} on {what}: neither service_request_id nor token: {shown(item)}",
             Failure.DOUBTFUL,
         )
     return Filed(request_id, None if request_id else token, notice[:300] if notice else None)

@@ -28,8 +28,9 @@ intakes), the outbox looks a case up with ``find_case`` before it posts a comman
 whose earlier send may have acted (``case_bridge/dispatcher.py``). An adapter that raises
 a transient or doubtful failure without saying gets the safe default: it may have acted.
 
-What is read from a platform is bounded: the reply's size (counted as it streams, after
-decompression), the case id's length and characters, the number of cases in a page.
+What is read from a platform is bounded (every adapter sends through ``send_bounded``): the
+reply's size (counted as it streams, after decompression), the case id's length and
+characters, the number of cases in a page.
 """
 
 from __future__ import annotations
@@ -170,10 +171,10 @@ def usable_case_id(value: object) -> str | None:
 
 def case_reply(status: int, body: bytes, what: str) -> dict[str, Any]:
     """A 2xx body that must be a case; raise DOUBTFUL otherwise."""
-    case = _json_object(body, what, status)
+    case = json_object(body, what, status)
     if usable_case_id(case.get("id")) is None:
         raise PlatformError(
-            f"HTTP {status} on {what} without a usable case id: {_shown(case.get('id'))}",
+            f"HTTP {status} on {what} without a usable case id: {shown(case.get('id'))}",
             Failure.DOUBTFUL,
         )
     return case
@@ -239,7 +240,7 @@ def found_case(
             if case_id is None:
                 raise PlatformError(
                     f"HTTP {status} on {what}: the case filed under {external_key!r} has no"
-                    f" usable id: {_shown(item.get('id'))}",
+                    f" usable id: {shown(item.get('id'))}",
                     Failure.DOUBTFUL,
                 )
             return case_id, None
@@ -251,7 +252,7 @@ def found_case(
 
 def _page_items(status: int, body: bytes, what: str) -> tuple[dict[str, Any], list[Any]]:
     """A page of cases and its bounded list of items, unchecked; DOUBTFUL otherwise."""
-    page = _json_object(body, what, status)
+    page = json_object(body, what, status)
     items = page.get("cases")
     if not isinstance(items, list) or len(items) > MAX_PAGE_CASES:
         raise PlatformError(
@@ -261,16 +262,18 @@ def _page_items(status: int, body: bytes, what: str) -> tuple[dict[str, Any], li
     return page, items
 
 
-def _json_object(body: bytes, what: str, status: int) -> dict[str, Any]:
+def json_object(body: bytes, what: str, status: int) -> dict[str, Any]:
+    """A 2xx body that must be a JSON object (every adapter's replies are); DOUBTFUL
+    otherwise, since the platform answered but not in a way we can use."""
     try:
         value = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise PlatformError(
-            f"HTTP {status} on {what} is not JSON: {_shown(body)}", Failure.DOUBTFUL
+            f"HTTP {status} on {what} is not JSON: {shown(body)}", Failure.DOUBTFUL
         ) from None
     if not isinstance(value, dict):
         raise PlatformError(
-            f"HTTP {status} on {what} is not a JSON object: {_shown(value)}", Failure.DOUBTFUL
+            f"HTTP {status} on {what} is not a JSON object: {shown(value)}", Failure.DOUBTFUL
         )
     return value
 
@@ -297,12 +300,13 @@ def _short_text(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= MAX_FIELD_CHARS
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
+    """A value from outside as it may appear in a reason: its repr, cut to 80 characters."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _lookup_since(body: dict[str, Any]) -> str | None:
+def lookup_since(body: dict[str, Any]) -> str | None:
     """A time the case filed from ``body`` cannot have been changed before: its earliest
     evidence, less a margin for the platform's clock."""
     stamps = [
@@ -341,7 +345,7 @@ class BundledPlatform:
         params = {"limit": str(PAGE_LIMIT)}
         if isinstance(body.get("class_code"), str):
             params["class_code"] = body["class_code"]
-        if (since := _lookup_since(body)) is not None:
+        if (since := lookup_since(body)) is not None:
             params["since"] = since
         what = "GET /api/v1/cases"
         for _ in range(MAX_LOOKUP_PAGES):
@@ -362,7 +366,7 @@ class BundledPlatform:
         self, case_id: str, body: dict[str, Any], idempotency_key: str
     ) -> dict[str, Any]:
         if usable_case_id(case_id) is None:  # only ids we accepted are stored; belt and braces
-            raise PlatformError(f"unusable case id {_shown(case_id)}", Failure.REFUSED)
+            raise PlatformError(f"unusable case id {shown(case_id)}", Failure.REFUSED)
         path = f"/api/v1/cases/{case_id}/evidence"
         what = f"POST {path}"
         status, reply = await self._send("POST", path, what, body, idempotency_key, evidence=True)
@@ -397,24 +401,59 @@ class BundledPlatform:
     ) -> tuple[int, bytes]:
         """(status, body) of a 2xx; a PlatformError for anything else."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        request = self._client.build_request(
+            method, path, json=body, headers=headers, params=params
+        )
+        reply = await send_bounded(self._client, request, what, limit)
+        return require_success(reply, what, evidence=evidence)
+
+
+@dataclass(frozen=True, slots=True)
+class BoundedReply:
+    """A platform's answer as far as it was read: all of a 2xx body, at most
+    ``MAX_ERROR_REPLY_BYTES`` of any other (enough for the reason)."""
+
+    status: int
+    body: bytes
+    retry_after: str | None  # the Retry-After header, unparsed
+
+    @property
+    def success(self) -> bool:
+        return 200 <= self.status < 300
+
+
+async def send_bounded(
+    client: httpx.AsyncClient, request: httpx.Request, what: str, limit: int
+) -> BoundedReply:
+    """Send ``request`` and read the answer, whatever its status, within bounds: a 2xx
+    larger than ``limit`` bytes is DOUBTFUL (the platform answered, we cannot read it), a
+    request without an answer is TRANSIENT (``transport_error``). Every adapter sends
+    through here so that no reply is read unbounded; what a non-2xx means is the
+    adapter's to say (``require_success`` for the bundled platform's meaning)."""
+    try:
+        response = await client.send(request, stream=True)
         try:
-            async with self._client.stream(
-                method, path, json=body, headers=headers, params=params
-            ) as response:
-                status = response.status_code
-                success = 200 <= status < 300
-                reply = await _read_bounded(
-                    response, limit if success else MAX_ERROR_REPLY_BYTES, truncate=not success
-                )
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
-        if reply is None:
-            raise PlatformError(
-                f"HTTP {status} on {what}: reply larger than {limit} bytes", Failure.DOUBTFUL
+            status = response.status_code
+            success = 200 <= status < 300
+            body = await _read_bounded(
+                response, limit if success else MAX_ERROR_REPLY_BYTES, truncate=not success
             )
-        if success:
-            return status, reply
-        raise error_for(status, reply, what, response.headers.get("Retry-After"), evidence=evidence)
+        finally:
+            await response.aclose()
+    except httpx.HTTPError as exc:
+        raise transport_error(exc) from exc
+    if body is None:
+        raise PlatformError(
+            f"HTTP {status} on {what}: reply larger than {limit} bytes", Failure.DOUBTFUL
+        )
+    return BoundedReply(status, body, response.headers.get("Retry-After"))
+
+
+def require_success(reply: BoundedReply, what: str, *, evidence: bool) -> tuple[int, bytes]:
+    """(status, body) of a 2xx; the ``error_for`` its status means otherwise."""
+    if reply.success:
+        return reply.status, reply.body
+    raise error_for(reply.status, reply.body, what, reply.retry_after, evidence=evidence)
 
 
 async def _read_bounded(response: httpx.Response, limit: int, *, truncate: bool) -> bytes | None:
