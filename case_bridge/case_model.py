@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,6 +10,7 @@ from case_bridge.codes import ClassCatalog
 from case_bridge.settings import CaseSettings
 from domain import Alert, CaseCommand, Priority
 
+_MEDIA_HASH = re.compile(r"sha256=(?P<sha256>[0-9a-f]{64})&bytes=(?P<bytes>[0-9]{1,12})")
 ORIGIN_NAMES = {"iot": "物联网感知", "video": "视频智能识别"}
 
 
@@ -20,6 +22,11 @@ def deadline_iso(alert_ts_ms: int, priority: Priority, settings: CaseSettings) -
 
 
 def evidence_item(alert: Alert) -> dict[str, Any]:
+    """The alert as one evidence entry. ``media`` lists the pictures' URLs; ``media_files``
+    gives each with the SHA-256 and size of its bytes (from the media entry's fragment,
+    ``#sha256=<hex>&bytes=<n>``, see gateway/evidence.py) so the platform or an auditor
+    can check the file; an entry without them (older alerts) has neither key."""
+    files = [media_file(entry) for entry in alert.media]
     return {
         "source_id": alert.source_id,
         "ts": alert.ts,
@@ -28,8 +35,17 @@ def evidence_item(alert: Alert) -> dict[str, Any]:
         "priority": str(alert.priority),
         "values": alert.values,
         "summary": alert.summary,
-        "media": list(alert.media),
+        "media": [file["url"] for file in files],
+        "media_files": files,
     }
+
+
+def media_file(entry: str) -> dict[str, Any]:
+    """``{"url", "sha256", "bytes"}`` of one media entry; the URL alone if it has no hash."""
+    url, _, fragment = entry.partition("#")
+    if hashed := _MEDIA_HASH.fullmatch(fragment):
+        return {"url": url, "sha256": hashed["sha256"], "bytes": int(hashed["bytes"])}
+    return {"url": entry}
 
 
 def open_case_body(command: CaseCommand, catalog: ClassCatalog, settings: CaseSettings) -> dict:

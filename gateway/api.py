@@ -7,7 +7,8 @@ its single user.
 
 Closed by default (gateway/api_guard.py): every route but ``/healthz`` needs the bearer
 token, requests are bounded in size, every list is paged (gateway/listings.py), and the
-docs are off. Evidence pictures are served by name from their own folder only.
+docs are off. Evidence pictures are served by name from their own folder only; signed
+links to them (gateway/api_evidence.py) need no token.
 """
 
 from __future__ import annotations
@@ -15,13 +16,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
-import re
-import stat
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI, HTTPException, Query
@@ -32,10 +29,13 @@ from case_bridge import outbox
 from gateway import listings
 from gateway.api_backtests import backtests_router
 from gateway.api_errors import install_validation_errors
+from gateway.api_evidence import evidence_router
 from gateway.api_guard import ApiGuard
 from gateway.api_silences import silences_router
 from gateway.api_thresholds import thresholds_router
 from gateway.backtest import backtest_from_config
+from gateway.evidence import read_evidence
+from gateway.evidence_links import SIGNED_PREFIX
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
@@ -45,9 +45,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
-# How gateway/evidence.py names pictures: <alert key, "/" as "_">_<ts>[_before].jpg
-EVIDENCE_NAME = re.compile(r"(?!\.)[A-Za-z0-9_.-]{1,200}_\d{1,19}(?:_before)?\.jpg")
-MAX_EVIDENCE_BYTES = 32 * 1024 * 1024
 
 
 def create_api(gw: Gateway) -> FastAPI:
@@ -83,6 +80,7 @@ def create_api(gw: Gateway) -> FastAPI:
         ApiGuard,
         token=token,
         public_paths=public,
+        public_prefixes=(SIGNED_PREFIX,),
         max_url_bytes=settings.max_url_bytes,
         max_body_bytes=settings.max_body_bytes,
     )
@@ -165,7 +163,7 @@ def create_api(gw: Gateway) -> FastAPI:
 
     @app.get("/api/v1/evidence/{name}")
     async def evidence(name: str) -> Response:
-        picture = await asyncio.to_thread(_read_evidence, gw.evidence_dir, name)
+        picture = await asyncio.to_thread(read_evidence, gw.evidence_dir, name)
         if picture is None:
             raise HTTPException(404, "no such evidence picture")
         return Response(picture, media_type="image/jpeg")
@@ -178,6 +176,7 @@ def create_api(gw: Gateway) -> FastAPI:
     app.include_router(thresholds_router(gw.threshold_versions, gw.apply_settings))
     app.include_router(silences_router(gw.silences))
     app.include_router(backtests_router(backtest_from_config(gw.config)))
+    app.include_router(evidence_router(gw.evidence_dir, gw.evidence.links))
     return app
 
 
@@ -195,30 +194,6 @@ def _paged(query: Callable[..., T], *args: Any) -> T:
         return query(*args)
     except listings.BadCursor:
         raise HTTPException(400, "cursor: not one this API handed out") from None
-
-
-def _read_evidence(folder: Path, name: str) -> bytes | None:
-    """The picture named ``name`` if it is a regular file directly in ``folder``: opened
-    relative to the folder, without following a symlink, and refused if it has another
-    hard link, so no name reaches a file outside the folder."""
-    if not EVIDENCE_NAME.fullmatch(name):
-        return None
-    try:
-        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return None
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder_fd)
-    except OSError:
-        return None
-    finally:
-        os.close(folder_fd)
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_size > MAX_EVIDENCE_BYTES:
-        os.close(fd)
-        return None
-    with os.fdopen(fd, "rb") as file:
-        return file.read(MAX_EVIDENCE_BYTES)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -8,9 +8,11 @@ routing, parsing or body reading happens. In order:
 - a ``Content-Length`` above ``max_body_bytes``: 413; a chunked body, whose size nobody
   knows before reading it: 411 (no route takes a stream; uvicorn holds a body to its
   declared length);
-- any path but the public ones without ``Authorization: Bearer <token>``: 401 with
-  ``WWW-Authenticate: Bearer``, the token compared in constant time. Without a configured
-  token nothing but the public paths is served;
+- any path but the public ones (exact, or under a public prefix such as the signed
+  evidence links' ``/evidence/``, which carry their own proof) without
+  ``Authorization: Bearer <token>``: 401 with ``WWW-Authenticate: Bearer``, the token
+  compared in constant time. Without a configured token nothing but the public paths is
+  served;
 - more than ``max_in_flight`` requests being answered at once: 503. Handlers run on the
   gateway's loop beside ingest, so their number is bounded; ``/healthz`` is exempt, so a
   liveness probe never fails because of a busy API.
@@ -36,10 +38,12 @@ class ApiGuard:
         max_url_bytes: int,
         max_body_bytes: int,
         max_in_flight: int = 64,
+        public_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.expected = token.encode() if token is not None else None
         self.public_paths = frozenset(public_paths)
+        self.public_prefixes = public_prefixes
         self.max_url_bytes = max_url_bytes
         self.max_body_bytes = max_body_bytes
         self.max_in_flight = max_in_flight
@@ -78,7 +82,8 @@ class ApiGuard:
                 return 400, "Content-Length is not a number", {}
             if int(length) > self.max_body_bytes:
                 return 413, f"body larger than {self.max_body_bytes} bytes", {}
-        if scope["path"] in self.public_paths:
+        path = scope["path"]
+        if path in self.public_paths or path.startswith(self.public_prefixes):
             return None
         challenge = {"www-authenticate": f'Bearer realm="{REALM}"'}
         if self.expected is None:

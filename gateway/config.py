@@ -40,6 +40,7 @@ from gateway.config_secrets import (
     scrub,
     secret_values,
 )
+from gateway.evidence_settings import EvidenceSettings
 from gateway.history import HistorySettings
 from gateway.retention import RetentionSettings
 from rules.alerting import AlertingConfig
@@ -188,6 +189,7 @@ class GatewayConfig(_Section):
     # Age and size limits for alerts, dead letters, delivered commands, closed incidents
     # and evidence pictures.
     retention: RetentionSettings = RetentionSettings()
+    evidence: EvidenceSettings = EvidenceSettings()
     # RS-485 / USB serial ports: Modbus RTU slaves and line-protocol sensors.
     serial: SerialSettings = SerialSettings()
 
@@ -242,6 +244,8 @@ def load_config(path: str | Path) -> GatewayConfig:
         config.video.detector.model = base / config.video.detector.model
     if config.api.token_file is not None:
         config.api.token_file = base / config.api.token_file
+    if config.evidence.link_secret_file is not None:
+        config.evidence.link_secret_file = base / config.evidence.link_secret_file
     _check_classes(path, config)
     if config.api.enabled:
         try:

@@ -1,27 +1,107 @@
-"""Evidence pictures for video cases: JPEGs beside the store, served by the gateway API."""
+"""Evidence pictures for video cases: JPEGs beside the store, each with its content hash.
+
+A case on a city platform is a record that may be disputed months later, so each picture it
+points at carries the SHA-256 and size of its bytes: the platform, or an auditor holding a
+copy, can check that the file is the one the gateway filed. The hash travels inside the
+alert's media entry, as a URL fragment (``<url>#sha256=<hex>&bytes=<n>``, the convention
+of pip's package links): ``Alert.media`` stays a tuple of strings, the fragment never
+reaches a server, and ``case_bridge/case_model.py`` splits it into the case's evidence item.
+
+The URL is a signed, expiring link (gateway/evidence_links.py) that platforms fetch without
+the API token. A picture above ``max_picture_bytes`` is encoded again at lower quality; one
+that still does not fit is left out of the case and counted by reason, never truncated.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import stat
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from domain import Alert
+from gateway.evidence_links import EvidenceLinks
+from gateway.evidence_settings import MAX_EVIDENCE_BYTES
 
 JPEG_QUALITY = 85
-URL_PREFIX = "/api/v1/evidence/"
+# Tried in turn for a picture above the size limit: a busy 4K frame shrinks ~4x from 85 to 40.
+SMALLER_QUALITIES = (70, 55, 40)
+# How pictures are named: <alert key, "/" as "_">_<ts>[_before].jpg
+EVIDENCE_NAME = re.compile(r"(?!\.)[A-Za-z0-9_.-]{1,200}_\d{1,19}(?:_before)?\.jpg")
 
 
-def save_evidence(
-    folder: Path, alert: Alert, drawn: np.ndarray, before: np.ndarray | None
-) -> tuple[str, ...]:
-    """Write the annotated frame (and the "before" frame) and return their API paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = alert.key.replace("/", "_") + f"_{alert.ts}"
-    pictures = {f"{stem}.jpg": drawn}
-    if before is not None:
-        pictures[f"{stem}_before.jpg"] = before
-    for name, image in pictures.items():
-        cv2.imwrite(str(folder / name), image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    return tuple(URL_PREFIX + name for name in pictures)
+@dataclass
+class EvidenceWriter:
+    """Writes a video alert's pictures into ``folder`` and names them by signed link and
+    hash; ``refused`` counts pictures left out, by reason (for the gateway's metrics)."""
+
+    folder: Path
+    links: EvidenceLinks
+    max_picture_bytes: int
+    refused: Counter[str] = field(default_factory=Counter)
+
+    def save(
+        self, alert: Alert, drawn: np.ndarray, before: np.ndarray | None, now_s: int
+    ) -> tuple[str, ...]:
+        """Write the annotated frame (and the "before" frame); return their media entries,
+        the links signed at ``now_s``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stem = alert.key.replace("/", "_") + f"_{alert.ts}"
+        pictures = {f"{stem}.jpg": drawn}
+        if before is not None:
+            pictures[f"{stem}_before.jpg"] = before
+        media = []
+        for name, image in pictures.items():
+            data = self._encoded(image)
+            if data is None:
+                continue
+            (self.folder / name).write_bytes(data)
+            media.append(media_entry(self.links.url(name, now_s), data))
+        return tuple(media)
+
+    def _encoded(self, image: np.ndarray) -> bytes | None:
+        """The JPEG at the usual quality, else the first lower quality within the limit."""
+        for quality in (JPEG_QUALITY, *SMALLER_QUALITIES):
+            ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if not ok:
+                self.refused["not_encodable"] += 1
+                return None
+            if buffer.size <= self.max_picture_bytes:
+                return buffer.tobytes()
+        self.refused["too_large"] += 1
+        return None
+
+
+def media_entry(url: str, data: bytes) -> str:
+    """``url`` with the hash and size of ``data`` as its fragment."""
+    return f"{url}#sha256={hashlib.sha256(data).hexdigest()}&bytes={len(data)}"
+
+
+def read_evidence(folder: Path, name: str) -> bytes | None:
+    """The picture named ``name`` if it is a regular file directly in ``folder``: opened
+    relative to the folder, without following a symlink, and refused if it has another
+    hard link, so no name reaches a file outside the folder."""
+    if not EVIDENCE_NAME.fullmatch(name):
+        return None
+    try:
+        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder_fd)
+    except OSError:
+        return None
+    finally:
+        os.close(folder_fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_size > MAX_EVIDENCE_BYTES:
+        os.close(fd)
+        return None
+    with os.fdopen(fd, "rb") as file:
+        return file.read(MAX_EVIDENCE_BYTES)

@@ -43,7 +43,8 @@ from domain import Alert, AlertState, Backoff, CaseCommand, Location, Observatio
 from gateway import history, retention, store
 from gateway.api import create_api
 from gateway.config import GatewayConfig
-from gateway.evidence import save_evidence
+from gateway.evidence import EvidenceWriter
+from gateway.evidence_links import links_from_settings
 from gateway.http_deadline import DeadlineH11Protocol
 from gateway.influx_sink import InfluxSink
 from gateway.metrics import GatewayMetrics
@@ -91,6 +92,11 @@ class Gateway:
         self.video_engine = VideoRuleEngine(settings, config.tz)
         self.video = self._build_video(config) if config.video.cameras else None
         self.evidence_dir = config.store.path.parent / "evidence"
+        self.evidence = EvidenceWriter(
+            self.evidence_dir,
+            links_from_settings(config.evidence, config.store.path.parent),
+            config.evidence.max_picture_bytes,
+        )
 
         self.guard = ReplayGuard()
         merge = config.merge
@@ -294,6 +300,7 @@ class Gateway:
             outbox=outbox.counts(self.conn),
             # Readings kept but not given to business rules since start: device suspect.
             suspect_readings=self.pipeline.counters["suspect"],
+            evidence_refused=dict(self.evidence.refused),
         )
         return figures
 
@@ -451,7 +458,7 @@ class Gateway:
             drawn, before = self.video.evidence(camera_id, zone_id, observations)
         except LookupError:
             return alert
-        return replace(alert, media=save_evidence(self.evidence_dir, alert, drawn, before))
+        return replace(alert, media=self.evidence.save(alert, drawn, before, int(time.time())))
 
     def _on_camera_status(self, camera_id: str, status: str, detail: str, ts_ms: int) -> None:
         """A camera down for ``offline_after_s`` is a maintenance problem of its own; its

@@ -1,0 +1,119 @@
+"""Signed, expiring links to evidence pictures: what a city platform fetches as ``media_url``.
+
+A platform cannot hold the gateway's API token (it would then read every route), and a
+picture of a street must not be readable by whoever guesses its name. So each link carries
+its expiry and an HMAC-SHA256 over the picture's name and that expiry, keyed by a secret
+only the gateway knows: ``/evidence/<name>?exp=<unix s>&sig=<64 hex>``. The route that
+serves them (gateway/api_evidence.py) needs no token; a link nobody signed, or one past
+its time, is refused with 403 before the name is even looked up.
+
+The secret comes from a file or an environment variable, else is generated once into the
+store's folder (mode 0600) so links stay valid across restarts. Replacing it revokes every
+link handed out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from pathlib import Path
+from urllib.parse import quote
+
+from gateway.evidence_settings import EvidenceSettings
+
+SIGNED_PREFIX = "/evidence/"
+GENERATED_SECRET_NAME = "evidence-link.key"
+MIN_SECRET_CHARS = 32
+MAX_SECRET_CHARS = 512
+_EXP = re.compile(r"[0-9]{1,12}")  # up to year 33658: no int() of a 5,000-digit string
+_SIG = re.compile(r"[0-9a-f]{64}")
+
+
+class EvidenceLinks:
+    """Signs and checks links; ``base_url`` ("" for a path) is put in front of each."""
+
+    def __init__(self, secret: bytes, lifetime_s: int, base_url: str = "") -> None:
+        self._secret = secret
+        self.lifetime_s = lifetime_s
+        self.base_url = base_url
+
+    def url(self, name: str, now_s: int) -> str:
+        exp = str(now_s + self.lifetime_s)
+        path = SIGNED_PREFIX + quote(name, safe="")
+        return f"{self.base_url}{path}?exp={exp}&sig={self._sig(name, exp)}"
+
+    def valid(self, name: str, exp: str, sig: str, now_s: int) -> bool:
+        """Whether ``sig`` signs ``name`` until ``exp`` and that time has not passed; the
+        signature compared in constant time."""
+        if not (_EXP.fullmatch(exp) and _SIG.fullmatch(sig)):
+            return False
+        return hmac.compare_digest(sig, self._sig(name, exp)) and now_s <= int(exp)
+
+    def _sig(self, name: str, exp: str) -> str:
+        # A separator no name or exp can hold, so ("a_1", "2") and ("a_", "12") differ.
+        message = name.encode("utf-8", "surrogateescape") + b"\n" + exp.encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+
+def links_from_settings(settings: EvidenceSettings, store_folder: Path) -> EvidenceLinks:
+    """The links of this config; errors name the secret's source, never its value."""
+    return EvidenceLinks(
+        load_link_secret(settings, store_folder),
+        settings.link_lifetime_s,
+        settings.public_url or "",
+    )
+
+
+def load_link_secret(settings: EvidenceSettings, store_folder: Path) -> bytes:
+    """The secret from ``link_secret_file``, else ``$link_secret_env``, else the one
+    generated into ``store_folder`` (created there on first use)."""
+    if settings.link_secret_file is not None:
+        source = f"evidence.link_secret_file {settings.link_secret_file}"
+        text = _read_text(settings.link_secret_file, source)
+    elif os.environ.get(settings.link_secret_env):
+        source = f"environment variable {settings.link_secret_env} (evidence.link_secret_env)"
+        text = os.environ[settings.link_secret_env]
+    else:
+        path = store_folder / GENERATED_SECRET_NAME
+        source = f"generated evidence link secret {path}"
+        _generate_once(path)
+        text = _read_text(path, source)
+    text = text.rstrip("\r\n")
+    if not MIN_SECRET_CHARS <= len(text) <= MAX_SECRET_CHARS:
+        raise ValueError(
+            f"{source}: the secret must be {MIN_SECRET_CHARS} to {MAX_SECRET_CHARS} characters"
+            " (make one with `openssl rand -hex 32`)"
+        )
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _generate_once(path: Path) -> None:
+    """Create ``path`` with a random secret, readable by this user only: written whole
+    beside it, then linked into place, so a crash leaves no empty secret; an existing one
+    (a restart, or another process that won the race) is kept."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}.draft")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(secrets.token_hex(32) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)
+    finally:
+        draft.unlink()
+
+
+def _read_text(path: Path, source: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8"
+        raise ValueError(f"{source}: cannot read: {reason}") from None

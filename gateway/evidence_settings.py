@@ -1,0 +1,30 @@
+"""``evidence:`` in the gateway config: how large a picture may be, and the signed links'
+lifetime, public address and secret (how long pictures stay on disk is ``retention:``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# No picture served or kept is larger; the per-picture limit is chosen below it.
+MAX_EVIDENCE_BYTES = 32 * 1024 * 1024
+
+
+class EvidenceSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Larger JPEGs are encoded again at lower quality; still larger, they are left out.
+    max_picture_bytes: int = Field(2 * 1024 * 1024, ge=16 * 1024, le=MAX_EVIDENCE_BYTES)
+    # A platform must fetch a picture within this time of the alert; 7 days by default.
+    link_lifetime_s: int = Field(7 * 86_400, ge=60, le=400 * 86_400)
+    # Where links point, e.g. "https://gw.example.org" as platforms reach the gateway; none:
+    # links are paths on the gateway's API ("/evidence/…"), fine for operators, and Open311
+    # then sends no media_url (it needs an absolute http(s) URL).
+    public_url: str | None = Field(None, pattern=r"^https?://[^\s?#]{1,200}[^\s?#/]$")
+    # The HMAC key of the links: a file (wins) or an environment variable; with neither,
+    # one is generated once into evidence-link.key beside the store (mode 0600).
+    link_secret_file: Path | None = None
+    link_secret_env: str = Field(
+        "CITYGW_EVIDENCE_LINK_SECRET", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+    )
