@@ -30,7 +30,7 @@ from gateway.evidence_links import EvidenceLinks
 from gateway.evidence_settings import MAX_EVIDENCE_BYTES
 
 JPEG_QUALITY = 85
-# Tried in turn for a picture above the size limit: a busy 4K frame shrinks ~4x from 85 to 40.
+# Tried in turn, best first, for a picture above the size limit.
 SMALLER_QUALITIES = (70, 55, 40)
 # How pictures are named: <alert key, "/" as "_">_<ts>[_before].jpg
 EVIDENCE_NAME = re.compile(r"(?!\.)[A-Za-z0-9_.-]{1,200}_\d{1,19}(?:_before)?\.jpg")
