@@ -36,6 +36,9 @@ SECRET_SOURCES: dict[tuple[str, ...], tuple[str, ...]] = {
 # Up to the last "@": a password may hold "/" or "@" unescaped; masking a path too is fine.
 _URL_CREDENTIALS = re.compile(r"(?<=://)\S*@")
 _URL_QUERY = re.compile(r"(?<=://)(\S*?)\?\S*")
+# "host:<not a port>" right after the scheme: a URL cut before its "@" (a truncated line)
+# leaves "user:password" looking like host and port.
+_URL_NOT_A_PORT = re.compile(r"(?<=://)([^/\s:@?#'\"]*):(?!\d+(?:[/\s'\"?#]|$))[^/\s@?#'\"]+")
 SCRUB_MIN_CHARS = 4  # shorter values would blot out ordinary words; they are never shown
 
 
@@ -100,7 +103,8 @@ def is_secret_key(loc: tuple[Any, ...]) -> bool:
 
 def mask_url_credentials(text: str) -> str:
     """A URL as it may be shown: no user:password, and no query (``?token=`` is common)."""
-    return _URL_QUERY.sub(r"\1?***", _URL_CREDENTIALS.sub("***@", text))
+    text = _URL_CREDENTIALS.sub("***@", text)
+    return _URL_QUERY.sub(r"\1?***", _URL_NOT_A_PORT.sub(r"\1:***", text))
 
 
 def secret_values(data: Any) -> set[str]:
