@@ -38,7 +38,7 @@ _URL_CREDENTIALS = re.compile(r"(?<=://)\S*@")
 _URL_QUERY = re.compile(r"(?<=://)(\S*?)\?\S*")
 # "host:<not a port>" right after the scheme: a URL cut before its "@" (a truncated line)
 # leaves "user:password" looking like host and port.
-_URL_NOT_A_PORT = re.compile(r"(?<=://)([^/\s:@?#'\"]*):(?!\d+(?:[/\s'\"?#]|$))[^/\s@?#'\"]+")
+_URL_NOT_A_PORT = re.compile(r"(?<=://)([^/\s:@?#'\"]*):(?!\d{1,5}(?:[/\s'\"?#]|$))[^/\s@?#'\"]+")
 SCRUB_MIN_CHARS = 4  # shorter values would blot out ordinary words; they are never shown
 
 
