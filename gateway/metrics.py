@@ -68,6 +68,10 @@ class _StatsCollector(Collector):
         yield _labelled(
             GaugeMetricFamily, "citygw_outbox", "Case commands by state", "state", s["outbox"]
         )
+        yield _labelled(
+            CounterMetricFamily, "citygw_evidence_refused",
+            "Evidence pictures left off a case, by reason", "reason", s.get("evidence_refused", {}),
+        )  # fmt: skip
         restarts = {name: part["restarts"] for name, part in s["parts"].items()}
         yield _labelled(
             CounterMetricFamily, "citygw_part_restarts",

@@ -13,7 +13,13 @@ STATS = {
     "suspect_readings": 3,
     "rejected": {"bad_schema": 4, "internal": 1},
     "outbox": {"pending": 1, "delivered": 5, "parked": 0},
-    "delivery": {"delivered_open": 4, "retries": 2, "last_error": "HTTP 503"},
+    "delivery": {
+        "delivered_open": 4,
+        "retries": 2,
+        "last_error": "HTTP 503",
+        "breaker_state": "half_open",
+    },
+    "evidence_refused": {"too_large": 2},
     "health": {
         "MH-001": {"offline": True, "battery_low": False, "suspect": False},
         "BIN-001": {"offline": True, "battery_low": True, "suspect": False},
@@ -53,6 +59,10 @@ def test_figures_and_histograms_parse_back_exactly():
     assert got[("citygw_outbox", (("state", "pending"),))] == 1
     assert got[("citygw_delivery_total", (("result", "retries"),))] == 2
     assert ("citygw_delivery_total", (("result", "last_error"),)) not in got
+    assert ("citygw_delivery_total", (("result", "breaker_state"),)) not in got
+    assert got[("citygw_platform_breaker_state", (("state", "half_open"),))] == 1
+    assert got[("citygw_platform_breaker_state", (("state", "open"),))] == 0
+    assert got[("citygw_evidence_refused_total", (("reason", "too_large"),))] == 2
     assert got[("citygw_devices_unhealthy", (("problem", "offline"),))] == 2
     assert got[("citygw_devices_unhealthy", (("problem", "battery_low"),))] == 1
     assert got[("citygw_part_restarts_total", (("part", "delivery"),))] == 1
