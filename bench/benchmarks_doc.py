@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import platform
+from datetime import UTC, datetime
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
@@ -18,3 +21,11 @@ def write_section(heading: str, text: str, path: Path = BENCHMARKS) -> None:
         end = doc.find("\n## ", start + len(heading))
         doc = doc[:start] + text + ("" if end == -1 else doc[end + 1 :])
     path.write_text(doc, encoding="utf-8")
+
+
+def write_report(heading: str, about: str, report: str, path: Path = BENCHMARKS) -> None:
+    """``write_section`` in the usual form: when and on what it ran (UTC, machine, cores),
+    then ``about`` (what was measured, with which settings), then ``report`` verbatim."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    where = f"{stamp}, {platform.machine()}, {os.cpu_count()} cores"
+    write_section(heading, f"{heading}\n\n{where}; {about}\n\n```\n{report}\n```\n", path)

@@ -12,23 +12,26 @@ analysed, exact to the one frame in flight at the window's edges), decode-to-obs
 p50/p99, the share of frames the motion gate spared from inference, and the reader thread's
 CPU (RTSP receive, demux, keyframe decode, BGR conversion). Per run: the gateway's CPU per
 camera-second split into readers, the detection thread (motion gate, inference, analysis:
-static objects and tracker, each timed on that thread) and the remaining threads (ONNX
-Runtime's pool, FFmpeg's decoder threads, watchdogs); the server's CPU; what other processes
-used meanwhile (the 2 cores are shared: a run with others busy is flagged, repeat it).
+static objects and tracker, each timed on that thread; inference includes the backend's
+concurrent runs) and the remaining threads (watchdogs, snapshots); how much of the window
+the detection thread was busy (it is serial: near 100 % it is the limit); the server's CPU;
+and what other processes used meanwhile (the cores are shared: repeat a run where others
+were busy).
 
 A run is sustained when every camera is analysed at >= 0.95 frames/s (57 of 60 keyframes:
-one at each window edge is the window, not the gateway), the runtime dropped no frame, and
-p99 lag stays under one sampling period.
+one at each window edge is the window, not the gateway) and the runtime dropped no frame.
+
+The runtime's own threads are told apart by name; its stages by wrapping the detector and
+each camera's analyser (public attributes), not by reaching into the runtime.
 
 Usage: python bench/cameras.py [--cameras 16,24,32,40] [--scenes quiet,busy] [--seconds 60]
-       [--repeat 1] [--threads N] [--model PATH] [--no-record]
+       [--repeat 1] [--servers 8] [--threads N] [--runs N] [--model PATH] [--no-record]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import statistics
 import tempfile
@@ -38,11 +41,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from benchmarks_doc import write_section
+from benchmarks_doc import write_report
 from video_scene import DEFAULT_MODEL, SCENES, make_stream_file
 
 from detectors.backends import Detector, load_detector
@@ -176,12 +178,7 @@ class RunFigures:
 
     @property
     def sustained(self) -> bool:
-        p99 = max(c.lag_ms(99) for c in self.per_camera)
-        return (
-            min(self.fps(c) for c in self.per_camera) >= MIN_FPS
-            and not self.dropped
-            and (p99 < 1000)
-        )
+        return min(self.fps(c) for c in self.per_camera) >= MIN_FPS and not self.dropped
 
     def per_camera_second(self, cpu: float) -> float:
         return cpu / (self.cameras * self.seconds)
@@ -210,6 +207,18 @@ def rtsp_servers(
     finally:
         for server in servers:
             server.stop()
+
+
+def wait_for_quiet(max_cores: float, timeout_s: float = 900.0) -> float:
+    """Waits until the rest of the machine used under ``max_cores`` over 5 s (others share
+    these cores); returns the last reading, also when ``timeout_s`` passed without one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        busy0 = machine_busy_s()
+        time.sleep(5.0)
+        cores = (machine_busy_s() - busy0) / 5.0
+        if cores < max_cores or time.monotonic() > deadline:
+            return cores
 
 
 def _wait_online(runtime: VideoRuntime) -> None:
@@ -377,6 +386,24 @@ def per_camera_lines(run: RunFigures) -> list[str]:
     return lines
 
 
+def least_disturbed_run(
+    args: argparse.Namespace, clip: Path, tmp: Path, cameras: int, scene: str
+) -> RunFigures:
+    """One run, tried again (up to ``--tries``) while other processes used more than
+    ``--quiet-below`` cores during it; the run they disturbed least."""
+    tried: list[RunFigures] = []
+    for _ in range(args.tries):
+        wait_for_quiet(args.quiet_below)
+        with rtsp_servers(clip, cameras, tmp, args.servers) as servers:
+            run = run_cameras(servers, cameras, scene, args.seconds, args.model, args.threads,
+                              args.runs)  # fmt: skip
+        print(summary_line(run), *stage_lines(run), sep="\n", flush=True)
+        tried.append(run)
+        if run.others_cpu_s / run.seconds < args.quiet_below:
+            break
+    return min(tried, key=lambda run: run.others_cpu_s)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cameras", default="16,24,32,40", help="camera counts to try")
@@ -390,6 +417,11 @@ def main() -> None:
         "--servers", type=int, default=8,
         help="RTSP server processes (1: most keyframes at the same moment, the worst case)",
     )  # fmt: skip
+    parser.add_argument(
+        "--quiet-below", type=float, default=0.3,
+        help="start a run once other processes use fewer cores than this (waits up to 15 min)",
+    )  # fmt: skip
+    parser.add_argument("--tries", type=int, default=3, help="runs while others disturb")
     parser.add_argument("--clip", type=Path, help="an H.264 GOP-25 MP4 to serve instead")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
@@ -407,13 +439,9 @@ def main() -> None:
         for scene in scenes:
             for cameras in counts:
                 for _ in range(args.repeat):
-                    with rtsp_servers(clip, cameras, Path(tmp), args.servers) as servers:
-                        run = run_cameras(servers, cameras, scene, args.seconds, args.model,
-                                          args.threads, args.runs)  # fmt: skip
+                    run = least_disturbed_run(args, clip, Path(tmp), cameras, scene)
                     runs.append(run)
                     lines.append(summary_line(run))
-                    print(lines[-1], flush=True)
-                    print("\n".join(stage_lines(run)), flush=True)
     lines += [line for run in runs for line in stage_lines(run)]
     best: dict[str, RunFigures] = {}
     for run in runs:
@@ -424,13 +452,14 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if not args.no_record:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        write_section(
+        write_report(
             SECTION,
-            f"{SECTION}\n\n{stamp}, {platform.machine()}, {os.cpu_count()} cores, model "
-            f"{args.model.name}, threads {args.threads or 1} x runs {args.runs or 'default'}, "
-            f"{args.seconds:.0f} s"
-            f" per run.\n\n```\n{report}\n```\n",
+            f"model {args.model.name}, ONNX Runtime threads {args.threads or 1} per run x "
+            f"{args.runs or 'one run per core'}, {args.seconds:.0f} s per run after "
+            f"{SETTLE_S:.0f} s settling, {args.servers} RTSP server processes, each run tried "
+            f"up to {args.tries} times while other processes used over {args.quiet_below} "
+            "cores (the least disturbed kept; their cores in the others column).",
+            report,
         )
 
 

@@ -11,8 +11,9 @@ starts are counted) and as wall time:
   every frame for comparison;
 - colour conversion of the analysed frame to BGR;
 - motion gate, with the share of frames it spares from inference, per zone;
-- inference per model, with 1 and 2 ONNX Runtime threads (a 2-thread pool costs more CPU
-  for less wall time; the detection thread is serial, so both matter);
+- inference per model: one 1-thread run at a time, one 2-thread run, and batches spread
+  over 2 concurrent 1-thread runs (the backend's default): CPU and wall both matter, since
+  the gateway's detection thread is serial;
 - analysis: ``CameraAnalyser.analyse`` (static objects and tracker) on the model's real
   detections of the same frames.
 
@@ -22,20 +23,18 @@ Usage: python bench/video.py [--model PATH] [--no-record]
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import resource
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
-from benchmarks_doc import write_section
-from video_scene import ASSETS, DEFAULT_MODEL, MODELS, SCENES, make_stream_file
+from benchmarks_doc import write_report
+from video_scene import DEFAULT_MODEL, OTHER_MODELS, SCENES, make_stream_file
 
 from detectors.backends import load_detector
 from detectors.config import CameraSettings, DetectorSettings, ZoneSettings
@@ -117,17 +116,19 @@ def stage_lines(path: Path, model: Path) -> list[str]:
         )
         spared[scene] = verdicts.count(False) / len(verdicts)
     detections: list = []
-    for name in [model.name] + [m for m in MODELS if m != model.name]:
-        for threads in (1, 2):
-            detector = load_detector(
-                model if name == model.name else ASSETS / "models" / name, threads=threads
-            )
-            detector.detect(images[:1])
+    for path_model in [model] + [m for m in OTHER_MODELS if m.name != model.name]:
+        for threads, runs, batch in ((1, 1, 1), (2, 1, 1), (1, 2, 8)):
+            detector = load_detector(path_model, threads=threads, concurrent_runs=runs)
+            detector.detect(images[:batch])
             found: list = []
-            cost[f"inference {name}, {threads} thread{'s' * (threads > 1)}"] = timed(
-                over(images, lambda _i, f, d=detector, out=found: out.extend(d.detect([f])))
+            batches = [images[i : i + batch] for i in range(0, len(images), batch)]
+            how = f"{threads} thread{'s' * (threads > 1)}" + (
+                f", batches of {batch} over {runs} concurrent runs" if runs > 1 else ""
             )
-            if name == model.name and threads == 1:
+            cpu, wall = timed(over(batches, lambda _i, b, d=detector, out=found: out.extend(
+                d.detect(b))))  # fmt: skip
+            cost[f"inference {path_model.name}, {how}"] = (cpu / batch, wall / batch)
+            if path_model == model and (threads, runs) == (1, 1):
                 detections = found
     camera = CameraSettings(id="C", url="rtsp://camera/1", zones=[SCENES["busy"]])
     analyser = CameraAnalyser(camera, DetectorSettings(model=model).class_map)
@@ -166,13 +167,12 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if not args.no_record:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        write_section(
+        write_report(
             SECTION,
-            f"{SECTION}\n\n{stamp}, {platform.machine()}, {os.cpu_count()} cores, Python "
-            f"{platform.python_version()}, PyAV {av.__version__}, cv2 {cv2.__version__}; one "
-            f"1080p25 camera, one analysed frame/s, model {args.model.name}.\n\n"
-            f"```\n{report}\n```\n",
+            f"Python {platform.python_version()}, PyAV {av.__version__}, cv2 "
+            f"{cv2.__version__}; one 1080p25 camera, one analysed frame/s, model "
+            f"{args.model.name}.",
+            report,
         )
 
 

@@ -14,8 +14,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT.parent / "shared" / "assets"
 CLIP = ASSETS / "videos" / "socialdist_pedestrians.mp4"
-MODELS = ["yolo11n_int8.onnx", "yolox_nano.onnx", "yolov8n_int8.onnx"]
-DEFAULT_MODEL = ASSETS / "models" / MODELS[0]
+DEFAULT_MODEL = ASSETS / "models" / "yolo11n_int8.onnx"
+# The project's own model (street classes COCO lacks), then the other shared COCO models.
+OTHER_MODELS = [ROOT / "models" / "citygw-street-v2.onnx"] + [
+    ASSETS / "models" / name for name in ("yolox_nano.onnx", "yolov8n_int8.onnx")
+]
 
 ZONE = {"id": "Z", "type": "no_dumping", "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]],
         "lat": 26.08, "lon": 119.29}  # fmt: skip
