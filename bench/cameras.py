@@ -156,7 +156,8 @@ class CameraFigures:
 
     @property
     def gated_share(self) -> float:
-        return 1 - self.inferred / self.analysed if self.analysed else float("nan")
+        # max: a frame inferred just before the window opened may be analysed inside it
+        return max(0.0, 1 - self.inferred / self.analysed) if self.analysed else float("nan")
 
 
 @dataclass
