@@ -16,11 +16,10 @@ end-to-end export with NMS inside) with a ModelError that names the file and the
 How a batch is spread over the CPU (measured on 2 cores, bench/video.py and bench/cameras.py):
 each run is single-threaded and the frames of one ``detect`` call run side by side, one
 run per core. Two concurrent 1-thread runs cost the same CPU per frame as one (yolo11n at
-320: ~10.4 ms) in half the wall time, where one 2-thread run costs 15-30 % more CPU for
-less gain. Bigger batches do not help a CPU either (a dynamic-batch export of the project's
-model, its batch dimension made
-symbolic: 9.4 ms/frame at batch 1, 10.6 at 4, 12.3 at 8), so fixed batch-1 exports lose nothing.
-Idle pool threads sleep rather than spin: the cores are shared with the camera decoders.
+320: 10-11.5 ms) in half the wall time, where one 2-thread run costs 15-45 % more CPU for
+less gain. Bigger batches do not help a CPU either (the project's model, its batch dimension
+made symbolic: 9.4 ms/frame at batch 1, 10.6 at 4, 12.3 at 8), so fixed batch-1 exports lose
+nothing. Idle pool threads sleep rather than spin: the cores are shared with the decoders.
 """
 
 from __future__ import annotations
@@ -243,8 +242,9 @@ def _open_session(path: Path, threads: int) -> ort.InferenceSession:
         raise ModelError(f"{path}: model file not found")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    # A spinning pool burnt more CPU waiting than the inference itself (bench/cameras.py,
-    # 32 cameras on 2 cores: 15-25 ms per 12 ms run) and took it from the decoders.
+    # A spinning pool burns CPU while it waits, taken from the decoders: 32 busy cameras on
+    # 2 cores (bench/cameras.py) cost 28.7 ms CPU per inference with ONNX Runtime's default
+    # spinning 2-thread pool, 12.9 ms with single-threaded runs that never spin.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     try:
