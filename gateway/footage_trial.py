@@ -1,12 +1,13 @@
 """Street trials through the gateway's camera path: composited real footage in, alerts out.
 
 A trial (``simulators.street_trial``) is one camera watching a real street where a real
-object is dumped behind the traffic. This feeds its analysed frames through what the
-gateway does with each camera frame (``gateway/video.py``: the motion gate, the detector
-on frames the gate lets through, the previous detections reused on gated ones, the
-camera's analyser, the gate told how long the zones' objects have stood) and then the
-video rule engine (``gateway/service.py``), and keeps the FIRING/CLEARED alerts with their
-run second. Only public interfaces are used, so it judges whatever those classes do today.
+object is dumped behind the traffic. This feeds its analysed frames through the step the
+live runtime (``gateway/video.py``) runs for each camera frame, ``gateway.camera_step``'s
+``CameraStep`` (the motion gate, the detector on frames the gate lets through, the previous
+detections reused on gated ones, the camera's analyser, the gate told how long the zones'
+objects have stood), then through the video rule engine as ``gateway/service.py`` does,
+and keeps the FIRING/CLEARED alerts with their run second. The step is the live one, not a
+copy, so a trial judges whatever the gateway does today.
 
 Detector answers are the slow part and the same frame recurs: every start offset and every
 trial of a spot shows the same clip frames, with the same object or none. They are kept
@@ -17,14 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from detectors.backends import Detection, Detector
 from detectors.config import CameraSettings, DetectorSettings, ZoneSettings
-from detectors.motion_gate import MotionGate
-from detectors.observe import CameraAnalyser
 from domain import Category, Observation
+from gateway.camera_step import CameraStep
 from rules.settings import KindSettings, RuleSettings
 from rules.video_rules import VideoRuleEngine, VideoRuleParams
 from simulators.street_trial import StreetScene, Timing, Trial, TrialFrame, judge
@@ -116,26 +117,18 @@ def run_trial(
     class_map: dict[str, Category] = DEFAULT_CLASS_MAP,
     trace: FrameTrace | None = None,
 ) -> TrialResult:
-    """Play ``trial`` through gate → detector → analyser → video rules, in the gateway's
-    order; ``trace(frame, inferred, observations, alerts)`` sees every frame."""
-    camera = trial_camera(trial)
-    analyser = CameraAnalyser(camera, class_map)
-    gate = MotionGate(analyser.zones)
+    """Play ``trial`` through the gateway's camera step (gate → detector → analyser), then
+    the video rules; ``trace(frame, inferred, observations, alerts)`` sees every frame."""
+    step = CameraStep(trial_camera(trial), class_map)
     engine = VideoRuleEngine(trial_rule_settings(timing))
-    for zone in analyser.zones:
-        engine.add_zone(camera.id, zone.id, zone.type, zone.location, zone.class_code)
+    step.add_zones_to(engine)
     result = TrialResult(trial)
-    detections: list[Detection] = []
     for frame in scene.frames(trial):
         ts_ms = TRIAL_EPOCH_MS + frame.t_s * 1000
-        inferred = gate.needs_inference(frame.image, ts_ms)
-        if inferred:
-            detections = detector.detect(frame.key, frame.image)
-        observations = analyser.analyse(frame.image, ts_ms, detections)
-        gate.objects_in_zones(ts_ms, [obs.stationary_ms for obs in observations if obs.zone_id])
+        inferred, observations = step.run(frame.image, ts_ms, partial(detector.detect, frame.key))
         alerts = [
             (frame.t_s, alert.state.value)
-            for alert in engine.process(camera.id, ts_ms, observations)
+            for alert in engine.process(step.camera_id, ts_ms, observations)
         ]
         result.alerts += alerts
         result.frames += 1

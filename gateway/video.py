@@ -2,10 +2,12 @@
 
 Each camera reads on its own thread (``CameraSupervisor``) and offers its newest frame to
 one detection thread. The detection thread takes the latest frame of every camera that has
-one, runs the motion gate, batches the frames that need inference into one detector call,
-and analyses each camera's frame with that camera's own tracker and zones. A camera whose
-frame is still waiting when a newer one arrives loses the older one (counted): under load
-frames are dropped, never alerts, and one slow camera never delays another.
+one, runs each camera's motion gate, batches the frames that need inference into one
+detector call, and analyses each camera's frame with that camera's own tracker and zones:
+one ``gateway.camera_step.CameraStep`` per camera, the step the footage trials drive too.
+A camera whose frame is still waiting when a newer one arrives loses the older one
+(counted): under load frames are dropped, never alerts, and one slow camera never delays
+another.
 
 While a camera's stream is down, its evidence is its snapshot (a configured
 ``snapshot_url``, or the URI an ONVIF camera gives), kept fresh by a ``SnapshotKeeper`` on
@@ -24,14 +26,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from detectors.backends import Detection, Detector
+from detectors.backends import Detector
 from detectors.config import CameraSettings
-from detectors.motion_gate import MotionGate, MotionGateParams
-from detectors.observe import CameraAnalyser
+from detectors.motion_gate import MotionGateParams
 from detectors.sources.frame import Frame
 from detectors.sources.snapshot_keeper import SnapshotKeeper
 from detectors.sources.supervisor import CameraSupervisor, Status, StatusCallback
 from domain import Category, Observation
+from gateway.camera_step import CameraStep
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +54,9 @@ class VideoRuntime:
     ) -> None:
         self._detector = detector
         self._deliver = deliver
-        self.analysers = {c.id: CameraAnalyser(c, class_map) for c in cameras}
-        self._analyser_locks = {c.id: threading.Lock() for c in cameras}
         gate_params = MotionGateParams(recheck_s=recheck_s)
-        self._gates = {c.id: MotionGate(self.analysers[c.id].zones, gate_params) for c in cameras}
-        self._last_detections: dict[str, list[Detection]] = {}
+        self.steps = {c.id: CameraStep(c, class_map, gate_params) for c in cameras}
+        self.analysers = {camera_id: step.analyser for camera_id, step in self.steps.items()}
         self.snapshots = SnapshotKeeper(cameras, refresh_s=snapshot_refresh_s)
 
         def status_changed(camera_id: str, status: Status, detail: str, ts_ms: int) -> None:
@@ -104,12 +104,13 @@ class VideoRuntime:
 
         While the camera's stream is down, "current" is its latest snapshot with the zone
         drawn: the observations' boxes belong to an older frame, so they are left out."""
-        analyser = self.analysers[camera_id]
+        step = self.steps[camera_id]
+        analyser = step.analyser
         if self._supervisors_by_id[camera_id].status != "online":
             picture = self.snapshots.latest(camera_id)
             if picture is not None:
                 return self._snapshot_evidence(camera_id, zone_id, picture)
-        with self._analyser_locks[camera_id]:
+        with step.lock:
             current, before = analyser.evidence_frames(zone_id)
             drawn = analyser.draw_evidence(current, observations, zone_id)
         return drawn, before
@@ -117,11 +118,12 @@ class VideoRuntime:
     def _snapshot_evidence(
         self, camera_id: str, zone_id: str, picture: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        analyser = self.analysers[camera_id]
+        step = self.steps[camera_id]
+        analyser = step.analyser
         if zone_id not in {zone.id for zone in analyser.zones}:
             raise LookupError(f"camera {camera_id} has no zone {zone_id!r}")
         height, width = picture.shape[:2]
-        with self._analyser_locks[camera_id]:
+        with step.lock:
             drawn = analyser.draw_evidence(picture, [], zone_id)
             try:
                 before = analyser.evidence_frames(zone_id)[1]
@@ -155,26 +157,20 @@ class VideoRuntime:
                     log.exception("video analysis failed; continuing")
 
     def _analyse(self, batch: list[tuple[str, Frame]]) -> None:
+        """Each camera's ``CameraStep`` in its order, the detector run once for the batch."""
+        steps = [(self.steps[camera_id], frame) for camera_id, frame in batch]
         to_infer = [
-            (camera_id, frame)
-            for camera_id, frame in batch
-            if self._gates[camera_id].needs_inference(frame.image, frame.ts_ms)
+            (step, frame) for step, frame in steps if step.needs_inference(frame.image, frame.ts_ms)
         ]
         if to_infer:
             started = time.perf_counter()
             results = self._detector.detect([frame.image for _, frame in to_infer])
             self.stats["inference_ms_total"] += int((time.perf_counter() - started) * 1000)
             self.stats["inferences"] += len(to_infer)
-            for (camera_id, _), detections in zip(to_infer, results, strict=True):
-                self._last_detections[camera_id] = detections
+            for (step, _), detections in zip(to_infer, results, strict=True):
+                step.detected(detections)
         self.stats["frames_analysed"] += len(batch)
         self.stats["frames_gated"] += len(batch) - len(to_infer)
-        for camera_id, frame in batch:
-            detections = self._last_detections.get(camera_id, [])
-            with self._analyser_locks[camera_id]:
-                observations = self.analysers[camera_id].analyse(
-                    frame.image, frame.ts_ms, detections
-                )
-            standing = [obs.stationary_ms for obs in observations if obs.zone_id]
-            self._gates[camera_id].objects_in_zones(frame.ts_ms, standing)
-            self._deliver(camera_id, frame.ts_ms, observations)
+        for step, frame in steps:
+            observations = step.analyse(frame.image, frame.ts_ms)
+            self._deliver(step.camera_id, frame.ts_ms, observations)
