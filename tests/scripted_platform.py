@@ -4,9 +4,10 @@ must be tested in-process.
 The bundled platform answers only what a well-behaved platform answers. To see what the
 case bridge does with a 2xx that is not JSON, a case without an id, a 409 that does not say
 why or a ``Retry-After`` date, the test scripts the platform's replies one by one. The HTTP
-is real (a server on a loopback port, in a thread), so the real adapter
-(``case_bridge.platform.BundledPlatform``) reads every reply exactly as it would read a
-real platform's. When the script runs out, it answers like a well-behaved platform.
+is real (``loopback_server.LoopbackServer``: a server on a loopback port, in a thread), so
+the real adapter (``case_bridge.platform.BundledPlatform``) reads every reply exactly as it
+would read a real platform's. When the script runs out, it answers like a well-behaved
+platform.
 
 Besides replies, the script may hold two ways of not answering: ``HANG`` holds the request
 unanswered until the client gives up (a timeout after the request was sent) and ``CUT``
@@ -21,9 +22,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from loopback_server import LoopbackServer
 
 TOKEN = "scripted-token"
 
@@ -80,16 +83,8 @@ class ScriptedPlatformFake:
         self._lock = threading.Lock()
         self._stopped = threading.Event()  # releases held requests
         self._ids = itertools.count(1)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        self._http = LoopbackServer(self._handler(), port=port)
+        self.url = self._http.url
 
     def script(self, *replies: Answer) -> None:
         with self._lock:
@@ -99,13 +94,12 @@ class ScriptedPlatformFake:
         return [request.key for request in self.requests]
 
     def __enter__(self) -> ScriptedPlatformFake:
-        self._thread.start()
+        self._http.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stopped.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._stopped.set()  # first: a held request would keep its handler thread
+        self._http.stop()
 
     def _next(self, request: Request) -> Answer:
         with self._lock:
