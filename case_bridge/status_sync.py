@@ -1,5 +1,10 @@
-"""Brings case status back from the platform: a closed or voided case closes its incident,
-which re-arms the devices behind it (the next occurrence files a new case).
+"""Brings case status back from the platform: a closed or voided case goes to
+``on_case_final`` (the gateway closes its incident: re-armed, or flagged when its sensors
+still see the problem), any other status of a filed case to ``on_case_status`` (the
+gateway checks the problem at verification, 核查). Both get the incident id and the status.
+A case listed again in a status already handled is handed over again: the handlers are
+idempotent (a closed incident stays closed, a flag stands once), so a cursor that lists a
+case twice, or a restart, never acts twice.
 
 The platform lists changed cases a page at a time. A pass asks for every case changed since
 the last pass and follows the pages; it remembers where it is, so a pass cut short by an
@@ -35,20 +40,24 @@ class StatusSync:
         platform: CasePlatform,
         interval_s: float,
         on_case_final: Callable[[str, str], None],
+        on_case_status: Callable[[str, str], None] | None = None,
     ) -> None:
         self._conn = conn
         self._platform = platform
         self._interval_s = interval_s
         self._on_case_final = on_case_final
+        self._on_case_status = on_case_status
         self._since: str | None = None  # where the current pass lists from
         self._after: str | None = None  # the next page of the current pass
         self._next_since: str | None = None  # where the next pass will list from
+        self.passes = 0  # passes that read to the last page
         self.failures = 0  # passes cut short by the platform
         self.skipped = 0  # listed items that were unusable
         self.handler_errors = 0
 
     def stats(self) -> dict[str, Any]:
         return {
+            "passes": self.passes,
             "failures": self.failures,
             "skipped": self.skipped,
             "handler_errors": self.handler_errors,
@@ -73,6 +82,7 @@ class StatusSync:
                 if self._next_since is not None:
                     self._since = self._next_since
                 self._after = self._next_since = None
+                self.passes += 1
                 return
             self._after = page.next_after
 
@@ -84,18 +94,20 @@ class StatusSync:
             self._next_since = page.next_since
         for case in page.cases:
             if case.status in FINAL_STATUSES:
-                self._closed(case.id, case.status)
+                self._hand_over(self._on_case_final, case.id, case.status)
+            elif self._on_case_status is not None:
+                self._hand_over(self._on_case_status, case.id, case.status)
             if page.next_since is None and (
                 self._next_since is None or case.updated_at > self._next_since
             ):
                 self._next_since = case.updated_at
 
-    def _closed(self, case_id: str, status: str) -> None:
+    def _hand_over(self, handler: Callable[[str, str], None], case_id: str, status: str) -> None:
         incident_id = outbox.incident_for(self._conn, case_id)
         if incident_id is None:
             return
         try:
-            self._on_case_final(incident_id, status)
+            handler(incident_id, status)
         except Exception:
             self.handler_errors += 1
-            log.exception("closing incident %s for case %s failed", incident_id, case_id)
+            log.exception("case %s %s: handling incident %s failed", case_id, status, incident_id)

@@ -72,6 +72,11 @@ class _StatsCollector(Collector):
             CounterMetricFamily, "citygw_evidence_refused",
             "Evidence pictures left off a case, by reason", "reason", s.get("evidence_refused", {}),
         )  # fmt: skip
+        yield _labelled(
+            CounterMetricFamily, "citygw_closure_flags",
+            "Cases flagged because their problem persisted at verification or closure, by"
+            " case status", "status", s.get("closure_flags", {}),
+        )  # fmt: skip
         restarts = {name: part["restarts"] for name, part in s["parts"].items()}
         yield _labelled(
             CounterMetricFamily, "citygw_part_restarts",

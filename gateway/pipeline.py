@@ -182,10 +182,47 @@ class Pipeline:
         keys = self._incidents.close(incident_id, reason)
         if not keys:
             return
+        self._rearm(keys)
+        self._commit(store.Batch(), [], int(time.time() * 1000))
+
+    def persisting(self, incident_id: str) -> list[Alert]:
+        """The open incident's alerts that still fire (rules/incidents.py ``persisting``)."""
+        return self._incidents.persisting(incident_id)
+
+    def flag_of(self, incident_id: str) -> str:
+        """The case status at which the open incident's standing closure flag was raised."""
+        return self._incidents.flag_of(incident_id)
+
+    def flag(
+        self,
+        incident_id: str,
+        status: str,
+        evidence: Sequence[Alert],
+        now_ms: int,
+        close_reason: str | None = None,
+    ) -> list[CaseCommand]:
+        """Raise a closure flag (gateway/closure_check.py): the evidence goes to the case
+        through the outbox, committed with the flag. With ``close_reason`` the case is final:
+        the incident closes, and only its alerts that have cleared are re-armed. Those still
+        firing stay as the engines hold them, so the problem that persists files no second
+        case; when it clears, the engines clear the alert as always, and the next occurrence
+        fires afresh and files a new case — what a re-arm gives, without the duplicate."""
+        commands = self._incidents.flag(incident_id, status, list(evidence), now_ms)
+        if close_reason is not None:
+            still = {alert.key for alert in self._incidents.persisting(incident_id)}
+            keys = self._incidents.close(incident_id, close_reason)
+            self._rearm([key for key in keys if key not in still])
+        return self._save_commands(store.Batch(), commands, now_ms)
+
+    def unflag(self, incident_id: str, now_ms: int) -> None:
+        """The case went back to be handled again: its next verification is checked afresh."""
+        if self._incidents.unflag(incident_id):
+            self._save_commands(store.Batch(), [], now_ms)
+
+    def _rearm(self, keys: list[str]) -> None:
         for states in self._rule_states.values():
             states.rearm(keys)
         self._flow.rearm(keys)
-        self._commit(store.Batch(), [], int(time.time() * 1000))
 
     def refile(self, command: CaseCommand, now_ms: int) -> list[CaseCommand]:
         """A command's case was closed on the platform before the command reached it: file
@@ -261,11 +298,19 @@ class Pipeline:
                  json.dumps(alert.to_dict(), ensure_ascii=False), h.held_by)
             )  # fmt: skip
             commands.extend(h.commands)
+        self._save_commands(batch, commands, now_ms)
+        self.counters["alerts"] += len(handled)
+        self.counters["held_alerts"] += sum(h.held_by is not None for h in handled)
+        return commands
+
+    def _save_commands(
+        self, batch: store.Batch, commands: list[CaseCommand], now_ms: int
+    ) -> list[CaseCommand]:
+        """Commit the batch with every state changed since the last commit and the outbox
+        rows of ``commands``."""
         self._take_states(batch)
         batch.also.extend(partial(outbox.enqueue, command=c, now_ms=now_ms) for c in commands)
         self._save(batch)
-        self.counters["alerts"] += len(handled)
-        self.counters["held_alerts"] += sum(h.held_by is not None for h in handled)
         self.counters["commands"] += len(commands)
         return commands
 

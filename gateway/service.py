@@ -42,6 +42,7 @@ from devices.serial import SerialAdapters, check_registry, start_serial
 from domain import Alert, AlertState, Backoff, CaseCommand, Location, Observation, Reading
 from gateway import history, retention, store
 from gateway.api import create_api
+from gateway.closure_check import ClosureCheck
 from gateway.config import GatewayConfig
 from gateway.evidence import EvidenceWriter
 from gateway.evidence_links import links_from_settings
@@ -127,9 +128,11 @@ class Gateway:
             self.conn, self.platform, self.catalog, config.cases, platform.retry,
             on_case_closed=self._on_case_closed_early, on_delivered=self._on_delivered,
         )  # fmt: skip
+        self.closure = ClosureCheck(self.conn, self.pipeline, self._after_photo)
         self.status_sync = StatusSync(
-            self.conn, self.platform, platform.status_sync_s, self._on_case_final
-        )
+            self.conn, self.platform, platform.status_sync_s, self._on_case_status,
+            on_case_status=self._on_case_status,
+        )  # fmt: skip
         self.ingest: MqttIngest | None = None
         self.serial: SerialAdapters | None = None
         self.parts: list[RuntimePart] = []
@@ -301,6 +304,7 @@ class Gateway:
             # Readings kept but not given to business rules since start: device suspect.
             suspect_readings=self.pipeline.counters["suspect"],
             evidence_refused=dict(self.evidence.refused),
+            closure_flags=dict(self.closure.flags),
         )
         return figures
 
@@ -476,17 +480,30 @@ class Gateway:
             alert = self._pictured(alert, camera_id, zone.id, [])
         self._apply([alert])
 
-    def _on_case_final(self, incident_id: str, status: str) -> None:
+    def _on_case_status(self, incident_id: str, status: str) -> None:
+        """A case's status from status sync: closure check (gateway/closure_check.py);
+        kept for the next commit if the store refuses this one."""
         with contextlib.suppress(StoreUnavailable):
-            self.pipeline.close_incident(incident_id, f"case {status} on the platform")
+            if self.closure.case_status(incident_id, status):
+                self.dispatcher.wake()
+
+    def _after_photo(self, alert: Alert, now_ms: int) -> Alert:
+        """A camera zone alert with its zone's current frame (and "before" frame)."""
+        camera_id, _, zone_id = alert.zone.partition("/")
+        return self._pictured(alert, camera_id, zone_id, []) if zone_id else alert
 
     def _on_case_closed_early(self, incident_id: str, command: CaseCommand) -> None:
         """The platform closed the case while this command was on its way: close the
-        incident and file the stranded alert as a problem of its own (an escalation keeps
-        its higher priority) rather than drop it. A store that refuses the commit raises
-        here, so the case bridge keeps the command and hands it over again."""
+        incident as status sync would (flagged if the problem persists), and file the
+        stranded alert as a problem of its own (an escalation keeps its higher priority)
+        rather than drop it — unless the closure flag holds it: a flag's own evidence, or
+        more of the same problem, must not become a second case. A store that refuses the
+        commit raises here, so the case bridge keeps the command and hands it over again."""
         now_ms = int(time.time() * 1000)
-        self.pipeline.close_incident(incident_id, "case closed before evidence arrived")
+        if self.closure.case_status(incident_id, "closed", "case closed before evidence arrived"):
+            self.dispatcher.wake()
+        if self.closure.absorbs(incident_id, command):
+            return
         if self.pipeline.refile(command, now_ms):
             self.dispatcher.wake()
 

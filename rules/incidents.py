@@ -8,6 +8,10 @@ Dedup and merge (查重与并案) happen here:
 - a higher-priority alert escalates the incident's case instead of opening another;
 - a closed case (status synced back from the platform) closes the incident and re-arms its
   alerts, so the next occurrence files a new case;
+- each incident remembers the latest alert of each of its keys that has not cleared
+  (``persisting``): what its sensors and cameras still see. The closure check
+  (gateway/closure_check.py) asks it when the case reaches verification or is closed, and
+  ``flag`` records the check on the incident and makes the evidence commands for its case;
 - an alert may be absorbed into a given open incident (``absorb``: the alert flow's
   inhibition, e.g. a single gauge joining its grid's area-wide flood case) whatever its
   class or distance.
@@ -30,6 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority
+
+# Closure checks an incident keeps for operators (the API shows them), latest last.
+MAX_CHECKS_KEPT = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,59 @@ class IncidentBook:
     def incident_of(self, key: str) -> str | None:
         """The open incident this alert key is bound to, if any."""
         return self._open_by_key.get(key)
+
+    def persisting(self, incident_id: str) -> list[Alert]:
+        """The latest alert of each of the open incident's keys whose last transition was
+        not a clear, in key order: what its sources still see. Empty for an incident that
+        is not open, or one stored before the book kept this (its alerts count as cleared,
+        as every closed case was taken before)."""
+        incident = self._incidents.get(incident_id)
+        if incident is None or incident["status"] != "open":
+            return []
+        firing = incident.get("firing", {})
+        return [Alert.from_dict(firing[key]) for key in sorted(firing)]
+
+    def flag_of(self, incident_id: str) -> str:
+        """The case status at which the open incident's standing closure flag was raised
+        ("" when none stands)."""
+        incident = self._incidents.get(incident_id)
+        if incident is None or incident["status"] != "open":
+            return ""
+        return incident.get("flag", "")
+
+    def flag(
+        self, incident_id: str, status: str, evidence: list[Alert], at_ms: int
+    ) -> list[CaseCommand]:
+        """Raise a closure flag on the open incident: its case reached ``status`` while
+        ``evidence`` (one alert per source still seeing the problem) says it persists.
+        Recorded on the incident (``flag`` and the latest ``closure_checks``); returns the
+        evidence commands for its case, numbered like every other command of the incident,
+        so the ids are stable idempotency keys."""
+        incident = self._incidents.get(incident_id)
+        if incident is None or incident["status"] != "open":
+            return []
+        incident["flag"] = status
+        check = {"status": status, "at_ms": at_ms, "summaries": [a.summary for a in evidence]}
+        incident["closure_checks"] = [*incident.get("closure_checks", []), check][-MAX_CHECKS_KEPT:]
+        self._dirty.add(incident_id)
+        priority = Priority(incident["priority"])
+        commands = []
+        for alert in evidence:
+            incident["commands"] += 1
+            commands.append(
+                CaseCommand(f"{incident_id}/{incident['commands']}", incident_id,
+                            CommandKind.ATTACH, alert, priority)
+            )  # fmt: skip
+        return commands
+
+    def unflag(self, incident_id: str) -> bool:
+        """Take the open incident's standing flag down (its case was sent back to be
+        handled again: the next verification is checked afresh); whether one stood."""
+        if not self.flag_of(incident_id):
+            return False
+        self._incidents[incident_id]["flag"] = ""
+        self._dirty.add(incident_id)
+        return True
 
     def absorb(self, alert: Alert, incident_id: str) -> list[CaseCommand]:
         """Bind ``alert`` to the open incident ``incident_id`` and add it there as evidence
@@ -171,7 +231,9 @@ class IncidentBook:
             "commands": 1,
             "closed_reason": "",
             "merge": alert.merge,
+            "firing": {},
         }
+        _track(incident, alert)
         self._incidents[incident["id"]] = incident
         self._map_key(alert.key, incident["id"])
         self._dirty.add(incident["id"])
@@ -190,6 +252,7 @@ class IncidentBook:
             kind = CommandKind.ESCALATE
             incident["priority"] = str(alert.priority)
         incident["last_ts"] = max(incident["last_ts"], alert.ts)
+        _track(incident, alert)
         incident["commands"] += 1
         self._dirty.add(incident["id"])
         return CaseCommand(
@@ -199,6 +262,16 @@ class IncidentBook:
             alert=alert,
             priority=Priority(incident["priority"]),
         )
+
+
+def _track(incident: dict[str, Any], alert: Alert) -> None:
+    """Keep the alert as its key's latest while it fires; forget the key when it clears.
+    Its pictures are left out: a closure check takes its own."""
+    firing = incident.setdefault("firing", {})
+    if alert.state is AlertState.CLEARED:
+        firing.pop(alert.key, None)
+    else:
+        firing[alert.key] = {**alert.to_dict(), "media": []}
 
 
 _EARTH_RADIUS_M = 6_371_008.8  # as Location.distance_m

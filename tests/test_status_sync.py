@@ -1,6 +1,6 @@
-"""Status sync against exact listings: pages followed, bad items counted and skipped, a
-bad page or a failing handler never ends the task. Real SQLite, real HTTP, scripted
-platform (``tests/scripted_platform.py``)."""
+"""Status sync against exact listings: pages followed, final and other statuses handed to
+their handlers, bad items counted and skipped, a bad page or a failing handler never ends
+the task. Real SQLite, real HTTP, scripted platform (``tests/scripted_platform.py``)."""
 
 from __future__ import annotations
 
@@ -36,15 +36,26 @@ def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
 
 
 class Sync:
-    def __init__(self, conn: sqlite3.Connection, url: str, fail_on: str = "") -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, url: str, fail_on: str = "", others: bool = False
+    ) -> None:
         self.final: list[tuple[str, str]] = []
+        self.other: list[tuple[str, str]] = []
         self._fail_on = fail_on
-        self.sync = StatusSync(conn, BundledPlatform(url, TOKEN, 5), 0.01, self._final)
+        self.sync = StatusSync(
+            conn, BundledPlatform(url, TOKEN, 5), 0.01, self._final,
+            on_case_status=self._other if others else None,
+        )  # fmt: skip
 
     def _final(self, incident_id: str, status: str) -> None:
         if incident_id == self._fail_on:
             raise RuntimeError("store busy")
         self.final.append((incident_id, status))
+
+    def _other(self, incident_id: str, status: str) -> None:
+        if incident_id == self._fail_on:
+            raise RuntimeError("store busy")
+        self.other.append((incident_id, status))
 
 
 def queries(fake: ScriptedPlatformFake) -> list[dict[str, str]]:
@@ -78,7 +89,28 @@ def test_pages_are_followed_and_the_next_pass_lists_from_the_first_page_s_next_s
         {"limit": "500", "after": "C20261121-000001"},
         {"limit": "500", "since": T0},
     ]
-    assert s.sync.stats() == {"failures": 0, "skipped": 0, "handler_errors": 0}
+    assert s.sync.stats() == {"passes": 2, "failures": 0, "skipped": 0, "handler_errors": 0}
+
+
+def test_other_statuses_of_filed_cases_go_to_their_handler_in_listing_order(
+    conn: sqlite3.Connection, fake: ScriptedPlatformFake
+) -> None:
+    """Verification (核查) and the rest reach ``on_case_status``, every time a case is
+    listed (the handler is idempotent); cases we did not file are not handed over; a
+    handler that fails on one case is counted and the page goes on."""
+    fake.script(
+        Reply(200, {"cases": [case("C20261121-000001", "verifying"),
+                              case("C20261121-000009", "verifying"),  # not ours
+                              case("C20261121-000002", "handling"),
+                              case("C20261121-000003", "verifying"),
+                              case("C20261121-000004", "closed")], "next": None}),
+        Reply(200, {"cases": [case("C20261121-000001", "verifying", T2)], "next": None}),
+    )  # fmt: skip
+    s = Sync(conn, fake.url, fail_on="INC-3", others=True)
+    passes(s.sync, 2)
+    assert s.other == [("INC-1", "verifying"), ("INC-2", "handling"), ("INC-1", "verifying")]
+    assert s.final == [("INC-4", "closed")]
+    assert s.sync.stats() == {"passes": 2, "failures": 0, "skipped": 0, "handler_errors": 1}
 
 
 def test_without_next_since_the_newest_updated_at_is_the_next_since(
@@ -116,7 +148,7 @@ def test_unusable_items_are_counted_and_skipped_and_a_bad_page_is_a_failure(
     s = Sync(conn, fake.url, fail_on="INC-1")
     passes(s.sync, 6)
     assert s.final == [("INC-4", "void")]
-    assert s.sync.stats() == {"failures": 5, "skipped": 5, "handler_errors": 1}
+    assert s.sync.stats() == {"passes": 1, "failures": 5, "skipped": 5, "handler_errors": 1}
 
 
 def test_the_run_loop_outlives_a_platform_that_answers_nonsense(
