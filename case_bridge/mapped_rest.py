@@ -15,6 +15,15 @@ before anything is sent, with the field named.
 
 HMAC signing: see ``signed_message`` for exactly which bytes are signed.
 
+Evidence files (``upload`` in the mapping; which files, and how their bytes are checked:
+``mapped_rest_upload.py``): before a case is filed or evidence added, each of its files
+is uploaded alone and the ids the platform answers go into that request's body. A failed
+upload fails the whole call with the upload's own kind, so the outbox retries or parks the
+command as it would a failed send; it says the platform did not act on the case
+(``may_have_acted`` false: nothing about the case was sent), so no lookup follows. Files
+uploaded before a later failure stay on the platform unreferenced and are uploaded again
+on the next attempt. A 2xx upload reply without a readable file id is REFUSED (parked).
+
 Most such platforms keep no idempotency key (``honours_idempotency_key`` is true only
 when the mapping names the header of one that does), so before the outbox posts again a
 command whose earlier send may have acted, ``find_case`` looks the case up by our external
@@ -27,12 +36,16 @@ have acted.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import time
+from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -50,7 +63,17 @@ from case_bridge.mapped_rest_settings import (
     MappedRestSettings,
     Request,
     ResultCheck,
+    Upload,
     as_text,
+)
+from case_bridge.mapped_rest_upload import (
+    EvidenceFile,
+    EvidenceReader,
+    attachment_fields,
+    file_id_text,
+    file_problem,
+    form_root,
+    plan_uploads,
 )
 from case_bridge.platform import (
     MAX_CASE_REPLY_BYTES,
@@ -67,6 +90,8 @@ from case_bridge.platform import (
     shown,
     usable_case_id,
 )
+
+log = logging.getLogger(__name__)
 
 MESSAGE_CHARS = 200  # of a platform's result message, in a reason
 
@@ -101,6 +126,10 @@ def signed_message(method: str, target: bytes, timestamp: str, nonce: str, body:
     3. the timestamp header's value (Unix time in ms or s, decimal digits);
     4. the nonce header's value (32 lowercase hex digits, new for every request);
     5. the body bytes exactly as sent (UTF-8 JSON; empty for a GET), and nothing after.
+       For an upload that is the whole ``multipart/form-data`` body: every boundary line,
+       part header, form value and the file's bytes, so neither the file nor the hash sent
+       beside it can be swapped. The boundary is the body's first line: a platform that
+       checks it against the Content-Type header's needs nothing else unsigned.
 
     The key is the shared secret's UTF-8 bytes; the signature header carries the digest in
     lowercase hex or base64. Method and target are signed so that a signed body cannot be
@@ -240,26 +269,40 @@ class RequestBuilder:
         self._decimals = settings.coordinates.decimals
         self._tz = ZoneInfo(settings.timezone)
 
-    def body(self, request: Request, root: dict[str, Any], what: str) -> dict[str, Any]:
+    def body(
+        self,
+        request: Request,
+        root: dict[str, Any],
+        what: str,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The request's body; ``extra`` (target → value) is put in after the mapped
+        fields (the settings check that no target collides)."""
         body: dict[str, Any] = {}
         for target, spec in request.body.items():
             value = self._value(f"{what} body.{target}", spec, root)
-            if value is ABSENT:
-                continue
-            *outer, name = target.split(".")
-            node = body
-            for step in outer:
-                node = node.setdefault(step, {})
-            node[name] = value
+            if value is not ABSENT:
+                _put(body, target, value)
+        for target, value in (extra or {}).items():
+            _put(body, target, value)
         return body
 
     def query(self, request: Request, root: dict[str, Any], what: str) -> dict[str, str]:
-        params = {}
-        for name, spec in request.query.items():
-            value = self._value(f"{what} query.{name}", spec, root)
+        return self._texts(request.query, root, f"{what} query")
+
+    def form(self, upload: Upload, root: dict[str, Any], what: str) -> dict[str, str]:
+        """An upload's form fields as text; a null or omitted value is left out."""
+        return self._texts(upload.form, root, f"{what} form")
+
+    def _texts(
+        self, fields: Mapping[str, FieldSpec], root: dict[str, Any], where: str
+    ) -> dict[str, str]:
+        texts = {}
+        for name, spec in fields.items():
+            value = self._value(f"{where}.{name}", spec, root)
             if value is not ABSENT and value is not None:
-                params[name] = value if isinstance(value, str) else json.dumps(value)
-        return params
+                texts[name] = value if isinstance(value, str) else json.dumps(value)
+        return texts
 
     def _value(self, where: str, spec: FieldSpec, root: dict[str, Any]) -> Any:
         if spec.coordinate is not None:
@@ -313,13 +356,35 @@ class RequestBuilder:
             raise PlatformError(f"{where}: {shown(value)} is not a time", Failure.REFUSED) from None
 
 
+def _put(body: dict[str, Any], target: str, value: Any) -> None:
+    """``value`` at the dotted ``target``, making the objects on the way."""
+    *outer, name = target.split(".")
+    node = body
+    for step in outer:
+        node = node.setdefault(step, {})
+    node[name] = value
+
+
 class MappedRestPlatform:
     """The platform ``settings`` describes. ``settings.check_class_codes`` belongs in config
     loading (it needs the gateway's class codes); a code that slips through is refused per
-    case with the table named."""
+    case with the table named.
 
-    def __init__(self, settings: MappedRestSettings) -> None:
+    ``read_evidence`` (needed when the mapping has ``upload``) gives the bytes of a media
+    link of ours. ``upload_stats`` counts files ``uploaded``, links sent instead
+    (``linked_<reason>``) and files refused (``refused_missing``, ``refused_changed``)."""
+
+    def __init__(
+        self, settings: MappedRestSettings, read_evidence: EvidenceReader | None = None
+    ) -> None:
+        if settings.upload is not None and read_evidence is None:
+            raise ValueError(
+                "case_platform.mapped_rest.upload: the adapter needs the gateway's evidence"
+                " reader to upload files"
+            )
         self._settings = settings
+        self._read_evidence = read_evidence
+        self.upload_stats: Counter[str] = Counter()
         self._builder = RequestBuilder(settings)
         headers = {"Accept": "application/json"}
         auth = settings.auth
@@ -339,7 +404,8 @@ class MappedRestPlatform:
     async def open_case(self, body: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
         request = self._settings.open_case
         what = f"{request.method} {request.path}"
-        status, reply = await self._exchange(request, body, what, idempotency_key)
+        files = await self._attached_files("open_case", body, None)
+        status, reply = await self._exchange(request, body, what, idempotency_key, extra=files)
         checked = read_checked(request.check, status, reply, what)
         return {"id": read_case_id(checked, request.case_id, status, what)}
 
@@ -357,7 +423,10 @@ class MappedRestPlatform:
         path = request.path.replace("{case_id}", case_id)
         what = f"{request.method} {path}"
         root = {**body, "case_id": case_id}
-        status, reply = await self._exchange(request, root, what, idempotency_key, path=path)
+        files = await self._attached_files("add_evidence", body, case_id)
+        status, reply = await self._exchange(
+            request, root, what, idempotency_key, path=path, extra=files
+        )
         read_checked(request.check, status, reply, what, case_final=request.case_final)
         return {"id": case_id}
 
@@ -399,6 +468,76 @@ class MappedRestPlatform:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    async def _attached_files(
+        self, name: str, body: dict[str, Any], case_id: str | None
+    ) -> dict[str, Any]:
+        """Uploads the body's files if the mapping attaches files to request ``name``;
+        the body fields that then carry their ids and the links of the files not sent."""
+        upload = self._settings.upload
+        attach = getattr(upload, name) if upload is not None else None
+        if upload is None or attach is None:
+            return {}
+        plan = plan_uploads(body, upload)
+        for file, reason in plan.linked:
+            self.upload_stats[f"linked_{reason}"] += 1
+            log.warning(
+                "evidence file %s not uploaded (%s, %s bytes; limit %d): its link is sent",
+                file.name, reason, file.size, upload.max_file_bytes,
+            )  # fmt: skip
+        ids = [await self._upload(upload, file, case_id) for file in plan.uploads]
+        return attachment_fields(attach, ids, [file.url for file, _ in plan.linked])
+
+    async def _upload(self, upload: Upload, file: EvidenceFile, case_id: str | None) -> str:
+        """One file, checked against its record and sent; the platform's id for it."""
+        assert self._read_evidence is not None  # the constructor checks it
+        data = await asyncio.to_thread(self._read_evidence, file.url)
+        if (problem := file_problem(file, data)) is not None:
+            self.upload_stats[f"refused_{problem[0]}"] += 1
+            raise PlatformError(problem[1], Failure.REFUSED)
+        assert data is not None
+        try:
+            file_id = await self._send_file(upload, file, data, case_id)
+        except PlatformError as exc:
+            if exc.failure is Failure.CASE_FINAL:
+                raise
+            raise PlatformError(  # nothing of the case itself was sent
+                f"uploading evidence file {file.name}: {exc.reason}",
+                exc.failure,
+                retry_after_s=exc.retry_after_s,
+                may_have_acted=False,
+            ) from exc
+        self.upload_stats["uploaded"] += 1
+        return file_id
+
+    async def _send_file(
+        self, upload: Upload, file: EvidenceFile, data: bytes, case_id: str | None
+    ) -> str:
+        """The multipart request for one file, sent; the file id its reply gives. An
+        upload for a filed case reads the reply with add_evidence's ``case_final``."""
+        path = upload.path.replace("{case_id}", case_id) if case_id else upload.path
+        what = f"{upload.method} {path}"
+        evidence = self._settings.add_evidence
+        case_final = evidence.case_final if case_id and evidence else None
+        root = form_root(file, case_id)
+        outgoing = self._client.build_request(
+            upload.method,
+            path,
+            params=self._builder.query(upload, root, what),
+            data=self._builder.form(upload, root, what),
+            files={upload.file_field: (file.name, data, file.content_type)},
+            timeout=upload.timeout_s or self._settings.timeout_s,
+        )
+        status, reply = await self._send(outgoing, outgoing.read(), what, MAX_CASE_REPLY_BYTES)
+        checked = read_checked(upload.check, status, reply, what, case_final=case_final)
+        file_id = file_id_text(value := lookup(checked, upload.file_id))
+        if file_id is None:
+            found = "nothing there" if isinstance(value, _Absent) else shown(value)
+            raise PlatformError(
+                f"HTTP {status} on {what} without a readable file id at {upload.file_id}: {found}",
+                Failure.REFUSED,
+            )
+        return file_id
+
     async def _exchange(
         self,
         request: Request,
@@ -409,19 +548,27 @@ class MappedRestPlatform:
         path: str | None = None,
         paging: dict[str, str] | None = None,
         limit: int = MAX_CASE_REPLY_BYTES,
+        extra: Mapping[str, Any] | None = None,
     ) -> tuple[int, bytes]:
         """(status, body) of a 2xx; a PlatformError for anything else."""
         params = self._builder.query(request, root, what) | (paging or {})
         content = b""
         headers = {}
         if request.method != "GET":
-            content = _encode(self._builder.body(request, root, what), what)
+            content = _encode(self._builder.body(request, root, what, extra), what)
             headers["Content-Type"] = "application/json; charset=utf-8"
         if idempotency_key and self._settings.idempotency_header:
             headers[self._settings.idempotency_header] = idempotency_key
         outgoing = self._client.build_request(
             request.method, path or request.path, params=params, content=content, headers=headers
         )
+        return await self._send(outgoing, content, what, limit)
+
+    async def _send(
+        self, outgoing: httpx.Request, content: bytes, what: str, limit: int
+    ) -> tuple[int, bytes]:
+        """Signs (with HMAC auth) and sends; (status, body) of a 2xx, a PlatformError
+        for anything else."""
         if self._hmac is not None:
             outgoing.headers.update(_hmac_headers(self._hmac, outgoing, content))
         reply = await send_bounded(self._client, outgoing, what, limit)

@@ -16,12 +16,16 @@ mapping too large. Which class codes a deployment files is known only with the r
 gateway's config, so ``check_class_codes`` says which of them a class-code table lacks;
 the config loader calls it. Bounds (paths, fields, tables, entries, text) keep a mapping
 file from standing for unbounded work.
+
+A platform that takes evidence as files has an ``upload`` section (``Upload``): its
+endpoint, the multipart form around the file, where its reply gives the file's id, and
+where those ids (and the links of files not uploaded) go in the case and evidence bodies.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -47,6 +51,9 @@ MAX_TABLES = 32
 MAX_TABLE_ENTRIES = 5000
 MAX_TEXT_CHARS = 2000  # a constant's text
 MAX_KEY_CHARS = 64  # a table's key and text values, a result code
+# A file uploaded as evidence: as large as the gateway keeps (gateway/evidence_settings.py).
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+MAX_UPLOAD_FILES = 20  # per request that carries them
 
 # The statuses of our case workflow (those of the bundled platform); a platform's status
 # codes translate to these. Only "closed" and "void" act: they close the incident.
@@ -62,6 +69,13 @@ _REPLY_PATH = re.compile(rf"{_STEP}(?:\.{_STEP}){{0,{MAX_SEGMENTS - 1}}}")
 _HEADER = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 _REQUEST_PATH = re.compile(r"/(?:[A-Za-z0-9_.~%{}-]+/?){0,16}")
 
+
+def whole(pattern: str) -> str:
+    """``pattern`` for pydantic's ``Field(pattern=)``, which searches: anchored, so the
+    whole value must match (unanchored, "http://elsewhere/x" passes for a path)."""
+    return f"^(?:{pattern})$"
+
+
 # Source paths our bodies have, per request (see case_model.py): the open-case body (also
 # what find_case looks a case up by), the evidence body with the case id, the sync cursor.
 _EVIDENCE_ITEM = (
@@ -74,6 +88,9 @@ OPEN_CASE_SOURCES = re.compile(
 )
 EVIDENCE_SOURCES = re.compile(rf"case_id|priority|deadline|{_EVIDENCE_ITEM}")
 CHANGED_CASES_SOURCES = re.compile(r"since|after")
+# What an upload's form and query may carry: the file's recorded hash and size, its content
+# type and name, and the case's id when the upload is for a filed case (add_evidence).
+UPLOAD_SOURCES = re.compile(r"sha256|bytes|content_type|file_name|case_id")
 # Tables applied to these sources must cover every value our cases can carry.
 KNOWN_VALUES: dict[str, frozenset[str]] = {
     "priority": frozenset(str(p) for p in Priority),
@@ -95,7 +112,7 @@ def _dotted(pattern: re.Pattern[str], what: str) -> Any:
 
 TargetPath = Annotated[str, _dotted(_TARGET_PATH, "a request field")]
 ReplyPath = Annotated[str, _dotted(_REPLY_PATH, "a reply path")]
-HeaderName = Annotated[str, Field(pattern=_HEADER.pattern)]
+HeaderName = Annotated[str, Field(pattern=whole(_HEADER.pattern))]
 ShortText = Annotated[str, Field(min_length=1, max_length=MAX_KEY_CHARS)]
 
 
@@ -168,10 +185,9 @@ Fields = Annotated[
     dict[TargetPath, FieldSpec],
     Field(max_length=MAX_BODY_FIELDS),
 ]
-QueryFields = Annotated[
-    dict[Annotated[str, Field(pattern=r"[A-Za-z0-9_.\[\]-]{1,64}")], FieldSpec],
-    Field(max_length=MAX_QUERY_FIELDS),
-]
+# A query parameter's or form field's name.
+ParamName = Annotated[str, Field(pattern=whole(r"[A-Za-z0-9_.\[\]-]{1,64}"))]
+QueryFields = Annotated[dict[ParamName, FieldSpec], Field(max_length=MAX_QUERY_FIELDS)]
 
 
 class ResultCheck(BaseModel):
@@ -205,7 +221,7 @@ class Request(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     method: Literal["GET", "POST", "PUT", "PATCH"]
-    path: Annotated[str, Field(max_length=256, pattern=_REQUEST_PATH.pattern)]
+    path: Annotated[str, Field(max_length=256, pattern=whole(_REQUEST_PATH.pattern))]
     query: QueryFields = Field(default_factory=dict)
     body: Fields = Field(default_factory=dict)
     check: ResultCheck | None = None
@@ -217,11 +233,11 @@ class Request(BaseModel):
         if ".." in self.path.split("/"):
             raise ValueError("path: '..' is not allowed")
         placeholders = re.findall(r"\{([^{}]*)\}", self.path)
-        allowed = {"case_id"} if isinstance(self, AddEvidence) else set()
+        allowed = {"case_id"} if isinstance(self, AddEvidence | Upload) else set()
         braces = self.path.count("{") + self.path.count("}")
         if braces != 2 * len(placeholders) or not set(placeholders) <= allowed:
-            raise ValueError("path: the only placeholder is {case_id}, in add_evidence")
-        _check_targets(self.body)
+            raise ValueError("path: the only placeholder is {case_id}, in add_evidence and upload")
+        _check_targets(self.body, "body")
         return self
 
     def specs(self) -> Iterator[tuple[str, FieldSpec]]:
@@ -258,8 +274,8 @@ class PageNumbers(BaseModel):
     there may be another."""
 
     model_config = ConfigDict(extra="forbid")
-    param: Annotated[str, Field(pattern=r"[A-Za-z0-9_.-]{1,64}")]
-    size_param: Annotated[str, Field(pattern=r"[A-Za-z0-9_.-]{1,64}")]
+    param: Annotated[str, Field(pattern=whole(r"[A-Za-z0-9_.-]{1,64}"))]
+    size_param: Annotated[str, Field(pattern=whole(r"[A-Za-z0-9_.-]{1,64}"))]
     size: int = Field(100, ge=1, le=1000)
     first: int = Field(1, ge=0, le=1)
 
@@ -304,6 +320,69 @@ class FindCase(Request):
     item_key: ReplyPath
 
 
+class Attach(BaseModel):
+    """Where one request (open_case or add_evidence) carries its evidence files: ``ids``
+    takes the uploaded files' ids, ``links`` the signed links of files not uploaded (too
+    large, without a recorded hash, or past ``max_files``): each a list, or one text with
+    the values joined by ``join``. A target with nothing to carry is left out."""
+
+    model_config = ConfigDict(extra="forbid")
+    ids: TargetPath
+    links: TargetPath | None = None
+    join: Annotated[str, Field(min_length=1, max_length=8, pattern=whole("[ -~]+"))] | None = None
+
+
+class Upload(Request):
+    """Evidence files sent to the platform before the case or evidence that names them.
+
+    Each file goes alone, as ``multipart/form-data``: the ``form`` fields (sources
+    ``sha256``, ``bytes``, ``content_type``, ``file_name`` and, for add_evidence,
+    ``case_id``; also usable in ``query``), then the file in the part ``file_field``. A
+    2xx that passes ``check`` gives the file's id (or URL) at ``file_id``; ``open_case``
+    and ``add_evidence`` say where the ids go. ``path`` may hold ``{case_id}`` only when
+    uploads are for add_evidence alone: a case being filed has no id yet. A file larger
+    than ``max_file_bytes`` is not uploaded (its link goes instead); ``timeout_s``
+    defaults to the mapping's."""
+
+    method: Literal["POST", "PUT"] = "POST"
+    file_field: ParamName = "file"
+    form: QueryFields = Field(default_factory=dict)
+    file_id: ReplyPath
+    max_file_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=MAX_UPLOAD_BYTES)
+    max_files: int = Field(4, ge=1, le=MAX_UPLOAD_FILES)
+    timeout_s: float | None = Field(None, gt=0, le=600)
+    open_case: Attach | None = None
+    add_evidence: Attach | None = None
+
+    @model_validator(mode="after")
+    def _upload_shape(self) -> Upload:
+        if self.body:
+            raise ValueError("an upload is multipart/form-data: give its fields in form, not body")
+        if self.file_field in self.form:
+            raise ValueError(f"form.{self.file_field}: that name is the file's (file_field)")
+        if self.open_case is None and self.add_evidence is None:
+            raise ValueError("say where the uploaded files go: open_case, add_evidence or both")
+        if self.open_case is None:
+            return self
+        if "{case_id}" in self.path:
+            raise ValueError(
+                "open_case: the path names {case_id}, which a case being filed has not got"
+                " yet: attach uploads to add_evidence only"
+            )
+        for where, spec in self.specs():
+            if spec.from_ == "case_id" and spec.if_missing == "refuse":
+                raise ValueError(
+                    f"{where}: a case being filed has no case_id yet: give if_missing: omit,"
+                    " or attach uploads to add_evidence only"
+                )
+        return self
+
+    def specs(self) -> Iterator[tuple[str, FieldSpec]]:
+        yield from super().specs()
+        for name, spec in self.form.items():
+            yield f"form.{name}", spec
+
+
 class BearerAuth(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["bearer"]
@@ -324,7 +403,7 @@ class HmacAuth(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["hmac_sha256"]
     secret: SecretStr = Field(min_length=16)
-    key_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"[ -~]+")
+    key_id: str | None = Field(None, min_length=1, max_length=128, pattern=whole("[ -~]+"))
     key_id_header: HeaderName = "X-Key-Id"
     timestamp_header: HeaderName = "X-Timestamp"
     nonce_header: HeaderName = "X-Nonce"
@@ -363,6 +442,7 @@ class MappedRestSettings(BaseModel):
     add_evidence: AddEvidence | None = None
     changed_cases: ChangedCases
     find_case: FindCase | None = None
+    upload: Upload | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> MappedRestSettings:
@@ -373,7 +453,26 @@ class MappedRestSettings(BaseModel):
         for name, request, sources in self._requests():
             for where, spec in request.specs():
                 self._check_spec(f"{name}.{where}", spec, sources)
+        if self.upload is not None:
+            self._check_attached(self.upload)
         return self
+
+    def _check_attached(self, upload: Upload) -> None:
+        """Each request that carries files exists, has a body, and has room for them."""
+        for name in ("open_case", "add_evidence"):
+            attach: Attach | None = getattr(upload, name)
+            if attach is None:
+                continue
+            request: Request | None = getattr(self, name)
+            where = f"upload.{name}"
+            if request is None:
+                raise ValueError(f"{where}: the mapping has no {name} to carry the files")
+            if request.method == "GET":
+                raise ValueError(f"{where}: {name} is a GET, which has no body for the files")
+            targets = [*request.body, attach.ids, *([attach.links] if attach.links else [])]
+            if twice := sorted({t for t in targets if targets.count(t) > 1}):
+                raise ValueError(f"{where}: {twice[0]} is set twice ({name}.body and {where})")
+            _check_targets(targets, f"{name}.body with {where}")
 
     def _requests(self) -> Iterator[tuple[str, Request, re.Pattern[str]]]:
         yield "open_case", self.open_case, OPEN_CASE_SOURCES
@@ -382,6 +481,8 @@ class MappedRestSettings(BaseModel):
         yield "changed_cases", self.changed_cases, CHANGED_CASES_SOURCES
         if self.find_case is not None:
             yield "find_case", self.find_case, OPEN_CASE_SOURCES
+        if self.upload is not None:
+            yield "upload", self.upload, UPLOAD_SOURCES
 
     def _check_spec(self, field: str, spec: FieldSpec, sources: re.Pattern[str]) -> None:
         if spec.coordinate is not None and sources is not OPEN_CASE_SOURCES:
@@ -422,10 +523,10 @@ class MappedRestSettings(BaseModel):
             raise ValueError("; ".join(problems))
 
 
-def _check_targets(body: Mapping[str, FieldSpec]) -> None:
+def _check_targets(targets: Collection[str], where: str) -> None:
     """Two targets collide when one is inside the other (``a`` and ``a.b``)."""
-    for target in body:
+    for target in targets:
         parts = target.split(".")
         for end in range(1, len(parts)):
-            if (outer := ".".join(parts[:end])) in body:
-                raise ValueError(f"body: {outer} and {target} cannot both be set")
+            if (outer := ".".join(parts[:end])) in targets:
+                raise ValueError(f"{where}: {outer} and {target} cannot both be set")

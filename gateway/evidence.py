@@ -10,6 +10,10 @@ reaches a server, and ``case_bridge/case_model.py`` splits it into the case's ev
 The URL is a signed, expiring link (gateway/evidence_links.py) that platforms fetch without
 the API token. A picture above ``max_picture_bytes`` is encoded again at lower quality; one
 that still does not fit is left out of the case and counted by reason, never truncated.
+
+A platform that takes uploads gets the file itself: the case bridge hands back the link it
+was given and ``EvidenceWriter.read_linked`` returns the bytes, so the bridge never learns
+where pictures are kept (it checks them against the recorded hash before sending).
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import cv2
 import numpy as np
 
 from domain import Alert
-from gateway.evidence_links import EvidenceLinks
+from gateway.evidence_links import SIGNED_PREFIX, EvidenceLinks
 from gateway.evidence_settings import MAX_EVIDENCE_BYTES
 
 JPEG_QUALITY = 85
@@ -76,6 +81,16 @@ class EvidenceWriter:
                 return buffer.tobytes()
         self.refused["too_large"] += 1
         return None
+
+    def read_linked(self, url: str) -> bytes | None:
+        """The bytes of the picture a media link of ours names (with or without the public
+        address in front), or None. The link comes from our own outbox, so its signature
+        and expiry are not checked (a command may wait past a link's lifetime);
+        ``read_evidence`` keeps the name inside the folder."""
+        _, prefix, name = urlsplit(url).path.rpartition(SIGNED_PREFIX)
+        if not prefix or "/" in name:
+            return None
+        return read_evidence(self.folder, unquote(name))
 
 
 def media_entry(url: str, data: bytes) -> str:

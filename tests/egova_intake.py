@@ -3,7 +3,12 @@
 It checks what such an intake checks before it files anything: the credentials (an HMAC
 signature recomputed here, independently of the adapter, from the rule in
 ``case_bridge.mapped_rest.signed_message``'s docstring; or a bearer token or API key), the
-timestamp window and nonce reuse. It answers as those intakes do: HTTP 200 with
+timestamp window and nonce reuse. Evidence files arrive at ``/api/file/upload`` as
+multipart/form-data, parsed here strictly and independently of any HTTP library: exactly
+the example's form fields in order, then the file, whose size and SHA-256 must be the ones
+declared beside it; the signature covers the multipart body as received. A case or
+supplement naming attachments (``attachIDs``) is refused unless every id was uploaded.
+It answers as those intakes do: HTTP 200 with
 ``{"code": 0, "msg": "success", "data": ...}``, result codes for refusals, and keeps the
 events it filed so that status listing, lookup by external key and evidence for a closed
 case behave like the real thing. A script of forced replies (any status and bytes, or no
@@ -22,6 +27,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,6 +40,10 @@ TOKEN = "egova-token-1"
 BASE = "/eUrbanMIS"
 WINDOW_MS = 300_000
 HOLD_LIMIT_S = 10.0
+# The example's upload form, in order; eventID only with evidence for a filed case.
+UPLOAD_FIELDS = ("fileName", "contentType", "fileSize", "sha256", "bizType")
+MAX_FILE_BYTES = 5 * 1024 * 1024
+_BOUNDARY = re.compile(r"multipart/form-data; boundary=([0-9A-Za-z'()+_,./:=?-]{1,70})")
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,27 @@ class Forced:
     hold: bool = False
     cut: bool = False
     act: bool = False
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a multipart/form-data body: its name, file name (None for a plain
+    field), content type (None when not given) and bytes."""
+
+    name: str
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """A file the intake accepted: the form fields sent with it, and the file part."""
+
+    fields: dict[str, str]
+    filename: str
+    content_type: str
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -70,9 +101,11 @@ class EgovaIntakeFake:
         self.received: list[Received] = []
         self.events: dict[str, dict[str, Any]] = {}
         self.supplements: list[dict[str, Any]] = []
+        self.files: dict[str, Uploaded] = {}
         self._script: deque[Forced] = deque()
         self._nonces: set[str] = set()
         self._ids = itertools.count(1)
+        self._file_ids = itertools.count(1)
         self._ticks = itertools.count(1)
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -125,14 +158,21 @@ class EgovaIntakeFake:
         self._nonces.add(nonce)
         return True
 
-    def _answer(self, method: str, target: str, body: bytes) -> dict[str, Any]:
+    def _answer(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> dict[str, Any]:
         url = urlsplit(target)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         route = url.path.removeprefix(BASE)
-        if method == "POST" and route == "/api/event/report":
-            return self._report(json.loads(body))
-        if method == "POST" and route == "/api/event/supplement":
-            return self._supplement(json.loads(body))
+        if method == "POST" and route == "/api/file/upload":
+            return self._upload(parse_form_data(headers.get("content-type", ""), body))
+        if method == "POST" and route in ("/api/event/report", "/api/event/supplement"):
+            request = json.loads(body)
+            if missing := self._unknown_attachments(request):
+                return {"code": 1005, "msg": f"附件不存在: {missing}"}
+            if route == "/api/event/report":
+                return self._report(request)
+            return self._supplement(request)
         if method == "GET" and route == "/api/event/changed":
             return self._changed(query)
         if method == "GET" and route == "/api/event/query":
@@ -145,20 +185,54 @@ class EgovaIntakeFake:
             return {"code": 0, "msg": "success", "data": {"records": records}}
         return {"code": 1001, "msg": "参数错误: 无此接口"}
 
+    def _upload(self, parts: list[Part] | None) -> dict[str, Any]:
+        if parts is None:
+            return {"code": 1001, "msg": "参数错误: 不是 multipart/form-data"}
+        *fields, file = parts
+        names = tuple(part.name for part in fields)
+        if names not in (UPLOAD_FIELDS, (*UPLOAD_FIELDS, "eventID")) or any(
+            part.filename is not None or part.content_type is not None for part in fields
+        ):
+            return {"code": 1001, "msg": f"参数错误: 表单字段 {names}"}
+        form = {part.name: part.data.decode(errors="replace") for part in fields}
+        if file.name != "file" or file.filename != form["fileName"]:
+            return {"code": 1001, "msg": "参数错误: 缺少文件"}
+        if file.content_type != form["contentType"] or len(file.data) > MAX_FILE_BYTES:
+            return {"code": 1001, "msg": "参数错误: 文件类型或大小"}
+        if str(len(file.data)) != form["fileSize"]:
+            return {"code": 1006, "msg": "文件校验失败: 大小"}
+        if hashlib.sha256(file.data).hexdigest() != form["sha256"]:
+            return {"code": 1006, "msg": "文件校验失败: sha256"}
+        if "eventID" in form and (refusal := self._not_open(form["eventID"])):
+            return refusal
+        file_id = f"F{next(self._file_ids):06d}"
+        self.files[file_id] = Uploaded(form, file.filename, file.content_type, file.data)
+        return {"code": 0, "msg": "success", "data": {"fileID": file_id}}
+
+    def _unknown_attachments(self, request: dict[str, Any]) -> list[str]:
+        listed = request.get("attachIDs")
+        return [i for i in listed.split(",") if i not in self.files] if listed else []
+
     def _report(self, event: dict[str, Any]) -> dict[str, Any]:
         event_id = f"GL2026112100{next(self._ids):04d}"
         self.events[event_id] = {**event, "stateID": "1", "updateTime": self._clock()}
         return {"code": 0, "msg": "success", "data": {"eventID": event_id}}
 
-    def _supplement(self, supplement: dict[str, Any]) -> dict[str, Any]:
-        event = self.events.get(supplement.get("eventID"))
+    def _not_open(self, event_id: object) -> dict[str, Any] | None:
+        """The refusal for evidence to an event that does not exist or is final."""
+        event = self.events.get(event_id) if isinstance(event_id, str) else None
         if event is None:
             return {"code": 1004, "msg": "案件不存在"}
-        if event["stateID"] in ("6", "9"):
-            code, message = (
-                (2003, "案件已结案") if event["stateID"] == "6" else (2004, "案件已作废")
-            )
-            return {"code": code, "msg": message}
+        if event["stateID"] == "6":
+            return {"code": 2003, "msg": "案件已结案"}
+        if event["stateID"] == "9":
+            return {"code": 2004, "msg": "案件已作废"}
+        return None
+
+    def _supplement(self, supplement: dict[str, Any]) -> dict[str, Any]:
+        if refusal := self._not_open(supplement.get("eventID")):
+            return refusal
+        event = self.events[supplement["eventID"]]
         self.supplements.append(supplement)
         event["updateTime"] = self._clock()
         return {"code": 0, "msg": "success", "data": {"eventID": supplement["eventID"]}}
@@ -202,7 +276,7 @@ class EgovaIntakeFake:
                     )
                     forced = fake._script.popleft() if fake._script else None
                     if authorised and (forced is None or forced.act):
-                        answer = fake._answer(self.command, self.path, body)
+                        answer = fake._answer(self.command, self.path, headers, body)
                         forced = forced or Forced(200, answer)
                 if forced is None:
                     forced = Forced(401, {"code": 401, "msg": "签名验证失败"})
@@ -225,6 +299,42 @@ class EgovaIntakeFake:
                 pass
 
         return Handler
+
+
+def parse_form_data(content_type: str, body: bytes) -> list[Part] | None:
+    """The parts of a multipart/form-data body (RFC 7578), or None unless it is exactly
+    one: the declared boundary, each part opened by it and a Content-Disposition naming
+    the field, the closing delimiter last and nothing after it."""
+    declared = _BOUNDARY.fullmatch(content_type)
+    if declared is None:
+        return None
+    delimiter = b"--" + declared[1].encode()
+    opening, closing = delimiter + b"\r\n", b"\r\n" + delimiter + b"--\r\n"
+    if not body.startswith(opening) or not body.endswith(closing):
+        return None
+    chunks = body[len(opening) : -len(closing)].split(b"\r\n" + delimiter + b"\r\n")
+    parts = [_part(chunk) for chunk in chunks]
+    return None if any(part is None for part in parts) else parts  # type: ignore[return-value]
+
+
+def _part(chunk: bytes) -> Part | None:
+    head, blank, data = chunk.partition(b"\r\n\r\n")
+    if not blank:
+        return None
+    message = Message()
+    for line in head.decode("ascii", errors="replace").split("\r\n"):
+        name, colon, value = line.partition(":")
+        if not colon:
+            return None
+        message[name.strip()] = value.strip()
+    if message.get_content_disposition() != "form-data" or not message.get_param(
+        "name", header="content-disposition"
+    ):
+        return None
+    name = message.get_param("name", header="content-disposition")
+    filename = message.get_param("filename", header="content-disposition")
+    return Part(str(name), None if filename is None else str(filename),
+                message.get("content-type"), data)  # fmt: skip
 
 
 def _json(value: dict) -> bytes:

@@ -41,11 +41,14 @@ from case_bridge.platform import CASE_ID, Failure, PlatformError
 from case_bridge.settings import CaseSettings
 from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority
 from gateway.bounded_yaml import load_yaml_file
+from gateway.evidence import EvidenceWriter
+from gateway.evidence_links import EvidenceLinks
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "platforms" / "egova.yaml"
 CASES = CaseSettings()
 CATALOG = ClassCatalog(CASES.local_classes)
 TS_MS = 1_795_226_400_000  # 2026-11-21T02:00:00Z, 10:00 in Fuzhou
+LINKS = EvidenceLinks(b"evidence-link-secret-".ljust(32, b"0"), 3600, "https://gw.example.cn")
 
 ALERT = Alert(
     key="bin-0042/bin_full",
@@ -98,6 +101,16 @@ def case_body(alert: Alert = ALERT, incident: str = "INC-0042") -> dict[str, Any
     return open_case_body(command, CATALOG, CASES)
 
 
+def evidence_store(folder: Path) -> EvidenceWriter:
+    """The gateway's own evidence store in ``folder``: what the adapter reads uploads from."""
+    return EvidenceWriter(folder, LINKS, max_picture_bytes=2 * 2**20)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> EvidenceWriter:
+    return evidence_store(tmp_path / "evidence")
+
+
 @pytest.fixture
 def intake() -> Iterator[EgovaIntakeFake]:
     with EgovaIntakeFake() as server:
@@ -114,12 +127,18 @@ Connect = Callable[[dict[str, Any]], MappedRestPlatform]
 
 
 @pytest.fixture
-def connect(runner: asyncio.Runner) -> Iterator[Connect]:
-    """``connect(data)``: the adapter for a mapping, closed after the test."""
+def connect(runner: asyncio.Runner, store: EvidenceWriter) -> Iterator[Connect]:
+    yield from adapters(runner, store)
+
+
+def adapters(runner: asyncio.Runner, store: EvidenceWriter) -> Iterator[Connect]:
+    """``connect(data)``: the adapter for a mapping, reading evidence from ``store``,
+    closed after the test."""
     made: list[MappedRestPlatform] = []
 
     def make(data: dict[str, Any]) -> MappedRestPlatform:
-        made.append(MappedRestPlatform(MappedRestSettings.model_validate(data)))
+        settings_ = MappedRestSettings.model_validate(data)
+        made.append(MappedRestPlatform(settings_, store.read_linked))
         return made[-1]
 
     yield make
@@ -381,7 +400,7 @@ def test_evidence_without_an_evidence_endpoint_is_refused(
     connect: Connect, intake: EgovaIntakeFake, runner: asyncio.Runner
 ) -> None:
     data = example_data(intake.url)
-    del data["add_evidence"]
+    del data["add_evidence"], data["upload"]["add_evidence"]
     error = failure_of(runner, connect(data).add_evidence("GL1", {"evidence": []}, "k"))
     assert error.failure is Failure.REFUSED and "no add_evidence" in error.reason
     assert intake.received == []
@@ -532,6 +551,11 @@ def _nested(depth: int) -> Any:
          "add_evidence.body.x: this request has no location"),
         ("open_case.path", "/api/{case_id}", "open_case", "placeholder"),
         ("open_case.path", "/api/../admin", "open_case", "'..'"),
+        # Patterns match whole values: a part that fits is not enough.
+        ("open_case.path", "http://elsewhere.example/api", "open_case.path", "match pattern"),
+        ("idempotency_header", "X-Request Id", "idempotency_header", "match pattern"),
+        ("find_case.query", {"key=x&a": {"const": 1}}, "find_case.query", "match pattern"),
+        ("auth.key_id", "k\r\nX-Admin: 1", "auth.hmac_sha256.key_id", "match pattern"),
         ("changed_cases.query", {"pageNo": {"const": 1}}, "changed_cases", "page_numbers"),
         ("coordinates", {"system": "EPSG:4490"}, "coordinates",
          "not a projected system in metres"),
@@ -676,10 +700,14 @@ BUILDER = RequestBuilder(SETTINGS)
 
 
 @pytest.fixture(scope="module")
-def one_adapter() -> Iterator[tuple[EgovaIntakeFake, asyncio.Runner, MappedRestPlatform]]:
+def one_adapter(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[EgovaIntakeFake, asyncio.Runner, MappedRestPlatform]]:
     """One intake and adapter for many hypothesis examples (an HTTP client is not free)."""
     with EgovaIntakeFake() as intake, asyncio.Runner() as runner:
-        platform = MappedRestPlatform(MappedRestSettings.model_validate(example_data(intake.url)))
+        settings_ = MappedRestSettings.model_validate(example_data(intake.url))
+        store = evidence_store(tmp_path_factory.mktemp("evidence"))
+        platform = MappedRestPlatform(settings_, store.read_linked)
         yield intake, runner, platform
         runner.run(platform.aclose())
 
