@@ -139,7 +139,10 @@ class RegionBackground:
         """Noise sigma per pixel from its neighbourhood's mean variance, within bounds."""
         p = self.params
         pooled = cv2.blur(variance.astype(np.float32), (p.noise_window, p.noise_window))
-        return np.clip(np.sqrt(pooled), p.min_sigma, p.max_sigma).astype(np.float32)
+        # The box filter's running sums can end a hair below zero on a flat patch.
+        return np.clip(np.sqrt(np.maximum(pooled, 0.0)), p.min_sigma, p.max_sigma).astype(
+            np.float32
+        )
 
     def _align(self, grey: np.ndarray, masked: np.ndarray) -> np.ndarray:
         """``grey`` mapped onto the background's brightness (see the module docstring)."""

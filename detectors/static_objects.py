@@ -69,9 +69,9 @@ class StaticObjectParams:
     min_area_px: int = 60
     max_area_frac: float = 0.5  # of the region
     mask_margin: float = 0.1  # person/vehicle boxes grown by this fraction of their size
-    hidden_frac: float = 0.5  # more of an object hidden than this → occluded (unknown)
-    present_frac: float = 0.5  # this much of what is visible still differs → present
-    empty_frac: float = 0.7  # this much of what is visible matches the scenery → empty
+    present_frac: float = 0.5  # this much of an object shows it → present
+    empty_frac: float = 0.6  # this much of it shows the scenery...
+    empty_object_frac: float = 0.2  # ...and no more than this shows it → seen empty
     clear_empty_samples: int = 3  # seen empty this many times → gone
     # An object mostly inside a person/vehicle box not much bigger than itself is that
     # person or vehicle: in more than ``max_explained_share`` of its samples → not reported.
@@ -229,7 +229,7 @@ class _Region:
         hidden = mask | sample.moving
         self._count_still_pixels(sample, hidden, mask, ts_ms)
         components = self._components(self.count >= self.params.confirm_samples)
-        self._judge_candidates(sample, hidden, components, explaining)
+        self._judge_candidates(sample, components, explaining)
         for pixels in components:
             if pixels is None:
                 continue
@@ -282,7 +282,9 @@ class _Region:
         self.count = np.where(go_on | resume, self.count + 1, np.where(fresh, 1, self.count))
         self.first_ms[fresh] = ts_ms
         self.content[fresh] = sample.aligned[fresh]
-        seen_empty = ~sample.foreground & ~hidden
+        # Scenery is scenery behind a person's box too (the pavement between a walker's
+        # legs): a mask hides what differs, not what matches the background.
+        seen_empty = ~sample.foreground & ~sample.moving
         self.empty_streak = np.where(seen_empty, np.minimum(self.empty_streak + 1, 2), 0).astype(
             np.int8
         )
@@ -324,37 +326,35 @@ class _Region:
     def _judge_candidates(
         self,
         sample: Sample,
-        hidden: np.ndarray,
         components: list[np.ndarray | None],
         explaining: Sequence[tuple[Box, float]],
     ) -> None:
         """Present, occluded or seen empty, for every known object; components that
         continue one are consumed (set to None).
 
-        What is visible of an object is compared with its own appearance and with the
-        scenery: mostly the object → present; mostly scenery → seen empty; neither (a
-        person standing on the spot, a heap being added to) → unknown."""
+        Each of the object's pixels is compared with its own appearance and with the
+        scenery, whatever box or motion is over it: an occluder shows neither, so a share
+        of the whole object is evidence however crowded the street. Mostly the object →
+        present; mostly scenery and hardly any object → seen empty (the pavement showing
+        between walkers' legs where the bag stood); otherwise (a person standing on the
+        spot, a heap being added to) → unknown."""
         p = self.params
         assert self.model.bg is not None
         kept = []
         for c in self.candidates:
-            size = int(c.pixels.sum())
-            visible = c.pixels & ~hidden
-            shown = int(visible.sum())
+            threshold = sample.threshold[c.pixels]
+            values = sample.aligned[c.pixels]
+            as_object = float((np.abs(values - c.appearance[c.pixels]) <= threshold).mean())
+            as_scenery = float((np.abs(values - self.model.bg[c.pixels]) <= threshold).mean())
             c.occluded = True
-            if size - shown <= p.hidden_frac * size:
-                threshold = sample.threshold[visible]
-                values = sample.aligned[visible]
-                as_object = np.abs(values - c.appearance[visible]) <= threshold
-                as_scenery = np.abs(values - self.model.bg[visible]) <= threshold
-                if as_object.mean() >= p.present_frac:
-                    c.occluded = False
-                    c.empty_views = 0
-                    contrast = np.abs(values - self.model.bg[visible]).mean()
-                    c.score = round(min(1.0, float(contrast / (3.0 * threshold.mean()))), 3)
-                elif as_scenery.mean() >= p.empty_frac:
-                    c.occluded = False
-                    c.empty_views += 1
+            if as_object >= p.present_frac:
+                c.occluded = False
+                c.empty_views = 0
+                contrast = np.abs(values - self.model.bg[c.pixels]).mean()
+                c.score = round(min(1.0, float(contrast / (3.0 * threshold.mean()))), 3)
+            elif as_scenery >= p.empty_frac and as_object <= p.empty_object_frac:
+                c.occluded = False
+                c.empty_views += 1
             self._continue(c, components, sample)
             c.views += 1
             explainer = next(

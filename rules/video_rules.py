@@ -145,17 +145,19 @@ class VideoRuleEngine:
         for zone in self._zones.get(camera_id, {}).values():
             seen = by_zone.get(zone.zone_id, [])
             evidence: list[Observation] = []
+            attended = False
             if zone.in_force is None or zone.in_force(ts_ms):
                 if zone.rule_id == "stall":
                     evidence = _stall_evidence(seen, zone.params)
                 else:
-                    evidence = _dumping_evidence(seen, zone.params)
+                    evidence, attended = _dumping_evidence(seen, zone.params)
             key = alert_key(camera_id, zone.zone_id, zone.rule_id)
             state = self.states.get(key, initial_state)
             before = dict(state)
-            transition, dwell_ms = _advance(
-                state, ts_ms, bool(evidence), zone, _lead_in(zone, ts_ms)
-            )
+            if attended:
+                state["attended"] = ts_ms
+            lead_ms = _lead_in(zone, ts_ms, evidence, state.get("attended"))
+            transition, dwell_ms = _advance(state, ts_ms, bool(evidence), zone, lead_ms)
             if state != before:
                 self.states.touch(key)
             if transition is not None:
@@ -203,10 +205,19 @@ class VideoRuleEngine:
         )
 
 
-def _lead_in(zone: _Zone, ts_ms: int) -> int:
+def _lead_in(zone: _Zone, ts_ms: int, evidence: list[Observation], attended_ms: int | None) -> int:
     """How far before ``ts_ms`` a presence that starts now began: evidence has stood still
-    ``stationary_s`` by definition, unless the zone's rule was not in force then."""
-    lead_ms = int(zone.params.stationary_s * 1000)
+    ``stationary_s`` by definition; a static object as long as the detector says it has
+    stood (passers-by hid it while its stillness was confirmed, so it is first reported
+    long after it arrived), but not from before the zone last saw one attended (a bag
+    beside its owner is dumped from when the owner left, not from when it was put down).
+    None of it counts from before the zone's rule was in force."""
+    least_ms = int(zone.params.stationary_s * 1000)
+    lead_ms = max(
+        [least_ms] + [o.stationary_ms for o in evidence if o.category is Category.STATIC_OBJECT]
+    )
+    if attended_ms is not None:
+        lead_ms = max(least_ms, min(lead_ms, ts_ms - attended_ms))
     if zone.in_force is not None and not zone.in_force(ts_ms - lead_ms):
         return 0
     return lead_ms
@@ -281,11 +292,16 @@ def _stall_evidence(seen: list[Observation], p: VideoRuleParams) -> list[Observa
     ]
 
 
-def _dumping_evidence(seen: list[Observation], p: VideoRuleParams) -> list[Observation]:
+def _dumping_evidence(
+    seen: list[Observation], p: VideoRuleParams
+) -> tuple[list[Observation], bool]:
+    """The still rubbish and static objects that count, and whether one was attended (a
+    stationary person near it)."""
     blockers = [o for o in seen if o.category in _BLOCKERS]
     still = _stationary(seen, p)
     people = [o for o in still if o.category is Category.PERSON]
     evidence = []
+    attended = False
     for o in still:
         if o.category not in (Category.RUBBISH, Category.STATIC_OBJECT):
             continue
@@ -296,7 +312,9 @@ def _dumping_evidence(seen: list[Observation], p: VideoRuleParams) -> list[Obser
             continue
         if o.label in p.rubbish_labels or not any(_near(o, q, p) for q in people):
             evidence.append(o)
-    return evidence
+        else:
+            attended = True
+    return evidence, attended
 
 
 def _stationary(seen: list[Observation], p: VideoRuleParams) -> list[Observation]:

@@ -141,9 +141,10 @@ def test_dumping_fires_and_clears():
     alerts = []
     for t in range(1000):
         alerts += e.process("cam1", t * 1000, [see(BLOB, score=0.9)] if t < 700 else [])
+    # First reported as standing 60 s (STILL): the dwell counts from then, so 600 s at 540.
     assert [(a.ts, a.state, a.key, a.class_code, a.values) for a in alerts] == [
         (
-            590_000,
+            540_000,
             AlertState.FIRING,
             "cam1/z1/dumping",
             "06010",
@@ -154,7 +155,7 @@ def test_dumping_fires_and_clears():
             AlertState.CLEARED,
             "cam1/z1/dumping",
             "06010",
-            {"dwell_s": 709.0, "objects": 0.0, "score": 0.0},
+            {"dwell_s": 759.0, "objects": 0.0, "score": 0.0},
         ),
     ]
 
@@ -170,19 +171,46 @@ def test_dumping_ignores_moving_people_vehicles_and_attended_bags():
     assert [a[:2] for a in run(dumping(), 700, lambda t: [see(BAG)])] == [(590, AlertState.FIRING)]
 
 
+def test_a_static_object_counts_from_when_it_stood_still_not_from_before_its_owner_left():
+    # Confirmed late (passers-by hid it): first reported at 100 s, standing since 20 s.
+    late = run(dumping(), 700, lambda t: [see(BLOB, (t - 20) * 1000)] if t >= 100 else [])
+    assert [a[:2] for a in late] == [(620, AlertState.FIRING)]
+    # The same object with its owner standing by it until 300 s: dumped from 300 (less
+    # the stationary_s every presence starts with), not from 20.
+    attended = run(
+        dumping(),
+        1000,
+        lambda t: [see(BLOB, (t - 20) * 1000)] + ([see(PERSON)] if t < 300 else []),
+    )
+    assert [a[:2] for a in attended] == [(890, AlertState.FIRING)]
+    # A tracked object's stillness is the tracker's; it counts the usual stationary_s.
+    tracked = run(dumping(), 800, lambda t: [see(BAG, (t - 20) * 1000)] if t >= 100 else [])
+    assert [a[:2] for a in tracked] == [(690, AlertState.FIRING)]
+
+
 def test_a_static_object_hidden_behind_traffic_still_counts_unknown_is_not_gone():
     # A bus stops in front of the bag for a minute, longer than the gap tolerance.
     def scene(t):
         behind = 100 <= t < 160
         return [replace(see(BLOB), occluded=behind)] + ([see(CAR)] if behind else [])
 
-    assert [a[:2] for a in run(dumping(), 700, scene)] == [(590, AlertState.FIRING)]
+    assert [a[:2] for a in run(dumping(), 700, scene)] == [(540, AlertState.FIRING)]
+
     # The same car over a blob the detector does not know to be hidden: the blob is the car.
-    # Absent for 60 s, so the dwell restarts when it is seen again at 160 (from 150).
-    unexplained = run(
-        dumping(), 800, lambda t: [see(BLOB)] + ([see(CAR)] if 100 <= t < 160 else [])
-    )
-    assert [a[:2] for a in unexplained] == [(750, AlertState.FIRING)]
+    # Absent for 60 s, so the dwell restarts when a blob standing anew is seen at 160 (from
+    # 150)...
+    def anew(t):
+        standing = (t + 60 if t < 100 else t - 150) * 1000
+        return [see(BLOB, standing)] + ([see(CAR)] if 100 <= t < 160 else [])
+
+    assert [a[:2] for a in run(dumping(), 800, anew)] == [(750, AlertState.FIRING)]
+
+    # ...but one the detector says has stood there all along counts from then (the car
+    # stopped in front of it).
+    def all_along(t):
+        return [see(BLOB, (t + 60) * 1000)] + ([see(CAR)] if 100 <= t < 160 else [])
+
+    assert [a[:2] for a in run(dumping(), 800, all_along)] == [(540, AlertState.FIRING)]
 
 
 def test_stall_rule_ignores_rubbish_and_dumping_ignores_stalls():
