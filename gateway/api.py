@@ -8,7 +8,9 @@ its single user.
 Closed by default (gateway/api_guard.py): every route but ``/healthz`` needs the bearer
 token, requests are bounded in size, every list is paged (gateway/listings.py), and the
 docs are off. Evidence pictures are served by name from their own folder only; signed
-links to them (gateway/api_evidence.py) need no token.
+links to them (gateway/api_evidence.py) need no token, nor do the platform's status
+webhooks, which are signed too (gateway/api_platform_events.py, mounted only when
+``case_platform.webhook`` is configured).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from gateway.api_backtests import backtests_router
 from gateway.api_errors import install_validation_errors
 from gateway.api_evidence import evidence_router
 from gateway.api_guard import ApiGuard
+from gateway.api_platform_events import EVENTS_PATH, PlatformEvents, platform_events_router
 from gateway.api_silences import silences_router
 from gateway.api_thresholds import thresholds_router
 from gateway.backtest import backtest_from_config
@@ -47,7 +50,10 @@ T = TypeVar("T")
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 
 
-def create_api(gw: Gateway) -> FastAPI:
+def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> FastAPI:
+    """The API of ``gw``; with ``platform_events`` (built when ``case_platform.webhook`` is
+    configured) also ``POST /platform/events``, which takes signed status webhooks instead
+    of the bearer token."""
     settings = gw.config.api
     token = settings.token()
     if token is None:
@@ -75,6 +81,7 @@ def create_api(gw: Gateway) -> FastAPI:
         "/healthz",
         *(["/metrics"] if settings.metrics_public else []),
         *(DOCS_PATHS if docs else []),
+        *([EVENTS_PATH] if platform_events is not None else []),
     }
     app.add_middleware(
         ApiGuard,
@@ -177,6 +184,8 @@ def create_api(gw: Gateway) -> FastAPI:
     app.include_router(silences_router(gw.silences))
     app.include_router(backtests_router(backtest_from_config(gw.config)))
     app.include_router(evidence_router(gw.evidence_dir, gw.evidence.links))
+    if platform_events is not None:
+        app.include_router(platform_events_router(platform_events))
     return app
 
 

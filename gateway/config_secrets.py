@@ -31,6 +31,7 @@ SECRET_SOURCES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("case_platform", "token"): ("file", "env"),
     ("case_platform", "open311", "api_key"): ("file", "env"),
     ("case_platform", "mapped_rest", "auth", "secret"): ("file", "env"),
+    ("case_platform", "webhook", "secret"): ("file", "env"),
     ("history", "influxdb", "token"): ("file", "env"),
 }
 # Up to the last "@": a password may hold "/" or "@" unescaped; masking a path too is fine.

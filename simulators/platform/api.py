@@ -15,7 +15,8 @@ rather than never. A 409 for evidence on a final case names the case's status
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -29,6 +30,7 @@ from simulators.platform.guards import API_PREFIX, BodyLimit, install_guards
 from simulators.platform.open311 import Open311Options, install_open311
 from simulators.platform.schemas import CaseCreate, CaseFilter, EvidenceAppend, TransitionRequest
 from simulators.platform.store import Case, CaseNotFound, CaseStore
+from simulators.platform.webhooks import WebhookSender, WebhookTarget
 from simulators.platform.workflow import CaseClosed, IllegalTransition
 
 JsonObject = Annotated[dict[str, Any], Body()]
@@ -121,16 +123,31 @@ def _routes(store: CaseStore) -> APIRouter:
 
 
 def create_app(
-    db_path: str, token: str, unavailable_for: float = 0.0, open311: Open311Options | None = None
+    db_path: str,
+    token: str,
+    unavailable_for: float = 0.0,
+    open311: Open311Options | None = None,
+    webhook: WebhookTarget | None = None,
 ) -> FastAPI:
     """Build the platform on the SQLite file ``db_path`` (created if missing), with its
     Open311 face (``simulators/platform/open311.py``) on the same store.
 
     ``unavailable_for`` > 0 makes every /api/v1 request fail with 503 for that many seconds
     after this call, so clients' retry and back-off paths can be tested for real.
+    ``webhook``: where each status change is posted (``simulators/platform/webhooks.py``);
+    the sender is ``app.state.webhooks`` and its figures are at ``GET /api/v1/webhooks``.
     """
-    store = CaseStore(db_path)
-    app = FastAPI(title="citygw case platform simulator", version="1")
+    sender = WebhookSender(webhook) if webhook is not None else None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if sender is not None:
+            sender.close()
+
+    store = CaseStore(db_path, sender.notify if sender is not None else None)
+    app = FastAPI(title="citygw case platform simulator", version="1", lifespan=lifespan)
+    app.state.webhooks = sender
     app.add_middleware(BodyLimit)  # added first: runs after the guards (see guards.py)
     install_guards(app, token=token, unavailable_for=unavailable_for)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -143,5 +160,11 @@ def create_app(
         return {"status": "ok"}
 
     app.include_router(_routes(store))
+
+    @app.get(API_PREFIX + "/webhooks")
+    def webhooks() -> dict[str, Any]:
+        """What the webhook sender did: ``{"enabled": false}`` without a target."""
+        return {"enabled": False} if sender is None else {"enabled": True, **sender.stats()}
+
     install_open311(app, store, token, open311)
     return app

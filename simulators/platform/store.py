@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from typing import Any
 
@@ -129,10 +130,19 @@ def _stored_bytes(row: sqlite3.Row) -> int:
 
 
 class CaseStore:
-    """Cases, their history and the idempotency keys that protect them from replays."""
+    """Cases, their history and the idempotency keys that protect them from replays.
 
-    def __init__(self, path: str) -> None:
+    ``on_status_change`` is told of each status change once it has committed (the webhook
+    sender's ``notify``): a subscriber is never told of a change that was rolled back.
+    Changes and their telling are one step under a lock, so two requests moving a case at
+    once tell in the order they committed. It must not block: it runs in the request that
+    made the change.
+    """
+
+    def __init__(self, path: str, on_status_change: Callable[[Case], None] | None = None) -> None:
         self._path = path
+        self._on_status_change = on_status_change
+        self._status_lock = threading.Lock()
         with closing(self._connect()) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
@@ -274,6 +284,13 @@ class CaseStore:
 
     def transition(self, case_id: str, to: str, note: str) -> Case:
         """Move a case to status ``to``; raise IllegalTransition if the workflow forbids it."""
+        with self._status_lock:
+            changed = self._transition(case_id, to, note)
+            if self._on_status_change is not None:
+                self._on_status_change(changed)
+        return changed
+
+    def _transition(self, case_id: str, to: str, note: str) -> Case:
         with self._write() as conn:
             case = self._load(conn, case_id)
             action = check_transition(case["status"], to)
