@@ -73,6 +73,19 @@ class _StatsCollector(Collector):
             "Evidence pictures left off a case, by reason", "reason", s.get("evidence_refused", {}),
         )  # fmt: skip
         yield _labelled(
+            CounterMetricFamily, "citygw_evidence_uploads",
+            "Evidence files for a platform that takes uploads: uploaded, sent as a link"
+            " instead (linked_<reason>) or refused (refused_<reason>)", "outcome",
+            s.get("evidence_uploads", {}),
+        )  # fmt: skip
+        events = s.get("platform_events", {})
+        yield _labelled(
+            CounterMetricFamily, "citygw_platform_events",
+            "Status webhooks from the platform: accepted, or refused by reason", "result",
+            {"accepted": events.get("accepted", 0), **events.get("refused", {})}
+            if events else {},
+        )  # fmt: skip
+        yield _labelled(
             CounterMetricFamily, "citygw_closure_flags",
             "Cases flagged because their problem persisted at verification or closure, by"
             " case status", "status", s.get("closure_flags", {}),

@@ -42,6 +42,7 @@ from devices.serial import SerialAdapters, check_registry, start_serial
 from domain import Alert, AlertState, Backoff, CaseCommand, Location, Observation, Reading
 from gateway import history, retention, store
 from gateway.api import create_api
+from gateway.api_platform_events import PlatformEvents
 from gateway.closure_check import ClosureCheck
 from gateway.config import GatewayConfig
 from gateway.evidence import EvidenceWriter
@@ -133,6 +134,10 @@ class Gateway:
             self.conn, self.platform, platform.status_sync_s, self._on_case_status,
             on_case_status=self._on_case_status,
         )  # fmt: skip
+        webhook = platform.webhook
+        self.platform_events = (
+            PlatformEvents(webhook, self._on_platform_event) if webhook is not None else None
+        )
         self.ingest: MqttIngest | None = None
         self.serial: SerialAdapters | None = None
         self.parts: list[RuntimePart] = []
@@ -147,7 +152,7 @@ class Gateway:
             return Open311Platform(platform.open311, watched_ids=self._watched_case_ids)
         if platform.adapter == "mapped_rest":
             assert platform.mapped_rest is not None
-            return MappedRestPlatform(platform.mapped_rest)
+            return MappedRestPlatform(platform.mapped_rest, self.evidence.read_linked)
         assert platform.url is not None and platform.token is not None
         return BundledPlatform(
             str(platform.url), platform.token.get_secret_value(), platform.timeout_s
@@ -277,8 +282,8 @@ class Gateway:
         api = self.config.api
         server = uvicorn.Server(
             uvicorn.Config(
-                create_api(self), host=api.host, port=api.port, log_level="warning",
-                lifespan="off", server_header=False, timeout_keep_alive=5,
+                create_api(self, self.platform_events), host=api.host, port=api.port,
+                log_level="warning", lifespan="off", server_header=False, timeout_keep_alive=5,
                 # Open connections (each costs a file descriptor); requests in flight are
                 # capped lower by the API's guard, and idle ones closed by the head deadline.
                 limit_concurrency=1024, http=DeadlineH11Protocol,
@@ -305,6 +310,12 @@ class Gateway:
             suspect_readings=self.pipeline.counters["suspect"],
             evidence_refused=dict(self.evidence.refused),
             closure_flags=dict(self.closure.flags),
+            platform_events=self.platform_events.stats() if self.platform_events else {},
+            evidence_uploads=(
+                dict(self._adapter.upload_stats)
+                if isinstance(self._adapter, MappedRestPlatform)
+                else {}
+            ),
         )
         return figures
 
@@ -486,6 +497,14 @@ class Gateway:
         with contextlib.suppress(StoreUnavailable):
             if self.closure.case_status(incident_id, status):
                 self.dispatcher.wake()
+
+    def _on_platform_event(self, case_id: str, status: str, updated_at: str) -> None:
+        """A signed status webhook (gateway/api_platform_events.py): what status sync would
+        find on its next pass, now; polling stays the backstop for a lost event. A store
+        that refuses raises, so the route answers 503 and the platform sends it again."""
+        incident_id = outbox.incident_for(self.conn, case_id)
+        if incident_id is not None and self.closure.case_status(incident_id, status):
+            self.dispatcher.wake()
 
     def _after_photo(self, alert: Alert, now_ms: int) -> Alert:
         """A camera zone alert with its zone's current frame (and "before" frame)."""

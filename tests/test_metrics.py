@@ -20,6 +20,8 @@ STATS = {
         "breaker_state": "half_open",
     },
     "evidence_refused": {"too_large": 2},
+    "evidence_uploads": {"uploaded": 5, "linked_too_large": 1},
+    "platform_events": {"accepted": 7, "refused": {"bad_signature": 2}, "handler_errors": 0},
     "health": {
         "MH-001": {"offline": True, "battery_low": False, "suspect": False},
         "BIN-001": {"offline": True, "battery_low": True, "suspect": False},
@@ -63,6 +65,10 @@ def test_figures_and_histograms_parse_back_exactly():
     assert got[("citygw_platform_breaker_state", (("state", "half_open"),))] == 1
     assert got[("citygw_platform_breaker_state", (("state", "open"),))] == 0
     assert got[("citygw_evidence_refused_total", (("reason", "too_large"),))] == 2
+    assert got[("citygw_evidence_uploads_total", (("outcome", "uploaded"),))] == 5
+    assert got[("citygw_platform_events_total", (("result", "accepted"),))] == 7
+    assert got[("citygw_platform_events_total", (("result", "bad_signature"),))] == 2
+    assert got[("citygw_evidence_uploads_total", (("outcome", "linked_too_large"),))] == 1
     assert got[("citygw_devices_unhealthy", (("problem", "offline"),))] == 2
     assert got[("citygw_devices_unhealthy", (("problem", "battery_low"),))] == 1
     assert got[("citygw_part_restarts_total", (("part", "delivery"),))] == 1
