@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,6 +22,10 @@ CLI = [sys.executable, "-m", "gateway.cli"]
 TOKEN = "test-token"
 # The gateway API's bearer token, given to the gateway in a file as an operator would.
 API_TOKEN = "test-gateway-api-token"
+# The secret the platform signs status webhooks with, shared with the gateway in a file.
+WEBHOOK_SECRET = "test-webhook-secret-0123456789abcdef"
+# Status sync so rare that within a test only a webhook can bring a case's status over.
+WEBHOOK_STACK_STATUS_SYNC_S = 3600
 
 
 def wait_until(
@@ -45,17 +50,24 @@ def wait_until(
 
 
 class Service:
-    """One `citygw` subprocess with its log file."""
+    """One `citygw` subprocess with its log file; ``env``: variables set for it on top of
+    this process's environment (settings an operator gives by environment)."""
 
-    def __init__(self, name: str, args: list[str], workdir: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.args = args
+        self.env = env or {}
         self.log = workdir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
+        env = {**os.environ, **self.env}
         with self.log.open("a") as log:
-            self.proc = subprocess.Popen([*CLI, *self.args], stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [*CLI, *self.args], stdout=log, stderr=subprocess.STDOUT, env=env
+            )
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -90,13 +102,18 @@ class Stack:
         scenario: Path | None = None,
         config: dict | None = None,
         adapter: str = "bundled",
+        webhooks: bool = False,
     ) -> None:
         """``scenario``: a device scenario other than the builtin (its registry is the
         gateway's); ``config``: top-level gateway config sections to set or replace;
-        ``adapter``: ``open311`` files through the platform's Open311 face instead."""
+        ``adapter``: ``open311`` files through the platform's Open311 face instead;
+        ``webhooks``: the platform posts each status change to the gateway's
+        ``/platform/events``, signed with a secret both read from one file, and status
+        sync passes only at start-up within a test's time."""
         from simulators.scenario import BUILTIN_SCENARIO
 
         self.workdir = workdir
+        self.webhook_secret_path = workdir / "webhook-secret"
         self.scenario = scenario or BUILTIN_SCENARIO
         self.broker = Mosquitto(workdir)
         self.platform_port = free_port()
@@ -115,8 +132,10 @@ class Stack:
                 str(platform_unavailable_s),
             ],
             workdir,
+            self._webhook_env() if webhooks else None,
         )
         self.adapter = adapter
+        self.webhooks = webhooks
         self.config_path = self._write_config(video, config or {})
         self.gateway = Service("gateway", ["run", "-c", str(self.config_path)], workdir)
         self.platform_http = httpx.Client(
@@ -150,6 +169,12 @@ class Stack:
         }
         if self.adapter == "open311":
             config["case_platform"] = {**config["case_platform"], **self._open311()}
+        if self.webhooks:
+            config["case_platform"] = {
+                **config["case_platform"],
+                "status_sync_s": WEBHOOK_STACK_STATUS_SYNC_S,
+                "webhook": {"secret_file": str(self.webhook_secret_path)},
+            }
         if video is not None:
             config["video"] = video
         config.update(extra)
@@ -157,6 +182,15 @@ class Stack:
         path = self.workdir / "gateway.yaml"
         path.write_text(yaml.safe_dump(config, allow_unicode=True))
         return path
+
+    def _webhook_env(self) -> dict[str, str]:
+        """The platform's webhook target, from the environment as its CLI takes it; the
+        secret's file is written here, before either process reads it."""
+        self.webhook_secret_path.write_text(WEBHOOK_SECRET + "\n")
+        return {
+            "CITYGW_PLATFORM_WEBHOOK_URL": f"http://127.0.0.1:{self.api_port}/platform/events",
+            "CITYGW_PLATFORM_WEBHOOK_SECRET_FILE": str(self.webhook_secret_path),
+        }
 
     def _open311(self) -> dict:
         """The Open311 adapter on the platform's own face: every class code is a service of
