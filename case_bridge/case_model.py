@@ -12,6 +12,8 @@ from domain import Alert, CaseCommand, Priority
 
 _MEDIA_HASH = re.compile(r"sha256=(?P<sha256>[0-9a-f]{64})&bytes=(?P<bytes>[0-9]{1,12})")
 ORIGIN_NAMES = {"iot": "物联网感知", "video": "视频智能识别"}
+# An evidence item's ``flag`` when it is a closure check's (复核提示), not a new sighting.
+CLOSURE_CHECK_FLAG = "closure_check"
 
 
 def deadline_iso(alert_ts_ms: int, priority: Priority, settings: CaseSettings) -> str:
@@ -25,8 +27,14 @@ def evidence_item(alert: Alert) -> dict[str, Any]:
     """The alert as one evidence entry. ``media`` lists the pictures' URLs; ``media_files``
     gives each with the SHA-256 and size of its bytes (from the media entry's fragment,
     ``#sha256=<hex>&bytes=<n>``, see gateway/evidence.py) so the platform or an auditor
-    can check the file; an entry without them (older alerts) has neither key."""
+    can check the file; an entry without them (older alerts) has neither key.
+
+    A closure check's evidence (``alert.closure_check``) is flagged: ``flag`` says so and
+    ``checked_status`` names the case status it was checked at, so a platform can record it
+    as a note, even on a closed case, rather than as a new sighting; other items have
+    neither key."""
     files = [media_file(entry) for entry in alert.media]
+    flag = {"flag": CLOSURE_CHECK_FLAG, "checked_status": alert.closure_check}
     return {
         "source_id": alert.source_id,
         "ts": alert.ts,
@@ -37,6 +45,7 @@ def evidence_item(alert: Alert) -> dict[str, Any]:
         "summary": alert.summary,
         "media": [file["url"] for file in files],
         "media_files": files,
+        **(flag if alert.closure_check else {}),
     }
 
 

@@ -15,11 +15,12 @@ the adapter's ``Failure`` (``case_bridge/platform.py``):
 - case final: evidence (or an escalation) reached a case the platform says is closed or
   void. The command cannot be delivered, but its alert must not be lost:
   ``on_case_closed(incident_id, command)`` hands it back to the gateway, which closes the
-  incident and files the alert as a new case (an escalation keeps its higher priority);
-  then the row is marked ``refiled``. The handler runs first and the row is marked second,
-  so a crash in between calls the handler again for the same command after a restart: the
-  handler must be idempotent per ``command.command_id``. If the handler raises, the row
-  stays pending and is tried again.
+  incident and either files the alert as a new case (an escalation keeps its higher
+  priority) or keeps it with the incident (a closure flag's evidence, a clear), and says
+  which: the row is marked ``refiled`` or ``refused_closed``. The handler runs first and the
+  row is marked second, so a crash in between calls the handler again for the same command
+  after a restart: the handler must be idempotent per ``command.command_id``, its answer
+  included. If the handler raises, the row stays pending and is tried again.
 
 A platform that ignores our idempotency key (``honours_idempotency_key`` false) would
 file a re-sent open command twice. So before an open command goes to one, its row is marked
@@ -71,15 +72,16 @@ DOUBTFUL_ATTEMPTS = 5
 PAGE_ROWS = 200
 
 # Called when the platform says a case is already closed while evidence was on its way:
-# the gateway closes the incident and files the stranded alert afresh. Must be idempotent
-# per command id (see the module docstring).
-CaseClosedHandler = Callable[[str, CaseCommand], None]
+# the gateway closes the incident and files the stranded alert afresh (True) or keeps it
+# with the incident (False). Must be idempotent per command id, answer included (see the
+# module docstring).
+CaseClosedHandler = Callable[[str, CaseCommand], bool]
 # Called with (command, case) after each successful delivery (for printing, metrics).
 DeliveredHandler = Callable[[CaseCommand, dict], None]
 
 
 class Outcome(Enum):
-    DONE = auto()  # delivered, or handed back to be filed afresh
+    DONE = auto()  # delivered, or handed back to the gateway (case final)
     HELD = auto()  # this row waits or was parked; other incidents go on
     FAILING = auto()  # the platform is failing: the whole pass backs off
 
@@ -273,12 +275,14 @@ class OutboxDispatcher:
     def _hand_back(
         self, row: outbox.OutboxRow, command: CaseCommand, exc: PlatformError
     ) -> tuple[Outcome, int | None]:
-        """The case is final: give the alert back to be filed afresh, then retire the row."""
-        self._on_case_closed(command.incident_id, command)
-        reason = f"case {exc.case_status} on the platform; alert handed back to be re-filed"
-        outbox.mark_refiled(self._conn, row.seq, reason, _now_ms())
+        """The case is final: give the alert back to the gateway, then retire the row as
+        re-filed or, when the gateway filed nothing again, refused."""
+        refiled = self._on_case_closed(command.incident_id, command)
+        done = "alert handed back to be re-filed" if refiled else "refused, nothing re-filed"
+        reason = f"case {exc.case_status} on the platform; {done}"
+        outbox.mark_case_final(self._conn, row.seq, refiled, reason, _now_ms())
         self._doubtful.pop(row.seq, None)
-        self.stats["refiled"] += 1
+        self.stats["refiled" if refiled else "refused_closed"] += 1
         log.warning("case command %s: %s", command.command_id, reason)
         return Outcome.DONE, None
 

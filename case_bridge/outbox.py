@@ -10,9 +10,11 @@ cleared only by an answer that says the platform did not act. A row found marked
 timeout, a cut connection, an unreadable reply, or a crash between send and answer) is
 looked up on the platform before it is sent again (``case_bridge/dispatcher.py``).
 
-A row ends ``delivered``, ``parked`` (refused; an operator may requeue it) or ``refiled``
-(evidence for a case that was already final: its alert was handed back to be filed as a new
-case, so requeueing it would file twice). Only a pending row changes state.
+A row ends ``delivered``, ``parked`` (refused; an operator may requeue it), or, evidence for
+a case that was already final, ``refiled`` (its alert was handed back to be filed as a new
+case, so requeueing it would file twice) or ``refused_closed`` (the platform refused it and
+nothing was filed again: a closure flag's evidence, or a clear, stays with the gateway's
+incident). Only a pending row changes state.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     incident_id TEXT NOT NULL,
     kind TEXT NOT NULL,
     body TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',   -- pending | delivered | parked | refiled
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending delivered parked refiled refused_closed
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_ms INTEGER NOT NULL DEFAULT 0,
     last_error TEXT NOT NULL DEFAULT '',
@@ -156,14 +158,17 @@ def park(conn: sqlite3.Connection, seq: int, error: str) -> None:
         )
 
 
-def mark_refiled(conn: sqlite3.Connection, seq: int, reason: str, now_ms: int) -> None:
-    """The case was final on the platform and the alert was handed back to be filed anew.
+def mark_case_final(
+    conn: sqlite3.Connection, seq: int, refiled: bool, reason: str, now_ms: int
+) -> None:
+    """The case was final on the platform: the row ends ``refiled`` when its alert was
+    handed back to be filed anew, ``refused_closed`` when nothing was filed again.
     ``delivered_ms`` records when the row left the queue, as for a delivered one."""
     with conn:
         conn.execute(
-            "UPDATE outbox SET state = 'refiled', attempts = attempts + 1, last_error = ?,"
+            "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ?,"
             " delivered_ms = ? WHERE seq = ? AND state = 'pending'",
-            (reason[:500], now_ms, seq),
+            ("refiled" if refiled else "refused_closed", reason[:500], now_ms, seq),
         )
 
 
@@ -199,7 +204,8 @@ def incident_for(conn: sqlite3.Connection, case_id: str) -> str | None:
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
     rows = conn.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall()
-    return {"pending": 0, "delivered": 0, "parked": 0, "refiled": 0, **dict(rows)}
+    every = ("pending", "delivered", "parked", "refiled", "refused_closed")
+    return {**dict.fromkeys(every, 0), **dict(rows)}
 
 
 def listing(

@@ -147,6 +147,10 @@ class Alert:
     # rule, "<camera>/<zone>": what silences and inhibition rules match on.
     kind: str = ""
     zone: str = ""
+    # Set on the evidence of a closure check (gateway/closure_check.py): the case status at
+    # which the problem was found still there. Sent as a flag with the evidence, so that a
+    # platform can tell it from a new sighting (the bundled one takes it on a closed case).
+    closure_check: str = ""
 
     @property
     def labels(self) -> dict[str, str]:

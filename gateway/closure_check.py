@@ -16,10 +16,16 @@ being told that the first was closed unsolved. With it:
 - **final** (closed, void): if the problem persists the incident closes flagged, with the
   same evidence sent to the case, and its firing alerts are *not* re-armed
   (``Pipeline.flag``): no new case is filed while the problem persists; once it clears,
-  the next occurrence files a new case as usual. A platform that refuses evidence on a
-  final case hands the flag's commands back (``absorbs``): they are not re-filed, the flag
-  stays on the gateway's incident (API, metrics, log). Otherwise the incident closes and
-  re-arms as before.
+  the next occurrence files a new case as usual. The bundled platform records the flagged
+  evidence on the final case as a note (history ``closure_check``, 复核提示) without
+  changing its status. A platform that refuses evidence on a final case (Open311, mapped
+  REST) hands the flag's commands back (``absorbs``): they are not re-filed (the outbox row
+  ends ``refused_closed``), the flag stays on the gateway's incident (API, metrics, log).
+  Otherwise the incident closes and re-arms as before.
+
+Each evidence alert carries ``closure_check`` (the status checked at), which the case
+bridge sends as the item's ``flag`` and ``checked_status`` (``case_bridge/case_model.py``),
+so a platform can tell the flag from a new sighting.
 
 The flags are durable: each is recorded on the incident and committed with the evidence's
 outbox rows, so a restart neither loses nor repeats one. Counted by status
@@ -134,6 +140,10 @@ class ClosureCheck:
         return command.priority.rank <= Priority(incident["priority"]).rank
 
     def _evidence(self, alert: Alert, status: str, now_ms: int) -> Alert:
+        """The alert as it stands now, flagged with the status checked at."""
+        return replace(self._seen_now(alert, status, now_ms), closure_check=status)
+
+    def _seen_now(self, alert: Alert, status: str, now_ms: int) -> Alert:
         """The alert as it stands now, its summary saying the problem persists."""
         flag = f"closure check at {status} ({STATUS_NAMES.get(status, status)}): problem persists"
         if alert.origin == "video":

@@ -105,6 +105,10 @@ def test_a_case_verified_and_closed_while_the_bin_is_full_is_flagged_not_duplica
         f"{incident_id}/2", CommandKind.ATTACH, Priority.URGENT
     )  # fmt: skip
     assert (check.alert.ts, check.alert.values) == (at, {"fill_pct": 97.0})
+    # Flagged for the platform, which can tell it from a new sighting (a closed case takes it).
+    item = evidence_item(check.alert)
+    assert (item["flag"], item["checked_status"]) == ("closure_check", "verifying")
+    assert "flag" not in evidence_item(bin_.gateway.pipeline.persisting(incident_id)[0])
     when = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(at / 1000))
     assert check.alert.summary == (
         f"closure check at verifying (核查): problem persists: BIN-001 fill_pct=97.0 at {when}"
@@ -122,6 +126,7 @@ def test_a_case_verified_and_closed_while_the_bin_is_full_is_flagged_not_duplica
     [closing] = gateway.closure.case_status(incident_id, "closed")
     assert closing.command_id == f"{incident_id}/4"
     assert closing.alert.summary.startswith("closure check at closed (结案): problem persists:")
+    assert closing.alert.closure_check == "closed"
     stored = incident(gateway, incident_id)
     assert (stored["status"], stored["flag"]) == ("closed", "closed")
     assert stored["closed_reason"] == "case closed on the platform while the problem persisted" \
@@ -166,7 +171,7 @@ def test_a_case_closed_before_evidence_arrived_is_flagged_and_only_a_worse_probl
     [alert] = gateway.pipeline.persisting(incident_id)
     stranded = CaseCommand(f"{incident_id}/9", incident_id, CommandKind.ATTACH, alert,
                            Priority.URGENT)  # fmt: skip
-    gateway._on_case_closed_early(incident_id, stranded)
+    assert not gateway._on_case_closed_early(incident_id, stranded)
     stored = incident(gateway, incident_id)
     assert (stored["status"], stored["flag"]) == ("closed", "closed")
     assert stored["closed_reason"].startswith("case closed before evidence arrived")
@@ -176,7 +181,8 @@ def test_a_case_closed_before_evidence_arrived_is_flagged_and_only_a_worse_probl
         json.loads(gateway.conn.execute("SELECT body FROM outbox WHERE seq = ?",
                                         (flag_row["seq"],)).fetchone()[0])
     )  # fmt: skip
-    gateway._on_case_closed_early(incident_id, flag_command)
+    assert flag_command.alert.closure_check == "closed"
+    assert not gateway._on_case_closed_early(incident_id, flag_command)  # nothing re-filed
     open_ids = [i["id"] for i in store.load_open_incidents(gateway.conn)]
     assert open_ids == []
     escalated = replace(
@@ -220,4 +226,5 @@ def test_a_camera_flag_carries_an_after_photo_with_its_hash(
     assert flagged.alert.summary.startswith(
         "closure check at verifying (核查): problem persists: CAM-1/zone-a after photo "
     )
+    assert flagged.alert.closure_check == "verifying"
     assert dict(check.flags) == {"verifying": 1, "closed": 0, "void": 0}

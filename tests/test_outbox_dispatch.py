@@ -12,6 +12,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -94,9 +95,13 @@ class Run:
         platform: CasePlatform,
         retry: RetryPolicy = FAST,
         fail_handler: int = 0,
+        refiles: bool = True,
     ) -> None:
+        """``refiles``: what the case-closed handler answers (whether the gateway filed
+        the alert afresh)."""
         self.conn = conn
         self.closed: list[tuple[str, CaseCommand]] = []
+        self._refiles = refiles
         self.delivered: list[str] = []
         self._fail_handler = fail_handler
         self.platform = platform
@@ -105,11 +110,12 @@ class Run:
             lambda c, case: self.delivered.append(f"{c.command_id}->{case['id']}"),
         )  # fmt: skip
 
-    def _closed(self, incident_id: str, c: CaseCommand) -> None:
+    def _closed(self, incident_id: str, c: CaseCommand) -> bool:
         self.closed.append((incident_id, c))
         if self._fail_handler:
             self._fail_handler -= 1
             raise OSError("disk full")
+        return self._refiles
 
     async def drain_until_quiet(self, passes: int = 40) -> None:
         """Drain pass after pass, waiting for retries to fall due, until nothing is pending
@@ -293,6 +299,32 @@ def test_evidence_for_a_closed_case_hands_each_stranded_alert_back_and_drops_not
     assert r.dispatcher.stats["internal_errors"] == 1
 
 
+def test_evidence_the_gateway_keeps_when_the_case_is_final_is_labelled_refused_not_refiled(
+    conn: sqlite3.Connection, fake: ScriptedPlatformFake, run: Runner
+) -> None:
+    """A closure flag's evidence (or a clear) refused on a closed case: handed back, and
+    the gateway files nothing again, so the row says so."""
+    flag = command("INC-a", 2, CommandKind.ATTACH)
+    enqueue(conn, command("INC-a", 1), flag)
+    closed = {"detail": "case is closed (结案)", "case_status": "closed"}
+    fake.script(Reply(201, {"id": "C20261121-000042"}), Reply(409, closed))
+    r = Run(conn, bundled(fake.url), refiles=False)
+    run(r.drain_until_quiet())
+    assert r.closed == [("INC-a", flag)]
+    assert rows(conn) == [
+        ("INC-a/1", "delivered", 1, ""),
+        ("INC-a/2", "refused_closed", 1, "case closed on the platform; refused, nothing re-filed"),
+    ]
+    assert outbox.counts(conn) == {
+        "pending": 0, "delivered": 1, "parked": 0, "refiled": 0, "refused_closed": 1
+    }  # fmt: skip
+    assert outbox.requeue_parked(conn) == 0
+    assert [row["state"] for row in outbox.listing(conn, "refused_closed", 10)] == [
+        "refused_closed"
+    ]
+    assert (r.dispatcher.stats["refused_closed"], r.dispatcher.stats["refiled"]) == (1, 0)
+
+
 def test_a_409_that_does_not_say_the_case_is_final_is_a_conflict_not_a_closure(
     conn: sqlite3.Connection, fake: ScriptedPlatformFake, run: Runner
 ) -> None:
@@ -330,6 +362,39 @@ def test_the_bundled_platform_s_409_for_a_void_case_is_recognised(
         1,
         "case void on the platform; alert handed back to be re-filed",
     )
+
+
+def test_the_bundled_platform_takes_a_closure_flag_on_a_closed_case(
+    conn: sqlite3.Connection, tmp_path: Path, run: Runner
+) -> None:
+    """A closure check's evidence (the alert's ``closure_check``) reaches a closed case as
+    a note and is delivered; a plain sighting after it is still refused and handed back."""
+    from test_platform import TOKEN as PLATFORM_TOKEN
+    from test_platform import move, running_platform
+
+    flagged = CaseCommand("INC-a/2", "INC-a", CommandKind.ATTACH,
+                          replace(alert(2), closure_check="closed"), Priority.NORMAL)  # fmt: skip
+    sighting = command("INC-a", 3, CommandKind.ATTACH)
+    with running_platform(tmp_path / "cases.db") as client:
+        enqueue(conn, command("INC-a", 1))
+        r = Run(conn, BundledPlatform(str(client.base_url), PLATFORM_TOKEN, 5), refiles=False)
+        run(r.drain_until_quiet())
+        case_id = outbox.case_for(conn, "INC-a")
+        for status in ("registered", "dispatched", "handling", "verifying", "closed"):
+            assert move(client, str(case_id), status).status_code == 200
+        enqueue(conn, flagged, sighting)
+        run(r.drain_until_quiet())
+        case = client.get(f"/api/v1/cases/{case_id}").json()
+    assert r.closed == [("INC-a", sighting)]
+    assert [row[:2] for row in rows(conn)] == [
+        ("INC-a/1", "delivered"), ("INC-a/2", "delivered"), ("INC-a/3", "refused_closed")
+    ]  # fmt: skip
+    assert r.delivered == [f"INC-a/1->{case_id}", f"INC-a/2->{case_id}"]
+    assert case["status"] == "closed"
+    assert [(e["ts"], e.get("flag"), e.get("checked_status")) for e in case["evidence"]] == [
+        (alert(1).ts, None, None), (alert(2).ts, "closure_check", "closed")
+    ]  # fmt: skip
+    assert [h["action"] for h in case["history"]][-2:] == ["close", "closure_check"]
 
 
 # --- order and robustness ----------------------------------------------------------------

@@ -10,7 +10,9 @@ to pass as ``since`` next time to see every change made after this listing began
 ``SINCE_MARGIN`` before the listing, because a write takes its timestamp before it commits:
 a change stamped just before the listing but committed just after it is listed next time
 rather than never. A 409 for evidence on a final case names the case's status
-(``{"detail", "case_status"}``) so that a client can tell it from other conflicts.
+(``{"detail", "case_status"}``) so that a client can tell it from other conflicts; closure
+check notes alone (items flagged ``closure_check``, 复核提示) are taken on a final case as
+a note, its status unchanged (``CaseStore.append_evidence``).
 """
 
 from __future__ import annotations

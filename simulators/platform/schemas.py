@@ -1,7 +1,9 @@
 """Request bodies and query parameters, validated by pydantic at the API edge.
 
 Unknown top-level fields are refused so a client's misspelt field fails loudly instead of
-being dropped; evidence items are free-form on purpose and keep every extra key verbatim.
+being dropped; evidence items are free-form on purpose and keep every extra key verbatim,
+except the two that make an item a closure check's note (``flag``, ``checked_status``):
+a closed case takes such notes, so they are checked exactly (known values, both or neither).
 
 Everything has a bound, so that what one request stores, and what a listing returns, stays
 small: string lengths, evidence items per request, and each evidence item's serialised size
@@ -26,7 +28,12 @@ from pydantic import (
 )
 
 from simulators.platform.clock import parse_iso
-from simulators.platform.workflow import STATUS_NAMES, resolve_status
+from simulators.platform.workflow import (
+    CHECKED_STATUSES,
+    CLOSURE_CHECK,
+    STATUS_NAMES,
+    resolve_status,
+)
 
 Priority = Literal["critical", "urgent", "normal", "low"]
 Source = Literal["iot", "video", "manual"]
@@ -66,6 +73,12 @@ def _check_status(value: str) -> str:
     return status
 
 
+def _check_checked_status(value: str) -> str:
+    if value not in CHECKED_STATUSES:
+        raise ValueError(f"must be one of {', '.join(sorted(CHECKED_STATUSES))}")
+    return value
+
+
 def _depth(value: Any) -> int:
     """Nesting depth of a JSON value (a scalar is 0), without recursion."""
     deepest, stack = 0, [(value, 0)]
@@ -90,6 +103,10 @@ PartCode = Annotated[StrictStr, StringConstraints(max_length=17), AfterValidator
 IsoTimestamp = Annotated[StrictStr, StringConstraints(max_length=64), AfterValidator(_check_iso)]
 # Accepts the machine value or the Chinese name and yields the machine value.
 StatusName = Annotated[StrictStr, StringConstraints(max_length=32), AfterValidator(_check_status)]
+# The status a closure check found the problem at: machine values only.
+CheckedStatus = Annotated[
+    StrictStr, StringConstraints(max_length=16), AfterValidator(_check_checked_status)
+]
 
 
 class Location(BaseModel):
@@ -105,12 +122,18 @@ class Location(BaseModel):
 
 class EvidenceItem(BaseModel):
     """One proof of the problem; only who saw it and when (epoch ms) are required. Any
-    other keys are kept as sent, within a size and a nesting depth."""
+    other keys are kept as sent, within a size and a nesting depth.
+
+    ``flag`` ("closure_check") with ``checked_status`` makes the item a closure check's
+    note (复核提示): the problem was still seen at that status. Both or neither; an item
+    without them is stored without them (``model_dump(exclude_unset=True)``)."""
 
     model_config = ConfigDict(extra="allow")
 
     source_id: StrictStr = Field(min_length=1, max_length=128)
     ts: StrictInt = Field(ge=0, le=2**63 - 1)
+    flag: Literal["closure_check"] | None = None  # workflow.CLOSURE_CHECK, the only flag
+    checked_status: CheckedStatus | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -122,6 +145,17 @@ class EvidenceItem(BaseModel):
             if size > MAX_EVIDENCE_ITEM_BYTES:
                 raise ValueError(f"larger than {MAX_EVIDENCE_ITEM_BYTES} bytes as JSON")
         return data
+
+    @model_validator(mode="after")
+    def _flag_whole(self) -> EvidenceItem:
+        """A note names what it is and when it was checked, or the item is no note: half a
+        flag, or a null, is refused rather than stored as a sighting."""
+        given = {"flag", "checked_status"} & self.model_fields_set
+        if given and (self.flag is None or self.checked_status is None):
+            raise ValueError(
+                f'a closure check note needs both "flag": "{CLOSURE_CHECK}" and "checked_status"'
+            )
+        return self
 
 
 class CaseCreate(BaseModel):
@@ -158,6 +192,13 @@ class EvidenceAppend(BaseModel):
     evidence: list[EvidenceItem] = Field(min_length=1, max_length=MAX_EVIDENCE_PER_REQUEST)
     priority: Priority | None = None
     deadline: IsoTimestamp | None = None
+
+    @property
+    def notes_only(self) -> bool:
+        """Closure check notes alone, escalating nothing: what a closed or void case still
+        takes (``simulators/platform/workflow.py``)."""
+        unescalated = self.priority is None and self.deadline is None
+        return unescalated and all(item.flag is not None for item in self.evidence)
 
 
 class CaseFilter(BaseModel):

@@ -23,8 +23,10 @@ from contextlib import closing, contextmanager
 from typing import Any
 
 from simulators.platform import clock
-from simulators.platform.schemas import CaseCreate, EvidenceAppend
+from simulators.platform.schemas import CaseCreate, EvidenceAppend, EvidenceItem
 from simulators.platform.workflow import (
+    CLOSURE_CHECK,
+    CLOSURE_CHECK_NAME,
     FINAL_STATUSES,
     INITIAL_STATUS,
     STATUS_NAMES,
@@ -88,6 +90,20 @@ def _dumps(value: Any) -> str:
 
 def _history(at: str, action: str, from_: str | None, to: str, note: str) -> dict[str, Any]:
     return {"ts": at, "action": action, "from": from_, "to": to, "note": note}
+
+
+def _append_entry(at: str, status: str, kept: list[EvidenceItem], dropped: int) -> dict[str, Any]:
+    """The history entry of an append: ``closure_check`` when every kept item is a closure
+    check's note (复核提示, naming the statuses checked at), else ``evidence``."""
+    note = f"{len(kept)} item(s)"
+    checked = [item.checked_status for item in kept if item.checked_status is not None]
+    if checked:
+        at_statuses = ", ".join(sorted(set(checked)))
+        note += f", {len(checked)} {CLOSURE_CHECK_NAME}: problem persists at {at_statuses}"
+    if dropped:
+        note += f"; {dropped} not kept (a case keeps {MAX_EVIDENCE_PER_CASE})"
+    action = CLOSURE_CHECK if len(checked) == len(kept) else "evidence"
+    return _history(at, action, status, status, note)
 
 
 def _earlier(current: str, proposed: str | None) -> str:
@@ -237,7 +253,7 @@ class CaseStore:
             at = clock.to_iso(moment)
             case_id = self._next_id(conn, moment.strftime("%Y%m%d"))
             history = [_history(at, "create", None, INITIAL_STATUS, "")]
-            evidence = [item.model_dump() for item in new.evidence]
+            evidence = [item.model_dump(exclude_unset=True) for item in new.evidence]
             external_key = new.external_key if new.external_key is not None else idempotency_key
             conn.execute(
                 "INSERT INTO cases (id, class_code, class_name, part_code, priority, deadline,"
@@ -316,9 +332,11 @@ class CaseStore:
     ) -> Case:
         """Append evidence and escalate if the update's priority is more severe.
 
-        A replayed key returns the case untouched; a closed or void case raises CaseClosed.
-        Items past ``MAX_EVIDENCE_PER_CASE`` are not kept, only counted; the history records
-        an append only when it kept something.
+        A replayed key returns the case untouched; a closed or void case raises CaseClosed
+        unless the update is closure check notes alone (``EvidenceAppend.notes_only``),
+        which it keeps without changing its status. Items past ``MAX_EVIDENCE_PER_CASE``
+        are not kept, only counted; the history records an append only when it kept
+        something, as ``closure_check`` when it kept notes alone.
         """
         with self._write() as conn:
             case = self._load(conn, case_id)
@@ -330,19 +348,16 @@ class CaseStore:
                 if seen is not None:
                     return case
             status = case["status"]
-            if status in FINAL_STATUSES:
+            if status in FINAL_STATUSES and not update.notes_only:
                 raise CaseClosed(status)
             at = clock.to_iso(clock.now())
             room = max(0, MAX_EVIDENCE_PER_CASE - len(case["evidence"]))
-            kept = [item.model_dump() for item in update.evidence[:room]]
+            kept = update.evidence[:room]
             dropped = len(update.evidence) - len(kept)
-            evidence = [*case["evidence"], *kept]
+            evidence = [*case["evidence"], *(item.model_dump(exclude_unset=True) for item in kept)]
             history = list(case["history"])
             if kept:
-                note = f"{len(kept)} item(s)"
-                if dropped:
-                    note += f"; {dropped} not kept (a case keeps {MAX_EVIDENCE_PER_CASE})"
-                history.append(_history(at, "evidence", status, status, note))
+                history.append(_append_entry(at, status, kept, dropped))
             priority, deadline = case["priority"], case["deadline"]
             if update.priority is not None and is_more_severe(update.priority, priority):
                 deadline = _earlier(deadline, update.deadline)

@@ -33,6 +33,13 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 FINAL_STATUSES = frozenset({"closed", "void"})
 
+# What a closed or void case still takes: a closure check's note (复核提示) that the problem
+# was still seen when the case stood at one of CHECKED_STATUSES. Recorded on the case and in
+# its history under this verb; it changes neither the status nor the priority.
+CLOSURE_CHECK = "closure_check"
+CLOSURE_CHECK_NAME = "复核提示"
+CHECKED_STATUSES = frozenset({"verifying", *FINAL_STATUSES})
+
 # Higher is more severe: an escalation may only move a case up this scale.
 PRIORITY_RANK: dict[str, int] = {"low": 0, "normal": 1, "urgent": 2, "critical": 3}
 
@@ -63,8 +70,9 @@ class IllegalTransition(Exception):
 
 
 class CaseClosed(Exception):
-    """Evidence or escalation arrived for a case that is already closed or void (HTTP 409,
-    whose body names the status so a client can tell it from any other conflict)."""
+    """Evidence or escalation arrived for a case that is already closed or void, other than
+    closure check notes alone (HTTP 409, whose body names the status so a client can tell
+    it from any other conflict)."""
 
     def __init__(self, status: str) -> None:
         super().__init__(f"case is {status} ({STATUS_NAMES[status]})")
