@@ -19,7 +19,8 @@ def write_section(heading: str, text: str, path: Path = BENCHMARKS) -> None:
         doc = doc.rstrip("\n") + "\n\n" + text
     else:
         end = doc.find("\n## ", start + len(heading))
-        doc = doc[:start] + text + ("" if end == -1 else doc[end + 1 :])
+        rest = "" if end == -1 else "\n" + doc[end + 1 :]  # a blank line before the next
+        doc = doc[:start] + text.rstrip("\n") + "\n" + rest
     path.write_text(doc, encoding="utf-8")
 
 

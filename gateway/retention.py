@@ -98,11 +98,11 @@ _DEAD_LETTERS_OVER_CAP = (
     "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters"
     " WHERE id <= (SELECT max(id) FROM dead_letters) - ?1 ORDER BY id LIMIT ?2)"
 )
-# Re-filed commands left the queue too (their alert went into a new case); both kinds
-# record when in delivered_ms.
+# Commands for a case already final left the queue too (re-filed as a new case, or refused
+# with nothing filed again); all three kinds record when in delivered_ms.
 _DELIVERED = (
-    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox"
-    " WHERE state IN ('delivered', 'refiled') AND delivered_ms < ?1 ORDER BY seq LIMIT ?2)"
+    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE state IN"
+    " ('delivered', 'refiled', 'refused_closed') AND delivered_ms < ?1 ORDER BY seq LIMIT ?2)"
 )
 # The markers that make a re-filing happen once (gateway/pipeline.py) live as long.
 _REFILED_MARKERS = (

@@ -511,20 +511,24 @@ class Gateway:
         camera_id, _, zone_id = alert.zone.partition("/")
         return self._pictured(alert, camera_id, zone_id, []) if zone_id else alert
 
-    def _on_case_closed_early(self, incident_id: str, command: CaseCommand) -> None:
+    def _on_case_closed_early(self, incident_id: str, command: CaseCommand) -> bool:
         """The platform closed the case while this command was on its way: close the
         incident as status sync would (flagged if the problem persists), and file the
         stranded alert as a problem of its own (an escalation keeps its higher priority)
         rather than drop it — unless the closure flag holds it: a flag's own evidence, or
         more of the same problem, must not become a second case. A store that refuses the
-        commit raises here, so the case bridge keeps the command and hands it over again."""
+        commit raises here, so the case bridge keeps the command and hands it over again.
+        Returns whether the alert went to be filed afresh (its outbox row ends ``refiled``,
+        else ``refused_closed``): the same answer each time for one command, as a clear or
+        an absorbed command files nothing and a re-filing is made once."""
         now_ms = int(time.time() * 1000)
         if self.closure.case_status(incident_id, "closed", "case closed before evidence arrived"):
             self.dispatcher.wake()
         if self.closure.absorbs(incident_id, command):
-            return
+            return False
         if self.pipeline.refile(command, now_ms):
             self.dispatcher.wake()
+        return command.alert.state is not AlertState.CLEARED
 
     def _on_delivered(self, command: CaseCommand, case: dict) -> None:
         lag_s = time.time() - command.alert.ts / 1000

@@ -190,7 +190,8 @@ def test_a_case_closed_before_evidence_arrived_is_flagged_and_only_a_worse_probl
     )
     worse = CaseCommand(f"{incident_id}/10", incident_id, CommandKind.ESCALATE, escalated,
                         Priority.CRITICAL)  # fmt: skip
-    gateway._on_case_closed_early(incident_id, worse)
+    assert gateway._on_case_closed_early(incident_id, worse)  # filed afresh
+    assert gateway._on_case_closed_early(incident_id, worse)  # the same answer again
     [new] = store.load_open_incidents(gateway.conn)
     assert (new["priority"], new["id"] != incident_id) == ("critical", True)
     assert dict(gateway.closure.flags) == {"verifying": 0, "closed": 1, "void": 0}

@@ -48,6 +48,9 @@ def _fill(conn) -> None:
         ("INC-new", 1, "delivered"),
         ("INC-open", None, "pending"),
         ("INC-x", None, "parked"),
+        ("INC-old", 30, "refused_closed"),
+        ("INC-new", 1, "refused_closed"),
+        ("INC-old", 30, "refiled"),
     ]
     for n, (incident, delivered_days_ago, state) in enumerate(commands):
         alert = _alert(NOW)
@@ -59,6 +62,10 @@ def _fill(conn) -> None:
             outbox.mark_delivered(conn, seq, NOW - delivered_days_ago * DAY)
         elif state == "parked":
             outbox.park(conn, conn.execute("SELECT max(seq) FROM outbox").fetchone()[0], "4xx")
+        elif state in ("refiled", "refused_closed"):
+            seq = conn.execute("SELECT max(seq) FROM outbox").fetchone()[0]
+            left_ms = NOW - delivered_days_ago * DAY
+            outbox.mark_case_final(conn, seq, state == "refiled", "case closed", left_ms)
         outbox.link_case(conn, incident, f"CASE-{incident}", NOW - 40 * DAY)
 
 
@@ -75,13 +82,16 @@ def test_each_kind_expires_exactly_and_work_still_to_do_is_kept(tmp_path):
     assert conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 100
     # The operators' totals still count every refusal.
     assert store.rejection_counts(conn) == {"bad_schema": 150}
-    states = dict(conn.execute("SELECT incident_id, state FROM outbox"))
-    assert states == {"INC-new": "delivered", "INC-open": "pending", "INC-x": "parked"}
+    states = conn.execute("SELECT command_id, state FROM outbox ORDER BY seq").fetchall()
+    assert states == [
+        ("INC-new/1", "delivered"), ("INC-open/2", "pending"), ("INC-x/3", "parked"),
+        ("INC-new/5", "refused_closed"),
+    ]  # fmt: skip
     assert [k for k, _ in store.load_states(conn, "incident")] == ["INC-new", "INC-open"]
     links = [i for (i,) in conn.execute("SELECT incident_id FROM case_links ORDER BY 1")]
     assert links == ["INC-new", "INC-open", "INC-x"]
     assert report == {
-        "alerts": 2, "dead_letters": 50, "dead_letters_over_cap": 0, "outbox": 1,
+        "alerts": 2, "dead_letters": 50, "dead_letters_over_cap": 0, "outbox": 3,
         "refiled_markers": 0, "incidents": 1, "evidence": 0,
     }  # fmt: skip
 
