@@ -253,9 +253,10 @@ class _Region:
         """Per pixel: how many unhidden samples have shown the same new content. Hidden
         samples hold the count (traffic in front); content that differs from what was
         counted starts a new count (a person who stood there left, a bag came), while the
-        count it interrupts is kept aside and resumed if that content comes back (a walker
-        who paused in front of the bag for two samples); scenery seen twice running ends
-        both (once could be a passer-by the colour of the road)."""
+        count it interrupts is kept aside, unless a longer one is aside already, and resumed
+        if that content comes back (walkers pausing in front of the bag, one after another);
+        scenery seen twice running ends both (once could be a passer-by the colour of the
+        road)."""
         static_now = sample.foreground & ~hidden
         near = sample.threshold
         go_on = static_now & (self.count > 0) & (np.abs(sample.aligned - self.content) <= near)
@@ -266,7 +267,9 @@ class _Region:
             & (np.abs(sample.aligned - self.aside.content) <= near)
         )
         fresh = static_now & ~go_on & ~resume
-        swap = resume | (fresh & (self.count > 0))  # the current count goes aside
+        # The current count goes aside unless a longer one is there already: the bag's
+        # count set aside by one walker must survive the next walker too.
+        swap = resume | (fresh & (self.count > 0) & (self.count >= self.aside.count))
         self.content, self.aside.content = (
             np.where(swap, self.aside.content, self.content),
             np.where(swap, self.content, self.aside.content),
@@ -371,6 +374,10 @@ class _Region:
             c.explainer = explainer
             if c.empty_views < p.clear_empty_samples:
                 kept.append(c)
+            else:  # gone: what was counted of it is over, or it comes straight back
+                self.count[c.pixels] = 0
+                self.aside.count[c.pixels] = 0
+                self.masked_count[c.pixels] = 0
         self.candidates = kept
 
     def _continue(self, c: _Candidate, components: list[np.ndarray | None], sample: Sample) -> None:

@@ -93,6 +93,44 @@ def test_traffic_in_front_keeps_identity_and_standing_time(masked_bus):
     assert np.abs(np.array(box) - np.array(OBJECT)).max() <= 4
 
 
+def test_walkers_pausing_in_front_one_after_another_keep_the_objects_count():
+    """Two walkers the detector does not see each stop over the bag for two samples, one
+    after the other: the bag's count is set aside for the first and must not be dropped
+    for the second, so the bag is confirmed standing since it came, not since they left."""
+    base, rng = road(8), np.random.default_rng(8)
+    detector = StaticObjectDetector()
+    x1, y1, x2, y2 = OBJECT
+    walkers = {25: 220.0, 26: 220.0, 27: 175.0, 28: 175.0}  # grey of whoever stands there
+    found = []
+    for t in range(0, 40):
+        image = frame(base, rng, (OBJECT,) if t >= 20 else ())
+        if t in walkers:
+            image[y1 - 4 : y2 + 4, x1 - 4 : x2 + 4] = int(walkers[t])
+        found.append(detector.update(image, t * 1000, []))
+    first = next(t for t, f in enumerate(found) if f)
+    assert first <= 31
+    assert [o.since_ms for o in found[first]] == [21_000]
+
+
+def test_an_object_seen_gone_is_not_confirmed_again_from_its_old_count():
+    """A crowd streams over the place after the bag is taken: the pavement shows every other
+    sample, so the place is seen empty (the object is dropped) though no pixel is ever
+    still long enough to end its count. Dropped means over: the count must not bring the
+    bag back."""
+    base, rng = road(9), np.random.default_rng(9)
+    detector = StaticObjectDetector(StaticObjectParams(clear_empty_samples=3))
+    x1, y1, x2, y2 = OBJECT
+    found = []
+    for t in range(0, 70):
+        image = frame(base, rng, (OBJECT,) if 10 <= t < 40 else ())
+        if t > 40 and t % 2:
+            image[y1 - 6 : y2 + 6, x1 - 6 : x2 + 6] = 200  # someone passing, never still
+        found.append(detector.update(image, t * 1000, []))
+    # Seen empty at 40, 42 and 44 (hidden between): gone at 44, and for good.
+    assert [len(f) for f in found[38:46]] == [1, 1, 1, 1, 1, 1, 0, 0]
+    assert all(f == [] for f in found[44:])
+
+
 def test_a_bus_elsewhere_in_the_region_does_not_blind_it():
     """The threshold is per region: a bus driving across the top of the view, never over
     the object, changes nothing about the object below."""
