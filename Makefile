@@ -17,11 +17,12 @@ demo: $(STAMP)
 	$(BIN)/citygw demo $(ARGS)
 
 # Debian packages the tests drive for real: mosquitto (broker, and mosquitto_passwd), openssl
-# (a CA and certificates for the MQTT TLS tests), ffmpeg (H.264 files), and GStreamer's RTSP
-# server with the headers PyGObject builds against (live RTSP cameras).
+# (a CA and certificates for the MQTT TLS tests), ffmpeg (H.264 files), GStreamer's RTSP
+# server with the headers PyGObject builds against (live RTSP cameras), and chromium (the
+# operations console's browser test drives /usr/bin/chromium through Playwright).
 DEBS := mosquitto openssl ffmpeg pkg-config libgirepository1.0-dev libcairo2-dev \
         gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-        gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad
+        gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad chromium
 system-deps:
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
 		| grep -q 'ok installed' || echo $$p; done); \
