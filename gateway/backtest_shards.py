@@ -135,13 +135,21 @@ def _in_workers(
                         list(versions), tz, id_range): n
             for n, (ids, id_range) in enumerate(shares)
         }  # fmt: skip
+        reported = 0
         while pending:
             finished, _ = wait(pending, PROGRESS_POLL_S, FIRST_COMPLETED)
             rows = _drain(reports)
+            reported += rows
             if progress and rows:
                 progress(rows)
             for future in finished:
                 results[pending.pop(future)] = future.result()
+    # A worker's last reports can still be in its queue's feeder thread when its result
+    # arrives: top the figure up from the results (each reading loaded, then replayed once
+    # per version), so that progress always adds up to the whole.
+    done = sum(sum(r.readings.values()) for r in results.values()) * (1 + len(versions))
+    if progress and done > reported:
+        progress(done - reported)
     return _merge(list(devices), [results[n] for n in range(len(shares))], len(versions))
 
 
