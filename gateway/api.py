@@ -5,12 +5,14 @@ and the demo use it to know when the gateway has caught up. Handlers are ``async
 purpose: they run on the gateway's event loop, never in a thread pool, so the store keeps
 its single user.
 
-Closed by default (gateway/api_guard.py): every route but ``/healthz`` needs the bearer
-token, requests are bounded in size, every list is paged (gateway/listings.py), and the
-docs are off. Evidence pictures are served by name from their own folder only; signed
-links to them (gateway/api_evidence.py) need no token, nor do the platform's status
-webhooks, which are signed too (gateway/api_platform_events.py, mounted only when
-``case_platform.webhook`` is configured).
+Closed by default (gateway/api_guard.py): every route but ``/healthz`` needs a principal
+(the machine bearer token, a client token or a signed-in session) whose role allows it,
+requests are bounded in size, every list is paged (gateway/listings.py), and the docs are
+off. Evidence pictures are served by name from their own folder only; signed links to them
+(gateway/api_evidence.py) need no token, nor do the platform's status webhooks, which are
+signed too (gateway/api_platform_events.py, mounted only when ``case_platform.webhook`` is
+configured), nor the console's static files under ``/console/``. Every write goes to the
+audit log (gateway/audit.py), listed at ``/api/v1/audit``.
 """
 
 from __future__ import annotations
@@ -20,25 +22,33 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from case_bridge import outbox
 from gateway import listings
+from gateway.api_audit import audit_router
 from gateway.api_backtests import backtests_router
 from gateway.api_errors import install_validation_errors
 from gateway.api_evidence import evidence_router
 from gateway.api_guard import ApiGuard
+from gateway.api_params import instant_ms
 from gateway.api_platform_events import EVENTS_PATH, PlatformEvents, platform_events_router
+from gateway.api_session import session_router
 from gateway.api_silences import silences_router
 from gateway.api_thresholds import thresholds_router
+from gateway.api_users import tokens_router, users_router
+from gateway.audit import MAX_REASON_CHARS, AuditTrail
 from gateway.backtest import backtest_from_config
+from gateway.client_tokens import ClientTokens
 from gateway.evidence import read_evidence
 from gateway.evidence_links import SIGNED_PREFIX
+from gateway.sessions import Sessions
+from gateway.sign_in_limits import SignInLimits
+from gateway.users import PasswordWork, Users
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
@@ -48,6 +58,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+CONSOLE_PREFIX = "/console/"  # static files only (gateway/api_console.py): no data in them
 
 
 def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> FastAPI:
@@ -79,17 +90,24 @@ def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> Fa
     )
     public = {
         "/healthz",
+        CONSOLE_PREFIX.rstrip("/"),
         *(["/metrics"] if settings.metrics_public else []),
         *(DOCS_PATHS if docs else []),
         *([EVENTS_PATH] if platform_events is not None else []),
     }
+    users, tokens = Users(gw.conn), ClientTokens(gw.conn)
+    sessions = Sessions(gw.conn, settings.session_lifetime_s)
+    audit, passwords, sign_ins = AuditTrail(gw.conn), PasswordWork(), SignInLimits()
+    app.state.sign_ins = sign_ins  # counts by outcome, for the metrics
     app.add_middleware(
         ApiGuard,
         token=token,
         public_paths=public,
-        public_prefixes=(SIGNED_PREFIX,),
+        public_prefixes=(SIGNED_PREFIX, CONSOLE_PREFIX),
         max_url_bytes=settings.max_url_bytes,
         max_body_bytes=settings.max_body_bytes,
+        tokens=tokens,
+        sessions=sessions,
     )
 
     @app.get("/healthz")
@@ -132,9 +150,13 @@ def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> Fa
         return {"commands": page.rows, "count": len(page.rows), "next_cursor": page.next_cursor}
 
     @app.post("/api/v1/outbox/requeue")
-    async def requeue() -> dict[str, int]:
+    async def requeue(
+        request: Request, reason: str = Query("", max_length=MAX_REASON_CHARS)
+    ) -> dict[str, int]:
+        """Parked commands back to pending; ``reason`` goes to the audit log."""
         requeued = outbox.requeue_parked(gw.conn)
         gw.dispatcher.wake()
+        audit.write(request, "outbox.requeue", "outbox", None, {"requeued": requeued}, reason)
         return {"requeued": requeued}
 
     @app.get("/api/v1/devices/{device_id}/readings")
@@ -153,8 +175,8 @@ def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> Fa
         ``since`` and ``until``) asks for."""
         if device_id not in gw.registry:
             raise HTTPException(404, f"device {device_id} is not in the registry")
-        until_ms = _instant_ms("until", until, default=int(time.time() * 1000))
-        since_ms = _instant_ms("since", since, default=until_ms - 86_400_000)
+        until_ms = instant_ms("until", until, default=int(time.time() * 1000))
+        since_ms = instant_ms("since", since, default=until_ms - 86_400_000)
         if since_ms > until_ms:
             raise HTTPException(400, f"since ({since_ms}) is after until ({until_ms})")
         page = _paged(listings.telemetry, gw.conn, device_id, since_ms, until_ms, limit, cursor)
@@ -180,10 +202,16 @@ def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> Fa
         return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     install_validation_errors(app)
-    app.include_router(thresholds_router(gw.threshold_versions, gw.apply_settings))
-    app.include_router(silences_router(gw.silences))
-    app.include_router(backtests_router(backtest_from_config(gw.config)))
+    app.include_router(thresholds_router(gw.threshold_versions, gw.apply_settings, audit))
+    app.include_router(silences_router(gw.silences, audit=audit))
+    app.include_router(backtests_router(backtest_from_config(gw.config), audit))
     app.include_router(evidence_router(gw.evidence_dir, gw.evidence.links))
+    app.include_router(
+        session_router(users, sessions, sign_ins, passwords, audit, settings.cookie_secure)
+    )
+    app.include_router(users_router(users, sessions, passwords, audit))
+    app.include_router(tokens_router(tokens, audit))
+    app.include_router(audit_router(audit))
     if platform_events is not None:
         app.include_router(platform_events_router(platform_events))
     return app
@@ -203,32 +231,3 @@ def _paged(query: Callable[..., T], *args: Any) -> T:
         return query(*args)
     except listings.BadCursor:
         raise HTTPException(400, "cursor: not one this API handed out") from None
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
-
-
-def _instant_ms(name: str, text: str | None, default: int) -> int:
-    """Epoch milliseconds, or ISO 8601 with a zone: a zoneless time would silently mean the
-    server's zone, which is rarely the operator's."""
-    if text is None:
-        return default
-    if text.isascii() and text.isdigit():
-        if len(text) > len(str(_MAX_MS)):  # and int() of 5,000 digits would raise
-            raise HTTPException(400, f"{name}: {len(text)} digits is out of range")
-        ms = int(text)
-    else:
-        try:
-            instant = datetime.fromisoformat(text)
-        except ValueError:
-            hint = " (send '+' in a URL as %2B)" if " " in text else ""
-            raise HTTPException(
-                400, f"{name}: expected epoch milliseconds or ISO 8601, got {text!r}{hint}"
-            ) from None
-        if instant.tzinfo is None:
-            raise HTTPException(400, f"{name}: {text!r} has no zone; add Z or an offset")
-        ms = (instant - _EPOCH) // timedelta(milliseconds=1)
-    if not 0 <= ms <= _MAX_MS:
-        raise HTTPException(400, f"{name}: {text!r} is out of range")
-    return ms

@@ -5,13 +5,13 @@ the field) and answers 202 with the job's id at once; the replay runs in a worke
 on its own read-only SQLite connection, so the loop (the store's one writer) never waits
 for it. ``GET /{id}`` tells the job's status, its progress and, when done, its report.
 At most ``MAX_RUNNING`` jobs run at a time (429 beyond) and the last ``MAX_KEPT`` are
-kept; a window is at most 31 days, as in the CLI.
+kept; a window is at most 31 days, as in the CLI. Each run started goes to the audit log
+(its window, changes and selection; ``reason`` from the body, optional).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import uuid
 from collections import OrderedDict
@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.api_bodies import json_body
+from gateway.audit import MAX_REASON_CHARS, AuditTrail
 from gateway.backtest import MAX_DEVICES, MAX_WARM_UP_MS, Backtest, BacktestRequest, summary_text
 
 MAX_RUNNING = 2
@@ -40,6 +42,7 @@ class BacktestBody(BaseModel):
     devices: list[str] = Field(default_factory=list, max_length=MAX_DEVICES)
     grids: list[str] = Field(default_factory=list, max_length=MAX_DEVICES)
     warm_up_s: float = Field(86_400.0, ge=0, le=MAX_WARM_UP_MS / 1000)
+    reason: str = Field("", max_length=MAX_REASON_CHARS)
 
 
 @dataclass(slots=True)
@@ -101,25 +104,25 @@ class BacktestJobs:
             job.error, job.status = f"internal: {type(exc).__name__}: {exc}", "failed"
 
 
-def backtests_router(backtest: Backtest) -> APIRouter:
+def backtests_router(backtest: Backtest, audit: AuditTrail | None = None) -> APIRouter:
+    """``audit`` None: runs are not audited (a router served alone, in tests)."""
     router = APIRouter(prefix="/api/v1/backtests")
     jobs = BacktestJobs(backtest)
 
     @router.post("", status_code=202)
     async def start(http: Request) -> dict[str, str]:
-        raw = await http.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise HTTPException(400, f"body: at most {MAX_BODY_BYTES} bytes")
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise HTTPException(400, "body: not JSON") from None
+        body = await json_body(http, BacktestBody, MAX_BODY_BYTES)
         request = _request(body)
         try:
             await asyncio.to_thread(backtest.validate, request)  # reads the store
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
-        return {"id": jobs.start(request).id}
+        job = jobs.start(request)
+        if audit is not None:
+            ran = body.model_dump(exclude={"reason", "devices", "grids"})
+            ran.update(devices=len(body.devices), grids=len(body.grids))
+            audit.write(http, "backtest.run", f"backtest:{job.id}", None, ran, body.reason)
+        return {"id": job.id}
 
     @router.get("/{job_id}")
     async def status(job_id: str) -> dict[str, Any]:
@@ -131,13 +134,7 @@ def backtests_router(backtest: Backtest) -> APIRouter:
     return router
 
 
-def _request(body: Any) -> BacktestRequest:
-    try:
-        parsed = BacktestBody.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise HTTPException(400, f"{where}: {first['msg']}") from None
+def _request(parsed: BacktestBody) -> BacktestRequest:
     return BacktestRequest(
         since_ms=parsed.since_ms,
         until_ms=parsed.until_ms,

@@ -10,8 +10,9 @@
 
 A request that cannot be honoured gets 400 naming the field (422 for a body that does not
 parse), 404 for an unknown id, 409 when the limit of silences in force is reached. The
-router sits behind the app's bearer-token guard like every route. Handlers are ``async``:
-they run on the gateway's loop, the store's one writer.
+router sits behind the app's guard like every route (writes need the operator role). Each
+change goes to the audit log (``audit``) with the silence before and after and the reason
+given. Handlers are ``async``: they run on the gateway's loop, the store's one writer.
 """
 
 from __future__ import annotations
@@ -20,21 +21,36 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 
+from gateway.audit import AuditTrail
 from gateway.silences import SilenceStore, TooManySilences, UnknownSilence
 from rules.silences import Extension, NewSilence, SilenceError, Status
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger one cannot even be looked up
 SilenceId = Annotated[int, Path(ge=1, le=MAX_ID)]
+AUDITED = ("status", "matchers", "starts_ms", "ends_ms", "removed_ms")
 
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def silences_router(silences: SilenceStore, now_ms: Callable[[], int] = wall_ms) -> APIRouter:
+def silences_router(
+    silences: SilenceStore,
+    now_ms: Callable[[], int] = wall_ms,
+    audit: AuditTrail | None = None,
+) -> APIRouter:
+    """``audit`` None: the changes are not recorded (a router served alone, in tests)."""
     router = APIRouter(prefix="/api/v1/silences")
+
+    def changed(
+        http: Request, action: str, before: dict | None, after: dict[str, Any], reason: str
+    ) -> dict[str, Any]:
+        if audit is not None:
+            audit.write(http, action, f"silence:{after['id']}", _state(before), _state(after),
+                        reason)  # fmt: skip
+        return after
 
     @router.get("")
     async def list_silences(
@@ -60,27 +76,43 @@ def silences_router(silences: SilenceStore, now_ms: Callable[[], int] = wall_ms)
         return _answer(lambda: silences.get(silence_id), now_ms())
 
     @router.post("", status_code=201)
-    async def create_silence(request: NewSilence) -> dict[str, Any]:
+    async def create_silence(request: NewSilence, http: Request) -> dict[str, Any]:
         now = now_ms()
-        return _answer(lambda: silences.create(request, now), now)
+        made = _answer(lambda: silences.create(request, now), now)
+        return changed(http, "silence.create", None, made, request.reason)
 
     @router.patch("/{silence_id}")
-    async def extend_silence(silence_id: SilenceId, extension: Extension) -> dict[str, Any]:
+    async def extend_silence(
+        silence_id: SilenceId, extension: Extension, http: Request
+    ) -> dict[str, Any]:
         now = now_ms()
-        return _answer(lambda: silences.extend(silence_id, extension, now), now)
+        before = _answer(lambda: silences.get(silence_id), now)
+        after = _answer(lambda: silences.extend(silence_id, extension, now), now)
+        return changed(http, "silence.extend", before, after, extension.reason)
 
     @router.delete("/{silence_id}")
     async def remove_silence(
         silence_id: SilenceId,
+        http: Request,
         author: str = Query(min_length=1, max_length=64),
         reason: str = Query("", max_length=500),
     ) -> dict[str, Any]:
         if not author.strip():
             raise HTTPException(400, "author: who removes the silence is required")
         now = now_ms()
-        return _answer(lambda: silences.remove(silence_id, author.strip(), reason, now), now)
+        before = _answer(lambda: silences.get(silence_id), now)
+        after = _answer(lambda: silences.remove(silence_id, author.strip(), reason, now), now)
+        return changed(http, "silence.remove", before, after, reason)
 
     return router
+
+
+def _state(silence: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the audit log keeps of a silence: what it holds and when (its own history of
+    changes is in the silence)."""
+    if silence is None:
+        return None
+    return {key: silence[key] for key in AUDITED}
 
 
 def _answer(action: Callable[[], Any], now: int) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """The thresholds API: read the rule settings, change them live, list and roll back versions.
 
-``thresholds_router(versions, apply)`` gives the routes; the gateway mounts them on its app,
-behind the bearer-token guard that covers every route. ``apply(settings)`` is the gateway's
-way to hand a new version to its engines: it runs on the event loop, inside the store
-transaction that records the version (gateway/threshold_versions.py), so a version is
-stored if and only if it was applied, and the next batch runs with it.
+``thresholds_router(versions, apply, audit)`` gives the routes; the gateway mounts them on
+its app, behind the guard that covers every route (changes need the operator role); each
+version made goes to the audit log with every changed path's old and new value.
+``apply(settings)`` is the gateway's way to hand a new version to its engines: it runs on
+the event loop, inside the store transaction that records the version
+(gateway/threshold_versions.py), so a version is stored if and only if it was applied, and
+the next batch runs with it.
 
 Errors name what is wrong: 400 a change that does not validate (the message names the
 path), 404 an unknown path or version, 409 an ``expected_version`` that is no longer the
@@ -19,9 +21,10 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
+from gateway.audit import AuditTrail
 from gateway.threshold_versions import (
     MAX_AUTHOR_CHARS,
     MAX_CHANGES,
@@ -68,8 +71,19 @@ class RollbackRequest(_Body):
     expected_version: Version | None = None
 
 
-def thresholds_router(versions: ThresholdVersions, apply: Apply) -> APIRouter:
+def thresholds_router(
+    versions: ThresholdVersions, apply: Apply, audit: AuditTrail | None = None
+) -> APIRouter:
+    """``audit`` None: versions are not audited (a router served alone, in tests)."""
     router = APIRouter(prefix="/api/v1/thresholds")
+
+    def audited(http: Request, action: str, reason: str, answer: dict[str, Any]) -> dict:
+        if audit is not None and answer["changed"]:
+            before = {change["path"]: change["old"] for change in answer["diff"]}
+            after = {change["path"]: change["new"] for change in answer["diff"]}
+            target = f"thresholds:v{answer['version']}"
+            audit.write(http, action, target, before, after, reason)
+        return answer
 
     @router.get("")
     async def current() -> dict[str, Any]:
@@ -101,20 +115,22 @@ def thresholds_router(versions: ThresholdVersions, apply: Apply) -> APIRouter:
         return {"version": latest.version, "path": path, "value": value}
 
     @router.put("")
-    async def change(body: ChangeRequest) -> dict[str, Any]:
-        return _answer(
+    async def change(body: ChangeRequest, http: Request) -> dict[str, Any]:
+        answer = _answer(
             lambda: versions.set(
                 body.changes, body.author, body.reason, body.expected_version, apply
             )
         )
+        return audited(http, "thresholds.set", body.reason, answer)
 
     @router.post("/rollback")
-    async def rollback(body: RollbackRequest) -> dict[str, Any]:
-        return _answer(
+    async def rollback(body: RollbackRequest, http: Request) -> dict[str, Any]:
+        answer = _answer(
             lambda: versions.rollback(
                 body.version, body.author, body.reason, body.expected_version, apply
             )
         )
+        return audited(http, "thresholds.rollback", body.reason, answer)
 
     return router
 

@@ -100,12 +100,13 @@ class MergeSettings(_Section):
 
 
 class ApiSettings(_Section):
-    """The HTTP API: on loopback, and every route but ``/healthz`` behind a bearer token.
+    """The HTTP API: on loopback, and every route but ``/healthz`` behind a bearer token or
+    a console session (users and client tokens: ``citygw users``, gateway/api_users.py).
 
-    The token comes from a file (a Docker or Kubernetes secret) or an environment variable,
-    never from this YAML, which is shared, copied and committed. With no token the API
-    serves ``/healthz`` alone (and ``/metrics`` if public): a gateway whose operator forgot
-    the token keeps ingesting and filing cases, and its API stays closed.
+    The machine token comes from a file (a Docker or Kubernetes secret) or an environment
+    variable, never from this YAML, which is shared, copied and committed. With no token and
+    no users the API serves ``/healthz`` alone (and ``/metrics`` if public): a gateway whose
+    operator forgot the token keeps ingesting and filing cases, and its API stays closed.
     """
 
     host: str = "127.0.0.1"
@@ -123,6 +124,12 @@ class ApiSettings(_Section):
     # Larger requests are refused (413 / 414) before they reach a handler.
     max_body_bytes: int = Field(64 * 1024, ge=0, le=16 * 1024 * 1024)
     max_url_bytes: int = Field(4096, ge=256, le=65_536)
+    # A console session ends this long after sign-in (5 minutes to 7 days; default a shift).
+    session_lifetime_s: int = Field(8 * 3600, ge=300, le=7 * 86_400)
+    # The session cookie is sent over HTTPS only. Browsers treat http://127.0.0.1 and
+    # http://localhost as secure, so this stays on unless the console is reached over plain
+    # HTTP on another address (then put a TLS proxy in front rather than turning it off).
+    cookie_secure: bool = True
 
     def token(self) -> str | None:
         """The bearer token, or None when neither the file nor the variable is set.

@@ -84,6 +84,58 @@ CREATE TABLE IF NOT EXISTS silences (
     changes_json TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS silences_ends ON silences(ends_ms);
+-- Who may do what (gateway/users.py, gateway/client_tokens.py, gateway/sessions.py).
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    password_hash TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    changed_ms INTEGER NOT NULL,
+    disabled_ms INTEGER
+);
+-- Client tokens are kept as their SHA-256 only; a revoked name may be given again.
+CREATE TABLE IF NOT EXISTS client_tokens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked_ms INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS client_tokens_live_name
+    ON client_tokens(name) WHERE revoked_ms IS NULL;
+-- Console sessions, by the SHA-256 of the cookie's id.
+CREATE TABLE IF NOT EXISTS sessions (
+    id_sha256 TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    csrf TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user_id, created_ms);
+-- Every write through the API (gateway/audit.py): append-only, by the triggers below.
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    role TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    before_json TEXT,
+    after_json TEXT,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_actor ON audit(actor, id);
+CREATE INDEX IF NOT EXISTS audit_action ON audit(action, id);
+CREATE INDEX IF NOT EXISTS audit_target ON audit(target, id);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts_ms);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TABLE IF NOT EXISTS state (
     ns TEXT NOT NULL,
     key TEXT NOT NULL,

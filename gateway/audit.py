@@ -1,0 +1,174 @@
+"""The audit log: every write made through the API (and ``citygw users``), who made it, with
+what role, to what, the state before and after, and the reason given.
+
+Kept in the store's ``audit`` table, append-only by the store itself: SQLite triggers abort
+any UPDATE or DELETE of a row, so no code path of the gateway (retention included) and no
+mistaken query can edit or drop an entry. Nothing expires it; a row is a few hundred bytes,
+and a write happens when a person acts.
+
+An entry is written after the write it describes has committed, in its own transaction on
+the gateway's loop with no ``await`` between the two: the silence, threshold and outbox
+stores commit their own transactions (gateway/silences.py, gateway/threshold_versions.py,
+case_bridge/outbox.py), so only a process killed between the two statements can leave a
+write without its entry, never an entry without its write.
+
+Passwords and tokens are never recorded: callers pass only names, roles and states.
+``before``/``after`` longer than ``MAX_STATE_CHARS`` as JSON are kept as a marker of their
+size rather than cut into invalid JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Request
+
+from gateway.listings import BadCursor, Page
+from gateway.principals import Principal
+from gateway.store import in_transaction
+
+MAX_STATE_CHARS = 16_384
+MAX_REASON_CHARS = 500
+MAX_TARGET_CHARS = 200
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def record(
+    conn: sqlite3.Connection,
+    principal: Principal | None,
+    action: str,
+    target: str,
+    before: Any = None,
+    after: Any = None,
+    reason: str = "",
+    now_ms: int | None = None,
+) -> int:
+    """Append one entry in its own transaction; its id. ``principal`` None: nobody signed
+    in (a refused sign-in), recorded as ``anonymous`` with role and kind ``none``."""
+    if principal is None:
+        actor, role, kind = "anonymous", "none", "none"
+    else:
+        actor, role, kind = principal.name, principal.role, principal.kind
+    row = (
+        wall_ms() if now_ms is None else now_ms,
+        actor,
+        role,
+        kind,
+        action,
+        target[:MAX_TARGET_CHARS],
+        _state_json(before),
+        _state_json(after),
+        reason[:MAX_REASON_CHARS],
+    )
+
+    def insert() -> int:
+        cursor = conn.execute(
+            "INSERT INTO audit (ts_ms, actor, role, kind, action, target, before_json,"
+            " after_json, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    return in_transaction(conn, insert)
+
+
+def _state_json(state: Any) -> str | None:
+    if state is None:
+        return None
+    text = json.dumps(state, ensure_ascii=False, sort_keys=True, default=str)
+    if len(text) > MAX_STATE_CHARS:
+        return json.dumps({"truncated": True, "chars": len(text)})
+    return text
+
+
+class AuditTrail:
+    """The audit log as the API's routers write to it: the store, and the principal the
+    guard put on each request."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def write(
+        self,
+        request: Request,
+        action: str,
+        target: str,
+        before: Any = None,
+        after: Any = None,
+        reason: str = "",
+    ) -> int:
+        principal = getattr(request.state, "principal", None)
+        return record(self.conn, principal, action, target, before, after, reason)
+
+
+def iso_utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def page(
+    conn: sqlite3.Connection,
+    limit: int,
+    cursor: str | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    target: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+) -> Page:
+    """Entries newest first, keyset-paged like the API's other lists. ``action`` matches an
+    action exactly or as its group: ``silence`` matches ``silence.create`` and the rest."""
+    clauses: list[str] = []
+    args: dict[str, Any] = {"limit": limit + 1}
+    if actor is not None:
+        clauses.append("actor = :actor")
+        args["actor"] = actor
+    if action is not None:
+        clauses.append("(action = :action OR substr(action, 1, length(:action) + 1)"
+                       " = :action || '.')")  # fmt: skip
+        args["action"] = action
+    if target is not None:
+        clauses.append("target = :target")
+        args["target"] = target
+    if since_ms is not None:
+        clauses.append("ts_ms >= :since")
+        args["since"] = since_ms
+    if until_ms is not None:
+        clauses.append("ts_ms <= :until")
+        args["until"] = until_ms
+    if cursor is not None:
+        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+            raise BadCursor(cursor)
+        clauses.append("id < :cursor")
+        args["cursor"] = int(cursor)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = conn.execute(
+        "SELECT id, ts_ms, actor, role, kind, action, target, before_json, after_json, reason"
+        f" FROM audit{where} ORDER BY id DESC LIMIT :limit",
+        args,
+    ).fetchall()
+    entries = [_entry(row) for row in rows[:limit]]
+    return Page(entries, str(entries[-1]["id"]) if len(rows) > limit else None)
+
+
+def _entry(row: tuple) -> dict[str, Any]:
+    entry_id, ts_ms, actor, role, kind, action, target, before, after, reason = row
+    return {
+        "id": entry_id,
+        "ts": iso_utc(ts_ms),
+        "actor": actor,
+        "role": role,
+        "kind": kind,
+        "action": action,
+        "target": target,
+        "before": None if before is None else json.loads(before),
+        "after": None if after is None else json.loads(after),
+        "reason": reason,
+    }
