@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
-from gateway import cli_backtest, cli_onvif, cli_silences, cli_thresholds
+from gateway import cli_backtest, cli_onvif, cli_silences, cli_thresholds, cli_users
 from simulators.platform.token_source import add_token_arguments, token_from
 
 if TYPE_CHECKING:
@@ -137,6 +137,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cli_silences.register(commands)
     cli_backtest.register(commands)
     cli_onvif.register(commands)
+    cli_users.register(commands)
     return parser
 
 
