@@ -6,10 +6,18 @@ status listings) takes a token from the same bucket (``case_bridge/rate_limit.py
 counts towards the same breaker (``case_bridge/breaker.py``). The wrapper works per call:
 an adapter call that makes several HTTP requests (a lookup that pages, an Open311 token
 resolved after the post) takes one token.
+
+It also times each call that reaches the adapter (not the wait for a token, nor a call the
+breaker refused) and counts its failures by kind, per call: the platform's latency and
+errors for ``/metrics``, kept as cumulative histogram counts since a scrape cannot rebuild a
+distribution from totals.
 """
 
 from __future__ import annotations
 
+import bisect
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,6 +28,9 @@ from case_bridge.platform import CasePage, CasePlatform, Failure, PlatformError
 from case_bridge.rate_limit import RateLimitSettings, TokenBucket
 
 T = TypeVar("T")
+
+# Upper bounds of the latency histogram's buckets, in seconds (a platform's timeout is 5-120 s).
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class DeliverySettings(BaseModel):
@@ -37,24 +48,29 @@ class GuardedPlatform:
         self._inner = inner
         self.breaker = CircuitBreaker(settings.breaker)
         self.bucket = TokenBucket(settings.rate_limit)
+        self.calls: dict[str, CallFigures] = {}
 
     @property
     def honours_idempotency_key(self) -> bool:
         return self._inner.honours_idempotency_key
 
     async def open_case(self, body: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
-        return await self._guarded(lambda: self._inner.open_case(body, idempotency_key))
+        return await self._guarded(
+            "open_case", lambda: self._inner.open_case(body, idempotency_key)
+        )
 
     async def find_case(self, external_key: str, body: dict[str, Any]) -> str | None:
-        return await self._guarded(lambda: self._inner.find_case(external_key, body))
+        return await self._guarded("find_case", lambda: self._inner.find_case(external_key, body))
 
     async def add_evidence(
         self, case_id: str, body: dict[str, Any], idempotency_key: str
     ) -> dict[str, Any]:
-        return await self._guarded(lambda: self._inner.add_evidence(case_id, body, idempotency_key))
+        return await self._guarded(
+            "add_evidence", lambda: self._inner.add_evidence(case_id, body, idempotency_key)
+        )
 
     async def changed_cases(self, since: str | None, after: str | None) -> CasePage:
-        return await self._guarded(lambda: self._inner.changed_cases(since, after))
+        return await self._guarded("changed_cases", lambda: self._inner.changed_cases(since, after))
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -62,23 +78,29 @@ class GuardedPlatform:
     def stats(self) -> dict[str, Any]:
         """For the gateway's stats and /metrics: ``breaker_state`` is a name, the rest are
         counters (``breaker_opened``, ``breaker_rejected``, ``rate_limit_waits``) and the
-        seconds waited for tokens (``rate_limit_wait_s``)."""
+        seconds waited for tokens (``rate_limit_wait_s``); ``calls`` holds each call's
+        latency histogram and failures (``CallFigures.snapshot``)."""
         return {
             "breaker_state": str(self.breaker.state),
             "breaker_opened": self.breaker.opened,
             "breaker_rejected": self.breaker.rejected,
             "rate_limit_waits": self.bucket.waits,
             "rate_limit_wait_s": round(self.bucket.waited_s, 3),
+            "calls": {name: figures.snapshot() for name, figures in self.calls.items()},
         }
 
-    async def _guarded(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _guarded(self, name: str, call: Callable[[], Awaitable[T]]) -> T:
         """A token first (waiting for it), then the breaker's leave (or ``CircuitOpen``),
-        then the call, whose outcome the breaker learns."""
+        then the call, whose outcome the breaker learns and whose time ``calls[name]``
+        keeps."""
         await self.bucket.acquire()
         self.breaker.admit()
+        figures = self.calls.setdefault(name, CallFigures())
+        started = time.perf_counter()
         try:
             result = await call()
         except PlatformError as exc:
+            figures.observe(time.perf_counter() - started, exc.failure)
             if exc.failure is Failure.TRANSIENT:
                 self.breaker.failed()
             else:
@@ -87,5 +109,30 @@ class GuardedPlatform:
         except BaseException:
             self.breaker.abandoned()
             raise
+        figures.observe(time.perf_counter() - started)
         self.breaker.succeeded()
         return result
+
+
+class CallFigures:
+    """One kind of call's latency (counts per ``LATENCY_BUCKETS_S`` bucket, not cumulative;
+    one more for slower calls) and its failures by kind."""
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        self.sum_s = 0.0
+        self.failures: Counter[str] = Counter()
+
+    def observe(self, seconds: float, failure: Failure | None = None) -> None:
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.sum_s += seconds
+        if failure is not None:
+            self.failures[str(failure)] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """``buckets``: counts per bucket, the last one past the highest bound."""
+        return {
+            "buckets": list(self.buckets),
+            "sum_s": round(self.sum_s, 6),
+            "failures": dict(self.failures),
+        }

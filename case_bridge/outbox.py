@@ -208,6 +208,16 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
     return {**dict.fromkeys(every, 0), **dict(rows)}
 
 
+def oldest_pending_ms(conn: sqlite3.Connection) -> int | None:
+    """When the oldest pending command was written (None: none pends), for the outbox's age
+    on /metrics: a queue that is short but old means one incident's cases are stuck. The
+    first pending row by ``seq`` (rows are written in time order), found on the index."""
+    row = conn.execute(
+        "SELECT created_ms FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT 1"
+    ).fetchone()
+    return row[0] if row else None
+
+
 def listing(
     conn: sqlite3.Connection, state: str | None, limit: int, before_seq: int | None = None
 ) -> list[dict]:

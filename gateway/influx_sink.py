@@ -97,11 +97,17 @@ class InfluxSink:
 
     def stats(self) -> dict[str, Any]:
         newest = self._conn.execute("SELECT coalesce(max(rowid), 0) FROM readings").fetchone()[0]
+        oldest = self._conn.execute(
+            "SELECT ts FROM readings WHERE rowid > ? ORDER BY rowid LIMIT 1", (self._cursor,)
+        ).fetchone()
         return {
             "state": self.state,
             "exported": self.exported,
             # Exact unless retention folded rows past the cursor (then an upper bound).
             "pending": max(0, newest - self._cursor),
+            # Event time of the oldest reading not exported yet (None: none waits): how far
+            # InfluxDB's history lags behind the store.
+            "oldest_pending_ms": oldest[0] if oldest else None,
             "cursor": self._cursor,
             "lost_to_retention": self.lost_to_retention,
             "last_error": self.last_error,

@@ -9,6 +9,11 @@ A camera whose frame is still waiting when a newer one arrives loses the older o
 (counted): under load frames are dropped, never alerts, and one slow camera never delays
 another.
 
+Each camera's own figures (``camera_figures``, in ``snapshot()`` beside its reader's) say
+how it keeps up: frames analysed and inferred, its share of the detector's time (a batch's
+time split evenly over the frames in it), and its lag, the age of its latest frame when its
+analysis ended: a camera whose lag grows is analysed slower than its frames arrive.
+
 While a camera's stream is down, its evidence is its snapshot (a configured
 ``snapshot_url``, or the URI an ONVIF camera gives), kept fresh by a ``SnapshotKeeper`` on
 its own thread, rather than a frame of the past.
@@ -74,6 +79,10 @@ class VideoRuntime:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._detect_forever, name="detect", daemon=True)
         self.stats: Counter[str] = Counter()
+        # lag_ms joins at a camera's first analysed frame: no frame, no lag to speak of.
+        self.camera_figures: dict[str, Counter[str]] = {
+            c.id: Counter(frames_analysed=0, inferences=0, inference_ms=0) for c in cameras
+        }
 
     def start(self) -> None:
         self._thread.start()
@@ -92,9 +101,12 @@ class VideoRuntime:
     def snapshot(self) -> dict[str, Any]:
         """Each camera's status and figures, and the analysis totals."""
         cameras = {
-            s.camera_id: {"status": s.status, "last_error": s.last_error, **s.stats}
+            s.camera_id: {
+                "status": s.status, "last_error": s.last_error, **s.stats,
+                **self.camera_figures[s.camera_id],
+            }
             for s in self.supervisors
-        }
+        }  # fmt: skip
         return {"cameras": cameras, **self.stats, **self.snapshots.stats}
 
     def evidence(
@@ -165,12 +177,20 @@ class VideoRuntime:
         if to_infer:
             started = time.perf_counter()
             results = self._detector.detect([frame.image for _, frame in to_infer])
-            self.stats["inference_ms_total"] += int((time.perf_counter() - started) * 1000)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            self.stats["inference_ms_total"] += int(elapsed_ms)
             self.stats["inferences"] += len(to_infer)
             for (step, _), detections in zip(to_infer, results, strict=True):
                 step.detected(detections)
+                figures = self.camera_figures[step.camera_id]
+                figures["inferences"] += 1
+                figures["inference_ms"] += round(elapsed_ms / len(to_infer), 3)
         self.stats["frames_analysed"] += len(batch)
         self.stats["frames_gated"] += len(batch) - len(to_infer)
         for step, frame in steps:
             observations = step.analyse(frame.image, frame.ts_ms)
             self._deliver(step.camera_id, frame.ts_ms, observations)
+            figures = self.camera_figures[step.camera_id]
+            figures["frames_analysed"] += 1
+            # A file read faster than it plays has frames "from the future": no lag.
+            figures["lag_ms"] = max(0, int(time.time() * 1000) - frame.ts_ms)
