@@ -178,7 +178,8 @@ class OutboxDispatcher:
             return await self._deliver(row)
         except Exception as exc:
             self.stats["internal_errors"] += 1
-            log.exception("delivering case command %s failed in the gateway", row.command_id)
+            log.exception("delivering case command %s failed in the gateway", row.command_id,
+                          extra={"incident_id": row.incident_id})  # fmt: skip
             return self._doubt(row, f"internal: {type(exc).__name__}: {exc}", Outcome.HELD)
 
     async def _deliver(self, row: outbox.OutboxRow) -> tuple[Outcome, int | None]:
@@ -218,7 +219,8 @@ class OutboxDispatcher:
             case_id = await self._look_up(body)
             if case_id is not None:
                 self.stats["found_by_lookup"] += 1
-                log.warning("case command %s: already filed as %s", command.command_id, case_id)
+                log.warning("case command %s: already filed as %s", command.command_id, case_id,
+                            extra={"incident_id": command.incident_id})  # fmt: skip
                 return {"id": case_id}
         else:
             outbox.mark_maybe_filed(self._conn, row.seq, True)
@@ -283,7 +285,8 @@ class OutboxDispatcher:
         outbox.mark_case_final(self._conn, row.seq, refiled, reason, _now_ms())
         self._doubtful.pop(row.seq, None)
         self.stats["refiled" if refiled else "refused_closed"] += 1
-        log.warning("case command %s: %s", command.command_id, reason)
+        log.warning("case command %s: %s", command.command_id, reason,
+                    extra={"incident_id": command.incident_id})  # fmt: skip
         return Outcome.DONE, None
 
     def _doubt(
@@ -304,7 +307,8 @@ class OutboxDispatcher:
         outbox.schedule_retry(self._conn, row.seq, due, reason)
         self.stats["retries"] += 1
         self.last_error = reason
-        log.warning("case platform: %s; retry %s in %.1f s", reason, row.command_id, delay)
+        log.warning("case platform: %s; retry %s in %.1f s", reason, row.command_id, delay,
+                    extra={"incident_id": row.incident_id})  # fmt: skip
         return outcome, due
 
     def _park(self, row: outbox.OutboxRow, reason: str) -> tuple[Outcome, int | None]:
@@ -312,5 +316,6 @@ class OutboxDispatcher:
         self._doubtful.pop(row.seq, None)
         self.stats["parked"] += 1
         self.last_error = reason
-        log.error("case command %s parked: %s", row.command_id, reason)
+        log.error("case command %s parked: %s", row.command_id, reason,
+                  extra={"incident_id": row.incident_id})  # fmt: skip
         return Outcome.HELD, None
