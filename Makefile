@@ -23,6 +23,8 @@ demo: $(STAMP)
 DEBS := mosquitto openssl ffmpeg pkg-config libgirepository1.0-dev libcairo2-dev \
         gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
         gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad chromium
+# docker-compose checks docker-compose.yml (`config -q`) in the tests; it needs no engine.
+DEBS += docker-compose
 system-deps:
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
 		| grep -q 'ok installed' || echo $$p; done); \
