@@ -1,6 +1,7 @@
-"""The gateway's API, served by uvicorn on loopback, as an outsider meets it: the token on
-every route but /healthz, no docs, bounded requests, evidence by name only (a real symlink
-and a hard link pointing out of the folder), and pages that return every row exactly once."""
+"""The gateway's API, served by uvicorn on loopback, as an outsider meets it: credentials on
+every route but /healthz and signing in, no docs, bounded requests, evidence by name only
+(a real symlink and a hard link pointing out of the folder), and pages that return every row
+exactly once."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 from api_server import ServedApi, gateway_for_api
-from fastapi.routing import APIRoute
 
 from case_bridge import outbox
 from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority
@@ -54,22 +54,33 @@ def concrete(path: str) -> str:
 # -- the token ------------------------------------------------------------------------------
 
 
-def test_every_route_but_healthz_needs_the_token(api):
-    routes = [r for r in api.app.routes if isinstance(r, APIRoute)]
-    assert len(routes) >= 9  # the enumeration below really covers the API
-    for route in routes:
-        for method in route.methods:
-            response = api.http.request(method, concrete(route.path))
-            if route.path == "/healthz":
-                assert response.status_code == 200
-                continue
-            if route.path == "/evidence/{name}":  # signed links: no token, but a signature
-                assert response.status_code == 403
-                continue
-            assert response.status_code == 401, (method, route.path)
-            assert response.headers["www-authenticate"] == 'Bearer realm="citygw"'
-            assert response.json() == {"detail": "a bearer token is required"}
+def routes(app) -> list[tuple[str, str]]:
+    """(method, path) of every route the app serves, included routers' too (the OpenAPI
+    document lists them all, whether or not the docs are served)."""
+    return [(method.upper(), path) for path, operations in app.openapi()["paths"].items()
+            for method in operations]  # fmt: skip
+
+
+def test_every_route_but_healthz_and_sign_in_needs_credentials(api):
+    served = routes(api.app)
+    assert len(served) >= 30  # the enumeration below really covers the API
+    assert ("PUT", "/api/v1/users/{name}/role") in served
+    for method, path in served:
+        response = api.http.request(method, concrete(path))
+        if path == "/healthz":
+            assert response.status_code == 200
+            continue
+        if path == "/evidence/{name}":  # signed links: no token, but a signature
+            assert response.status_code == 403
+            continue
+        if (method, path) == ("POST", "/api/v1/session"):  # signing in: a body, no token
+            assert (response.status_code, response.json()) == (400, {"detail": "body: not JSON"})
+            continue
+        assert response.status_code == 401, (method, path)
+        assert response.headers["www-authenticate"] == 'Bearer realm="citygw"'
+        assert response.json() == {"detail": "a bearer token is required"}
     assert api.http.get("/no/such/route").status_code == 401  # no map of routes either
+    assert api.http.get("/console/no-such-file.js").status_code == 404  # public, static only
 
 
 @pytest.mark.parametrize(

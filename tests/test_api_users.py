@@ -320,3 +320,19 @@ def test_the_last_enabled_admin_cannot_be_demoted_or_disabled(served):
         browser.request("PUT", "/api/v1/users/root/role", json={"role": "viewer"}).status_code
         == 200
     )
+
+
+def test_without_a_machine_token_sessions_and_client_tokens_still_work(deployments, monkeypatch):
+    monkeypatch.delenv("CITYGW_API_TOKEN", raising=False)
+    served = deployments.serve(token_file=None)
+    add_user(served, "root", "admin")
+    browser = deployments.browser(served)
+    browser.sign_in("root")
+    made = browser.request("POST", "/api/v1/tokens", json={"name": "cron", "role": "operator"})
+    bearer = {"Authorization": f"Bearer {made.json()['token']}"}
+    assert served.http.post("/api/v1/outbox/requeue", headers=bearer).status_code == 200
+    refused = served.http.get("/api/v1/outbox", headers=ADMIN)  # no machine token to match
+    assert refused.status_code == 401
+    assert refused.json() == {
+        "detail": "this gateway has no API token configured: sign in, or use a client token"
+    }
