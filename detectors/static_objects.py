@@ -23,10 +23,14 @@ What makes it hold on a real street:
 - **Gone means seen empty, repeatedly**: an object is dropped only after
   ``clear_empty_samples`` samples in which most of its visible pixels match the scenery.
 - **An object that is a person or vehicle is not reported**: one that differed mostly
-  behind detected person or vehicle boxes while it was being confirmed, or that lies
-  inside such a box not much bigger than itself in more than ``max_explained_share`` of
-  its samples, is that parked car or standing person. A bus passing in front of a bag is
-  far bigger than the bag, so it never explains it away.
+  behind detected person or vehicle boxes while it was being confirmed, when one same box
+  covered it in many of those samples, or that lies inside such a box not much bigger
+  than itself in more than ``max_explained_share`` of its samples, is that parked car or
+  standing person. A bus passing in front of a bag is far bigger than the bag, and walkers
+  streaming past it are different boxes each time, so neither explains it away.
+- **Confirmation has a deadline**: a count that has not reached ``confirm_samples`` open
+  views within ``max_confirm_s`` starts over; pieces of a crowd that keep matching some
+  content now and then, held behind boxes in between, are a coincidence, not an object.
 - **A scene change re-learns**: when most of a region differs and stays unchanged for
   ``scene_change_samples`` (camera moved, switched to night IR), its model restarts; a bus
   filling the view is moving, so it never triggers this.
@@ -42,6 +46,7 @@ wherever no person or vehicle stands).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -61,6 +66,7 @@ class StaticObjectParams:
     evidence_width: int = 960  # width of the colour "before" picture
     min_sample_interval_ms: int = 750  # at 1 analysed fps every frame is a sample
     confirm_samples: int = 5  # unchanged samples (hidden ones not counted) → static
+    max_confirm_s: float = 40.0  # ...reached within this long, or the count starts over
     absorb_s: float = 4 * 3600.0  # standing this long → part of the background
     min_area_frac: float = 0.002  # of the region: the zone-relative minimum size
     # ...and never fewer work pixels than this: 5 x 9 px by a far doorway is a piece of a
@@ -77,6 +83,7 @@ class StaticObjectParams:
     # person or vehicle: in more than ``max_explained_share`` of its samples → not reported.
     explained_share: float = 0.6
     max_explained_share: float = 0.3
+    explaining_history: int = 20  # samples of boxes a new object's past is judged on
     scene_change_frac: float = 0.6  # of a region's known pixels
     scene_change_samples: int = 10
     background: BackgroundParams = field(default_factory=BackgroundParams)
@@ -197,6 +204,10 @@ class _Region:
         self.first_ms = np.zeros(shape, np.int64)  # when the content was first seen still
         self.aside = _Counts(shape)  # the count another content interrupted
         self.candidates: list[_Candidate] = []
+        # The explaining boxes of the last samples: what a new object may have been.
+        self._recent_explaining: deque[Sequence[tuple[Box, float]]] = deque(
+            maxlen=params.explaining_history
+        )
         self.learnt: np.ndarray | None = None
         self._scene_change_streak = 0
 
@@ -229,6 +240,7 @@ class _Region:
         hidden = mask | sample.moving
         self._count_still_pixels(sample, hidden, mask, ts_ms)
         components = self._components(self.count >= self.params.confirm_samples)
+        self._recent_explaining.append(explaining)
         self._judge_candidates(sample, components, explaining)
         for pixels in components:
             if pixels is None:
@@ -294,6 +306,12 @@ class _Region:
         ended = self.empty_streak >= 2
         self.count[ended] = 0
         self.aside.count[ended] = 0
+        # A count that needs longer than ``max_confirm_s`` to be confirmed is a coincidence
+        # of held samples (pieces of a crowd that keep matching), not a thing standing there.
+        p = self.params
+        late = ts_ms - p.max_confirm_s * 1000
+        for counts in (self, self.aside):
+            counts.count[(counts.count < p.confirm_samples) & (counts.first_ms < late)] = 0
         self.masked_count = np.where(
             sample.foreground & mask, self.masked_count + 1, self.masked_count
         )
@@ -302,21 +320,45 @@ class _Region:
     def _candidate(self, object_id: int, pixels: np.ndarray) -> _Candidate:
         """A new object from a confirmed component. What its pixels went through before
         counts: one that differed more often behind a person or vehicle box than in the
-        open is that person or vehicle (a parked car the model sees most of the time); a
-        bag that walkers pass now and then is seen in the open more often."""
+        open, and that one same box (IoU >= 0.5 from sample to sample, not much bigger than
+        it) covered in many of the last samples, is that person or vehicle (a parked car
+        the model sees two frames in three). A bag in a crowd is behind boxes as often, but
+        they are different walkers in different places each time."""
+        box = self._box(pixels)
         since = int(np.median(self.first_ms[pixels]))
         behind_mask = int(np.median(self.masked_count[pixels]))
         seen = int(np.median(self.count[pixels]))
-        explained = behind_mask if behind_mask > seen else 0
+        explained = behind_mask if behind_mask > seen and self._one_box_covered(box) else 0
         return _Candidate(
             object_id,
             pixels,
             self.content.copy(),
-            self._box(pixels),
+            box,
             since,
             views=explained + (seen if explained else 0),
             explained=explained,
         )
+
+    def _one_box_covered(self, box: Box) -> bool:
+        """Whether a person or vehicle box that stays explained ``box`` in more than
+        ``max_explained_share`` of the recent samples: one whose match (IoU >= 0.5) was
+        there one or two samples before (a parked car the model misses now and then).
+        Walkers crossing a bag cover it for a sample or two each, in their own places."""
+        p = self.params
+        covering = [
+            [b for b, ratio in sample if _explains(b, box, p.explained_share, ratio)]
+            for sample in self._recent_explaining
+        ]
+        staying = sum(
+            any(
+                _iou(b, other) >= _SAME_BOX_IOU
+                for b in boxes
+                for earlier in covering[max(0, i - 2) : i]
+                for other in earlier
+            )
+            for i, boxes in enumerate(covering)
+        )
+        return staying > p.max_explained_share * len(covering)
 
     def objects(self) -> list[StaticObject]:
         p = self.params

@@ -131,6 +131,62 @@ def test_an_object_seen_gone_is_not_confirmed_again_from_its_old_count():
     assert all(f == [] for f in found[44:])
 
 
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+    return w * h / (area - w * h)
+
+
+def _walkers_over(obj: tuple[int, int, int, int]) -> list[tuple[float, float, float, float]]:
+    """Boxes of different people each standing over ``obj``: each covers it, and no two
+    are the same box (IoU < 0.5)."""
+    x1, y1, x2, y2 = obj
+    return [
+        (x1 - 12.0, y1 - 70.0, x2 + 8.0, y2 + 4.0),
+        (x1 - 2.0, y1 - 20.0, x2 + 40.0, y2 + 2.0),
+        (x1 - 40.0, y1 - 30.0, x2 + 2.0, y2 + 6.0),
+    ]
+
+
+def test_a_bag_walkers_stream_past_is_reported_a_parked_car_is_not():
+    """The detector sees a walker over the bag in two samples of three, each time another
+    person in another place: the bag is reported once confirmed. A car the detector sees
+    two frames in three is one box that stays: never reported (the parked-car test)."""
+    walkers = _walkers_over(OBJECT)
+    assert all(_iou(a, b) < 0.5 for i, a in enumerate(walkers) for b in walkers[i + 1 :])
+    base, rng = road(10), np.random.default_rng(10)
+    detector = StaticObjectDetector()
+    found = []
+    for t in range(0, 60):
+        masked = [walkers[t % len(walkers)]] if t >= 20 and t % 3 else []
+        image = frame(base, rng, (OBJECT,) if t >= 20 else ())
+        found.append(detector.update(image, t * 1000, masked))
+    first = next(t for t, f in enumerate(found) if f)
+    assert first <= 20 + 3 * 6  # five open views, one sample in three
+    assert all(len(f) == 1 for f in found[first:])
+
+
+def test_a_count_not_confirmed_within_max_confirm_s_starts_over():
+    """Something that shows the same content in the open only now and then, walkers over it
+    in between, never adds up to an object: its count starts over after ``max_confirm_s``."""
+    base, rng = road(11), np.random.default_rng(11)
+    walkers = _walkers_over(OBJECT)
+
+    def run_with(every: int) -> list[list]:
+        detector = StaticObjectDetector(StaticObjectParams(max_confirm_s=20.0))
+        out = []
+        for t in range(0, 90):
+            in_open = t < 10 or (t - 10) % every == 0
+            masked = [] if in_open else [walkers[t % len(walkers)]]
+            image = frame(base, rng, (OBJECT,) if t >= 10 else ())
+            out.append(detector.update(image, t * 1000, masked))
+        return out
+
+    assert all(f == [] for f in run_with(every=6))  # 5 open views take 24 s > 20 s
+    assert any(run_with(every=4))  # 5 open views in 16 s
+
+
 def test_a_bus_elsewhere_in_the_region_does_not_blind_it():
     """The threshold is per region: a bus driving across the top of the view, never over
     the object, changes nothing about the object below."""
