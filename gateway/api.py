@@ -21,6 +21,7 @@ import asyncio
 import ipaddress
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,6 +36,7 @@ from gateway.api_backtests import backtests_router
 from gateway.api_errors import install_validation_errors
 from gateway.api_evidence import evidence_router
 from gateway.api_guard import ApiGuard
+from gateway.api_health import READYZ_PATH, readiness_router
 from gateway.api_params import instant_ms
 from gateway.api_platform_events import EVENTS_PATH, PlatformEvents, platform_events_router
 from gateway.api_session import session_router
@@ -90,6 +92,7 @@ def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> Fa
     )
     public = {
         "/healthz",
+        READYZ_PATH,  # fixed reasons only, for probes (gateway/api_health.py)
         CONSOLE_PREFIX.rstrip("/"),
         *(["/metrics"] if settings.metrics_public else []),
         *(DOCS_PATHS if docs else []),
@@ -98,7 +101,8 @@ def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> Fa
     users, tokens = Users(gw.conn), ClientTokens(gw.conn)
     sessions = Sessions(gw.conn, settings.session_lifetime_s)
     audit, passwords, sign_ins = AuditTrail(gw.conn), PasswordWork(), SignInLimits()
-    app.state.sign_ins = sign_ins  # counts by outcome, for the metrics
+    # For the metrics: sign-ins by outcome, and the guard's refusals by reason.
+    app.state.sign_ins, app.state.api_refused = sign_ins, Counter()
     app.add_middleware(
         ApiGuard,
         token=token,
@@ -108,6 +112,7 @@ def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> Fa
         max_body_bytes=settings.max_body_bytes,
         tokens=tokens,
         sessions=sessions,
+        refused=app.state.api_refused,
     )
 
     @app.get("/healthz")
@@ -202,6 +207,7 @@ def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> Fa
         return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     install_validation_errors(app)
+    app.include_router(readiness_router(gw))
     app.include_router(thresholds_router(gw.threshold_versions, gw.apply_settings, audit))
     app.include_router(silences_router(gw.silences, audit=audit))
     app.include_router(backtests_router(backtest_from_config(gw.config), audit))

@@ -28,7 +28,8 @@ routing, parsing or body reading happens. In order:
 
 The principal goes to ``scope["state"]["principal"]`` (``request.state.principal``) and a
 cookie's session to ``scope["state"]["session"]``. Refusals are counted by reason in
-``refused``.
+``refused`` (busy, url_too_long, chunked, bad_length, body_too_large, no_credentials,
+invalid_token, session_ended, csrf, role).
 """
 
 from __future__ import annotations
@@ -82,8 +83,10 @@ class ApiGuard:
         public_prefixes: tuple[str, ...] = (),
         tokens: ClientTokens | None = None,
         sessions: Sessions | None = None,
+        refused: Counter[str] | None = None,
     ) -> None:
-        """Without ``tokens`` and ``sessions`` only the machine token is taken."""
+        """Without ``tokens`` and ``sessions`` only the machine token is taken. ``refused``:
+        where refusals are counted by reason (the app's, for its metrics)."""
         self.app = app
         self.expected = token.encode() if token is not None else None
         self.public_paths = frozenset(public_paths)
@@ -94,7 +97,7 @@ class ApiGuard:
         self.tokens = tokens
         self.sessions = sessions
         self.in_flight = 0
-        self.refused: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter() if refused is None else refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -141,6 +141,7 @@ def test_an_unsafe_request_with_the_cookie_needs_the_sessions_csrf_token(served)
         response = ana.request("POST", "/api/v1/outbox/requeue", csrf=csrf)
         assert (response.status_code, response.json()) == (403, refusal), csrf
     assert rows(served, "audit") == audited  # nothing was done
+    assert served.app.state.api_refused == {"csrf": 3}
     assert ana.request("GET", "/api/v1/outbox", csrf=None).status_code == 200
     assert ana.request("POST", "/api/v1/outbox/requeue").json() == {"requeued": 0}
     assert rows(served, "audit") == audited + 1
