@@ -1,0 +1,52 @@
+// Cameras: each stream's status, frame rates (read and analysed), lag and errors, and its
+// last analysed frame with the zones drawn, refreshed while the page is open.
+
+import { get } from "../api.js";
+import { fill, h } from "../dom.js";
+import { t } from "../i18n.js";
+import { title } from "../ui.js";
+
+const REFRESH_MS = 2000;
+
+export function render(root) {
+  const grid = h("div.camera-grid");
+  root.append(title(t("cameras.title")), grid);
+  const load = async () => {
+    const answer = await get("/api/v1/console/cameras");
+    if (!answer.cameras.length) {
+      fill(grid, h("p.muted", {}, t("cameras.none")));
+      return;
+    }
+    fill(grid, ...answer.cameras.map(cameraCard));
+  };
+  load().catch((error) => grid.append(h("p.error", {}, error.message)));
+  const timer = setInterval(() => load().catch(() => {}), REFRESH_MS);
+  return () => clearInterval(timer);
+}
+
+function figure(label, value) {
+  return h("div.figure", {}, h("span.card-label", {}, label), h("b", {}, value ?? "—"));
+}
+
+function cameraCard(camera) {
+  const f = camera.figures || {};
+  const frame = h("img.frame", { src: `${camera.frame_url}?t=${Date.now()}`, alt: camera.id });
+  const missing = h("p.muted.no-frame", {}, t("cameras.noFrame"));
+  missing.hidden = true;
+  frame.addEventListener("error", () => {
+    frame.hidden = true;
+    missing.hidden = false;
+  });
+  return h("section.card.camera", { dataset: { camera: camera.id, status: camera.status } },
+    h("h3", {}, camera.id, " ", h(`span.badge.camera-${camera.status}`, {}, camera.status)),
+    h("div.frame-box", {}, frame, missing),
+    h("div.figures", {},
+      figure(t("cameras.fps"), camera.fps),
+      figure(t("cameras.analysedFps"), camera.analysed_fps),
+      figure(t("cameras.lag"), typeof f.lag_ms === "number" ? `${(f.lag_ms / 1000).toFixed(1)} s` : null),
+      figure(t("cameras.reconnects"), f.reconnects),
+    ),
+    camera.last_error ? h("p.small.warn", {}, camera.last_error) : null,
+    h("ul.zones", {}, camera.zones.map((z) => h("li", {}, h("b", {}, z.id), ` ${z.type} · ${z.address} · ${t("grid")} ${z.grid}`))),
+  );
+}
