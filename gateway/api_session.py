@@ -1,9 +1,11 @@
 """``/api/v1/session``: signing in and out of the console.
 
-- ``POST`` ``{"username", "password"}`` → 200 ``{"user", "role", "csrf"}`` and the
-  ``citygw_session`` cookie (HttpOnly, SameSite=Strict, Path=/, Secure unless
-  ``api.cookie_secure`` is false, Max-Age the session's lifetime). Reachable without
-  credentials. A wrong password, an unknown name and a disabled account all get the same
+- ``POST`` ``{"username", "password"}`` as ``application/json`` → 200 ``{"user", "role",
+  "csrf"}`` and the ``citygw_session`` cookie (HttpOnly, SameSite=Strict, Path=/, Secure
+  unless ``api.cookie_secure`` is false, Max-Age the session's lifetime). Reachable without
+  credentials. Any other content type is 415: a page of another site can post a form, but
+  not JSON without this origin's consent, so nobody is signed in to another's account
+  behind their back. A wrong password, an unknown name and a disabled account all get the same
   401, after the same argon2 work; past the failure limits (gateway/sign_in_limits.py) 429
   with ``Retry-After``, without checking the password.
 - ``GET`` → the signed-in session's ``{"user", "role", "csrf"}`` (how the console, after a
@@ -54,6 +56,9 @@ def session_router(
 
     @router.post(SESSION_PATH)
     async def sign_in(request: Request) -> JSONResponse:
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/json":  # a form on another site cannot send JSON
+            raise HTTPException(415, "send the credentials as application/json")
         body = await json_body(request, SignIn, MAX_BODY_BYTES)
         name = body.username
         address = request.client.host if request.client else "unknown"

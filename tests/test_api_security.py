@@ -76,8 +76,9 @@ def test_every_route_but_health_and_sign_in_needs_credentials(api):
         if path == "/evidence/{name}":  # signed links: no token, but a signature
             assert response.status_code == 403
             continue
-        if (method, path) == ("POST", "/api/v1/session"):  # signing in: a body, no token
-            assert (response.status_code, response.json()) == (400, {"detail": "body: not JSON"})
+        if (method, path) == ("POST", "/api/v1/session"):  # signing in: JSON, no token
+            assert (response.status_code, response.json()) == (
+                415, {"detail": "send the credentials as application/json"})  # fmt: skip
             continue
         assert response.status_code == 401, (method, path)
         assert response.headers["www-authenticate"] == 'Bearer realm="citygw"'

@@ -5,6 +5,7 @@ client tokens, and admins managing users."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 
@@ -63,6 +64,21 @@ def test_the_cookie_goes_over_plain_http_only_when_configured(deployments):
     add_user(api, "ana", "viewer")
     cookie = deployments.browser(api).sign_in("ana").headers["set-cookie"]
     assert "secure" not in cookie.lower() and "Max-Age=600" in cookie
+
+
+def test_sign_in_takes_json_only_so_no_other_site_can_post_a_form(served):
+    add_user(served, "ana", "operator")
+    form = {"username": "ana", "password": PASSWORD}
+    response = served.http.post("/api/v1/session", data=form)
+    assert (response.status_code, response.json()) == (
+        415, {"detail": "send the credentials as application/json"})  # fmt: skip
+    text_plain = served.http.post("/api/v1/session", content=json.dumps(form),
+                                  headers={"Content-Type": "text/plain"})  # fmt: skip
+    assert text_plain.status_code == 415
+    assert rows(served, "sessions") == 0
+    utf8 = {"Content-Type": "application/json; charset=utf-8"}
+    charset = served.http.post("/api/v1/session", content=json.dumps(form), headers=utf8)
+    assert charset.status_code == 200
 
 
 def test_a_wrong_password_an_unknown_name_and_a_disabled_user_get_the_same_401(served):
