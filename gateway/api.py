@@ -33,6 +33,7 @@ from case_bridge import outbox
 from gateway import listings
 from gateway.api_audit import audit_router
 from gateway.api_backtests import backtests_router
+from gateway.api_console import CONSOLE_PREFIX, console_router
 from gateway.api_errors import install_validation_errors
 from gateway.api_evidence import evidence_router
 from gateway.api_guard import ApiGuard
@@ -60,7 +61,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
-CONSOLE_PREFIX = "/console/"  # static files only (gateway/api_console.py): no data in them
 
 
 def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> FastAPI:
@@ -218,6 +218,7 @@ def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> Fa
     app.include_router(users_router(users, sessions, passwords, audit))
     app.include_router(tokens_router(tokens, audit))
     app.include_router(audit_router(audit))
+    app.include_router(console_router(gw))  # pages public, their reads under /api/v1
     if platform_events is not None:
         app.include_router(platform_events_router(platform_events))
     return app

@@ -84,7 +84,10 @@ def test_every_route_but_health_and_sign_in_needs_credentials(api):
         assert response.headers["www-authenticate"] == 'Bearer realm="citygw"'
         assert response.json() == {"detail": "a bearer token is required"}
     assert api.http.get("/no/such/route").status_code == 401  # no map of routes either
-    assert api.http.get("/console/no-such-file.js").status_code == 404  # public, static only
+    page = api.http.get("/console/")  # the console's pages are public; their data is not
+    assert (page.status_code, page.headers["content-type"]) == (200, "text/html; charset=utf-8")
+    assert api.http.get("/console").status_code == 308
+    assert api.http.get("/console/no-such-file.js").status_code == 404
 
 
 @pytest.mark.parametrize(
