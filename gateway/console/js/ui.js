@@ -96,3 +96,8 @@ export function detailPage(root, heading, back, url, draw, refreshMs) {
   const timer = setInterval(() => load().catch(() => {}), refreshMs);
   return () => clearInterval(timer);
 }
+
+// The row a list shows when its first page is empty.
+export function emptyRow(body, columns) {
+  body.append(h("tr", {}, h("td.empty", { colspan: columns }, t("none"))));
+}

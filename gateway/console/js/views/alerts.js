@@ -5,7 +5,7 @@ import { get } from "../api.js";
 import { clear, fill, h, when, values, compactJson } from "../dom.js";
 import { t, tv } from "../i18n.js";
 import { onAlert, onStatus } from "../stream.js";
-import { table, row, priorityBadge, alertStateBadge, title, select, pager } from "../ui.js";
+import { row, priorityBadge, alertStateBadge, title, select, pager, emptyRow } from "../ui.js";
 
 const SHOWN = 300;
 
@@ -29,6 +29,7 @@ export function render(root, route) {
 
   const add = (alert, atTop) => {
     if (seen.has(alert.id)) return;
+    body.querySelector("td.empty")?.parentElement.remove();
     if (held === "held" && !alert.held_by) return;
     if (held === "filed" && alert.held_by) return;
     seen.add(alert.id);
@@ -44,6 +45,7 @@ export function render(root, route) {
   const loadOlder = async (cursor) => {
     const page = await get("/api/v1/console/alerts", { held, limit: 100, cursor });
     for (const alert of page.alerts) add(alert, false);
+    if (!cursor && !page.alerts.length) emptyRow(body, headers.length);
     older = page.next_cursor;
     fill(more, pager(older, (c) => loadOlder(c).catch(() => {})));
   };
@@ -88,7 +90,7 @@ export function holderText(a) {
   if (holder && holder.type === "silence") {
     const silence = holder.silence;
     return h("div.holder.silence", { dataset: { silence: silence.id } },
-      h("a", { href: `#/silences?id=${silence.id}` }, `🔕 ${t("alerts.silence")} #${silence.id}`),
+      h("a", { href: `#/silences?id=${silence.id}` }, `${t("alerts.silence")} #${silence.id}`),
       h("div.small", {}, Object.entries(silence.matchers).map(([k, v]) => `${k}=${v}`).join(", ")),
       h("div.small", {}, `${silence.author}: ${silence.reason}`),
       h("div.small", {}, `${t("alerts.until")} ${when(silence.ends_ms)} (${tv("silences.status", silence.status)})`));
@@ -96,11 +98,11 @@ export function holderText(a) {
   if (holder && holder.type === "inhibition") {
     const rule = holder.rule;
     return h("div.holder.inhibition", {},
-      `⛔ ${t("alerts.inhibition")} ${rule ? rule.name : a.held_by}`,
+      `${t("alerts.inhibition")} ${rule ? rule.name : a.held_by}`,
       rule ? h("div.small", {}, `${compactJson(rule.source_match)} → ${compactJson(rule.target_match)} (${rule.action})`) : null);
   }
   if (holder && holder.type === "confirm") {
-    return h("div.holder.confirm", {}, `⏳ ${t("alerts.confirm")}`, h("div.small", {}, `${holder.confirm_s} s`));
+    return h("div.holder.confirm", {}, t("alerts.confirm"), h("div.small", {}, `${holder.confirm_s} s`));
   }
   return h("div.holder", {}, a.held_by);
 }

@@ -4,7 +4,7 @@
 import { get } from "../api.js";
 import { fill, h, isoWhen, compactJson, link } from "../dom.js";
 import { t } from "../i18n.js";
-import { row, title, field, pager } from "../ui.js";
+import { row, title, field, pager, emptyRow } from "../ui.js";
 
 export function render(root, route) {
   const chosen = {
@@ -29,6 +29,7 @@ export function render(root, route) {
   );
   const load = async (cursor) => {
     const page = await get("/api/v1/audit", { ...chosen, limit: 100, cursor });
+    if (!cursor && !page.entries.length) emptyRow(body, headers.length);
     for (const e of page.entries) {
       body.append(row([
         isoWhen(e.ts), e.actor, e.role, h("code", {}, e.action), e.target,

@@ -4,7 +4,7 @@
 import { get } from "../api.js";
 import { fill, h, when } from "../dom.js";
 import { t } from "../i18n.js";
-import { row, title, pager } from "../ui.js";
+import { row, title, pager, emptyRow } from "../ui.js";
 
 export function render(root, route) {
   const reason = route.query.get("reason") || "";
@@ -24,6 +24,7 @@ export function render(root, route) {
   }).catch(() => {});
   const load = async (cursor) => {
     const page = await get("/api/v1/dead-letters", { reason, limit: 100, cursor });
+    if (!cursor && !page.dead_letters.length) emptyRow(body, headers.length);
     for (const d of page.dead_letters) {
       body.append(row([
         when(d.received_ms), h("span.badge.reason", {}, d.reason), d.device_id, h("code", {}, d.topic), d.detail,

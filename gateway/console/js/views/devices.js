@@ -82,7 +82,7 @@ function deviceRow(d, sparks) {
 }
 
 function healthText(health, muted = []) {
-  const flags = muted.map((holder) => `🔕 ${holder}`);
+  const flags = muted.map((holder) => `${t("alerts.held")}: ${holder}`);
   if (health.offline) flags.push(tv("state", "offline"));
   if (health.suspect) flags.push(`${tv("state", "suspect")}: ${health.suspect}`);
   if (health.battery_low) flags.push(t("devices.battery"));
@@ -115,6 +115,22 @@ function firstNumeric(readings) {
   return "battery_pct";
 }
 
+// The levels the device's watched field is judged against, as it runs with them (its own
+// override or its kind's): drawn on its chart.
+const LEVELS = {
+  bin: [["fill_fire_pct", "#d7263d"], ["fill_clear_pct", "#2e9d5b"]],
+  manhole_cover: [["tilt_fire_deg", "#d7263d"], ["tilt_clear_deg", "#2e9d5b"]],
+  water_level: [["warning_cm", "#e09f1f"], ["alarm_cm", "#d7263d"]],
+};
+
+async function levelsOf(device) {
+  const asked = (LEVELS[device.kind] || []).map(async ([param, colour]) => {
+    const answer = await get(`/api/v1/thresholds/devices.${encodeURIComponent(device.id)}.${param}`);
+    return { value: answer.value, label: `${param} ${answer.value}`, colour, dash: "6 3" };
+  });
+  return (await Promise.all(asked.map((p) => p.catch(() => null)))).filter((l) => l && typeof l.value === "number");
+}
+
 function renderDevice(root, deviceId) {
   const url = `/api/v1/console/devices/${encodeURIComponent(deviceId)}`;
   return detailPage(root, `${t("device")} ${deviceId}`, "#/devices", url, drawDevice, REFRESH_MS);
@@ -124,6 +140,7 @@ async function drawDevice(body, answer) {
   const d = answer.device;
   const readings = d.latest ? await loadSeries(d.id, d.latest.ts, 6 * SPARK_WINDOW_MS) : [];
   const fields = [...new Set(readings.flatMap((r) => Object.keys(r.values)))];
+  const levels = await levelsOf(d);
   fill(body,
     h("div.cards", {},
       h("div.card", {}, h("div.card-label", {}, t("state")), stateBadge(d.state)),
@@ -136,7 +153,11 @@ async function drawDevice(body, answer) {
     ),
     h("div.charts", {}, fields.map((f, i) => h("figure", {},
       h("figcaption", {}, f),
-      lineChart({ series: [{ name: f, points: points(readings, f), colour: COLOURS[i % COLOURS.length] }], height: 170 })))),
+      lineChart({
+      series: [{ name: f, points: points(readings, f), colour: COLOURS[i % COLOURS.length] }],
+      levels: f === METRIC[d.kind] ? levels : [],
+      height: 170,
+    })))),
     h("h3", {}, t("devices.alerts")),
     table([t("time"), t("alerts.rule"), t("state"), t("alerts.priority"), t("alerts.summary"), t("alerts.heldBy"), t("alerts.incident")],
       answer.alerts.alerts.map((a) => row([

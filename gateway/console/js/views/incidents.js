@@ -5,7 +5,7 @@
 import { get, evidenceUrl } from "../api.js";
 import { fill, h, when } from "../dom.js";
 import { t } from "../i18n.js";
-import { table, row, priorityBadge, alertStateBadge, title, select, pager, detailPage } from "../ui.js";
+import { table, row, priorityBadge, alertStateBadge, title, select, pager, detailPage, emptyRow } from "../ui.js";
 import { holderText } from "./alerts.js";
 
 const REFRESH_MS = 5000;
@@ -29,6 +29,7 @@ function renderList(root, status) {
   list.append(h("table.list", {}, h("thead", {}, h("tr", {}, headers.map((x) => h("th", {}, x)))), body));
   const load = async (cursor) => {
     const page = await get("/api/v1/incidents", { status, limit: 100, cursor });
+    if (!cursor && !page.incidents.length) emptyRow(body, headers.length);
     for (const i of page.incidents) {
       body.append(row([
         h("a", { href: `#/incidents/${i.id}`, dataset: { incident: i.id } }, i.id),

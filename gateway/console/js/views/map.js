@@ -136,7 +136,7 @@ function drawMap(layers) {
       onclick: go(`#/devices/${device.id}`) },
       s("title", {}, `${device.id} · ${tv("kind", device.kind)} · ${tv("state", device.state)}${muted}\n${device.address}`),
       s("circle", { cx: x, cy: y, r: 7, fill: STATE_COLOURS[device.state] || "#444" }),
-      s("text", { x: x + 10, y: y + 4 }, device.muted.length ? `${device.id} 🔕` : device.id),
+      s("text", { x: x + 10, y: y + 4 }, device.muted.length ? `${device.id} (${t("alerts.held")})` : device.id),
     ));
   }
   svg.append(scaleBar(p));

@@ -4,7 +4,7 @@
 import { api, get } from "../api.js";
 import { clear, fill, h, when } from "../dom.js";
 import { t } from "../i18n.js";
-import { row, title, select, writeButton, messageArea, say, pager } from "../ui.js";
+import { row, title, select, writeButton, messageArea, say, pager, emptyRow } from "../ui.js";
 
 const STATES = ["parked", "pending", "delivered", "refiled", "refused_closed"];
 
@@ -23,6 +23,7 @@ export function render(root, route) {
     const stats = await get("/api/v1/stats");
     fill(counts, Object.entries(stats.outbox).map(([name, n]) => h("span.chip", { dataset: { state: name } }, `${name} ${n}`)));
     const page = await get("/api/v1/outbox", { state, limit: 100, cursor });
+    if (!cursor && !page.commands.length) emptyRow(body, headers.length);
     for (const c of page.commands) {
       body.append(row([
         c.seq, h("code", {}, c.command_id), h("a", { href: `#/incidents/${c.incident_id}` }, c.incident_id),

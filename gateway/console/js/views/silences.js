@@ -5,7 +5,7 @@
 import { api, get, currentSession } from "../api.js";
 import { clear, fill, h, when } from "../dom.js";
 import { t, tv } from "../i18n.js";
-import { table, row, title, field, select, writeButton, messageArea, say, pager } from "../ui.js";
+import { row, title, field, select, writeButton, messageArea, say, pager, emptyRow } from "../ui.js";
 
 const LABELS = ["device", "kind", "grid", "class", "zone", "rule", "priority", "origin"];
 const DURATIONS = [["3600", "1 h"], ["14400", "4 h"], ["86400", "24 h"], ["604800", "7 d"]];
@@ -24,6 +24,7 @@ export function render(root, route) {
   const load = async (cursor) => {
     if (!cursor) clear(body);
     const page = await get("/api/v1/silences", { status, limit: 100, cursor });
+    if (!cursor && !page.silences.length) emptyRow(body, headers.length);
     for (const silence of page.silences) body.append(silenceRow(silence, messages, () => load(null)));
     fill(more, pager(page.next_cursor, (c) => load(c).catch(() => {})));
   };
