@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     maybe_filed INTEGER NOT NULL DEFAULT 0  -- an open sent without a clear answer since
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(state, seq);
+CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident_id, seq);  -- a timeline's commands
 CREATE TABLE IF NOT EXISTS case_links (
     incident_id TEXT PRIMARY KEY,
     case_id TEXT NOT NULL,

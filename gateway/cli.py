@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
-from gateway import cli_backtest, cli_onvif, cli_silences, cli_thresholds, cli_users
+from gateway import (
+    cli_backtest,
+    cli_config_schema,
+    cli_onvif,
+    cli_silences,
+    cli_thresholds,
+    cli_users,
+)
+from gateway.logging_setup import add_logging_arguments, configure
 from simulators.platform.token_source import add_token_arguments, token_from
 
 if TYPE_CHECKING:
@@ -21,18 +28,14 @@ if TYPE_CHECKING:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for chatty in ("httpx", "httpcore", "amqtt"):  # one line per request/packet otherwise
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    configure(args.log_format, getattr(args, "verbose", False))
     return args.handler(args)
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="citygw", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
+    add_logging_arguments(parser)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the gateway")
@@ -138,6 +141,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cli_backtest.register(commands)
     cli_onvif.register(commands)
     cli_users.register(commands)
+    cli_config_schema.register(commands)
     return parser
 
 

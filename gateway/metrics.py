@@ -123,6 +123,15 @@ class _StatsCollector(Collector):
             {"accepted": events.get("accepted", 0), **events.get("refused", {})}
             if events else {},
         )  # fmt: skip
+        access = s.get("api_access", {})
+        yield _labelled(
+            CounterMetricFamily, "citygw_sign_ins", "Console sign-ins by outcome", "outcome",
+            access.get("sign_ins", {}),
+        )  # fmt: skip
+        yield _labelled(
+            CounterMetricFamily, "citygw_api_refused",
+            "API requests the guard refused, by reason", "reason", access.get("refused", {}),
+        )  # fmt: skip
         yield _labelled(
             CounterMetricFamily, "citygw_closure_flags",
             "Cases flagged because their problem persisted at verification or closure, by"

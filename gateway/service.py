@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from case_bridge import outbox
 from case_bridge.codes import ClassCatalog
@@ -139,6 +140,7 @@ class Gateway:
             PlatformEvents(webhook, self._on_platform_event) if webhook is not None else None
         )
         self.ingest: MqttIngest | None = None
+        self.api_app: FastAPI | None = None  # built when the API part starts
         self.serial: SerialAdapters | None = None
         self.parts: list[RuntimePart] = []
         self.metrics = GatewayMetrics(self.stats)
@@ -280,10 +282,12 @@ class Gateway:
 
     def _api_part(self) -> LoopPart:
         api = self.config.api
+        self.api_app = create_api(self, self.platform_events)
         server = uvicorn.Server(
             uvicorn.Config(
-                create_api(self, self.platform_events), host=api.host, port=api.port,
-                log_level="warning", lifespan="off", server_header=False, timeout_keep_alive=5,
+                self.api_app, host=api.host, port=api.port,
+                log_level="warning", log_config=None, lifespan="off", server_header=False,
+                timeout_keep_alive=5,
                 # Open connections (each costs a file descriptor); requests in flight are
                 # capped lower by the API's guard, and idle ones closed by the head deadline.
                 limit_concurrency=1024, http=DeadlineH11Protocol,
@@ -306,11 +310,14 @@ class Gateway:
             alerts=store.count_rows(self.conn, "alerts"),
             rejected=store.rejection_counts(self.conn),
             outbox=outbox.counts(self.conn),
+            outbox_oldest_pending_ms=outbox.oldest_pending_ms(self.conn),
+            incidents_open=len(self.incidents.open_ids()),
             # Readings kept but not given to business rules since start: device suspect.
             suspect_readings=self.pipeline.counters["suspect"],
             evidence_refused=dict(self.evidence.refused),
             closure_flags=dict(self.closure.flags),
             platform_events=self.platform_events.stats() if self.platform_events else {},
+            api_access=self._api_access(),
             evidence_uploads=(
                 dict(self._adapter.upload_stats)
                 if isinstance(self._adapter, MappedRestPlatform)
@@ -318,6 +325,13 @@ class Gateway:
             ),
         )
         return figures
+
+    def _api_access(self) -> dict[str, Any]:
+        """Sign-ins by outcome and requests the API's guard refused, by reason."""
+        if self.api_app is None:
+            return {}
+        state = self.api_app.state
+        return {"sign_ins": dict(state.sign_ins.counts), "refused": dict(state.api_refused)}
 
     async def _consume(self, ready: asyncio.Event) -> None:
         """Batches from paho's thread through the pipeline; acks only after the commit."""
@@ -481,7 +495,7 @@ class Gateway:
         answers snapshots while its stream is down."""
         if status not in ("offline", "online"):
             return
-        log.warning("camera %s %s: %s", camera_id, status, detail)
+        log.warning("camera %s %s: %s", camera_id, status, detail, extra={"camera_id": camera_id})
         camera = next(c for c in self.config.video.cameras if c.id == camera_id)
         zone = camera.zones[0]
         where = Location(zone.lat, zone.lon, zone.address, zone.grid_code)

@@ -71,6 +71,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     -- why it filed nothing: "silence:<id>", "confirm", "inhibited:<rule>" (rules/flow.py)
     held_by TEXT
 );
+-- An incident's timeline (the console): 23.5 ms over 200,000 alerts without it, 0.3 ms with.
+CREATE INDEX IF NOT EXISTS alerts_incident ON alerts(incident_id, id);
 -- Operators' silences (gateway/silences.py), kept after they end as their history.
 CREATE TABLE IF NOT EXISTS silences (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

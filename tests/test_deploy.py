@@ -42,6 +42,8 @@ def test_only_the_brokers_tls_port_is_published_beyond_loopback():
         "platform": ["127.0.0.1:8081:8081"],
         "influxdb": ["127.0.0.1:8086:8086"],
         "gateway": ["127.0.0.1:8080:8080"],
+        "prometheus": [],
+        "grafana": ["127.0.0.1:3000:3000"],
         "simulator": [],
     }
 
@@ -54,7 +56,9 @@ def test_every_secret_comes_from_the_environment_and_is_required():
         for key, value in (service.get("environment") or {}).items()
         if any(word.upper() in key for word in SECRET_WORDS)
     }
-    assert len(secrets) == 7
+    # Prometheus holds the API token (to scrape /metrics), Grafana its admin password and
+    # the InfluxDB token (its telemetry data source).
+    assert len(secrets) == 10
     for (_, key), value in secrets.items():
         assert value.startswith("${") and ":?" in value, key
     # No secret on a command line, where ps and docker inspect show it.
@@ -113,6 +117,7 @@ def test_compose_validates_and_refuses_to_start_without_its_secrets(tmp_path):
         "CITYGW_MQTT_PASSWORD": "c",
         "CITYGW_INFLUX_TOKEN": "d",
         "INFLUXDB_ADMIN_PASSWORD": "e",
+        "GRAFANA_ADMIN_PASSWORD": "f",
         "MQTT_PASSWORD_FILE": str(tmp_path / "passwords"),
         "MQTT_TLS_DIR": str(tmp_path),
     }

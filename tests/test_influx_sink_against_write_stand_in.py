@@ -124,6 +124,7 @@ def test_known_readings_become_exact_points(conn, stand_in, gzip):
             "state": "idle",
             "exported": 3,
             "pending": 0,
+            "oldest_pending_ms": None,
             "cursor": 3,
             "lost_to_retention": 0,
             "last_error": "",

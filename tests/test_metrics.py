@@ -66,6 +66,7 @@ STATS = {
         "analysis_errors": 0,
     },
     "evidence_refused": {"too_large": 2},
+    "api_access": {"sign_ins": {"ok": 3, "wrong_credentials": 1}, "refused": {"forbidden": 2}},
     "evidence_uploads": {"uploaded": 5, "linked_too_large": 1},
     "platform_events": {"accepted": 7, "refused": {"bad_signature": 2}, "handler_errors": 0},
     "health": {
@@ -121,6 +122,8 @@ def test_figures_and_histograms_parse_back_exactly():
     assert got[("citygw_platform_breaker_state", (("state", "half_open"),))] == 1
     assert got[("citygw_platform_breaker_state", (("state", "open"),))] == 0
     assert got[("citygw_evidence_refused_total", (("reason", "too_large"),))] == 2
+    assert got[("citygw_sign_ins_total", (("outcome", "wrong_credentials"),))] == 1
+    assert got[("citygw_api_refused_total", (("reason", "forbidden"),))] == 2
     assert got[("citygw_evidence_uploads_total", (("outcome", "uploaded"),))] == 5
     assert got[("citygw_platform_events_total", (("result", "accepted"),))] == 7
     assert got[("citygw_platform_events_total", (("result", "bad_signature"),))] == 2
