@@ -78,9 +78,11 @@ def whole(pattern: str) -> str:
 
 # Source paths our bodies have, per request (see case_model.py): the open-case body (also
 # what find_case looks a case up by), the evidence body with the case id, the sync cursor.
+# ``flag`` and ``checked_status`` are present on closure-check evidence only (map them with
+# ``if_missing: omit``), so a platform can take it as a review note, not a new sighting.
 _EVIDENCE_ITEM = (
-    r"evidence\.[0-9]{1,2}\.(?:source_id|ts|rule_id|state|priority|summary"
-    r"|media\.[0-9]{1,2}|values\.[A-Za-z0-9_]{1,64})"
+    r"evidence\.[0-9]{1,2}\.(?:source_id|ts|rule_id|state|priority|summary|flag"
+    r"|checked_status|media\.[0-9]{1,2}|values\.[A-Za-z0-9_]{1,64})"
 )
 OPEN_CASE_SOURCES = re.compile(
     r"class_code|class_name|part_code|priority|deadline|description|source|external_key"

@@ -216,6 +216,26 @@ def test_evidence_and_escalation_then_a_closed_case_is_final(
     assert len(intake.supplements) == 1
 
 
+def test_a_closure_check_reaches_the_platform_as_a_review_note(
+    connect: Connect, intake: EgovaIntakeFake, runner: asyncio.Runner
+) -> None:
+    """The eGova example maps a closure check's flag and status; other evidence omits them
+    (the escalation test above shows a supplement without them)."""
+    platform = connect(example_data(intake.url))
+    case_id = runner.run(platform.open_case(case_body(), "INC-0042/1"))["id"]
+    flagged = replace(ALERT, closure_check="verifying")
+    check = CaseCommand("INC-0042/2", "INC-0042", CommandKind.ATTACH, flagged, Priority.URGENT)
+    runner.run(platform.add_evidence(case_id, evidence_body(check, CASES), "INC-0042/2"))
+    assert intake.supplements == [
+        {
+            "eventID": case_id,
+            "supplementDesc": "fill 92% ≥ 85% for 10 min",
+            "reviewFlag": "closure_check",
+            "reviewStatus": "verifying",
+        }
+    ]
+
+
 def test_status_sync_translates_and_pages(
     connect: Connect, intake: EgovaIntakeFake, runner: asyncio.Runner
 ) -> None:
