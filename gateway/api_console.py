@@ -20,7 +20,8 @@ Reads (all ``GET``, bounded, paged where a list can grow; gateway/console_reads.
   (gateway/console_stream.py; ``Last-Event-ID`` resumes);
 - ``/api/v1/console/incidents/{id}`` — an incident's timeline and evidence pictures;
 - ``/api/v1/console/cameras`` and ``/api/v1/console/cameras/{id}/frame.jpg`` — stream
-  status, frame rate, and the last analysed frame with the zones drawn.
+  status, frame rate, the last analysed frame's observations, and that frame with its zones
+  and the boxes in them drawn as a case's evidence draws them (404 before the first frame).
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ def console_router(gw: Gateway, hub: AlertHub | None = None) -> APIRouter:
                 row["id"], "frames_analysed", figures.get("frames_analysed"), now
             )
             row["last_error"] = figures.get("last_error", "")
+            row["analysed"] = console_reads.last_analysed(gw, row["id"])
             row["frame_url"] = f"/api/v1/console/cameras/{row['id']}/frame.jpg"
         return {"cameras": rows, "count": len(rows)}
 
@@ -246,18 +248,18 @@ class CameraRates:
 
 
 def last_frame(gw: Gateway, camera_id: str) -> bytes | None:
-    """The camera's last analysed frame with its zones drawn, as JPEG (in a worker thread:
-    the analyser's lock is held only to copy and draw)."""
+    """The camera's last analysed frame with every zone and the observations in it drawn,
+    as JPEG; None before the first frame. In a worker thread: the step's lock is held only
+    to take the frame and its observations, never while drawing or encoding."""
     if gw.video is None or camera_id not in gw.video.steps:
         return None
     step = gw.video.steps[camera_id]
-    analyser = step.analyser
-    with step.lock:
-        try:
-            drawn, _ = analyser.evidence_frames(analyser.zones[0].id)
-        except LookupError:  # nothing analysed yet
-            return None
-        for zone in analyser.zones:
-            drawn = analyser.draw_evidence(drawn, [], zone.id)
+    latest = step.latest()
+    if latest is None:
+        return None
+    drawn, analysed = latest
+    observations = list(analysed.observations)
+    for zone in step.analyser.zones:
+        drawn = step.analyser.draw_evidence(drawn, observations, zone.id)
     ok, encoded = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, 80])
     return encoded.tobytes() if ok else None

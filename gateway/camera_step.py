@@ -12,12 +12,18 @@ observations to the event loop, where the rules run (the one writer).
 ``gateway/footage_trial.py`` calls ``run`` frame by frame and the rules right after. Both
 go through this class, so a trial judges exactly what runs live. It holds no thread, clock
 or metrics of its own: those stay with the runtime.
+
+It keeps the last analysed frame's observations beside the analyser's copy of that frame
+(``latest``), replaced at each frame, so the operations console draws exactly what the
+rules were given, on the frame they were given it for: one frame and its observations per
+camera, never more.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,6 +33,14 @@ from detectors.motion_gate import MotionGate, MotionGateParams
 from detectors.observe import CameraAnalyser
 from domain import Category, Observation
 from rules.video_rules import VideoRuleEngine
+
+
+@dataclass(frozen=True, slots=True)
+class Analysed:
+    """What the rules were given for a camera's last analysed frame (event time ``ts_ms``)."""
+
+    ts_ms: int
+    observations: tuple[Observation, ...]
 
 
 class CameraStep:
@@ -41,9 +55,10 @@ class CameraStep:
         self.camera_id = camera.id
         self.analyser = CameraAnalyser(camera, class_map)
         self.gate = MotionGate(self.analyser.zones, gate_params)
-        # Held while the analyser changes: the runtime draws evidence from it on another thread.
+        # Held while the analyser changes: evidence and the console read it on other threads.
         self.lock = threading.Lock()
         self._detections: list[Detection] = []
+        self._analysed: Analysed | None = None
 
     def add_zones_to(self, engine: VideoRuleEngine) -> None:
         """Register this camera's zones with the video rules that will judge its observations."""
@@ -64,9 +79,28 @@ class CameraStep:
         objects in the zones have stood."""
         with self.lock:
             observations = self.analyser.analyse(image, ts_ms, self._detections)
+            self._analysed = Analysed(ts_ms, tuple(observations))
         standing = [obs.stationary_ms for obs in observations if obs.zone_id]
         self.gate.objects_in_zones(ts_ms, standing)
         return observations
+
+    @property
+    def analysed(self) -> Analysed | None:
+        """The last analysed frame's observations, without waiting for the lock: replaced
+        whole at each frame, so one read sees one frame's (for the event loop, which must
+        not wait while a frame is analysed)."""
+        return self._analysed
+
+    def latest(self) -> tuple[np.ndarray, Analysed] | None:
+        """The last analysed frame and its observations, taken together under the lock (None
+        before the first frame). The frame is the analyser's own copy, which the next frame
+        replaces rather than changes, so it may be read after the lock is let go."""
+        with self.lock:
+            if self._analysed is None:
+                return None
+            # Every camera has a zone (the config requires one); any zone names the frame.
+            frame, _ = self.analyser.evidence_frames(self.analyser.zones[0].id)
+            return frame, self._analysed
 
     def run(
         self, image: np.ndarray, ts_ms: int, detect: Callable[[np.ndarray], list[Detection]]

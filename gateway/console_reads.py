@@ -12,6 +12,10 @@ API handler), and bounded: no answer reads a whole table.
   more than ``scan`` rows each: the table has no index on device or hold, so a filter that
   matches rarely must not read a year of alerts to fill one page. A page that stops at its
   scan bound says where it stopped (``next_cursor``), and the client asks on.
+- **A camera's last analysed frame** is listed as the rules were given it (its observations,
+  in and outside zones, occluded static objects included), from the same ``CameraStep`` that
+  keeps the frame the console draws them on; a crowd lists its first
+  ``MAX_LISTED_OBSERVATIONS`` (those in zones first) and says how many there were.
 - **Unit grids** are not in our data as polygons: the map draws each grid as the box around
   what stands in it (devices, camera zones), grown to at least a 单元网格's ~100 m, and says
   so (``extent: "members"``).
@@ -39,6 +43,7 @@ DeviceState = Literal["normal", "alerting", "suspect", "offline"]
 HEALTH_KEY = "/health/"  # device health's alert keys: <device>/health/<rule>
 ALERT_SCAN_ROWS = 20_000  # alert rows one page may look at
 TIMELINE_ROWS = 500  # alerts, and commands, one timeline shows at most
+MAX_LISTED_OBSERVATIONS = 50  # of one analysed frame, beside its picture
 GRID_MIN_M = 100.0  # a unit grid (单元网格) is ~10,000 m²
 _M_PER_DEG_LAT = 111_320.0
 
@@ -442,6 +447,33 @@ def camera_places(gw: Gateway) -> list[dict[str, Any]]:
         }
         for camera in gw.config.video.cameras
     ]
+
+
+def last_analysed(gw: Gateway, camera_id: str) -> dict[str, Any] | None:
+    """The observations of the camera's last analysed frame (None before its first): its
+    event time, how many, and the first ``MAX_LISTED_OBSERVATIONS`` of them, those in a
+    zone before those outside every zone."""
+    if gw.video is None or camera_id not in gw.video.steps:
+        return None
+    analysed = gw.video.steps[camera_id].analysed
+    if analysed is None:
+        return None
+    # A crowd walking past outside every zone must not push out what the rules look at.
+    zoned_first = sorted(analysed.observations, key=lambda obs: not obs.zone_id)
+    listed = [
+        {
+            "label": obs.label,
+            "category": str(obs.category),
+            "track_id": obs.track_id,
+            "zone": obs.zone_id,
+            "box": [round(v) for v in obs.box],
+            "score": round(obs.score, 2),
+            "stationary_s": obs.stationary_ms // 1000,
+            "occluded": obs.occluded,
+        }
+        for obs in zoned_first[:MAX_LISTED_OBSERVATIONS]
+    ]
+    return {"ts": analysed.ts_ms, "count": len(analysed.observations), "observations": listed}
 
 
 def _zone(zone: ZoneSettings) -> dict[str, Any]:

@@ -28,14 +28,16 @@ from hypothesis import strategies as st
 from served_app import ServedApp, write_gateway_config
 
 from case_bridge import outbox
+from detectors.backends import Detection
 from domain import Alert, AlertState, Location, Priority
 from gateway import console_reads, store
 from gateway.api_console import CONSOLE_DIR, alert_hub, console_files, console_router
 from gateway.api_errors import install_validation_errors
 from gateway.config import load_config
-from gateway.console_reads import AlertFilter, DeviceFilter
+from gateway.console_reads import MAX_LISTED_OBSERVATIONS, AlertFilter, DeviceFilter
 from gateway.service import Gateway
 from rules.silences import NewSilence
+from simulators.video import BUILTIN_VIDEO_SCENE, camera_zones, load_scene, render_frame
 
 from harness import wait_until
 
@@ -352,37 +354,141 @@ def test_a_subscriber_that_falls_behind_gets_what_was_queued_then_overflow(gatew
 # -- cameras ----------------------------------------------------------------------------
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "citygw-street-v2.onnx"
+BOX_COLOURS = {"stall": (0, 0, 255), "rubbish": (0, 128, 255)}  # BGR, as detectors/observe.py
+
+
+def assert_outlined(
+    image: np.ndarray, box: tuple[int, int, int, int], bgr: tuple[int, ...]
+) -> None:
+    """The middle half of each side of ``box`` is drawn in ``bgr`` (within JPEG's blur of
+    a 2 px line), and its inside a few pixels in is not."""
+    x1, y1, x2, y2 = box
+    ys, xs = (
+        slice(y1 + (y2 - y1) // 4, y2 - (y2 - y1) // 4),
+        slice(x1 + (x2 - x1) // 4, x2 - (x2 - x1) // 4),
+    )
+    colour = np.array(bgr)
+    for side in (image[ys, x1], image[ys, x2], image[y1, xs], image[y2, xs]):
+        assert np.median(np.abs(side.astype(int) - colour).max(axis=1)) < 90, side[:4]
+    inside = image[ys, x1 + 6].astype(int)
+    assert np.median(np.abs(inside - colour).max(axis=1)) > 90, inside[:4]
+
+
+def gateway_with_cameras(folder: Path, cameras: list[dict]) -> Gateway:
+    """A gateway (never started) with these cameras and the shipped model."""
+    path = write_gateway_config(folder, {})
+    config = yaml.safe_load(path.read_text())
+    config["video"] = {"cameras": cameras, "detector": {"model": str(MODEL), "conf": 0.35}}
+    path.write_text(yaml.safe_dump(config))
+    return Gateway(load_config(path))
 
 
 def test_cameras_show_status_rates_zones_and_the_last_analysed_frame(tmp_path):
-    path = write_gateway_config(tmp_path, {})
-    config = yaml.safe_load(path.read_text())
-    config["video"] = {
-        "cameras": [{"id": "CAM-1", "url": str(tmp_path / "street.mp4"), "zones": [{
-            "id": "Z1", "type": "no_vending", "polygon": [[0.1, 0.5], [0.9, 0.5], [0.9, 0.95],
-            [0.1, 0.95]], "lat": 26.0812, "lon": 119.2967, "grid_code": "350102001001001"}]}],
-        "detector": {"model": str(MODEL)},
-    }  # fmt: skip
-    path.write_text(yaml.safe_dump(config))
-    gateway = Gateway(load_config(path))
+    zone = {"id": "Z1", "type": "no_vending", "lat": 26.0812, "lon": 119.2967,
+            "polygon": [[0.1, 0.5], [0.9, 0.5], [0.9, 0.95], [0.1, 0.95]],
+            "grid_code": "350102001001001"}  # fmt: skip
+    gateway = gateway_with_cameras(
+        tmp_path, [{"id": "CAM-1", "url": str(tmp_path / "street.mp4"), "zones": [zone]}]
+    )
     served, http, _ = serve(gateway)
     try:
         [camera] = http.get("/api/v1/console/cameras").json()["cameras"]
         assert (camera["id"], camera["status"], camera["fps"]) == ("CAM-1", "connecting", None)
         assert camera["zones"][0]["polygon"][0] == [0.1, 0.5]
+        assert camera["analysed"] is None
         frame_url = camera["frame_url"]
-        assert http.get(frame_url).status_code == 404  # nothing analysed yet
-        gateway.video.steps["CAM-1"].analyse(np.full((360, 640, 3), 90, np.uint8), NOW_MS)
+        nothing = http.get(frame_url)  # nothing analysed yet
+        assert (nothing.status_code, nothing.json()) == (
+            404, {"detail": "no analysed frame of this camera"})  # fmt: skip
+        # The detector's answer for the frame: a stall in the zone, a person above it.
+        step = gateway.video.steps["CAM-1"]
+        step.detected([Detection("stall", 2, 0.8, (200, 220, 300, 330)),
+                       Detection("person", 0, 0.7, (20, 20, 50, 100))])  # fmt: skip
+        step.analyse(np.full((360, 640, 3), 90, np.uint8), NOW_MS)
         picture = http.get(frame_url)
         assert picture.headers["content-type"] == "image/jpeg"
         image = cv2.imdecode(np.frombuffer(picture.content, np.uint8), cv2.IMREAD_COLOR)
         assert image.shape == (360, 640, 3)
         edge = image[180, 320].astype(int)  # on the zone's top edge, drawn in (0, 200, 255)
         assert edge[2] > 200 and edge[0] < 80, edge
-        assert http.get("/api/v1/console/cameras").json()["cameras"][0]["fps"] == 0.0
+        assert_outlined(image, (200, 220, 300, 330), BOX_COLOURS["stall"])
+        assert not (np.abs(image[10:110, 10:60].astype(int) - 90) > 12).any()  # out of zones
+        [camera] = http.get("/api/v1/console/cameras").json()["cameras"]
+        assert camera["fps"] == 0.0
+        assert camera["analysed"] == {"ts": NOW_MS, "count": 2, "observations": [
+            {"label": "stall", "category": "stall_part", "track_id": 1, "zone": "Z1",
+             "box": [200, 220, 300, 330], "score": 0.8, "stationary_s": 0, "occluded": False},
+            {"label": "person", "category": "person", "track_id": 2, "zone": "",
+             "box": [20, 20, 50, 100], "score": 0.7, "stationary_s": 0, "occluded": False},
+        ]}  # fmt: skip
+        # The next frame replaces it: a crowd above the zone, listed after the stall, bounded.
+        crowd = [Detection("person", 0, 0.6, (10 * n, 10, 10 * n + 8, 40)) for n in range(60)]
+        step.detected([*crowd, Detection("stall", 2, 0.8, (200, 220, 300, 330))])
+        step.analyse(np.full((360, 640, 3), 140, np.uint8), NOW_MS + 1000)
+        image = cv2.imdecode(np.frombuffer(http.get(frame_url).content, np.uint8), 1)
+        assert abs(int(image[300, 600, 0]) - 140) < 6  # the new frame's grey
+        analysed = http.get("/api/v1/console/cameras").json()["cameras"][0]["analysed"]
+        assert (analysed["ts"], analysed["count"], len(analysed["observations"])) == (
+            NOW_MS + 1000, 61, MAX_LISTED_OBSERVATIONS)  # fmt: skip
+        assert [o["zone"] for o in analysed["observations"][:2]] == ["Z1", ""]
         assert http.get("/api/v1/console/cameras/NOPE/frame.jpg").status_code == 404
     finally:
         served.close()
+
+
+def rendered_street_clip(folder: Path) -> tuple[np.ndarray, Path, list[dict]]:
+    """The video simulator's builtin scene from CAM-A: a clip of 1 s before the stall and
+    the bin bags are put down (t = 5 s), then 1 s after (t = 30 s: a stall in Z-STALL,
+    bags in Z-DUMP, people walking on the far side); the last picture, the clip, the zones."""
+    scene = load_scene(BUILTIN_VIDEO_SCENE)
+    before, after = (render_frame(scene, "CAM-A", t_s) for t_s in (5.0, 30.0))
+    clip = folder / "cam-a.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 5, after.shape[1::-1])
+    for picture in [before] * 5 + [after] * 5:
+        writer.write(picture)
+    writer.release()
+    return after, clip, camera_zones(scene, "CAM-A")
+
+
+def test_the_live_runtime_draws_what_its_rules_were_given_where_the_frame_shows_it(tmp_path):
+    """The clip read to its end by the real supervisor and decoder, each frame analysed by
+    the shipped model on the runtime's detection thread: the picture is the last frame's,
+    with the boxes the rules were given for it."""
+    picture, clip, zones = rendered_street_clip(tmp_path)
+    gateway = gateway_with_cameras(tmp_path, [{"id": "CAM-A", "url": str(clip),
+        "decoder": "opencv", "analyse_fps": 5, "zones": zones}])  # fmt: skip
+    video = gateway.video
+    served, http, _ = serve(gateway)
+    video.start()
+    try:
+
+        def all_analysed() -> bool:  # the file read to its end, each frame analysed or dropped
+            shown = video.snapshot()
+            camera = shown["cameras"]["CAM-A"]
+            done = camera["frames_analysed"] + shown.get("frames_dropped", 0)
+            return camera["status"] == "ended" and done == camera["frames"]
+
+        wait_until(all_analysed, "the clip analysed to its end", 15)
+        [camera] = http.get("/api/v1/console/cameras").json()["cameras"]
+        image = cv2.imdecode(np.frombuffer(http.get(camera["frame_url"]).content, np.uint8),
+                             cv2.IMREAD_COLOR)  # fmt: skip
+    finally:
+        video.stop()
+        served.close()
+    assert video.snapshot().get("analysis_errors", 0) == 0
+    observations = camera["analysed"]["observations"]
+    assert camera["analysed"]["count"] == len(observations)
+    zoned = sorted((o["label"], o["zone"]) for o in observations if o["zone"])
+    assert zoned == [("rubbish", "Z-DUMP"), ("stall", "Z-STALL")]
+    for seen in observations:
+        if seen["zone"]:
+            assert_outlined(image, seen["box"], BOX_COLOURS[seen["label"]])
+    outside = [o for o in observations if not o["zone"]]
+    assert outside and {o["label"] for o in outside} == {"person"}  # people on the far side
+    for seen in outside:  # listed, not drawn: no rule looks at them
+        x1, y1, _, y2 = seen["box"]
+        edge = image[y1 + 3 : y2 - 3, x1].astype(int) - picture[y1 + 3 : y2 - 3, x1]
+        assert np.abs(edge).mean() < 20, seen
 
 
 # -- no request makes a route fail ------------------------------------------------------

@@ -1,8 +1,10 @@
-// Cameras: each stream's status, frame rates (read and analysed), lag and errors, and its
-// last analysed frame with the zones drawn, refreshed while the page is open.
+// Cameras: each stream's status, frame rates (read and analysed), lag and errors, its last
+// analysed frame with the zones and the boxes in them drawn, and beside it what the rules
+// were given for that frame (objects outside every zone are listed, not drawn: no rule
+// looks at them), refreshed while the page is open.
 
 import { get } from "../api.js";
-import { fill, h } from "../dom.js";
+import { fill, h, when } from "../dom.js";
 import { t } from "../i18n.js";
 import { title } from "../ui.js";
 
@@ -47,6 +49,21 @@ function cameraCard(camera) {
       figure(t("cameras.reconnects"), f.reconnects),
     ),
     camera.last_error ? h("p.small.warn", {}, camera.last_error) : null,
+    camera.analysed ? seen(camera.analysed) : null,
     h("ul.zones", {}, camera.zones.map((z) => h("li", {}, h("b", {}, z.id), ` ${z.type} · ${z.address} · ${t("grid")} ${z.grid}`))),
   );
+}
+
+// The last analysed frame's objects: label and track as drawn on the picture, the zone
+// (or none), seconds standing, and whether a static object is hidden behind a passer-by.
+function seen(analysed) {
+  const items = analysed.observations.map((o) =>
+    h("li", { dataset: { zone: o.zone } },
+      h("b", {}, `${o.label} #${o.track_id}`),
+      ` · ${o.zone || t("cameras.outside")} · ${o.stationary_s} s`,
+      o.occluded ? ` · ${t("cameras.hidden")}` : null));
+  const more = analysed.count - analysed.observations.length;
+  return h("div.seen", {},
+    h("span.card-label", {}, `${t("cameras.seen")} (${analysed.count}) · ${when(analysed.ts)}`),
+    h("ul.observations", {}, items, more > 0 ? h("li.muted", {}, `+${more}`) : null));
 }
