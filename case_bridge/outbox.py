@@ -15,6 +15,14 @@ a case that was already final, ``refiled`` (its alert was handed back to be file
 case, so requeueing it would file twice) or ``refused_closed`` (the platform refused it and
 nothing was filed again: a closure flag's evidence, or a clear, stays with the gateway's
 incident). Only a pending row changes state.
+
+Beside the mapping of incidents to cases (``case_links``), the store keeps what the platform
+said of each filed case (``case_statuses``): every status learnt by status sync's poll or a
+signed webhook, with the platform's ``updated_at``, when the gateway learnt it and how, for
+the console's incident page. The same status seen again (by the other source, a later
+pass, a retried webhook) adds nothing, and neither does an older change learnt late. At
+most ``MAX_STATUSES_PER_CASE`` are kept per case (the oldest go), and a case's statuses go
+with its link when retention drops the incident (a trigger).
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
+from datetime import datetime
 
+from case_bridge.platform import MAX_FIELD_CHARS
 from domain import CaseCommand
 
 SCHEMA = """
@@ -48,7 +58,23 @@ CREATE TABLE IF NOT EXISTS case_links (
     filed_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS case_links_case ON case_links(case_id);
+CREATE TABLE IF NOT EXISTS case_statuses (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    updated_at TEXT NOT NULL,  -- the platform's time of the change, as it wrote it
+    updated_ms INTEGER,  -- the same read as a zoned ISO 8601 time; NULL when it is not one
+    seen_ms INTEGER NOT NULL,  -- when the gateway learnt it
+    source TEXT NOT NULL CHECK (source IN ('poll', 'webhook')),
+    UNIQUE (case_id, status, updated_at)
+);
+CREATE INDEX IF NOT EXISTS case_statuses_case ON case_statuses(case_id, seq);
+CREATE TRIGGER IF NOT EXISTS case_links_forget_statuses AFTER DELETE ON case_links
+WHEN NOT EXISTS (SELECT 1 FROM case_links WHERE case_id = OLD.case_id)
+BEGIN DELETE FROM case_statuses WHERE case_id = OLD.case_id; END;
 """
+SOURCES = ("poll", "webhook")
+MAX_STATUSES_PER_CASE = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,11 +200,12 @@ def mark_case_final(
 
 
 def requeue_parked(conn: sqlite3.Connection) -> int:
-    """An operator fixed the cause (mapping, token): try parked commands again."""
-    with conn:
-        return conn.execute(
-            "UPDATE outbox SET state = 'pending', next_attempt_ms = 0 WHERE state = 'parked'"
-        ).rowcount
+    """An operator fixed the cause (mapping, token): try parked commands again. One
+    statement, so it joins the caller's transaction when one is open: the API commits it
+    with its audit entry (gateway/audit.py)."""
+    return conn.execute(
+        "UPDATE outbox SET state = 'pending', next_attempt_ms = 0 WHERE state = 'parked'"
+    ).rowcount
 
 
 def link_case(conn: sqlite3.Connection, incident_id: str, case_id: str, now_ms: int) -> None:
@@ -201,6 +228,72 @@ def incident_for(conn: sqlite3.Connection, case_id: str) -> str | None:
         "SELECT incident_id FROM case_links WHERE case_id = ?", (case_id,)
     ).fetchone()
     return row[0] if row else None
+
+
+def record_status(
+    conn: sqlite3.Connection,
+    case_id: str,
+    status: str,
+    updated_at: str,
+    source: str,
+    now_ms: int,
+) -> bool:
+    """Keep a status the platform gave for a filed case (``source``: ``poll`` or
+    ``webhook``); whether it was new. Not new: the case's latest kept status is the same,
+    or is of a later change (both times read as zoned ISO 8601), or this very change is
+    kept already. The values come from outside: cut to ``MAX_FIELD_CHARS`` (the adapters'
+    own bound). One insert, then the trim to ``MAX_STATUSES_PER_CASE``; a crash between
+    the two leaves one status over the bound until the case's next one."""
+    if source not in SOURCES:
+        raise ValueError(f"source: one of {', '.join(SOURCES)}, not {source!r}")
+    status, updated_at = status[:MAX_FIELD_CHARS], updated_at[:MAX_FIELD_CHARS]
+    added = conn.execute(
+        "INSERT OR IGNORE INTO case_statuses (case_id, status, updated_at, updated_ms, seen_ms,"
+        " source) SELECT :case, :status, :updated_at, :updated_ms, :now, :source"
+        " WHERE NOT EXISTS (SELECT 1 FROM (SELECT status, updated_ms FROM case_statuses"
+        " WHERE case_id = :case ORDER BY seq DESC LIMIT 1) AS latest"
+        " WHERE latest.status = :status OR latest.updated_ms > :updated_ms)",
+        {"case": case_id, "status": status, "updated_at": updated_at,
+         "updated_ms": _zoned_ms(updated_at), "now": now_ms, "source": source},
+    ).rowcount  # fmt: skip
+    if added:
+        conn.execute(
+            "DELETE FROM case_statuses WHERE case_id = :case AND seq <= (SELECT seq FROM"
+            " case_statuses WHERE case_id = :case ORDER BY seq DESC LIMIT 1 OFFSET :keep)",
+            {"case": case_id, "keep": MAX_STATUSES_PER_CASE},
+        )
+    return bool(added)
+
+
+def case_statuses(conn: sqlite3.Connection, case_id: str) -> list[dict]:
+    """The statuses kept for a case, oldest first (at most ``MAX_STATUSES_PER_CASE``), each
+    ``status``, ``updated_at``, ``seen_ms`` and ``source``."""
+    return _statuses(conn, case_id, "seq")
+
+
+def latest_status(conn: sqlite3.Connection, case_id: str) -> dict | None:
+    """The newest status kept for a case, or None."""
+    found = _statuses(conn, case_id, "seq DESC LIMIT 1")
+    return found[0] if found else None
+
+
+def _statuses(conn: sqlite3.Connection, case_id: str, order: str) -> list[dict]:
+    cursor = conn.execute(
+        "SELECT status, updated_at, seen_ms, source FROM case_statuses WHERE case_id = ?"
+        f" ORDER BY {order}",
+        (case_id,),
+    )
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _zoned_ms(text: str) -> int | None:
+    """A zoned ISO 8601 time in epoch ms; None for any other text (compared as nothing)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return None if moment.tzinfo is None else round(moment.timestamp() * 1000)
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:

@@ -14,6 +14,13 @@ so a case changed while the pages were read is listed again, never missed), or, 
 platform that does not say, from the newest ``updated_at`` seen. Listed items the adapter
 cannot use are counted and skipped; a handler that fails on one case is logged and
 counted, and the pass goes on.
+
+Each status of a filed case is kept in the store before it is handed over
+(``outbox.record_status``: the console shows the case's status and its history), and so is
+each one a signed webhook brings (``pushed``, source ``webhook``): the same status learnt
+both ways is kept once. A store that refuses to keep one cuts the pass short where it is
+(counted, ``store_failures``): the next pass reads the same page again, so no status is
+skipped, and the handlers, idempotent, may see a case twice.
 """
 
 from __future__ import annotations
@@ -21,11 +28,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
 from case_bridge import outbox
-from case_bridge.platform import FINAL_STATUSES, CasePage, CasePlatform, PlatformError
+from case_bridge.platform import (
+    FINAL_STATUSES,
+    CasePage,
+    CasePlatform,
+    CaseStatus,
+    PlatformError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +68,7 @@ class StatusSync:
         self.failures = 0  # passes cut short by the platform
         self.skipped = 0  # listed items that were unusable
         self.handler_errors = 0
+        self.store_failures = 0  # passes cut short because the store refused a status
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -61,7 +76,17 @@ class StatusSync:
             "failures": self.failures,
             "skipped": self.skipped,
             "handler_errors": self.handler_errors,
+            "store_failures": self.store_failures,
         }
+
+    def pushed(self, case_id: str, status: str, updated_at: str) -> str | None:
+        """A status a signed webhook brought (gateway/api_platform_events.py), kept as a
+        polled one is; the case's incident, None for a case the gateway did not file. A
+        store that refuses raises, so the event is answered 503 and the platform retries."""
+        incident_id = outbox.incident_for(self._conn, case_id)
+        if incident_id is not None:
+            outbox.record_status(self._conn, case_id, status, updated_at, "webhook", _wall_ms())
+        return incident_id
 
     async def run(self) -> None:
         while True:
@@ -77,7 +102,12 @@ class StatusSync:
                 self.failures += 1
                 log.warning("status sync failed: %s", exc.reason)
                 return
-            self._take(page)
+            try:
+                self._take(page)
+            except sqlite3.Error as exc:
+                self.store_failures += 1
+                log.warning("status sync: the store refused a case status (%s): read again", exc)
+                return
             if page.next_after is None:
                 if self._next_since is not None:
                     self._since = self._next_since
@@ -87,27 +117,35 @@ class StatusSync:
             self._after = page.next_after
 
     def _take(self, page: CasePage) -> None:
-        if page.skipped:
-            self.skipped += page.skipped
-            log.warning("status sync: %d listed case(s) unusable, skipped", page.skipped)
         if self._after is None and page.next_since is not None:  # the first page of a pass
             self._next_since = page.next_since
         for case in page.cases:
-            if case.status in FINAL_STATUSES:
-                self._hand_over(self._on_case_final, case.id, case.status)
-            elif self._on_case_status is not None:
-                self._hand_over(self._on_case_status, case.id, case.status)
+            incident_id = outbox.incident_for(self._conn, case.id)
+            if incident_id is not None:
+                self._hand_over(incident_id, case)
             if page.next_since is None and (
                 self._next_since is None or case.updated_at > self._next_since
             ):
                 self._next_since = case.updated_at
+        if page.skipped:  # counted once the page is taken: a page read again counts once
+            self.skipped += page.skipped
+            log.warning("status sync: %d listed case(s) unusable, skipped", page.skipped)
 
-    def _hand_over(self, handler: Callable[[str, str], None], case_id: str, status: str) -> None:
-        incident_id = outbox.incident_for(self._conn, case_id)
-        if incident_id is None:
+    def _hand_over(self, incident_id: str, case: CaseStatus) -> None:
+        """Keep the status (a refusal raises: the page is read again), then hand it over."""
+        outbox.record_status(self._conn, case.id, case.status, case.updated_at, "poll", _wall_ms())
+        final = case.status in FINAL_STATUSES
+        handler = self._on_case_final if final else self._on_case_status
+        if handler is None:
             return
         try:
-            handler(incident_id, status)
+            handler(incident_id, case.status)
         except Exception:
             self.handler_errors += 1
-            log.exception("case %s %s: handling incident %s failed", case_id, status, incident_id)
+            log.exception(
+                "case %s %s: handling incident %s failed", case.id, case.status, incident_id
+            )
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)

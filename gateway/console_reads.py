@@ -285,7 +285,8 @@ def evidence_name(media: str) -> str:
 
 
 def incident_summary(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any] | None:
-    """The incident as stored (without its firing alerts' bodies), with its case id."""
+    """The incident as stored (without its firing alerts' bodies), with its case id and
+    the case's latest status from the platform (``listings.case_of``)."""
     found = conn.execute(
         "SELECT value FROM state WHERE ns = 'incident' AND key = ?", (incident_id,)
     ).fetchone()
@@ -293,13 +294,14 @@ def incident_summary(conn: sqlite3.Connection, incident_id: str) -> dict[str, An
         return None
     incident = json.loads(found[0])
     incident.pop("firing", None)
-    return {**incident, "case_id": outbox.case_for(conn, incident_id)}
+    return {**incident, **listings.case_of(conn, incident_id)}
 
 
 def incident_timeline(gw: Gateway, incident_id: str) -> dict[str, Any] | None:
     """The incident as stored, its case, and what happened to it in order: alerts (a new
     key joining is a merge), the commands made for its case and the platform's answers,
-    closure checks and the closing. None for an unknown incident."""
+    the statuses the platform gave for the case (when the gateway learnt each), closure
+    checks and the closing. None for an unknown incident."""
     conn = gw.conn
     incident = incident_summary(conn, incident_id)
     if incident is None:
@@ -321,6 +323,8 @@ def incident_timeline(gw: Gateway, incident_id: str) -> dict[str, Any] | None:
     events = _alert_events(shown_alerts) + _command_events(commands[:TIMELINE_ROWS])
     if filed is not None:
         events.append({"type": "case_filed", "at_ms": filed[0], "case_id": incident["case_id"]})
+        for kept in outbox.case_statuses(conn, incident["case_id"]):  # MAX_STATUSES_PER_CASE
+            events.append({"type": "platform_status", "at_ms": kept["seen_ms"], **kept})
     for check in incident.get("closure_checks", []):
         events.append({"type": "closure_check", "at_ms": check.get("at_ms"), **check})
     events.sort(key=lambda e: (e["at_ms"] is None, e["at_ms"] or 0))

@@ -48,7 +48,8 @@ def outbox_commands(
 
 
 def incidents(conn: sqlite3.Connection, status: str | None, limit: int, cursor: str | None) -> Page:
-    """Incidents from the store (closed ones are not kept in memory), with their case id."""
+    """Incidents from the store (closed ones are not kept in memory), with their case id
+    and the case's latest status from the platform (``case_of``)."""
     query = "SELECT key, value FROM state WHERE ns = 'incident'"
     args: list[Any] = []
     if status is not None:
@@ -59,10 +60,18 @@ def incidents(conn: sqlite3.Connection, status: str | None, limit: int, cursor: 
         args.append(cursor)
     rows = conn.execute(query + " ORDER BY key LIMIT ?", (*args, limit + 1)).fetchall()
     page = [
-        {**json.loads(value), "case_id": outbox.case_for(conn, incident_id)}
-        for incident_id, value in rows[:limit]
+        {**json.loads(value), **case_of(conn, incident_id)} for incident_id, value in rows[:limit]
     ]
     return Page(page, rows[limit - 1][0] if len(rows) > limit else None)
+
+
+def case_of(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
+    """The incident's ``case_id`` (None: not filed yet) and ``platform_status``, the latest
+    status the platform gave for it (``status``, the platform's ``updated_at``, ``seen_ms``
+    when the gateway learnt it, ``source`` poll or webhook; None: none yet)."""
+    case_id = outbox.case_for(conn, incident_id)
+    latest = None if case_id is None else outbox.latest_status(conn, case_id)
+    return {"case_id": case_id, "platform_status": latest}
 
 
 def _newest_first(

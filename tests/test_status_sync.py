@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,7 +90,13 @@ def test_pages_are_followed_and_the_next_pass_lists_from_the_first_page_s_next_s
         {"limit": "500", "after": "C20261121-000001"},
         {"limit": "500", "since": T0},
     ]
-    assert s.sync.stats() == {"passes": 2, "failures": 0, "skipped": 0, "handler_errors": 0}
+    assert s.sync.stats() == {
+        "passes": 2,
+        "failures": 0,
+        "skipped": 0,
+        "handler_errors": 0,
+        "store_failures": 0,
+    }
 
 
 def test_other_statuses_of_filed_cases_go_to_their_handler_in_listing_order(
@@ -110,7 +117,13 @@ def test_other_statuses_of_filed_cases_go_to_their_handler_in_listing_order(
     passes(s.sync, 2)
     assert s.other == [("INC-1", "verifying"), ("INC-2", "handling"), ("INC-1", "verifying")]
     assert s.final == [("INC-4", "closed")]
-    assert s.sync.stats() == {"passes": 2, "failures": 0, "skipped": 0, "handler_errors": 1}
+    assert s.sync.stats() == {
+        "passes": 2,
+        "failures": 0,
+        "skipped": 0,
+        "handler_errors": 1,
+        "store_failures": 0,
+    }
 
 
 def test_without_next_since_the_newest_updated_at_is_the_next_since(
@@ -148,7 +161,13 @@ def test_unusable_items_are_counted_and_skipped_and_a_bad_page_is_a_failure(
     s = Sync(conn, fake.url, fail_on="INC-1")
     passes(s.sync, 6)
     assert s.final == [("INC-4", "void")]
-    assert s.sync.stats() == {"passes": 1, "failures": 5, "skipped": 5, "handler_errors": 1}
+    assert s.sync.stats() == {
+        "passes": 1,
+        "failures": 5,
+        "skipped": 5,
+        "handler_errors": 1,
+        "store_failures": 0,
+    }
 
 
 def test_the_run_loop_outlives_a_platform_that_answers_nonsense(
@@ -171,3 +190,84 @@ def test_the_run_loop_outlives_a_platform_that_answers_nonsense(
     asyncio.run(asyncio.wait_for(run_until_closed(), 10))
     assert s.final == [("INC-2", "closed")]
     assert s.sync.failures == 2
+
+
+def kept(conn: sqlite3.Connection, case_id: str) -> list[tuple[str, str, str]]:
+    return [
+        (k["status"], k["updated_at"], k["source"]) for k in outbox.case_statuses(conn, case_id)
+    ]
+
+
+def test_each_status_of_a_filed_case_is_kept_once_however_it_was_learnt(
+    conn: sqlite3.Connection, fake: ScriptedPlatformFake
+) -> None:
+    """Polled and pushed statuses are kept before they are handed over, each change once:
+    listed again, listed with a later time but the same status, or pushed and then polled,
+    it adds nothing; an older change learnt late adds nothing; a case we did not file
+    keeps nothing."""
+    c1, c2 = "C20261121-000001", "C20261121-000002"
+    fake.script(
+        Reply(200, {"cases": [case(c1, "handling", T0), case(c2, "verifying", T1),
+                              case("C20261121-000009", "closed", T1)], "next": None}),
+        Reply(200, {"cases": [case(c1, "handling", T0), case(c2, "verifying", T2)],
+                    "next": None}),
+        Reply(200, {"cases": [case(c1, "verifying", T2)], "next": None}),
+    )  # fmt: skip
+    s = Sync(conn, fake.url, others=True)
+    started_ms = int(time.time() * 1000)
+
+    async def polled_pushed_polled() -> list[str | None]:
+        await s.sync.sync_once()
+        await s.sync.sync_once()
+        pushed = [
+            s.sync.pushed(c1, "verifying", T2),
+            s.sync.pushed(c2, "accepted", T0),  # older than what is kept
+            s.sync.pushed("C20261121-000009", "closed", T2),
+        ]
+        await s.sync.sync_once()
+        return pushed
+
+    assert asyncio.run(polled_pushed_polled()) == ["INC-1", "INC-2", None]
+    assert kept(conn, c1) == [("handling", T0, "poll"), ("verifying", T2, "webhook")]
+    assert kept(conn, c2) == [("verifying", T1, "poll")]
+    assert conn.execute("SELECT count(*) FROM case_statuses").fetchone()[0] == 3
+    seen = [k["seen_ms"] for k in outbox.case_statuses(conn, c1)]
+    assert started_ms <= seen[0] <= seen[1] <= int(time.time() * 1000)
+    assert outbox.latest_status(conn, c1) == {
+        "status": "verifying", "updated_at": T2, "seen_ms": seen[1], "source": "webhook"
+    }  # fmt: skip
+    # Every listing was still handed over: the handlers are idempotent.
+    assert s.other == [("INC-1", "handling"), ("INC-2", "verifying"), ("INC-1", "handling"),
+                       ("INC-2", "verifying"), ("INC-1", "verifying")]  # fmt: skip
+
+
+def test_a_status_the_store_refuses_cuts_the_pass_short_and_its_page_is_read_again(
+    conn: sqlite3.Connection, fake: ScriptedPlatformFake
+) -> None:
+    """The store refuses the second page's status (a trigger aborts it, as a full disk
+    would): that case is not handed over, the pass ends without moving on, and the next
+    pass asks for the same page, keeps the status and hands the case over."""
+    c1, c2 = "C20261121-000001", "C20261121-000002"
+    second = Reply(200, {"cases": [case(c2, "closed", T1)], "next": None})
+    fake.script(Reply(200, {"cases": [case(c1, "verifying")], "next": c1}), second, second)
+    conn.execute(
+        f"CREATE TEMP TRIGGER refuse BEFORE INSERT ON case_statuses WHEN NEW.case_id = '{c2}'"
+        " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
+    s = Sync(conn, fake.url, others=True)
+
+    async def refused_then_kept() -> tuple:
+        await s.sync.sync_once()
+        refused = (list(s.other), list(s.final), s.sync.stats())
+        conn.execute("DROP TRIGGER refuse")
+        await s.sync.sync_once()
+        return refused
+
+    other, final, stats = asyncio.run(refused_then_kept())
+    assert (other, final) == ([("INC-1", "verifying")], [])
+    assert stats == {"passes": 0, "failures": 0, "skipped": 0, "handler_errors": 0,
+                     "store_failures": 1}  # fmt: skip
+    assert s.final == [("INC-2", "closed")]
+    assert kept(conn, c2) == [("closed", T1, "poll")]
+    assert queries(fake)[1:] == [{"limit": "500", "after": c1}, {"limit": "500", "after": c1}]
+    assert (s.sync.passes, s.sync.store_failures) == (1, 1)

@@ -1,10 +1,12 @@
 // Incidents and their 案件: the list, and one incident's timeline (alerts, merges 并案,
-// escalations, commands and the platform's answers, 立案, 核查 checks), its evidence
-// pictures (annotated and "before"), and the case status the platform sent back.
+// escalations, commands and the platform's answers, 立案, the case's statuses on the
+// platform, 核查 checks), its evidence pictures (annotated and "before"), and the case
+// status the platform sent back (its latest, the platform's time of it, and whether the
+// gateway learnt it by polling or by a webhook).
 
 import { get, evidenceUrl } from "../api.js";
 import { fill, h, when } from "../dom.js";
-import { t } from "../i18n.js";
+import { t, tv } from "../i18n.js";
 import { table, row, priorityBadge, alertStateBadge, title, select, pager, detailPage, emptyRow } from "../ui.js";
 import { holderText } from "./alerts.js";
 
@@ -25,7 +27,8 @@ function renderList(root, status) {
   root.append(title(t("incidents.title"), choice), list, more);
   const body = h("tbody");
   const headers = [t("alerts.incident"), t("incidents.status"), t("alerts.class"), t("alerts.priority"),
-    t("address"), t("grid"), t("incidents.opened"), t("incidents.case"), t("incidents.keys")];
+    t("address"), t("grid"), t("incidents.opened"), t("incidents.case"), t("incidents.platformStatus"),
+    t("incidents.keys")];
   list.append(h("table.list", {}, h("thead", {}, h("tr", {}, headers.map((x) => h("th", {}, x)))), body));
   const load = async (cursor) => {
     const page = await get("/api/v1/incidents", { status, limit: 100, cursor });
@@ -34,7 +37,8 @@ function renderList(root, status) {
       body.append(row([
         h("a", { href: `#/incidents/${i.id}`, dataset: { incident: i.id } }, i.id),
         i.status, i.class_code, priorityBadge(i.priority), i.location.address, i.location.grid_code,
-        when(i.opened_ts), i.case_id || "—", i.alert_keys.length,
+        when(i.opened_ts), i.case_id || "—", i.platform_status ? i.platform_status.status : "—",
+        i.alert_keys.length,
       ]));
     }
     fill(more, pager(page.next_cursor, (c) => load(c).catch(() => {})));
@@ -71,8 +75,12 @@ function drawIncident(body, answer) {
 
 function caseStatus(i) {
   const checks = i.closure_checks || [];
+  const latest = i.platform_status;
   return h("div.case-status", {},
     h("h3", {}, t("incidents.caseStatus")),
+    h("p.platform-status", { dataset: { status: latest ? latest.status : "" } },
+      `${t("incidents.platformStatus")}: `, h("b", {}, latest ? latest.status : "—"),
+      latest ? learnt(latest) : ""),
     h("p", {}, `${t("incidents.status")}: `, h("b", {}, i.status),
       i.closed_reason ? ` · ${t("incidents.closedReason")}: ${i.closed_reason}` : "",
       i.flag ? ` · ${t("incidents.flag")}: ${i.flag}` : ""),
@@ -107,9 +115,20 @@ function eventBody(e) {
       return [`案件 ${e.case_id}`];
     case "closure_check":
       return [`${e.status}: ${(e.summaries || []).join("; ")}`];
+    case "platform_status":
+      return [h("b", {}, e.status), learnt(e)];
     default:
       return [JSON.stringify(e)];
   }
+}
+
+// A platform status: the platform's time of the change (as it wrote it, when it is not a
+// time) and how the gateway learnt it (poll or webhook).
+function learnt(kept) {
+  const at = Date.parse(kept.updated_at);
+  const changed = Number.isFinite(at) ? when(at) : kept.updated_at;
+  return h("span.learnt", {}, ` · ${t("incidents.updatedAt")} ${changed} · `,
+    h("span.via", { dataset: { source: kept.source } }, tv("incidents.via", kept.source)));
 }
 
 function evidence(pictures) {
