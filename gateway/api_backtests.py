@@ -5,8 +5,9 @@ the field) and answers 202 with the job's id at once; the replay runs in a worke
 on its own read-only SQLite connection, so the loop (the store's one writer) never waits
 for it. ``GET /{id}`` tells the job's status, its progress and, when done, its report.
 At most ``MAX_RUNNING`` jobs run at a time (429 beyond) and the last ``MAX_KEPT`` are
-kept; a window is at most 31 days, as in the CLI. Each run started goes to the audit log
-(its window, changes and selection; ``reason`` from the body, optional).
+kept; a window is at most 31 days, as in the CLI. Each run goes to the audit log (its
+window, changes and selection; ``reason`` from the body, optional) before it starts: a run
+the store would not record is not started (503).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,12 +74,16 @@ class BacktestJobs:
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._lock = threading.Lock()
 
-    def start(self, request: BacktestRequest) -> _Job:
+    def start(self, request: BacktestRequest, audit: Callable[[str], object] | None = None) -> _Job:
+        """Start a job; ``audit(job_id)`` first, so that a run the audit log refused never
+        starts (its error is the answer)."""
         with self._lock:
             running = sum(1 for j in self._jobs.values() if j.status in ("queued", "running"))
             if running >= MAX_RUNNING:
                 raise HTTPException(429, f"at most {MAX_RUNNING} backtests run at a time")
             job = _Job(uuid.uuid4().hex)
+            if audit is not None:
+                audit(job.id)
             self._jobs[job.id] = job
             while len(self._jobs) > MAX_KEPT:
                 oldest = next(j for j in self._jobs.values() if j.status in ("done", "failed"))
@@ -117,12 +123,14 @@ def backtests_router(backtest: Backtest, audit: AuditTrail | None = None) -> API
             await asyncio.to_thread(backtest.validate, request)  # reads the store
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
-        job = jobs.start(request)
-        if audit is not None:
-            ran = body.model_dump(exclude={"reason", "devices", "grids"})
-            ran.update(devices=len(body.devices), grids=len(body.grids))
-            audit.write(http, "backtest.run", f"backtest:{job.id}", None, ran, body.reason)
-        return {"id": job.id}
+        ran = body.model_dump(exclude={"reason", "devices", "grids"})
+        ran.update(devices=len(body.devices), grids=len(body.grids))
+
+        def entry(job_id: str) -> None:
+            if audit is not None:
+                audit.write(http, "backtest.run", f"backtest:{job_id}", None, ran, body.reason)
+
+        return {"id": jobs.start(request, entry).id}
 
     @router.get("/{job_id}")
     async def status(job_id: str) -> dict[str, Any]:

@@ -12,7 +12,8 @@ A request that cannot be honoured gets 400 naming the field (422 for a body that
 parse), 404 for an unknown id, 409 when the limit of silences in force is reached. The
 router sits behind the app's guard like every route (writes need the operator role). Each
 change goes to the audit log (``audit``) with the silence before and after and the reason
-given. Handlers are ``async``: they run on the gateway's loop, the store's one writer.
+given, in the change's own transaction (503, and nothing changed, if the store refuses
+the entry). Handlers are ``async``: they run on the gateway's loop, the store's one writer.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from gateway.audit import AuditTrail
-from gateway.silences import SilenceStore, TooManySilences, UnknownSilence
+from gateway.silences import Audit, SilenceStore, TooManySilences, UnknownSilence
 from rules.silences import Extension, NewSilence, SilenceError, Status
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger one cannot even be looked up
@@ -44,13 +45,16 @@ def silences_router(
     """``audit`` None: the changes are not recorded (a router served alone, in tests)."""
     router = APIRouter(prefix="/api/v1/silences")
 
-    def changed(
-        http: Request, action: str, before: dict | None, after: dict[str, Any], reason: str
-    ) -> dict[str, Any]:
-        if audit is not None:
-            audit.write(http, action, f"silence:{after['id']}", _state(before), _state(after),
-                        reason)  # fmt: skip
-        return after
+    def audited(
+        http: Request, action: str, before: dict | None, reason: str, now: int
+    ) -> Audit | None:
+        """The change's audit entry, made inside its transaction (gateway/silences.py)."""
+        if audit is None:
+            return None
+        return lambda after: audit.entry(
+            http, action, f"silence:{after.id}", _state(before), _state(after.to_dict(now)),
+            reason,
+        )  # fmt: skip
 
     @router.get("")
     async def list_silences(
@@ -78,8 +82,8 @@ def silences_router(
     @router.post("", status_code=201)
     async def create_silence(request: NewSilence, http: Request) -> dict[str, Any]:
         now = now_ms()
-        made = _answer(lambda: silences.create(request, now), now)
-        return changed(http, "silence.create", None, made, request.reason)
+        entry = audited(http, "silence.create", None, request.reason, now)
+        return _answer(lambda: silences.create(request, now, entry), now)
 
     @router.patch("/{silence_id}")
     async def extend_silence(
@@ -87,8 +91,8 @@ def silences_router(
     ) -> dict[str, Any]:
         now = now_ms()
         before = _answer(lambda: silences.get(silence_id), now)
-        after = _answer(lambda: silences.extend(silence_id, extension, now), now)
-        return changed(http, "silence.extend", before, after, extension.reason)
+        entry = audited(http, "silence.extend", before, extension.reason, now)
+        return _answer(lambda: silences.extend(silence_id, extension, now, entry), now)
 
     @router.delete("/{silence_id}")
     async def remove_silence(
@@ -101,8 +105,8 @@ def silences_router(
             raise HTTPException(400, "author: who removes the silence is required")
         now = now_ms()
         before = _answer(lambda: silences.get(silence_id), now)
-        after = _answer(lambda: silences.remove(silence_id, author.strip(), reason, now), now)
-        return changed(http, "silence.remove", before, after, reason)
+        entry = audited(http, "silence.remove", before, reason, now)
+        return _answer(lambda: silences.remove(silence_id, author.strip(), reason, now, entry), now)
 
     return router
 

@@ -2,7 +2,8 @@
 
 ``thresholds_router(versions, apply, audit)`` gives the routes; the gateway mounts them on
 its app, behind the guard that covers every route (changes need the operator role); each
-version made goes to the audit log with every changed path's old and new value.
+version made goes to the audit log with every changed path's old and new value, in the
+version's own transaction (503, and nothing stored or applied, if the store refuses it).
 ``apply(settings)`` is the gateway's way to hand a new version to its engines: it runs on
 the event loop, inside the store transaction that records the version
 (gateway/threshold_versions.py), so a version is stored if and only if it was applied, and
@@ -32,6 +33,7 @@ from gateway.threshold_versions import (
     MAX_PATH_CHARS,
     MAX_REASON_CHARS,
     Apply,
+    Audit,
     Recorded,
     ThresholdVersion,
     ThresholdVersions,
@@ -77,13 +79,20 @@ def thresholds_router(
     """``audit`` None: versions are not audited (a router served alone, in tests)."""
     router = APIRouter(prefix="/api/v1/thresholds")
 
-    def audited(http: Request, action: str, reason: str, answer: dict[str, Any]) -> dict:
-        if audit is not None and answer["changed"]:
-            before = {change["path"]: change["old"] for change in answer["diff"]}
-            after = {change["path"]: change["new"] for change in answer["diff"]}
-            target = f"thresholds:v{answer['version']}"
-            audit.write(http, action, target, before, after, reason)
-        return answer
+    def audited(http: Request, action: str, reason: str) -> Audit | None:
+        """A new version's audit entry, made inside its transaction
+        (gateway/threshold_versions.py)."""
+        if audit is None:
+            return None
+
+        def entry(recorded: Recorded) -> None:
+            diff = recorded.latest.diff
+            before = {change["path"]: change["old"] for change in diff}
+            after = {change["path"]: change["new"] for change in diff}
+            target = f"thresholds:v{recorded.latest.version}"
+            audit.entry(http, action, target, before, after, reason)
+
+        return entry
 
     @router.get("")
     async def current() -> dict[str, Any]:
@@ -116,21 +125,21 @@ def thresholds_router(
 
     @router.put("")
     async def change(body: ChangeRequest, http: Request) -> dict[str, Any]:
-        answer = _answer(
+        entry = audited(http, "thresholds.set", body.reason)
+        return _answer(
             lambda: versions.set(
-                body.changes, body.author, body.reason, body.expected_version, apply
+                body.changes, body.author, body.reason, body.expected_version, apply, entry
             )
         )
-        return audited(http, "thresholds.set", body.reason, answer)
 
     @router.post("/rollback")
     async def rollback(body: RollbackRequest, http: Request) -> dict[str, Any]:
-        answer = _answer(
+        entry = audited(http, "thresholds.rollback", body.reason)
+        return _answer(
             lambda: versions.rollback(
-                body.version, body.author, body.reason, body.expected_version, apply
+                body.version, body.author, body.reason, body.expected_version, apply, entry
             )
         )
-        return audited(http, "thresholds.rollback", body.reason, answer)
 
     return router
 
@@ -156,6 +165,8 @@ def _answer(record: Callable[[], Recorded]) -> dict[str, Any]:
         raise HTTPException(404, str(exc)) from None
     except VersionConflict as exc:
         raise HTTPException(409, str(exc)) from None
+    except HTTPException:  # the audit entry refused (503): nothing was stored or applied
+        raise
     except Exception as exc:  # apply or the store failed: the version was not stored
         log.exception("thresholds: a new version could not be applied")
         raise HTTPException(

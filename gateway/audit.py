@@ -6,11 +6,15 @@ any UPDATE or DELETE of a row, so no code path of the gateway (retention include
 mistaken query can edit or drop an entry. Nothing expires it; a row is a few hundred bytes,
 and a write happens when a person acts.
 
-An entry is written after the write it describes has committed, in its own transaction on
-the gateway's loop with no ``await`` between the two: the silence, threshold and outbox
-stores commit their own transactions (gateway/silences.py, gateway/threshold_versions.py,
-case_bridge/outbox.py), so only a process killed between the two statements can leave a
-write without its entry, never an entry without its write.
+An entry commits in the same transaction as the write it describes (``insert``, through
+``AuditTrail.entry``): the silence and threshold stores take a hook that runs inside their
+own transaction (gateway/silences.py, gateway/threshold_versions.py), and a route whose
+writes are single statements opens the transaction itself (the outbox's requeue). So a
+write is never kept without its entry, nor an entry without its write: if the store refuses
+the entry, the write rolls back with it and the request is answered 503. Actions that
+write nothing else to the store (a refused sign-in, a backtest started) get an entry in
+its own transaction (``record``, ``AuditTrail.write``), made before the action so that a
+refused entry stops it.
 
 Passwords and tokens are never recorded: callers pass only names, roles and states.
 ``before``/``after`` longer than ``MAX_STATE_CHARS`` as JSON are kept as a marker of their
@@ -20,16 +24,21 @@ size rather than cut into invalid JSON.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 
 from gateway.listings import BadCursor, Page
 from gateway.principals import Principal
 from gateway.store import in_transaction
+
+log = logging.getLogger(__name__)
 
 MAX_STATE_CHARS = 16_384
 MAX_REASON_CHARS = 500
@@ -40,7 +49,14 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def record(
+def record(conn: sqlite3.Connection, *entry: Any, **named: Any) -> int:
+    """``insert`` (the same arguments) in a transaction of its own; the entry's id. For an
+    action whose only trace in the store is this entry: a write's entry goes through
+    ``insert`` inside the write's transaction."""
+    return in_transaction(conn, lambda: insert(conn, *entry, **named))
+
+
+def insert(
     conn: sqlite3.Connection,
     principal: Principal | None,
     action: str,
@@ -50,8 +66,13 @@ def record(
     reason: str = "",
     now_ms: int | None = None,
 ) -> int:
-    """Append one entry in its own transaction; its id. ``principal`` None: nobody signed
-    in (a refused sign-in), recorded as ``anonymous`` with role and kind ``none``."""
+    """Append one entry inside the transaction the caller has open, so that it commits or
+    rolls back with the write it describes; its id. Refused outside a transaction: an entry
+    committed apart from its write is what this module exists to prevent. ``principal``
+    None: nobody signed in (a refused sign-in), recorded as ``anonymous`` with role and
+    kind ``none``."""
+    if not conn.in_transaction:
+        raise RuntimeError("an audit entry is inserted inside its write's transaction")
     if principal is None:
         actor, role, kind = "anonymous", "none", "none"
     else:
@@ -68,16 +89,13 @@ def record(
         reason[:MAX_REASON_CHARS],
     )
 
-    def insert() -> int:
-        cursor = conn.execute(
-            "INSERT INTO audit (ts_ms, actor, role, kind, action, target, before_json,"
-            " after_json, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            row,
-        )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
-
-    return in_transaction(conn, insert)
+    cursor = conn.execute(
+        "INSERT INTO audit (ts_ms, actor, role, kind, action, target, before_json,"
+        " after_json, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        row,
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
 
 
 def _state_json(state: Any) -> str | None:
@@ -91,12 +109,13 @@ def _state_json(state: Any) -> str | None:
 
 class AuditTrail:
     """The audit log as the API's routers write to it: the store, and the principal the
-    guard put on each request."""
+    guard put on each request. A store that refuses an entry is answered 503 (nothing was
+    changed: the write rolled back with it, or the action was not started)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def write(
+    def entry(
         self,
         request: Request,
         action: str,
@@ -105,8 +124,28 @@ class AuditTrail:
         after: Any = None,
         reason: str = "",
     ) -> int:
+        """An entry inside the write's open transaction (``insert``)."""
         principal = getattr(request.state, "principal", None)
-        return record(self.conn, principal, action, target, before, after, reason)
+        with _refused_as_503():
+            return insert(self.conn, principal, action, target, before, after, reason)
+
+    def write(self, request: Request, *entry: Any, **named: Any) -> int:
+        """``entry`` (the same arguments) in a transaction of its own, for an action that
+        writes nothing else to the store: made before the action, so that a refused entry
+        stops it."""
+        with _refused_as_503():
+            return in_transaction(self.conn, lambda: self.entry(request, *entry, **named))
+
+
+@contextmanager
+def _refused_as_503() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        log.error("the store refused an audit entry: %s", exc)
+        raise HTTPException(
+            503, "the store refused the audit entry: nothing was changed; retry"
+        ) from None
 
 
 def iso_utc(ms: int) -> str:

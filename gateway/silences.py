@@ -5,7 +5,9 @@ it ends, as the history of who silenced what and why; removing one ends it now r
 deleting it. Each change is written in its own transaction and then handed to
 ``on_change`` (the gateway gives it to the alert flow, whose releases commit with the next
 batch): a crash in between loses nothing, as the flow reloads the silences at start and a
-held alert keeps its own release time.
+held alert keeps its own release time. A change's ``audit`` hook runs inside that
+transaction with the silence as changed, so its audit entry (gateway/audit.py) commits with
+it, and a hook that raises undoes the change.
 
 At most ``SilenceLimits.max_in_force`` silences are in force (active or pending) at once.
 """
@@ -32,6 +34,10 @@ _STATUS_SQL = {
 }
 
 
+# Runs inside a change's transaction with the silence as changed (its audit entry).
+Audit = Callable[[Silence], object]
+
+
 class TooManySilences(SilenceError):
     """The limit of silences in force is reached."""
 
@@ -51,10 +57,10 @@ class SilenceStore:
         self._limits = limits
         self._on_change = on_change
 
-    def create(self, request: NewSilence, now_ms: int) -> Silence:
+    def create(self, request: NewSilence, now_ms: int, audit: Audit | None = None) -> Silence:
         starts, ends = request.window(now_ms, self._limits)
 
-        def insert() -> int:
+        def insert() -> Silence:
             in_force = self._conn.execute(
                 "SELECT count(*) FROM silences WHERE removed_ms IS NULL AND ends_ms > ?", (now_ms,)
             ).fetchone()[0]
@@ -70,29 +76,35 @@ class SilenceStore:
                  request.reason, starts, ends, now_ms),
             )  # fmt: skip
             assert cursor.lastrowid is not None
-            return cursor.lastrowid
+            made = Silence(cursor.lastrowid, dict(request.matchers), request.author,
+                           request.reason, starts, ends, now_ms)  # fmt: skip
+            if audit is not None:
+                audit(made)
+            return made
 
-        silence_id = store.in_transaction(self._conn, insert)
-        silence = Silence(silence_id, dict(request.matchers), request.author, request.reason,
-                          starts, ends, now_ms)  # fmt: skip
+        silence = store.in_transaction(self._conn, insert)
         self._on_change(silence, now_ms)
         return silence
 
-    def extend(self, silence_id: int, extension: Extension, now_ms: int) -> Silence:
+    def extend(
+        self, silence_id: int, extension: Extension, now_ms: int, audit: Audit | None = None
+    ) -> Silence:
         silence = self.get(silence_id)
         ends = extension.new_end(silence, now_ms, self._limits)
         change = {"ms": now_ms, "author": extension.author, "reason": extension.reason,
                   "action": "extend", "ends_ms": ends}  # fmt: skip
-        return self._update(silence, ends, None, change, now_ms)
+        return self._update(silence, ends, None, change, now_ms, audit)
 
-    def remove(self, silence_id: int, author: str, reason: str, now_ms: int) -> Silence:
+    def remove(
+        self, silence_id: int, author: str, reason: str, now_ms: int, audit: Audit | None = None
+    ) -> Silence:
         """End the silence now (a pending one at its start: it never holds anything)."""
         silence = self.get(silence_id)
         if silence.status(now_ms) == "expired":
             raise SilenceError(f"silence {silence_id} has already ended")
         ends = max(now_ms, silence.starts_ms)
         change = {"ms": now_ms, "author": author, "reason": reason, "action": "remove"}
-        return self._update(silence, ends, now_ms, change, now_ms)
+        return self._update(silence, ends, now_ms, change, now_ms, audit)
 
     def _update(
         self,
@@ -101,15 +113,22 @@ class SilenceStore:
         removed_ms: int | None,
         change: dict[str, Any],
         now_ms: int,
+        audit: Audit | None,
     ) -> Silence:
         changes = (*silence.changes, change)
-        store.in_transaction(self._conn, lambda: self._conn.execute(
-            "UPDATE silences SET ends_ms = ?, removed_ms = ?, changes_json = ? WHERE id = ?",
-            (ends_ms, removed_ms, json.dumps(changes, ensure_ascii=False), silence.id),
-        ))  # fmt: skip
         changed = Silence(silence.id, silence.matchers, silence.author, silence.reason,
                           silence.starts_ms, ends_ms, silence.created_ms, removed_ms,
                           changes)  # fmt: skip
+
+        def update() -> None:
+            self._conn.execute(
+                "UPDATE silences SET ends_ms = ?, removed_ms = ?, changes_json = ? WHERE id = ?",
+                (ends_ms, removed_ms, json.dumps(changes, ensure_ascii=False), silence.id),
+            )
+            if audit is not None:
+                audit(changed)
+
+        store.in_transaction(self._conn, update)
         self._on_change(changed, now_ms)
         return changed
 

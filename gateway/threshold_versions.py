@@ -29,7 +29,10 @@ refused) or the commit failed after it, ``apply`` is called again with the setti
 store still holds, so the engines run with the stored version. ``apply`` must
 be synchronous: an ``await`` inside the transaction would let a batch's commit run in the
 middle of it. (A process killed between the insert and the commit leaves no row: SQLite's
-transaction, tested with a real kill.)
+transaction, tested with a real kill.) Their ``audit(recorded)``, when given, runs in the
+same transaction after the insert and before ``apply``, for a version made only: the audit
+entry (gateway/audit.py) commits with the version, and if it raises nothing is stored or
+applied.
 
 Bounds: author 1–64 and reason 1–500 printable characters; at most ``MAX_CHANGES`` paths
 per change, each at most ``MAX_PATH_CHARS``, each value at most ``MAX_VALUE_JSON_CHARS`` as
@@ -127,6 +130,10 @@ class Recorded:
 
     latest: ThresholdVersion
     changed: bool
+
+
+# A new version's audit entry, made inside the transaction that inserts it.
+Audit = Callable[[Recorded], object]
 
 
 @dataclass(frozen=True)
@@ -231,6 +238,7 @@ class ThresholdVersions:
         reason: str,
         expected_version: int | None,
         apply: Apply,
+        audit: Audit | None = None,
     ) -> Recorded:
         """A new version with ``changes`` ({path: value}) made to the latest, applied.
         ``SettingsError`` names the path of a change that does not validate."""
@@ -243,7 +251,7 @@ class ThresholdVersions:
         def make(latest: ThresholdVersion) -> tuple[RuleSettings, int | None]:
             return apply_changes(latest.settings, changes, self._devices, self._zones), None
 
-        return self._change(make, author, reason, "set", expected_version, apply)
+        return self._change(make, author, reason, "set", expected_version, apply, audit)
 
     def rollback(
         self,
@@ -252,6 +260,7 @@ class ThresholdVersions:
         reason: str,
         expected_version: int | None,
         apply: Apply,
+        audit: Audit | None = None,
     ) -> Recorded:
         """A new version whose settings are those of ``version``, applied."""
         author, reason = (
@@ -267,7 +276,7 @@ class ThresholdVersions:
                 raise SettingsError(f"version {version} can no longer be loaded: {exc}") from None
             return self._known_only(settings), version
 
-        return self._change(make, author, reason, "rollback", expected_version, apply)
+        return self._change(make, author, reason, "rollback", expected_version, apply, audit)
 
     # -- inside ---------------------------------------------------------------------------
 
@@ -279,6 +288,7 @@ class ThresholdVersions:
         action: str,
         expected_version: int | None,
         apply: Apply,
+        audit: Audit | None,
     ) -> Recorded:
         previous: list[RuleSettings] = []  # what the engines ran with, once apply was called
 
@@ -293,6 +303,8 @@ class ThresholdVersions:
             recorded = self._insert(latest, settings, None, author, reason, action,
                                     rollback_to=rollback_to)  # fmt: skip
             if recorded.changed:
+                if audit is not None:
+                    audit(recorded)
                 previous.append(latest.settings)
                 apply(settings)
             return recorded
