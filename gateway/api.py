@@ -51,6 +51,7 @@ from gateway.evidence import read_evidence
 from gateway.evidence_links import SIGNED_PREFIX
 from gateway.sessions import Sessions
 from gateway.sign_in_limits import SignInLimits
+from gateway.store import in_transaction
 from gateway.users import PasswordWork, Users
 
 if TYPE_CHECKING:
@@ -158,10 +159,16 @@ def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> Fa
     async def requeue(
         request: Request, reason: str = Query("", max_length=MAX_REASON_CHARS)
     ) -> dict[str, int]:
-        """Parked commands back to pending; ``reason`` goes to the audit log."""
-        requeued = outbox.requeue_parked(gw.conn)
+        """Parked commands back to pending; ``reason`` goes to the audit log, in the same
+        transaction."""
+
+        def requeue_audited() -> int:
+            requeued = outbox.requeue_parked(gw.conn)
+            audit.entry(request, "outbox.requeue", "outbox", None, {"requeued": requeued}, reason)
+            return requeued
+
+        requeued = in_transaction(gw.conn, requeue_audited)
         gw.dispatcher.wake()
-        audit.write(request, "outbox.requeue", "outbox", None, {"requeued": requeued}, reason)
         return {"requeued": requeued}
 
     @app.get("/api/v1/devices/{device_id}/readings")

@@ -12,8 +12,10 @@
   reload, learns its CSRF token), or 401 when the request is not a session's.
 - ``DELETE`` → 204: the session ends in the store and the cookie is cleared.
 
-Sign-ins and sign-outs go to the audit log; a refused one names the name tried only if it
-is a valid user name (people type passwords into the wrong field), and never a password.
+Sign-ins and sign-outs go to the audit log, each in the transaction that starts or ends
+the session (a store that refuses the entry leaves no session, or the session standing:
+503); a refused one names the name tried only if it is a valid user name (people type
+passwords into the wrong field), and never a password.
 Refusals for the rate limit are counted, not logged, so a flood cannot grow the log.
 """
 
@@ -30,6 +32,7 @@ from gateway.audit import AuditTrail, wall_ms
 from gateway.principals import NAME
 from gateway.sessions import COOKIE, Session, Sessions
 from gateway.sign_in_limits import SignInLimits
+from gateway.store import in_transaction
 from gateway.users import MAX_PASSWORD_CHARS, PasswordWork, Users, needs_rehash
 
 SESSION_PATH = "/api/v1/session"
@@ -75,13 +78,19 @@ def session_router(
             audit.write(request, "session.sign_in_failed", target, after={"address": address})
             raise HTTPException(401, WRONG)
         user, stored_hash = account
-        if needs_rehash(stored_hash):  # the hasher's parameters were raised since
-            rehashed = await passwords.hash(body.password)
-            users.set_password_hash(user.name, rehashed, wall_ms())
-        limits.succeeded(name)
-        session_id, csrf = sessions.start(user.id, wall_ms())
+        # The hasher's parameters were raised since: the new hash commits with the session.
+        rehashed = await passwords.hash(body.password) if needs_rehash(stored_hash) else None
         request.state.principal = user.principal()  # this request now acts as the user
-        audit.write(request, "session.sign_in", target, after={"address": address})
+
+        def start() -> tuple[str, str]:
+            if rehashed is not None:
+                users.set_password_hash(user.name, rehashed, wall_ms())
+            started = sessions.start(user.id, wall_ms())
+            audit.entry(request, "session.sign_in", target, after={"address": address})
+            return started
+
+        session_id, csrf = in_transaction(audit.conn, start)
+        limits.succeeded(name)
         answer = JSONResponse({"user": user.name, "role": user.role, "csrf": csrf})
         answer.set_cookie(
             COOKIE,
@@ -106,8 +115,12 @@ def session_router(
     @router.delete(SESSION_PATH, status_code=204)
     async def sign_out(request: Request) -> Response:
         session = _session(request)
-        sessions.end(session)
-        audit.write(request, "session.sign_out", f"user:{session.principal.name}")
+
+        def end() -> None:
+            sessions.end(session)
+            audit.entry(request, "session.sign_out", f"user:{session.principal.name}")
+
+        in_transaction(audit.conn, end)
         answer = Response(status_code=204)
         answer.delete_cookie(
             COOKIE, path="/", secure=cookie_secure, httponly=True, samesite="strict"

@@ -17,7 +17,9 @@ with 403, reads included), and every write goes to the audit log with its reason
 400 names the field (bodies are parsed without echoing values: they may hold a password),
 404 an unknown user or token, 409 a name taken, a limit reached, or a change that would
 leave no enabled admin. A change that changes nothing (the role a user has, revoking a
-revoked token) answers 200 and writes no audit entry.
+revoked token) answers 200 and writes no audit entry. A change, the sessions it ends and
+its audit entry commit in one transaction (the stores' own transactions join it): a store
+that refuses the entry undoes the change (503).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from gateway.audit import MAX_REASON_CHARS, AuditTrail, wall_ms
 from gateway.client_tokens import ClientTokens, TokenConflict, TokenError, UnknownToken
 from gateway.principals import MAX_NAME_CHARS, Role
 from gateway.sessions import Sessions
+from gateway.store import in_transaction
 from gateway.users import (
     MAX_PASSWORD_CHARS,
     MIN_PASSWORD_CHARS,
@@ -97,43 +100,58 @@ def users_router(
         body = await json_body(request, NewUser, MAX_BODY_BYTES)
         _answer(lambda: check_name(body.name))
         password_hash = await passwords.hash(body.password)
-        user = _answer(lambda: users.create(body.name, body.role, password_hash, wall_ms()))
-        shown = user.shown()
-        audit.write(request, "user.create", f"user:{user.name}", None, shown, body.reason)
-        return shown
+
+        def create() -> dict[str, Any]:
+            shown = users.create(body.name, body.role, password_hash, wall_ms()).shown()
+            audit.entry(request, "user.create", f"user:{shown['name']}", None, shown, body.reason)
+            return shown
+
+        return _audited(audit, create)
 
     @router.put("/{name}/role")
     async def change_role(name: UserName, request: Request) -> dict[str, Any]:
         body = await json_body(request, RoleChange, MAX_BODY_BYTES)
-        before, after = _answer(lambda: users.set_role(name, body.role, wall_ms()))
-        if before.role != after.role:
-            audit.write(request, "user.role", f"user:{name}", {"role": before.role},
-                        {"role": after.role}, body.reason)  # fmt: skip
-        return after.shown()
+
+        def change() -> dict[str, Any]:
+            before, after = users.set_role(name, body.role, wall_ms())
+            if before.role != after.role:
+                audit.entry(request, "user.role", f"user:{name}", {"role": before.role},
+                            {"role": after.role}, body.reason)  # fmt: skip
+            return after.shown()
+
+        return _audited(audit, change)
 
     @router.put("/{name}/password")
     async def change_password(name: UserName, request: Request) -> dict[str, Any]:
         body = await json_body(request, PasswordChange, MAX_BODY_BYTES)
         _answer(lambda: users.get(name))  # 404 before the slow hash
         password_hash = await passwords.hash(body.password)
-        user = _answer(lambda: users.set_password_hash(name, password_hash, wall_ms()))
-        ended = sessions.end_all(user.id)
-        audit.write(request, "user.password", f"user:{name}", None,
-                    {"sessions_ended": ended}, body.reason)  # fmt: skip
-        return user.shown()
+
+        def change() -> dict[str, Any]:
+            user = users.set_password_hash(name, password_hash, wall_ms())
+            ended = sessions.end_all(user.id)
+            audit.entry(request, "user.password", f"user:{name}", None,
+                        {"sessions_ended": ended}, body.reason)  # fmt: skip
+            return user.shown()
+
+        return _audited(audit, change)
 
     @router.put("/{name}/disabled")
     async def change_disabled(name: UserName, request: Request) -> dict[str, Any]:
         body = await json_body(request, DisabledChange, MAX_BODY_BYTES)
-        before, after = _answer(lambda: users.set_disabled(name, body.disabled, wall_ms()))
-        was_disabled = before.disabled_ms is not None
-        if was_disabled != body.disabled:
-            ended = sessions.end_all(after.id) if body.disabled else 0
-            action = "user.disable" if body.disabled else "user.enable"
-            audit.write(request, action, f"user:{name}", {"disabled": was_disabled},
-                        {"disabled": body.disabled, "sessions_ended": ended},
-                        body.reason)  # fmt: skip
-        return after.shown()
+
+        def change() -> dict[str, Any]:
+            before, after = users.set_disabled(name, body.disabled, wall_ms())
+            was_disabled = before.disabled_ms is not None
+            if was_disabled != body.disabled:
+                ended = sessions.end_all(after.id) if body.disabled else 0
+                action = "user.disable" if body.disabled else "user.enable"
+                audit.entry(request, action, f"user:{name}", {"disabled": was_disabled},
+                            {"disabled": body.disabled, "sessions_ended": ended},
+                            body.reason)  # fmt: skip
+            return after.shown()
+
+        return _audited(audit, change)
 
     return router
 
@@ -150,22 +168,34 @@ def tokens_router(tokens: ClientTokens, audit: AuditTrail) -> APIRouter:
     async def create_token(request: Request) -> dict[str, Any]:
         body = await json_body(request, NewToken, MAX_BODY_BYTES)
         creator = request.state.principal.name
-        row, token = _answer(lambda: tokens.create(body.name, body.role, creator, wall_ms()))
-        shown = row.shown()
-        audit.write(request, "token.create", f"token:{row.id}", None, shown, body.reason)
-        return {**shown, "token": token}
+
+        def create() -> dict[str, Any]:
+            row, token = tokens.create(body.name, body.role, creator, wall_ms())
+            shown = row.shown()
+            audit.entry(request, "token.create", f"token:{row.id}", None, shown, body.reason)
+            return {**shown, "token": token}
+
+        return _audited(audit, create)
 
     @router.delete("/{token_id}")
     async def revoke_token(
         token_id: TokenId, request: Request, reason: str = Query("", max_length=MAX_REASON_CHARS)
     ) -> dict[str, Any]:
-        before, after = _answer(lambda: tokens.revoke(token_id, wall_ms()))
-        if before.revoked_ms is None:
-            audit.write(request, "token.revoke", f"token:{token_id}", before.shown(),
-                        after.shown(), reason)  # fmt: skip
-        return after.shown()
+        def revoke() -> dict[str, Any]:
+            before, after = tokens.revoke(token_id, wall_ms())
+            if before.revoked_ms is None:
+                audit.entry(request, "token.revoke", f"token:{token_id}", before.shown(),
+                            after.shown(), reason)  # fmt: skip
+            return after.shown()
+
+        return _audited(audit, revoke)
 
     return router
+
+
+def _audited(audit: AuditTrail, change: Callable[[], T]) -> T:
+    """Run a change with its audit entry in one transaction; a refusal as ``_answer``'s."""
+    return _answer(lambda: in_transaction(audit.conn, change))
 
 
 def _answer(action: Callable[[], T]) -> T:

@@ -8,8 +8,9 @@ and a write happens when a person acts.
 
 An entry commits in the same transaction as the write it describes (``insert``, through
 ``AuditTrail.entry``): the silence and threshold stores take a hook that runs inside their
-own transaction (gateway/silences.py, gateway/threshold_versions.py), and a route whose
-writes are single statements opens the transaction itself (the outbox's requeue). So a
+own transaction (gateway/silences.py, gateway/threshold_versions.py); the other routes
+open the transaction themselves, and the stores' own transactions join it
+(``store.in_transaction``: users, tokens, sessions, the outbox's requeue). So a
 write is never kept without its entry, nor an entry without its write: if the store refuses
 the entry, the write rolls back with it and the request is answered 503. Actions that
 write nothing else to the store (a refused sign-in, a backtest started) get an entry in

@@ -9,7 +9,8 @@ and tokens is done through the API by an admin (gateway/api_users.py).
 The password is asked twice at a prompt that does not echo, or read as one line from
 standard input with ``--password-stdin`` (for scripts: ``citygw users add ops --role
 admin -c gw.yaml --password-stdin < secret``); never from an argument, which ``ps`` and
-shell histories show. Each change is in the audit log as done by ``cli:<OS user>``.
+shell histories show. Each change is in the audit log as done by ``cli:<OS user>``, in the
+change's own transaction.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from typing import TYPE_CHECKING
 from gateway import audit, store
 from gateway.principals import ROLES, Principal
 from gateway.sessions import Sessions
-from gateway.users import UnknownUser, UserError, Users, check_name, check_password, hash_password
+from gateway.users import (
+    UnknownUser,
+    User,
+    UserError,
+    Users,
+    check_name,
+    check_password,
+    hash_password,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -80,19 +89,29 @@ def _with_store(args: argparse.Namespace, action: Callable[..., None]) -> int:
 def _add(users: Users, sessions: Sessions, args: argparse.Namespace) -> None:
     check_name(args.name)
     password_hash = hash_password(_new_password(args))
-    user = users.create(args.name, args.role, password_hash, audit.wall_ms())
-    audit.record(users.conn, _actor(), "user.create", f"user:{user.name}", None, user.shown(),
-                 args.reason)  # fmt: skip
+
+    def create() -> User:
+        user = users.create(args.name, args.role, password_hash, audit.wall_ms())
+        audit.insert(users.conn, _actor(), "user.create", f"user:{user.name}", None,
+                     user.shown(), args.reason)  # fmt: skip
+        return user
+
+    user = store.in_transaction(users.conn, create)
     print(f"user {user.name} ({user.role}) added")
 
 
 def _password(users: Users, sessions: Sessions, args: argparse.Namespace) -> None:
     users.get(args.name)  # unknown: said before asking for a password
     password_hash = hash_password(_new_password(args))
-    user = users.set_password_hash(args.name, password_hash, audit.wall_ms())
-    ended = sessions.end_all(user.id)
-    audit.record(users.conn, _actor(), "user.password", f"user:{user.name}", None,
-                 {"sessions_ended": ended}, args.reason)  # fmt: skip
+
+    def change() -> tuple[User, int]:
+        user = users.set_password_hash(args.name, password_hash, audit.wall_ms())
+        ended = sessions.end_all(user.id)
+        audit.insert(users.conn, _actor(), "user.password", f"user:{user.name}", None,
+                     {"sessions_ended": ended}, args.reason)  # fmt: skip
+        return user, ended
+
+    user, ended = store.in_transaction(users.conn, change)
     print(f"password of {user.name} set; {ended} session(s) ended")
 
 

@@ -515,8 +515,9 @@ class Gateway:
     def _on_platform_event(self, case_id: str, status: str, updated_at: str) -> None:
         """A signed status webhook (gateway/api_platform_events.py): what status sync would
         find on its next pass, now; polling stays the backstop for a lost event. A store
-        that refuses raises, so the route answers 503 and the platform sends it again."""
-        incident_id = outbox.incident_for(self.conn, case_id)
+        that refuses raises, so the route answers 503 and the platform sends it again. The
+        status is kept for the console first, as status sync keeps a polled one."""
+        incident_id = self.status_sync.pushed(case_id, status, updated_at)
         if incident_id is not None and self.closure.case_status(incident_id, status):
             self.dispatcher.wake()
 

@@ -274,7 +274,11 @@ def write_states(conn: sqlite3.Connection, states: list[tuple[str, str, Any]]) -
 
 
 def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
-    """Run ``work`` in one write transaction (the connection is in autocommit mode)."""
+    """Run ``work`` in one write transaction (the connection is in autocommit mode). Inside
+    a transaction already open, ``work`` joins it: the opener commits both or rolls both
+    back (an audited write and its entry, gateway/audit.py)."""
+    if conn.in_transaction:
+        return work()
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = work()

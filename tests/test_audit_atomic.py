@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_principals import ADMIN, Deployments
+from api_principals import ADMIN, PASSWORD, Deployments, add_user
 
 from gateway import audit, store
 from gateway.principals import Principal
@@ -91,6 +91,56 @@ def test_a_refused_audit_entry_undoes_its_write_and_a_taken_one_comes_once(deplo
     job = answer.json()["id"]
     assert made == [(action, target or f"backtest:{job}") for *_, action, target in writes]
     assert len(snapshot(conn)["threshold_versions"]) == 4
+
+
+def test_user_token_session_and_requeue_writes_are_undone_with_a_refused_entry(deployments):
+    """The routes open the transaction; the users', tokens' and sessions' stores join it."""
+    served = deployments.serve()
+    http, conn = served.http, served.gateway.conn
+    add_user(served, "ana", "operator")
+    ana = deployments.browser(served)
+    assert ana.sign_in("ana").status_code == 200
+    assert http.post("/api/v1/tokens", headers=ADMIN,
+                     json={"name": "grafana", "role": "viewer"}).status_code == 201  # fmt: skip
+    conn.execute(
+        "INSERT INTO outbox (command_id, incident_id, kind, body, state, created_ms)"
+        " VALUES ('cmd-1', 'INC-1', 'open', '{}', 'parked', 0)"
+    )
+    writes = [
+        ("POST", "/api/v1/users", {"json": {"name": "bob", "role": "viewer",
+                                            "password": PASSWORD}}, 201, "user.create"),
+        ("PUT", "/api/v1/users/ana/role", {"json": {"role": "viewer"}}, 200, "user.role"),
+        ("PUT", "/api/v1/users/ana/password", {"json": {"password": "another long password"}},
+         200, "user.password"),
+        ("PUT", "/api/v1/users/ana/disabled", {"json": {"disabled": True}}, 200,
+         "user.disable"),
+        ("POST", "/api/v1/tokens", {"json": {"name": "ci", "role": "viewer"}}, 201,
+         "token.create"),
+        ("DELETE", "/api/v1/tokens/1", {}, 200, "token.revoke"),
+        ("POST", "/api/v1/outbox/requeue", {}, 200, "outbox.requeue"),
+    ]  # fmt: skip
+    tables = ("users", "client_tokens", "sessions", "outbox", "audit")
+    before = snapshot(conn, tables)
+    conn.execute(REFUSE)
+    bea = deployments.browser(served)
+    assert bea.sign_in("ana").status_code == 503
+    assert ana.request("DELETE", "/api/v1/session").status_code == 503
+    for method, path, body, _, _ in writes:
+        answer = http.request(method, path, headers=ADMIN, **body)
+        assert answer.status_code == 503, (method, path, answer.text)
+    assert snapshot(conn, tables) == before
+    assert ana.request("GET", "/api/v1/session").status_code == 200  # still signed in
+
+    conn.execute("DROP TRIGGER audit_refused")
+    assert ana.request("DELETE", "/api/v1/session").status_code == 204
+    assert bea.sign_in("ana").status_code == 200
+    for method, path, body, status, _ in writes:
+        answer = http.request(method, path, headers=ADMIN, **body)
+        assert answer.status_code == status, (method, path, answer.text)
+    assert answer.json() == {"requeued": 1}
+    found = http.get("/api/v1/audit", headers=ADMIN).json()["entries"]
+    made = [e["action"] for e in reversed(found)][len(before["audit"]) :]
+    assert made == ["session.sign_out", "session.sign_in", *(w[-1] for w in writes)]
 
 
 @pytest.fixture

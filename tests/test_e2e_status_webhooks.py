@@ -123,6 +123,13 @@ def test_a_case_closed_on_the_platform_closes_its_incident_at_once(s: Stack) -> 
     incident = incident_of(s, case["id"])
     assert checks_of(incident) == ("closed", "", [])
     assert incident["closed_reason"] == "case closed on the platform"
+    # Every status of the case came by webhook and is kept, in order, for the console.
+    timeline = s.gateway_http.get(f"/api/v1/console/incidents/{incident['id']}").json()
+    kept = [
+        (e["status"], e["source"]) for e in timeline["events"] if e["type"] == "platform_status"
+    ]
+    assert kept == [(status, "webhook") for status in (*WORKFLOW, "closed")]
+    assert incident["platform_status"]["status"] == "closed"
 
     # Re-armed: the next occurrence is a new case.
     publish(s, "BIN-001", 3, {"fill_pct": 96.0})
