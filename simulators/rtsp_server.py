@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import logging
 import signal
 import socket
 import subprocess
@@ -39,6 +40,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import cv2
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 FrameSource = Callable[[float], np.ndarray]
 """Returns the BGR frame for time t, in seconds since the scenario start."""
@@ -95,14 +98,20 @@ class _Feeder(threading.Thread):
         with self._lock:
             return list(self._appsrcs)
 
-    def _push(self, data: bytes, stamp: Callable[[object], tuple[int, int]] | None = None) -> None:
-        """Pushes ``data`` to each appsrc; ``stamp(appsrc)`` gives its (pts, dts) in ns."""
+    def _push(
+        self, data: bytes, stamp: Callable[[object], tuple[int, int] | None] | None = None
+    ) -> None:
+        """Pushes ``data`` to each appsrc; ``stamp(appsrc)`` gives its (pts, dts) in ns, or
+        None for an appsrc that cannot take it yet (skipped for this buffer)."""
         from gi.repository import Gst
 
         for appsrc in self._targets():
             buffer = Gst.Buffer.new_wrapped(data)
             if stamp:
-                buffer.pts, buffer.dts = stamp(appsrc)
+                stamps = stamp(appsrc)
+                if stamps is None:
+                    continue
+                buffer.pts, buffer.dts = stamps
             appsrc.emit("push-buffer", buffer)
 
 
@@ -171,7 +180,11 @@ class _FileFeeder(_Feeder):
             if not self._targets():
                 self._stopping.wait(0.2)
                 continue
-            self._play_once()
+            try:
+                self._play_once()
+            except Exception:  # one bad pass must not silence the mount for good
+                log.exception("%s: playing the file failed; starting over", self.name)
+                self._stopping.wait(0.5)
 
     def _play_once(self) -> None:
         """Plays from the scenario position to the end of the file, or until stopped.
@@ -180,6 +193,7 @@ class _FileFeeder(_Feeder):
         the footage may have B-frames, whose presentation order differs from the order sent.
         """
         import av
+        from gi.repository import Gst
 
         with av.open(str(self._path)) as container:
             stream = container.streams.video[0]
@@ -199,10 +213,16 @@ class _FileFeeder(_Feeder):
                     pts_ns = int((out.pts - first_dts) * ns) if out.pts is not None else dts_ns
                     self._stopping.wait(max(0.0, started + dts_ns / 1e9 - time.monotonic()))
 
-                    def stamp(appsrc, pts_ns: int = pts_ns, dts_ns: int = dts_ns) -> tuple:
+                    def stamp(appsrc, pts_ns: int = pts_ns, dts_ns: int = dts_ns) -> tuple | None:
                         if appsrc not in bases:
-                            bases[appsrc] = appsrc.get_current_running_time() - dts_ns
-                        return bases[appsrc] + pts_ns, bases[appsrc] + dts_ns
+                            now = appsrc.get_current_running_time()
+                            # No clock yet (its pipeline is still starting, slow on a busy
+                            # machine): nothing to stamp against; its first buffer comes later.
+                            if now == Gst.CLOCK_TIME_NONE:
+                                return None
+                            bases[appsrc] = now - dts_ns  # this packet plays now
+                        base = bases[appsrc]
+                        return max(0, base + pts_ns), max(0, base + dts_ns)
 
                     self._push(bytes(out), stamp)
             # The last frame is shown for one frame time before the loop starts over.
