@@ -26,6 +26,7 @@ from simulators.scenario import BUILTIN_SCENARIO
 from simulators.truth import compare_cases
 
 TOKEN = "demo-token"
+DEMO_USER = "demo"  # the console's operator for the run
 PRIORITY_CN = {"critical": "特急", "urgent": "紧急", "normal": "一般", "low": "低"}
 
 
@@ -123,9 +124,14 @@ def run_demo(workdir: str, duration_s: float | None) -> int:
             "--truth",
             str(truth_path),
         )
+        password = _console_user(gateway)
         print(
             f"citygw demo: broker :{broker_port}, platform :{platform_port}, gateway API "
             f":{api_port}; logs in {logs}"
+        )
+        print(
+            f"Operations console: http://127.0.0.1:{api_port}/console/ "
+            f"(user {DEMO_USER}, password {password}; this run only)"
         )
         print("Cases as the platform receives them:")
         seen: dict[str, dict] = {}
@@ -150,6 +156,18 @@ def run_demo(workdir: str, duration_s: float | None) -> int:
         for proc in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
+
+
+def _console_user(gateway: httpx.Client) -> str:
+    """An operator for the console, with a fresh password (the demo's store is new each run,
+    so nothing outlives it); made through the API like any admin would."""
+    password = secrets.token_urlsafe(12)
+    reply = gateway.post(
+        "/api/v1/users",
+        json={"name": DEMO_USER, "role": "operator", "password": password, "reason": "demo"},
+    )
+    reply.raise_for_status()
+    return password
 
 
 def _caught_up(gateway: httpx.Client) -> bool:
