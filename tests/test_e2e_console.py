@@ -46,10 +46,10 @@ def _add_user(stack: Stack, name: str, role: str) -> None:
     )  # fmt: skip
 
 
-def _sign_in(page, base: str, name: str) -> None:
+def _sign_in(page, base: str, name: str, password: str = PASSWORD) -> None:
     page.goto(f"{base}/console/")
     page.fill("input[name=username]", name)
-    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=password]", password)
     page.click("form.signin button[type=submit]")
     page.wait_for_selector("header.top .user", timeout=WAIT_MS)
 

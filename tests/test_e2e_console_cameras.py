@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from test_api_console import MODEL, rendered_street_clip
-from test_e2e_console import CHROMIUM, WAIT_MS, _add_user, _go, _sign_in
+from test_e2e_console import CHROMIUM, WAIT_MS, _add_user, _go, _page, _sign_in
 
 from harness import Stack, wait_until
 
@@ -42,8 +42,7 @@ def test_a_viewer_sees_the_last_analysed_frame_and_what_it_held(tmp_path):
             browser = driver.chromium.launch(executable_path=str(CHROMIUM))
             try:
                 errors: list[str] = []
-                page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-                page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+                page = _page(browser, errors)
                 _sign_in(page, base, "watch")
                 _go(page, base, "cameras", "section.camera[data-camera=CAM-A] li[data-zone]")
                 frame = page.locator("section.camera img.frame")

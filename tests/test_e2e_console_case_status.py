@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from api_principals import PASSWORD, Deployments, add_user
-from test_e2e_console import CHROMIUM, WAIT_MS, _go
+from test_e2e_console import CHROMIUM, _go, _page, _sign_in
 
 from case_bridge import outbox
 from gateway import store
@@ -40,13 +40,8 @@ def test_a_viewer_sees_the_case_s_platform_status_and_its_history(tmp_path: Path
             browser = driver.chromium.launch(executable_path=str(CHROMIUM))
             try:
                 errors: list[str] = []
-                page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-                page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-                page.goto(f"{served.url}/console/")
-                page.fill("input[name=username]", "watch")
-                page.fill("input[name=password]", PASSWORD)
-                page.click("form.signin button[type=submit]")
-                page.wait_for_selector("header.top .user", timeout=WAIT_MS)
+                page = _page(browser, errors)
+                _sign_in(page, served.url, "watch", PASSWORD)
                 _go(page, served.url, "incidents", "a[data-incident=INC-7]")
                 assert "verifying" in page.inner_text("tr:has(a[data-incident=INC-7])")
                 _go(page, served.url, "incidents/INC-7", "li.event[data-type=platform_status]")
