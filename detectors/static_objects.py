@@ -122,8 +122,15 @@ class _Counts:
 
     def __init__(self, shape: tuple[int, int]) -> None:
         self.count = np.zeros(shape, np.int32)
-        self.content = np.zeros(shape, np.float32)
+        self.content = np.zeros(shape, np.float32)  # aligned grey
         self.first_ms = np.zeros(shape, np.int64)
+
+    def swap(self, other: _Counts, where: np.ndarray) -> None:
+        """Exchange this count and ``other``'s at the pixels ``where``."""
+        for name in ("count", "content", "first_ms"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            setattr(self, name, np.where(where, theirs, mine))
+            setattr(other, name, np.where(where, mine, theirs))
 
 
 class StaticObjectDetector:
@@ -197,11 +204,9 @@ class _Region:
         self.params = params
         self.model = RegionBackground(params.background)
         shape = (self.work[1], self.work[0])
-        self.count = np.zeros(shape, np.int32)  # unhidden samples showing the same content
-        self.content = np.zeros(shape, np.float32)  # ...which is this (aligned grey)
         self.empty_streak = np.zeros(shape, np.int8)  # consecutive samples seen as scenery
         self.masked_count = np.zeros(shape, np.int32)  # samples it differed behind a mask
-        self.first_ms = np.zeros(shape, np.int64)  # when the content was first seen still
+        self.current = _Counts(shape)  # unhidden samples showing one content, since when
         self.aside = _Counts(shape)  # the count another content interrupted
         self.candidates: list[_Candidate] = []
         # The explaining boxes of the last samples: what a new object may have been.
@@ -239,7 +244,7 @@ class _Region:
             return next_id
         hidden = mask | sample.moving
         self._count_still_pixels(sample, hidden, mask, ts_ms)
-        components = self._components(self.count >= self.params.confirm_samples)
+        components = self._components(self.current.count >= self.params.confirm_samples)
         self._recent_explaining.append(explaining)
         self._judge_candidates(sample, components, explaining)
         for pixels in components:
@@ -247,13 +252,13 @@ class _Region:
                 continue
             if _is_ghost(pixels, sample.aligned, self.model.bg):
                 self.model.absorb(pixels, sample)  # scenery revealed: learn it at once
-                self.count[pixels] = 0
+                self.current.count[pixels] = 0
                 self.aside.count[pixels] = 0
                 continue
             self.candidates.append(self._candidate(next_id, pixels))
             next_id += 1
         self._absorb(sample, ts_ms)
-        exclude = self.count > 0
+        exclude = self.current.count > 0
         for candidate in self.candidates:
             exclude |= candidate.pixels
         self.learnt = self.model.learn(sample, exclude, mask)
@@ -271,32 +276,24 @@ class _Region:
         road)."""
         static_now = sample.foreground & ~hidden
         near = sample.threshold
-        go_on = static_now & (self.count > 0) & (np.abs(sample.aligned - self.content) <= near)
+        current, aside = self.current, self.aside
+        go_on = (
+            static_now & (current.count > 0) & (np.abs(sample.aligned - current.content) <= near)
+        )
         resume = (
             static_now
             & ~go_on
-            & (self.aside.count > 0)
-            & (np.abs(sample.aligned - self.aside.content) <= near)
+            & (aside.count > 0)
+            & (np.abs(sample.aligned - aside.content) <= near)
         )
         fresh = static_now & ~go_on & ~resume
         # The current count goes aside unless a longer one is there already: the bag's
         # count set aside by one walker must survive the next walker too.
-        swap = resume | (fresh & (self.count > 0) & (self.count >= self.aside.count))
-        self.content, self.aside.content = (
-            np.where(swap, self.aside.content, self.content),
-            np.where(swap, self.content, self.aside.content),
-        )
-        self.count, self.aside.count = (
-            np.where(swap, self.aside.count, self.count),
-            np.where(swap, self.count, self.aside.count),
-        )
-        self.first_ms, self.aside.first_ms = (
-            np.where(swap, self.aside.first_ms, self.first_ms),
-            np.where(swap, self.first_ms, self.aside.first_ms),
-        )
-        self.count = np.where(go_on | resume, self.count + 1, np.where(fresh, 1, self.count))
-        self.first_ms[fresh] = ts_ms
-        self.content[fresh] = sample.aligned[fresh]
+        current.swap(aside, resume | (fresh & (current.count > 0) & (current.count >= aside.count)))
+        counted = np.where(fresh, 1, current.count)
+        current.count = np.where(go_on | resume, current.count + 1, counted)
+        current.first_ms[fresh] = ts_ms
+        current.content[fresh] = sample.aligned[fresh]
         # Scenery is scenery behind a person's box too (the pavement between a walker's
         # legs): a mask hides what differs, not what matches the background.
         seen_empty = ~sample.foreground & ~sample.moving
@@ -304,13 +301,13 @@ class _Region:
             np.int8
         )
         ended = self.empty_streak >= 2
-        self.count[ended] = 0
+        self.current.count[ended] = 0
         self.aside.count[ended] = 0
         # A count that needs longer than ``max_confirm_s`` to be confirmed is a coincidence
         # of held samples (pieces of a crowd that keep matching), not a thing standing there.
         p = self.params
         late = ts_ms - p.max_confirm_s * 1000
-        for counts in (self, self.aside):
+        for counts in (self.current, self.aside):
             counts.count[(counts.count < p.confirm_samples) & (counts.first_ms < late)] = 0
         self.masked_count = np.where(
             sample.foreground & mask, self.masked_count + 1, self.masked_count
@@ -325,14 +322,14 @@ class _Region:
         the model sees two frames in three). A bag in a crowd is behind boxes as often, but
         they are different walkers in different places each time."""
         box = self._box(pixels)
-        since = int(np.median(self.first_ms[pixels]))
+        since = int(np.median(self.current.first_ms[pixels]))
         behind_mask = int(np.median(self.masked_count[pixels]))
-        seen = int(np.median(self.count[pixels]))
+        seen = int(np.median(self.current.count[pixels]))
         explained = behind_mask if behind_mask > seen and self._one_box_covered(box) else 0
         return _Candidate(
             object_id,
             pixels,
-            self.content.copy(),
+            self.current.content.copy(),
             box,
             since,
             views=explained + (seen if explained else 0),
@@ -417,7 +414,7 @@ class _Region:
             if c.empty_views < p.clear_empty_samples:
                 kept.append(c)
             else:  # gone: what was counted of it is over, or it comes straight back
-                self.count[c.pixels] = 0
+                self.current.count[c.pixels] = 0
                 self.aside.count[c.pixels] = 0
                 self.masked_count[c.pixels] = 0
         self.candidates = kept
@@ -437,7 +434,7 @@ class _Region:
                 components[index] = None
                 if area <= 2 * size:
                     grown = pixels & ~c.pixels
-                    c.appearance[grown] = self.content[grown]
+                    c.appearance[grown] = self.current.content[grown]
                     c.pixels = pixels
                     c.box = self._box(pixels)
 
@@ -446,7 +443,7 @@ class _Region:
         for c in self.candidates:
             if ts_ms - c.since_ms >= self.params.absorb_s * 1000:
                 self.model.absorb(c.pixels, sample)
-                self.count[c.pixels] = 0
+                self.current.count[c.pixels] = 0
                 self.aside.count[c.pixels] = 0
                 self.masked_count[c.pixels] = 0
             else:
@@ -465,7 +462,7 @@ class _Region:
 
     def _restart(self) -> None:
         self.model.restart()
-        self.count[:] = 0
+        self.current.count[:] = 0
         self.aside.count[:] = 0
         self.masked_count[:] = 0
         self.candidates = []
