@@ -252,8 +252,7 @@ class _Region:
                 continue
             if _is_ghost(pixels, sample.aligned, self.model.bg):
                 self.model.absorb(pixels, sample)  # scenery revealed: learn it at once
-                self.current.count[pixels] = 0
-                self.aside.count[pixels] = 0
+                self._forget(pixels)
                 continue
             self.candidates.append(self._candidate(next_id, pixels))
             next_id += 1
@@ -301,8 +300,7 @@ class _Region:
             np.int8
         )
         ended = self.empty_streak >= 2
-        self.current.count[ended] = 0
-        self.aside.count[ended] = 0
+        self._forget(ended)
         # A count that needs longer than ``max_confirm_s`` to be confirmed is a coincidence
         # of held samples (pieces of a crowd that keep matching), not a thing standing there.
         p = self.params
@@ -312,7 +310,7 @@ class _Region:
         self.masked_count = np.where(
             sample.foreground & mask, self.masked_count + 1, self.masked_count
         )
-        self.masked_count[ended | fresh] = 0
+        self.masked_count[fresh] = 0
 
     def _candidate(self, object_id: int, pixels: np.ndarray) -> _Candidate:
         """A new object from a confirmed component. What its pixels went through before
@@ -414,9 +412,7 @@ class _Region:
             if c.empty_views < p.clear_empty_samples:
                 kept.append(c)
             else:  # gone: what was counted of it is over, or it comes straight back
-                self.current.count[c.pixels] = 0
-                self.aside.count[c.pixels] = 0
-                self.masked_count[c.pixels] = 0
+                self._forget(c.pixels)
         self.candidates = kept
 
     def _continue(self, c: _Candidate, components: list[np.ndarray | None], sample: Sample) -> None:
@@ -443,12 +439,16 @@ class _Region:
         for c in self.candidates:
             if ts_ms - c.since_ms >= self.params.absorb_s * 1000:
                 self.model.absorb(c.pixels, sample)
-                self.current.count[c.pixels] = 0
-                self.aside.count[c.pixels] = 0
-                self.masked_count[c.pixels] = 0
+                self._forget(c.pixels)
             else:
                 kept.append(c)
         self.candidates = kept
+
+    def _forget(self, where: np.ndarray) -> None:
+        """End every count at ``where``: what was counted there is over."""
+        self.current.count[where] = 0
+        self.aside.count[where] = 0
+        self.masked_count[where] = 0
 
     def _scene_changed(self, sample: Sample, mask: np.ndarray) -> bool:
         p = self.params
@@ -462,9 +462,7 @@ class _Region:
 
     def _restart(self) -> None:
         self.model.restart()
-        self.current.count[:] = 0
-        self.aside.count[:] = 0
-        self.masked_count[:] = 0
+        self._forget(np.ones(self.current.count.shape, bool))
         self.candidates = []
         self._scene_change_streak = 0
 
