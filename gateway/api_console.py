@@ -71,6 +71,9 @@ Text = Annotated[str | None, Query(max_length=200)]
 Cursor = Annotated[str | None, Query(max_length=200)]
 
 
+MAX_ROW_ID = 2**63 - 1  # SQLite's largest integer
+
+
 def console_router(gw: Gateway, hub: AlertHub | None = None) -> APIRouter:
     """The console's pages and reads for ``gw``; ``hub`` (tests set its bounds) carries
     the live alert stream."""
@@ -141,7 +144,12 @@ def console_router(gw: Gateway, hub: AlertHub | None = None) -> APIRouter:
     ) -> StreamingResponse:
         last_id = None
         if last_event_id:
-            if not (last_event_id.isascii() and last_event_id.isdigit()):
+            # An alert row id: digits within SQLite's integer range (a larger one would
+            # fail in the store, not here).
+            if (
+                not (last_event_id.isascii() and last_event_id.isdigit())
+                or int(last_event_id) > MAX_ROW_ID
+            ):
                 raise HTTPException(400, "Last-Event-ID: an alert id this stream sent")
             last_id = int(last_event_id)
         try:
