@@ -32,7 +32,8 @@ def wait_until(
     check: Callable[[], bool], what: str, timeout_s: float, service: Service | None = None
 ) -> None:
     """Polls ``check`` until it holds. Fails after ``timeout_s``, or at once when ``service``
-    (the process that should make it hold) has exited, with the tail of its log.
+    (the process that should make it hold) has exited, with the tail of its log (on a
+    timeout too, so a failure in CI shows what the process was doing).
 
     Checks are conditions the test can observe (a port that answers, a count in the stats,
     a row on the platform); timeouts are generous, for a loaded machine: only a failing
@@ -46,7 +47,8 @@ def wait_until(
         if service is not None and not service.running():
             raise AssertionError(f"{service.name} exited, waiting for {what}:\n{service.tail()}")
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    shown = f":\n{service.name}'s log:\n{service.tail()}" if service is not None else ""
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}{shown}")
 
 
 class Service:
