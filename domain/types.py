@@ -188,6 +188,8 @@ class CommandKind(StrEnum):
     OPEN = "open"  # file a new case
     ATTACH = "attach"  # add evidence (a repeat, a merged neighbour, a clear) to the open case
     ESCALATE = "escalate"  # raise the open case's priority, with the alert as evidence
+    # void the incident's case: an operator merged it, a duplicate, into another case
+    VOID = "void"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,27 @@
 
 Dedup and merge (查重与并案) happen here:
 - a repeat of an alert already bound to an open incident adds evidence, never a new case;
-- an alert of the same class within ``merge_radius_m`` of an open incident's first alert,
-  and within ``merge_window_ms`` of its last activity, joins that incident (three full bins
-  at one collection point are one case);
+- an alert within the radius of an open incident's first alert, and within the window of
+  its last activity, joins that incident when their classes are the same or of one family
+  (``merge.families``: a full bin, the rubbish beside it, the camera that sees it — one
+  problem at one collection point); a family has its own radius and window when set, the
+  global ``radius_m``/``window_s`` otherwise. One incident carries every source's
+  evidence, cameras' and sensors' alike;
+- an incident of a family files its case under the family's ``lead`` class: the OPEN
+  command's alert carries the lead class whatever class arrived first, because the city
+  chose which problem the case is (the collection point's overflow, whichever of the bin
+  or the camera saw it first), and the case must not change class when the other arrives;
+- with ``merge.duplicates`` each candidate gets a duplicate likelihood
+  (rules/correlation.py): at or above ``merge_above`` the alert merges; from
+  ``suspect_above`` it opens a new incident and the pair is recorded as a suspected
+  duplicate (``take_suspects``) for an operator to merge (``merge_duplicate``) or
+  dismiss; below, a new incident. Without it, everything within radius and window merges,
+  as before. Every decision is kept on the incident (``decisions``, latest last) with its
+  score and reasons;
+- with ``merge.storms`` on, past ``per_hour`` new incidents of one class in one grid (or
+  its parent) within an hour, a would-be new incident joins that grid's storm incident
+  (rules/storms.py), which lists every site; each site's key is bound to it, so its clear
+  attaches there and the other sites stay as they are;
 - a higher-priority alert escalates the incident's case instead of opening another;
 - a closed case (status synced back from the platform) closes the incident and re-arms its
   alerts, so the next occurrence files a new case;
@@ -16,10 +34,14 @@ Dedup and merge (查重与并案) happen here:
   inhibition, e.g. a single gauge joining its grid's area-wide flood case) whatever its
   class or distance.
 
-The merge search looks only at open incidents of the alert's class near it
-(:class:`_MergeIndex`, a grid of cells at least the radius wide), not at every open
-incident: a city has thousands open at once, and a backtest feeds a week of alerts. Of
-several incidents at the same smallest distance the one with the smallest id is taken.
+Everything the book knows about an incident is in its dict (the gateway persists it as
+is), so ``load`` after a restart puts back families, decisions and storms.
+
+The merge search looks only at open incidents of the alert's class, or of its family, near
+it (:class:`_MergeIndex`, a grid of cells at least the radius wide, one index per radius in
+use), not at every open incident: a city has thousands open at once, and a backtest feeds
+a week of alerts. Of several incidents at the same smallest distance (or, with duplicates,
+the same best score) the one with the smallest id is taken.
 
 Each change yields CaseCommands whose ids are derived from the incident and a per-incident
 counter: replaying the same alerts after a crash produces the same ids, which the case
@@ -30,48 +52,170 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority
+from rules.correlation import Judgement, Relation, likelihood, sources_of
+from rules.merge_settings import Family, MergePolicy, MergeSettings
+from rules.storms import StormCounts
+
+__all__ = ["IncidentBook", "MergePolicy"]
 
 # Closure checks an incident keeps for operators (the API shows them), latest last.
 MAX_CHECKS_KEPT = 10
+MAX_DECISIONS_KEPT = 20  # merge decisions an incident keeps, latest last
+MAX_SOURCES_KEPT = 64  # sources an incident remembers for the duplicate likelihood
+MAX_CLASSES_KEPT = 32
+MAX_STORM_SITES = 1000  # sites a storm lists; further ones still join and clear there
 
 
 @dataclass(frozen=True, slots=True)
-class MergePolicy:
-    radius_m: float = 50.0
-    window_ms: int = 24 * 3600 * 1000
+class _Scope:
+    """Where an alert of one class looks for incidents to merge with."""
+
+    group: str  # the index key: the class code, or "family:<name>"
+    radius_m: float
+    window_ms: int
+    family: Family | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    outcome: str  # "merged" | "suspected" | "new"
+    other: str  # the incident merged into or compared with ("" when none)
+    judgement: Judgement
+
+
+_NO_CANDIDATE = Judgement(
+    0.0, ("no open incident of its class or family within radius and window",)
+)
+_NOT_MERGED = Judgement(0.0, ("a problem of one device: never merged",))
 
 
 class IncidentBook:
-    def __init__(self, policy: MergePolicy) -> None:
+    """``policy`` is the same-class radius and window; ``settings`` adds families,
+    duplicates and storms (its own radius and window are not read: pass
+    ``settings.to_policy()`` as ``policy``); ``grid_parent`` gives a grid's parent grid
+    ("" if none) for storms counted per parent grid."""
+
+    def __init__(
+        self,
+        policy: MergePolicy,
+        settings: MergeSettings | None = None,
+        grid_parent: Callable[[str], str] | None = None,
+    ) -> None:
         self._policy = policy
+        self._settings = settings or MergeSettings()
         self._incidents: dict[str, dict[str, Any]] = {}
         self._open_by_key: dict[str, str] = {}
         self._keys_bound: dict[str, int] = {}  # open incident id → keys in _open_by_key
-        self._merge_index = _MergeIndex(policy.radius_m)
+        self._indexes: dict[float, _MergeIndex] = {}  # one per radius in use
+        self._indexed_in: dict[str, _MergeIndex] = {}
+        self._scopes: dict[str, _Scope] = {}
+        self._families = {c: f for f in self._settings.families for c in f.classes}
+        storms = self._settings.storms
+        self._storm_counts = StormCounts(storms, grid_parent) if storms.enabled else None
+        self._storms: dict[tuple[str, str], str] = {}  # (class, grid) → open storm id
+        self._suspects: list[dict[str, Any]] = []
         self._dirty: set[str] = set()
 
     def load(self, incident: dict[str, Any]) -> None:
-        """Put back an open incident after a restart (closed ones are not kept in memory)."""
+        """Put back an open incident after a restart (closed ones are not kept in memory);
+        a storm is again the one of its class and grid, and the storm counts take the
+        incident's opening (or its sites') back."""
         if incident["status"] != "open":
             return
         self._incidents[incident["id"]] = incident
         for key in incident["alert_keys"]:
             self._map_key(key, incident["id"])
+        storm = incident.get("storm")
+        if storm:
+            self._storms[(storm["class_code"], storm["grid"])] = incident["id"]
+        if self._storm_counts is None:
+            return
+        if storm:
+            for site in storm["sites"]:
+                grid = site["location"].get("grid_code", "")
+                self._storm_counts.count(storm["class_code"], grid, site["ts"])
+        elif incident.get("merge", True) and incident["location"]["grid_code"]:
+            grid = incident["location"]["grid_code"]
+            self._storm_counts.count(incident["class_code"], grid, incident["opened_ts"])
 
     def handle(self, alert: Alert) -> list[CaseCommand]:
         incident_id = self._open_by_key.get(alert.key)
-        if incident_id is None:
-            if alert.state is AlertState.CLEARED:
-                return []  # a clear for an alert whose case is already closed
-            incident_id = self._find_merge_target(alert)
-            if incident_id is None:
-                return [self._open(alert)]
-            self._bind(incident_id, alert.key)
-        return [self._update(self._incidents[incident_id], alert)]
+        if incident_id is not None:
+            return [self._update(self._incidents[incident_id], alert)]
+        if alert.state is AlertState.CLEARED:
+            return []  # a clear for an alert whose case is already closed
+        decision = self._decide(alert)
+        if decision.outcome == "merged":
+            incident = self._incidents[decision.other]
+            self._bind(decision.other, alert.key)
+            _record(incident, alert, decision)
+            return [self._update(incident, alert)]
+        storm = self._join_storm(alert)
+        if storm is not None:
+            return [storm]
+        command = self._open(alert, self._case_alert(alert))
+        incident = self._incidents[command.incident_id]
+        _record(incident, alert, decision)
+        if decision.outcome == "suspected":
+            self._suspects.append(
+                {"id": f"{incident['id']}~{decision.other}", "incident_id": incident["id"],
+                 "other_incident_id": decision.other, "score": decision.judgement.score,
+                 "reasons": list(decision.judgement.reasons), "ts": alert.ts}
+            )  # fmt: skip
+        return [command]
+
+    def take_suspects(self) -> list[dict[str, Any]]:
+        """Suspected-duplicate pairs found since the last call, for the caller to persist
+        with the incidents (``id`` is "<new incident>~<other incident>")."""
+        found, self._suspects = self._suspects, []
+        return found
+
+    def merge_duplicate(self, incident_id: str, into_id: str, at_ms: int) -> list[CaseCommand]:
+        """An operator merges the suspected duplicate ``incident_id`` into ``into_id``:
+        every key of the duplicate is bound to ``into_id``, whose case gets the duplicate's
+        latest alert as evidence (ATTACH), and the duplicate's case is voided on the
+        platform (VOID); the duplicate closes "merged into <into_id>". Raises ValueError
+        (with the reason) unless both are open and distinct."""
+        duplicate = self._incidents.get(incident_id)
+        into = self._incidents.get(into_id)
+        if incident_id == into_id:
+            raise ValueError("an incident cannot be merged into itself")
+        for name, found in ((incident_id, duplicate), (into_id, into)):
+            if found is None or found["status"] != "open":
+                raise ValueError(f"incident {name} is not open")
+        assert duplicate is not None and into is not None
+        latest = _latest(duplicate)
+        for key in duplicate["alert_keys"]:
+            if self._open_by_key.get(key) == incident_id:
+                self._bind(into_id, key)
+        for key, firing in duplicate.get("firing", {}).items():
+            into.setdefault("firing", {})[key] = firing
+        score = next(
+            (d["score"] for d in reversed(duplicate.get("decisions", [])) if d["other"] == into_id),
+            1.0,
+        )
+        why = Judgement(score, (f"merged by an operator: duplicate {incident_id}",))
+        _record(into, latest, _Decision("merged", incident_id, why))
+        into["last_ts"] = max(into["last_ts"], at_ms)
+        into["commands"] += 1
+        attach = CaseCommand(
+            f"{into_id}/{into['commands']}", into_id, CommandKind.ATTACH,
+            _summarised(latest, f"merged duplicate {incident_id}"), Priority(into["priority"]),
+        )  # fmt: skip
+        duplicate["commands"] += 1
+        void = CaseCommand(
+            f"{incident_id}/{duplicate['commands']}", incident_id, CommandKind.VOID,
+            _summarised(latest, f"duplicate of {into_id}"),
+            Priority(duplicate["priority"]),
+        )  # fmt: skip
+        self.close(incident_id, f"merged into {into_id}")
+        self._dirty.add(into_id)
+        return [attach, void]
 
     def open_ids(self) -> list[str]:
         """The ids of the open incidents."""
@@ -145,17 +289,21 @@ class IncidentBook:
         return [self._update(incident, alert)]
 
     def close(self, incident_id: str, reason: str) -> list[str]:
-        """Close an open incident; return its alert keys for the rule engine to re-arm."""
+        """Close an open incident; return its alert keys still bound to it for the rule
+        engine to re-arm (a merged duplicate's keys went to the other incident)."""
         incident = self._incidents.get(incident_id)
         if incident is None or incident["status"] != "open":
             return []
         incident["status"] = "closed"
         incident["closed_reason"] = reason
-        for key in incident["alert_keys"]:
-            if key in self._open_by_key:
-                self._unmap_key(key)
+        rearm = [k for k in incident["alert_keys"] if self._open_by_key.get(k) == incident_id]
+        for key in rearm:
+            self._unmap_key(key)
+        storm = incident.get("storm")
+        if storm and self._storms.get((storm["class_code"], storm["grid"])) == incident_id:
+            del self._storms[(storm["class_code"], storm["grid"])]
         self._dirty.add(incident_id)
-        return list(incident["alert_keys"])
+        return rearm
 
     def take_dirty(self) -> dict[str, dict[str, Any]]:
         """Incidents changed since the last call, for the caller to persist. A closed
@@ -168,20 +316,87 @@ class IncidentBook:
                 del self._incidents[incident_id]
         return changed
 
-    def _find_merge_target(self, alert: Alert) -> str | None:
-        """The nearest open incident of the alert's class within the radius and window;
-        of several at the same distance, the smallest id."""
+    def _scope(self, class_code: str) -> _Scope:
+        scope = self._scopes.get(class_code)
+        if scope is None:
+            family = self._families.get(class_code)
+            radius, window = self._policy.radius_m, self._policy.window_ms
+            if family is None:
+                scope = _Scope(class_code, radius, window, None)
+            else:
+                if family.radius_m is not None:
+                    radius = family.radius_m
+                if family.window_s is not None:
+                    window = int(family.window_s * 1000)
+                scope = _Scope(f"family:{family.name}", radius, window, family)
+            self._scopes[class_code] = scope
+        return scope
+
+    def _decide(self, alert: Alert) -> _Decision:
+        """Judge the alert against the open incidents of its class and family near it:
+        without ``duplicates`` the nearest within radius and window (the smallest id of
+        several) is merged into; with it, the best score decides."""
         if not alert.merge:
-            return None
-        best: tuple[float, str] | None = None
-        for incident_id, where in self._merge_index.near(alert.class_code, alert.location):
+            return _Decision("new", "", _NOT_MERGED)
+        scope = self._scope(alert.class_code)
+        index = self._indexes.get(scope.radius_m)
+        found: list[tuple[float, float, str, Judgement]] = []
+        for incident_id, where in index.near(scope.group, alert.location) if index else ():
             incident = self._incidents[incident_id]
-            if alert.ts - incident["last_ts"] > self._policy.window_ms:
+            gap = alert.ts - incident["last_ts"]
+            distance = where.distance_m(alert.location)
+            if gap > scope.window_ms or distance > scope.radius_m:
                 continue
-            found = (where.distance_m(alert.location), incident_id)
-            if found[0] <= self._policy.radius_m and (best is None or found < best):
-                best = found
-        return best[1] if best else None
+            classes = incident.get("classes", [incident["class_code"]])
+            relation = Relation.SAME_CLASS if alert.class_code in classes else Relation.SAME_FAMILY
+            sources = sources_of(
+                alert.source_id, alert.origin == "video", incident.get("sources", {})
+            )
+            family = scope.family.name if scope.family else ""
+            judged = likelihood(
+                distance, scope.radius_m, gap, scope.window_ms, relation, sources, family
+            )
+            found.append((-judged.score, distance, incident_id, judged))
+        if not found:
+            return _Decision("new", "", _NO_CANDIDATE)
+        cutoffs = self._settings.duplicates
+        if cutoffs is None:
+            _, _, other, judged = min(found, key=lambda f: (f[1], f[2]))
+            return _Decision("merged", other, judged)
+        _, _, other, judged = min(found, key=lambda f: (f[0], f[1], f[2]))
+        if judged.score >= cutoffs.merge_above:
+            return _Decision("merged", other, judged)
+        if judged.score >= cutoffs.suspect_above:
+            return _Decision("suspected", other, judged)
+        return _Decision("new", other, judged)
+
+    def _case_alert(self, alert: Alert) -> Alert:
+        """The alert as its case is filed: under its family's lead class."""
+        family = self._scope(alert.class_code).family
+        return alert if family is None else replace(alert, class_code=family.lead)
+
+    def _join_storm(self, alert: Alert) -> CaseCommand | None:
+        """Count a would-be new incident; past the storm bound, bind the alert to its
+        class and grid's storm incident (opening it) and return the command; else None."""
+        grid = alert.location.grid_code
+        if self._storm_counts is None or not alert.merge or not grid:
+            return None
+        case_alert = self._case_alert(alert)
+        class_code = case_alert.class_code
+        scope = self._storm_counts.past(class_code, grid, alert.ts)
+        self._storm_counts.count(class_code, grid, alert.ts)
+        if scope is None:
+            return None
+        storm_id = self._storms.get((class_code, scope))
+        if storm_id is None:
+            summary = f"storm: more than {self._settings.storms.per_hour} new {class_code} " \
+                      f"within an hour in grid {scope}; {alert.summary}"  # fmt: skip
+            command = self._open(alert, replace(case_alert, summary=summary), storm_grid=scope)
+            self._storms[(class_code, scope)] = command.incident_id
+            return command
+        storm = self._incidents[storm_id]
+        self._bind(storm_id, alert.key)
+        return self._update(storm, alert)
 
     def _map_key(self, key: str, incident_id: str) -> None:
         """Bind ``key`` to an open incident; an incident with its first bound key becomes
@@ -196,7 +411,12 @@ class IncidentBook:
         self._keys_bound[incident_id] = count + 1
         incident = self._incidents[incident_id]
         if count == 0 and incident.get("merge", True):
-            self._merge_index.add(incident_id, incident["class_code"], incident["location"])
+            scope = self._scope(incident["class_code"])
+            index = self._indexes.get(scope.radius_m)
+            if index is None:
+                index = self._indexes[scope.radius_m] = _MergeIndex(scope.radius_m)
+            index.add(incident_id, scope.group, incident["location"])
+            self._indexed_in[incident_id] = index
 
     def _unmap_key(self, key: str) -> None:
         incident_id = self._open_by_key.pop(key)
@@ -204,7 +424,9 @@ class IncidentBook:
         if count:
             self._keys_bound[incident_id] = count
         else:
-            self._merge_index.discard(incident_id)
+            index = self._indexed_in.pop(incident_id, None)
+            if index is not None:
+                index.discard(incident_id)
 
     def _bind(self, incident_id: str, key: str) -> None:
         incident = self._incidents[incident_id]
@@ -212,27 +434,37 @@ class IncidentBook:
             incident["alert_keys"].append(key)
         self._map_key(key, incident_id)
 
-    def _open(self, alert: Alert) -> CaseCommand:
+    def _open(self, alert: Alert, case_alert: Alert, storm_grid: str = "") -> CaseCommand:
+        """Open an incident (a storm when ``storm_grid`` is set) for ``alert``; its case is
+        filed with ``case_alert`` (the lead class, a storm's summary)."""
+        prefix = "STORM" if storm_grid else "INC"
         digest = hashlib.sha1(f"{alert.key}@{alert.ts}".encode()).hexdigest()[:12]
-        incident = {
-            "id": f"INC-{digest}",
+        where = alert.location
+        incident: dict[str, Any] = {
+            "id": f"{prefix}-{digest}",
             "status": "open",
-            "class_code": alert.class_code,
+            "class_code": case_alert.class_code,
             "priority": str(alert.priority),
             "location": {
-                "lat": alert.location.lat,
-                "lon": alert.location.lon,
-                "address": alert.location.address,
-                "grid_code": alert.location.grid_code,
+                "lat": where.lat,
+                "lon": where.lon,
+                "address": where.address,
+                "grid_code": storm_grid or where.grid_code,
             },
             "opened_ts": alert.ts,
             "last_ts": alert.ts,
             "alert_keys": [alert.key],
             "commands": 1,
             "closed_reason": "",
-            "merge": alert.merge,
+            "merge": alert.merge and not storm_grid,
             "firing": {},
+            "classes": [],
+            "sources": {},
+            "decisions": [],
         }
+        if storm_grid:
+            incident["storm"] = {"grid": storm_grid, "class_code": case_alert.class_code,
+                                 "sites": []}  # fmt: skip
         _track(incident, alert)
         self._incidents[incident["id"]] = incident
         self._map_key(alert.key, incident["id"])
@@ -241,7 +473,7 @@ class IncidentBook:
             command_id=f"{incident['id']}/1",
             incident_id=incident["id"],
             kind=CommandKind.OPEN,
-            alert=alert,
+            alert=case_alert,
             priority=alert.priority,
         )
 
@@ -264,14 +496,62 @@ class IncidentBook:
         )
 
 
+def _record(incident: dict[str, Any], alert: Alert, decision: _Decision) -> None:
+    entry = {"alert_key": alert.key, "score": decision.judgement.score,
+             "reasons": list(decision.judgement.reasons), "outcome": decision.outcome,
+             "other": decision.other}  # fmt: skip
+    incident["decisions"] = [*incident.get("decisions", []), entry][-MAX_DECISIONS_KEPT:]
+
+
+def _summarised(alert: Alert, what: str) -> Alert:
+    return replace(alert, summary=f"{what}: {alert.summary}" if alert.summary else what)
+
+
+def _latest(incident: dict[str, Any]) -> Alert:
+    """The incident's latest alert (one stored before the book kept it: its latest firing
+    one); ValueError when it has none."""
+    data = incident.get("latest") or max(
+        incident.get("firing", {}).values(), key=lambda a: a["ts"], default=None
+    )
+    if data is None:
+        raise ValueError(f"incident {incident['id']} keeps no alert to merge")
+    return Alert.from_dict(data)
+
+
 def _track(incident: dict[str, Any], alert: Alert) -> None:
     """Keep the alert as its key's latest while it fires; forget the key when it clears.
-    Its pictures are left out: a closure check takes its own."""
+    Its pictures are left out: a closure check takes its own. Also kept: the latest alert,
+    the classes and sources seen (bounded: what the duplicate likelihood asks), and a
+    storm's site for the alert's key with its state."""
+    kept = {**alert.to_dict(), "media": []}
     firing = incident.setdefault("firing", {})
     if alert.state is AlertState.CLEARED:
         firing.pop(alert.key, None)
     else:
-        firing[alert.key] = {**alert.to_dict(), "media": []}
+        firing[alert.key] = kept
+    incident["latest"] = kept
+    classes = incident.setdefault("classes", [])
+    if alert.class_code not in classes and len(classes) < MAX_CLASSES_KEPT:
+        classes.append(alert.class_code)
+    sources = incident.setdefault("sources", {})
+    if alert.source_id not in sources and len(sources) < MAX_SOURCES_KEPT:
+        sources[alert.source_id] = alert.origin
+    storm = incident.get("storm")
+    if storm is not None:
+        _track_site(storm["sites"], alert)
+
+
+def _track_site(sites: list[dict[str, Any]], alert: Alert) -> None:
+    for site in sites:
+        if site["key"] == alert.key:
+            site["state"] = str(alert.state)
+            return
+    if len(sites) < MAX_STORM_SITES:
+        where = alert.location
+        sites.append({"key": alert.key, "source_id": alert.source_id,
+                      "location": {"lat": where.lat, "lon": where.lon,
+                                   "address": where.address, "grid_code": where.grid_code},
+                      "state": str(alert.state), "ts": alert.ts})  # fmt: skip
 
 
 _EARTH_RADIUS_M = 6_371_008.8  # as Location.distance_m
@@ -280,7 +560,8 @@ _MAX_CELL_DEG = 30.0  # wider longitude cells (near a pole, a huge radius): scan
 
 
 class _MergeIndex:
-    """Merge candidates (open incidents that take merges) by class code and cell.
+    """Merge candidates (open incidents that take merges) by group (a class code, or a
+    family of classes) and cell.
 
     A cell is ``lat_step`` high and, in its row, ``lon_step(row)`` wide, both at least the
     radius: two places within the radius of each other are in the same or neighbouring
@@ -290,7 +571,7 @@ class _MergeIndex:
     incident's row too. Where a cell cannot be exact — near a pole (the width would be
     huge), within a cell of the antimeridian (longitudes wrap), a coordinate that is not
     a finite WGS-84 one — the incident is kept aside and always looked at, and an alert
-    there looks at every candidate of its class."""
+    there looks at every candidate of its group."""
 
     def __init__(self, radius_m: float) -> None:
         radius_deg = math.degrees(radius_m / _EARTH_RADIUS_M) if radius_m > 0 else 0.0
@@ -298,45 +579,46 @@ class _MergeIndex:
         self._lat_step = max(radius_deg * _MARGIN, 1e-9)
         self._usable = math.isfinite(radius_deg) and radius_deg * _MARGIN < _MAX_CELL_DEG
         self._cells: dict[tuple[str, int, int], dict[str, Location]] = {}
-        self._aside: dict[str, dict[str, Location]] = {}  # class → incidents kept aside
-        self._by_class: dict[str, dict[str, Location]] = {}
+        self._aside: dict[str, dict[str, Location]] = {}  # group → incidents kept aside
+        self._by_group: dict[str, dict[str, Location]] = {}
         self._where: dict[str, tuple[str, tuple[int, int] | None]] = {}
         self._widths: dict[int, float | None] = {}
 
-    def add(self, incident_id: str, class_code: str, location: dict[str, Any]) -> None:
+    def add(self, incident_id: str, group: str, location: dict[str, Any]) -> None:
         where = Location(location["lat"], location["lon"])
         cell = self._cell(where.lat, where.lon)
-        self._by_class.setdefault(class_code, {})[incident_id] = where
+        self._by_group.setdefault(group, {})[incident_id] = where
         if cell is None:
-            self._aside.setdefault(class_code, {})[incident_id] = where
+            self._aside.setdefault(group, {})[incident_id] = where
         else:
-            self._cells.setdefault((class_code, *cell), {})[incident_id] = where
-        self._where[incident_id] = (class_code, cell)
+            self._cells.setdefault((group, *cell), {})[incident_id] = where
+        self._where[incident_id] = (group, cell)
 
     def discard(self, incident_id: str) -> None:
         found = self._where.pop(incident_id, None)
         if found is None:
             return
-        class_code, cell = found
-        _drop(self._by_class, class_code, incident_id)
+        group, cell = found
+        _drop(self._by_group, group, incident_id)
         if cell is None:
-            _drop(self._aside, class_code, incident_id)
+            _drop(self._aside, group, incident_id)
         else:
-            _drop(self._cells, (class_code, *cell), incident_id)
+            _drop(self._cells, (group, *cell), incident_id)
 
-    def near(self, class_code: str, location: Location) -> list[tuple[str, Location]]:
-        """Every candidate of ``class_code`` that may be within the radius of
-        ``location`` (a superset of those that are; more where no cell is exact)."""
+    def near(self, group: str, location: Location) -> list[tuple[str, Location]]:
+        """Every candidate of ``group`` (a class, or every class of a family) that may be
+        within the radius of ``location`` (a superset of those that are; more where no
+        cell is exact)."""
         cell = self._cell(location.lat, location.lon, neighbours=True)
         if cell is None:
-            return list(self._by_class.get(class_code, {}).items())
+            return list(self._by_group.get(group, {}).items())
         row, lon = cell
-        found = list(self._aside.get(class_code, {}).items())
+        found = list(self._aside.get(group, {}).items())
         for r in (row - 1, row, row + 1):
             width = self._width(r)  # not None: _cell checked the neighbouring rows
             column = math.floor(lon / width)
             for c in (column - 1, column, column + 1):
-                found.extend(self._cells.get((class_code, r, c), {}).items())
+                found.extend(self._cells.get((group, r, c), {}).items())
         return found
 
     def _cell(self, lat: float, lon: float, neighbours: bool = False) -> tuple | None:

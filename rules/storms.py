@@ -1,0 +1,54 @@
+"""Storm control per grid: past ``per_hour`` new incidents of one class in one grid (or its
+parent grid) within an hour, further ones join one storm incident for that grid.
+
+A downpour that floods forty underpasses in one street office's grids is one event for the
+dispatch desk, not forty pages. This module only counts; the incident book
+(rules/incidents.py) opens the storm incident, binds each site's key to it and keeps the
+sites' states, so each site still clears on its own.
+
+Counting is by event time (the alert's ``ts``), in a sliding hour: a would-be new incident
+counts whether it became its own incident or a storm's site, so a storm goes on while
+problems keep coming at the storm's rate, and an hour after the burst new ones are their
+own again. Only the newest ``per_hour`` times of each (class, grid) are kept: that is all
+the question "were there already ``per_hour`` in the hour before?" needs. After a restart
+the counts are rebuilt from the open incidents the book loads (their ``opened_ts``, a
+storm's sites' ``ts``); incidents closed within that hour are not in memory and no longer
+count — a restart can only delay a storm, never start one that was not due.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from collections.abc import Callable
+
+from rules.merge_settings import Storms
+
+HOUR_MS = 3_600_000
+
+
+class StormCounts:
+    def __init__(self, settings: Storms, grid_parent: Callable[[str], str] | None) -> None:
+        self._per_hour = settings.per_hour
+        self._parent = grid_parent if settings.parent_grids else None
+        self._times: dict[tuple[str, str], list[int]] = {}
+
+    def scopes(self, grid: str) -> list[str]:
+        """The grid and, with parent grids on, its parent (when it has one)."""
+        parent = self._parent(grid) if self._parent and grid else ""
+        return [grid, parent] if parent and parent != grid else [grid]
+
+    def past(self, class_code: str, grid: str, ts: int) -> str | None:
+        """The first scope (the grid, then its parent) that already had ``per_hour`` new
+        incidents of ``class_code`` in the hour up to ``ts``; None if neither had."""
+        for scope in self.scopes(grid):
+            times = self._times.get((class_code, scope), [])
+            if sum(1 for t in times if ts - HOUR_MS < t <= ts) >= self._per_hour:
+                return scope
+        return None
+
+    def count(self, class_code: str, grid: str, ts: int) -> None:
+        """Count one new incident (its own or a storm's site) at ``ts`` in every scope."""
+        for scope in self.scopes(grid):
+            times = self._times.setdefault((class_code, scope), [])
+            insort(times, ts)
+            del times[: max(len(times) - self._per_hour, 0)]
