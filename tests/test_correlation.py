@@ -1,0 +1,252 @@
+"""Correlation timelines: related classes in families, the duplicate likelihood's three
+bands at their cut-offs, an operator's merge of a duplicate, and a restart."""
+
+import contextlib
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from domain import Alert, AlertState, CommandKind, Location, Priority
+from rules.correlation import Relation, Sources, likelihood
+from rules.incidents import IncidentBook
+from rules.merge_settings import MergeSettings
+
+BASE = Location(26.0800, 119.3000, "五四路", "350102001001001")
+FAMILY = {"name": "collection_point", "classes": ["06042", "06010", "06011"], "lead": "06042",
+          "radius_m": 30, "window_s": 7200}  # fmt: skip
+
+
+def near(metres_north: float) -> Location:
+    return Location(BASE.lat + metres_north / 111_195, BASE.lon, "", BASE.grid_code)
+
+
+def alert(source, code="06042", loc=BASE, ts=0, state=AlertState.FIRING, origin="iot", rule="r"):
+    return Alert(f"{source}/{rule}", source, rule, state, code, Priority.URGENT, loc, ts,
+                 summary=f"{source} {code}", origin=origin)  # fmt: skip
+
+
+def camera(source, code="06010", loc=BASE, ts=0):
+    return alert(source, code, loc, ts, origin="video", rule="rubbish")
+
+
+def book(**merge) -> IncidentBook:
+    config = MergeSettings.model_validate({"families": [FAMILY], **merge})
+    return IncidentBook(config.to_policy(), config)
+
+
+@pytest.mark.parametrize(
+    "first,second",
+    [
+        (camera("CAM-1"), alert("BIN-1", loc=near(10), ts=60_000)),  # camera + sensor
+        (alert("BIN-1"), alert("BIN-2", "06011", near(10), 60_000)),  # sensor + sensor
+        (camera("CAM-1"), camera("CAM-2", loc=near(10), ts=60_000)),  # camera + camera
+    ],
+)
+def test_related_classes_10_m_apart_are_one_incident_filed_under_the_lead(first, second):
+    b = book()
+    opened, joined = b.handle(first), b.handle(second)
+    assert [c.kind for c in opened + joined] == [CommandKind.OPEN, CommandKind.ATTACH]
+    assert opened[0].alert.class_code == "06042"  # the family's lead, whoever came first
+    assert joined[0].incident_id == opened[0].incident_id
+    persisting = b.persisting(opened[0].incident_id)
+    assert sorted(a.key for a in persisting) == sorted([first.key, second.key])
+    assert {a.class_code for a in persisting} == {first.class_code, second.class_code}
+
+
+def test_camera_rubbish_and_bin_overflow_80_m_apart_are_two_incidents():
+    b = book()
+    opened = b.handle(camera("CAM-1"))
+    other = b.handle(alert("BIN-1", loc=near(80), ts=60_000))
+    assert [c.kind for c in opened + other] == [CommandKind.OPEN, CommandKind.OPEN]
+    assert [c.alert.class_code for c in opened + other] == ["06042", "06042"]
+    incident = b.take_dirty()[other[0].incident_id]
+    assert incident["decisions"] == [
+        {"alert_key": "BIN-1/r", "score": 0.0, "outcome": "new", "other": "",
+         "reasons": ["no open incident of its class or family within radius and window"]}
+    ]  # fmt: skip
+
+
+def test_the_familys_window_bounds_a_merge_and_an_unrelated_class_never_joins():
+    b = book()
+    first = b.handle(alert("BIN-1"))[0]
+    late = b.handle(camera("CAM-1", loc=near(5), ts=7_200_001))[0]
+    unrelated = b.handle(alert("MH-1", "01003", near(1), 60_000))[0]
+    assert (late.kind, unrelated.kind) == (CommandKind.OPEN, CommandKind.OPEN)
+    assert len({first.incident_id, late.incident_id, unrelated.incident_id}) == 3
+
+
+def test_without_families_the_same_class_uses_the_global_radius():
+    config = MergeSettings(radius_m=50)
+    b = IncidentBook(config.to_policy(), config)
+    first = b.handle(alert("BIN-1"))[0]
+    joined = b.handle(alert("BIN-2", loc=near(45), ts=1))[0]
+    apart = b.handle(camera("CAM-1", loc=near(5), ts=2))[0]
+    assert joined.incident_id == first.incident_id and apart.kind is CommandKind.OPEN
+    assert apart.alert.class_code == "06010"  # no family: its own class
+
+
+# A second bin 12 m away, 30 minutes after the first: same class, same kind of source.
+PROBE = alert("BIN-2", loc=near(12), ts=1_800_000)
+SCORE = likelihood(BASE.distance_m(PROBE.location), 30.0, 1_800_000, 7_200_000,
+                   Relation.SAME_CLASS, Sources.SAME_KIND).score  # fmt: skip
+ABOVE = math.nextafter(SCORE, 1.0)
+
+
+@pytest.mark.parametrize(
+    "merge_above,suspect_above,outcome",
+    [(SCORE, SCORE, "merged"), (ABOVE, SCORE, "suspected"), (ABOVE, ABOVE, "new")],
+)
+def test_the_three_duplicate_bands_at_their_cut_offs(merge_above, suspect_above, outcome):
+    b = book(duplicates={"merge_above": merge_above, "suspect_above": suspect_above})
+    first = b.handle(alert("BIN-1"))[0]
+    second = b.handle(PROBE)[0]
+    assert pytest.approx(0.9 * (1 - 0.5 * 12 / 30 - 0.3 * 0.25), abs=1e-6) == SCORE
+    merged = outcome == "merged"
+    assert second.kind is (CommandKind.ATTACH if merged else CommandKind.OPEN)
+    assert (second.incident_id == first.incident_id) is merged
+    decision = b.take_dirty()[second.incident_id]["decisions"][-1]
+    assert decision == {
+        "alert_key": "BIN-2/r", "score": SCORE, "outcome": outcome, "other": first.incident_id,
+        "reasons": ["12 m of 30 m", "30 min after last activity (window 2 h)", "same class",
+                    "same kind"],
+    }  # fmt: skip
+    suspects = b.take_suspects()
+    if outcome == "suspected":
+        assert suspects == [
+            {"id": f"{second.incident_id}~{first.incident_id}", "incident_id": second.incident_id,
+             "other_incident_id": first.incident_id, "score": SCORE,
+             "reasons": decision["reasons"], "ts": 1_800_000}
+        ]  # fmt: skip
+    else:
+        assert suspects == []
+    assert b.take_suspects() == []
+
+
+def test_sources_rank_same_source_then_camera_and_sensor_then_same_kind():
+    scores = [
+        likelihood(10, 30, 0, 7_200_000, Relation.SAME_CLASS, s).score
+        for s in (Sources.SAME_SOURCE, Sources.CAMERA_AND_SENSOR, Sources.SAME_KIND)
+    ]
+    family = likelihood(10, 30, 0, 7_200_000, Relation.SAME_FAMILY, Sources.SAME_SOURCE, "cp")
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) == 3
+    assert family.score < scores[0] and "same family cp" in family.reasons
+    assert likelihood(0, 30, 0, 7_200_000, Relation.UNRELATED, Sources.SAME_SOURCE).score == 0
+
+
+def suspected_pair(b: IncidentBook):
+    first = b.handle(alert("BIN-1"))[0]
+    second = b.handle(PROBE)[0]
+    assert b.take_suspects()[0]["incident_id"] == second.incident_id
+    return first.incident_id, second.incident_id
+
+
+def test_merging_a_duplicate_rebinds_its_keys_and_voids_its_case():
+    b = book(duplicates={"merge_above": ABOVE, "suspect_above": SCORE})
+    kept, duplicate = suspected_pair(b)
+    commands = b.merge_duplicate(duplicate, kept, at_ms=2_000_000)
+    assert [(c.kind, c.incident_id, c.command_id) for c in commands] == [
+        (CommandKind.ATTACH, kept, f"{kept}/2"),
+        (CommandKind.VOID, duplicate, f"{duplicate}/2"),
+    ]
+    assert commands[0].alert.summary == f"merged duplicate {duplicate}: BIN-2 06042"
+    assert commands[1].alert.summary == f"duplicate of {kept}: BIN-2 06042"
+    assert b.incident_of("BIN-2/r") == kept and b.open_ids() == [kept]
+    changed = b.take_dirty()
+    assert changed[duplicate]["closed_reason"] == f"merged into {kept}"
+    assert changed[kept]["decisions"][-1]["outcome"] == "merged"
+    assert changed[kept]["decisions"][-1]["score"] == SCORE
+    cleared = b.handle(alert("BIN-2", loc=near(12), ts=2_100_000, state=AlertState.CLEARED))
+    assert [(c.kind, c.incident_id) for c in cleared] == [(CommandKind.ATTACH, kept)]
+    with pytest.raises(ValueError, match="is not open"):
+        b.merge_duplicate(duplicate, kept, at_ms=2_200_000)
+    with pytest.raises(ValueError, match="into itself"):
+        b.merge_duplicate(kept, kept, at_ms=2_200_000)
+
+
+def test_a_restart_keeps_families_decisions_and_suspects_resolvable():
+    merge = {"duplicates": {"merge_above": ABOVE, "suspect_above": SCORE}}
+    b = book(**merge)
+    kept, duplicate = suspected_pair(b)
+    stored = json.loads(json.dumps(b.take_dirty()))  # as the gateway persists them
+    restored = book(**merge)
+    for incident in stored.values():
+        restored.load(incident)
+    joined = restored.handle(camera("CAM-1", loc=near(2), ts=1_900_000))[0]
+    assert joined.incident_id in (kept, duplicate) and joined.kind is CommandKind.ATTACH
+    assert stored[duplicate]["decisions"][0]["outcome"] == "suspected"  # kept on the dict
+    decision = stored[joined.incident_id]["decisions"][-1]
+    assert (decision["alert_key"], decision["outcome"]) == ("CAM-1/rubbish", "merged")
+    assert decision["reasons"][2:] == ["same family collection_point", "camera and sensor"]
+    assert [c.kind for c in restored.merge_duplicate(duplicate, kept, 2_000_000)] == [
+        CommandKind.ATTACH, CommandKind.VOID]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "merge",
+    [
+        {"families": [FAMILY, {**FAMILY, "name": "other"}]},  # a class in two families
+        {"families": [{**FAMILY, "lead": "01003"}]},
+        {"families": [{**FAMILY, "classes": ["06042", "6010"]}]},
+        {"duplicates": {"merge_above": 0.5, "suspect_above": 0.6}},
+        {"duplicates": {"merge_above": 1.2}},
+        {"storms": {"enabled": True, "per_hour": 0}},
+        {"families": [FAMILY] * 65},
+    ],
+)
+def test_settings_refuse_what_cannot_work(merge):
+    with pytest.raises(ValidationError):
+        MergeSettings.model_validate(merge)
+
+
+def test_settings_are_a_drop_in_for_the_old_section():
+    settings_ = MergeSettings.model_validate({"radius_m": 20, "window_s": 60})
+    assert (settings_.to_policy().radius_m, settings_.to_policy().window_ms) == (20.0, 60_000)
+    assert MergeSettings().to_policy().window_ms == 86_400_000
+    assert settings_.families == [] and settings_.duplicates is None
+    assert settings_.storms.enabled is False
+
+
+STEP = st.tuples(
+    st.integers(0, 5),  # source
+    st.sampled_from(["06042", "06010", "06011", "01003"]),
+    st.sampled_from(list(AlertState)),
+    st.integers(0, 60),  # metres north
+    st.integers(0, 3_600_000),  # ms since the previous step
+    st.integers(0, 9),  # 0: close an incident, 1: merge the latest suspect, else nothing
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(STEP, max_size=40), st.booleans())
+def test_arbitrary_alerts_never_raise_and_bind_each_key_once(steps, duplicates):
+    grids = {"G1": "P", "G2": "P"}
+    config = MergeSettings.model_validate({
+        "families": [FAMILY], "storms": {"enabled": True, "per_hour": 2},
+        **({"duplicates": {"merge_above": 0.8, "suspect_above": 0.3}} if duplicates else {}),
+    })  # fmt: skip
+    b = IncidentBook(config.to_policy(), config, lambda g: grids.get(g, ""))
+    ts = 0
+    seen: dict[str, dict] = {}  # every incident handed over (live dicts: current status)
+    for source, code, state, north, gap, action in steps:
+        ts += gap
+        where = Location(near(north).lat, BASE.lon, "", f"G{source % 3}")
+        b.handle(alert(f"S{source}", code, where, ts, state, "video" if source > 3 else "iot"))
+        suspects = b.take_suspects()
+        if action == 1 and suspects:
+            pair = suspects[-1]
+            with contextlib.suppress(ValueError):  # one of them was closed or merged since
+                b.merge_duplicate(pair["incident_id"], pair["other_incident_id"], ts)
+        elif action == 0 and b.open_ids():
+            b.close(b.open_ids()[0], "closed")
+        seen.update(b.take_dirty())
+        assert sorted(b.open_ids()) == sorted(i for i, v in seen.items() if v["status"] == "open")
+        bound: dict[str, str] = {}
+        for incident_id in b.open_ids():
+            for key in seen[incident_id]["alert_keys"]:
+                assert key not in bound
+                bound[key] = incident_id
+                assert b.incident_of(key) == incident_id
