@@ -1,4 +1,10 @@
-"""What a CaseCommand becomes on the platform: the case body and evidence items."""
+"""What a CaseCommand becomes on the platform: the case body and evidence items.
+
+With a ``CaseDispatch`` (``dispatch.py``) the deadline follows the class policy and the
+working calendar, and the body names the responsible unit; without one (tools and tests
+that build a body from settings alone) the deadline is the priority's plain hours and the
+body has no ``responsible_unit``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from case_bridge.codes import ClassCatalog
+from case_bridge.dispatch import CaseDispatch
 from case_bridge.settings import CaseSettings
 from domain import Alert, CaseCommand, Priority
 
@@ -57,7 +64,20 @@ def media_file(entry: str) -> dict[str, Any]:
     return {"url": entry}
 
 
-def open_case_body(command: CaseCommand, catalog: ClassCatalog, settings: CaseSettings) -> dict:
+def _deadline(
+    alert: Alert, priority: Priority, settings: CaseSettings, dispatch: CaseDispatch | None
+) -> str:
+    if dispatch is None:
+        return deadline_iso(alert.ts, priority, settings)
+    return dispatch.deadline_iso(alert.ts, alert.class_code, priority)
+
+
+def open_case_body(
+    command: CaseCommand,
+    catalog: ClassCatalog,
+    settings: CaseSettings,
+    dispatch: CaseDispatch | None = None,
+) -> dict:
     alert = command.alert
     class_name = catalog.name(alert.class_code)
     where = alert.location.address or f"{alert.location.lat:.6f},{alert.location.lon:.6f}"
@@ -66,7 +86,7 @@ def open_case_body(command: CaseCommand, catalog: ClassCatalog, settings: CaseSe
         "class_name": class_name,
         "part_code": alert.part_code,
         "priority": str(command.priority),
-        "deadline": deadline_iso(alert.ts, command.priority, settings),
+        "deadline": _deadline(alert, command.priority, settings, dispatch),
         "location": {
             "lat": alert.location.lat,
             "lon": alert.location.lon,
@@ -78,12 +98,25 @@ def open_case_body(command: CaseCommand, catalog: ClassCatalog, settings: CaseSe
         "source": alert.origin,
         "evidence": [evidence_item(alert)],
         "external_key": command.incident_id,
+        **_unit(alert, dispatch),
     }
 
 
-def evidence_body(command: CaseCommand, settings: CaseSettings) -> dict:
+def _unit(alert: Alert, dispatch: CaseDispatch | None) -> dict[str, str]:
+    """``{"responsible_unit": ...}`` with a dispatch; nothing without one, so a body built
+    from settings alone stays what platforms without the field accept."""
+    if dispatch is None:
+        return {}
+    return {
+        "responsible_unit": dispatch.responsible_unit(alert.class_code, alert.location.grid_code)
+    }
+
+
+def evidence_body(
+    command: CaseCommand, settings: CaseSettings, dispatch: CaseDispatch | None = None
+) -> dict:
     body: dict[str, Any] = {"evidence": [evidence_item(command.alert)]}
     if command.kind == "escalate":
         body["priority"] = str(command.priority)
-        body["deadline"] = deadline_iso(command.alert.ts, command.priority, settings)
+        body["deadline"] = _deadline(command.alert, command.priority, settings, dispatch)
     return body

@@ -85,7 +85,8 @@ _EVIDENCE_ITEM = (
     r"|checked_status|media\.[0-9]{1,2}|values\.[A-Za-z0-9_]{1,64})"
 )
 OPEN_CASE_SOURCES = re.compile(
-    r"class_code|class_name|part_code|priority|deadline|description|source|external_key"
+    r"class_code|class_name|part_code|priority|deadline|responsible_unit|description|source"
+    r"|external_key"
     rf"|location\.(?:lat|lon|address|grid_code)|{_EVIDENCE_ITEM}"
 )
 EVIDENCE_SOURCES = re.compile(rf"case_id|priority|deadline|{_EVIDENCE_ITEM}")
