@@ -35,6 +35,11 @@ When the platform's circuit breaker is open (``case_bridge/breaker.py``, through
 ``case_bridge/guarded_platform.py``), the request was not sent: the whole queue waits for
 the next probe, and no row counts an attempt.
 
+A void (a suspected duplicate an operator merged into another case) goes to the
+duplicate's case like evidence; a platform that cannot void refuses it, and the row parks
+with the case to void by hand. A case already closed or void needs no void: the row is
+done (counted ``void_case_final``), and nothing is handed back.
+
 An unexpected exception while delivering one row (a bug, a full disk) is logged, counted
 and treated as a doubtful answer with reason ``internal: <error>``, for that row only:
 other incidents' commands keep flowing. While an incident's command waits, later commands
@@ -60,6 +65,7 @@ from case_bridge import outbox
 from case_bridge.breaker import CircuitOpen
 from case_bridge.case_model import evidence_body, open_case_body
 from case_bridge.codes import ClassCatalog
+from case_bridge.dispatch import CaseDispatch
 from case_bridge.platform import CasePlatform, Failure, PlatformError, usable_case_id
 from case_bridge.settings import CaseSettings, RetryPolicy
 from domain import Backoff, CaseCommand, CommandKind
@@ -70,6 +76,7 @@ log = logging.getLogger(__name__)
 DOUBTFUL_ATTEMPTS = 5
 # Pending rows read per query; a pass pages through all of them.
 PAGE_ROWS = 200
+VOID_SUMMARY_CHARS = 200  # of the duplicate's latest alert, in a void's note
 
 # Called when the platform says a case is already closed while evidence was on its way:
 # the gateway closes the incident and files the stranded alert afresh (True) or keeps it
@@ -78,6 +85,13 @@ PAGE_ROWS = 200
 CaseClosedHandler = Callable[[str, CaseCommand], bool]
 # Called with (command, case) after each successful delivery (for printing, metrics).
 DeliveredHandler = Callable[[CaseCommand, dict], None]
+
+
+def void_reason(command: CaseCommand) -> str:
+    """The note a voided case carries: why it is void, in words the platform's users read."""
+    summary = command.alert.summary[:VOID_SUMMARY_CHARS]
+    incident = command.incident_id
+    return f"作废: merged as a duplicate into another case (incident {incident}: {summary})"
 
 
 class Outcome(Enum):
@@ -107,8 +121,13 @@ class OutboxDispatcher:
         on_case_closed: CaseClosedHandler,
         on_delivered: DeliveredHandler | None = None,
         rng: random.Random | None = None,
+        dispatch: CaseDispatch | None = None,
     ) -> None:
+        """``dispatch``: the class policy, working calendar and unit table a case is filed
+        with (``case_model.open_case_body``); without it, the settings' plain hours and
+        fallback unit."""
         self._conn = conn
+        self._dispatch = dispatch
         self._platform = platform
         self._catalog = catalog
         self._settings = settings
@@ -194,8 +213,7 @@ class OutboxDispatcher:
                 case_id = outbox.case_for(self._conn, command.incident_id)
                 if case_id is None:
                     return self._park(row, "no case for this incident: its open command was parked")
-                body = evidence_body(command, self._settings)
-                case = await self._platform.add_evidence(case_id, body, command.command_id)
+                case = await self._update(case_id, command)
         except PlatformError as exc:
             return self._failed(row, command, exc)
         outbox.mark_delivered(self._conn, row.seq, _now_ms())
@@ -209,10 +227,17 @@ class OutboxDispatcher:
                 log.exception("on_delivered failed for %s", command.command_id)
         return Outcome.DONE, None
 
+    async def _update(self, case_id: str, command: CaseCommand) -> dict[str, Any]:
+        """A filed case's evidence, escalation or void."""
+        if command.kind is CommandKind.VOID:
+            return await self._platform.void_case(case_id, void_reason(command), command.command_id)
+        body = evidence_body(command, self._settings)
+        return await self._platform.add_evidence(case_id, body, command.command_id)
+
     async def _file(self, row: outbox.OutboxRow, command: CaseCommand) -> dict[str, Any]:
         """The case an open command files, or the one an earlier unclear send of it filed
         on a platform that ignores idempotency keys (see the module docstring)."""
-        body = open_case_body(command, self._catalog, self._settings)
+        body = open_case_body(command, self._catalog, self._settings, self._dispatch)
         if self._platform.honours_idempotency_key:
             return await self._platform.open_case(body, command.command_id)
         if row.maybe_filed:
@@ -257,6 +282,8 @@ class OutboxDispatcher:
     ) -> tuple[Outcome, int | None]:
         if isinstance(exc, CircuitOpen):
             return self._hold(exc)
+        if exc.failure is Failure.CASE_FINAL and command.kind is CommandKind.VOID:
+            return self._void_moot(row, command, exc)
         if exc.failure is Failure.CASE_FINAL and command.kind is not CommandKind.OPEN:
             return self._hand_back(row, command, exc)
         if exc.failure is Failure.TRANSIENT:
@@ -286,6 +313,19 @@ class OutboxDispatcher:
         self._doubtful.pop(row.seq, None)
         self.stats["refiled" if refiled else "refused_closed"] += 1
         log.warning("case command %s: %s", command.command_id, reason,
+                    extra={"incident_id": command.incident_id})  # fmt: skip
+        return Outcome.DONE, None
+
+    def _void_moot(
+        self, row: outbox.OutboxRow, command: CaseCommand, exc: PlatformError
+    ) -> tuple[Outcome, int | None]:
+        """The duplicate's case is final already (closed, or void on a platform that says
+        so this way): it will not be handled twice, which is all a void is for."""
+        outbox.mark_delivered(self._conn, row.seq, _now_ms())
+        self._doubtful.pop(row.seq, None)
+        self.stats["void_case_final"] += 1
+        log.warning("case command %s: case %s on the platform; nothing to void",
+                    command.command_id, exc.case_status,
                     extra={"incident_id": command.incident_id})  # fmt: skip
         return Outcome.DONE, None
 

@@ -2,7 +2,7 @@
 
 The gateway wraps its adapter once and hands the wrapper to both the outbox dispatcher and
 status sync, so every call either makes to the platform (filing, evidence, lookups,
-status listings) takes a token from the same bucket (``case_bridge/rate_limit.py``) and
+status listings, voids) takes a token from the same bucket (``case_bridge/rate_limit.py``) and
 counts towards the same breaker (``case_bridge/breaker.py``). The wrapper works per call:
 an adapter call that makes several HTTP requests (a lookup that pages, an Open311 token
 resolved after the post) takes one token.
@@ -67,6 +67,11 @@ class GuardedPlatform:
     ) -> dict[str, Any]:
         return await self._guarded(
             "add_evidence", lambda: self._inner.add_evidence(case_id, body, idempotency_key)
+        )
+
+    async def void_case(self, case_id: str, reason: str, idempotency_key: str) -> dict[str, Any]:
+        return await self._guarded(
+            "void_case", lambda: self._inner.void_case(case_id, reason, idempotency_key)
         )
 
     async def changed_cases(self, since: str | None, after: str | None) -> CasePage:

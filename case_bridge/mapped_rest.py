@@ -13,6 +13,9 @@ evidence), or doubtful for any code it does not know. A case that cannot be turn
 the platform's request (a class code a table lacks, a required field missing) is REFUSED
 before anything is sent, with the field named.
 
+A merged duplicate's case is voided through the mapping's ``void_case`` endpoint; a
+mapping without one refuses the void (parked) with the case to void by hand.
+
 HMAC signing: see ``signed_message`` for exactly which bytes are signed.
 
 Evidence files (``upload`` in the mapping; which files, and how their bytes are checked:
@@ -85,6 +88,7 @@ from case_bridge.platform import (
     Failure,
     PlatformError,
     json_object,
+    no_void,
     require_success,
     send_bounded,
     shown,
@@ -428,6 +432,25 @@ class MappedRestPlatform:
             request, root, what, idempotency_key, path=path, extra=files
         )
         read_checked(request.check, status, reply, what, case_final=request.case_final)
+        return {"id": case_id}
+
+    async def void_case(self, case_id: str, reason: str, idempotency_key: str) -> dict[str, Any]:
+        """Voids a merged duplicate's case through the mapping's ``void_case`` endpoint;
+        without one, refused with the case to void by hand. Its ``case_final`` codes say
+        the case was closed or void already (the outbox counts either as done)."""
+        # getattr: the settings gain ``void_case`` (a request like add_evidence, sources
+        # ``case_id`` and ``reason``) in mapped_rest_settings.py.
+        request = getattr(self._settings, "void_case", None)
+        if request is None:
+            raise no_void(case_id, "the platform mapping has no void_case")
+        if usable_case_id(case_id) is None:  # only ids we accepted are stored
+            raise PlatformError(f"unusable case id {shown(case_id)}", Failure.REFUSED)
+        path = request.path.replace("{case_id}", case_id)
+        what = f"{request.method} {path}"
+        root = {"case_id": case_id, "reason": reason}
+        status, reply = await self._exchange(request, root, what, idempotency_key, path=path)
+        case_final = getattr(request, "case_final", None)
+        read_checked(request.check, status, reply, what, case_final=case_final)
         return {"id": case_id}
 
     async def changed_cases(self, since: str | None, after: str | None) -> CasePage:

@@ -21,6 +21,8 @@
 - **Evidence** (``add_evidence``): GeoReport v2 has no method to add evidence or raise a
   priority. The adapter reads the request: closed → ``CASE_FINAL`` (the outbox files the
   alert afresh), open → acknowledged without sending (counted in ``stats``).
+- **Void** (``void_case``, a merged duplicate's case): GeoReport v2 has none either; refused
+  (``REFUSED``, parked) with the case to void by hand, and counted.
 - **Status** (``changed_cases``): with ``updated_after`` (an extension; the bundled
   platform's face has it) one listing of the mapped services changed since the cursor,
   the next cursor ``sync_margin_s`` before the newest change seen; without it, the ids
@@ -76,6 +78,7 @@ from case_bridge.platform import (
     Failure,
     PlatformError,
     lookup_since,
+    no_void,
     send_bounded,
     usable_case_id,
 )
@@ -245,6 +248,11 @@ class Open311Platform:
             )  # fmt: skip
         self.stats["evidence_not_sent"] += 1  # GeoReport v2 has no way to add it
         return {"id": case_id, "service_request_id": case_id, "status": "open"}
+
+    async def void_case(self, case_id: str, reason: str, idempotency_key: str) -> dict[str, Any]:
+        """GeoReport v2 has no way to void a request: refused, for an operator to do."""
+        self.stats["void_refused"] += 1
+        raise no_void(case_id, "Open311 GeoReport v2")
 
     async def changed_cases(self, since: str | None, after: str | None) -> CasePage:
         if self._settings.updated_after:

@@ -79,6 +79,7 @@ LOOKUP_CLOCK_MARGIN_S = 3600
 CASE_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.:-]{0,63}")
 MAX_FIELD_CHARS = 64  # status names, timestamps and page cursors
 DETAIL_CHARS = 300
+VOID_NOTE_CHARS = 500  # the bundled platform's longest transition note
 
 
 class Failure(StrEnum):
@@ -144,6 +145,10 @@ class CasePlatform(Protocol):
     same ``body`` by ``external_key`` (our ``body["external_key"]``, which ``open_case``
     must store where ``find_case`` can match it): its id, or None when the platform
     certainly has no such case. A lookup that cannot tell raises ``PlatformError``.
+
+    ``void_case`` voids (作废) a case whose problem was merged into another case: done (the
+    case) when it is void, also when it was void already; ``CASE_FINAL`` when it is closed;
+    ``REFUSED`` with the words an operator acts on (``no_void``) where the platform cannot.
     """
 
     @property
@@ -157,9 +162,19 @@ class CasePlatform(Protocol):
         self, case_id: str, body: dict[str, Any], idempotency_key: str
     ) -> dict[str, Any]: ...
 
+    async def void_case(
+        self, case_id: str, reason: str, idempotency_key: str
+    ) -> dict[str, Any]: ...
+
     async def changed_cases(self, since: str | None, after: str | None) -> CasePage: ...
 
     async def aclose(self) -> None: ...
+
+
+def no_void(case_id: str, why: str) -> PlatformError:
+    """The refusal of a platform that cannot void a case: parked for an operator to do it."""
+    return PlatformError(f"platform has no void ({why}): void case {case_id} by hand",
+                         Failure.REFUSED)  # fmt: skip
 
 
 def usable_case_id(value: object) -> str | None:
@@ -371,6 +386,36 @@ class BundledPlatform:
         what = f"POST {path}"
         status, reply = await self._send("POST", path, what, body, idempotency_key, evidence=True)
         return case_reply(status, reply, what)
+
+    async def void_case(self, case_id: str, reason: str, idempotency_key: str) -> dict[str, Any]:
+        """The workflow's transition to ``void``, which it allows before handling starts.
+        A refused transition (409) is read against the case: void already is done (a
+        re-send after a lost answer), closed is ``CASE_FINAL``, any later status cannot be
+        voided through the API."""
+        if usable_case_id(case_id) is None:
+            raise PlatformError(f"unusable case id {shown(case_id)}", Failure.REFUSED)
+        path = f"/api/v1/cases/{case_id}/transition"
+        what = f"POST {path}"
+        request = self._client.build_request(
+            "POST", path, json={"to": "void", "note": reason[:VOID_NOTE_CHARS]},
+            headers={"Idempotency-Key": idempotency_key},
+        )  # fmt: skip
+        reply = await send_bounded(self._client, request, what, MAX_CASE_REPLY_BYTES)
+        if reply.status != 409:
+            return case_reply(*require_success(reply, what, evidence=False), what)
+        what = f"GET /api/v1/cases/{case_id}"
+        status, body = await self._send("GET", f"/api/v1/cases/{case_id}", what, None, None)
+        case = case_reply(status, body, what)
+        if case.get("status") == "void":
+            return case
+        if case.get("status") == "closed":
+            raise PlatformError(f"case {case_id} is closed: not voided", Failure.CASE_FINAL,
+                                case_status="closed")  # fmt: skip
+        raise PlatformError(
+            f"case {case_id} is {shown(case.get('status'))}, past where the workflow allows a"
+            f" void: void case {case_id} by hand",
+            Failure.REFUSED,
+        )
 
     async def changed_cases(self, since: str | None, after: str | None) -> CasePage:
         params = {"limit": str(PAGE_LIMIT)}

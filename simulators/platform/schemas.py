@@ -168,6 +168,7 @@ class CaseCreate(BaseModel):
     part_code: PartCode = ""
     priority: Priority = "normal"
     deadline: IsoTimestamp
+    responsible_unit: Name = ""  # 责任单位 the case is dispatched to
     location: Location
     description: Description = ""
     source: Source

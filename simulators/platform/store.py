@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS cases (
     history      TEXT NOT NULL,
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL,
-    evidence_dropped INTEGER NOT NULL DEFAULT 0
+    evidence_dropped INTEGER NOT NULL DEFAULT 0,
+    responsible_unit TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS cases_status ON cases (status);
 CREATE INDEX IF NOT EXISTS cases_class_code ON cases (class_code);
@@ -121,6 +122,7 @@ def _to_case(row: sqlite3.Row) -> Case:
         "part_code": row["part_code"],
         "priority": row["priority"],
         "deadline": row["deadline"],
+        "responsible_unit": row["responsible_unit"],
         "location": {
             "lat": row["lat"],
             "lon": row["lon"],
@@ -166,6 +168,10 @@ class CaseStore:
             if "evidence_dropped" not in columns:  # a file from before the evidence bound
                 conn.execute(
                     "ALTER TABLE cases ADD COLUMN evidence_dropped INTEGER NOT NULL DEFAULT 0"
+                )
+            if "responsible_unit" not in columns:  # a file from before dispatch by unit
+                conn.execute(
+                    "ALTER TABLE cases ADD COLUMN responsible_unit TEXT NOT NULL DEFAULT ''"
                 )
 
     def _connect(self) -> sqlite3.Connection:
@@ -258,8 +264,8 @@ class CaseStore:
             conn.execute(
                 "INSERT INTO cases (id, class_code, class_name, part_code, priority, deadline,"
                 " lat, lon, address, grid_code, description, source, status, external_key,"
-                " evidence, history, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " evidence, history, created_at, updated_at, responsible_unit)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     case_id,
                     new.class_code,
@@ -279,6 +285,7 @@ class CaseStore:
                     _dumps(history),
                     at,
                     at,
+                    new.responsible_unit,
                 ),
             )
             if idempotency_key is not None:
