@@ -3,8 +3,11 @@ known times, so tests and trials know exactly what a camera should report.
 
 A footage scenario (YAML) names a background clip, the cameras that watch it (served on
 one RTSP mount each), the zones with their geo position, and overlays: an image crop with
-a soft edge, where it lies and from when to when, and the case it must cause. ffmpeg does
-the compositing and the H.264 encoding (1 s GOP by default, as cameras are often set).
+a soft edge, where it lies and from when to when, and the case it must cause. A camera
+listed under ``places`` shows the same view somewhere else: its zones keep their polygons
+and take that place's position, so one clip stages dumping at several places at once.
+ffmpeg does the compositing and the H.264 encoding (1 s GOP by default, as cameras are
+often set).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 BUILTIN_FOOTAGE = Path(__file__).parent / "scenarios" / "footage_dumping.yaml"
 # Beside a checkout of the project: ../shared/assets (never committed: licences vary).
@@ -44,6 +47,15 @@ class Overlay(_Strict):
     priority: str = "urgent"
 
 
+class Place(_Strict):
+    """Where a camera's zones are on the map (detectors.config.ZoneSettings' geo fields)."""
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    address: str = ""
+    grid_code: str = Field("", pattern=r"^(\d{15})?$")
+
+
 class FootageScenario(_Strict):
     name: str
     clip: Path
@@ -53,7 +65,16 @@ class FootageScenario(_Strict):
     gop: int = Field(10, gt=0)
     cameras: list[str] = Field(min_length=1)
     zones: list[dict] = Field(min_length=1)  # detectors.config.ZoneSettings fields
+    # Cameras showing the same view at another place; the others are where ``zones`` say.
+    places: dict[str, Place] = {}
     overlays: list[Overlay] = []
+
+    @model_validator(mode="after")
+    def _places_of_cameras(self) -> FootageScenario:
+        unknown = sorted(self.places.keys() - set(self.cameras))
+        if unknown:
+            raise ValueError(f"places of cameras not in cameras: {', '.join(unknown)}")
+        return self
 
 
 def load_footage_scenario(path: Path, assets: Path) -> FootageScenario:
@@ -134,19 +155,35 @@ def soft_cut(image_path: Path, crop: tuple[int, int, int, int]) -> np.ndarray:
     return np.dstack([cut, (alpha * 255).astype(np.uint8)])
 
 
+def camera_zones(scenario: FootageScenario, camera: str) -> list[dict]:
+    """The camera's zones as gateway config: at its place, if it has one."""
+    place = scenario.places.get(camera)
+    moved = {} if place is None else place.model_dump()
+    return [{**zone, **moved} for zone in scenario.zones]
+
+
+def cameras_by_place(scenario: FootageScenario) -> list[list[str]]:
+    """Cameras grouped by where their zones are, in first-camera order: cameras at one
+    place see one incident (one case), cameras at different places see one each."""
+    groups: dict[str, list[str]] = {}
+    for camera in scenario.cameras:
+        place = scenario.places.get(camera)
+        groups.setdefault("" if place is None else place.model_dump_json(), []).append(camera)
+    return [sorted(cameras) for cameras in groups.values()]
+
+
 def footage_truth(scenario: FootageScenario) -> dict:
-    """One expected case per overlay, seen by every camera of the scenario."""
+    """One expected case per overlay and place, seen by every camera at that place."""
     return {
         "scenario": scenario.name,
         "expected_cases": [
             {"label": o.label, "class_code": o.class_code, "priority": o.priority,
-             "devices": sorted(scenario.cameras)}
-            for o in scenario.overlays
+             "devices": cameras}
+            for o in scenario.overlays for cameras in cameras_by_place(scenario)
         ],
         "incidents": [
-            {"label": o.label, "start_s": o.start_s, "end_s": o.end_s,
-             "cameras": sorted(scenario.cameras)}
-            for o in scenario.overlays
+            {"label": o.label, "start_s": o.start_s, "end_s": o.end_s, "cameras": cameras}
+            for o in scenario.overlays for cameras in cameras_by_place(scenario)
         ],
     }  # fmt: skip
 
