@@ -8,14 +8,17 @@ the priority and time limit (处置时限) by class, from data files rather than
   beats the longest prefix, which beats ``*``. No row: the settings' ``fallback_unit``.
 - ``data/class_policy.tsv`` (``class_code	priority	deadline_h	working_hours``): a
   class's priority (特急/紧急/一般/低 or critical/urgent/normal/low), its time limit in
-  hours and whether the limit counts working hours only (``working_calendar.tsv``). A class
-  not listed, or a case a rule escalated above its class's priority, takes the plain hours
-  of ``CaseSettings.deadlines_h`` for its priority.
+  hours and whether the limit counts working hours only (``working_calendar.tsv``). A case
+  at its class's priority gets the class's limit; a class not listed, or a case at another
+  priority (a rule escalated it, or it is a device's own problem), takes the plain hours of
+  ``CaseSettings.deadlines_h`` for its priority.
 
 ``CaseDispatch.enrich`` is what the gateway applies to every alert before the incidents
 see it: a location without a grid code gets it from the grid map (the registry's or
 zone's stays) and the priority rises to its class's when that is higher (a rule's higher
-stage stays), so merging, storms and escalation all work on the final values.
+stage stays), so merging, storms and escalation all work on the final values. An alert that
+never merges (``merge`` false: a device's silence or battery, which carries its cover's
+class code, or an area roll-up with its own configured priority) keeps its rule's priority.
 """
 
 from __future__ import annotations
@@ -154,7 +157,8 @@ class CaseDispatch:
         if not location.grid_code and grids and (grid := grids.grid_at(location.lat, location.lon)):
             location = replace(location, grid_code=grid)
         priority = alert.priority
-        if (wanted := self.class_priority(alert.class_code)) and wanted.rank > priority.rank:
+        wanted = self.class_priority(alert.class_code) if alert.merge else None
+        if wanted and wanted.rank > priority.rank:
             priority = wanted
         if location is alert.location and priority is alert.priority:
             return alert
@@ -173,10 +177,10 @@ class CaseDispatch:
 
     def deadline_ms(self, ts_ms: int, class_code: str, priority: Priority) -> int:
         """When a case seen at ``ts_ms`` is due: its class's limit (in working time where
-        the class says so) unless the case is above its class's priority, then the plain
-        hours of that priority."""
+        the class says so) when the case is at its class's priority, else the plain hours
+        of the case's priority."""
         policy = self._policies.get(class_code)
-        if policy is None or priority.rank > policy.priority.rank:
+        if policy is None or priority is not policy.priority:
             return ts_ms + round(self._settings.deadlines_h[priority] * 3_600_000)
         limit_ms = round(policy.deadline_h * 3_600_000)
         if policy.working_hours:

@@ -162,6 +162,8 @@ def test_enrich_keeps_the_registrys_grid_and_a_rules_higher_stage(dispatch: Case
     assert dispatch.enrich(registered) is registered
     local = alert("99101", Priority.LOW)
     assert dispatch.enrich(local).priority is Priority.LOW  # no policy for local classes
+    silent_cover = replace(alert("01001", grid="350102001001001"), merge=False)
+    assert dispatch.enrich(silent_cover) is silent_cover  # a device's own problem
     outside = replace(alert("99101"), location=Location(30.0, 120.0))
     assert dispatch.enrich(outside) is outside  # no grid there, nothing to change
     no_grids = load_dispatch(CaseSettings(), "Asia/Shanghai")
@@ -180,6 +182,8 @@ def test_deadlines_by_class_priority_and_working_time(dispatch: CaseDispatch) ->
     assert dispatch.deadline_iso(at, "03005", Priority.NORMAL) == "2026-12-07T09:30:00+08:00"
     assert dispatch.deadline_iso(at, "01001", Priority.CRITICAL) == "2026-12-01T19:00:00+08:00"
     assert dispatch.deadline_iso(at, "99101", Priority.LOW) == "2026-12-03T17:00:00+08:00"
+    # A cover's silent sensor files at 一般 under the cover's class: 24 plain hours.
+    assert dispatch.deadline_iso(at, "01001", Priority.NORMAL) == "2026-12-02T17:00:00+08:00"
 
 
 def test_the_case_body_carries_the_dispatch(dispatch: CaseDispatch) -> None:
