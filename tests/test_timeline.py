@@ -1,0 +1,148 @@
+"""Timelines: one device scenario and one footage scenario on one clock, one ground truth."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulators.footage import DEFAULT_ASSETS, camera_zones, footage_truth
+from simulators.mosquitto import Mosquitto
+from simulators.timeline import (
+    BUILTIN_TIMELINE,
+    TimelineError,
+    load_timeline,
+    run_fleet,
+    timeline_truth,
+)
+
+pytestmark = pytest.mark.skipif(
+    not DEFAULT_ASSETS.is_dir(), reason=f"shared assets not at {DEFAULT_ASSETS}"
+)
+ORIGIN_MS = 1_800_000_000_000
+FOLDER = BUILTIN_TIMELINE.parent
+
+
+def test_builtin_truth_lists_both_simulators_cases_and_stagings_on_one_clock():
+    timeline = load_timeline(BUILTIN_TIMELINE, DEFAULT_ASSETS)
+    truth = timeline_truth(timeline, ORIGIN_MS)
+    assert [(c["class_code"], c["devices"]) for c in truth["expected_cases"]] == [
+        ("06042", ["BIN-P1", "BIN-P2", "CAM-POINT"]),
+        ("06042", ["BIN-F1"]),
+        ("06010", ["CAM-LANE"]),
+    ]
+    assert set(truth["expected_rejections"].values()) == {0}
+    assert (truth["event_start_ms"], truth["event_end_ms"]) == (ORIGIN_MS, ORIGIN_MS + 45_000)
+    assert [(e["source"], e["at_ms"] - ORIGIN_MS) for e in truth["staged"]] == [
+        ("BIN-P1", 2000),
+        ("BIN-F1", 3000),
+        ("BIN-P2", 4000),
+        ("CAM-LANE", 15_000),
+        ("CAM-POINT", 15_000),
+    ]
+    assert {e["until_ms"] - ORIGIN_MS for e in truth["staged"] if "until_ms" in e} == {45_000}
+
+
+def test_a_camera_at_another_place_keeps_its_view_and_is_its_own_case():
+    footage = load_timeline(BUILTIN_TIMELINE, DEFAULT_ASSETS).footage
+    point, lane = (camera_zones(footage, c)[0] for c in ("CAM-POINT", "CAM-LANE"))
+    assert point == footage.zones[0]
+    assert lane["polygon"] == point["polygon"] and lane["id"] == point["id"]
+    assert (lane["lat"], lane["lon"], lane["grid_code"]) == (26.086, 119.299, "350102003002003")
+    assert [c["devices"] for c in footage_truth(footage)["expected_cases"]] == [
+        ["CAM-POINT"],
+        ["CAM-LANE"],
+    ]
+
+
+def write_variant(tmp_path: Path, edit) -> Path:
+    """A copy of the builtin timeline's folder with ``edit(name, text) -> text`` applied."""
+    for source in FOLDER.iterdir():
+        (tmp_path / source.name).write_text(
+            edit(source.name, source.read_text(encoding="utf-8")), encoding="utf-8"
+        )
+    return tmp_path / BUILTIN_TIMELINE.name
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "problem"),
+    [
+        (
+            "devices.yaml",
+            "time_scale: 1",
+            "time_scale: 60",
+            r"timeline.yaml:12: devices: .*time_scale 1",
+        ),
+        ("timeline.yaml", "sources: [BIN-F1]", "sources: [BIN-F9]", r"cases\.1\.sources: .*BIN-F9"),
+        ("footage.yaml", "[CAM-POINT, CAM-LANE]", "[BIN-P1, CAM-LANE]", r"device and a camera"),
+        ("footage.yaml", "  CAM-LANE:\n", "  CAM-X:\n", r"places of cameras not in cameras: CAM-X"),
+        ("devices.yaml", "interval_s: 2", "interval_s: 0", r"devices\.yaml.*interval_s"),
+    ],
+)
+def test_a_broken_timeline_names_the_file_and_the_problem(tmp_path, name, old, new, problem):
+    def edit(file: str, text: str) -> str:
+        return text.replace(old, new) if file == name else text
+
+    with pytest.raises(TimelineError, match=problem):
+        load_timeline(write_variant(tmp_path, edit), DEFAULT_ASSETS)
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_keys = st.sampled_from(["name", "devices", "footage", "gateway", "expected", "other"])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.dictionaries(_keys, _values, max_size=6) | _values)
+def test_any_yaml_is_a_timeline_or_a_timeline_error(data):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "timeline.yaml"
+        path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        try:
+            load_timeline(path, DEFAULT_ASSETS)
+        except TimelineError as exc:
+            assert str(exc).startswith(str(path))
+
+
+def test_the_fleet_stamps_and_sends_on_the_one_clock_never_early(tmp_path):
+    """An origin 29 s back (a gateway that took that long to start): the readings already
+    due go at once, late; the rest when due; every one stamped origin + its offset."""
+    timeline = load_timeline(BUILTIN_TIMELINE, DEFAULT_ASSETS)
+    broker = Mosquitto(tmp_path, persistence=False)
+    broker.start()
+    received: list[tuple[dict, int]] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="timeline-test")
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda _c, _u, m: received.append((json.loads(m.payload), time.time_ns()))
+    try:
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        client.subscribe("citygw/v1/+/telemetry", qos=1)
+        assert subscribed.wait(10)
+        origin_ms = time.time_ns() // 1_000_000 - 29_000
+        truth = run_fleet(broker.url, timeline, origin_ms, tmp_path / "truth.json")
+        deadline = time.monotonic() + 10
+        while len(received) < truth["published"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        client.loop_stop()
+        broker.stop()
+    assert truth["published"] == len(received) == 4 * 15  # four bins, a reading every 2 s
+    assert json.loads((tmp_path / "truth.json").read_text())["finished"] is True
+    offsets = sorted(body["ts"] - origin_ms for body, _ in received)
+    assert offsets == sorted(o for o in range(0, 30_000, 2000) for _ in range(4))
+    assert all(body["ts"] <= at_ns // 1_000_000 for body, at_ns in received)  # never early
