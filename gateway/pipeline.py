@@ -16,6 +16,10 @@ nothing (``held_by``), and the flow's state commits with the alert rows, so a he
 and the incident book agree after any crash. ``release_due`` (a wall-clock timer) files
 held alerts whose silence or confirmation has ended when no new alert comes to do it.
 
+Suspected duplicates the incident book finds (``take_suspects``) commit with the incidents
+that produced them; an operator's merge of one (``merge_duplicate``) commits the book's
+commands with the pair marked merged and the API's audit entry.
+
 A commit the store refuses (disk full, I/O error) is not lost either: the batch, whose
 effects the in-memory rule state already holds, is kept and committed first thing on the
 next try (``StoreUnavailable`` tells the caller not to acknowledge anything meanwhile).
@@ -28,7 +32,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Protocol
@@ -40,7 +44,7 @@ from devices.rejections import Reason, Rejection
 from devices.replay_guard import ReplayGuard
 from devices.status import DeviceStatus
 from domain import Alert, AlertState, CaseCommand, Reading
-from gateway import silences, store
+from gateway import duplicates, silences, store
 from rules.device_health import DeviceHealth
 from rules.engine import RuleEngine
 from rules.flow import AlertFlow, Handled
@@ -219,6 +223,30 @@ class Pipeline:
         if self._incidents.unflag(incident_id):
             self._save_commands(store.Batch(), [], now_ms)
 
+    def merge_duplicate(
+        self,
+        incident_id: str,
+        into_id: str,
+        who: str,
+        reason: str,
+        also: Sequence[Callable[[sqlite3.Connection], object]] = (),
+    ) -> list[CaseCommand]:
+        """An operator merges the suspected duplicate ``incident_id`` into ``into_id``
+        (rules/incidents.py ``merge_duplicate``: an attach to the kept case, a void of the
+        duplicate's). The commands, the incidents, the pair marked merged (by ``who``, for
+        ``reason``) and ``also`` (the API's audit entry) commit together. ``ValueError``
+        (nothing changed) when either incident is not open."""
+        now_ms = int(time.time() * 1000)
+        commands = self._incidents.merge_duplicate(incident_id, into_id, now_ms)
+        batch = store.Batch()
+        batch.also.append(
+            partial(duplicates.mark_merged, incident_id=incident_id, into_id=into_id, who=who,
+                    reason=reason, at_ms=now_ms)
+        )  # fmt: skip
+        batch.also.extend(also)
+        log.info("incident %s merged into %s by %s: %s", incident_id, into_id, who, reason[:200])
+        return self._save_commands(batch, commands, now_ms)
+
     def _rearm(self, keys: list[str]) -> None:
         for states in self._rule_states.values():
             states.rearm(keys)
@@ -307,8 +335,9 @@ class Pipeline:
         self, batch: store.Batch, commands: list[CaseCommand], now_ms: int
     ) -> list[CaseCommand]:
         """Commit the batch with every state changed since the last commit and the outbox
-        rows of ``commands``."""
+        rows of ``commands``, with the suspected duplicates found meanwhile."""
         self._take_states(batch)
+        batch.suspects.extend(self._incidents.take_suspects())
         batch.also.extend(partial(outbox.enqueue, command=c, now_ms=now_ms) for c in commands)
         self._save(batch)
         self.counters["commands"] += len(commands)

@@ -1,5 +1,5 @@
 """The embedded store: one SQLite file in WAL mode holds telemetry, dead letters, alerts,
-rule/replay/incident state and (through the case bridge) the outbox.
+rule/replay/incident state, suspected duplicates and (through the case bridge) the outbox.
 
 Everything one batch of messages changes is written in one transaction, and the MQTT
 messages are acknowledged only after it commits: a crash loses nothing that was acked and
@@ -138,6 +138,22 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+-- Suspected duplicates (疑似重复, rules/incidents.py ``take_suspects``): a new incident close
+-- to an open one, filed as its own case, kept for an operator to merge or dismiss
+-- (gateway/duplicates.py, gateway/api_duplicates.py).
+CREATE TABLE IF NOT EXISTS suspected_duplicates (
+    id TEXT PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    other_incident_id TEXT NOT NULL,
+    score REAL NOT NULL,
+    reasons_json TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'merged', 'dismissed')),
+    decided_by TEXT,
+    decided_at INTEGER,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS suspected_duplicates_status ON suspected_duplicates(status);
 CREATE TABLE IF NOT EXISTS state (
     ns TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -199,6 +215,9 @@ class Batch:
         # or tried to file a case
         self.alerts: list[tuple] = []
         self.states: list[tuple[str, str, Any]] = []
+        # Suspected-duplicate pairs of the incident book (``take_suspects``), stored with
+        # the incidents that produced them.
+        self.suspects: list[dict[str, Any]] = []
         self.also: list[Callable[[sqlite3.Connection], Any]] = []  # e.g. outbox rows
 
     def reject(
@@ -217,10 +236,14 @@ class Batch:
         self.dead_letters += later.dead_letters
         self.alerts += later.alerts
         self.states += later.states
+        self.suspects += later.suspects
         self.also += later.also
 
     def __bool__(self) -> bool:
-        return bool(self.readings or self.dead_letters or self.alerts or self.states or self.also)
+        return bool(
+            self.readings or self.dead_letters or self.alerts or self.states or self.suspects
+            or self.also
+        )  # fmt: skip
 
 
 def _clip(text: str, limit: int) -> str:
@@ -255,6 +278,7 @@ def commit(conn: sqlite3.Connection, batch: Batch) -> None:
             [row if len(row) == 6 else (*row, None) for row in batch.alerts],
         )
         write_states(conn, batch.states)
+        write_suspects(conn, batch.suspects)
         for write in batch.also:
             write(conn)
         conn.execute("COMMIT")
@@ -271,6 +295,21 @@ def write_states(conn: sqlite3.Connection, states: list[tuple[str, str, Any]]) -
     deletes = [(ns, k) for ns, k, v in states if v is None]
     conn.executemany("INSERT OR REPLACE INTO state (ns, key, value) VALUES (?, ?, ?)", upserts)
     conn.executemany("DELETE FROM state WHERE ns = ? AND key = ?", deletes)
+
+
+def write_suspects(conn: sqlite3.Connection, suspects: list[dict[str, Any]]) -> None:
+    """Insert suspected-duplicate pairs as open (inside the caller's transaction). A pair
+    already stored is left as it is: replaying alerts after a crash finds the same pairs
+    again, and must not reopen one an operator has decided."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO suspected_duplicates"
+        " (id, incident_id, other_incident_id, score, reasons_json, ts) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (p["id"], p["incident_id"], p["other_incident_id"], float(p["score"]),
+             json.dumps(list(p["reasons"]), ensure_ascii=False), int(p["ts"]))
+            for p in suspects
+        ],
+    )  # fmt: skip
 
 
 def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
