@@ -4,12 +4,15 @@ and the case body that carries them."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from case_bridge import tsv
 from case_bridge.case_model import deadline_iso, evidence_body, open_case_body
@@ -26,6 +29,7 @@ from case_bridge.dispatch import (
 )
 from case_bridge.mapped_rest_settings import OPEN_CASE_SOURCES
 from case_bridge.settings import DATA, CaseSettings
+from case_bridge.working_time import WorkingCalendar
 from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -224,3 +228,28 @@ def test_relative_paths_resolve_from_the_config_files_folder(tmp_path: Path) -> 
     assert resolved.units_file == tmp_path / "u" / "units.tsv"
     assert resolved.class_policy_file == DATA / "class_policy.tsv"  # shipped default stays
     assert CaseSettings().resolved(tmp_path).grids_file is None
+
+
+CELLS = "* 06042 6042 350102* 350102003001001 紧急 critical 12 0 nan yes no mon 2026-10-01"
+CELL = st.sampled_from([*CELLS.split(), "08:30-12:00", "weekday", "holiday", "workday", ""])
+LINE = st.lists(CELL | st.text(max_size=12), min_size=0, max_size=5).map("\t".join)
+
+
+@settings(max_examples=50, deadline=None)
+@given(lines=st.lists(LINE, max_size=8), header=st.sampled_from(["units", "policy", "calendar"]))
+def test_any_table_text_loads_or_gets_a_table_error(lines: list[str], header: str) -> None:
+    columns = {
+        "units": UNIT_COLUMNS,
+        "policy": POLICY_COLUMNS,
+        "calendar": ("kind", "day", "periods"),
+    }
+    text = "\t".join(columns[header]) + "\n" + "\n".join(lines)
+    load = {
+        "units": lambda: units(*lines),
+        "policy": lambda: policies(*lines),
+        "calendar": lambda: WorkingCalendar.from_text(text, "t"),
+    }[header]
+    try:
+        load()
+    except tsv.TableError as exc:
+        assert re.match(r"^(units|policy|t)(:\d+)?: ", str(exc))
