@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +36,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from simulators.fleet.message import Outgoing
 from simulators.fleet.mqtt import AckedPublisher, parse_broker_url
 from simulators.fleet.plan import plan_messages
-from simulators.footage import FootageError, FootageScenario, load_footage_scenario
+from simulators.footage import (
+    FootageError,
+    FootageScenario,
+    camera_zones,
+    load_footage_scenario,
+)
 from simulators.scenario import Scenario, ScenarioError, load_scenario
 from simulators.truth import write_truth
 from simulators.yaml_errors import Loc, describe_problems, load_yaml_model
@@ -176,6 +182,32 @@ def _staged(timeline: Timeline, origin_ms: int) -> list[dict[str, Any]]:
             for camera in timeline.footage.cameras
         ]
     return sorted(staged, key=lambda event: (event["at_ms"], event["source"]))
+
+
+def gateway_sections(
+    timeline: Timeline,
+    camera_url: Callable[[str], str],
+    model: Path,
+    camera_settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The gateway config sections for a run: the timeline's ``gateway`` sections, with
+    each footage camera (its URL from ``camera_url(camera_id)``, its zones at its place,
+    plus ``camera_settings``) and the detector added to ``video``."""
+    sections = dict(timeline.spec.gateway)
+    sections["video"] = {
+        **sections.get("video", {}),
+        "cameras": [
+            {
+                "id": camera,
+                "url": camera_url(camera),
+                "zones": camera_zones(timeline.footage, camera),
+                **(camera_settings or {}),
+            }
+            for camera in timeline.footage.cameras
+        ],
+        "detector": {"model": str(model)},
+    }
+    return sections
 
 
 def run_fleet(

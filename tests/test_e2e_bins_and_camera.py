@@ -17,13 +17,20 @@ from __future__ import annotations
 import csv
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from domain.types import Location
 from simulators.footage import DEFAULT_ASSETS, build_footage, camera_zones
 from simulators.rtsp_server import RtspServerProcess
-from simulators.timeline import BUILTIN_TIMELINE, Timeline, load_timeline, run_fleet
+from simulators.timeline import (
+    BUILTIN_TIMELINE,
+    Timeline,
+    gateway_sections,
+    load_timeline,
+    run_fleet,
+)
 from simulators.truth import compare_cases
 
 from harness import Stack, free_port, wait_until
@@ -35,10 +42,11 @@ pytestmark = pytest.mark.skipif(
 # The static-object model learns each zone's background from its first 5 samples (~1/s):
 # the cameras must be analysing that long before the bags appear.
 BACKGROUND_S = 5
+CAMERA_SETTINGS = {"analyse_fps": 2, "offline_after_s": 30, "stall_timeout_s": 3}
 
 
 @pytest.fixture(scope="module")
-def staged(tmp_path_factory) -> tuple[Timeline, object]:
+def staged(tmp_path_factory) -> tuple[Timeline, Path]:
     timeline = load_timeline(BUILTIN_TIMELINE, DEFAULT_ASSETS)
     return timeline, build_footage(timeline.footage, tmp_path_factory.mktemp("footage"))
 
@@ -67,19 +75,6 @@ def test_the_staging_is_where_the_truth_says():
     assert min(at["CAM-LANE"].distance_m(at[s]) for s in at if s != "CAM-LANE") > 400
 
 
-def video_config(timeline: Timeline, server: RtspServerProcess) -> dict:
-    return {
-        **timeline.spec.gateway.get("video", {}),
-        "cameras": [
-            {"id": cam, "url": server.url(f"/{cam}"), "analyse_fps": 2,
-             "zones": camera_zones(timeline.footage, cam), "offline_after_s": 30,
-             "stall_timeout_s": 3}
-            for cam in timeline.footage.cameras
-        ],
-        "detector": {"model": str(MODEL)},
-    }  # fmt: skip
-
-
 def sources(case: dict) -> set[str]:
     return {e["source_id"] for e in case["evidence"]}
 
@@ -102,11 +97,12 @@ def test_bins_and_bags_on_one_timeline_file_exactly_the_truths_cases(tmp_path, s
     server = RtspServerProcess(
         mounts, free_port(), log=tmp_path / "rtsp.log", scenario_start=origin
     )
-    config = {k: v for k, v in timeline.spec.gateway.items() if k != "video"}
+    config = gateway_sections(
+        timeline, lambda camera: server.url(f"/{camera}"), MODEL, CAMERA_SETTINGS
+    )
     stack = Stack(
-        tmp_path, video=video_config(timeline, server), scenario=timeline.devices.path,
-        config=config,
-    )  # fmt: skip
+        tmp_path, video=config.pop("video"), scenario=timeline.devices.path, config=config
+    )
     failures: list[BaseException] = []
     try:
         server.start()

@@ -19,6 +19,7 @@ from simulators.mosquitto import Mosquitto
 from simulators.timeline import (
     BUILTIN_TIMELINE,
     TimelineError,
+    gateway_sections,
     load_timeline,
     run_fleet,
     timeline_truth,
@@ -146,3 +147,22 @@ def test_the_fleet_stamps_and_sends_on_the_one_clock_never_early(tmp_path):
     offsets = sorted(body["ts"] - origin_ms for body, _ in received)
     assert offsets == sorted(o for o in range(0, 30_000, 2000) for _ in range(4))
     assert all(body["ts"] <= at_ns // 1_000_000 for body, at_ns in received)  # never early
+
+
+def test_gateway_sections_add_each_camera_at_its_place_to_the_timelines_own():
+    timeline = load_timeline(BUILTIN_TIMELINE, DEFAULT_ASSETS)
+    own = json.dumps(timeline.spec.gateway)
+    sections = gateway_sections(
+        timeline, lambda c: f"rtsp://h/{c}", Path("m.onnx"), {"analyse_fps": 2}
+    )
+    assert json.dumps(timeline.spec.gateway) == own  # the timeline's sections are not changed
+    assert sections["merge"] == timeline.spec.gateway["merge"]
+    video = sections["video"]
+    assert video["rules"] == timeline.spec.gateway["video"]["rules"]
+    assert video["detector"] == {"model": "m.onnx"}
+    assert [
+        (c["id"], c["url"], c["analyse_fps"], c["zones"][0]["lat"]) for c in video["cameras"]
+    ] == [
+        ("CAM-POINT", "rtsp://h/CAM-POINT", 2, 26.08304),
+        ("CAM-LANE", "rtsp://h/CAM-LANE", 2, 26.086),
+    ]
