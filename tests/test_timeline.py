@@ -14,6 +14,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rules.merge_settings import MergeSettings
+from rules.params import RulesConfig, VideoRuleParams
 from simulators.footage import DEFAULT_ASSETS, camera_zones, footage_truth
 from simulators.mosquitto import Mosquitto
 from simulators.timeline import (
@@ -166,3 +168,16 @@ def test_gateway_sections_add_each_camera_at_its_place_to_the_timelines_own():
         ("CAM-POINT", "rtsp://h/CAM-POINT", 2, 26.08304),
         ("CAM-LANE", "rtsp://h/CAM-LANE", 2, 26.086),
     ]
+
+
+def test_the_builtin_timelines_gateway_sections_are_ones_the_gateway_takes():
+    """Validated by the models the gateway loads them with (merge: the rules' own section)."""
+    gateway = load_timeline(BUILTIN_TIMELINE, DEFAULT_ASSETS).spec.gateway
+    assert sorted(gateway) == ["merge", "rules", "video"]
+    merge = MergeSettings.model_validate(gateway["merge"])
+    family = merge.family_of("06010")
+    assert family is not None and (family.lead, family.radius_m) == ("06042", 30)
+    assert merge.family_of("06042") is family
+    assert RulesConfig.model_validate(gateway["rules"]).bin.fire_for_s == 8
+    assert sorted(gateway["video"]) == ["rules"]
+    assert VideoRuleParams.model_validate(gateway["video"]["rules"]).rubbish_dwell_s == 6
