@@ -48,8 +48,8 @@ def test_builtin_truth_lists_both_simulators_cases_and_stagings_on_one_clock():
         ("BIN-P1", 2000),
         ("BIN-F1", 3000),
         ("BIN-P2", 4000),
-        ("CAM-LANE", 15_000),
-        ("CAM-POINT", 15_000),
+        ("CAM-LANE", 18_000),
+        ("CAM-POINT", 18_000),
     ]
     assert {e["until_ms"] - ORIGIN_MS for e in truth["staged"] if "until_ms" in e} == {45_000}
 
