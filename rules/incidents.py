@@ -100,6 +100,8 @@ class IncidentBook:
     ``settings.to_policy()`` as ``policy``); ``grid_parent`` gives a grid's parent grid
     ("" if none) for storms counted per parent grid."""
 
+    _index_type: type[_MergeIndex]  # bench/incidents.py swaps in a scan as its baseline
+
     def __init__(
         self,
         policy: MergePolicy,
@@ -195,6 +197,10 @@ class IncidentBook:
                 self._bind(into_id, key)
         for key, firing in duplicate.get("firing", {}).items():
             into.setdefault("firing", {})[key] = firing
+        for source, origin in duplicate.get("sources", {}).items():
+            _remember(into, alert_class="", source=source, origin=origin)
+        for code in duplicate.get("classes", []):
+            _remember(into, alert_class=code, source="", origin="")
         score = next(
             (d["score"] for d in reversed(duplicate.get("decisions", [])) if d["other"] == into_id),
             1.0,
@@ -414,7 +420,7 @@ class IncidentBook:
             scope = self._scope(incident["class_code"])
             index = self._indexes.get(scope.radius_m)
             if index is None:
-                index = self._indexes[scope.radius_m] = _MergeIndex(scope.radius_m)
+                index = self._indexes[scope.radius_m] = self._index_type(scope.radius_m)
             index.add(incident_id, scope.group, incident["location"])
             self._indexed_in[incident_id] = index
 
@@ -530,15 +536,20 @@ def _track(incident: dict[str, Any], alert: Alert) -> None:
     else:
         firing[alert.key] = kept
     incident["latest"] = kept
-    classes = incident.setdefault("classes", [])
-    if alert.class_code not in classes and len(classes) < MAX_CLASSES_KEPT:
-        classes.append(alert.class_code)
-    sources = incident.setdefault("sources", {})
-    if alert.source_id not in sources and len(sources) < MAX_SOURCES_KEPT:
-        sources[alert.source_id] = alert.origin
+    _remember(incident, alert.class_code, alert.source_id, alert.origin)
     storm = incident.get("storm")
     if storm is not None:
         _track_site(storm["sites"], alert)
+
+
+def _remember(incident: dict[str, Any], alert_class: str, source: str, origin: str) -> None:
+    """Add a class and a source (each when given) to what the incident has seen, bounded."""
+    classes = incident.setdefault("classes", [])
+    if alert_class and alert_class not in classes and len(classes) < MAX_CLASSES_KEPT:
+        classes.append(alert_class)
+    sources = incident.setdefault("sources", {})
+    if source and source not in sources and len(sources) < MAX_SOURCES_KEPT:
+        sources[source] = origin
 
 
 def _track_site(sites: list[dict[str, Any]], alert: Alert) -> None:
@@ -657,3 +668,6 @@ def _drop(table: dict, key: Any, incident_id: str) -> None:
         members.pop(incident_id, None)
         if not members:
             del table[key]
+
+
+IncidentBook._index_type = _MergeIndex

@@ -159,6 +159,7 @@ def test_merging_a_duplicate_rebinds_its_keys_and_voids_its_case():
     assert changed[duplicate]["closed_reason"] == f"merged into {kept}"
     assert changed[kept]["decisions"][-1]["outcome"] == "merged"
     assert changed[kept]["decisions"][-1]["score"] == SCORE
+    assert changed[kept]["sources"] == {"BIN-1": "iot", "BIN-2": "iot"}
     cleared = b.handle(alert("BIN-2", loc=near(12), ts=2_100_000, state=AlertState.CLEARED))
     assert [(c.kind, c.incident_id) for c in cleared] == [(CommandKind.ATTACH, kept)]
     with pytest.raises(ValueError, match="is not open"):
