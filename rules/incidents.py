@@ -83,7 +83,7 @@ class _Scope:
 
 @dataclass(frozen=True, slots=True)
 class _Decision:
-    outcome: str  # "merged" | "suspected" | "new"
+    outcome: str  # "merged" | "suspected" | "new" | "storm" (joined a storm instead)
     other: str  # the incident merged into or compared with ("" when none)
     judgement: Judgement
 
@@ -159,6 +159,10 @@ class IncidentBook:
             return [self._update(incident, alert)]
         storm = self._join_storm(alert)
         if storm is not None:
+            grid = self._incidents[storm.incident_id]["storm"]["grid"]
+            why = f"past {self._settings.storms.per_hour} new an hour in grid {grid}"
+            judged = Judgement(decision.judgement.score, (why, *decision.judgement.reasons))
+            _record(self._incidents[storm.incident_id], alert, _Decision("storm", "", judged))
             return [storm]
         command = self._open(alert, self._case_alert(alert))
         incident = self._incidents[command.incident_id]
@@ -351,8 +355,8 @@ class IncidentBook:
             incident = self._incidents[incident_id]
             gap = alert.ts - incident["last_ts"]
             distance = where.distance_m(alert.location)
-            if gap > scope.window_ms or distance > scope.radius_m:
-                continue
+            if not (gap <= scope.window_ms and distance <= scope.radius_m):
+                continue  # (a distance that is not a number is never near)
             classes = incident.get("classes", [incident["class_code"]])
             relation = Relation.SAME_CLASS if alert.class_code in classes else Relation.SAME_FAMILY
             sources = sources_of(

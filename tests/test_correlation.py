@@ -215,7 +215,7 @@ STEP = st.tuples(
     st.integers(0, 5),  # source
     st.sampled_from(["06042", "06010", "06011", "01003"]),
     st.sampled_from(list(AlertState)),
-    st.integers(0, 60),  # metres north
+    st.one_of(st.integers(0, 60), st.sampled_from([5e6, -3e6])),  # metres north, or far
     st.integers(0, 3_600_000),  # ms since the previous step
     st.integers(0, 9),  # 0: close an incident, 1: merge the latest suspect, else nothing
 )

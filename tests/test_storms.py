@@ -45,6 +45,10 @@ def test_the_nth_is_its_own_and_the_next_starts_the_storm_that_lists_every_site(
     assert storm["storm"]["grid"] == "G1" and storm["storm"]["class_code"] == "01003"
     assert [(s["key"], s["state"]) for s in storm["storm"]["sites"]] == [
         ("WL-3/flood", "firing"), ("WL-4/flood", "firing")]  # fmt: skip
+    assert [(d["alert_key"], d["outcome"], d["reasons"][0]) for d in storm["decisions"]] == [
+        ("WL-3/flood", "storm", "past 3 new an hour in grid G1"),
+        ("WL-4/flood", "storm", "past 3 new an hour in grid G1"),
+    ]
     assert len(b.open_ids()) == 4  # three own incidents and one storm
 
 
