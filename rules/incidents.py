@@ -8,10 +8,18 @@ Dedup and merge (查重与并案) happen here:
   problem at one collection point); a family has its own radius and window when set, the
   global ``radius_m``/``window_s`` otherwise. One incident carries every source's
   evidence, cameras' and sensors' alike;
-- an incident of a family files its case under the family's ``lead`` class: the OPEN
-  command's alert carries the lead class whatever class arrived first, because the city
-  chose which problem the case is (the collection point's overflow, whichever of the bin
-  or the camera saw it first), and the case must not change class when the other arrives;
+- an incident of a family is "one problem at one collection point", and a collection point
+  is where sources of the family's ``lead`` class stand (``lead_sites``: the registered
+  devices and camera zones with the class their rules file under). A case's class cannot
+  change once filed on most platforms, so it is decided when the incident opens, from
+  where the sources stand: the lead class when the alert is of it or a lead-class site
+  stands within the family's radius (a camera seeing bags 5 m from a registered bin files
+  a bin overflow, 06042); the alert's own class otherwise (bags dumped in a lane far from
+  any bin are exposed rubbish, 06010). The reason is kept on the incident
+  (``class_reason``). Merging does not depend on it: a later alert of any family class
+  within the radius joins the incident (a bin added after the camera's case opened joins
+  that case). The sites are indexed once, at construction, by class and cell: a city has
+  thousands, and every new incident asks;
 - with ``merge.duplicates`` each candidate gets a duplicate likelihood
   (rules/correlation.py): at or above ``merge_above`` the alert merges; from
   ``suspect_above`` it opens a new incident and the pair is recorded as a suspected
@@ -52,7 +60,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -98,7 +106,10 @@ class IncidentBook:
     """``policy`` is the same-class radius and window; ``settings`` adds families,
     duplicates and storms (its own radius and window are not read: pass
     ``settings.to_policy()`` as ``policy``); ``grid_parent`` gives a grid's parent grid
-    ("" if none) for storms counted per parent grid."""
+    ("" if none) for storms counted per parent grid; ``lead_sites`` are ``(class_code,
+    Location)`` of the registered sources, of which those of a family's lead class decide
+    whether a new incident of that family is filed under the lead (the others are not
+    kept)."""
 
     _index_type: type[_MergeIndex]  # bench/incidents.py swaps in a scan as its baseline
 
@@ -107,6 +118,7 @@ class IncidentBook:
         policy: MergePolicy,
         settings: MergeSettings | None = None,
         grid_parent: Callable[[str], str] | None = None,
+        lead_sites: Iterable[tuple[str, Location]] = (),
     ) -> None:
         self._policy = policy
         self._settings = settings or MergeSettings()
@@ -117,6 +129,7 @@ class IncidentBook:
         self._indexed_in: dict[str, _MergeIndex] = {}
         self._scopes: dict[str, _Scope] = {}
         self._families = {c: f for f in self._settings.families for c in f.classes}
+        self._sites = self._index_sites(lead_sites)
         storms = self._settings.storms
         self._storm_counts = StormCounts(storms, grid_parent) if storms.enabled else None
         self._storms: dict[tuple[str, str], str] = {}  # (class, grid) → open storm id
@@ -157,14 +170,15 @@ class IncidentBook:
             self._bind(decision.other, alert.key)
             _record(incident, alert, decision)
             return [self._update(incident, alert)]
-        storm = self._join_storm(alert)
+        case_alert, class_reason = self._case_alert(alert)
+        storm = self._join_storm(alert, case_alert, class_reason)
         if storm is not None:
             grid = self._incidents[storm.incident_id]["storm"]["grid"]
             why = f"past {self._settings.storms.per_hour} new an hour in grid {grid}"
             judged = Judgement(decision.judgement.score, (why, *decision.judgement.reasons))
             _record(self._incidents[storm.incident_id], alert, _Decision("storm", "", judged))
             return [storm]
-        command = self._open(alert, self._case_alert(alert))
+        command = self._open(alert, case_alert, class_reason)
         incident = self._incidents[command.incident_id]
         _record(incident, alert, decision)
         if decision.outcome == "suspected":
@@ -380,18 +394,52 @@ class IncidentBook:
             return _Decision("suspected", other, judged)
         return _Decision("new", other, judged)
 
-    def _case_alert(self, alert: Alert) -> Alert:
-        """The alert as its case is filed: under its family's lead class."""
-        family = self._scope(alert.class_code).family
-        return alert if family is None else replace(alert, class_code=family.lead)
+    def _index_sites(self, sites: Iterable[tuple[str, Location]]) -> dict[str, _MergeIndex]:
+        """The sites of each family's lead class, by lead (one index per family radius)."""
+        indexes: dict[float, _MergeIndex] = {}
+        by_lead: dict[str, _MergeIndex] = {}
+        for family in self._settings.families:
+            radius = self._scope(family.lead).radius_m
+            if radius not in indexes:
+                indexes[radius] = _MergeIndex(radius)
+            by_lead[family.lead] = indexes[radius]
+        for number, (class_code, where) in enumerate(sites):
+            index = by_lead.get(class_code)
+            if index is not None:
+                index.add(str(number), class_code, {"lat": where.lat, "lon": where.lon})
+        return by_lead
 
-    def _join_storm(self, alert: Alert) -> CaseCommand | None:
-        """Count a would-be new incident; past the storm bound, bind the alert to its
-        class and grid's storm incident (opening it) and return the command; else None."""
+    def _case_alert(self, alert: Alert) -> tuple[Alert, str]:
+        """The alert as a new incident's case is filed, and why that class: the family's
+        lead when the alert is of it or a lead-class site is within the family's radius,
+        its own class otherwise."""
+        scope = self._scope(alert.class_code)
+        family = scope.family
+        if family is None:
+            return alert, "own class: in no family"
+        lead = family.lead
+        if alert.class_code == lead:
+            return alert, f"lead {lead}: the alert is of the lead class"
+        index = self._sites.get(lead)
+        nearest = min(
+            (
+                distance
+                for _, where in (index.near(lead, alert.location) if index else ())
+                if (distance := where.distance_m(alert.location)) <= scope.radius_m
+            ),
+            default=None,
+        )  # (a distance that is not a number is never near)
+        if nearest is None:
+            return alert, f"own class: no {lead} site within {scope.radius_m:.0f} m"
+        return replace(alert, class_code=lead), f"lead {lead}: a {lead} site {nearest:.0f} m away"
+
+    def _join_storm(self, alert: Alert, case_alert: Alert, why: str) -> CaseCommand | None:
+        """Count a would-be new incident (of ``case_alert``'s class, ``why`` that one);
+        past the storm bound, bind the alert to its class and grid's storm incident
+        (opening it) and return the command; else None."""
         grid = alert.location.grid_code
         if self._storm_counts is None or not alert.merge or not grid:
             return None
-        case_alert = self._case_alert(alert)
         class_code = case_alert.class_code
         scope = self._storm_counts.past(class_code, grid, alert.ts)
         self._storm_counts.count(class_code, grid, alert.ts)
@@ -401,7 +449,8 @@ class IncidentBook:
         if storm_id is None:
             summary = f"storm: more than {self._settings.storms.per_hour} new {class_code} " \
                       f"within an hour in grid {scope}; {alert.summary}"  # fmt: skip
-            command = self._open(alert, replace(case_alert, summary=summary), storm_grid=scope)
+            storm_alert = replace(case_alert, summary=summary)
+            command = self._open(alert, storm_alert, why, storm_grid=scope)
             self._storms[(class_code, scope)] = command.incident_id
             return command
         storm = self._incidents[storm_id]
@@ -444,9 +493,12 @@ class IncidentBook:
             incident["alert_keys"].append(key)
         self._map_key(key, incident_id)
 
-    def _open(self, alert: Alert, case_alert: Alert, storm_grid: str = "") -> CaseCommand:
+    def _open(
+        self, alert: Alert, case_alert: Alert, class_reason: str, storm_grid: str = ""
+    ) -> CaseCommand:
         """Open an incident (a storm when ``storm_grid`` is set) for ``alert``; its case is
-        filed with ``case_alert`` (the lead class, a storm's summary)."""
+        filed with ``case_alert`` (the lead class, a storm's summary), whose class is
+        there for ``class_reason``."""
         prefix = "STORM" if storm_grid else "INC"
         digest = hashlib.sha1(f"{alert.key}@{alert.ts}".encode()).hexdigest()[:12]
         where = alert.location
@@ -454,6 +506,7 @@ class IncidentBook:
             "id": f"{prefix}-{digest}",
             "status": "open",
             "class_code": case_alert.class_code,
+            "class_reason": class_reason,
             "priority": str(alert.priority),
             "location": {
                 "lat": where.lat,

@@ -33,9 +33,13 @@ def camera(source, code="06010", loc=BASE, ts=0):
     return alert(source, code, loc, ts, origin="video", rule="rubbish")
 
 
-def book(**merge) -> IncidentBook:
+# The registered bin BIN-1 stands at BASE: its rules file 06042, the family's lead.
+BIN_SITE = ("06042", BASE)
+
+
+def book(sites=(BIN_SITE,), **merge) -> IncidentBook:
     config = MergeSettings.model_validate({"families": [FAMILY], **merge})
-    return IncidentBook(config.to_policy(), config)
+    return IncidentBook(config.to_policy(), config, lead_sites=sites)
 
 
 @pytest.mark.parametrize(
@@ -50,7 +54,7 @@ def test_related_classes_10_m_apart_are_one_incident_filed_under_the_lead(first,
     b = book()
     opened, joined = b.handle(first), b.handle(second)
     assert [c.kind for c in opened + joined] == [CommandKind.OPEN, CommandKind.ATTACH]
-    assert opened[0].alert.class_code == "06042"  # the family's lead, whoever came first
+    assert opened[0].alert.class_code == "06042"  # at a bin's site: the lead, whoever first
     assert joined[0].incident_id == opened[0].incident_id
     persisting = b.persisting(opened[0].incident_id)
     assert sorted(a.key for a in persisting) == sorted([first.key, second.key])
@@ -58,11 +62,11 @@ def test_related_classes_10_m_apart_are_one_incident_filed_under_the_lead(first,
 
 
 def test_camera_rubbish_and_bin_overflow_80_m_apart_are_two_incidents():
-    b = book()
+    b = book(sites=[("06042", near(80))])
     opened = b.handle(camera("CAM-1"))
     other = b.handle(alert("BIN-1", loc=near(80), ts=60_000))
     assert [c.kind for c in opened + other] == [CommandKind.OPEN, CommandKind.OPEN]
-    assert [c.alert.class_code for c in opened + other] == ["06042", "06042"]
+    assert [c.alert.class_code for c in opened + other] == ["06010", "06042"]
     incident = b.take_dirty()[other[0].incident_id]
     assert incident["decisions"] == [
         {"alert_key": "BIN-1/r", "score": 0.0, "outcome": "new", "other": "",
@@ -77,6 +81,57 @@ def test_the_familys_window_bounds_a_merge_and_an_unrelated_class_never_joins():
     unrelated = b.handle(alert("MH-1", "01003", near(1), 60_000))[0]
     assert (late.kind, unrelated.kind) == (CommandKind.OPEN, CommandKind.OPEN)
     assert len({first.incident_id, late.incident_id, unrelated.incident_id}) == 3
+
+
+def test_rubbish_5_m_from_a_bin_site_opens_a_bin_overflow():
+    b = book()
+    opened = b.handle(camera("CAM-1", loc=near(5)))
+    assert [(c.kind, c.alert.class_code) for c in opened] == [(CommandKind.OPEN, "06042")]
+    incident = b.take_dirty()[opened[0].incident_id]
+    assert (incident["class_code"], incident["class_reason"]) == (
+        "06042", "lead 06042: a 06042 site 5 m away")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "sites", [[BIN_SITE], [BIN_SITE, ("06010", near(80)), ("06011", near(80))], []]
+)
+def test_rubbish_80_m_from_any_site_keeps_its_own_class(sites):
+    b = book(sites=sites)
+    opened = b.handle(camera("CAM-1", loc=near(80)))
+    assert [(c.kind, c.alert.class_code) for c in opened] == [(CommandKind.OPEN, "06010")]
+    incident = b.take_dirty()[opened[0].incident_id]
+    assert (incident["class_code"], incident["class_reason"]) == (
+        "06010", "own class: no 06042 site within 30 m")  # fmt: skip
+
+
+def test_a_site_just_inside_the_family_radius_counts_and_just_outside_does_not():
+    b = book(sites=[("06042", near(29.9)), ("06042", near(-30.1))])
+    inside = b.handle(camera("CAM-1", loc=BASE))[0]
+    outside = b.handle(camera("CAM-2", loc=near(-60.2), ts=1))[0]
+    assert (inside.alert.class_code, outside.alert.class_code) == ("06042", "06010")
+    assert inside.incident_id != outside.incident_id  # 60 m apart: two incidents
+
+
+def test_a_bin_alert_beside_a_rubbish_incident_joins_its_case():
+    """The bin was registered after the camera's case opened (no site there then): the
+    case stays exposed rubbish, and the bin's overflow is evidence on it, not a new case."""
+    b = book(sites=[])
+    opened = b.handle(camera("CAM-1"))[0]
+    joined = b.handle(alert("BIN-9", loc=near(10), ts=60_000))
+    assert (opened.kind, opened.alert.class_code) == (CommandKind.OPEN, "06010")
+    assert [(c.kind, c.incident_id) for c in joined] == [(CommandKind.ATTACH, opened.incident_id)]
+    assert b.open_ids() == [opened.incident_id]
+    incident = b.take_dirty()[opened.incident_id]
+    assert incident["class_code"] == "06010" and incident["classes"] == ["06010", "06042"]
+    assert incident["decisions"][-1]["outcome"] == "merged"
+
+
+def test_a_lead_class_alert_is_filed_under_its_class_without_any_site():
+    b = book(sites=[])
+    opened = b.handle(alert("BIN-1"))[0]
+    assert opened.alert.class_code == "06042"
+    assert b.take_dirty()[opened.incident_id]["class_reason"] == (
+        "lead 06042: the alert is of the lead class")  # fmt: skip
 
 
 def test_without_families_the_same_class_uses_the_global_radius():
@@ -251,3 +306,23 @@ def test_arbitrary_alerts_never_raise_and_bind_each_key_once(steps, duplicates):
                 assert key not in bound
                 bound[key] = incident_id
                 assert b.incident_of(key) == incident_id
+
+
+SITE = st.tuples(
+    st.sampled_from(["06042", "06010", "01003"]),
+    st.floats(-80, 80),  # metres north
+    st.floats(-80, 80),  # metres east
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(SITE, max_size=30), st.floats(-80, 80), st.floats(-80, 80))
+def test_the_site_index_finds_the_lead_exactly_when_a_scan_would(sites, north, east):
+    def at(n: float, e: float) -> Location:
+        return Location(BASE.lat + n / 111_195, BASE.lon + e / 100_000, "", BASE.grid_code)
+
+    placed = [(code, at(n, e)) for code, n, e in sites]
+    where = at(north, east)
+    opened = book(sites=placed).handle(camera("CAM-1", loc=where))[0]
+    scan = any(code == "06042" and s.distance_m(where) <= 30 for code, s in placed)
+    assert opened.alert.class_code == ("06042" if scan else "06010")
