@@ -46,7 +46,8 @@ from gateway.backtest_shards import replay_devices  # noqa: E402
 from gateway.backtest_store import load_series, open_read_only  # noqa: E402
 from rules.backtest.replay import build_engines, device_alerts, run_flow  # noqa: E402
 from rules.flow import AlertFlow  # noqa: E402
-from rules.incidents import IncidentBook, MergePolicy  # noqa: E402
+from rules.incidents import IncidentBook  # noqa: E402
+from rules.merge_settings import MergeSettings  # noqa: E402
 from rules.params import RulesConfig, VideoRuleParams, WaterLevelParams  # noqa: E402
 from rules.settings import settings_from_config  # noqa: E402
 
@@ -112,7 +113,7 @@ def bare_scan(path: Path, since_ms: int, until_ms: int) -> int:
 
 def flow(per_device, settings, since: int, until: int) -> tuple[int, int]:
     """One version's device alerts through the alert flow: (alerts, cases)."""
-    book = IncidentBook(MergePolicy())
+    book = IncidentBook(MergeSettings().to_policy())
     gate = AlertFlow(book, confirm_ms=round(settings.kinds.health.confirm_s * 1000))
     alerts, _, cases = run_flow(per_device, [], gate, book, since, until)
     return len(alerts), len(cases)
@@ -153,7 +154,7 @@ def main() -> int:
 
     scanned, scan_s = timed(lambda: bare_scan(path, since, until))
     infos = Backtest(path, fleet, settings_from_config(RulesConfig(), VideoRuleParams(), {}),
-                     TZ, MergePolicy())._select(BacktestRequest(since, until, {}))  # fmt: skip
+                     TZ, MergeSettings())._select(BacktestRequest(since, until, {}))  # fmt: skip
     rules = RulesConfig(water_level=WaterLevelParams(warning_cm=60, alarm_cm=90))
     settings = settings_from_config(rules, VideoRuleParams(), {})
 
@@ -173,7 +174,7 @@ def main() -> int:
     if (alerts_e2e, cases_e2e) != (alerts, cases):
         raise SystemExit(f"workers: {alerts_e2e} alerts, {cases_e2e} cases; one process: "
                          f"{alerts}, {cases}")  # fmt: skip
-    backtest = Backtest(path, fleet, settings, TZ, MergePolicy())
+    backtest = Backtest(path, fleet, settings, TZ, MergeSettings())
     change = {"bin.fill_fire_pct": "85"}
     report, backtest_s = timed(
         lambda: backtest.run(BacktestRequest(since, until, change, warm_up_ms=0))

@@ -34,6 +34,7 @@ from gateway import listings
 from gateway.api_audit import audit_router
 from gateway.api_backtests import backtests_router
 from gateway.api_console import CONSOLE_PREFIX, console_router
+from gateway.api_duplicates import duplicates_router
 from gateway.api_errors import install_validation_errors
 from gateway.api_evidence import evidence_router
 from gateway.api_guard import ApiGuard
@@ -217,6 +218,7 @@ def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> Fa
     app.include_router(readiness_router(gw))
     app.include_router(thresholds_router(gw.threshold_versions, gw.apply_settings, audit))
     app.include_router(silences_router(gw.silences, audit=audit))
+    app.include_router(duplicates_router(gw.conn, gw.merge_duplicate, audit))
     app.include_router(backtests_router(backtest_from_config(gw.config), audit))
     app.include_router(evidence_router(gw.evidence_dir, gw.evidence.links))
     app.include_router(

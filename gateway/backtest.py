@@ -37,10 +37,11 @@ from gateway.backtest_store import load_series, open_read_only
 from gateway.rule_settings import settings_from_files
 from gateway.silences import overlapping
 from rules.alerting import AlertingConfig
-from rules.backtest.replay import Case, RunResult, run_flow
+from rules.backtest.replay import Case, RunResult, build_engines, run_flow
 from rules.backtest.series import DeviceInfo, DeviceSeries
 from rules.flow import AlertFlow
-from rules.incidents import IncidentBook, MergePolicy
+from rules.incidents import IncidentBook
+from rules.merge_settings import MergeSettings
 from rules.settings import RuleSettings, apply_changes, diff
 from rules.silences import Silence
 
@@ -90,7 +91,7 @@ class Backtest:
     registry: Mapping[str, Device]
     config_settings: RuleSettings  # version 1, used when the store holds no version
     tz: tzinfo
-    merge: MergePolicy
+    merge: MergeSettings  # families, duplicate cut-offs and storms as the live gateway's
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
 
     def run(
@@ -189,7 +190,9 @@ class Backtest:
         request: BacktestRequest,
     ) -> RunResult:
         """One version's device alerts through a fresh alert flow and incident book."""
-        book = IncidentBook(self.merge)
+        # Lead classes by where sources stand, as the live gateway decides them.
+        _, engine = build_engines(settings, self.registry.values(), self.tz)
+        book = IncidentBook(self.merge.to_policy(), self.merge, lead_sites=engine.class_sites())
         flow = AlertFlow(book, self.alerting, round(settings.kinds.health.confirm_s * 1000))
         for silence in silences:
             flow.put_silence(silence)
@@ -380,5 +383,6 @@ def backtest_from_config(config: GatewayConfig) -> Backtest:
     """The backtest of the gateway this config describes (its store, registry, rules)."""
     registry = load_registry(config.devices.registry)
     version_1 = settings_from_files(config, registry)
-    merge = MergePolicy(config.merge.radius_m, int(config.merge.window_s * 1000))
-    return Backtest(config.store.path, registry, version_1, config.tz, merge, config.alerting)
+    return Backtest(
+        config.store.path, registry, version_1, config.tz, config.merge, config.alerting
+    )

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from case_bridge.dispatch import DispatchFileError, load_dispatch
 from case_bridge.platform_settings import CasePlatformSettings
 from case_bridge.settings import CaseSettings
 from detectors.config import STALL_CLASS_BY_ZONE, CameraSettings, DetectorSettings
@@ -44,6 +45,7 @@ from gateway.evidence_settings import EvidenceSettings
 from gateway.history import HistorySettings
 from gateway.retention import RetentionSettings
 from rules.alerting import AlertingConfig
+from rules.merge_settings import MergeSettings
 from rules.params import RulesConfig
 from rules.video_rules import VideoRuleParams
 
@@ -92,11 +94,6 @@ class IngestSettings(_Section):
     batch_max: int = Field(1000, ge=1)
     # Bounds on every message from a device (size, JSON depth, topic and id length).
     limits: InputLimits = InputLimits()
-
-
-class MergeSettings(_Section):
-    radius_m: float = Field(50.0, ge=0)
-    window_s: float = Field(24 * 3600.0, gt=0)
 
 
 class ApiSettings(_Section):
@@ -253,7 +250,12 @@ def load_config(path: str | Path) -> GatewayConfig:
         config.api.token_file = base / config.api.token_file
     if config.evidence.link_secret_file is not None:
         config.evidence.link_secret_file = base / config.evidence.link_secret_file
+    config.cases = config.cases.resolved(base)
     _check_classes(path, config)
+    try:  # the data files load at start-up: a broken one names its file and line now
+        load_dispatch(config.cases, config.timezone)
+    except DispatchFileError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if config.api.enabled:
         try:
             config.api.token()

@@ -88,6 +88,7 @@ class Pipeline:
         health: DeviceHealth,
         router: MessageRouter,
         flow: AlertFlow | None = None,
+        enrich: Callable[[Alert], Alert] | None = None,
     ) -> None:
         self._conn = conn
         self._registry = registry
@@ -99,6 +100,10 @@ class Pipeline:
         # Without one, a flow with no silences, confirmation or inhibition: every alert
         # goes straight to the incident book.
         self._flow = flow if flow is not None else AlertFlow(incidents)
+        # The case dispatch data's view of an alert (its unit grid from its place, its
+        # class's priority: case_bridge/dispatch.py), taken before anything stores or
+        # judges it, so the alerts table, silences, storms and the case all agree.
+        self._enrich = enrich or (lambda alert: alert)
         self._max_future_skew_ms = max_future_skew_ms
         # Store namespace → the state of one rule engine (sensor rules, video rules, ...).
         self._rule_states = dict(rule_states)
@@ -305,6 +310,7 @@ class Pipeline:
         for alert in alerts:
             done = len(handled)
             try:
+                alert = self._enrich(alert)
                 self._flow.handle([alert], handled)
             except Exception:  # kept in the alerts table, so the operator sees what failed
                 log.exception("incident handling failed for alert %s", alert.key)

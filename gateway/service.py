@@ -16,7 +16,7 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -26,6 +26,7 @@ from fastapi import FastAPI
 
 from case_bridge import outbox
 from case_bridge.codes import ClassCatalog
+from case_bridge.dispatch import load_dispatch
 from case_bridge.dispatcher import OutboxDispatcher
 from case_bridge.guarded_platform import GuardedPlatform
 from case_bridge.mapped_rest import MappedRestPlatform
@@ -43,6 +44,7 @@ from devices.serial import SerialAdapters, check_registry, start_serial
 from domain import Alert, AlertState, Backoff, CaseCommand, Location, Observation, Reading
 from gateway import history, retention, store
 from gateway.api import create_api
+from gateway.api_duplicates import Write
 from gateway.api_platform_events import PlatformEvents
 from gateway.closure_check import ClosureCheck
 from gateway.config import GatewayConfig
@@ -61,7 +63,7 @@ from rules.camera_health import camera_status_alert
 from rules.device_health import DeviceHealth
 from rules.engine import RuleEngine
 from rules.flow import AlertFlow
-from rules.incidents import IncidentBook, MergePolicy
+from rules.incidents import IncidentBook
 from rules.settings import RuleSettings
 from rules.silences import Silence
 from rules.video_rules import VideoRuleEngine, camera_and_zone
@@ -102,8 +104,14 @@ class Gateway:
         )
 
         self.guard = ReplayGuard()
-        merge = config.merge
-        self.incidents = IncidentBook(MergePolicy(merge.radius_m, int(merge.window_s * 1000)))
+        # Grids, responsible units, class priorities and deadlines (case_bridge/dispatch.py).
+        self.dispatch = load_dispatch(config.cases, config.timezone)
+        self.incidents = IncidentBook(
+            config.merge.to_policy(),
+            config.merge,
+            grid_parent=self.dispatch.parent_of,
+            lead_sites=self.engine.class_sites(),
+        )
         self.flow = AlertFlow(self.incidents, config.alerting, _confirm_ms(settings))
         rule_states = {
             "rule": self.engine.states,
@@ -115,7 +123,7 @@ class Gateway:
         self.router = MessageRouter(config.devices.fleets, limits=config.ingest.limits)
         self.pipeline = Pipeline(
             self.conn, self.registry, self.guard, self.engine, self.incidents, skew_ms,
-            rule_states, self.health, self.router, self.flow,
+            rule_states, self.health, self.router, self.flow, enrich=self.dispatch.enrich,
         )  # fmt: skip
         self.silences = SilenceStore(self.conn, config.alerting.silences, self._on_silence)
         influx = config.history.influxdb
@@ -129,6 +137,7 @@ class Gateway:
         self.dispatcher = OutboxDispatcher(
             self.conn, self.platform, self.catalog, config.cases, platform.retry,
             on_case_closed=self._on_case_closed_early, on_delivered=self._on_delivered,
+            dispatch=self.dispatch,
         )  # fmt: skip
         self.closure = ClosureCheck(self.conn, self.pipeline, self._after_photo)
         self.status_sync = StatusSync(
@@ -190,6 +199,17 @@ class Gateway:
         # What the change did to rule state is stored in the version's own transaction:
         # a crash before the next batch must not bring back state the change dropped.
         self.pipeline.write_states()
+
+    def merge_duplicate(
+        self, incident_id: str, into_id: str, who: str, reason: str, also: Sequence[Write]
+    ) -> list[CaseCommand]:
+        """An operator's merge of a suspected duplicate (gateway/api_duplicates.py), on the
+        loop like every other write to the incident book; the case bridge is woken for the
+        attach and the void it makes."""
+        commands = self.pipeline.merge_duplicate(incident_id, into_id, who, reason, also)
+        if commands:
+            self.dispatcher.wake()
+        return commands
 
     def _build_video(self, config: GatewayConfig) -> VideoRuntime:
         """Load the model now, so that a bad model file is a clear error at start."""

@@ -98,6 +98,17 @@ class RuleEngine:
             return None
         return SourceRules(source.conditions, source.schedule is not None, bool(source.retired))
 
+    def class_sites(self) -> list[tuple[str, Location]]:
+        """``(class code, place)`` for each condition of each registered device: where
+        sources of each class stand. A family's lead class is a case's class only near
+        one of them (rules/incidents.py: bags beside a bin are the bin's collection point,
+        bags in a lane far from bins are exposed rubbish)."""
+        return [
+            (condition.class_code, source.location)
+            for source in self._sources.values()
+            for _, condition in source.conditions
+        ]
+
     def alert(
         self, reading: Reading, key: str, condition: Condition, transition: Transition
     ) -> Alert:
