@@ -183,14 +183,16 @@ def _print_change(before: dict | None, case: dict, elapsed: float) -> None:
     stamp = f"[{elapsed:6.1f}s]"
     devices = ", ".join(_devices(case))
     if before is None:
-        deadline = datetime.fromisoformat(case["deadline"]).astimezone().strftime("%m-%d %H:%M")
+        # In the city's time, as the case states it (not this machine's zone).
+        deadline = datetime.fromisoformat(case["deadline"]).strftime("%m-%d %H:%M")
+        unit = f"  unit: {case['responsible_unit']}" if case.get("responsible_unit") else ""
         where = (
             case["location"]["address"] or f"{case['location']['lat']},{case['location']['lon']}"
         )
         print(
             f"{stamp} FILED     {case['id']}  {case['class_code']} {case['class_name']}  "
             f"{PRIORITY_CN.get(case['priority'], '')}/{case['priority']}  deadline {deadline}  "
-            f"{where} (grid {case['location']['grid_code']})  devices: {devices}",
+            f"{where} (grid {case['location']['grid_code']})  devices: {devices}{unit}",
             flush=True,
         )
         return
