@@ -59,6 +59,7 @@ from case_bridge.coordinates import PlatformCoordinates
 from case_bridge.mapped_rest_settings import (
     ApiKeyAuth,
     BearerAuth,
+    CaseRequest,
     ChangedCases,
     FieldSpec,
     FindCase,
@@ -422,35 +423,38 @@ class MappedRestPlatform:
                 f"the platform mapping has no add_evidence: evidence for case {case_id} not sent",
                 Failure.REFUSED,
             )
-        if usable_case_id(case_id) is None:  # only ids we accepted are stored
-            raise PlatformError(f"unusable case id {shown(case_id)}", Failure.REFUSED)
-        path = request.path.replace("{case_id}", case_id)
-        what = f"{request.method} {path}"
-        root = {**body, "case_id": case_id}
+        _check_case_id(case_id)
         files = await self._attached_files("add_evidence", body, case_id)
-        status, reply = await self._exchange(
-            request, root, what, idempotency_key, path=path, extra=files
-        )
-        read_checked(request.check, status, reply, what, case_final=request.case_final)
-        return {"id": case_id}
+        root = {**body, "case_id": case_id}
+        return await self._to_case(request, case_id, root, idempotency_key, files)
 
     async def void_case(self, case_id: str, reason: str, idempotency_key: str) -> dict[str, Any]:
         """Voids a merged duplicate's case through the mapping's ``void_case`` endpoint;
         without one, refused with the case to void by hand. Its ``case_final`` codes say
         the case was closed or void already (the outbox counts either as done)."""
-        # getattr: the settings gain ``void_case`` (a request like add_evidence, sources
-        # ``case_id`` and ``reason``) in mapped_rest_settings.py.
-        request = getattr(self._settings, "void_case", None)
+        request = self._settings.void_case
         if request is None:
             raise no_void(case_id, "the platform mapping has no void_case")
-        if usable_case_id(case_id) is None:  # only ids we accepted are stored
-            raise PlatformError(f"unusable case id {shown(case_id)}", Failure.REFUSED)
+        _check_case_id(case_id)
+        root = {"case_id": case_id, "reason": reason}
+        return await self._to_case(request, case_id, root, idempotency_key)
+
+    async def _to_case(
+        self,
+        request: CaseRequest,
+        case_id: str,
+        root: dict[str, Any],
+        idempotency_key: str,
+        files: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Sends ``request`` about filed case ``case_id``; its ``case_final`` codes raise
+        CASE_FINAL with the status they name."""
         path = request.path.replace("{case_id}", case_id)
         what = f"{request.method} {path}"
-        root = {"case_id": case_id, "reason": reason}
-        status, reply = await self._exchange(request, root, what, idempotency_key, path=path)
-        case_final = getattr(request, "case_final", None)
-        read_checked(request.check, status, reply, what, case_final=case_final)
+        status, reply = await self._exchange(
+            request, root, what, idempotency_key, path=path, extra=files
+        )
+        read_checked(request.check, status, reply, what, case_final=request.case_final)
         return {"id": case_id}
 
     async def changed_cases(self, since: str | None, after: str | None) -> CasePage:
@@ -596,6 +600,12 @@ class MappedRestPlatform:
             outgoing.headers.update(_hmac_headers(self._hmac, outgoing, content))
         reply = await send_bounded(self._client, outgoing, what, limit)
         return require_success(reply, what, evidence=False)
+
+
+def _check_case_id(case_id: str) -> None:
+    """Only ids we accepted are stored; one that is not usable never reaches a path."""
+    if usable_case_id(case_id) is None:
+        raise PlatformError(f"unusable case id {shown(case_id)}", Failure.REFUSED)
 
 
 def _encode(body: dict[str, Any], what: str) -> bytes:

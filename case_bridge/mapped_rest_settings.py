@@ -17,6 +17,9 @@ gateway's config, so ``check_class_codes`` says which of them a class-code table
 the config loader calls it. Bounds (paths, fields, tables, entries, text) keep a mapping
 file from standing for unbounded work.
 
+A platform that can void (作废) a case has a ``void_case`` request (``VoidCase``): a merged
+duplicate's case is voided through it; without one the void is parked for a person.
+
 A platform that takes evidence as files has an ``upload`` section (``Upload``): its
 endpoint, the multipart form around the file, where its reply gives the file's id, and
 where those ids (and the links of files not uploaded) go in the case and evidence bodies.
@@ -90,6 +93,9 @@ OPEN_CASE_SOURCES = re.compile(
     rf"|location\.(?:lat|lon|address|grid_code)|{_EVIDENCE_ITEM}"
 )
 EVIDENCE_SOURCES = re.compile(rf"case_id|priority|deadline|{_EVIDENCE_ITEM}")
+# A void: the platform's id of the case, and why it is void (case_bridge/dispatcher.py
+# ``void_reason``: "作废: merged as a duplicate into another case (...)").
+VOID_SOURCES = re.compile(r"case_id|reason")
 CHANGED_CASES_SOURCES = re.compile(r"since|after")
 # What an upload's form and query may carry: the file's recorded hash and size, its content
 # type and name, and the case's id when the upload is for a filed case (add_evidence).
@@ -236,10 +242,12 @@ class Request(BaseModel):
         if ".." in self.path.split("/"):
             raise ValueError("path: '..' is not allowed")
         placeholders = re.findall(r"\{([^{}]*)\}", self.path)
-        allowed = {"case_id"} if isinstance(self, AddEvidence | Upload) else set()
+        allowed = {"case_id"} if isinstance(self, CaseRequest | Upload) else set()
         braces = self.path.count("{") + self.path.count("}")
         if braces != 2 * len(placeholders) or not set(placeholders) <= allowed:
-            raise ValueError("path: the only placeholder is {case_id}, in add_evidence and upload")
+            raise ValueError(
+                "path: the only placeholder is {case_id}, in add_evidence, void_case and upload"
+            )
         _check_targets(self.body, "body")
         return self
 
@@ -256,20 +264,31 @@ class OpenCase(Request):
     case_id: ReplyPath
 
 
-class AddEvidence(Request):
-    """Evidence, a repeat or an escalation for a filed case. The source ``case_id`` (and
-    ``{case_id}`` in the path) is the platform's id of the case. ``case_final``: result
-    codes meaning the case is already closed or void (needs ``check``)."""
+class CaseRequest(Request):
+    """A request about a filed case: the source ``case_id`` (and ``{case_id}`` in the
+    path) is the platform's id of the case. ``case_final``: result codes meaning the case
+    is already closed or void (needs ``check``)."""
 
     case_final: dict[ShortText, Literal["closed", "void"]] = Field(
         default_factory=dict, max_length=20
     )
 
     @model_validator(mode="after")
-    def _final_needs_check(self) -> AddEvidence:
+    def _final_needs_check(self) -> CaseRequest:
         if self.case_final and self.check is None:
             raise ValueError("case_final needs check (where the result code is)")
         return self
+
+
+class AddEvidence(CaseRequest):
+    """Evidence, a repeat or an escalation for a filed case."""
+
+
+class VoidCase(CaseRequest):
+    """Voiding (作废) the case of a duplicate an operator merged into another case.
+    Sources: ``case_id`` and ``reason`` (the note the void carries). A ``case_final`` code
+    says the case is closed or void already: the void is done (nothing is handled twice),
+    so a void sent again after a lost answer is harmless."""
 
 
 class PageNumbers(BaseModel):
@@ -445,6 +464,7 @@ class MappedRestSettings(BaseModel):
     add_evidence: AddEvidence | None = None
     changed_cases: ChangedCases
     find_case: FindCase | None = None
+    void_case: VoidCase | None = None  # without it, a void is parked for a person
     upload: Upload | None = None
 
     @model_validator(mode="after")
@@ -484,6 +504,8 @@ class MappedRestSettings(BaseModel):
         yield "changed_cases", self.changed_cases, CHANGED_CASES_SOURCES
         if self.find_case is not None:
             yield "find_case", self.find_case, OPEN_CASE_SOURCES
+        if self.void_case is not None:
+            yield "void_case", self.void_case, VOID_SOURCES
         if self.upload is not None:
             yield "upload", self.upload, UPLOAD_SOURCES
 

@@ -182,8 +182,9 @@ def test_the_open311_adapter_refuses_a_void_with_the_case_to_void_by_hand(
 
 
 def test_a_mapped_platform_without_a_void_endpoint_refuses_before_sending(run: Runner) -> None:
-    """Nothing listens at the mapping's URL: a refusal there can only come before a send."""
-    data = {**copy.deepcopy(BASE_DATA), "upload": None}
+    """Nothing listens at the mapping's URL: a refusal there can only come before a send.
+    (The shipped example has a void_case: tests/test_mapped_rest_void.py sends one.)"""
+    data = {**copy.deepcopy(BASE_DATA), "upload": None, "void_case": None}
     adapter = MappedRestPlatform(MappedRestSettings.model_validate(data))
     with pytest.raises(PlatformError) as caught:
         run(adapter.void_case("C-1", "duplicate", "INC-dup/2"))
