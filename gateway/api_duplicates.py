@@ -1,8 +1,10 @@
 """``/api/v1/duplicates``: the suspected duplicates (疑似重复) desk.
 
-- ``GET /api/v1/duplicates?status=open|merged|dismissed&limit=&cursor=`` — newest first,
-  paged (``next_cursor``), each pair with its score, reasons and both incidents (case id,
-  class, place, evidence summaries: gateway/duplicates.py);
+- ``GET /api/v1/duplicates?status=open|moot|merged|dismissed&limit=&cursor=`` — newest
+  first, paged (``next_cursor``), each pair with its score, reasons and both incidents (case
+  id, class, place, evidence summaries: gateway/duplicates.py). ``open``: both incidents
+  are open; ``moot``: one closed before anybody decided (``moot_because`` says which and
+  why), so there is nothing left to merge;
 - ``GET /api/v1/duplicates/{id}``;
 - ``POST /api/v1/duplicates/{id}/merge`` — ``{"into": <incident id>, "reason"}``: ``into`` is
   the pair's incident that is kept; the other is attached to its case and voided on the
@@ -11,11 +13,11 @@
 - ``POST /api/v1/duplicates/{id}/dismiss`` — ``{"reason"}``: two problems, two cases.
 
 400 names the field of a body that cannot be honoured (never echoing a value), 404 an
-unknown pair, 409 a pair already decided or an incident no longer open. Writes need the
-operator role (the app's guard: every non-read method does). A merge the store refuses is
-kept by the pipeline and committed with its next batch, audit entry included (503 says
-so); a dismissal the store refuses changes nothing (503). Handlers are ``async``: they run
-on the gateway's loop, the store's one writer, as the pipeline does.
+unknown pair, 409 a pair already decided or moot (with the incident that closed and why).
+Writes need the operator role (the app's guard: every non-read method does). A merge the
+store refuses is kept by the pipeline and committed with its next batch, audit entry
+included (503 says so); a dismissal the store refuses changes nothing (503). Handlers are
+``async``: they run on the gateway's loop, the store's one writer, as the pipeline does.
 """
 
 from __future__ import annotations
@@ -125,8 +127,9 @@ def duplicates_router(
                             _state(pair), {"status": "dismissed"}, body.reason)  # fmt: skip
             return True
 
-        if not in_transaction(conn, dismiss):
-            raise HTTPException(409, f"suspected duplicate {pair_id} is decided already")
+        if not in_transaction(conn, dismiss):  # decided or moot meanwhile
+            why = duplicates.undecidable(_pair(pair_id))
+            raise HTTPException(409, why or f"suspected duplicate {pair_id} changed meanwhile")
         return duplicates.view(conn, _pair(pair_id))
 
     def _pair(pair_id: str) -> dict[str, Any]:
@@ -137,8 +140,8 @@ def duplicates_router(
 
     def _open_pair(pair_id: str) -> dict[str, Any]:
         pair = _pair(pair_id)
-        if pair["status"] != "open":
-            raise HTTPException(409, f"suspected duplicate {pair_id} is {pair['status']} already")
+        if (why := duplicates.undecidable(pair)) is not None:
+            raise HTTPException(409, why)
         return pair
 
     return router

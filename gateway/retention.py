@@ -1,5 +1,6 @@
 """Retention for everything the gateway keeps besides telemetry: alerts, dead letters,
-delivered case commands, closed incidents and evidence pictures.
+delivered case commands, closed incidents, decided suspected duplicates and evidence
+pictures.
 
 A gateway on a street runs for years, and junk traffic is the one thing anybody outside can
 make it keep (a device spraying 10 KB ids once cost +335 MB of store in 10,000 messages).
@@ -15,6 +16,9 @@ so ingest commits get through in between. What is expired:
   (pending and parked ones are never expired: they are work still to do);
 - closed incidents whose last alert is older than ``closed_incidents_days``, with their
   case links (a late status for such a case is ignored, as for any closed incident);
+- suspected-duplicate pairs no longer waiting for anybody, as long as closed incidents:
+  merged and dismissed ones decided before that age, moot ones with the closed incident
+  that made them moot (gateway/duplicates.py ``expire``); open pairs stay;
 - evidence JPEGs older than ``evidence_days``, then the oldest until the folder is within
   ``evidence_max_mb`` (a case's picture URL then answers 404: platforms that keep evidence
   copy it when the case is filed).
@@ -31,7 +35,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway import store
+from gateway import duplicates, store
 
 DAY_MS = 86_400_000
 
@@ -79,6 +83,9 @@ def upkeep(
     incidents_cutoff = cutoff(settings.closed_incidents_days)
     report["incidents"] = _in_batches(
         conn, lambda: _expire_incidents(conn, incidents_cutoff, batch_rows), batch_rows, pause_s
+    )
+    report["duplicates"] = _in_batches(
+        conn, lambda: duplicates.expire(conn, incidents_cutoff, batch_rows), batch_rows, pause_s
     )
     evidence_cutoff_s = cutoff(settings.evidence_days) / 1000
     report["evidence"] = expire_evidence(

@@ -95,6 +95,8 @@ def test_a_suspected_pair_commits_with_its_incidents_and_a_replay_keeps_its_deci
     assert store.in_transaction(conn, lambda: duplicates.decide(
         conn, desk.pair_id, "dismissed", "ana", "two bins, two problems", NOW))  # fmt: skip
     replayed = store.Batch()
+    for key in ("INC-x", "INC-y"):  # a pair is open only while both incidents are
+        replayed.states.append(("incident", key, {"id": key, "status": "open"}))
     replayed.suspects.append({**pair, "score": 0.7, "reasons": ["again"]})
     replayed.suspects.append({**pair, "id": "INC-x~INC-y", "incident_id": "INC-x",
                               "other_incident_id": "INC-y"})  # fmt: skip
@@ -220,13 +222,60 @@ def test_a_merge_is_refused_when_an_incident_is_no_longer_open_or_not_of_the_pai
     assert http.get("/api/v1/duplicates/INC-a~INC-b").status_code == 404
 
     desk.pipeline.close_incident(desk.kept, "case closed on the platform")
+    moot = (
+        f"suspected duplicate {desk.pair_id} is moot: incident {desk.kept} is closed"
+        " (case closed on the platform)"
+    )
     refused = http.post(path, json={"into": desk.kept, "reason": "too late"})
-    assert (refused.status_code, refused.json()["detail"]) == (
-        409, f"cannot merge: incident {desk.kept} is not open"
+    dismissed = http.post(f"/api/v1/duplicates/{desk.pair_id}/dismiss", json={"reason": "no"})
+    assert [(a.status_code, a.json()["detail"]) for a in (refused, dismissed)] == [(409, moot)] * 2
+    shown = http.get(f"/api/v1/duplicates/{desk.pair_id}").json()
+    assert (shown["status"], shown["moot_because"], shown["other"]["status"]) == (
+        "moot",
+        [{"incident_id": desk.kept, "status": "closed",
+          "closed_reason": "case closed on the platform"}],
+        "closed",
     )  # fmt: skip
-    assert http.get(f"/api/v1/duplicates/{desk.pair_id}").json()["status"] == "open"
+    assert duplicates.get(desk.gw.conn, desk.pair_id)["decided_by"] is None  # nothing stored
+    assert [p["id"] for p in listed(http, "moot")] == [desk.pair_id]
+    assert listed(http, "open") == []
     assert desk.outbox() == [("open", desk.kept), ("open", desk.duplicate)]
     assert desk.audit() == []
+
+
+def listed(http: httpx.Client, status: str) -> list[dict]:
+    answer = http.get("/api/v1/duplicates", params={"status": status})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["duplicates"]
+
+
+def test_a_merge_makes_the_pairs_of_the_voided_incident_moot(served: Served):
+    """A third bin at the spot is suspected a duplicate of the second: merging the second
+    into the first closes it, and the third's pair can no longer be merged or dismissed."""
+    desk, http = served.desk, served.operator
+    [third] = desk.pipeline.apply_alerts([full("BIN-003", NOW + 120_000)], NOW + 120_000)
+    later = f"{third.incident_id}~{desk.duplicate}"
+    assert [p["id"] for p in listed(http, "open")] == [later, desk.pair_id]
+    merged = http.post(f"/api/v1/duplicates/{desk.pair_id}/merge", json={"into": desk.kept})
+    assert merged.status_code == 200, merged.text
+
+    assert (listed(http, "open"), [p["id"] for p in listed(http, "moot")]) == ([], [later])
+    [shown] = listed(http, "moot")
+    assert shown["moot_because"] == [{"incident_id": desk.duplicate, "status": "closed",
+                                      "closed_reason": f"merged into {desk.kept}"}]  # fmt: skip
+    assert shown["incident"]["status"] == "open"
+    moot = (
+        f"suspected duplicate {later} is moot: incident {desk.duplicate} is closed"
+        f" (merged into {desk.kept})"
+    )
+    for action, body in (("merge", {"into": third.incident_id}), ("dismiss", {})):
+        answer = http.post(f"/api/v1/duplicates/{later}/{action}", json=body)
+        assert (answer.status_code, answer.json()["detail"]) == (409, moot)
+    assert [kind for kind, _ in desk.outbox()] == ["open", "open", "open", "attach", "void"]
+    conn = desk.gw.conn
+    assert not store.in_transaction(conn, lambda: duplicates.decide(
+        conn, later, "dismissed", "ana", "the store refuses it too", NOW))  # fmt: skip
+    assert duplicates.get(conn, later)["status"] == "moot"
 
 
 def test_a_refused_audit_entry_holds_the_merge_back_until_both_commit(served: Served):

@@ -1,5 +1,6 @@
-"""Retention of alerts, dead letters, delivered commands, closed incidents and evidence,
-with exact numbers on a real SQLite file and a real folder of pictures."""
+"""Retention of alerts, dead letters, delivered commands, closed incidents, suspected
+duplicates and evidence, with exact numbers on a real SQLite file and a real folder of
+pictures."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 
 from case_bridge import outbox
 from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority
-from gateway import retention, store
+from gateway import duplicates, retention, store
 from gateway.retention import RetentionSettings
 
 DAY = 86_400_000
@@ -92,11 +93,47 @@ def test_each_kind_expires_exactly_and_work_still_to_do_is_kept(tmp_path):
     assert links == ["INC-new", "INC-open", "INC-x"]
     assert report == {
         "alerts": 2, "dead_letters": 50, "dead_letters_over_cap": 0, "outbox": 3,
-        "refiled_markers": 0, "incidents": 1, "evidence": 0,
+        "refiled_markers": 0, "incidents": 1, "duplicates": 0, "evidence": 0,
     }  # fmt: skip
 
     again = retention.upkeep(conn, SETTINGS, tmp_path / "evidence", NOW, pause_s=0)
     assert set(again.values()) == {0}
+
+
+def test_decided_and_moot_pairs_go_as_closed_incidents_do_and_open_ones_stay(tmp_path):
+    """Retention 20 days: a pair decided 30 days ago goes, one decided yesterday stays; a
+    moot pair goes with the closed incident that made it moot (past retention, or gone from
+    the store), and stays while that incident is kept; a pair of two open incidents stays
+    however old."""
+    conn = store.connect(tmp_path / "gateway.db")
+    batch = store.Batch()
+    incidents = {"OPEN-1": ("open", 90), "OPEN-2": ("open", 90), "OPEN-3": ("open", 1),
+                 "OLD": ("closed", 30), "NEW": ("closed", 1)}  # fmt: skip
+    for key, (status, age) in incidents.items():
+        value = {"id": key, "status": status, "last_ts": NOW - age * DAY, "closed_reason": "x"}
+        batch.states.append(("incident", key, value))
+    pairs = {"open": ("OPEN-1", "OPEN-2"), "merged-old": ("OPEN-1", "OPEN-3"),
+             "dismissed-new": ("OPEN-2", "OPEN-3"), "moot-old": ("OPEN-1", "OLD"),
+             "moot-new": ("NEW", "OPEN-2"), "moot-gone": ("OPEN-3", "GONE")}  # fmt: skip
+    batch.suspects += [
+        {"id": name, "incident_id": a, "other_incident_id": b, "score": 0.6, "reasons": ["r"],
+         "ts": NOW - 60 * DAY}
+        for name, (a, b) in pairs.items()
+    ]  # fmt: skip
+    store.commit(conn, batch)
+    for name, status, age in (("merged-old", "merged", 30), ("dismissed-new", "dismissed", 1)):
+        conn.execute("UPDATE suspected_duplicates SET status = ?, decided_at = ? WHERE id = ?",
+                     (status, NOW - age * DAY, name))  # fmt: skip
+    shown = {p["id"]: p["status"] for p in duplicates.page(conn, None, 10, None).rows}
+    assert shown == {"open": "open", "merged-old": "merged", "dismissed-new": "dismissed",
+                     "moot-old": "moot", "moot-new": "moot", "moot-gone": "moot"}  # fmt: skip
+
+    report = retention.upkeep(conn, SETTINGS, tmp_path / "none", NOW, batch_rows=2, pause_s=0)
+    assert (report["incidents"], report["duplicates"]) == (1, 3)
+    kept = [i for (i,) in conn.execute("SELECT id FROM suspected_duplicates ORDER BY rowid")]
+    assert kept == ["open", "dismissed-new", "moot-new"]
+    again = retention.upkeep(conn, SETTINGS, tmp_path / "none", NOW, pause_s=0)
+    assert again["duplicates"] == 0
 
 
 def test_dead_letters_beyond_the_cap_go_oldest_first(tmp_path):
