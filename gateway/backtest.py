@@ -30,6 +30,7 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from case_bridge.dispatch import CaseDispatch, load_dispatch
 from devices.registry import Device, load_registry
 from domain import Alert, AlertState
 from gateway.backtest_shards import VersionAlerts, replay_devices
@@ -93,6 +94,10 @@ class Backtest:
     tz: tzinfo
     merge: MergeSettings  # families, duplicate cut-offs and storms as the live gateway's
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
+    # Grids, class priorities (case_bridge/dispatch.py): the live gateway judges every alert
+    # with them before its incidents do, so a replay must too (None: alerts as the rules made
+    # them, for callers without a config).
+    dispatch: CaseDispatch | None = None
 
     def run(
         self,
@@ -192,12 +197,21 @@ class Backtest:
         """One version's device alerts through a fresh alert flow and incident book."""
         # Lead classes by where sources stand, as the live gateway decides them.
         _, engine = build_engines(settings, self.registry.values(), self.tz)
-        book = IncidentBook(self.merge.to_policy(), self.merge, lead_sites=engine.class_sites())
+        dispatch = self.dispatch
+        book = IncidentBook(
+            self.merge.to_policy(),
+            self.merge,
+            grid_parent=dispatch.parent_of if dispatch else None,
+            lead_sites=engine.class_sites(),
+        )
+        per_device = alerts.per_device
+        if dispatch is not None:
+            per_device = [[dispatch.enrich(a) for a in device] for device in per_device]
         flow = AlertFlow(book, self.alerting, round(settings.kinds.health.confirm_s * 1000))
         for silence in silences:
             flow.put_silence(silence)
         ordered, handled, cases = run_flow(
-            alerts.per_device, recorded, flow, book, request.since_ms, request.until_ms
+            per_device, recorded, flow, book, request.since_ms, request.until_ms
         )
         fast = alerts.fast_devices
         return RunResult(ordered, handled, cases, fast, len(alerts.per_device) - fast)
@@ -383,6 +397,7 @@ def backtest_from_config(config: GatewayConfig) -> Backtest:
     """The backtest of the gateway this config describes (its store, registry, rules)."""
     registry = load_registry(config.devices.registry)
     version_1 = settings_from_files(config, registry)
+    dispatch = load_dispatch(config.cases, config.timezone)
     return Backtest(
-        config.store.path, registry, version_1, config.tz, config.merge, config.alerting
+        config.store.path, registry, version_1, config.tz, config.merge, config.alerting, dispatch
     )
