@@ -48,8 +48,10 @@ is), so ``load`` after a restart puts back families, decisions and storms.
 The merge search looks only at open incidents of the alert's class, or of its family, near
 it (:class:`_MergeIndex`, a grid of cells at least the radius wide, one index per radius in
 use), not at every open incident: a city has thousands open at once, and a backtest feeds
-a week of alerts. Of several incidents at the same smallest distance (or, with duplicates,
-the same best score) the one with the smallest id is taken.
+a week of alerts. Of several incidents at the same smallest distance the one with the
+smallest id is taken; with duplicates, of the same best score the nearest, then the one
+active last (a third bin at one spot is judged against the latest case there), then the
+smallest id.
 
 Each change yields CaseCommands whose ids are derived from the incident and a per-incident
 counter: replaying the same alerts after a crash produces the same ids, which the case
@@ -364,7 +366,7 @@ class IncidentBook:
             return _Decision("new", "", _NOT_MERGED)
         scope = self._scope(alert.class_code)
         index = self._indexes.get(scope.radius_m)
-        found: list[tuple[float, float, str, Judgement]] = []
+        found: list[tuple[float, float, int, str, Judgement]] = []
         for incident_id, where in index.near(scope.group, alert.location) if index else ():
             incident = self._incidents[incident_id]
             gap = alert.ts - incident["last_ts"]
@@ -380,14 +382,14 @@ class IncidentBook:
             judged = likelihood(
                 distance, scope.radius_m, gap, scope.window_ms, relation, sources, family
             )
-            found.append((-judged.score, distance, incident_id, judged))
+            found.append((-judged.score, distance, -incident["last_ts"], incident_id, judged))
         if not found:
             return _Decision("new", "", _NO_CANDIDATE)
         cutoffs = self._settings.duplicates
         if cutoffs is None:
-            _, _, other, judged = min(found, key=lambda f: (f[1], f[2]))
+            *_, other, judged = min(found, key=lambda f: (f[1], f[3]))
             return _Decision("merged", other, judged)
-        _, _, other, judged = min(found, key=lambda f: (f[0], f[1], f[2]))
+        *_, other, judged = min(found, key=lambda f: f[:4])
         if judged.score >= cutoffs.merge_above:
             return _Decision("merged", other, judged)
         if judged.score >= cutoffs.suspect_above:

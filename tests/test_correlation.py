@@ -4,8 +4,10 @@ bands at their cut-offs, an operator's merge of a duplicate, and a restart."""
 import contextlib
 import json
 import math
+from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -159,7 +161,7 @@ def test_the_three_duplicate_bands_at_their_cut_offs(merge_above, suspect_above,
     b = book(duplicates={"merge_above": merge_above, "suspect_above": suspect_above})
     first = b.handle(alert("BIN-1"))[0]
     second = b.handle(PROBE)[0]
-    assert pytest.approx(0.9 * (1 - 0.5 * 12 / 30 - 0.3 * 0.25), abs=1e-6) == SCORE
+    assert pytest.approx(0.9 * (1 - 0.4 * 12 / 30 * 0.25), abs=1e-6) == SCORE
     merged = outcome == "merged"
     assert second.kind is (CommandKind.ATTACH if merged else CommandKind.OPEN)
     assert (second.incident_id == first.incident_id) is merged
@@ -187,9 +189,52 @@ def test_sources_rank_same_source_then_camera_and_sensor_then_same_kind():
         for s in (Sources.SAME_SOURCE, Sources.CAMERA_AND_SENSOR, Sources.SAME_KIND)
     ]
     family = likelihood(10, 30, 0, 7_200_000, Relation.SAME_FAMILY, Sources.SAME_SOURCE, "cp")
-    assert scores == sorted(scores, reverse=True) and len(set(scores)) == 3
-    assert family.score < scores[0] and "same family cp" in family.reasons
-    assert likelihood(0, 30, 0, 7_200_000, Relation.UNRELATED, Sources.SAME_SOURCE).score == 0
+    assert scores == [1.0, 0.95, 0.9]
+    assert family.score == scores[0] and "same family cp" in family.reasons
+
+
+@pytest.mark.parametrize(
+    "distance_m,gap_ms,score",
+    [
+        (30, 0, 0.9),  # the radius's edge at once: the radius says one problem
+        (0, 7_200_000, 0.9),  # the same spot at the window's end
+        (30, 1_800_000, 0.9 * 0.9),  # the edge a quarter of the window later: still merges
+        (30, 7_200_000, 0.9 * 0.6),  # far AND late: the one uncertain corner
+        (31, 0, 0.0),
+        (0, 7_200_001, 0.0),
+    ],
+)
+def test_only_far_and_late_together_take_the_score_down(distance_m, gap_ms, score):
+    judged = likelihood(distance_m, 30, gap_ms, 7_200_000, Relation.SAME_FAMILY, Sources.SAME_KIND)
+    assert judged.score == pytest.approx(score, abs=1e-12)
+
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "gateway.yaml"
+
+
+def test_the_deploy_sections_collection_point_is_one_incident_and_only_far_late_is_suspected():
+    """The shipped ``merge:`` section: a bin fills; the camera sees rubbish 5 m away a
+    minute later; a second bin 8 m away fills at 2 min: one incident, no suspects. A bin
+    25 m away 100 min in (98 min after the last activity) is far and late: suspected."""
+    config = MergeSettings.model_validate(yaml.safe_load(DEPLOY.read_text())["merge"])
+    b = IncidentBook(config.to_policy(), config, lead_sites=[BIN_SITE])
+    timeline = [alert("BIN-1"), camera("CAM-1", loc=near(5), ts=60_000),
+                alert("BIN-2", loc=near(8), ts=120_000)]  # fmt: skip
+    commands = [c for a in timeline for c in b.handle(a)]
+    assert [(c.kind, c.alert.class_code) for c in commands] == [
+        (CommandKind.OPEN, "06042"), (CommandKind.ATTACH, "06010"),
+        (CommandKind.ATTACH, "06042")]  # fmt: skip
+    assert b.open_ids() == [commands[0].incident_id] and b.take_suspects() == []
+    decisions = b.take_dirty()[commands[0].incident_id]["decisions"]
+    assert [(d["outcome"], round(d["score"], 4)) for d in decisions[1:]] == [
+        ("merged", 0.9495), ("merged", 0.9492)]  # fmt: skip
+    late = alert("BIN-3", loc=near(25), ts=6_000_000)
+    opened = b.handle(late)[0]
+    expected = likelihood(BASE.distance_m(late.location), 30, 5_880_000, 7_200_000,
+                          Relation.SAME_CLASS, Sources.CAMERA_AND_SENSOR).score  # fmt: skip
+    assert opened.kind is CommandKind.OPEN and round(expected, 4) == 0.6914
+    assert [(p["incident_id"], p["other_incident_id"], p["score"]) for p in b.take_suspects()] == [
+        (opened.incident_id, commands[0].incident_id, expected)]  # fmt: skip
 
 
 def suspected_pair(b: IncidentBook):
@@ -326,3 +371,15 @@ def test_the_site_index_finds_the_lead_exactly_when_a_scan_would(sites, north, e
     opened = book(sites=placed).handle(camera("CAM-1", loc=where))[0]
     scan = any(code == "06042" and s.distance_m(where) <= 30 for code, s in placed)
     assert opened.alert.class_code == ("06042" if scan else "06010")
+
+
+def test_of_equal_scores_the_incident_active_last_is_the_one_judged_against():
+    b = book(duplicates={"merge_above": 0.99, "suspect_above": 0.5})
+    first = b.handle(alert("BIN-1"))[0]
+    second = b.handle(alert("BIN-2", ts=60_000))[0]
+    third = b.handle(alert("BIN-3", ts=120_000))[0]  # one spot: 0.9 against either
+    assert len({first.incident_id, second.incident_id, third.incident_id}) == 3
+    assert [(p["incident_id"], p["other_incident_id"], p["score"]) for p in b.take_suspects()] == [
+        (second.incident_id, first.incident_id, 0.9),
+        (third.incident_id, second.incident_id, 0.9),
+    ]
