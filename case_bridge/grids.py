@@ -219,12 +219,14 @@ class _Loader:
         """Refuse a chain of parents that comes back to where it started."""
         done: set[str] = set()
         for start in sorted(parents):
-            seen: list[str] = []
+            path: list[str] = []  # the chain walked from ``start``, for the message
+            on_path: set[str] = set()  # the same, for a lookup in constant time
             code = start
             while code in parents and code not in done:
-                if code in seen:
-                    cycle = " -> ".join([*seen[seen.index(code) :], code])
+                if code in on_path:
+                    cycle = " -> ".join([*path[path.index(code) :], code])
                     raise self.fail(first_index[code], code, f"parent cycle: {cycle}")
-                seen.append(code)
+                path.append(code)
+                on_path.add(code)
                 code = parents[code]
-            done.update(seen)
+            done.update(path)

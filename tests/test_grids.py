@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import random
+import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +290,20 @@ def test_a_point_inside_exactly_one_grid_gets_its_code(
     lon = lons[i] + inside[0] * (lons[i + 1] - lons[i])
     lat = lats[j] + inside[1] * (lats[j + 1] - lats[j])
     assert GridMap.from_document(collection(*features)).grid_at(lat, lon) == expected[i, j]
+
+
+def test_a_long_parent_chain_is_checked_in_linear_time_and_a_cycle_at_its_end_named() -> None:
+    codes = [str(100_000 + n) for n in range(50_000)]
+    chain = dict(pairwise(codes))
+    loader = grids._Loader("g.geojson")  # the check alone: 50,000 features take seconds to parse
+    started = time.perf_counter()
+    loader.check_cycles(chain, dict.fromkeys(chain, 0))
+    assert time.perf_counter() - started < 1.0  # a list lookup per step took 9 s
+    chain[codes[-1]] = codes[-3]
+    with pytest.raises(GridFileError) as caught:
+        loader.check_cycles(chain, {code: n for n, code in enumerate(codes)})
+    last = codes[-3:]
+    assert str(caught.value) == (
+        f"g.geojson: feature 49997 ({last[0]}): parent cycle: "
+        f"{last[0]} -> {last[1]} -> {last[2]} -> {last[0]}"
+    )
