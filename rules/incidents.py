@@ -200,9 +200,11 @@ class IncidentBook:
     def merge_duplicate(self, incident_id: str, into_id: str, at_ms: int) -> list[CaseCommand]:
         """An operator merges the suspected duplicate ``incident_id`` into ``into_id``:
         every key of the duplicate is bound to ``into_id``, whose case gets the duplicate's
-        latest alert as evidence (ATTACH), and the duplicate's case is voided on the
-        platform (VOID); the duplicate closes "merged into <into_id>". Raises ValueError
-        (with the reason) unless both are open and distinct."""
+        latest alert as evidence (ATTACH; ESCALATE, raising its priority, when the
+        duplicate's was higher: a critical case is never voided into a lesser one), and the
+        duplicate's case is voided on the platform (VOID); the duplicate closes "merged
+        into <into_id>". Raises ValueError (with the reason) unless both are open and
+        distinct."""
         duplicate = self._incidents.get(incident_id)
         into = self._incidents.get(into_id)
         if incident_id == into_id:
@@ -229,8 +231,12 @@ class IncidentBook:
         _record(into, latest, _Decision("merged", incident_id, why))
         into["last_ts"] = max(into["last_ts"], at_ms)
         into["commands"] += 1
+        kind = CommandKind.ATTACH
+        if Priority(duplicate["priority"]).rank > Priority(into["priority"]).rank:
+            kind = CommandKind.ESCALATE  # the kept case takes the duplicate's urgency
+            into["priority"] = duplicate["priority"]
         attach = CaseCommand(
-            f"{into_id}/{into['commands']}", into_id, CommandKind.ATTACH,
+            f"{into_id}/{into['commands']}", into_id, kind,
             _summarised(latest, f"merged duplicate {incident_id}"), Priority(into["priority"]),
         )  # fmt: skip
         duplicate["commands"] += 1

@@ -4,6 +4,7 @@ bands at their cut-offs, an operator's merge of a duplicate, and a restart."""
 import contextlib
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -383,3 +384,19 @@ def test_of_equal_scores_the_incident_active_last_is_the_one_judged_against():
         (second.incident_id, first.incident_id, 0.9),
         (third.incident_id, second.incident_id, 0.9),
     ]
+
+
+def test_merging_a_more_urgent_duplicate_escalates_the_kept_case():
+    b = book(duplicates={"merge_above": 0.99, "suspect_above": 0.5})
+    kept = b.handle(alert("BIN-1"))[0].incident_id
+    urgent = replace(alert("BIN-2", ts=60_000), priority=Priority.CRITICAL)
+    duplicate = b.handle(urgent)[0].incident_id
+    commands = b.merge_duplicate(duplicate, kept, at_ms=120_000)
+    assert [(c.kind, c.incident_id, c.priority) for c in commands] == [
+        (CommandKind.ESCALATE, kept, Priority.CRITICAL),
+        (CommandKind.VOID, duplicate, Priority.CRITICAL),
+    ]
+    assert b.take_dirty()[kept]["priority"] == str(Priority.CRITICAL)
+    # A later alert at the old priority attaches: the kept case stays critical.
+    again = b.handle(alert("BIN-1", ts=180_000, state=AlertState.ESCALATED))
+    assert [(c.kind, c.priority) for c in again] == [(CommandKind.ATTACH, Priority.CRITICAL)]
