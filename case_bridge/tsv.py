@@ -29,7 +29,8 @@ def rows(
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise TableError(f"{path}: {size} bytes, more than {MAX_FILE_BYTES}")
-        text = path.read_bytes().decode("utf-8")
+        # utf-8-sig: Excel and WPS save "UTF-8" with a byte order mark, which is no field.
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise TableError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:

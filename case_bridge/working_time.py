@@ -31,6 +31,7 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_PERIODS_PER_DAY = 12
 # A calendar whose every day is a holiday for this long has no working time to count.
 MAX_SEARCH_DAYS = 25_000
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _PERIOD = re.compile(r"([01][0-9]|2[0-4]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])")
 
 Periods = tuple[tuple[int, int], ...]  # (start, end) minutes after midnight, sorted, disjoint
@@ -140,8 +141,10 @@ class WorkingCalendar:
 
 
 def _date(text: str, where: str) -> date:
+    """A calendar date written ``YYYY-MM-DD`` only: ``fromisoformat`` would also read ISO
+    week dates (``2026-W01-1`` is 2025-12-29), which no one means in a holiday list."""
     try:
-        if len(text) == 10:
+        if _DATE.fullmatch(text):
             return date.fromisoformat(text)
     except ValueError:
         pass

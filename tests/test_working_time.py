@@ -119,6 +119,9 @@ def test_epoch_arithmetic_across_a_dst_change() -> None:
         ("weekday\tfriday\t08:30-12:00", "calendar:3: day 'friday' is not one of mon"),
         ("holiday\t2026-02-30", "calendar:3: day '2026-02-30' is not a date YYYY-MM-DD"),
         ("holiday\t20261001", "calendar:3: day '20261001' is not a date"),
+        # An ISO week date fits in ten characters and fromisoformat reads it (2025-12-29).
+        ("holiday\t2026-W01-1", "calendar:3: day '2026-W01-1' is not a date YYYY-MM-DD"),
+        ("holiday\t2026-10-０1", "calendar:3: day '2026-10-０1' is not a date YYYY-MM-DD"),
         ("holiday\t2026-10-01\t08:30-12:00", "calendar:3: a holiday has no working periods"),
         ("workday\t2026-10-10", "calendar:3: a make-up working day needs its periods"),
         ("leave\t2026-10-10", "calendar:3: kind 'leave' is not weekday, holiday or workday"),
@@ -186,3 +189,13 @@ def test_working_time_from_start_to_deadline_is_the_limit_exactly(offset: int, l
     assert deadline >= start
     assert working_ms_between(calendar, start, deadline) == limit
     assert working_ms_between(calendar, start, deadline - 1) == limit - 1  # not a ms later
+
+
+def test_a_file_saved_with_a_byte_order_mark_reads_like_one_without(tmp_path) -> None:
+    # Excel and WPS write "UTF-8" with a BOM; it must not become part of the header.
+    marked = tmp_path / "calendar.tsv"
+    marked.write_bytes(b"\xef\xbb\xbf" + CALENDAR.encode("utf-8"))
+    calendar = WorkingCalendar.from_tsv(marked)
+    assert calendar.periods_on(date(2026, 10, 1)) == ()
+    assert calendar.periods_on(date(2026, 10, 10)) == ((510, 720), (810, 1050))
+    assert due(calendar, ms(2026, 9, 30, 17, 0), 2) == at(2026, 10, 8, 10, 0)
