@@ -58,7 +58,7 @@ _SOURCE_FACTOR = {Sources.SAME_SOURCE: 1.0, Sources.CAMERA_AND_SENSOR: 0.95, Sou
 
 @dataclass(frozen=True, slots=True)
 class Judgement:
-    score: float
+    score: float | None  # None only for an operator's merge whose pair's score is not known
     reasons: tuple[str, ...]
 
 

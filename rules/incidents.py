@@ -197,13 +197,18 @@ class IncidentBook:
         found, self._suspects = self._suspects, []
         return found
 
-    def merge_duplicate(self, incident_id: str, into_id: str, at_ms: int) -> list[CaseCommand]:
+    def merge_duplicate(
+        self, incident_id: str, into_id: str, at_ms: int, score: float | None = None
+    ) -> list[CaseCommand]:
         """An operator merges the suspected duplicate ``incident_id`` into ``into_id``:
         every key of the duplicate is bound to ``into_id``, whose case gets the duplicate's
         latest alert as evidence (ATTACH; ESCALATE, raising its priority, when the
         duplicate's was higher: a critical case is never voided into a lesser one), and the
         duplicate's case is voided on the platform (VOID); the duplicate closes "merged
-        into <into_id>". Raises ValueError (with the reason) unless both are open and
+        into <into_id>". The merge is recorded on ``into_id`` as a decision with ``score``
+        (the stored pair's), or, without it, the score of the duplicate's decision about
+        ``into_id`` while it is among those kept; ``None`` when neither is known (never a
+        made-up one). Raises ValueError (with the reason) unless both are open and
         distinct."""
         duplicate = self._incidents.get(incident_id)
         into = self._incidents.get(into_id)
@@ -223,10 +228,9 @@ class IncidentBook:
             _remember(into, alert_class="", source=source, origin=origin)
         for code in duplicate.get("classes", []):
             _remember(into, alert_class=code, source="", origin="")
-        score = next(
-            (d["score"] for d in reversed(duplicate.get("decisions", [])) if d["other"] == into_id),
-            1.0,
-        )
+        if score is None:
+            decisions = reversed(duplicate.get("decisions", []))
+            score = next((d["score"] for d in decisions if d["other"] == into_id), None)
         why = Judgement(score, (f"merged by an operator: duplicate {incident_id}",))
         _record(into, latest, _Decision("merged", incident_id, why))
         into["last_ts"] = max(into["last_ts"], at_ms)

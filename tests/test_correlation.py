@@ -400,3 +400,19 @@ def test_merging_a_more_urgent_duplicate_escalates_the_kept_case():
     # A later alert at the old priority attaches: the kept case stays critical.
     again = b.handle(alert("BIN-1", ts=180_000, state=AlertState.ESCALATED))
     assert [(c.kind, c.priority) for c in again] == [(CommandKind.ATTACH, Priority.CRITICAL)]
+
+
+def test_an_operators_merge_records_the_pairs_score_given_or_kept_and_never_a_made_up_one():
+    merge = {"duplicates": {"merge_above": ABOVE, "suspect_above": SCORE}}
+    given_ = book(**merge)
+    kept, duplicate = suspected_pair(given_)
+    given_.merge_duplicate(duplicate, kept, at_ms=2_000_000, score=0.625)
+    assert given_.take_dirty()[kept]["decisions"][-1]["score"] == 0.625
+    forgotten = book(**merge)
+    kept, duplicate = suspected_pair(forgotten)
+    for n in range(20):  # the duplicate's own decision falls out of the 20 it keeps
+        forgotten.handle(alert(f"BIN-{n + 10}", loc=near(12), ts=1_800_001 + n))
+    assert all(d["other"] != kept for d in forgotten.take_dirty()[duplicate]["decisions"])
+    forgotten.merge_duplicate(duplicate, kept, at_ms=2_000_000)
+    decision = forgotten.take_dirty()[kept]["decisions"][-1]
+    assert (decision["outcome"], decision["score"]) == ("merged", None)
