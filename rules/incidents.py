@@ -447,8 +447,9 @@ class IncidentBook:
 
     def _join_storm(self, alert: Alert, case_alert: Alert, why: str) -> CaseCommand | None:
         """Count a would-be new incident (of ``case_alert``'s class, ``why`` that one);
-        past the storm bound, bind the alert to its class and grid's storm incident
-        (opening it) and return the command; else None."""
+        past the storm bound, bind the alert to the storm open for its class in its grid
+        or its parent grid (so two storms never cover one site), or else open one for the
+        grid past the bound, and return the command; else None."""
         grid = alert.location.grid_code
         if self._storm_counts is None or not alert.merge or not grid:
             return None
@@ -457,7 +458,8 @@ class IncidentBook:
         self._storm_counts.count(class_code, grid, alert.ts)
         if scope is None:
             return None
-        storm_id = self._storms.get((class_code, scope))
+        open_storms = (self._storms.get((class_code, g)) for g in self._storm_counts.scopes(grid))
+        storm_id = next((s for s in open_storms if s is not None), None)
         if storm_id is None:
             summary = f"storm: more than {self._settings.storms.per_hour} new {class_code} " \
                       f"within an hour in grid {scope}; {alert.summary}"  # fmt: skip

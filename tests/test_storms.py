@@ -110,3 +110,16 @@ def test_a_restart_puts_the_storm_back_and_rebuilds_the_counts():
     assert restored.close(storm_id, "closed") == ["WL-3/flood", "WL-4/flood", "WL-7/flood"]
     # The counts came back with the incidents: still past the bound, so a new storm.
     assert restored.handle(site(8, ts=10 * MIN))[0].incident_id.startswith("STORM-")
+
+
+def test_a_grid_past_its_bound_joins_the_storm_already_open_for_its_parent():
+    """Six in G1 and five in G2 put the parent P past ten: P's storm opens. G1's own count
+    reaches ten later, and its sites still join P's storm, not a second one."""
+    b = book(per_hour=10)
+    commands = [b.handle(site(n, "G1" if n < 6 or n > 10 else "G2"))[0] for n in range(17)]
+    storms = {c.incident_id for c in commands if c.incident_id.startswith("STORM-")}
+    assert len(storms) == 1
+    [storm_id] = storms
+    storm = b.take_dirty()[storm_id]["storm"]
+    assert storm["grid"] == "P"
+    assert [s["key"] for s in storm["sites"]] == [f"WL-{n}/flood" for n in range(10, 17)]
