@@ -463,7 +463,9 @@ class IncidentBook:
         if storm_id is None:
             summary = f"storm: more than {self._settings.storms.per_hour} new {class_code} " \
                       f"within an hour in grid {scope}; {alert.summary}"  # fmt: skip
-            storm_alert = replace(case_alert, summary=summary)
+            # The storm's grid decides its responsible unit: the case is filed there.
+            where = replace(case_alert.location, grid_code=scope)
+            storm_alert = replace(case_alert, summary=summary, location=where)
             command = self._open(alert, storm_alert, why, storm_grid=scope)
             self._storms[(class_code, scope)] = command.incident_id
             return command

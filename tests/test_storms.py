@@ -83,6 +83,9 @@ def test_a_parent_grid_counts_its_grids_together_unless_turned_off():
     storm = b.handle(site(6, "G2"))[0]
     assert first.incident_id.startswith("INC-") and storm.incident_id.startswith("STORM-")
     assert b.take_dirty()[storm.incident_id]["storm"]["grid"] == "P"
+    # The case is filed in the storm's grid (its responsible unit), not the first site's.
+    assert (storm.kind, storm.alert.location.grid_code) == (CommandKind.OPEN, "P")
+    assert storm.alert.location.address == "underpass 6"
     apart = book(per_hour=3, parent_grids=False)
     burst(apart, 2, "G1")
     own = [apart.handle(site(n, "G2"))[0] for n in (5, 6)]
