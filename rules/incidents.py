@@ -78,7 +78,7 @@ MAX_CHECKS_KEPT = 10
 MAX_DECISIONS_KEPT = 20  # merge decisions an incident keeps, latest last
 MAX_SOURCES_KEPT = 64  # sources an incident remembers for the duplicate likelihood
 MAX_CLASSES_KEPT = 32
-MAX_STORM_SITES = 1000  # sites a storm lists; further ones still join and clear there
+MAX_STORM_SITES = 1000  # the newest sites a storm lists; older ones still clear there
 
 
 @dataclass(frozen=True, slots=True)
@@ -626,16 +626,19 @@ def _remember(incident: dict[str, Any], alert_class: str, source: str, origin: s
 
 
 def _track_site(sites: list[dict[str, Any]], alert: Alert) -> None:
+    """Update the site's state, or list a new site; past ``MAX_STORM_SITES`` the oldest
+    listed one makes room (its key stays bound to the storm): the newest are what the desk
+    looks at and what the storm counts are rebuilt from after a restart."""
     for site in sites:
         if site["key"] == alert.key:
             site["state"] = str(alert.state)
             return
-    if len(sites) < MAX_STORM_SITES:
-        where = alert.location
-        sites.append({"key": alert.key, "source_id": alert.source_id,
-                      "location": {"lat": where.lat, "lon": where.lon,
-                                   "address": where.address, "grid_code": where.grid_code},
-                      "state": str(alert.state), "ts": alert.ts})  # fmt: skip
+    del sites[: max(len(sites) - MAX_STORM_SITES + 1, 0)]
+    where = alert.location
+    sites.append({"key": alert.key, "source_id": alert.source_id,
+                  "location": {"lat": where.lat, "lon": where.lon,
+                               "address": where.address, "grid_code": where.grid_code},
+                  "state": str(alert.state), "ts": alert.ts})  # fmt: skip
 
 
 _EARTH_RADIUS_M = 6_371_008.8  # as Location.distance_m

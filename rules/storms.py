@@ -10,10 +10,15 @@ Counting is by event time (the alert's ``ts``), in a sliding hour: a would-be ne
 counts whether it became its own incident or a storm's site, so a storm goes on while
 problems keep coming at the storm's rate, and an hour after the burst new ones are their
 own again. Only the newest ``per_hour`` times of each (class, grid) are kept: that is all
-the question "were there already ``per_hour`` in the hour before?" needs. After a restart
-the counts are rebuilt from the open incidents the book loads (their ``opened_ts``, a
-storm's sites' ``ts``); incidents closed within that hour are not in memory and no longer
-count — a restart can only delay a storm, never start one that was not due.
+the question "were there already ``per_hour`` in the hour before?" needs.
+
+After a restart the counts are rebuilt from the open incidents the book loads (their
+``opened_ts``; a storm's listed sites' ``ts``, the newest 1000 of them). What a restart can
+change: incidents closed within that hour are no longer in memory and no longer count, nor
+do a storm's sites beyond its newest 1000 (only with ``per_hour`` above 1000), so a count
+can come back lower — a restart can delay a storm, never start one that was not due. What
+it cannot change: an open storm is again the one of its class and grid (new sites join it),
+every site's key stays bound to the incident it joined, and each site still clears there.
 """
 
 from __future__ import annotations

@@ -126,3 +126,21 @@ def test_a_grid_past_its_bound_joins_the_storm_already_open_for_its_parent():
     storm = b.take_dirty()[storm_id]["storm"]
     assert storm["grid"] == "P"
     assert [s["key"] for s in storm["sites"]] == [f"WL-{n}/flood" for n in range(10, 17)]
+
+
+def test_a_storm_lists_its_newest_sites_and_a_restart_counts_them():
+    """1,070 sites a minute apart, three a storm's bound: the storm lists the newest 1,000
+    (sites 70-1069), so after a restart the last hour's sites still count and the next one
+    joins the storm (the first 1,000 listed would all be over an hour old)."""
+    b = book(per_hour=3)
+    storm_id = [b.handle(site(n))[0] for n in range(1070)][3].incident_id
+    stored = json.loads(json.dumps(b.take_dirty()))
+    sites = stored[storm_id]["storm"]["sites"]
+    assert (len(sites), sites[0]["key"], sites[-1]["key"]) == (1000, "WL-70/flood", "WL-1069/flood")
+    restored = book(per_hour=3)
+    for incident in stored.values():
+        restored.load(incident)
+    joined = restored.handle(site(1070))
+    assert [(c.kind, c.incident_id) for c in joined] == [(CommandKind.ATTACH, storm_id)]
+    early = restored.handle(site(5, ts=1071 * MIN, state=AlertState.CLEARED))  # unlisted now
+    assert [(c.kind, c.incident_id) for c in early] == [(CommandKind.ATTACH, storm_id)]
