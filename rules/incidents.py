@@ -9,8 +9,10 @@ Dedup and merge (查重与并案) happen here:
   global ``radius_m``/``window_s`` otherwise. One incident carries every source's
   evidence, cameras' and sensors' alike;
 - an incident of a family is "one problem at one collection point", and a collection point
-  is where sources of the family's ``lead`` class stand (``lead_sites``: the registered
-  devices and camera zones with the class their rules file under). A case's class cannot
+  is where sources of the family's ``lead`` class stand (``lead_sites``: ``(class,
+  place)`` pairs; the gateway passes each registered device's conditions with the class
+  they file under (rules/engine.py ``class_sites``), not cameras' zones, though any
+  source's place may be given). A case's class cannot
   change once filed on most platforms, so it is decided when the incident opens, from
   where the sources stand: the lead class when the alert is of it or a lead-class site
   stands within the family's radius (a camera seeing bags 5 m from a registered bin files
@@ -109,7 +111,8 @@ class IncidentBook:
     duplicates and storms (its own radius and window are not read: pass
     ``settings.to_policy()`` as ``policy``); ``grid_parent`` gives a grid's parent grid
     ("" if none) for storms counted per parent grid; ``lead_sites`` are ``(class_code,
-    Location)`` of the registered sources, of which those of a family's lead class decide
+    Location)`` of sources (the gateway: its devices' conditions), of which those of a
+    family's lead class decide
     whether a new incident of that family is filed under the lead (the others are not
     kept)."""
 
