@@ -11,17 +11,16 @@ Dedup and merge (查重与并案) happen here:
 - an incident of a family is "one problem at one collection point", and a collection point
   is where sources of the family's ``lead`` class stand (``lead_sites``: ``(class,
   place)`` pairs; the gateway passes each registered device's conditions with the class
-  they file under (rules/engine.py ``class_sites``), not cameras' zones, though any
-  source's place may be given). A case's class cannot
-  change once filed on most platforms, so it is decided when the incident opens, from
-  where the sources stand: the lead class when the alert is of it or a lead-class site
-  stands within the family's radius (a camera seeing bags 5 m from a registered bin files
-  a bin overflow, 06042); the alert's own class otherwise (bags dumped in a lane far from
-  any bin are exposed rubbish, 06010). The reason is kept on the incident
-  (``class_reason``). Merging does not depend on it: a later alert of any family class
-  within the radius joins the incident (a bin added after the camera's case opened joins
-  that case). The sites are indexed once, at construction, by class and cell: a city has
-  thousands, and every new incident asks;
+  they file under, rules/engine.py ``class_sites``, not cameras' zones, though any
+  source's place may be given). A case's class cannot change once filed on most platforms,
+  so it is decided when the incident opens, from where the sources stand: the lead class
+  when the alert is of it or a lead-class site stands within the family's radius (a camera
+  seeing bags 5 m from a registered bin files a bin overflow, 06042); the alert's own
+  class otherwise (bags dumped in a lane far from any bin are exposed rubbish, 06010). The
+  reason is kept on the incident (``class_reason``). Merging does not depend on it: a
+  later alert of any family class within the radius joins the incident (a bin added after
+  the camera's case opened joins that case). The sites are indexed once, at construction,
+  by class and cell: a city has thousands, and every new incident asks;
 - with ``merge.duplicates`` each candidate gets a duplicate likelihood
   (rules/correlation.py): at or above ``merge_above`` the alert merges; from
   ``suspect_above`` it opens a new incident and the pair is recorded as a suspected
@@ -45,11 +44,12 @@ Dedup and merge (查重与并案) happen here:
   class or distance.
 
 Everything the book knows about an incident is in its dict (the gateway persists it as
-is), so ``load`` after a restart puts back families, decisions and storms.
+is; its format is rules/incident_record.py's), so ``load`` after a restart puts back
+families, decisions and storms.
 
 The merge search looks only at open incidents of the alert's class, or of its family, near
-it (:class:`_MergeIndex`, a grid of cells at least the radius wide, one index per radius in
-use), not at every open incident: a city has thousands open at once, and a backtest feeds
+it (rules/merge_index.py: a grid of cells at least the radius wide, one index per radius
+in use), not at every open incident: a city has thousands open at once, and a backtest feeds
 a week of alerts. Of several incidents at the same smallest distance the one with the
 smallest id is taken; with duplicates, of the same best score the nearest, then the one
 active last (a third bin at one spot is judged against the latest case there), then the
@@ -63,24 +63,18 @@ bridge uses as idempotency keys.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority
+from rules import incident_record as record
 from rules.correlation import Judgement, Relation, likelihood, sources_of
+from rules.merge_index import MergeIndex
 from rules.merge_settings import Family, MergePolicy, MergeSettings
-from rules.storms import StormCounts
+from rules.storms import StormDesk
 
 __all__ = ["IncidentBook", "MergePolicy"]
-
-# Closure checks an incident keeps for operators (the API shows them), latest last.
-MAX_CHECKS_KEPT = 10
-MAX_DECISIONS_KEPT = 20  # merge decisions an incident keeps, latest last
-MAX_SOURCES_KEPT = 64  # sources an incident remembers for the duplicate likelihood
-MAX_CLASSES_KEPT = 32
-MAX_STORM_SITES = 1000  # the newest sites a storm lists; older ones still clear there
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +93,10 @@ class _Decision:
     other: str  # the incident merged into or compared with ("" when none)
     judgement: Judgement
 
+    def keep(self, incident: dict[str, Any], alert_key: str) -> None:
+        judged = self.judgement
+        record.record(incident, alert_key, self.outcome, self.other, judged.score, judged.reasons)
+
 
 _NO_CANDIDATE = Judgement(
     0.0, ("no open incident of its class or family within radius and window",)
@@ -112,11 +110,9 @@ class IncidentBook:
     ``settings.to_policy()`` as ``policy``); ``grid_parent`` gives a grid's parent grid
     ("" if none) for storms counted per parent grid; ``lead_sites`` are ``(class_code,
     Location)`` of sources (the gateway: its devices' conditions), of which those of a
-    family's lead class decide
-    whether a new incident of that family is filed under the lead (the others are not
-    kept)."""
-
-    _index_type: type[_MergeIndex]  # bench/incidents.py swaps in a scan as its baseline
+    family's lead class decide whether a new incident of that family is filed under the
+    lead (the others are not kept); ``index_type`` is the merge search's index
+    (bench/incidents.py passes a scan as its baseline)."""
 
     def __init__(
         self,
@@ -124,20 +120,20 @@ class IncidentBook:
         settings: MergeSettings | None = None,
         grid_parent: Callable[[str], str] | None = None,
         lead_sites: Iterable[tuple[str, Location]] = (),
+        index_type: type[MergeIndex] = MergeIndex,
     ) -> None:
         self._policy = policy
         self._settings = settings or MergeSettings()
+        self._index_type = index_type
         self._incidents: dict[str, dict[str, Any]] = {}
         self._open_by_key: dict[str, str] = {}
         self._keys_bound: dict[str, int] = {}  # open incident id → keys in _open_by_key
-        self._indexes: dict[float, _MergeIndex] = {}  # one per radius in use
-        self._indexed_in: dict[str, _MergeIndex] = {}
+        self._indexes: dict[float, MergeIndex] = {}  # one per radius in use
+        self._indexed_in: dict[str, MergeIndex] = {}
         self._scopes: dict[str, _Scope] = {}
-        self._families = {c: f for f in self._settings.families for c in f.classes}
         self._sites = self._index_sites(lead_sites)
         storms = self._settings.storms
-        self._storm_counts = StormCounts(storms, grid_parent) if storms.enabled else None
-        self._storms: dict[tuple[str, str], str] = {}  # (class, grid) → open storm id
+        self._storms = StormDesk(storms, grid_parent) if storms.enabled else None
         self._suspects: list[dict[str, Any]] = []
         self._dirty: set[str] = set()
 
@@ -150,18 +146,8 @@ class IncidentBook:
         self._incidents[incident["id"]] = incident
         for key in incident["alert_keys"]:
             self._map_key(key, incident["id"])
-        storm = incident.get("storm")
-        if storm:
-            self._storms[(storm["class_code"], storm["grid"])] = incident["id"]
-        if self._storm_counts is None:
-            return
-        if storm:
-            for site in storm["sites"]:
-                grid = site["location"].get("grid_code", "")
-                self._storm_counts.count(storm["class_code"], grid, site["ts"])
-        elif incident.get("merge", True) and incident["location"]["grid_code"]:
-            grid = incident["location"]["grid_code"]
-            self._storm_counts.count(incident["class_code"], grid, incident["opened_ts"])
+        if self._storms is not None:
+            self._storms.load(incident)
 
     def handle(self, alert: Alert) -> list[CaseCommand]:
         incident_id = self._open_by_key.get(alert.key)
@@ -173,19 +159,15 @@ class IncidentBook:
         if decision.outcome == "merged":
             incident = self._incidents[decision.other]
             self._bind(decision.other, alert.key)
-            _record(incident, alert, decision)
+            decision.keep(incident, alert.key)
             return [self._update(incident, alert)]
         case_alert, class_reason = self._case_alert(alert)
-        storm = self._join_storm(alert, case_alert, class_reason)
+        storm = self._join_storm(alert, case_alert, class_reason, decision.judgement)
         if storm is not None:
-            grid = self._incidents[storm.incident_id]["storm"]["grid"]
-            why = f"past {self._settings.storms.per_hour} new an hour in grid {grid}"
-            judged = Judgement(decision.judgement.score, (why, *decision.judgement.reasons))
-            _record(self._incidents[storm.incident_id], alert, _Decision("storm", "", judged))
             return [storm]
         command = self._open(alert, case_alert, class_reason)
         incident = self._incidents[command.incident_id]
-        _record(incident, alert, decision)
+        decision.keep(incident, alert.key)
         if decision.outcome == "suspected":
             self._suspects.append(
                 {"id": f"{incident['id']}~{decision.other}", "incident_id": incident["id"],
@@ -221,21 +203,16 @@ class IncidentBook:
             if found is None or found["status"] != "open":
                 raise ValueError(f"incident {name} is not open")
         assert duplicate is not None and into is not None
-        latest = _latest(duplicate)
+        latest = record.latest(duplicate)
         for key in duplicate["alert_keys"]:
             if self._open_by_key.get(key) == incident_id:
                 self._bind(into_id, key)
-        for key, firing in duplicate.get("firing", {}).items():
-            into.setdefault("firing", {})[key] = firing
-        for source, origin in duplicate.get("sources", {}).items():
-            _remember(into, alert_class="", source=source, origin=origin)
-        for code in duplicate.get("classes", []):
-            _remember(into, alert_class=code, source="", origin="")
+        record.take_over(into, duplicate)
         if score is None:
             decisions = reversed(duplicate.get("decisions", []))
             score = next((d["score"] for d in decisions if d["other"] == into_id), None)
         why = Judgement(score, (f"merged by an operator: duplicate {incident_id}",))
-        _record(into, latest, _Decision("merged", incident_id, why))
+        _Decision("merged", incident_id, why).keep(into, latest.key)
         into["last_ts"] = max(into["last_ts"], at_ms)
         into["commands"] += 1
         kind = CommandKind.ATTACH
@@ -244,12 +221,13 @@ class IncidentBook:
             into["priority"] = duplicate["priority"]
         attach = CaseCommand(
             f"{into_id}/{into['commands']}", into_id, kind,
-            _summarised(latest, f"merged duplicate {incident_id}"), Priority(into["priority"]),
+            record.summarised(latest, f"merged duplicate {incident_id}"),
+            Priority(into["priority"]),
         )  # fmt: skip
         duplicate["commands"] += 1
         void = CaseCommand(
             f"{incident_id}/{duplicate['commands']}", incident_id, CommandKind.VOID,
-            _summarised(latest, f"duplicate of {into_id}"),
+            record.summarised(latest, f"duplicate of {into_id}"),
             Priority(duplicate["priority"]),
         )  # fmt: skip
         self.close(incident_id, f"merged into {into_id}")
@@ -294,9 +272,7 @@ class IncidentBook:
         incident = self._incidents.get(incident_id)
         if incident is None or incident["status"] != "open":
             return []
-        incident["flag"] = status
-        check = {"status": status, "at_ms": at_ms, "summaries": [a.summary for a in evidence]}
-        incident["closure_checks"] = [*incident.get("closure_checks", []), check][-MAX_CHECKS_KEPT:]
+        record.check(incident, status, at_ms, [a.summary for a in evidence])
         self._dirty.add(incident_id)
         priority = Priority(incident["priority"])
         commands = []
@@ -338,9 +314,8 @@ class IncidentBook:
         rearm = [k for k in incident["alert_keys"] if self._open_by_key.get(k) == incident_id]
         for key in rearm:
             self._unmap_key(key)
-        storm = incident.get("storm")
-        if storm and self._storms.get((storm["class_code"], storm["grid"])) == incident_id:
-            del self._storms[(storm["class_code"], storm["grid"])]
+        if self._storms is not None:
+            self._storms.closed(incident)
         self._dirty.add(incident_id)
         return rearm
 
@@ -358,7 +333,7 @@ class IncidentBook:
     def _scope(self, class_code: str) -> _Scope:
         scope = self._scopes.get(class_code)
         if scope is None:
-            family = self._families.get(class_code)
+            family = self._settings.family_of(class_code)
             radius, window = self._policy.radius_m, self._policy.window_ms
             if family is None:
                 scope = _Scope(class_code, radius, window, None)
@@ -409,14 +384,14 @@ class IncidentBook:
             return _Decision("suspected", other, judged)
         return _Decision("new", other, judged)
 
-    def _index_sites(self, sites: Iterable[tuple[str, Location]]) -> dict[str, _MergeIndex]:
+    def _index_sites(self, sites: Iterable[tuple[str, Location]]) -> dict[str, MergeIndex]:
         """The sites of each family's lead class, by lead (one index per family radius)."""
-        indexes: dict[float, _MergeIndex] = {}
-        by_lead: dict[str, _MergeIndex] = {}
+        indexes: dict[float, MergeIndex] = {}
+        by_lead: dict[str, MergeIndex] = {}
         for family in self._settings.families:
             radius = self._scope(family.lead).radius_m
             if radius not in indexes:
-                indexes[radius] = _MergeIndex(radius)
+                indexes[radius] = MergeIndex(radius)
             by_lead[family.lead] = indexes[radius]
         for number, (class_code, where) in enumerate(sites):
             index = by_lead.get(class_code)
@@ -448,33 +423,37 @@ class IncidentBook:
             return alert, f"own class: no {lead} site within {scope.radius_m:.0f} m"
         return replace(alert, class_code=lead), f"lead {lead}: a {lead} site {nearest:.0f} m away"
 
-    def _join_storm(self, alert: Alert, case_alert: Alert, why: str) -> CaseCommand | None:
-        """Count a would-be new incident (of ``case_alert``'s class, ``why`` that one);
-        past the storm bound, bind the alert to the storm open for its class in its grid
-        or its parent grid (so two storms never cover one site), or else open one for the
-        grid past the bound, and return the command; else None."""
+    def _join_storm(
+        self, alert: Alert, case_alert: Alert, why: str, judged: Judgement
+    ) -> CaseCommand | None:
+        """Count a would-be new incident (of ``case_alert``'s class, ``why`` that one,
+        ``judged`` against the incidents near it); past the storm bound, bind the alert to
+        the storm open for its class in its grid or its parent grid (so two storms never
+        cover one site), or else open one for the grid past the bound, record the decision
+        there and return the command; else None."""
         grid = alert.location.grid_code
-        if self._storm_counts is None or not alert.merge or not grid:
+        if self._storms is None or not alert.merge or not grid:
             return None
         class_code = case_alert.class_code
-        scope = self._storm_counts.past(class_code, grid, alert.ts)
-        self._storm_counts.count(class_code, grid, alert.ts)
-        if scope is None:
+        call = self._storms.call(class_code, grid, alert.ts)
+        if call is None:
             return None
-        open_storms = (self._storms.get((class_code, g)) for g in self._storm_counts.scopes(grid))
-        storm_id = next((s for s in open_storms if s is not None), None)
-        if storm_id is None:
-            summary = f"storm: more than {self._settings.storms.per_hour} new {class_code} " \
-                      f"within an hour in grid {scope}; {alert.summary}"  # fmt: skip
-            # The storm's grid decides its responsible unit: the case is filed there.
-            where = replace(case_alert.location, grid_code=scope)
-            storm_alert = replace(case_alert, summary=summary, location=where)
-            command = self._open(alert, storm_alert, why, storm_grid=scope)
-            self._storms[(class_code, scope)] = command.incident_id
-            return command
-        storm = self._incidents[storm_id]
-        self._bind(storm_id, alert.key)
-        return self._update(storm, alert)
+        past = f"past {self._storms.per_hour} new an hour in grid {call.grid}"
+        decision = _Decision("storm", "", Judgement(judged.score, (past, *judged.reasons)))
+        if call.storm_id:
+            storm = self._incidents[call.storm_id]
+            self._bind(call.storm_id, alert.key)
+            decision.keep(storm, alert.key)
+            return self._update(storm, alert)
+        summary = f"storm: more than {self._storms.per_hour} new {class_code} " \
+                  f"within an hour in grid {call.grid}; {alert.summary}"  # fmt: skip
+        # The storm's grid decides its responsible unit: the case is filed there.
+        where = replace(case_alert.location, grid_code=call.grid)
+        storm_alert = replace(case_alert, summary=summary, location=where)
+        command = self._open(alert, storm_alert, why, storm_grid=call.grid)
+        self._storms.opened(class_code, call.grid, command.incident_id)
+        decision.keep(self._incidents[command.incident_id], alert.key)
+        return command
 
     def _map_key(self, key: str, incident_id: str) -> None:
         """Bind ``key`` to an open incident; an incident with its first bound key becomes
@@ -520,34 +499,9 @@ class IncidentBook:
         there for ``class_reason``."""
         prefix = "STORM" if storm_grid else "INC"
         digest = hashlib.sha1(f"{alert.key}@{alert.ts}".encode()).hexdigest()[:12]
-        where = alert.location
-        incident: dict[str, Any] = {
-            "id": f"{prefix}-{digest}",
-            "status": "open",
-            "class_code": case_alert.class_code,
-            "class_reason": class_reason,
-            "priority": str(alert.priority),
-            "location": {
-                "lat": where.lat,
-                "lon": where.lon,
-                "address": where.address,
-                "grid_code": storm_grid or where.grid_code,
-            },
-            "opened_ts": alert.ts,
-            "last_ts": alert.ts,
-            "alert_keys": [alert.key],
-            "commands": 1,
-            "closed_reason": "",
-            "merge": alert.merge and not storm_grid,
-            "firing": {},
-            "classes": [],
-            "sources": {},
-            "decisions": [],
-        }
-        if storm_grid:
-            incident["storm"] = {"grid": storm_grid, "class_code": case_alert.class_code,
-                                 "sites": []}  # fmt: skip
-        _track(incident, alert)
+        incident = record.new_incident(
+            f"{prefix}-{digest}", alert, case_alert.class_code, class_reason, storm_grid
+        )
         self._incidents[incident["id"]] = incident
         self._map_key(alert.key, incident["id"])
         self._dirty.add(incident["id"])
@@ -566,7 +520,7 @@ class IncidentBook:
             kind = CommandKind.ESCALATE
             incident["priority"] = str(alert.priority)
         incident["last_ts"] = max(incident["last_ts"], alert.ts)
-        _track(incident, alert)
+        record.track(incident, alert)
         incident["commands"] += 1
         self._dirty.add(incident["id"])
         return CaseCommand(
@@ -576,177 +530,3 @@ class IncidentBook:
             alert=alert,
             priority=Priority(incident["priority"]),
         )
-
-
-def _record(incident: dict[str, Any], alert: Alert, decision: _Decision) -> None:
-    entry = {"alert_key": alert.key, "score": decision.judgement.score,
-             "reasons": list(decision.judgement.reasons), "outcome": decision.outcome,
-             "other": decision.other}  # fmt: skip
-    incident["decisions"] = [*incident.get("decisions", []), entry][-MAX_DECISIONS_KEPT:]
-
-
-def _summarised(alert: Alert, what: str) -> Alert:
-    return replace(alert, summary=f"{what}: {alert.summary}" if alert.summary else what)
-
-
-def _latest(incident: dict[str, Any]) -> Alert:
-    """The incident's latest alert (one stored before the book kept it: its latest firing
-    one); ValueError when it has none."""
-    data = incident.get("latest") or max(
-        incident.get("firing", {}).values(), key=lambda a: a["ts"], default=None
-    )
-    if data is None:
-        raise ValueError(f"incident {incident['id']} keeps no alert to merge")
-    return Alert.from_dict(data)
-
-
-def _track(incident: dict[str, Any], alert: Alert) -> None:
-    """Keep the alert as its key's latest while it fires; forget the key when it clears.
-    Its pictures are left out: a closure check takes its own. Also kept: the latest alert,
-    the classes and sources seen (bounded: what the duplicate likelihood asks), and a
-    storm's site for the alert's key with its state."""
-    kept = {**alert.to_dict(), "media": []}
-    firing = incident.setdefault("firing", {})
-    if alert.state is AlertState.CLEARED:
-        firing.pop(alert.key, None)
-    else:
-        firing[alert.key] = kept
-    incident["latest"] = kept
-    _remember(incident, alert.class_code, alert.source_id, alert.origin)
-    storm = incident.get("storm")
-    if storm is not None:
-        _track_site(storm["sites"], alert)
-
-
-def _remember(incident: dict[str, Any], alert_class: str, source: str, origin: str) -> None:
-    """Add a class and a source (each when given) to what the incident has seen, bounded."""
-    classes = incident.setdefault("classes", [])
-    if alert_class and alert_class not in classes and len(classes) < MAX_CLASSES_KEPT:
-        classes.append(alert_class)
-    sources = incident.setdefault("sources", {})
-    if source and source not in sources and len(sources) < MAX_SOURCES_KEPT:
-        sources[source] = origin
-
-
-def _track_site(sites: list[dict[str, Any]], alert: Alert) -> None:
-    """Update the site's state, or list a new site; past ``MAX_STORM_SITES`` the oldest
-    listed one makes room (its key stays bound to the storm): the newest are what the desk
-    looks at and what the storm counts are rebuilt from after a restart."""
-    for site in sites:
-        if site["key"] == alert.key:
-            site["state"] = str(alert.state)
-            return
-    del sites[: max(len(sites) - MAX_STORM_SITES + 1, 0)]
-    where = alert.location
-    sites.append({"key": alert.key, "source_id": alert.source_id,
-                  "location": {"lat": where.lat, "lon": where.lon,
-                               "address": where.address, "grid_code": where.grid_code},
-                  "state": str(alert.state), "ts": alert.ts})  # fmt: skip
-
-
-_EARTH_RADIUS_M = 6_371_008.8  # as Location.distance_m
-_MARGIN = 1.01  # cells a little wider than the bound: rounding never loses a neighbour
-_MAX_CELL_DEG = 30.0  # wider longitude cells (near a pole, a huge radius): scan instead
-
-
-class _MergeIndex:
-    """Merge candidates (open incidents that take merges) by group (a class code, or a
-    family of classes) and cell.
-
-    A cell is ``lat_step`` high and, in its row, ``lon_step(row)`` wide, both at least the
-    radius: two places within the radius of each other are in the same or neighbouring
-    rows (the great-circle distance is at least R·|Δlat|), and with haversine's
-    ``hav(d/R) ≥ cos φ1 cos φ2 hav(Δλ)`` a row's width is set from the smallest cosine of
-    the rows either side of it, so they are in the same or neighbouring columns of the
-    incident's row too. Where a cell cannot be exact — near a pole (the width would be
-    huge), within a cell of the antimeridian (longitudes wrap), a coordinate that is not
-    a finite WGS-84 one — the incident is kept aside and always looked at, and an alert
-    there looks at every candidate of its group."""
-
-    def __init__(self, radius_m: float) -> None:
-        radius_deg = math.degrees(radius_m / _EARTH_RADIUS_M) if radius_m > 0 else 0.0
-        self._radius_rad = radius_m / _EARTH_RADIUS_M if radius_m > 0 else 0.0
-        self._lat_step = max(radius_deg * _MARGIN, 1e-9)
-        self._usable = math.isfinite(radius_deg) and radius_deg * _MARGIN < _MAX_CELL_DEG
-        self._cells: dict[tuple[str, int, int], dict[str, Location]] = {}
-        self._aside: dict[str, dict[str, Location]] = {}  # group → incidents kept aside
-        self._by_group: dict[str, dict[str, Location]] = {}
-        self._where: dict[str, tuple[str, tuple[int, int] | None]] = {}
-        self._widths: dict[int, float | None] = {}
-
-    def add(self, incident_id: str, group: str, location: dict[str, Any]) -> None:
-        where = Location(location["lat"], location["lon"])
-        cell = self._cell(where.lat, where.lon)
-        self._by_group.setdefault(group, {})[incident_id] = where
-        if cell is None:
-            self._aside.setdefault(group, {})[incident_id] = where
-        else:
-            self._cells.setdefault((group, *cell), {})[incident_id] = where
-        self._where[incident_id] = (group, cell)
-
-    def discard(self, incident_id: str) -> None:
-        found = self._where.pop(incident_id, None)
-        if found is None:
-            return
-        group, cell = found
-        _drop(self._by_group, group, incident_id)
-        if cell is None:
-            _drop(self._aside, group, incident_id)
-        else:
-            _drop(self._cells, (group, *cell), incident_id)
-
-    def near(self, group: str, location: Location) -> list[tuple[str, Location]]:
-        """Every candidate of ``group`` (a class, or every class of a family) that may be
-        within the radius of ``location`` (a superset of those that are; more where no
-        cell is exact)."""
-        cell = self._cell(location.lat, location.lon, neighbours=True)
-        if cell is None:
-            return list(self._by_group.get(group, {}).items())
-        row, lon = cell
-        found = list(self._aside.get(group, {}).items())
-        for r in (row - 1, row, row + 1):
-            width = self._width(r)  # not None: _cell checked the neighbouring rows
-            column = math.floor(lon / width)
-            for c in (column - 1, column, column + 1):
-                found.extend(self._cells.get((group, r, c), {}).items())
-        return found
-
-    def _cell(self, lat: float, lon: float, neighbours: bool = False) -> tuple | None:
-        """(row, column) of an incident; with ``neighbours``, (row, lon) of an alert whose
-        neighbouring rows all have exact cells. None where the grid cannot be exact."""
-        if not (self._usable and math.isfinite(lat) and math.isfinite(lon)):
-            return None
-        if abs(lat) > 90 or abs(lon) > 180:
-            return None
-        row = math.floor(lat / self._lat_step)
-        rows = (row - 1, row, row + 1) if neighbours else (row,)
-        widths = [self._width(r) for r in rows]
-        if any(w is None or abs(lon) > 180 - w for w in widths):
-            return None
-        return (row, lon) if neighbours else (row, math.floor(lon / widths[0]))
-
-    def _width(self, row: int) -> float | None:
-        """The longitude step of ``row`` in degrees (None: too wide to be useful)."""
-        if row in self._widths:
-            return self._widths[row]
-        step = self._lat_step
-        highest = max(abs((row - 1) * step), abs((row + 2) * step)) + step
-        width = None
-        if highest < 90:
-            sine = math.sin(self._radius_rad / 2) / math.cos(math.radians(highest))
-            if sine < 1:
-                width = math.degrees(2 * math.asin(sine)) * _MARGIN + 1e-9
-                width = width if width < _MAX_CELL_DEG else None
-        self._widths[row] = width
-        return width
-
-
-def _drop(table: dict, key: Any, incident_id: str) -> None:
-    members = table.get(key)
-    if members is not None:
-        members.pop(incident_id, None)
-        if not members:
-            del table[key]
-
-
-IncidentBook._index_type = _MergeIndex

@@ -1,12 +1,15 @@
 """Incident correlation: repeats, merges by class/radius/window, escalation, close."""
 
 import math
+from typing import ClassVar
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain import Alert, AlertState, CommandKind, Location, Priority
 from rules.incidents import IncidentBook, MergePolicy
+from rules.merge_index import MergeIndex
+from rules.merge_settings import MergeSettings
 
 BASE = Location(26.0800, 119.3000, "五四路", "350102001001001")
 
@@ -178,3 +181,48 @@ def test_indexed_merge_search_equals_a_full_scan(data, radius):
         assert command.kind is CommandKind.OPEN
     else:
         assert (command.kind, command.incident_id) == (CommandKind.ATTACH, expected)
+
+
+def test_an_emptied_index_holds_nothing_even_with_a_0_m_radius():
+    """Every row a 0 m radius's cells touch is a new one: nothing may be kept per row once
+    its incidents are gone (the index's memory follows the open incidents only)."""
+    index = MergeIndex(0.0)
+    for n in range(2000):
+        index.add(f"INC-{n}", "06042", {"lat": 26.0 + n * 1e-5, "lon": 119.3})
+        assert [i for i, _ in index.near("06042", near(0))] in ([], ["INC-0"])
+    for n in range(2000):
+        index.discard(f"INC-{n}")
+    assert {name: len(v) for name, v in vars(index).items() if isinstance(v, dict)} == {
+        "_cells": 0, "_aside": 0, "_by_group": 0, "_where": 0}  # fmt: skip
+
+
+class _Scan(MergeIndex):
+    """Every candidate of the group: a scan (as bench/incidents.py's baseline)."""
+
+    asked: ClassVar[list[str]] = []  # the groups asked, in order (all books of this test)
+
+    def near(self, group: str, location: Location) -> list[tuple[str, Location]]:
+        _Scan.asked.append(group)
+        return self.candidates(group)
+
+
+def test_a_book_given_a_scan_index_judges_every_alert_as_the_shipped_one():
+    _Scan.asked.clear()
+    config = MergeSettings.model_validate({
+        "families": [{"name": "cp", "classes": ["06042", "06010"], "lead": "06042",
+                      "radius_m": 30, "window_s": 7200}],
+        "duplicates": {"merge_above": 0.8, "suspect_above": 0.5},
+    })  # fmt: skip
+    alerts = [
+        alert(f"S{n}", code=("06042", "06010", "01003")[n % 3], loc=near(n * 7 % 90),
+              ts=n * 400_000)
+        for n in range(40)
+    ]  # fmt: skip
+    shipped = IncidentBook(config.to_policy(), config)
+    scanning = IncidentBook(config.to_policy(), config, index_type=_Scan)
+    assert [shipped.handle(a) for a in alerts] == [scanning.handle(a) for a in alerts]
+    assert shipped.take_suspects() == scanning.take_suspects()
+    # Every alert but the first of each radius (30 m: the family; 50 m: 01003), before
+    # which no index of that radius exists yet.
+    assert len(_Scan.asked) == 38
+    assert (_Scan.asked.count("family:cp"), _Scan.asked.count("01003")) == (26, 12)
