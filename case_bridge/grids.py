@@ -3,8 +3,9 @@
 The device registry and camera zones give most alerts their grid code; a location without
 one gets it here, so that the responsible unit (属地原则) and storm control per grid work for
 every source. A city exports its grids as a GeoJSON FeatureCollection of Polygon or
-MultiPolygon features (coordinates ``[lon, lat]``, WGS-84) with properties ``grid_code``,
-optional ``parent`` (the community or street the grid belongs to) and ``name``.
+MultiPolygon features (coordinates ``[lon, lat]``, WGS-84) with properties ``grid_code``
+and optional ``parent`` (the community or street the grid belongs to); other properties
+(a ``name``) are not read.
 
 Codes are 6 to 15 ASCII digits: 15 for a unit grid (GB/T 30428.1: county 6 + street 3 +
 community 3 + grid 3), fewer for a street or community that a ``parent`` names.
@@ -17,7 +18,10 @@ Answers that must not depend on the order of the file:
 
 Everything from the file is bounded (size, features, vertices, coordinate ranges) and
 refused with a ``GridFileError`` that names the feature's index and grid code: invalid
-(self-intersecting) polygons, duplicate codes, a parent cycle.
+(self-intersecting) polygons, duplicate codes, a parent cycle, and unit grids that overlap
+inside (more than ``OVERLAP_TOLERANCE_M2``): a point there would belong to two grids, and
+the smallest code winning would hide a drawing mistake. Only unit grids answer, so only
+they are checked against each other; a drawn parent contains its grids by design.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Point, Polygon
 
@@ -36,8 +41,15 @@ MAX_FEATURES = 50_000
 MAX_VERTICES_PER_FEATURE = 20_000
 MAX_VERTICES = 2_000_000
 MAX_PARTS = 100  # polygons of one MultiPolygon, and holes of one polygon
-MAX_NAME_CHARS = 200
 GRID_CODE = re.compile(r"[0-9]{6,15}")
+_NUMBER_TYPES = (int, float)  # what JSON numbers parse to; a bool is not one
+# Unit grids may overlap by this much: shared edges written at different precisions in
+# two features (6 decimals is ~0.1 m) leave slivers of a few square metres along an edge;
+# a grid drawn over another overlaps by hundreds.
+OVERLAP_TOLERANCE_M2 = 10.0
+M_PER_DEGREE = 111_320.0  # of latitude; of longitude, times the cosine of the latitude
+OVERLAP_QUERY_GRIDS = 64  # grids whose meeting pairs are listed at once
+OVERLAP_PAIR_BATCH = 4096  # pairs measured at once
 
 
 class GridFileError(ValueError):
@@ -47,13 +59,11 @@ class GridFileError(ValueError):
 class GridMap:
     """Unit grids in an STRtree: ``grid_at`` and ``parent_of`` answer in microseconds."""
 
-    def __init__(self, grids: dict[str, Any], parents: dict[str, str], names: dict[str, str]):
+    def __init__(self, codes: list[str], tree: shapely.STRtree, parents: dict[str, str]):
+        """``codes``: the unit grids' codes, sorted, in the order of the tree's shapes."""
+        self._codes = codes
+        self._tree = tree
         self._parents = parents
-        self._names = names
-        parent_codes = set(parents.values())
-        leaves = sorted(code for code in grids if code not in parent_codes)
-        self._codes = leaves
-        self._tree = shapely.STRtree([grids[code] for code in leaves])
 
     @classmethod
     def from_geojson(cls, path: Path | str) -> GridMap:
@@ -78,11 +88,6 @@ class GridMap:
             raise GridFileError(f"{source}: not JSON: {str(exc)[:200]}") from None
         return _Loader(source).load(document)
 
-    @property
-    def codes(self) -> list[str]:
-        """The unit grids' codes (grids that are no one's parent), sorted."""
-        return list(self._codes)
-
     def grid_at(self, lat: float, lon: float) -> str:
         """The unit grid containing the point (edges and vertices included); the smallest
         code when several touch it, ``""`` outside every grid or for a non-finite point."""
@@ -94,9 +99,6 @@ class GridMap:
     def parent_of(self, code: str) -> str:
         """The grid's parent code, ``""`` when it has none or is unknown."""
         return self._parents.get(code, "")
-
-    def name_of(self, code: str) -> str:
-        return self._names.get(code, "")
 
 
 def _no_constant(name: str) -> None:
@@ -125,10 +127,9 @@ class _Loader:
             raise self.fail(None, "", f"{len(features)} features, more than {MAX_FEATURES}")
         grids: dict[str, Any] = {}
         parents: dict[str, str] = {}
-        names: dict[str, str] = {}
         first_index: dict[str, int] = {}
         for index, feature in enumerate(features):
-            code, parent, name = self.properties(index, feature)
+            code, parent = self.properties(index, feature)
             if code in first_index:
                 raise self.fail(
                     index, code, f"duplicate grid_code (also feature {first_index[code]})"
@@ -137,12 +138,15 @@ class _Loader:
             grids[code] = self.geometry(index, code, feature.get("geometry"))
             if parent:
                 parents[code] = parent
-            if name:
-                names[code] = name
         self.check_cycles(parents, first_index)
-        return GridMap(grids, parents, names)
+        drawn_parents = set(parents.values())
+        codes = sorted(code for code in grids if code not in drawn_parents)
+        shapes = np.array([grids[code] for code in codes], dtype=object)
+        tree = shapely.STRtree(shapes)
+        self.check_overlaps(codes, shapes, tree, first_index)
+        return GridMap(codes, tree, parents)
 
-    def properties(self, index: int, feature: object) -> tuple[str, str, str]:
+    def properties(self, index: int, feature: object) -> tuple[str, str]:
         if not isinstance(feature, dict) or feature.get("type") != "Feature":
             raise self.fail(index, "", "not a GeoJSON Feature")
         props = feature.get("properties")
@@ -158,12 +162,7 @@ class _Loader:
             raise self.fail(index, code, "parent is not 6 to 15 ASCII digits")
         if parent == code:
             raise self.fail(index, code, "a grid cannot be its own parent")
-        name = props.get("name", "")
-        if name is None:
-            name = ""
-        if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
-            raise self.fail(index, code, f"name is not text of at most {MAX_NAME_CHARS} characters")
-        return code, parent, name
+        return code, parent
 
     def geometry(self, index: int, code: str, geometry: object) -> Any:
         if not isinstance(geometry, dict):
@@ -193,16 +192,26 @@ class _Loader:
         shell, *holes = (self.ring(index, code, ring) for ring in rings)
         return Polygon(shell, holes)
 
-    def ring(self, index: int, code: str, ring: object) -> list[tuple[float, float]]:
+    def ring(self, index: int, code: str, ring: object) -> np.ndarray:
         if not isinstance(ring, list) or len(ring) < 4:
             raise self.fail(index, code, "a ring needs at least 4 positions")
         self.vertices += len(ring)
         if self.vertices > MAX_VERTICES:
             raise self.fail(index, code, f"more than {MAX_VERTICES} vertices in the file")
-        points = [self.position(index, code, position) for position in ring]
+        points = [
+            (float(position[0]), float(position[1]))
+            if type(position) is list
+            and 2 <= len(position) <= 3
+            and type(position[0]) in _NUMBER_TYPES
+            and type(position[1]) in _NUMBER_TYPES
+            and -180 <= position[0] <= 180
+            and -90 <= position[1] <= 90
+            else self.position(index, code, position)
+            for position in ring
+        ]
         if points[0] != points[-1]:
             raise self.fail(index, code, "a ring is not closed (first position != last)")
-        return points
+        return np.array(points)  # shapely builds from an array in half the time of a list
 
     def position(self, index: int, code: str, position: object) -> tuple[float, float]:
         if not isinstance(position, list) or not 2 <= len(position) <= 3:
@@ -230,3 +239,45 @@ class _Loader:
                 on_path.add(code)
                 code = parents[code]
             done.update(path)
+
+    def check_overlaps(
+        self, codes: list[str], shapes: Any, tree: shapely.STRtree, first_index: dict[str, int]
+    ) -> None:
+        """Refuse two unit grids whose insides overlap by more than the tolerance, naming
+        the pair of smallest codes. The tree gives the pairs whose shapes meet, a few
+        grids at a time, so a file of many shapes over one spot holds a bounded number of
+        pairs and stops at its first overlap rather than listing all of them."""
+        for start in range(0, len(shapes), OVERLAP_QUERY_GRIDS):
+            left, right = tree.query(shapes[start : start + OVERLAP_QUERY_GRIDS], "intersects")
+            left = left + start
+            later = left < right  # each pair once, never a grid with itself
+            left, right = left[later], right[later]
+            order = np.lexsort((right, left))
+            left, right = left[order], right[order]
+            for at in range(0, len(left), OVERLAP_PAIR_BATCH):
+                batch = slice(at, at + OVERLAP_PAIR_BATCH)
+                self.measure_overlaps(codes, shapes, left[batch], right[batch], first_index)
+
+    def measure_overlaps(
+        self, codes: list[str], shapes: Any, left: Any, right: Any, first_index: dict[str, int]
+    ) -> None:
+        """Of pairs that meet, neighbours that only share an edge or a vertex (``touches``)
+        are most and fine; the others are measured, the first past the tolerance refused."""
+        inside = ~shapely.touches(shapes[left], shapes[right])
+        left, right = left[inside], right[inside]
+        if not len(left):
+            return
+        common = shapely.intersection(shapes[left], shapes[right])
+        latitude = np.radians(shapely.get_y(shapely.centroid(common)))
+        square_m = shapely.area(common) * M_PER_DEGREE**2 * np.cos(np.nan_to_num(latitude))
+        over = np.flatnonzero(square_m > OVERLAP_TOLERANCE_M2)
+        if not len(over):
+            return
+        first = over[0]
+        one, other = codes[left[first]], codes[right[first]]
+        raise self.fail(
+            first_index[one],
+            one,
+            f"overlaps grid {other} (feature {first_index[other]}) by about "
+            f"{square_m[first]:.0f} m² inside both; unit grids may share edges only",
+        )

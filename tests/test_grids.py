@@ -82,19 +82,16 @@ def test_outside_every_grid_and_non_finite_points_get_no_grid(example: GridMap) 
     assert example.grid_at(26.08, float("inf")) == ""
 
 
-def test_parents_and_names(example: GridMap) -> None:
-    assert example.codes == [NW, NE, SW, SE]
-    assert {example.parent_of(code) for code in example.codes} == {"350102001001"}
+def test_parents(example: GridMap) -> None:
+    assert {example.parent_of(code) for code in (NW, NE, SW, SE)} == {"350102001001"}
     assert example.parent_of("350102001001") == ""
     assert example.parent_of("999999999999999") == ""
-    assert example.name_of(NW) == "示例社区西北格"
 
 
 def test_a_drawn_parent_is_never_the_answer_its_unit_grids_are() -> None:
     community = square("350102001001", 119.0, 26.0, 119.2, 26.2, parent="350102001")
     unit = square("350102001001001", 119.0, 26.0, 119.1, 26.2, parent="350102001001")
     both = GridMap.from_document(collection(community, unit))
-    assert both.codes == ["350102001001001"]
     assert both.grid_at(26.1, 119.05) == "350102001001001"
     assert both.grid_at(26.1, 119.15) == ""  # inside the community, in no unit grid
     assert both.parent_of("350102001001") == "350102001"
@@ -196,7 +193,10 @@ def test_bounds_on_size_features_and_vertices(monkeypatch: pytest.MonkeyPatch, t
     monkeypatch.setattr(grids, "MAX_VERTICES_PER_FEATURE", 4)
     assert "feature 0 (350102001001000): more than 4 vertices" in refusal(three)
     monkeypatch.setattr(grids, "MAX_VERTICES_PER_FEATURE", 5)
-    assert GridMap.from_document(three).codes == [f"35010200100100{n}" for n in range(3)]
+    loaded = GridMap.from_document(three)
+    assert [loaded.grid_at(26.25, 119.25 + n) for n in range(3)] == [
+        f"35010200100100{n}" for n in range(3)
+    ]
     path = tmp_path / "big.geojson"
     path.write_text(three, encoding="utf-8")
     monkeypatch.setattr(grids, "MAX_FILE_BYTES", len(three) - 1)
@@ -259,7 +259,8 @@ def test_any_document_loads_or_gets_the_modules_own_error(
     except GridFileError as exc:
         assert str(exc).startswith("grids:")
     else:
-        assert all(code.isdigit() for code in loaded.codes)
+        if where != "top":  # the feature loaded: its parent is what it said
+            assert loaded.parent_of(code) == (parent or "")
 
 
 @FAST
@@ -306,4 +307,50 @@ def test_a_long_parent_chain_is_checked_in_linear_time_and_a_cycle_at_its_end_na
     assert str(caught.value) == (
         f"g.geojson: feature 49997 ({last[0]}): parent cycle: "
         f"{last[0]} -> {last[1]} -> {last[2]} -> {last[0]}"
+    )
+
+
+def overlap_refusal(*features: dict) -> str:
+    return refusal(collection(*features)).removeprefix("g.geojson: ")
+
+
+def test_grids_that_overlap_inside_are_refused_naming_both_whatever_the_order() -> None:
+    west = square("350102001001002", 119.0, 26.0, 119.001, 26.001)
+    east = square("350102001001001", 119.0005, 26.0, 119.0015, 26.001)  # half over west
+    other = square("350102001001003", 119.01, 26.0, 119.011, 26.001)
+    # 0.0005 deg of longitude (50.0 m at 26 deg N) by 0.001 deg of latitude (111.3 m)
+    said = "overlaps grid 350102001001002 ({}) by about 5569 m² inside both; "
+    said += "unit grids may share edges only"
+    assert overlap_refusal(other, west, east) == (
+        "feature 2 (350102001001001): " + said.format("feature 1")
+    )
+    assert overlap_refusal(east, west, other) == (
+        "feature 0 (350102001001001): " + said.format("feature 1")
+    )
+
+
+def test_a_grid_inside_another_or_drawn_twice_is_refused() -> None:
+    outer = square("350102001001009", 119.0, 26.0, 119.002, 26.002)
+    inner = square("350102001001001", 119.0005, 26.0005, 119.0015, 26.0015)
+    assert overlap_refusal(outer, inner).startswith(
+        "feature 1 (350102001001001): overlaps grid 350102001001009 (feature 0) by about 11138 m²"
+    )
+    twin = square("350102001001008", 119.0, 26.0, 119.002, 26.002)
+    assert overlap_refusal(outer, twin).startswith(
+        "feature 1 (350102001001008): overlaps grid 350102001001009 (feature 0) by about 44552 m²"
+    )
+
+
+def test_a_sliver_along_a_shared_edge_is_tolerated_and_its_points_get_the_smallest_code() -> None:
+    # An edge written 1e-7 deg (1 cm) apart in two grids: 1.1 m² along 111 m.
+    west = square("350102001001002", 119.0, 26.0, 119.0010001, 26.001)
+    east = square("350102001001001", 119.001, 26.0, 119.002, 26.001)
+    both = GridMap.from_document(collection(west, east))
+    assert both.grid_at(26.0005, 119.00100005) == "350102001001001"
+    assert both.grid_at(26.0005, 119.0009) == "350102001001002"
+    # 1e-6 deg (10 cm): 11 m², past the 10 m² tolerance.
+    west = square("350102001001002", 119.0, 26.0, 119.001001, 26.001)
+    assert overlap_refusal(west, east) == (
+        "feature 1 (350102001001001): overlaps grid 350102001001002 (feature 0) by about 11 m²"
+        " inside both; unit grids may share edges only"
     )
