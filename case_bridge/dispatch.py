@@ -23,7 +23,9 @@ class code, or an area roll-up with its own configured priority) keeps its rule'
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +33,7 @@ from pathlib import Path
 from case_bridge import tsv
 from case_bridge.grids import GRID_CODE, GridFileError, GridMap
 from case_bridge.settings import CaseSettings
-from case_bridge.working_time import WorkingCalendar
+from case_bridge.working_time import MAX_COUNTED_DAYS, WorkingCalendar
 from domain import Alert, Priority
 
 UNIT_COLUMNS = ("class_code", "grid", "unit")
@@ -41,6 +43,8 @@ _CLASS = re.compile(r"[0-9]{5}")
 _GRID_PREFIX = re.compile(r"[0-9]{1,14}\*")
 _PRIORITY_WORDS = {**{str(p): p for p in Priority}, **{p.chinese: p for p in Priority}}
 _YES_NO = {"yes": True, "no": False}
+
+log = logging.getLogger(__name__)
 
 
 class DispatchFileError(ValueError):
@@ -148,6 +152,8 @@ class CaseDispatch:
         self._policies = policies
         self._calendar = calendar
         self.grids = grids
+        self.stats: Counter[str] = Counter()
+        self._plain_hours_logged: set[str] = set()
 
     def enrich(self, alert: Alert) -> Alert:
         """The alert with its grid filled in and its priority raised to its class's; the
@@ -184,8 +190,22 @@ class CaseDispatch:
             return ts_ms + round(self._settings.deadlines_h[priority] * 3_600_000)
         limit_ms = round(policy.deadline_h * 3_600_000)
         if policy.working_hours:
-            return self._calendar.add_working(ts_ms, limit_ms)
+            try:
+                return self._calendar.add_working(ts_ms, limit_ms)
+            except (ValueError, OverflowError) as exc:
+                self._counted_in_plain_hours(class_code, exc)
         return ts_ms + limit_ms
+
+    def _counted_in_plain_hours(self, class_code: str, exc: Exception) -> None:
+        """The calendar could not count a limit (``load_dispatch`` refuses the calendars
+        that may not; this is the defence should one still fail): the case is filed with
+        the limit in plain hours rather than held as an error and never filed. Counted
+        each time, logged once per class."""
+        self.stats["deadline_in_plain_hours"] += 1
+        if class_code not in self._plain_hours_logged:
+            self._plain_hours_logged.add(class_code)
+            log.warning("class %s: working-hours deadline counted in plain hours: %s",
+                        class_code, exc)  # fmt: skip
 
     def deadline_iso(self, ts_ms: int, class_code: str, priority: Priority) -> str:
         """``deadline_ms`` as ISO 8601 in the city's zone (``2026-12-07T10:30:00+08:00``)."""
@@ -195,7 +215,8 @@ class CaseDispatch:
 
 def load_dispatch(settings: CaseSettings, timezone: str) -> CaseDispatch:
     """The dispatch data the settings name, read and checked now (at start-up), so that a
-    bad file stops the gateway with the setting and the file named, not a case later."""
+    bad file stops the gateway with the setting and the file named, not a case later: a
+    working-hours limit the calendar may not count within ``MAX_COUNTED_DAYS`` too."""
     step = "units_file"
     try:
         units = ResponsibleUnits.from_tsv(settings.units_file)
@@ -207,4 +228,24 @@ def load_dispatch(settings: CaseSettings, timezone: str) -> CaseDispatch:
         grids = GridMap.from_geojson(settings.grids_file) if settings.grids_file else None
     except (tsv.TableError, GridFileError) as exc:
         raise DispatchFileError(f"cases.{step}: {exc}") from None
+    _check_countable(settings, policies, calendar)
     return CaseDispatch(settings, units, policies, calendar, grids)
+
+
+def _check_countable(
+    settings: CaseSettings, policies: dict[str, ClassPolicy], calendar: WorkingCalendar
+) -> None:
+    """Refuse a working-hours limit the calendar may take too long to count (a calendar of
+    one minute a week and a limit of a year), so that no case fails at filing time."""
+    for class_code, policy in sorted(policies.items()):
+        if not policy.working_hours:
+            continue
+        days = calendar.days_to_count(round(policy.deadline_h * 3_600_000))
+        if days > MAX_COUNTED_DAYS:
+            raise DispatchFileError(
+                f"cases.class_policy_file: {settings.class_policy_file}: class {class_code}:"
+                f" {policy.deadline_h:g} working hours may need {days} days of the calendar"
+                f" {settings.calendar_file} to count, more than {MAX_COUNTED_DAYS}: give the"
+                " calendar more working periods, or the class a shorter limit or plain hours"
+                " (working_hours no)"
+            )

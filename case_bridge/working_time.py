@@ -29,8 +29,11 @@ DEFAULT_CALENDAR = Path(__file__).with_name("data") / "working_calendar.tsv"
 COLUMNS = ("kind", "day", "periods")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_PERIODS_PER_DAY = 12
-# A calendar whose every day is a holiday for this long has no working time to count.
+# How far ``add_working`` looks; a limit the calendar may need more than half of this for
+# is refused at load (``days_to_count``), so the rest is margin for days a DST change
+# shortens.
 MAX_SEARCH_DAYS = 25_000
+MAX_COUNTED_DAYS = MAX_SEARCH_DAYS // 2
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _PERIOD = re.compile(r"([01][0-9]|2[0-4]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])")
 
@@ -131,6 +134,19 @@ class WorkingCalendar:
             day += timedelta(days=1)
         raise ValueError(f"no working time within {MAX_SEARCH_DAYS} days of {start_ms}")
 
+    def days_to_count(self, limit_ms: int) -> int:
+        """At most how many days, the start's included, ``add_working`` looks through to
+        count ``limit_ms`` from any start. Any 7 days in a row hold each weekday once, so
+        after the start's day enough whole weeks do, counting every listed holiday and
+        every make-up day shorter than its weekday as time lost (wherever they fall)."""
+        weekly = sum(_length(periods) for periods in self._weekdays.values())
+        lost = sum(_length(self._weekdays.get(day.weekday(), ())) for day in self._holidays)
+        lost += sum(
+            max(0, _length(self._weekdays.get(day.weekday(), ())) - _length(periods))
+            for day, periods in self._workdays.items()
+        )
+        return 1 + 7 * -(-(limit_ms + lost) // weekly)
+
     def _instants(self, day: date) -> list[tuple[int, int]]:
         return [(self._ms(day, begin), self._ms(day, end)) for begin, end in self.periods_on(day)]
 
@@ -138,6 +154,11 @@ class WorkingCalendar:
         # Adding to an aware datetime is wall-clock arithmetic: 24:00 is the next midnight.
         wall = datetime.combine(day, time(0), tzinfo=self.zone) + timedelta(minutes=minutes)
         return int(wall.timestamp()) * 1000
+
+
+def _length(periods: Periods) -> int:
+    """Working time in a day's periods, in ms (a day a DST change shortens has less)."""
+    return sum(end - begin for begin, end in periods) * 60_000
 
 
 def _date(text: str, where: str) -> date:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -219,6 +219,65 @@ def test_a_bad_file_stops_the_load_naming_the_setting_and_the_file(tmp_path: Pat
         load_dispatch(CaseSettings(), "Nowhere/City")
     with pytest.raises(DispatchFileError, match=r"^cases\.class_policy_file: .*cannot read"):
         load_dispatch(CaseSettings(class_policy_file=tmp_path / "no.tsv"), "Asia/Shanghai")
+
+
+def monday_calendar(tmp_path: Path, class_hours: str, monday: str = "08:00-09:00") -> CaseSettings:
+    """Settings whose calendar works ``monday`` only, and 03005 counts ``class_hours``."""
+    calendar = tmp_path / "calendar.tsv"
+    calendar.write_text(f"kind\tday\tperiods\nweekday\tmon\t{monday}\n", encoding="utf-8")
+    policy = tmp_path / "policy.tsv"
+    policy.write_text(
+        "\t".join(POLICY_COLUMNS) + f"\n06042\t紧急\t12\tno\n03005\t一般\t{class_hours}\tyes\n",
+        encoding="utf-8",
+    )
+    return CaseSettings(class_policy_file=policy, calendar_file=calendar)
+
+
+def test_a_working_hours_limit_the_calendar_cannot_count_in_time_stops_the_load(
+    tmp_path: Path,
+) -> None:
+    # An hour a week: 1785 h take 1785 weeks after the start's day (12,496 days), within
+    # the 12,500 counted; 1786 h may take 12,503 days.
+    settings = monday_calendar(tmp_path, "1785")
+    monday_0900 = int(datetime(2026, 11, 30, 9, 0, tzinfo=SHANGHAI).timestamp() * 1000)
+    loaded = load_dispatch(settings, "Asia/Shanghai")
+    due = datetime(2026, 11, 30, 9, 0, tzinfo=SHANGHAI) + timedelta(weeks=1785)
+    assert loaded.deadline_iso(monday_0900, "03005", Priority.NORMAL) == due.isoformat()
+    # The reviewer's calendar: a minute a week cannot count a year's limit in any time.
+    for hours, monday, days in (("1786", "08:00-09:00", 12503), ("8784", "08:00-08:01", 3689281)):
+        settings = monday_calendar(tmp_path, hours, monday)
+        with pytest.raises(DispatchFileError) as caught:
+            load_dispatch(settings, "Asia/Shanghai")
+        assert str(caught.value) == (
+            f"cases.class_policy_file: {settings.class_policy_file}: class 03005: {hours} working"
+            f" hours may need {days} days of the calendar {settings.calendar_file} to count,"
+            " more than 12500: give the calendar more working periods, or the class a shorter"
+            " limit or plain hours (working_hours no)"
+        )
+
+
+def test_a_limit_the_calendar_fails_to_count_is_filed_in_plain_hours_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Built past load_dispatch's check: the defence behind it.
+    settings = monday_calendar(tmp_path, "8784", "08:00-08:01")
+    calendar = WorkingCalendar.from_tsv(settings.calendar_file)
+    dispatch = CaseDispatch(
+        settings, units("*\t*\tX"), class_policies(settings.class_policy_file), calendar
+    )
+    with caplog.at_level("WARNING", logger="case_bridge.dispatch"):
+        for _ in range(2):
+            due = dispatch.deadline_ms(TUESDAY_1700, "03005", Priority.NORMAL)
+            assert due == TUESDAY_1700 + 8784 * 3_600_000
+    assert dispatch.stats == {"deadline_in_plain_hours": 2}
+    assert [r.getMessage() for r in caplog.records] == [
+        "class 03005: working-hours deadline counted in plain hours:"
+        f" no working time within 25000 days of {TUESDAY_1700}"
+    ]
+    command = CaseCommand("c1", "INC-1", CommandKind.OPEN, alert("03005"), Priority.NORMAL)
+    assert open_case_body(command, CATALOG, settings, dispatch)["deadline"] == (
+        "2027-12-02T17:00:00+08:00"
+    )
 
 
 def test_relative_paths_resolve_from_the_config_files_folder(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from case_bridge.tsv import TableError
-from case_bridge.working_time import DEFAULT_CALENDAR, WorkingCalendar
+from case_bridge.working_time import DEFAULT_CALENDAR, WEEKDAYS, WorkingCalendar
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 HOUR_MS = 3_600_000
@@ -199,3 +199,51 @@ def test_a_file_saved_with_a_byte_order_mark_reads_like_one_without(tmp_path) ->
     assert calendar.periods_on(date(2026, 10, 1)) == ()
     assert calendar.periods_on(date(2026, 10, 10)) == ((510, 720), (810, 1050))
     assert due(calendar, ms(2026, 9, 30, 17, 0), 2) == at(2026, 10, 8, 10, 0)
+
+
+def test_days_to_count_a_limit_counts_holidays_and_shorter_make_up_days_as_lost(
+    calendar: WorkingCalendar,
+) -> None:
+    # 37.5 h a week; 1-7 Oct take five weekdays (37.5 h) and 7 Dec one (7.5 h); the make-up
+    # Saturday adds time, so it takes none. 2 h + 45 h lost: two weeks after the start's day.
+    assert calendar.days_to_count(2 * HOUR_MS) == 15
+    assert calendar.days_to_count(30 * HOUR_MS) == 15  # 75 h: two weeks exactly
+    assert calendar.days_to_count(30 * HOUR_MS + 1) == 22
+    # A make-up Tuesday of one hour takes 6.5 h of its weekday's 7.5.
+    short = WorkingCalendar.from_text(CALENDAR + "\nworkday\t2026-12-08\t08:30-09:30")
+    assert short.days_to_count(30 * HOUR_MS) == 22
+    assert short.days_to_count(1) == 15
+
+
+PERIOD = st.tuples(st.integers(0, 23 * 60), st.integers(1, 60)).map(
+    lambda p: f"{p[0] // 60:02d}:{p[0] % 60:02d}-{(p[0] + p[1]) // 60:02d}:{(p[0] + p[1]) % 60:02d}"
+)
+DAY_2026 = st.integers(0, 400).map(lambda n: date(2026, 1, 1) + timedelta(days=n))
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    weekdays=st.dictionaries(st.sampled_from(WEEKDAYS), PERIOD, min_size=1),
+    holidays=st.sets(DAY_2026, max_size=60),
+    workdays=st.dictionaries(DAY_2026, PERIOD, max_size=20),
+    offset=st.integers(0, 366 * 24 * HOUR_MS),
+    limit=st.integers(1, 300 * HOUR_MS),
+)
+def test_a_deadline_never_takes_more_days_than_days_to_count_says(
+    weekdays: dict[str, str],
+    holidays: set[date],
+    workdays: dict[date, str],
+    offset: int,
+    limit: int,
+) -> None:
+    rows = [f"weekday\t{day}\t{periods}" for day, periods in weekdays.items()]
+    rows += [f"holiday\t{day}" for day in holidays - workdays.keys()]
+    rows += [f"workday\t{day}\t{periods}" for day, periods in workdays.items()]
+    calendar = WorkingCalendar.from_text("kind\tday\tperiods\n" + "\n".join(rows))
+    start = START_2026 + offset
+    deadline = calendar.add_working(start, limit)
+    days = (
+        datetime.fromtimestamp(deadline / 1000, SHANGHAI).date()
+        - datetime.fromtimestamp(start / 1000, SHANGHAI).date()
+    ).days + 1
+    assert days <= calendar.days_to_count(limit)
