@@ -45,7 +45,7 @@ PairId = Annotated[str, Path(min_length=1, max_length=2 * MAX_INCIDENT_ID + 1)]
 Write = Callable[[sqlite3.Connection], object]
 # (duplicate incident id, kept incident id, who, reason, writes to commit with the merge)
 # → the case commands committed; ValueError when either incident is not open.
-MergeDuplicate = Callable[[str, str, str, str, Sequence[Write]], list[CaseCommand]]
+MergeDuplicate = Callable[[str, str, str, str, float, Sequence[Write]], list[CaseCommand]]
 
 
 class MergeRequest(BaseModel):
@@ -103,7 +103,7 @@ def duplicates_router(
         after = {"status": "merged", "into": body.into, "voided": duplicate}
         writes = [] if audit is None else [_entry(http, pair, after, body.reason)]
         try:
-            commands = merge(duplicate, body.into, _who(http), body.reason, writes)
+            commands = merge(duplicate, body.into, _who(http), body.reason, pair["score"], writes)
         except ValueError as exc:
             raise HTTPException(409, f"cannot merge: {exc}") from None
         except StoreUnavailable:

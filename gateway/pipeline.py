@@ -234,15 +234,17 @@ class Pipeline:
         into_id: str,
         who: str,
         reason: str,
+        score: float | None = None,
         also: Sequence[Callable[[sqlite3.Connection], object]] = (),
     ) -> list[CaseCommand]:
         """An operator merges the suspected duplicate ``incident_id`` into ``into_id``
         (rules/incidents.py ``merge_duplicate``: an attach to the kept case, a void of the
         duplicate's). The commands, the incidents, the pair marked merged (by ``who``, for
-        ``reason``) and ``also`` (the API's audit entry) commit together. ``ValueError``
+        ``reason``) and ``also`` (the API's audit entry) commit together; ``score`` is the
+        pair's, recorded with the merge. ``ValueError``
         (nothing changed) when either incident is not open."""
         now_ms = int(time.time() * 1000)
-        commands = self._incidents.merge_duplicate(incident_id, into_id, now_ms)
+        commands = self._incidents.merge_duplicate(incident_id, into_id, now_ms, score)
         batch = store.Batch()
         batch.also.append(
             partial(duplicates.mark_merged, incident_id=incident_id, into_id=into_id, who=who,

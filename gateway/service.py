@@ -201,12 +201,18 @@ class Gateway:
         self.pipeline.write_states()
 
     def merge_duplicate(
-        self, incident_id: str, into_id: str, who: str, reason: str, also: Sequence[Write]
+        self,
+        incident_id: str,
+        into_id: str,
+        who: str,
+        reason: str,
+        score: float,
+        also: Sequence[Write],
     ) -> list[CaseCommand]:
         """An operator's merge of a suspected duplicate (gateway/api_duplicates.py), on the
         loop like every other write to the incident book; the case bridge is woken for the
         attach and the void it makes."""
-        commands = self.pipeline.merge_duplicate(incident_id, into_id, who, reason, also)
+        commands = self.pipeline.merge_duplicate(incident_id, into_id, who, reason, score, also)
         if commands:
             self.dispatcher.wake()
         return commands

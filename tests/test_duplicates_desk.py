@@ -127,8 +127,8 @@ def served(tmp_path) -> Iterator[Served]:
     _, operator_token = tokens.create("ana", "operator", "test", NOW)
     _, viewer_token = tokens.create("vic", "viewer", "test", NOW)
 
-    def merge(duplicate, into, who, reason, writes):
-        return desk.pipeline.merge_duplicate(duplicate, into, who, reason, writes)
+    def merge(duplicate, into, who, reason, score, writes):
+        return desk.pipeline.merge_duplicate(duplicate, into, who, reason, score, writes)
 
     app = FastAPI()
     app.add_middleware(ApiGuard, token=None, public_paths=set(), max_url_bytes=4096,
@@ -183,6 +183,9 @@ def test_the_list_shows_both_incidents_and_a_merge_voids_the_duplicate(served: S
     [entry] = audit.page(desk.gw.conn, 1).rows
     assert entry["after"] == {"status": "merged", "into": desk.kept, "voided": desk.duplicate}
     assert "BIN-002/full" in desk.incident(desk.kept)["alert_keys"]
+    # The kept incident records the operator's merge with the pair's own score.
+    decision = desk.incident(desk.kept)["decisions"][-1]
+    assert (decision["score"], decision["other"]) == (pair["score"], desk.duplicate)
 
     again = http.post(f"/api/v1/duplicates/{desk.pair_id}/merge", json={"into": desk.kept})
     dismiss = http.post(f"/api/v1/duplicates/{desk.pair_id}/dismiss", json={"reason": "no"})
