@@ -65,11 +65,16 @@ def media_file(entry: str) -> dict[str, Any]:
 
 
 def _deadline(
-    alert: Alert, priority: Priority, settings: CaseSettings, dispatch: CaseDispatch | None
+    alert: Alert,
+    priority: Priority,
+    settings: CaseSettings,
+    dispatch: CaseDispatch | None,
+    class_code: str = "",
 ) -> str:
+    """``class_code``: the class whose policy the deadline follows, the alert's by default."""
     if dispatch is None:
         return deadline_iso(alert.ts, priority, settings)
-    return dispatch.deadline_iso(alert.ts, alert.class_code, priority)
+    return dispatch.deadline_iso(alert.ts, class_code or alert.class_code, priority)
 
 
 def open_case_body(
@@ -113,10 +118,19 @@ def _unit(alert: Alert, dispatch: CaseDispatch | None) -> dict[str, str]:
 
 
 def evidence_body(
-    command: CaseCommand, settings: CaseSettings, dispatch: CaseDispatch | None = None
+    command: CaseCommand,
+    settings: CaseSettings,
+    dispatch: CaseDispatch | None = None,
+    case_class: str = "",
 ) -> dict:
+    """Evidence for a filed case; an escalation also carries the new priority and its
+    deadline, by the policy of ``case_class``: the class the case was filed under, which
+    for a family's incident may be its lead class, not the escalating alert's (the
+    alert's own class when not given)."""
     body: dict[str, Any] = {"evidence": [evidence_item(command.alert)]}
     if command.kind == "escalate":
         body["priority"] = str(command.priority)
-        body["deadline"] = _deadline(command.alert, command.priority, settings, dispatch)
+        body["deadline"] = _deadline(
+            command.alert, command.priority, settings, dispatch, case_class
+        )
     return body

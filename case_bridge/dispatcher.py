@@ -124,8 +124,9 @@ class OutboxDispatcher:
         dispatch: CaseDispatch | None = None,
     ) -> None:
         """``dispatch``: the class policy, working calendar and unit table a case is filed
-        with (``case_model.open_case_body``); without it, the settings' plain hours and
-        fallback unit."""
+        with (``case_model.open_case_body``), and an escalation's deadline is counted by
+        (its case's class policy); without it, the settings' plain hours and fallback
+        unit."""
         self._conn = conn
         self._dispatch = dispatch
         self._platform = platform
@@ -231,8 +232,16 @@ class OutboxDispatcher:
         """A filed case's evidence, escalation or void."""
         if command.kind is CommandKind.VOID:
             return await self._platform.void_case(case_id, void_reason(command), command.command_id)
-        body = evidence_body(command, self._settings)
+        body = evidence_body(command, self._settings, self._dispatch, self._case_class(command))
         return await self._platform.add_evidence(case_id, body, command.command_id)
+
+    def _case_class(self, command: CaseCommand) -> str:
+        """The class whose policy an escalation's deadline follows: the one its case was
+        filed under (``outbox.case_class``), else, the open command retained away, the
+        escalating alert's own ("")."""
+        if command.kind is not CommandKind.ESCALATE or self._dispatch is None:
+            return ""
+        return outbox.case_class(self._conn, command.incident_id) or ""
 
     async def _file(self, row: outbox.OutboxRow, command: CaseCommand) -> dict[str, Any]:
         """The case an open command files, or the one an earlier unclear send of it filed

@@ -17,12 +17,14 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import pytest
 from scripted_platform import TOKEN, Reply, ScriptedPlatformFake
 
 from case_bridge import outbox
 from case_bridge.codes import ClassCatalog
+from case_bridge.dispatch import POLICY_COLUMNS, CaseDispatch, load_dispatch
 from case_bridge.dispatcher import DOUBTFUL_ATTEMPTS, OutboxDispatcher
 from case_bridge.platform import BundledPlatform, CasePlatform
 from case_bridge.settings import CaseSettings, RetryPolicy
@@ -33,6 +35,7 @@ Runner = Callable[[Coroutine[Any, Any, Any]], Any]
 SETTINGS = CaseSettings()
 CATALOG = ClassCatalog(SETTINGS.local_classes)
 FAST = RetryPolicy(initial_s=0.02, max_s=0.05)
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 SLOW = RetryPolicy(initial_s=0.5, max_s=15)
 
 
@@ -96,6 +99,7 @@ class Run:
         retry: RetryPolicy = FAST,
         fail_handler: int = 0,
         refiles: bool = True,
+        dispatch: CaseDispatch | None = None,
     ) -> None:
         """``refiles``: what the case-closed handler answers (whether the gateway filed
         the alert afresh)."""
@@ -108,6 +112,7 @@ class Run:
         self.dispatcher = OutboxDispatcher(
             conn, platform, CATALOG, SETTINGS, retry, self._closed,
             lambda c, case: self.delivered.append(f"{c.command_id}->{case['id']}"),
+            dispatch=dispatch,
         )  # fmt: skip
 
     def _closed(self, incident_id: str, c: CaseCommand) -> bool:
@@ -517,3 +522,35 @@ def test_an_exception_from_the_platform_costs_a_retry_not_the_loop(
         " (char 15)",
     )
     assert r.dispatcher.stats["internal_errors"] == 1
+
+
+def test_an_escalation_follows_the_policy_of_the_class_its_case_was_filed_under(
+    conn: sqlite3.Connection, fake: ScriptedPlatformFake, run: Runner, tmp_path: Path
+) -> None:
+    # A 06010 alert (rubbish beside the bin) escalates the collection point's 06042 case:
+    # the deadline is 06042's 特急 limit (6 h), not 06010's (4 h) nor 特急's plain 2 h.
+    policy = tmp_path / "policy.tsv"
+    policy.write_text(
+        "\t".join(POLICY_COLUMNS) + "\n06042\t特急\t6\tno\n06010\t特急\t4\tno\n",
+        encoding="utf-8",
+    )
+    dispatch = load_dispatch(CaseSettings(class_policy_file=policy), "Asia/Shanghai")
+    opened = command("INC-a", 1, CommandKind.OPEN, Priority.URGENT, "06042")
+    escalated = command("INC-a", 2, CommandKind.ESCALATE, Priority.CRITICAL, "06010")
+    enqueue(conn, opened, escalated)
+    r = Run(conn, bundled(fake.url), dispatch=dispatch)
+    run(r.drain_until_quiet())
+
+    def due(hours: int) -> str:
+        moment = datetime.fromtimestamp(escalated.alert.ts / 1000 + hours * 3600, SHANGHAI)
+        return moment.isoformat(timespec="seconds")
+
+    assert [(q.key, q.body.get("deadline")) for q in fake.requests] == [
+        ("INC-a/1", due(12)),  # 06042 at 紧急, not its class's priority: the plain 12 h
+        ("INC-a/2", due(6)),
+    ]
+    # The open command retained away: the escalating alert's own class is all there is.
+    conn.execute("DELETE FROM outbox WHERE incident_id = 'INC-a'")
+    enqueue(conn, replace(escalated, command_id="INC-a/3"))
+    run(r.drain_until_quiet())
+    assert (fake.requests[-1].key, fake.requests[-1].body["deadline"]) == ("INC-a/3", due(4))
