@@ -342,6 +342,8 @@ class Gateway:
             suspect_readings=self.pipeline.counters["suspect"],
             evidence_refused=dict(self.evidence.refused),
             closure_flags=dict(self.closure.flags),
+            # Deadlines a working-hours calendar could not count, filed in plain hours.
+            deadlines_in_plain_hours=self.dispatch.stats["deadline_in_plain_hours"],
             platform_events=self.platform_events.stats() if self.platform_events else {},
             api_access=self._api_access(),
             evidence_uploads=(
