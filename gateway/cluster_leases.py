@@ -3,7 +3,9 @@
 Ingest is split into N partitions (every device hashes to one); a replica processes a
 partition only while it holds the partition's lease. A lease is a row of
 ``partition_leases``: its owner, its fence and its expiry. Every expiry is judged by the
-database's clock alone (``clock_timestamp()``), so replicas' clocks may disagree freely.
+database's clock alone, so replicas' clocks may disagree freely; by ``clock_timestamp()``,
+not ``now()``, which stays at the start of a transaction: a write transaction opened before
+a pause would judge its lease by the time before the pause.
 
 Why fencing and not the lease alone: a replica paused (GC, SIGSTOP, a stalled VM) past its
 lease wakes up believing it still holds it. Every takeover therefore increments the
