@@ -5,7 +5,7 @@ Checks: the original topic and payload come through; each device's readings arri
 order and only in the device's partition; a batch whose callback raised comes again and is
 acked exactly once; two replicas split the partitions with nothing lost or doubled; a
 released partition resumes after its last acked message; a holder whose lease moved on
-loses the partition instead of reading on.
+loses the partition instead of reading on; a restarted server is read on in order.
 """
 
 from __future__ import annotations
@@ -268,6 +268,35 @@ def test_a_holder_whose_lease_moved_on_loses_the_partition(server):
     assert [m.payload for m in new_got] == [f"{device}#{n}".encode() for n in range(5)]
     assert old.counters["partitions_lost"] == 1
     assert new.counters["partitions_lost"] == 0
+
+
+def test_a_restarted_server_is_read_on_from_where_it_was(server):
+    """The connection drops with the server; the ingest reconnects, recreates its consumer
+    (deliveries in flight may be lost) and reads on, in order, with nothing doubled."""
+    device = "bin-5"
+    partition = partition_of(device, PARTITIONS)
+    got: list[bytes] = []
+
+    def on_batch(batch: list[IngestMessage]) -> None:
+        got.extend(m.payload for m in batch)
+
+    async def scenario() -> NatsIngest:
+        ingest = NatsIngest(ingest_settings(server, partitions=(partition,)), on_batch)
+        await ingest.start()
+        await asyncio.to_thread(publish, server, readings([device], 20)[:10])
+        await until(lambda: ingest.counters["acked"] == 10, "the first 10 acked")
+        await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(server.start)
+        await until(lambda: ingest.counters["reconnects"] == 1, "the ingest reconnected")
+        await asyncio.to_thread(publish, server, readings([device], 20)[10:])
+        await until(lambda: ingest.counters["acked"] == 20, "all 20 acked")
+        assert await stream_messages(ingest) == 0
+        await ingest.stop()
+        return ingest
+
+    scenario_ingest = asyncio.run(scenario())
+    assert got == [f"{device}#{n}".encode() for n in range(20)]
+    assert scenario_ingest.counters["partitions_lost"] == 0
 
 
 def ignore(batch: list[IngestMessage]) -> None:
