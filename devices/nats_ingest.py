@@ -30,8 +30,11 @@ guards stay correct) holds because:
 Bounds: a batch is at most ``batch_size`` messages of at most ``max_message_bytes`` each
 (the stream's ``max_msg_size``; the router's ``ingest.limits`` then refuses what is over
 its own limit with a dead letter, as on the MQTT path); a fetch waits ``fetch_wait_s``;
-reconnects and retries back off exponentially up to ``backoff_max_s``. The stream itself
-is bounded in bytes and age and discards the oldest when full.
+connection attempts come every ``reconnect_wait_s`` and a partition's retries back off
+exponentially up to ``backoff_max_s``. The stream itself is bounded in bytes and age and
+discards the oldest when full: a message over a bound is dropped by the server, and with
+MQTT QoS 1 the device has its PUBACK anyway (nats-server 2.9 acks on receipt, not on
+storage), so the stream's bounds must be far above what an outage can pile up.
 
 Credentials are separate settings, never in the URL, so the URL can be logged.
 """
@@ -108,6 +111,10 @@ class NatsIngestSettings(BaseModel):
     stream_max_age_s: float = Field(7 * 86_400.0, ge=60.0, le=365 * 86_400.0)
     stream_replicas: int = Field(1, ge=1, le=5)
     connect_timeout_s: float = Field(5.0, ge=0.1, le=60.0)
+    # Between attempts to connect or reconnect to the server.
+    reconnect_wait_s: float = Field(2.0, ge=0.1, le=60.0)
+    # A partition whose batch failed, or whose consumer could not be made, waits this
+    # backoff before it starts over.
     backoff_initial_s: float = Field(0.2, ge=0.01, le=10.0)
     backoff_max_s: float = Field(10.0, ge=0.01, le=300.0)
 
@@ -201,10 +208,6 @@ class _Holding:
     made: bool = False
     ready: bool = False
 
-    @property
-    def consumer(self) -> str:
-        return f"{self.partition}_f{self.fence}"
-
 
 class NatsIngest:
     """Reads the partitions it is given from the ingest stream and hands their batches to
@@ -229,29 +232,25 @@ class NatsIngest:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connects (retrying with backoff until it succeeds or is cancelled), makes sure the
+        """Connects (retrying until it succeeds or is cancelled), makes sure the
         stream exists, then takes ``settings.partitions``. Devices' messages published
         before the stream exists are lost: nats-server acks MQTT QoS 1 on receipt."""
         settings = self._settings
-        backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
-        while self._nc is None:
-            try:
-                self._nc = await nats.connect(
-                    settings.url,
-                    name="citygw-ingest",
-                    user=settings.user,
-                    password=settings.password.get_secret_value() if settings.password else None,
-                    connect_timeout=settings.connect_timeout_s,
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=settings.backoff_max_s,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                )
-            except (OSError, nats.errors.Error, TimeoutError) as exc:
-                self._failed("connect", exc)
-                await asyncio.sleep(backoff.next_delay())
+        # nats-py retries the first connection as it does reconnects: every
+        # reconnect_wait_s, each failure reported to _on_error (counted, logged).
+        self._nc = await nats.connect(
+            settings.url,
+            name="citygw-ingest",
+            user=settings.user,
+            password=settings.password.get_secret_value() if settings.password else None,
+            connect_timeout=settings.connect_timeout_s,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=settings.reconnect_wait_s,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
         self._js = self._nc.jetstream()
         log.info("NATS ingest connected to %s", self._shown)
         try:
@@ -314,6 +313,7 @@ class NatsIngest:
         consumers on it (a previous holder's) are deleted, and reading resumes at its oldest
         unacked message. Taking it again with a new fence restarts it."""
         check_partition(partition, self._settings.partition_count)
+        self._require_js()  # started: a loop without a connection could only fail
         if fence < 0:
             raise ValueError(f"fence must be >= 0, not {fence}")
         held = self._holdings.get(partition)
@@ -350,7 +350,7 @@ class NatsIngest:
         await self._unsubscribe(holding)
 
     def _name(self, holding: _Holding) -> str:
-        return f"{self._settings.consumer_prefix}_p{holding.consumer}"
+        return f"{self._settings.consumer_prefix}_p{holding.partition}_f{holding.fence}"
 
     def _filter(self, partition: int) -> str:
         return f"{self._settings.subject_prefix}.{partition}.>"

@@ -54,6 +54,8 @@ def ingest_settings(server: NatsServer, **kwargs) -> NatsIngestSettings:
         "fetch_wait_s": 0.5,
         "backoff_initial_s": 0.01,
         "backoff_max_s": 0.05,
+        "reconnect_wait_s": 0.1,
+        "stream_max_bytes": 64 << 20,
     }
     return NatsIngestSettings(**(base | kwargs))
 
@@ -299,9 +301,48 @@ def test_a_restarted_server_is_read_on_from_where_it_was(server):
     assert scenario_ingest.counters["partitions_lost"] == 0
 
 
+def test_an_ingest_started_before_its_server_connects_once_it_is_up(tmp_path):
+    late = NatsServer(tmp_path, partitions=PARTITIONS)
+    device = "bin-11"
+    got: list[IngestMessage] = []
+
+    async def scenario() -> NatsIngest:
+        settings = ingest_settings(late, partitions=(partition_of(device, PARTITIONS),))
+        ingest = NatsIngest(settings, got.extend)
+        starting = asyncio.create_task(ingest.start())
+        await until(lambda: ingest.counters["errors"] >= 2, "two refused attempts")
+        await asyncio.to_thread(late.start)
+        await starting
+        await asyncio.to_thread(publish, late, readings([device], 1))
+        await until(lambda: ingest.counters["acked"] == 1, "the reading acked")
+        await ingest.stop()
+        return ingest
+
+    try:
+        ingest = asyncio.run(scenario())
+    finally:
+        late.stop()
+    assert [m.payload for m in got] == [f"{device}#0".encode()]
+    assert "ConnectionRefusedError" in ingest.last_error
+
+
 def ignore(batch: list[IngestMessage]) -> None:
     """A callback for an ingest that must not get as far as reading."""
     raise AssertionError(f"no batch expected, got {len(batch)} messages")
+
+
+def test_partitions_are_taken_only_when_started_and_in_range(server):
+    ingest = NatsIngest(ingest_settings(server), ignore)
+    with pytest.raises(NatsIngestError, match="not started"):
+        ingest.take(0)
+
+    async def scenario() -> None:
+        await ingest.start()
+        with pytest.raises(ValueError, match=r"not in 0\.\.3"):
+            ingest.take(PARTITIONS)
+        await ingest.stop()
+
+    asyncio.run(scenario())
 
 
 def test_a_stream_of_another_kind_is_refused_and_other_limits_are_brought_in_line(server):
