@@ -173,7 +173,7 @@ class Pipeline:
         alerts = list(verdict.alerts)
         if verdict.trusted:
             alerts.extend(self._engine.process(result))
-        row = (result.device_id, result.ts, result.seq, json.dumps(result.values),
+        row = (result.device_id, result.ts, result.seq, store.values_text(result.values),
                int(not verdict.trusted))  # fmt: skip
         # Counted once nothing more can fail: an internal refusal is not also an accept.
         self.counters["accepted"] += 1

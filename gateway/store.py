@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
+
 from case_bridge import outbox
 
 T = TypeVar("T")
@@ -288,10 +290,40 @@ def commit(conn: sqlite3.Connection, batch: Batch) -> None:
         raise
 
 
+def json_text(value: Any) -> str:
+    """``value`` as JSON text that ``json.loads`` reads back as ``json.dumps`` would have
+    written it, in a fifth of the time: every batch writes a replay state per reading, and
+    ``json.dumps`` was the largest cost of the commit. msgspec writes NaN and ±Infinity as
+    null, where ``json.dumps`` keeps them, so any text holding a null is made by
+    ``json.dumps`` (as is anything msgspec cannot encode). Unlike ``json.dumps``, msgspec
+    also writes bytes, sets, dataclasses and dates: states are the rules' own plain dicts,
+    and a reading's values go through ``values_text``, which keeps refusing those."""
+    try:
+        text = _ENCODER.encode(value)
+    except (TypeError, ValueError, msgspec.EncodeError):
+        return json.dumps(value)
+    if b"null" in text:
+        return json.dumps(value)
+    return text.decode()
+
+
+_ENCODER = msgspec.json.Encoder()
+_VALUE_TYPES = frozenset({float, int, bool})
+
+
+def values_text(values: dict[str, Any]) -> str:
+    """A reading's values as JSON (``json_text``). A value that is no number or boolean, a
+    codec's bug, is left to ``json.dumps`` to refuse, so that message alone becomes an
+    ``internal`` dead letter as before."""
+    if all(type(value) in _VALUE_TYPES for value in values.values()):
+        return json_text(values)
+    return json.dumps(values)
+
+
 def write_states(conn: sqlite3.Connection, states: list[tuple[str, str, Any]]) -> None:
     """Upsert ``(ns, key, value)`` states, deleting those whose value is None (inside the
     caller's transaction)."""
-    upserts = [(ns, k, json.dumps(v)) for ns, k, v in states if v is not None]
+    upserts = [(ns, k, json_text(v)) for ns, k, v in states if v is not None]
     deletes = [(ns, k) for ns, k, v in states if v is None]
     conn.executemany("INSERT OR REPLACE INTO state (ns, key, value) VALUES (?, ?, ?)", upserts)
     conn.executemany("DELETE FROM state WHERE ns = ? AND key = ?", deletes)
