@@ -25,8 +25,9 @@ DEBS := mosquitto openssl ffmpeg pkg-config libgirepository1.0-dev libcairo2-dev
         gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad chromium
 # docker-compose checks docker-compose.yml (`config -q`) in the tests; it needs no engine.
 DEBS += docker-compose
-# The cluster's parts, run for real on loopback by the tests: PostgreSQL (partition leases).
-DEBS += postgresql
+# The cluster's parts, run for real on loopback by the tests: PostgreSQL (partition leases)
+# and nats-server (JetStream with its MQTT listener: partitioned ingest).
+DEBS += postgresql nats-server
 system-deps:
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
 		| grep -q 'ok installed' || echo $$p; done); \
