@@ -6,6 +6,15 @@ persistent (clean_session=False, fixed client id) and acknowledgements are manua
 message is acked only after the gateway committed what it caused, so a crash before the
 commit makes the broker redeliver it.
 
+paho itself reads each packet with three or more ``recv`` calls (type, length, body) and
+goes back to ``select`` after every packet, and writes one PUBACK per ``ack``, each with a
+wake-up of its thread. Every one of those system calls hands the interpreter lock over
+between paho's thread and the event loop, which runs the rules. ``_IngestClient`` reads the
+socket in chunks and parses every whole packet a chunk holds before the next ``select``,
+and acknowledges a batch's QoS 1 messages in one write. Measured as bench/ingest.py does,
+the gateway's ingest path alone (rules and store left out) took 1.1x the bare paho
+subscriber's rate with paho's own reads and acks, and 2.2x with these.
+
 A refused or failed connection (wrong password, untrusted certificate, broker down) is
 logged with its cause and counted, and paho keeps retrying with backoff; it never raises
 into the gateway. Settings that cannot work at all (missing TLS files, credentials given
@@ -17,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import struct
 import sys
 import threading
 from collections import deque
@@ -31,6 +41,53 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devices.mqtt_settings import MqttSecurity, MqttTls
 
 log = logging.getLogger(__name__)
+
+
+READ_CHUNK = 65_536  # bytes read from the socket at once (a few hundred readings)
+_PUBACK = struct.Struct("!BBH")  # MQTT 3.1.1 PUBACK: type, remaining length 2, message id
+
+
+class _IngestClient(mqtt.Client):
+    """paho's client reading the socket in chunks and acknowledging batches in one write.
+
+    paho asks ``_sock_recv`` for a byte or a packet body at a time; here each call is served
+    from the last chunk read, and ``loop_read`` goes on parsing packets while the chunk
+    holds bytes, so nothing read waits on ``select``. Bytes left from a closed connection's
+    socket are never served to the next one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._chunk = b""
+        self._chunk_at = 0
+        self._chunk_sock: object = None
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._chunk_sock is not self._sock or self._chunk_at >= len(self._chunk):
+            self._chunk = b""  # a failed read below leaves nothing of the last chunk
+            self._chunk_sock = self._sock
+            self._chunk = super()._sock_recv(max(bufsize, READ_CHUNK))
+            self._chunk_at = 0
+        at = self._chunk_at
+        piece = self._chunk[at : at + bufsize]
+        self._chunk_at = at + len(piece)
+        return piece
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while (
+            rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+            and self._chunk_at < len(self._chunk)
+            and self._chunk_sock is self._sock is not None
+        ):
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def ack_qos1(self, mids: Sequence[int]) -> None:
+        """PUBACKs for these QoS 1 message ids, queued as one packet (one write, one
+        wake-up of paho's thread), in order."""
+        if mids:
+            packet = b"".join([_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids])
+            self._packet_queue(mqtt.PUBACK, packet, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +171,7 @@ class MqttIngest:
         self._attempt_reported = False  # this connection attempt's failure is counted
         self._stopping = False
         self._pending_subscriptions: dict[int, list[str]] = {}
-        client = mqtt.Client(
+        client = _IngestClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=False,
@@ -196,9 +253,15 @@ class MqttIngest:
         """Acknowledge committed messages. Those from an older connection are not acked:
         the broker redelivers them and the replay guard refuses them as duplicates."""
         current = self._connection
+        mids = []
         for message in messages:
-            if message.qos > 0 and message.connection == current:
+            if message.connection != current:
+                continue
+            if message.qos == 1:
+                mids.append(message.mid)
+            elif message.qos == 2:
                 self._client.ack(message.mid, message.qos)
+        self._client.ack_qos1(mids)
 
     def _on_pre_connect(self, client, userdata) -> None:
         self._attempt_reported = False
