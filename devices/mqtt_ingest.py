@@ -82,6 +82,20 @@ class _IngestClient(mqtt.Client):
             rc = super().loop_read(max_packets)
         return rc
 
+    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
+        """``on_message`` alone: paho first walks its tree of per-filter callbacks for
+        every message, and the gateway registers none (``message_callback_add``)."""
+        on_message = self.on_message
+        if on_message is None:
+            return
+        with self._in_callback_mutex:
+            try:
+                on_message(self, self._userdata, message)
+            except Exception as err:  # as paho does: logged, raised unless suppressed
+                self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
+
     def ack_qos1(self, mids: Sequence[int]) -> None:
         """PUBACKs for these QoS 1 message ids, queued as one packet (one write, one
         wake-up of paho's thread), in order."""
