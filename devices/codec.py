@@ -116,8 +116,8 @@ def is_seq(raw: Any) -> bool:
 def decode_values(
     specs: Mapping[str, FieldSpec], raw: dict[str, Any]
 ) -> dict[str, Value] | Rejection:
-    unknown = sorted(set(raw) - set(specs))
-    if unknown:
+    if not raw.keys() <= specs.keys():
+        unknown = sorted(set(raw) - set(specs))
         named = ", ".join(shown(name) for name in unknown[:3])
         more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
         return Rejection(Reason.BAD_SCHEMA, f"unknown field(s) {named}{more}")
