@@ -12,8 +12,9 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
+
+from simulators.logged_server import start_logged, stop
 
 NO_DROP_SETTINGS = "max_queued_messages 1000000\nmax_queued_bytes 0\nmax_inflight_messages 0\n"
 
@@ -60,34 +61,18 @@ class Mosquitto:
         listeners; the process being alive rules out another program that took the port.
         A config that replaces the default must keep ``log_dest file`` at ``self.log``.
         """
-        logged = self.log.stat().st_size if self.log.exists() else 0  # restarts append
-        self.proc = subprocess.Popen(
-            [mosquitto_binary(), "-c", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}; see {self.log}")
-            if self._says_running(logged):
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), 1).close()
-                    return
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        raise RuntimeError(f"mosquitto not running on {self.port} in {timeout_s} s; see {self.log}")
+        self.proc = start_logged(
+            [mosquitto_binary(), "-c", str(self.config)], self.log, b" running",
+            self._answers, f"mosquitto on {self.port}", timeout_s,
+        )  # fmt: skip
 
-    def _says_running(self, offset: int) -> bool:
-        if not self.log.exists():
+    def _answers(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), 1).close()
+            return True
+        except OSError:
             return False
-        with self.log.open("rb") as log:
-            log.seek(offset)
-            return any(line.rstrip().endswith(b" running") for line in log)
 
     def stop(self) -> None:
         """SIGTERM: mosquitto writes its persistence file before it exits."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        stop(self.proc)

@@ -27,10 +27,10 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
+from simulators.logged_server import start_logged, stop
 from simulators.mosquitto import free_port
 
 # The device topics the mapping moves, as a NATS subject, and where they go: the ingest
@@ -106,28 +106,10 @@ class NatsServer:
         "Server is ready" comes after JetStream restored its streams and every listener is
         open; the process being alive rules out another program that took a port.
         """
-        logged = self.log.stat().st_size if self.log.exists() else 0  # restarts append
-        self.proc = subprocess.Popen(
-            [nats_server_binary(), "-c", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                raise RuntimeError(f"nats-server exited with {code}; see {self.log}")
-            if self._says_ready(logged) and self._answers():
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"nats-server not ready on {self.port} in {timeout_s} s; see {self.log}")
-
-    def _says_ready(self, offset: int) -> bool:
-        if not self.log.exists():
-            return False
-        with self.log.open("rb") as log:
-            log.seek(offset)
-            return any(line.rstrip().endswith(b"Server is ready") for line in log)
+        self.proc = start_logged(
+            [nats_server_binary(), "-c", str(self.config)], self.log, b"Server is ready",
+            self._answers, f"nats-server on {self.port}", timeout_s,
+        )  # fmt: skip
 
     def _answers(self) -> bool:
         try:
@@ -141,6 +123,4 @@ class NatsServer:
 
     def stop(self) -> None:
         """SIGTERM: nats-server closes its clients and flushes JetStream before it exits."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        stop(self.proc)
