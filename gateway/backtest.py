@@ -30,7 +30,7 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from case_bridge.dispatch import CaseDispatch, load_dispatch
+from case_bridge.dispatch import CaseDispatch
 from devices.registry import Device, load_registry
 from domain import Alert, AlertState
 from gateway.backtest_shards import VersionAlerts, replay_devices
@@ -397,7 +397,12 @@ def backtest_from_config(config: GatewayConfig) -> Backtest:
     """The backtest of the gateway this config describes (its store, registry, rules)."""
     registry = load_registry(config.devices.registry)
     version_1 = settings_from_files(config, registry)
-    dispatch = load_dispatch(config.cases, config.timezone)
     return Backtest(
-        config.store.path, registry, version_1, config.tz, config.merge, config.alerting, dispatch
+        config.store.path,
+        registry,
+        version_1,
+        config.tz,
+        config.merge,
+        config.alerting,
+        config.dispatch(),
     )

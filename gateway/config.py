@@ -18,12 +18,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from case_bridge.dispatch import DispatchFileError, load_dispatch
+from case_bridge.dispatch import CaseDispatch, DispatchFileError, load_dispatch
 from case_bridge.platform_settings import CasePlatformSettings
 from case_bridge.settings import CaseSettings
 from detectors.config import STALL_CLASS_BY_ZONE, CameraSettings, DetectorSettings
@@ -197,6 +198,16 @@ class GatewayConfig(_Section):
     # RS-485 / USB serial ports: Modbus RTU slaves and line-protocol sensors.
     serial: SerialSettings = SerialSettings()
 
+    # The case dispatch data of ``cases``' files (grids, units, class policy, calendar),
+    # loaded once: by ``load_config``, which reports a broken file as a ConfigError.
+    _dispatch: CaseDispatch | None = PrivateAttr(None)
+
+    def dispatch(self) -> CaseDispatch:
+        """The loaded dispatch data (loaded now for a config not made by ``load_config``)."""
+        if self._dispatch is None:
+            self._dispatch = load_dispatch(self.cases, self.timezone)
+        return self._dispatch
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, name: str) -> str:
@@ -253,7 +264,7 @@ def load_config(path: str | Path) -> GatewayConfig:
     config.cases = config.cases.resolved(base)
     _check_classes(path, config)
     try:  # the data files load at start-up: a broken one names its file and line now
-        load_dispatch(config.cases, config.timezone)
+        config.dispatch()
     except DispatchFileError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     if config.api.enabled:

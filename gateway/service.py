@@ -26,7 +26,6 @@ from fastapi import FastAPI
 
 from case_bridge import outbox
 from case_bridge.codes import ClassCatalog
-from case_bridge.dispatch import load_dispatch
 from case_bridge.dispatcher import OutboxDispatcher
 from case_bridge.guarded_platform import GuardedPlatform
 from case_bridge.mapped_rest import MappedRestPlatform
@@ -105,7 +104,7 @@ class Gateway:
 
         self.guard = ReplayGuard()
         # Grids, responsible units, class priorities and deadlines (case_bridge/dispatch.py).
-        self.dispatch = load_dispatch(config.cases, config.timezone)
+        self.dispatch = config.dispatch()
         self.incidents = IncidentBook(
             config.merge.to_policy(),
             config.merge,

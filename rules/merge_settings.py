@@ -82,8 +82,8 @@ class Storms(_Section):
 
 
 class MergeSettings(_Section):
-    radius_m: float = Field(50.0, ge=0)
-    window_s: float = Field(24 * 3600.0, gt=0)
+    radius_m: float = Field(50.0, ge=0, le=MAX_RADIUS_M)
+    window_s: float = Field(24 * 3600.0, gt=0, le=MAX_WINDOW_S)
     families: list[Family] = Field(default_factory=list, max_length=MAX_FAMILIES)
     duplicates: Duplicates | None = None
     storms: Storms = Storms()

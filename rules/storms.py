@@ -26,7 +26,7 @@ every site's key stays bound to the incident it joined, and each site still clea
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_right, insort
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -105,7 +105,9 @@ class StormCounts:
         incidents of ``class_code`` in the hour up to ``ts``; None if neither had."""
         for scope in self.scopes(grid):
             times = self._times.get((class_code, scope), [])
-            if sum(1 for t in times if ts - HOUR_MS < t <= ts) >= self._per_hour:
+            # ``times`` is sorted (``count`` inserts in order): the hour is two bisections.
+            in_hour = bisect_right(times, ts) - bisect_right(times, ts - HOUR_MS)
+            if in_hour >= self._per_hour:
                 return scope
         return None
 

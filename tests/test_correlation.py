@@ -297,6 +297,8 @@ def test_a_restart_keeps_families_decisions_and_suspects_resolvable():
         {"duplicates": {"merge_above": 1.2}},
         {"storms": {"enabled": True, "per_hour": 0}},
         {"families": [FAMILY] * 65},
+        {"window_s": float("inf")},  # would overflow to_policy's milliseconds at start-up
+        {"radius_m": 1e9},
     ],
 )
 def test_settings_refuse_what_cannot_work(merge):
