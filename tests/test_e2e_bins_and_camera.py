@@ -125,7 +125,7 @@ def test_bins_and_bags_on_one_timeline_file_exactly_the_truths_cases(tmp_path, s
             seen = set().union(*map(sources, stack.cases()))
             return seen >= expected and stack.gateway_stats()["outbox"]["pending"] == 0
 
-        wait_until(every_source_filed, "every source's evidence on the platform", 45, stack.gateway)
+        wait_until(every_source_filed, "every source's evidence on the platform", 75, stack.gateway)
         runner.join(15)
         assert not failures and not runner.is_alive(), failures
         stack.wait_caught_up(15)

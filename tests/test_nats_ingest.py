@@ -289,7 +289,7 @@ def test_a_restarted_server_is_read_on_from_where_it_was(server):
         await until(lambda: ingest.counters["acked"] == 10, "the first 10 acked")
         await asyncio.to_thread(server.stop)
         await asyncio.to_thread(server.start)
-        await until(lambda: ingest.counters["reconnects"] == 1, "the ingest reconnected")
+        await until(lambda: ingest.counters["reconnects"] >= 1, "the ingest reconnected")
         await asyncio.to_thread(publish, server, readings([device], 20)[10:])
         await until(lambda: ingest.counters["acked"] == 20, "all 20 acked")
         assert await stream_messages(ingest) == 0

@@ -43,15 +43,15 @@ def test_builtin_truth_lists_both_simulators_cases_and_stagings_on_one_clock():
         ("06010", ["CAM-LANE"]),
     ]
     assert set(truth["expected_rejections"].values()) == {0}
-    assert (truth["event_start_ms"], truth["event_end_ms"]) == (ORIGIN_MS, ORIGIN_MS + 45_000)
+    assert (truth["event_start_ms"], truth["event_end_ms"]) == (ORIGIN_MS, ORIGIN_MS + 57_000)
     assert [(e["source"], e["at_ms"] - ORIGIN_MS) for e in truth["staged"]] == [
         ("BIN-P1", 2000),
         ("BIN-F1", 3000),
         ("BIN-P2", 4000),
-        ("CAM-LANE", 18_000),
-        ("CAM-POINT", 18_000),
+        ("CAM-LANE", 30_000),
+        ("CAM-POINT", 30_000),
     ]
-    assert {e["until_ms"] - ORIGIN_MS for e in truth["staged"] if "until_ms" in e} == {45_000}
+    assert {e["until_ms"] - ORIGIN_MS for e in truth["staged"] if "until_ms" in e} == {57_000}
 
 
 def test_a_camera_at_another_place_keeps_its_view_and_is_its_own_case():
