@@ -387,7 +387,7 @@ class NatsIngest:
                 except PartitionLost as exc:
                     self._lost(holding, str(exc))
                     return
-                except (nats.errors.Error, OSError, TimeoutError) as exc:
+                except Exception as exc:  # NATS, the network, or a bug: never a dead partition
                     self._failed(f"partition {holding.partition}", exc)
                     if not await self._still_ours(holding):
                         self._lost(holding, "its consumer was deleted by a newer holder")
