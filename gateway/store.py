@@ -9,6 +9,7 @@ repeats nothing that was committed (repeats are refused as duplicates on redeliv
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -294,17 +295,30 @@ def json_text(value: Any) -> str:
     """``value`` as JSON text that ``json.loads`` reads back as ``json.dumps`` would have
     written it, in a fifth of the time: every batch writes a replay state per reading, and
     ``json.dumps`` was the largest cost of the commit. msgspec writes NaN and ±Infinity as
-    null, where ``json.dumps`` keeps them, so any text holding a null is made by
-    ``json.dumps`` (as is anything msgspec cannot encode). Unlike ``json.dumps``, msgspec
+    null, where ``json.dumps`` keeps them, so a value holding one is written by
+    ``json.dumps`` (as is anything msgspec cannot encode); a None (a quiet rule state has
+    several) is null either way and keeps the fast path. Unlike ``json.dumps``, msgspec
     also writes bytes, sets, dataclasses and dates: states are the rules' own plain dicts,
     and a reading's values go through ``values_text``, which keeps refusing those."""
     try:
         text = _ENCODER.encode(value)
     except (TypeError, ValueError, msgspec.EncodeError):
         return json.dumps(value)
-    if b"null" in text:
+    if b"null" in text and _has_non_finite(value):
         return json.dumps(value)
     return text.decode()
+
+
+def _has_non_finite(value: Any) -> bool:
+    """Whether a NaN or ±Infinity float is anywhere in ``value`` (which msgspec wrote as
+    null): only then is the text made again; a None is a null either way."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 _ENCODER = msgspec.json.Encoder()
