@@ -38,8 +38,9 @@ from gateway.backtest_store import load_series, open_read_only
 from gateway.rule_settings import settings_from_files
 from gateway.silences import overlapping
 from rules.alerting import AlertingConfig
-from rules.backtest.replay import Case, RunResult, build_engines, run_flow
+from rules.backtest.replay import Case, RunResult, run_flow
 from rules.backtest.series import DeviceInfo, DeviceSeries
+from rules.engine import RuleEngine
 from rules.flow import AlertFlow
 from rules.incidents import IncidentBook
 from rules.merge_settings import MergeSettings
@@ -196,7 +197,9 @@ class Backtest:
     ) -> RunResult:
         """One version's device alerts through a fresh alert flow and incident book."""
         # Lead classes by where sources stand, as the live gateway decides them.
-        _, engine = build_engines(settings, self.registry.values(), self.tz)
+        engine = RuleEngine(settings, self.tz)
+        for d in self.registry.values():
+            engine.add_source(d.device_id, d.kind, d.location, d.part_code)
         dispatch = self.dispatch
         book = IncidentBook(
             self.merge.to_policy(),

@@ -192,6 +192,7 @@ class Gateway:
         one writer): every engine takes it or, on a ValueError, the caller puts the
         previous version back on all of them."""
         self.engine.reconfigure(settings)
+        self.incidents.set_lead_sites(self.engine.class_sites())
         self.health.reconfigure(settings)
         self.video_engine.reconfigure(settings)
         self.flow.reconfigure(_confirm_ms(settings))

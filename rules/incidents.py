@@ -384,6 +384,11 @@ class IncidentBook:
             return _Decision("suspected", other, judged)
         return _Decision("new", other, judged)
 
+    def set_lead_sites(self, sites: Iterable[tuple[str, Location]]) -> None:
+        """Where lead-class sources stand now (a threshold change may give a kind another
+        class): incidents opened from here on are classed by these; open ones keep theirs."""
+        self._sites = self._index_sites(sites)
+
     def _index_sites(self, sites: Iterable[tuple[str, Location]]) -> dict[str, MergeIndex]:
         """The sites of each family's lead class, by lead (one index per family radius)."""
         indexes: dict[float, MergeIndex] = {}

@@ -107,6 +107,17 @@ def test_rubbish_80_m_from_any_site_keeps_its_own_class(sites):
         "06010", "own class: no 06042 site within 30 m")  # fmt: skip
 
 
+def test_new_lead_sites_class_the_incidents_opened_after_them():
+    """A threshold change can give a kind another class: the gateway hands the book the
+    sites anew, and the next incident is classed by them; one already open keeps its class."""
+    b = book(sites=[])
+    before = b.handle(camera("CAM-1", loc=near(5)))[0]
+    b.set_lead_sites([BIN_SITE])
+    # Past the family's 2 h window: a new incident, not a merge into the first.
+    after = b.handle(camera("CAM-2", loc=near(5), ts=10_000_000))
+    assert [c.alert.class_code for c in (before, *after)] == ["06010", "06042"]
+
+
 def test_a_site_just_inside_the_family_radius_counts_and_just_outside_does_not():
     b = book(sites=[("06042", near(29.9)), ("06042", near(-30.1))])
     inside = b.handle(camera("CAM-1", loc=BASE))[0]
