@@ -327,6 +327,15 @@ def test_any_body_or_pair_id_is_answered_without_a_server_error(served, data, ac
     pair_id = data.draw(st.one_of(st.just(desk.pair_id), pair_ids))
     body = data.draw(bodies([desk.kept, desk.duplicate]))
     path = f"/api/v1/duplicates/{quote(pair_id, safe='')}/{action}"
+    before = duplicates.get(desk.gw.conn, desk.pair_id)["status"]
     answer = served.operator.post(path, content=body)
     event(f"HTTP {answer.status_code}")
     assert 200 <= answer.status_code < 500, answer.text
+    after = duplicates.get(desk.gw.conn, desk.pair_id)["status"]
+    if answer.is_success:  # only the pair's own id, while open, with a right body
+        decided = {"merge": "merged", "dismiss": "dismissed"}[action]
+        assert (pair_id, before, after) == (desk.pair_id, "open", decided)
+    else:
+        assert after == before
+        if pair_id == desk.pair_id and before != "open":
+            assert answer.status_code in (400, 409), answer.text
