@@ -232,16 +232,8 @@ class OutboxDispatcher:
         """A filed case's evidence, escalation or void."""
         if command.kind is CommandKind.VOID:
             return await self._platform.void_case(case_id, void_reason(command), command.command_id)
-        body = evidence_body(command, self._settings, self._dispatch, self._case_class(command))
+        body = evidence_body(command, self._settings, self._dispatch, command.case_class)
         return await self._platform.add_evidence(case_id, body, command.command_id)
-
-    def _case_class(self, command: CaseCommand) -> str:
-        """The class whose policy an escalation's deadline follows: the one its case was
-        filed under (``outbox.case_class``), else, the open command retained away, the
-        escalating alert's own ("")."""
-        if command.kind is not CommandKind.ESCALATE or self._dispatch is None:
-            return ""
-        return outbox.case_class(self._conn, command.incident_id) or ""
 
     async def _file(self, row: outbox.OutboxRow, command: CaseCommand) -> dict[str, Any]:
         """The case an open command files, or the one an earlier unclear send of it filed

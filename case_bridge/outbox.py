@@ -223,18 +223,6 @@ def case_for(conn: sqlite3.Connection, incident_id: str) -> str | None:
     return row[0] if row else None
 
 
-def case_class(conn: sqlite3.Connection, incident_id: str) -> str | None:
-    """The class the incident's case was filed under: its open command's alert's (a
-    family's lead class, which a later alert of the family need not have). None when the
-    open command is gone (retention drops delivered rows) or its body is not JSON."""
-    row = conn.execute(
-        "SELECT CASE WHEN json_valid(body) THEN json_extract(body, '$.alert.class_code') END"
-        " FROM outbox WHERE incident_id = ? AND kind = 'open' ORDER BY seq LIMIT 1",
-        (incident_id,),
-    ).fetchone()
-    return row[0] if row and isinstance(row[0], str) else None
-
-
 def incident_for(conn: sqlite3.Connection, case_id: str) -> str | None:
     row = conn.execute(
         "SELECT incident_id FROM case_links WHERE case_id = ?", (case_id,)

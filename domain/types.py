@@ -205,6 +205,10 @@ class CaseCommand:
     kind: CommandKind
     alert: Alert
     priority: Priority
+    # The class the incident's case is filed under (a family's lead class, which a later
+    # alert of the family need not have): an escalation's deadline follows its policy.
+    # "" on commands stored before it was kept: the alert's class then.
+    case_class: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -213,6 +217,7 @@ class CaseCommand:
             "kind": str(self.kind),
             "alert": self.alert.to_dict(),
             "priority": str(self.priority),
+            "case_class": self.case_class,
         }
 
     @classmethod
@@ -223,4 +228,5 @@ class CaseCommand:
             kind=CommandKind(data["kind"]),
             alert=Alert.from_dict(data["alert"]),
             priority=Priority(data["priority"]),
+            case_class=data.get("case_class", ""),
         )

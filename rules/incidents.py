@@ -222,13 +222,13 @@ class IncidentBook:
         attach = CaseCommand(
             f"{into_id}/{into['commands']}", into_id, kind,
             record.summarised(latest, f"merged duplicate {incident_id}"),
-            Priority(into["priority"]),
+            Priority(into["priority"]), into["class_code"],
         )  # fmt: skip
         duplicate["commands"] += 1
         void = CaseCommand(
             f"{incident_id}/{duplicate['commands']}", incident_id, CommandKind.VOID,
             record.summarised(latest, f"duplicate of {into_id}"),
-            Priority(duplicate["priority"]),
+            Priority(duplicate["priority"]), duplicate["class_code"],
         )  # fmt: skip
         self.close(incident_id, f"merged into {into_id}")
         self._dirty.add(into_id)
@@ -280,7 +280,7 @@ class IncidentBook:
             incident["commands"] += 1
             commands.append(
                 CaseCommand(f"{incident_id}/{incident['commands']}", incident_id,
-                            CommandKind.ATTACH, alert, priority)
+                            CommandKind.ATTACH, alert, priority, incident["class_code"])
             )  # fmt: skip
         return commands
 
@@ -516,6 +516,7 @@ class IncidentBook:
             kind=CommandKind.OPEN,
             alert=case_alert,
             priority=alert.priority,
+            case_class=case_alert.class_code,
         )
 
     def _update(self, incident: dict[str, Any], alert: Alert) -> CaseCommand:
@@ -534,4 +535,5 @@ class IncidentBook:
             kind=kind,
             alert=alert,
             priority=Priority(incident["priority"]),
+            case_class=incident["class_code"],
         )

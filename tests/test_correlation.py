@@ -108,6 +108,17 @@ def test_rubbish_80_m_from_any_site_keeps_its_own_class(sites):
         "06010", "own class: no 06042 site within 30 m")  # fmt: skip
 
 
+def test_every_command_of_a_family_incident_names_the_class_its_case_was_filed_under():
+    """A camera's 06010 alert joining a bin's 06042 case is evidence of a 06042 case: the
+    case bridge dates an escalation by that class's policy, not by the alert's."""
+    b = book()
+    [opened] = b.handle(alert("BIN-1"))
+    [joined] = b.handle(replace(camera("CAM-1", loc=near(5), ts=1_000), priority=Priority.CRITICAL))
+    assert [(c.kind, c.alert.class_code, c.case_class) for c in (opened, joined)] == [
+        (CommandKind.OPEN, "06042", "06042"), (CommandKind.ESCALATE, "06010", "06042")
+    ]  # fmt: skip
+
+
 def test_new_lead_sites_class_the_incidents_opened_after_them():
     """A threshold change can give a kind another class: the gateway hands the book the
     sites anew, and the next incident is classed by them; one already open keeps its class."""
