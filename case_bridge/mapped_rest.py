@@ -90,6 +90,7 @@ from case_bridge.platform import (
     PlatformError,
     json_object,
     no_void,
+    require_case_id,
     require_success,
     send_bounded,
     shown,
@@ -423,7 +424,7 @@ class MappedRestPlatform:
                 f"the platform mapping has no add_evidence: evidence for case {case_id} not sent",
                 Failure.REFUSED,
             )
-        _check_case_id(case_id)
+        require_case_id(case_id)
         files = await self._attached_files("add_evidence", body, case_id)
         root = {**body, "case_id": case_id}
         return await self._to_case(request, case_id, root, idempotency_key, files)
@@ -435,7 +436,7 @@ class MappedRestPlatform:
         request = self._settings.void_case
         if request is None:
             raise no_void(case_id, "the platform mapping has no void_case")
-        _check_case_id(case_id)
+        require_case_id(case_id)
         root = {"case_id": case_id, "reason": reason}
         return await self._to_case(request, case_id, root, idempotency_key)
 
@@ -600,12 +601,6 @@ class MappedRestPlatform:
             outgoing.headers.update(_hmac_headers(self._hmac, outgoing, content))
         reply = await send_bounded(self._client, outgoing, what, limit)
         return require_success(reply, what, evidence=False)
-
-
-def _check_case_id(case_id: str) -> None:
-    """Only ids we accepted are stored; one that is not usable never reaches a path."""
-    if usable_case_id(case_id) is None:
-        raise PlatformError(f"unusable case id {shown(case_id)}", Failure.REFUSED)
 
 
 def _encode(body: dict[str, Any], what: str) -> bytes:

@@ -79,6 +79,7 @@ from case_bridge.platform import (
     PlatformError,
     lookup_since,
     no_void,
+    require_case_id,
     send_bounded,
     usable_case_id,
 )
@@ -229,8 +230,7 @@ class Open311Platform:
     async def add_evidence(
         self, case_id: str, body: dict[str, Any], idempotency_key: str
     ) -> dict[str, Any]:
-        if usable_case_id(case_id) is None:
-            raise PlatformError(f"unusable case id {case_id!r}", Failure.REFUSED)
+        require_case_id(case_id)
         path = f"requests/{case_id}.json"
         what = f"GET {path}"
         status, reply = await self._get(path, what, {}, MAX_CASE_REPLY_BYTES)

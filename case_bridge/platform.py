@@ -184,6 +184,13 @@ def usable_case_id(value: object) -> str | None:
     return None
 
 
+def require_case_id(case_id: str) -> None:
+    """Refuse (``REFUSED``) an id no case can have before it reaches a request's path: only
+    ids we accepted are stored, so this is belt and braces."""
+    if usable_case_id(case_id) is None:
+        raise PlatformError(f"unusable case id {shown(case_id)}", Failure.REFUSED)
+
+
 def case_reply(status: int, body: bytes, what: str) -> dict[str, Any]:
     """A 2xx body that must be a case; raise DOUBTFUL otherwise."""
     case = json_object(body, what, status)
@@ -380,8 +387,7 @@ class BundledPlatform:
     async def add_evidence(
         self, case_id: str, body: dict[str, Any], idempotency_key: str
     ) -> dict[str, Any]:
-        if usable_case_id(case_id) is None:  # only ids we accepted are stored; belt and braces
-            raise PlatformError(f"unusable case id {shown(case_id)}", Failure.REFUSED)
+        require_case_id(case_id)
         path = f"/api/v1/cases/{case_id}/evidence"
         what = f"POST {path}"
         status, reply = await self._send("POST", path, what, body, idempotency_key, evidence=True)
@@ -392,8 +398,7 @@ class BundledPlatform:
         A refused transition (409) is read against the case: void already is done (a
         re-send after a lost answer), closed is ``CASE_FINAL``, any later status cannot be
         voided through the API."""
-        if usable_case_id(case_id) is None:
-            raise PlatformError(f"unusable case id {shown(case_id)}", Failure.REFUSED)
+        require_case_id(case_id)
         path = f"/api/v1/cases/{case_id}/transition"
         what = f"POST {path}"
         request = self._client.build_request(
