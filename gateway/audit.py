@@ -50,13 +50,6 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def record(conn: sqlite3.Connection, *entry: Any, **named: Any) -> int:
-    """``insert`` (the same arguments) in a transaction of its own; the entry's id. For an
-    action whose only trace in the store is this entry: a write's entry goes through
-    ``insert`` inside the write's transaction."""
-    return in_transaction(conn, lambda: insert(conn, *entry, **named))
-
-
 def insert(
     conn: sqlite3.Connection,
     principal: Principal | None,

@@ -13,7 +13,7 @@ import time
 import pytest
 from api_principals import ADMIN, PASSWORD, Deployments, add_user
 
-from gateway import audit
+from gateway import audit, store
 from gateway.cli import main as cli
 from gateway.principals import Principal
 
@@ -179,7 +179,8 @@ def test_the_audit_list_filters_and_pages(deployments):
     for n in range(12):
         who = ops if n % 2 else script
         action = "silence.create" if n % 3 else "thresholds.set"
-        audit.record(conn, who, action, f"silence:{n % 4}", None, {"n": n}, "", base_ms + n * 1000)
+        entry = (who, action, f"silence:{n % 4}", None, {"n": n}, "", base_ms + n * 1000)
+        store.in_transaction(conn, lambda entry=entry: audit.insert(conn, *entry))
 
     def ns(**params) -> list[int]:
         return [e["after"]["n"] for e in entries(served, **params)]

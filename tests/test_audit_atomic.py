@@ -195,4 +195,5 @@ def test_a_threshold_version_whose_entry_is_refused_is_neither_stored_nor_applie
 def test_an_entry_is_refused_outside_a_transaction(conn):
     with pytest.raises(RuntimeError, match="inside its write's transaction"):
         audit.insert(conn, OPS, "silence.create", "silence:1")
-    assert audit.record(conn, OPS, "backtest.run", "backtest:1") == 1
+    inserted = store.in_transaction(conn, lambda: audit.insert(conn, OPS, "backtest.run", "b:1"))
+    assert inserted == 1
