@@ -121,8 +121,9 @@ def test_any_yaml_is_a_timeline_or_a_timeline_error(data):
 
 
 def test_the_fleet_stamps_and_sends_on_the_one_clock_never_early(tmp_path):
-    """An origin 29 s back (a gateway that took that long to start): the readings already
-    due go at once, late; the rest when due; every one stamped origin + its offset."""
+    """An origin 22 s back (a gateway that took that long to start): the readings already
+    due go at once, late; the rest (offsets 24-28 s) when due, never before; every one
+    stamped origin + its offset."""
     timeline = load_timeline(BUILTIN_TIMELINE, DEFAULT_ASSETS)
     broker = Mosquitto(tmp_path, persistence=False)
     broker.start()
@@ -136,7 +137,7 @@ def test_the_fleet_stamps_and_sends_on_the_one_clock_never_early(tmp_path):
         client.loop_start()
         client.subscribe("citygw/v1/+/telemetry", qos=1)
         assert subscribed.wait(10)
-        origin_ms = time.time_ns() // 1_000_000 - 29_000
+        origin_ms = time.time_ns() // 1_000_000 - 22_000
         truth = run_fleet(broker.url, timeline, origin_ms, tmp_path / "truth.json")
         deadline = time.monotonic() + 10
         while len(received) < truth["published"] and time.monotonic() < deadline:
@@ -148,6 +149,11 @@ def test_the_fleet_stamps_and_sends_on_the_one_clock_never_early(tmp_path):
     assert json.loads((tmp_path / "truth.json").read_text())["finished"] is True
     offsets = sorted(body["ts"] - origin_ms for body, _ in received)
     assert offsets == sorted(o for o in range(0, 30_000, 2000) for _ in range(4))
+    # Offsets up to 22 s were due when the fleet began; 24-28 s were not, and arrived only
+    # once due: sent at once with the others, they would arrive before their own stamps.
+    held = [(body["ts"], at_ns) for body, at_ns in received if body["ts"] - origin_ms >= 24_000]
+    assert len(held) == 3 * 4
+    assert all(ts <= at_ns // 1_000_000 for ts, at_ns in held)
     assert all(body["ts"] <= at_ns // 1_000_000 for body, at_ns in received)  # never early
 
 
