@@ -396,7 +396,7 @@ class IncidentBook:
         for family in self._settings.families:
             radius = self._scope(family.lead).radius_m
             if radius not in indexes:
-                indexes[radius] = MergeIndex(radius)
+                indexes[radius] = self._index_type(radius)  # the bench's scan too
             by_lead[family.lead] = indexes[radius]
         for number, (class_code, where) in enumerate(sites):
             index = by_lead.get(class_code)
