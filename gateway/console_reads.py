@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from case_bridge import outbox
 from detectors.config import ZoneSettings
-from gateway import listings, store
+from gateway import listings
 from gateway.silences import UnknownSilence
 
 if TYPE_CHECKING:
@@ -67,14 +67,12 @@ def alerting_sources(gw: Gateway) -> dict[str, list[str]]:
 
 
 def held_sources(gw: Gateway) -> dict[str, list[str]]:
-    """Source id → what holds its firing business alerts (``silence:<id>``, …): the alert
-    flow's remembered alerts (rules/flow.py, store namespace ``gate``) that are held."""
+    """Source id → what holds its firing business alerts (``silence:<id>``, …), from the
+    alert flow's memory (rules/flow.py), not a read of its whole store namespace."""
     found: dict[str, list[str]] = {}
-    for key, remembered in store.load_states(gw.conn, "gate"):
-        held_by = remembered.get("held_by") if isinstance(remembered, dict) else None
-        if held_by and HEALTH_KEY not in key:
-            source = remembered.get("alert", {}).get("source_id", key.split("/", 1)[0])
-            found.setdefault(source, []).append(held_by)
+    for alert, held_by in gw.flow.held_alerts():
+        if HEALTH_KEY not in alert.key:
+            found.setdefault(alert.source_id, []).append(held_by)
     return found
 
 

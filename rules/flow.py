@@ -171,6 +171,11 @@ class AlertFlow:
             if firing.held_by == CONFIRM:
                 self._set_due(key, firing, firing.fired_ms + confirm_ms)
 
+    def held_alerts(self) -> list[tuple[Alert, str]]:
+        """The firing alerts held from their cases now, each with what holds it
+        (``silence:<id>``, ``confirm``, an inhibition rule)."""
+        return [(f.alert, f.held_by) for f in self._firing.values() if f.held_by is not None]
+
     def rearm(self, keys: Iterable[str]) -> None:
         """These alerts' case was closed on the platform: forget them (the engines re-arm
         them too, and fire them again if the condition still holds)."""
