@@ -168,8 +168,8 @@ def console_router(gw: Gateway, hub: AlertHub | None = None) -> APIRouter:
 
     @router.get("/api/v1/console/cameras")
     async def cameras() -> dict[str, Any]:
-        rows = console_reads.camera_places(gw)
-        shown = gw.video.snapshot()["cameras"] if gw.video is not None else {}
+        shown = console_reads.camera_figures(gw)
+        rows = console_reads.camera_places(gw, shown)
         now = time.monotonic()
         for row in rows:
             figures = shown.get(row["id"], {})

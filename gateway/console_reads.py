@@ -437,10 +437,17 @@ def map_layers(gw: Gateway, max_devices: int, max_incidents: int) -> dict[str, A
     }
 
 
-def camera_places(gw: Gateway) -> list[dict[str, Any]]:
+def camera_figures(gw: Gateway) -> dict[str, dict[str, Any]]:
+    """Each running camera's figures (status, frames, lag, …) by id."""
+    return gw.video.snapshot()["cameras"] if gw.video is not None else {}
+
+
+def camera_places(
+    gw: Gateway, statuses: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """Each configured camera with its zones (polygon in the picture, place on the map)
-    and its stream status."""
-    statuses = gw.video.snapshot()["cameras"] if gw.video is not None else {}
+    and its stream status (from ``statuses``, the caller's ``camera_figures``, if given)."""
+    statuses = camera_figures(gw) if statuses is None else statuses
     return [
         {
             "id": camera.id,
