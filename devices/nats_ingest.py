@@ -145,6 +145,17 @@ def check_partition(partition: int, partition_count: int) -> None:
         raise ValueError(f"partition {partition} is not in 0..{partition_count - 1}")
 
 
+def partition_of(device_id: str, partitions: int) -> int:
+    """The partition the server's mapping puts a device in: nats-server's
+    ``{{partition(N,1)}}`` is the 32-bit FNV-1a hash of the wildcard's token, modulo N. A
+    replica holds the rule state of its partitions' devices (gateway/replica.py); tests and
+    benchmarks know where a device lands."""
+    digest = 0x811C9DC5
+    for byte in device_id.encode():
+        digest = ((digest ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return digest % partitions
+
+
 @dataclass(frozen=True, slots=True)
 class IngestMessage:
     """One device message as the MQTT path hands it over (``topic``, ``payload``,

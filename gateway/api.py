@@ -216,6 +216,7 @@ def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> Fa
 
     install_validation_errors(app)
     app.include_router(readiness_router(gw))
+    assert gw.threshold_versions is not None  # a cluster's desk serves no API
     app.include_router(thresholds_router(gw.threshold_versions, gw.apply_settings, audit))
     app.include_router(silences_router(gw.silences, audit=audit))
     app.include_router(duplicates_router(gw.conn, gw.merge_duplicate, audit))

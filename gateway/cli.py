@@ -42,6 +42,12 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", required=True)
     run.set_defaults(handler=_run)
 
+    replica = commands.add_parser(
+        "replica", help="run one replica of a gateway on several machines (cluster section)"
+    )
+    replica.add_argument("-c", "--config", required=True)
+    replica.set_defaults(handler=_replica)
+
     check = commands.add_parser("check-config", help="validate a config and explain errors")
     check.add_argument("config")
     check.set_defaults(handler=_check_config)
@@ -156,6 +162,19 @@ def _run(args: argparse.Namespace) -> int:
         print(f"citygw: {exc}", file=sys.stderr)
         return 2
     return _run_until_signal(gateway.run)
+
+
+def _replica(args: argparse.Namespace) -> int:
+    from gateway.cluster_leases import LeaseDatabaseError
+    from gateway.config import ConfigError, load_config
+    from gateway.replica import Replica
+
+    try:
+        replica = Replica(load_config(args.config))
+    except (ConfigError, ValueError, LeaseDatabaseError) as exc:
+        print(f"citygw: {exc}", file=sys.stderr)
+        return 2
+    return _run_until_signal(replica.run)
 
 
 def _check_config(args: argparse.Namespace) -> int:

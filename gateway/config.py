@@ -34,6 +34,7 @@ from devices.mqtt_ingest import parse_broker_url
 from devices.mqtt_settings import MqttSecurity
 from devices.serial import SerialSettings
 from gateway.bounded_yaml import YamlFileError, load_yaml_file
+from gateway.cluster_settings import ClusterSettings
 from gateway.config_secrets import (
     SecretSourceError,
     fill_secret_sources,
@@ -197,6 +198,9 @@ class GatewayConfig(_Section):
     evidence: EvidenceSettings = EvidenceSettings()
     # RS-485 / USB serial ports: Modbus RTU slaves and line-protocol sensors.
     serial: SerialSettings = SerialSettings()
+    # Several replicas on NATS JetStream and PostgreSQL (`citygw replica`); without it, one
+    # process on its SQLite file.
+    cluster: ClusterSettings | None = None
 
     # The case dispatch data of ``cases``' files (grids, units, class policy, calendar),
     # loaded once: by ``load_config``, which reports a broken file as a ConfigError.

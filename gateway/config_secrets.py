@@ -33,6 +33,8 @@ SECRET_SOURCES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("case_platform", "mapped_rest", "auth", "secret"): ("file", "env"),
     ("case_platform", "webhook", "secret"): ("file", "env"),
     ("history", "influxdb", "token"): ("file", "env"),
+    ("cluster", "postgres_password"): ("file", "env"),
+    ("cluster", "nats", "password"): ("file", "env"),
 }
 # Up to the last "@": a password may hold "/" or "@" unescaped; masking a path too is fine.
 _URL_CREDENTIALS = re.compile(r"(?<=://)\S*@")

@@ -268,6 +268,7 @@ def holder(gw: Gateway, held_by: str) -> dict[str, Any] | None:
         rule = next((r for r in rules if r.name == name), None)
         return {"type": "inhibition", "rule": rule.model_dump(mode="json") if rule else None}
     if what == "confirm":
+        assert gw.threshold_versions is not None  # the embedded gateway's API only
         settings = gw.threshold_versions.current().settings
         return {"type": "confirm", "confirm_s": settings.kinds.health.confirm_s}
     return {"type": what}

@@ -20,6 +20,13 @@ Suspected duplicates the incident book finds (``take_suspects``) commit with the
 that produced them; an operator's merge of one (``merge_duplicate``) commits the book's
 commands with the pair marked merged and the API's audit entry.
 
+On several replicas (gateway/replica.py) the same class serves both halves of the work. A
+partition worker's pipeline holds the rules of its own devices and hands every alert to
+``forward_alerts``, a write that commits with the readings (the shared alert log), instead
+of its alert flow; the incident desk's pipeline takes those alerts through
+``apply_alerts`` as it takes a camera's, and the alerts a closed case re-arms, whose rule
+state lives with another replica, go to ``rearm_elsewhere`` in the desk's commit.
+
 A commit the store refuses (disk full, I/O error) is not lost either: the batch, whose
 effects the in-memory rule state already holds, is kept and committed first thing on the
 next try (``StoreUnavailable`` tells the caller not to acknowledge anything meanwhile).
@@ -89,7 +96,11 @@ class Pipeline:
         router: MessageRouter,
         flow: AlertFlow | None = None,
         enrich: Callable[[Alert], Alert] | None = None,
+        forward_alerts: Callable[..., object] | None = None,
+        rearm_elsewhere: Callable[..., object] | None = None,
     ) -> None:
+        """``forward_alerts(conn, alerts=, now_ms=)`` and ``rearm_elsewhere(conn, keys=)``
+        are writes run inside the commit's transaction (see the module docstring)."""
         self._conn = conn
         self._registry = registry
         self._guard = guard
@@ -105,6 +116,10 @@ class Pipeline:
         # judges it, so the alerts table, silences, storms and the case all agree.
         self._enrich = enrich or (lambda alert: alert)
         self._max_future_skew_ms = max_future_skew_ms
+        self._forward_alerts = forward_alerts
+        self._rearm_elsewhere = rearm_elsewhere
+        # Alert keys re-armed here since the last commit, for ``rearm_elsewhere``.
+        self._rearmed: list[str] = []
         # Store namespace → the state of one rule engine (sensor rules, video rules, ...).
         self._rule_states = dict(rule_states)
         # Writes of batches whose commit failed, oldest first, merged into one batch.
@@ -118,10 +133,16 @@ class Pipeline:
         """Some batch's commit failed and waits for ``flush``."""
         return self._unsaved is not None
 
-    def process(self, messages: Sequence[Message], now_ms: int) -> list[CaseCommand]:
-        """Apply a batch of telemetry and commit it; return the case commands it produced."""
+    def process(
+        self,
+        messages: Sequence[Message],
+        now_ms: int,
+        also: Sequence[Callable[[sqlite3.Connection], object]] = (),
+    ) -> list[CaseCommand]:
+        """Apply a batch of telemetry and commit it with ``also`` (writes of the caller's,
+        such as the re-arms it applied); return the case commands it produced."""
         decoded = [(m.topic, m.payload, self._decode(m, now_ms)) for m in messages]
-        return self.process_decoded(decoded, now_ms)
+        return self.process_decoded(decoded, now_ms, also)
 
     def _decode(self, message: Message, now_ms: int) -> Decoded:
         try:
@@ -134,11 +155,15 @@ class Pipeline:
             return internal_rejection(exc)
 
     def process_decoded(
-        self, items: Sequence[tuple[str, bytes, Decoded]], now_ms: int
+        self,
+        items: Sequence[tuple[str, bytes, Decoded]],
+        now_ms: int,
+        also: Sequence[Callable[[sqlite3.Connection], object]] = (),
     ) -> list[CaseCommand]:
         """Readings decoded by a transport's own codec (serial lines, Modbus registers,
         fleet payloads), each with where it came from and its raw bytes for dead letters."""
         batch = store.Batch()
+        batch.also.extend(also)
         alerts: list[Alert] = []
         for origin, raw, result in items:
             try:
@@ -181,10 +206,23 @@ class Pipeline:
             self.counters["suspect"] += 1
         return row, alerts
 
-    def apply_alerts(self, alerts: Sequence[Alert], now_ms: int) -> list[CaseCommand]:
-        """Alerts from other sources (cameras, device health): through the same incidents,
-        committed with every state that changed since the last commit."""
-        return self._commit(store.Batch(), alerts, now_ms)
+    def apply_alerts(
+        self,
+        alerts: Sequence[Alert],
+        now_ms: int,
+        also: Sequence[Callable[[sqlite3.Connection], object]] = (),
+    ) -> list[CaseCommand]:
+        """Alerts from other sources (cameras, device health, the shared alert log):
+        through the same incidents, committed with every state that changed since the last
+        commit and ``also`` (the alert log's rows taken)."""
+        batch = store.Batch()
+        batch.also.extend(also)
+        return self._commit(batch, alerts, now_ms)
+
+    def rearm(self, keys: list[str]) -> None:
+        """Forget these alerts' rule state, as a closed case does here: the desk's re-arms
+        reaching the replica that holds the devices. Committed with the next batch."""
+        self._rearm(keys)
 
     def close_incident(self, incident_id: str, reason: str) -> None:
         """The incident's case is final on the platform: close it, re-arm its alerts."""
@@ -258,6 +296,8 @@ class Pipeline:
         for states in self._rule_states.values():
             states.rearm(keys)
         self._flow.rearm(keys)
+        if self._rearm_elsewhere is not None:
+            self._rearmed.extend(keys)
 
     def refile(self, command: CaseCommand, now_ms: int) -> list[CaseCommand]:
         """A command's case was closed on the platform before the command reached it: file
@@ -308,6 +348,11 @@ class Pipeline:
     def _commit(
         self, batch: store.Batch, alerts: Sequence[Alert], now_ms: int
     ) -> list[CaseCommand]:
+        if self._forward_alerts is not None:
+            if alerts:
+                batch.also.append(partial(self._forward_alerts, alerts=list(alerts), now_ms=now_ms))
+                self.counters["alerts_forwarded"] += len(alerts)
+            return self._save_commands(batch, [], now_ms)
         handled: list[Handled] = []
         for alert in alerts:
             done = len(handled)
@@ -366,6 +411,8 @@ class Pipeline:
         batch = store.Batch()
         self._take_states(batch)
         store.write_states(self._conn, batch.states)
+        for write in batch.also:  # re-arms sent elsewhere
+            write(self._conn)
 
     def _take_states(self, batch: store.Batch) -> None:
         batch.states.extend(("replay", k, v) for k, v in self._guard.take_dirty().items())
@@ -373,6 +420,10 @@ class Pipeline:
         for ns, states in self._rule_states.items():
             batch.states.extend((ns, k, v) for k, v in states.take_dirty().items())
         batch.states.extend(("gate", k, v) for k, v in self._flow.states.take_dirty().items())
+        if self._rearmed:
+            assert self._rearm_elsewhere is not None
+            batch.also.append(partial(self._rearm_elsewhere, keys=self._rearmed))
+            self._rearmed = []
 
     def _save(self, batch: store.Batch) -> None:
         if self._unsaved is not None:
@@ -380,7 +431,7 @@ class Pipeline:
             batch = self._unsaved
         try:
             store.commit(self._conn, batch)
-        except sqlite3.Error as exc:
+        except store.DatabaseError as exc:
             self._unsaved = batch
             self.counters["commit_failures"] += 1
             log.error("store commit failed, kept for retry: %s", exc)

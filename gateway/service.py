@@ -6,6 +6,12 @@ outbox delivery, status sync and the HTTP API — runs on the asyncio loop, so t
 exactly one writer. What runs is a list of runtime parts (gateway/parts.py): the gateway
 starts them, stops them and reads their figures, and a part's loop that fails is restarted
 rather than taking the process down.
+
+On several replicas (gateway/replica.py), the replica holding the desk lease runs this
+class as the city's incident desk (``DeskRole``): the store is the shared PostgreSQL,
+alerts come from the shared alert log instead of MQTT, and a closed case's re-arms go to
+the replicas holding the rule state. The alert flow, incidents, case bridge, status sync
+and closure checks are the embedded gateway's own code, not a second copy.
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -74,20 +80,40 @@ log = logging.getLogger(__name__)
 RELEASE_EVERY_S = 1.0
 
 
+@dataclass(frozen=True)
+class DeskRole:
+    """The gateway as a cluster's incident desk: ``conn`` is the shared store (fenced by the
+    desk lease), ``intake`` the loop feeding it the alert log, ``rearm_elsewhere`` the write
+    that queues re-arms for the replicas holding the rule state (Pipeline)."""
+
+    conn: Any
+    intake: Callable[[Gateway], Coroutine[Any, Any, None]]
+    rearm_elsewhere: Callable[..., object]
+
+
 def _confirm_ms(settings: RuleSettings) -> int:
     return round(settings.kinds.health.confirm_s * 1000)
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, source: str = "the config file") -> None:
-        """``source`` names the config file in the first threshold version's reason."""
+    def __init__(
+        self, config: GatewayConfig, source: str = "the config file", desk: DeskRole | None = None
+    ) -> None:
+        """``source`` names the config file in the first threshold version's reason. A desk
+        takes its thresholds from the config files alone: versions made through the API
+        are the embedded gateway's (its API is not served by replicas)."""
         self.config = config
+        self.desk = desk
         self._loop: asyncio.AbstractEventLoop | None = None
         self.registry = load_registry(config.devices.registry)
         check_registry(config.serial, self.registry)
         self.catalog = ClassCatalog(config.cases.local_classes)
-        self.conn = store.connect(config.store.path, config.store.synchronous)
-        self.threshold_versions, settings = self._threshold_settings(config, source)
+        if desk is None:
+            self.conn = store.connect(config.store.path, config.store.synchronous)
+            self.threshold_versions, settings = self._threshold_settings(config, source)
+        else:
+            self.conn = desk.conn
+            self.threshold_versions, settings = None, settings_from_files(config, self.registry)
         self.engine = RuleEngine(settings, config.tz)
         self.health = DeviceHealth(settings)
         for d in self.registry.values():
@@ -123,11 +149,16 @@ class Gateway:
         self.pipeline = Pipeline(
             self.conn, self.registry, self.guard, self.engine, self.incidents, skew_ms,
             rule_states, self.health, self.router, self.flow, enrich=self.dispatch.enrich,
+            rearm_elsewhere=desk.rearm_elsewhere if desk is not None else None,
         )  # fmt: skip
         self.silences = SilenceStore(self.conn, config.alerting.silences, self._on_silence)
         influx = config.history.influxdb
         kinds = {d.device_id: d.kind for d in self.registry.values()}
-        self.influx = InfluxSink(self.conn, influx, config.gateway_id, kinds) if influx else None
+        self.influx = (
+            InfluxSink(self.conn, influx, config.gateway_id, kinds)
+            if influx and desk is None
+            else None
+        )
 
         platform = config.case_platform
         self._adapter = self._platform_adapter(platform)
@@ -274,6 +305,8 @@ class Gateway:
     def _build_parts(self) -> list[RuntimePart]:
         """What runs, in start order: consumers before the sources that feed them, so that
         nothing received waits for its handler; stopped the other way round."""
+        if self.desk is not None:
+            return self._desk_parts(self.desk)
         mqtt = self.config.mqtt
         ready = asyncio.Event()
         assert self._loop is not None
@@ -306,6 +339,18 @@ class Gateway:
             parts.append(self._api_part())
         return parts
 
+    def _desk_parts(self, desk: DeskRole) -> list[RuntimePart]:
+        """A desk's parts: the alert log in, cases out, statuses back, held alerts due."""
+        dispatcher, sync, counters = self.dispatcher, self.status_sync, self.pipeline.counters
+        return [
+            LoopPart("alert_log", partial(desk.intake, self), lambda: dict(counters)),
+            LoopPart("delivery", dispatcher.run,
+                     lambda: {**dispatcher.stats, **self.platform.stats(),
+                              "last_error": dispatcher.last_error}),
+            LoopPart("status_sync", sync.run, sync.stats),
+            LoopPart("held", self._release_held, self._held_stats),
+        ]  # fmt: skip
+
     def _api_part(self) -> LoopPart:
         api = self.config.api
         self.api_app = create_api(self, self.platform_events)
@@ -331,6 +376,8 @@ class Gateway:
         figures["parts"] = {
             part.name: part.supervision() for part in self.parts if isinstance(part, LoopPart)
         }
+        if self.desk is not None:  # the shared store's counts are the cluster's, not ours
+            return figures
         figures.update(
             readings_stored=store.count_rows(self.conn, "readings"),
             alerts=store.count_rows(self.conn, "alerts"),

@@ -48,16 +48,6 @@ def partition_mapping(partitions: int) -> str:
     )
 
 
-def partition_of(device_id: str, partitions: int) -> int:
-    """The partition the mapping puts a device in: nats-server's ``{{partition(N,1)}}`` is
-    the 32-bit FNV-1a hash of the wildcard's token, modulo N. For tests and benchmarks to
-    know where a device lands; the gateway only ever reads the subject."""
-    digest = 0x811C9DC5
-    for byte in device_id.encode():
-        digest = ((digest ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return digest % partitions
-
-
 def nats_server_binary() -> str:
     found = shutil.which("nats-server") or "/usr/bin/nats-server"
     if not os.path.exists(found):

@@ -31,9 +31,10 @@ from devices.nats_ingest import (
     NatsIngestError,
     NatsIngestSettings,
     device_topic,
+    partition_of,
     subject_to_topic,
 )
-from simulators.nats import NatsServer, partition_of
+from simulators.nats import NatsServer
 
 PARTITIONS = 4
 

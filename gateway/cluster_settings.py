@@ -1,0 +1,66 @@
+"""The ``cluster`` section of gateway.yaml: several replicas sharing one city (gateway/replica.py).
+
+Without it the gateway is one process on its SQLite file, the embedded default. With it,
+``citygw replica`` reads telemetry from NATS JetStream partitions and keeps every shared
+record in PostgreSQL; the section names both, the lease timing and this replica.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from typing import Self
+
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from devices.nats_ingest import NatsIngestSettings
+from gateway.cluster_leases import OWNER_PATTERN
+
+
+class ClusterSettings(BaseModel):
+    """Where the shared state lives and how leases are timed (see gateway/replica.py)."""
+
+    # An error never quotes the input: it may hold the password.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    # libpq key=value or postgresql:// DSN without the password, which goes in
+    # postgres_password (or postgres_password_file / _env).
+    postgres_dsn: str = Field(min_length=1, max_length=1024)
+    postgres_password: SecretStr | None = None
+    nats: NatsIngestSettings = NatsIngestSettings()
+    # Unique per process; default: host name, process id and a random suffix, so a
+    # restarted replica never renews its dead predecessor's leases with the old fences.
+    replica_id: str | None = Field(None, pattern=OWNER_PATTERN.pattern)
+    # A lease not renewed for this long may be taken over (a replica that died).
+    lease_ttl_s: float = Field(6.0, ge=0.5, le=600.0)
+    # How often a replica renews, rebalances and takes over: a few times per lease.
+    lease_tick_s: float = Field(1.0, ge=0.05, le=200.0)
+    # Alerts the incident desk takes from the shared log per commit.
+    desk_batch: int = Field(500, ge=1, le=10_000)
+    # How often the desk looks at the alert log when nothing woke it.
+    desk_poll_s: float = Field(0.05, ge=0.005, le=10.0)
+
+    @field_validator("postgres_dsn")
+    @classmethod
+    def _no_password_in_dsn(cls, dsn: str) -> str:
+        try:
+            params = conninfo_to_dict(dsn)
+        except Exception:  # psycopg's parser error quotes the DSN: never shown
+            raise ValueError("postgres_dsn does not parse as a libpq DSN") from None
+        if "password" in params:
+            raise ValueError("give the password as postgres_password, not in postgres_dsn")
+        return dsn
+
+    @model_validator(mode="after")
+    def _timing(self) -> Self:
+        if self.lease_tick_s * 3 > self.lease_ttl_s:
+            raise ValueError("lease_tick_s must be at most a third of lease_ttl_s")
+        return self
+
+    def owner(self) -> str:
+        """This process's replica id."""
+        if self.replica_id is not None:
+            return self.replica_id
+        host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+        return f"{host[:64] or 'replica'}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,372 @@
+"""A gateway replica: one of several processes that share a city through NATS JetStream
+and PostgreSQL (``citygw replica``; the ``cluster`` section of gateway.yaml).
+
+Devices keep publishing MQTT, to nats-server's MQTT listener, whose subject mapping puts
+each device in one of N ingest partitions (devices/nats_ingest.py). Work is split by leases
+with fencing tokens (gateway/cluster_leases.py): leases 0..N-1 are the ingest partitions,
+lease N is the incident desk. Every replica heartbeats, and the live replicas deal the
+leases round-robin among themselves; a replica that dies loses its leases at expiry, one
+paused past its lease finds every write refused when it wakes.
+
+- **A partition's worker** holds the rule state of the partition's devices only, restored
+  from the shared store when the lease is taken. Each batch from the partition's durable
+  consumer goes through the embedded gateway's own Pipeline (decode, replay guard, health,
+  rules) and commits readings, dead letters, rule state and the alerts it made (into the
+  shared ``alert_log``) in one transaction fenced by the partition's lease; the batch is
+  acked to NATS after the commit. A batch that does not commit (a stale lease, a database
+  error) is not acked, the worker is rebuilt from the store, and the batch comes again.
+- **The incident desk** is the embedded Gateway itself in its desk role (gateway/service.py
+  ``DeskRole``) on the shared store: it takes the alert log in id order through the alert
+  flow and the incident book, so every merge — the three bins of one collection point on
+  three replicas, a zone seen by two cameras — is decided by one owner, and drains the
+  outbox with the existing idempotency keys, syncs statuses and runs closure checks.
+  Alerts are rare beside readings (the book takes ~22,000 alerts/s, bench/incidents.py),
+  so one desk serves a city; a re-armed alert's rule state goes back to its partition's
+  worker through ``rearm_queue``.
+
+Every write of a lease holder runs on a ``FencedConnection``: each transaction it opens,
+and each write outside one, first checks the lease inside that transaction
+(``cluster_leases.fenced``), so a stale holder's write rolls back whole. All of a replica's
+writes run on its one event loop, between lease ticks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from devices.fleet import MessageRouter
+from devices.nats_ingest import IngestMessage, NatsIngest, partition_of
+from devices.registry import Device, load_registry
+from devices.replay_guard import ReplayGuard
+from gateway import alert_log, cluster_leases, pg_store, store
+from gateway.cluster_settings import ClusterSettings
+from gateway.config import GatewayConfig
+from gateway.pipeline import Pipeline, StoreUnavailable
+from gateway.rule_settings import settings_from_files
+from gateway.service import DeskRole, Gateway
+from rules.device_health import DeviceHealth
+from rules.engine import RuleEngine
+from rules.incidents import IncidentBook
+from rules.settings import RuleSettings
+
+log = logging.getLogger(__name__)
+
+# The first word of a statement that writes (a write outside a transaction is fenced too).
+_WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+class FencedConnection(pg_store.PgConnection):
+    """The shared store as one lease holder may write it: every transaction opened on it
+    (``BEGIN``) and every write outside one checks ``owner``'s lease on ``lease`` with
+    ``fence`` first, inside that same transaction (see the module docstring)."""
+
+    def __init__(self, conn: pg_store.PgConnection, owner: str, lease: int, fence: int) -> None:
+        super().__init__(conn.raw)
+        self.owner, self.lease, self.fence = owner, lease, fence
+
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
+        word = sql.lstrip()[:6].upper()
+        if word.startswith("BEGIN"):
+            cursor = super().execute("BEGIN")
+            self._check()
+            return cursor
+        if word in _WRITES and not self.in_transaction:
+            with self._transaction():
+                return super().execute(sql, params)
+        return super().execute(sql, params)
+
+    def executemany(self, sql: str, seq_of_params: Iterable[Any]) -> Any:
+        if not self.in_transaction:
+            with self._transaction():
+                return super().executemany(sql, seq_of_params)
+        return super().executemany(sql, seq_of_params)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Any:
+        super().execute("BEGIN")
+        try:
+            self._check()
+            yield
+            super().execute("COMMIT")
+        except BaseException:
+            if self.in_transaction:
+                super().execute("ROLLBACK")
+            raise
+
+    def _check(self) -> None:
+        try:
+            cluster_leases.fenced(self.raw, self.owner, self.lease, self.fence)
+        except BaseException:
+            super().execute("ROLLBACK")
+            raise
+
+
+@dataclass(frozen=True)
+class ClusterContext:
+    """What every worker of a replica shares: the config, the registry, the settings."""
+
+    config: GatewayConfig
+    settings: ClusterSettings
+    registry: Mapping[str, Device]
+    rules: RuleSettings
+    router: MessageRouter
+    owner: str
+
+    @property
+    def partitions(self) -> int:
+        return self.settings.nats.partition_count
+
+    @property
+    def desk_lease(self) -> int:
+        return self.partitions
+
+    def lease_of_key(self, key: str) -> int | None:
+        """The lease holding an alert key's rule state (its source's partition)."""
+        source = key.split("/", 1)[0]
+        return partition_of(source, self.partitions) if source in self.registry else None
+
+
+class PartitionWorker:
+    """One ingest partition's devices while this replica holds its lease."""
+
+    def __init__(self, context: ClusterContext, partition: int, conn: FencedConnection) -> None:
+        config = context.config
+        self.partition, self.fence, self.conn = partition, conn.fence, conn
+        devices = {
+            device_id: device
+            for device_id, device in context.registry.items()
+            if partition_of(device_id, context.partitions) == partition
+        }
+        self.engine = RuleEngine(context.rules, config.tz)
+        self.health = DeviceHealth(context.rules)
+        for d in devices.values():
+            self.engine.add_source(d.device_id, d.kind, d.location, d.part_code)
+            self.health.add_device(d.device_id, d.kind, d.location, d.part_code)
+        guard = ReplayGuard()
+        rule_states = {"rule": self.engine.states, "health": self.health.states}
+        loaders: dict[str, Callable[[str, Any], None]] = {
+            "replay": guard.load,
+            "rule": self.engine.states.load_state,
+            "health": self.health.states.load_state,
+        }
+        for ns, load in loaders.items():
+            for key, state in store.load_states(conn, ns):
+                if key.split("/", 1)[0] in devices:
+                    load(key, state)
+        # Never fed: a worker's alerts go to the desk through the alert log.
+        book = IncidentBook(config.merge.to_policy(), config.merge)
+        self.pipeline = Pipeline(
+            conn, devices, guard, self.engine, book,
+            int(config.ingest.max_future_skew_s * 1000), rule_states, self.health,
+            context.router, forward_alerts=partial(alert_log.append, lease=partition),
+        )  # fmt: skip
+        self.health.start(_now_ms())
+
+    def process(self, messages: Sequence[IngestMessage]) -> None:
+        """One batch, with the desk's re-arms for these devices applied first and deleted
+        in the same commit."""
+        rearms = alert_log.pending_rearms(self.conn, self.partition)
+        also = []
+        if rearms:
+            self.pipeline.rearm([key for _, key in rearms])
+            also.append(partial(alert_log.delete_rearms, ids=[row_id for row_id, _ in rearms]))
+        self.pipeline.process(messages, _now_ms(), also)
+
+    def tick_health(self) -> None:
+        """Devices gone silent: their offline alerts, through the alert log."""
+        if alerts := self.health.tick(_now_ms()):
+            self.pipeline.apply_alerts(alerts, _now_ms())
+
+
+class Replica:
+    """One replica process: leases, the workers of its partitions, the desk when it
+    holds it (see the module docstring)."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        settings = config.cluster
+        if settings is None:
+            raise ValueError("a replica needs the config's cluster section")
+        registry = load_registry(config.devices.registry)
+        self.context = ClusterContext(
+            config, settings, registry, settings_from_files(config, registry),
+            MessageRouter(config.devices.fleets, limits=config.ingest.limits), settings.owner(),
+        )  # fmt: skip
+        self._password = (
+            settings.postgres_password.get_secret_value() if settings.postgres_password else None
+        )
+        schema_conn = self._connect()
+        try:
+            pg_store.ensure_schema(schema_conn)
+            with schema_conn.raw.transaction():  # replicas start together: one at a time
+                lock = cluster_leases.SCHEMA_LOCK_KEY
+                schema_conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+                schema_conn.raw.execute(alert_log.SCHEMA)
+        finally:
+            schema_conn.close()
+        leases = cluster_leases.LeaseTable(self._connect().raw, self.context.partitions + 1)
+        leases.ensure_schema()
+        self.keeper = cluster_leases.LeaseKeeper(leases, self.context.owner, settings.lease_ttl_s)
+        self.ingest = NatsIngest(settings.nats.model_copy(update={"partitions": ()}), self._batch)
+        self.workers: dict[int, PartitionWorker] = {}
+        self.reading: dict[int, int] = {}  # partition → the fence its consumer was taken with
+        self.desk: Gateway | None = None
+        self._desk_task: asyncio.Task[None] | None = None
+        self._desk_stop = asyncio.Event()
+        self.counters: Counter[str] = Counter()
+
+    def _connect(self) -> pg_store.PgConnection:
+        return pg_store.connect(self.context.settings.postgres_dsn, self._password)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick leases and follow them until ``stop``; then hand everything back."""
+        settings = self.context.settings
+        health_every_s = self.context.config.rules.health.check_every_s
+        await self.ingest.start()
+        log.info("replica %s started", self.context.owner)
+        last_health = time.monotonic()
+        try:
+            while not stop.is_set():
+                held = self._tick()
+                await self._follow(held)
+                if time.monotonic() - last_health >= health_every_s:
+                    self._tick_health()
+                    last_health = time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), settings.lease_tick_s)
+        finally:
+            await self._stop_desk()
+            await self.ingest.stop()
+            with contextlib.suppress(Exception):
+                self.keeper.stop()
+            for worker in self.workers.values():
+                worker.conn.close()
+            log.info("replica %s stopped", self.context.owner)
+
+    def _tick(self) -> dict[int, int]:
+        try:
+            return self.keeper.tick()
+        except Exception as exc:  # the database away: keep what we hold; fencing guards
+            self.counters["lease_tick_errors"] += 1
+            log.warning("lease tick failed: %s", exc)
+            return dict(self.keeper.held)
+
+    async def _follow(self, held: dict[int, int]) -> None:
+        """Start and stop reading partitions and the desk as the leases say."""
+        for partition in range(self.context.partitions):
+            fence = held.get(partition)
+            if self.reading.get(partition) == fence:
+                continue
+            if partition in self.reading:
+                await self.ingest.release(partition)
+                del self.reading[partition]
+                self._drop_worker(partition)
+            if fence is not None:
+                self.ingest.take(partition, fence)
+                self.reading[partition] = fence
+        fence = held.get(self.context.desk_lease)
+        current = self.desk.conn.fence if self.desk is not None else None
+        if fence != current:
+            await self._stop_desk()
+            if fence is not None:
+                self._start_desk(fence)
+
+    def _worker(self, partition: int) -> PartitionWorker:
+        fence = self.reading.get(partition)
+        if fence is None:
+            raise cluster_leases.StaleLease(f"partition {partition} is not held")
+        worker = self.workers.get(partition)
+        if worker is None or worker.fence != fence:
+            self._drop_worker(partition)
+            conn = FencedConnection(self._connect(), self.context.owner, partition, fence)
+            worker = self.workers[partition] = PartitionWorker(self.context, partition, conn)
+            log.info("partition %d: devices' state restored (fence %d)", partition, fence)
+        return worker
+
+    def _drop_worker(self, partition: int) -> None:
+        worker = self.workers.pop(partition, None)
+        if worker is not None:
+            with contextlib.suppress(Exception):
+                worker.conn.close()
+
+    def _batch(self, messages: list[IngestMessage]) -> None:
+        """NATS's callback: commit the batch, or raise so that it is not acked. A worker
+        whose commit failed holds state the store does not: it is rebuilt from the store
+        before the batch comes again."""
+        partition = messages[0].partition
+        try:
+            self._worker(partition).process(messages)
+        except (cluster_leases.StaleLease, StoreUnavailable, *store.DatabaseError) as exc:
+            self.counters[f"batch_refused_{type(exc).__name__}"] += 1
+            self._drop_worker(partition)
+            raise
+        self.counters["batches"] += 1
+        self.counters["messages"] += len(messages)
+
+    def _tick_health(self) -> None:
+        for partition in list(self.workers):
+            try:
+                self.workers[partition].tick_health()
+            except Exception as exc:
+                self.counters["health_tick_errors"] += 1
+                log.warning("partition %d: health tick failed: %s", partition, exc)
+                self._drop_worker(partition)
+
+    def _start_desk(self, fence: int) -> None:
+        context = self.context
+        conn = FencedConnection(self._connect(), context.owner, context.desk_lease, fence)
+        role = DeskRole(
+            conn, self._intake, partial(alert_log.queue_rearms, route=context.lease_of_key)
+        )
+        self.desk = Gateway(context.config, desk=role)
+        self._desk_stop = asyncio.Event()
+        self._desk_task = asyncio.create_task(self.desk.run(self._desk_stop))
+        log.info("replica %s holds the incident desk (fence %d)", context.owner, fence)
+
+    async def _stop_desk(self) -> None:
+        task, self._desk_task, self.desk = self._desk_task, None, None
+        if task is None:
+            return
+        self._desk_stop.set()
+        with contextlib.suppress(Exception):
+            await task
+
+    async def _intake(self, gateway: Gateway) -> None:
+        """The desk's loop: the alert log's oldest committed alerts through the incident
+        book, deleted in the same commit. A commit kept for retry (StoreUnavailable) holds
+        the deletion too, so it is flushed before the log is read again."""
+        settings = self.context.settings
+        pipeline = gateway.pipeline
+        while True:
+            if pipeline.unsaved:
+                pipeline.flush()
+            taken = alert_log.peek(gateway.conn, settings.desk_batch)
+            if not taken.ids:
+                await asyncio.sleep(settings.desk_poll_s)
+                continue
+            deletion = partial(alert_log.delete, ids=taken.ids)
+            if pipeline.apply_alerts(taken.alerts, _now_ms(), also=[deletion]):
+                gateway.dispatcher.wake()
+            self.counters["desk_alerts"] += len(taken.alerts)
+            self.counters["desk_unreadable"] += taken.unreadable
+            await asyncio.sleep(0)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "replica": self.context.owner,
+            "leases": dict(self.keeper.held),
+            "ingest": self.ingest.stats(),
+            "desk": self.desk.stats() if self.desk is not None else None,
+            **self.counters,
+        }
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

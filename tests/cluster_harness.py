@@ -1,0 +1,174 @@
+"""Real processes for the cluster's end-to-end tests: nats-server (JetStream + MQTT),
+PostgreSQL, the bundled case platform, replicas (`citygw replica`) and the device
+simulator publishing MQTT to nats-server, each on loopback as an operator would start it.
+
+Readiness is observed, never slept for: the platform's /healthz, and every lease held by a
+live replica (only then do the ingest stream and the partitions' consumers exist, and
+nats-server acks a device's QoS 1 message on receipt, stored or not)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import psycopg
+import yaml
+
+from simulators.mosquitto import free_port
+from simulators.nats import NatsServer
+
+from harness import TOKEN, Service, wait_until
+
+PARTITIONS = 8
+LEASE_TTL_S = 3.0
+LEASE_TICK_S = 0.5
+
+
+class ClusterStack:
+    """nats-server, PostgreSQL (one database of a shared server), the platform and N
+    replicas in one temp folder."""
+
+    def __init__(self, workdir: Path, dsn: str, scenario: Path | None = None) -> None:
+        from simulators.scenario import BUILTIN_SCENARIO
+
+        self.workdir = workdir
+        self.dsn = dsn
+        self.scenario = scenario or BUILTIN_SCENARIO
+        self.nats = NatsServer(workdir, partitions=PARTITIONS)
+        self.platform_port = free_port()
+        self.platform = Service(
+            "platform",
+            ["platform", "--port", str(self.platform_port), "--db",
+             str(workdir / "platform.db"), "--token", TOKEN],
+            workdir,
+        )  # fmt: skip
+        self.platform_http = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.platform_port}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=5,
+        )
+        self.replicas: dict[str, Service] = {}
+        self.truth_path = workdir / "truth.json"
+
+    def start(self, replicas: int = 3) -> None:
+        self.nats.start()
+        self.platform.start()
+        healthz = f"http://127.0.0.1:{self.platform_port}/healthz"
+        wait_until(lambda: httpx.get(healthz).is_success, "the platform", 60, self.platform)
+        for _ in range(replicas):
+            self.add_replica()
+        self.wait_balanced()
+
+    def add_replica(self) -> Service:
+        """Starts one more replica (its id: r1, r2, ...)."""
+        name = f"r{len(self.replicas) + 1}"
+        service = Service(name, ["replica", "-c", str(self._config(name))], self.workdir)
+        service.start()
+        self.replicas[name] = service
+        return service
+
+    def _config(self, name: str) -> Path:
+        from simulators.scenario import load_scenario
+
+        registry = self.scenario.parent / load_scenario(self.scenario).spec.registry
+        folder = self.workdir / name
+        folder.mkdir(exist_ok=True)
+        config = {
+            "gateway_id": "cluster-test",
+            # Devices reach the replicas through nats-server's MQTT listener, not this.
+            "mqtt": {"url": self.nats.mqtt_url, "client_id": f"unused-{name}"},
+            "devices": {"registry": str(registry)},
+            "store": {"path": str(folder / "local.db")},
+            "case_platform": {
+                "url": f"http://127.0.0.1:{self.platform_port}",
+                "token": TOKEN,
+                "status_sync_s": 1,
+                "retry": {"initial_s": 0.2, "max_s": 2},
+            },
+            "api": {"enabled": False},
+            "cluster": {
+                "postgres_dsn": self.dsn,
+                "replica_id": name,
+                "lease_ttl_s": LEASE_TTL_S,
+                "lease_tick_s": LEASE_TICK_S,
+                "nats": {"url": self.nats.url, "partition_count": PARTITIONS},
+            },
+        }
+        path = folder / "gateway.yaml"
+        path.write_text(yaml.safe_dump(config, allow_unicode=True))
+        return path
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def holders(self) -> dict[int, str | None]:
+        """lease → the replica holding it now (None: free or expired); empty before the
+        first replica made the table."""
+        if not self.query("SELECT to_regclass('partition_leases')")[0][0]:
+            return {}
+        rows = self.query(
+            "SELECT partition, CASE WHEN expires_at > clock_timestamp() THEN owner END"
+            " FROM partition_leases ORDER BY partition"
+        )
+        return dict(rows)
+
+    def wait_balanced(self, timeout_s: float = 60) -> None:
+        """Until every lease is held by a running replica, each holding its round-robin
+        share (so a test's events meet the spread it means to test)."""
+        live = sorted(name for name, service in self.replicas.items() if service.running())
+
+        def balanced() -> bool:
+            holders = self.holders()
+            if len(holders) != PARTITIONS + 1 or any(h not in live for h in holders.values()):
+                return False
+            return all(holders[p] == live[p % len(live)] for p in holders)
+
+        try:
+            wait_until(balanced, f"leases dealt over {live}", timeout_s)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.tails()}") from None
+
+    def simulator(self, time_scale: float) -> Service:
+        args = ["simulate", "devices", "--broker", self.nats.mqtt_url, "--truth",
+                str(self.truth_path), "--scenario", str(self.scenario),
+                "--time-scale", str(time_scale)]  # fmt: skip
+        sim = Service("simulator", args, self.workdir)
+        sim.start()
+        return sim
+
+    def truth(self) -> dict:
+        return json.loads(self.truth_path.read_text(encoding="utf-8"))
+
+    def cases(self) -> list[dict]:
+        return self.platform_http.get("/api/v1/cases").json()["cases"]
+
+    def readings(self) -> int:
+        return self.query("SELECT count(*) FROM readings")[0][0]
+
+    def rejections(self) -> dict[str, int]:
+        return dict(self.query("SELECT reason, n FROM rejection_totals"))
+
+    def wait_caught_up(self, timeout_s: float) -> None:
+        """Until every good reading is stored, the alert log taken and the outbox drained."""
+        truth = self.truth()
+        good = truth["published"] - sum(truth["expected_rejections"].values())
+
+        def done() -> bool:
+            (left,) = self.query("SELECT count(*) FROM alert_log")[0]
+            (pending,) = self.query("SELECT count(*) FROM outbox WHERE state = 'pending'")[0]
+            return self.readings() >= good and left == 0 and pending == 0
+
+        wait_until(done, f"{good} readings stored, alert log and outbox drained", timeout_s)
+
+    def tails(self) -> str:
+        return "\n".join(
+            f"--- {name} ---\n{service.tail(30)}" for name, service in self.replicas.items()
+        )
+
+    def stop(self) -> None:
+        for service in self.replicas.values():
+            service.stop()
+        self.platform.stop()
+        self.nats.stop()
