@@ -8,6 +8,9 @@
 - ``PATCH /api/v1/silences/{id}`` — ``{author, reason, ends_ms | duration_s}``: a later end;
 - ``DELETE /api/v1/silences/{id}?author=&reason=`` — ends it now, kept in the history.
 
+``author`` is who signed in, for a session or a client token (gateway/api_author.py: a
+different one sent is ignored, and may be left out); the machine token must say who acts.
+
 A request that cannot be honoured gets 400 naming the field (422 for a body that does not
 parse), 404 for an unknown id, 409 when the limit of silences in force is reached. The
 router sits behind the app's guard like every route (writes need the operator role). Each
@@ -24,13 +27,27 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
+from gateway.api_author import recorded_author
 from gateway.audit import AuditTrail
 from gateway.silences import Audit, SilenceStore, TooManySilences, UnknownSilence
-from rules.silences import Extension, NewSilence, SilenceError, Status
+from rules.silences import Author, Extension, NewSilence, SilenceError, Status
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger one cannot even be looked up
 SilenceId = Annotated[int, Path(ge=1, le=MAX_ID)]
 AUDITED = ("status", "matchers", "starts_ms", "ends_ms", "removed_ms")
+BODY_AUTHOR = ("body", "author")
+
+
+class SilenceRequest(NewSilence):
+    """``NewSilence`` whose author a signed-in principal may leave out."""
+
+    author: Author | None = None  # type: ignore[assignment]
+
+
+class ExtensionRequest(Extension):
+    """``Extension`` whose author a signed-in principal may leave out."""
+
+    author: Author | None = None  # type: ignore[assignment]
 
 
 def wall_ms() -> int:
@@ -80,15 +97,21 @@ def silences_router(
         return _answer(lambda: silences.get(silence_id), now_ms())
 
     @router.post("", status_code=201)
-    async def create_silence(request: NewSilence, http: Request) -> dict[str, Any]:
+    async def create_silence(body: SilenceRequest, http: Request) -> dict[str, Any]:
+        request = body.model_copy(
+            update={"author": recorded_author(http, body.author, BODY_AUTHOR)}
+        )
         now = now_ms()
         entry = audited(http, "silence.create", None, request.reason, now)
         return _answer(lambda: silences.create(request, now, entry), now)
 
     @router.patch("/{silence_id}")
     async def extend_silence(
-        silence_id: SilenceId, extension: Extension, http: Request
+        silence_id: SilenceId, body: ExtensionRequest, http: Request
     ) -> dict[str, Any]:
+        extension = body.model_copy(
+            update={"author": recorded_author(http, body.author, BODY_AUTHOR)}
+        )
         now = now_ms()
         before = _answer(lambda: silences.get(silence_id), now)
         entry = audited(http, "silence.extend", before, extension.reason, now)
@@ -98,15 +121,16 @@ def silences_router(
     async def remove_silence(
         silence_id: SilenceId,
         http: Request,
-        author: str = Query(min_length=1, max_length=64),
+        author: str | None = Query(None, min_length=1, max_length=64),
         reason: str = Query("", max_length=500),
     ) -> dict[str, Any]:
-        if not author.strip():
+        who = recorded_author(http, author, ("query", "author")).strip()
+        if not who:
             raise HTTPException(400, "author: who removes the silence is required")
         now = now_ms()
         before = _answer(lambda: silences.get(silence_id), now)
         entry = audited(http, "silence.remove", before, reason, now)
-        return _answer(lambda: silences.remove(silence_id, author.strip(), reason, now, entry), now)
+        return _answer(lambda: silences.remove(silence_id, who, reason, now, entry), now)
 
     return router
 

@@ -14,6 +14,10 @@ path), 404 an unknown path or version, 409 an ``expected_version`` that is no lo
 current one (someone else changed the settings since the client read them), 422 a body that
 is not the documented shape. A PUT or rollback that changes nothing stores nothing and
 answers 200 with ``changed: false``, so a retried request is harmless.
+
+A version's ``author`` is who signed in, for a session or a client token
+(gateway/api_author.py: a different one sent is ignored, and may be left out); the machine
+token must say who acts.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
+from gateway.api_author import recorded_author
 from gateway.audit import AuditTrail
 from gateway.threshold_versions import (
     MAX_AUTHOR_CHARS,
@@ -50,6 +55,7 @@ Path = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PATH_CHARS)
 Author = Annotated[str, Field(min_length=1, max_length=MAX_AUTHOR_CHARS)]
 Reason = Annotated[str, Field(min_length=1, max_length=MAX_REASON_CHARS)]
 Version = Annotated[int, Field(ge=1, le=MAX_VERSION, strict=True)]  # true is not version 1
+BODY_AUTHOR = ("body", "author")
 
 
 class _Body(BaseModel):
@@ -61,14 +67,14 @@ class ChangeRequest(_Body):
     device's or zone's override, objects for schedules)."""
 
     changes: dict[Path, JsonValue] = Field(min_length=1, max_length=MAX_CHANGES)
-    author: Author
+    author: Author | None = None  # the signed-in principal's name wins (gateway/api_author.py)
     reason: Reason
     expected_version: Version | None = None
 
 
 class RollbackRequest(_Body):
     version: Version
-    author: Author
+    author: Author | None = None
     reason: Reason
     expected_version: Version | None = None
 
@@ -125,19 +131,21 @@ def thresholds_router(
 
     @router.put("")
     async def change(body: ChangeRequest, http: Request) -> dict[str, Any]:
+        who = recorded_author(http, body.author, BODY_AUTHOR)
         entry = audited(http, "thresholds.set", body.reason)
         return _answer(
             lambda: versions.set(
-                body.changes, body.author, body.reason, body.expected_version, apply, entry
+                body.changes, who, body.reason, body.expected_version, apply, entry
             )
         )
 
     @router.post("/rollback")
     async def rollback(body: RollbackRequest, http: Request) -> dict[str, Any]:
+        who = recorded_author(http, body.author, BODY_AUTHOR)
         entry = audited(http, "thresholds.rollback", body.reason)
         return _answer(
             lambda: versions.rollback(
-                body.version, body.author, body.reason, body.expected_version, apply, entry
+                body.version, who, body.reason, body.expected_version, apply, entry
             )
         )
 
