@@ -31,10 +31,15 @@ new battery clear level at the next battery reading, new stuck/jump limits at th
 reading. A suspect device whose field is no longer judged is believed again at its next
 reading(s), like one whose readings became plausible, so its alert clears through the
 normal path.
+
+Logs: a device going offline or suspect, and back, is one INFO line with ``device_id`` in
+``extra`` (battery is left to the alert). A replay (the backtest) passes
+``log_changes=False``: its changes are a preview, not events.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -43,6 +48,8 @@ from domain import Alert, AlertState, Location, Priority, Reading
 from rules.keyed_state import KeyedStates
 from rules.params import KindHealthParams
 from rules.settings import RuleSettings, device_health_params
+
+log = logging.getLogger(__name__)
 
 COVER_CLASS_PREFIX = "010"  # 01001–01023: "<cover> 异常"
 SAVE_EVERY_MS = 60_000
@@ -86,8 +93,9 @@ def initial_state() -> dict[str, Any]:
 
 
 class DeviceHealth:
-    def __init__(self, settings: RuleSettings) -> None:
+    def __init__(self, settings: RuleSettings, *, log_changes: bool = True) -> None:
         """Health params from ``settings`` (``kinds.health`` and the devices' own)."""
+        self._log_changes = log_changes
         self._settings = settings
         self._config = settings.kinds.health
         self._devices: dict[str, WatchedDevice] = {}
@@ -159,6 +167,7 @@ class DeviceHealth:
         state["lwt_offline_ms"] = None
         if state["offline"]:
             state["offline"] = False
+            self._logged(reading.device_id, "online again: a reading came")
             alerts.append(self._alert(reading.device_id, "offline", AlertState.CLEARED,
                                       reading.ts, "reporting again", reading.values))  # fmt: skip
         if "battery_pct" in reading.values:
@@ -198,6 +207,7 @@ class DeviceHealth:
             self.states.touch(device_id)
             quiet_s = (now_ms - state["last_seen_ms"]) / 1000
             why = "its Last Will said offline" if state["lwt_offline_ms"] else "no reading"
+            self._logged(device_id, f"offline: {why}, silent {quiet_s:.0f} s")
             alerts.append(self._alert(device_id, "offline", AlertState.FIRING, now_ms,
                                       f"offline: {why}, silent {quiet_s:.0f} s"))  # fmt: skip
         return alerts
@@ -249,6 +259,7 @@ class DeviceHealth:
             state["implausible_run"] += 1
             if state["suspect"] is None:
                 state["suspect"] = problem[0]
+                self._logged(reading.device_id, f"suspect: {problem[1]}")
             stuck = problem[0].startswith("stuck:")
             due = stuck or state["implausible_run"] >= self._config.implausible_to_report
             if due and not state["reported"]:
@@ -268,6 +279,7 @@ class DeviceHealth:
             return []
         reported = state["reported"]
         state.update(suspect=None, plausible_run=0, reported=False)
+        self._logged(reading.device_id, "believed again: readings plausible")
         if not reported:
             return []
         return [self._alert(reading.device_id, "suspect", AlertState.CLEARED, reading.ts,
@@ -311,6 +323,10 @@ class DeviceHealth:
                     f"(at most {allowed:g} possible)",
                 )
         return found
+
+    def _logged(self, device_id: str, change: str) -> None:
+        if self._log_changes:
+            log.info("device %s %s", device_id, change, extra={"device_id": device_id})
 
     def _alert(
         self,

@@ -44,11 +44,17 @@ and the incident book thus agree after any crash. Silences are not state of the 
 gateway keeps them in its store and hands them over (:meth:`put_silence`); an alert keeps
 its release time (``due_ms``), so one held by a silence that ended while the gateway was
 down is released at the silence's end on the first call after the restart.
+
+Logs: each alert filed or cleared is one INFO line with its source (``device_id``, or
+``camera_id`` for a camera's) and its incident (``incident_id``) in ``extra``, so a log
+collector finds every line about one device or incident. A replay (the backtest) passes
+``log_changes=False``: its alerts are a preview, not events.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -59,6 +65,8 @@ from rules.area import AREA_KIND, AreaGroups, Group, parent_key
 from rules.incidents import IncidentBook
 from rules.keyed_state import KeyedStates
 from rules.silences import Silence
+
+log = logging.getLogger(__name__)
 
 CONFIRMED_RULES = frozenset({"offline", "suspect"})  # device health's own cases
 CONFIRM = "confirm"
@@ -104,8 +112,11 @@ class AlertFlow:
         incidents: IncidentBook,
         config: AlertingConfig | None = None,
         confirm_ms: int = 0,
+        *,
+        log_changes: bool = True,
     ) -> None:
         config = config or AlertingConfig()
+        self._log_changes = log_changes
         self._book = incidents
         self._inhibit: list[InhibitRule] = list(config.inhibit_rules)
         self._areas = AreaGroups(config.area_conditions)
@@ -219,6 +230,7 @@ class AlertFlow:
         else:
             commands = self._book.handle(alert)
             out.append(Handled(alert, None, _incident(commands), commands))
+            self._logged(alert, _incident(commands))
         if firing is not None:
             self._forget(alert.key)
         for group in self._areas.leave(alert.key):
@@ -278,6 +290,7 @@ class AlertFlow:
         else:
             commands = self._book.handle(alert)
         out.append(Handled(alert, None, _incident(commands), commands))
+        self._logged(alert, _incident(commands))
         was = self._firing.get(alert.key)
         if self._remembered(alert):
             self._remember(alert.key, _Firing(alert, fired_ms, None, None))
@@ -294,6 +307,15 @@ class AlertFlow:
             return False
         labels = alert.labels
         return any(matches(rule.source_match, labels) for rule in self._inhibit)
+
+    def _logged(self, alert: Alert, incident_id: str | None) -> None:
+        """One line for an alert given to the incident book, with its source and incident."""
+        if not self._log_changes:
+            return
+        ids = {"camera_id" if alert.origin == "video" else "device_id": alert.source_id}
+        if incident_id is not None:
+            ids["incident_id"] = incident_id
+        log.info("alert %s %s: incident %s", alert.key, alert.state, incident_id, extra=ids)
 
     # -- release --------------------------------------------------------------------------
 

@@ -25,8 +25,13 @@ from case_bridge.codes import ClassCatalog
 from case_bridge.dispatcher import OutboxDispatcher
 from case_bridge.platform import BundledPlatform
 from case_bridge.settings import CaseSettings, RetryPolicy
-from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority
+from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority, Reading
 from gateway.logging_setup import ID_FIELDS, MAX_MESSAGE_CHARS, JsonFormatter
+from rules.device_health import DeviceHealth
+from rules.flow import AlertFlow
+from rules.incidents import IncidentBook, MergePolicy
+from rules.params import HealthConfig, KindHealthParams
+from rules.settings import KindSettings, RuleSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
@@ -137,3 +142,89 @@ def test_the_dispatcher_names_the_incident_of_a_parked_command(tmp_path, fake, c
     assert (entry["level"], entry["incident_id"]) == ("ERROR", "INC-42")
     assert entry["message"].startswith("case command INC-42/1 parked: HTTP 422")
     conn.close()
+
+
+# -- the ids the rules give ------------------------------------------------------------------
+
+HERE = Location(26.087, 119.302, "五四路", "350102001001001")
+T0 = 1_763_700_000_000
+
+
+def _json_lines(records: list[logging.LogRecord]) -> list[dict]:
+    return [json.loads(JsonFormatter().format(r)) for r in records]
+
+
+def _health(log_changes: bool = True) -> DeviceHealth:
+    params = KindHealthParams(heartbeat_s=60, stuck_after_s={"level_cm": 600.0})
+    settings = RuleSettings(kinds=KindSettings(health=HealthConfig(water_level=params)))
+    health = DeviceHealth(settings, log_changes=log_changes)
+    health.add_device("WL-1", "water_level", HERE, "")
+    health.start(T0)
+    return health
+
+
+def _level(ts: int, level: float) -> Reading:
+    return Reading("WL-1", "water_level", ts, {"level_cm": level})
+
+
+def _health_changes(health: DeviceHealth) -> None:
+    """Offline, back, stuck (suspect), believed again."""
+    health.tick(T0 + 180_000)
+    health.check(_level(T0 + 200_000, 5.0), T0 + 200_000)
+    health.check(_level(T0 + 900_000, 5.0), T0 + 900_000)  # the same for 700 s: stuck
+    health.check(_level(T0 + 960_000, 6.0), T0 + 960_000)
+
+
+def test_device_health_logs_each_offline_and_suspect_change_with_the_device(caplog):
+    with caplog.at_level(logging.INFO, logger="rules.device_health"):
+        _health_changes(_health())
+    lines = _json_lines([r for r in caplog.records if r.name == "rules.device_health"])
+    assert [(line["device_id"], line["message"]) for line in lines] == [
+        ("WL-1", "device WL-1 offline: no reading, silent 180 s"),
+        ("WL-1", "device WL-1 online again: a reading came"),
+        ("WL-1", "device WL-1 suspect: level_cm stuck at 5 for 0.2 h"),
+        ("WL-1", "device WL-1 believed again: readings plausible"),
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="rules.device_health"):
+        _health_changes(_health(log_changes=False))  # a backtest's replay
+    assert [r for r in caplog.records if r.name == "rules.device_health"] == []
+
+
+def _alert(source: str, state: AlertState, ts: int, origin: str = "iot") -> Alert:
+    return Alert(
+        key=f"{source}/rule", source_id=source, rule_id="rule", state=state, class_code="06042",
+        priority=Priority.NORMAL, location=HERE, ts=ts, origin=origin,
+    )  # fmt: skip
+
+
+def _flow_lines(caplog, log_changes: bool) -> tuple[list, list[dict]]:
+    """A sensor's alert filed, a camera's filed, the sensor's cleared: what was handled and
+    the JSON lines logged."""
+    flow = AlertFlow(IncidentBook(MergePolicy(50, 86_400_000)), log_changes=log_changes)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="rules.flow"):
+        handled = flow.handle([
+            _alert("BIN-1", AlertState.FIRING, T0),
+            _alert("CAM-1", AlertState.FIRING, T0 + 1, origin="video"),
+            _alert("BIN-1", AlertState.CLEARED, T0 + 2),
+        ])  # fmt: skip
+    return handled, _json_lines([r for r in caplog.records if r.name == "rules.flow"])
+
+
+def test_the_alert_flow_logs_each_alert_filed_or_cleared_with_its_source_and_incident(caplog):
+    handled, lines = _flow_lines(caplog, log_changes=True)
+    bin_incident, camera_incident = handled[0].incident_id, handled[1].incident_id
+    assert bin_incident and camera_incident  # the camera's joins it: one place, one class
+    ids = [{k: v for k, v in line.items() if k in ID_FIELDS} for line in lines]
+    assert ids == [
+        {"device_id": "BIN-1", "incident_id": bin_incident},
+        {"camera_id": "CAM-1", "incident_id": camera_incident},
+        {"device_id": "BIN-1", "incident_id": bin_incident},
+    ]
+    assert [line["message"] for line in lines] == [
+        f"alert BIN-1/rule firing: incident {bin_incident}",
+        f"alert CAM-1/rule firing: incident {camera_incident}",
+        f"alert BIN-1/rule cleared: incident {bin_incident}",
+    ]
+    assert _flow_lines(caplog, log_changes=False)[1] == []  # a backtest's replay
