@@ -32,8 +32,14 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
+
 from case_bridge.platform import MAX_FIELD_CHARS
 from domain import CaseCommand
+
+# A store failure, embedded (SQLite) or in the cluster (PostgreSQL, gateway/pg_store.py);
+# gateway/store.py names it too.
+DatabaseError = (sqlite3.Error, psycopg.Error)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -102,8 +108,8 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
 def enqueue(conn: sqlite3.Connection, command: CaseCommand, now_ms: int) -> None:
     """Add a command (inside the caller's transaction). A replayed command id is ignored."""
     conn.execute(
-        "INSERT OR IGNORE INTO outbox (command_id, incident_id, kind, body, created_ms)"
-        " VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO outbox (command_id, incident_id, kind, body, created_ms)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (
             command.command_id,
             command.incident_id,
@@ -211,7 +217,8 @@ def requeue_parked(conn: sqlite3.Connection) -> int:
 def link_case(conn: sqlite3.Connection, incident_id: str, case_id: str, now_ms: int) -> None:
     with conn:
         conn.execute(
-            "INSERT OR IGNORE INTO case_links (incident_id, case_id, filed_ms) VALUES (?, ?, ?)",
+            "INSERT INTO case_links (incident_id, case_id, filed_ms) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             (incident_id, case_id, now_ms),
         )
 
@@ -248,11 +255,12 @@ def record_status(
         raise ValueError(f"source: one of {', '.join(SOURCES)}, not {source!r}")
     status, updated_at = status[:MAX_FIELD_CHARS], updated_at[:MAX_FIELD_CHARS]
     added = conn.execute(
-        "INSERT OR IGNORE INTO case_statuses (case_id, status, updated_at, updated_ms, seen_ms,"
+        "INSERT INTO case_statuses (case_id, status, updated_at, updated_ms, seen_ms,"
         " source) SELECT :case, :status, :updated_at, :updated_ms, :now, :source"
         " WHERE NOT EXISTS (SELECT 1 FROM (SELECT status, updated_ms FROM case_statuses"
         " WHERE case_id = :case ORDER BY seq DESC LIMIT 1) AS latest"
-        " WHERE latest.status = :status OR latest.updated_ms > :updated_ms)",
+        " WHERE latest.status = :status OR latest.updated_ms > :updated_ms)"
+        " ON CONFLICT DO NOTHING",
         {"case": case_id, "status": status, "updated_at": updated_at,
          "updated_ms": _zoned_ms(updated_at), "now": now_ms, "source": source},
     ).rowcount  # fmt: skip

@@ -104,7 +104,7 @@ class StatusSync:
                 return
             try:
                 self._take(page)
-            except sqlite3.Error as exc:
+            except outbox.DatabaseError as exc:
                 self.store_failures += 1
                 log.warning("status sync: the store refused a case status (%s): read again", exc)
                 return

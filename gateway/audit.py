@@ -37,7 +37,7 @@ from fastapi import HTTPException, Request
 
 from gateway.listings import BadCursor, Page
 from gateway.principals import Principal
-from gateway.store import in_transaction
+from gateway.store import DatabaseError, in_transaction
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class AuditTrail:
 def _refused_as_503() -> Iterator[None]:
     try:
         yield
-    except sqlite3.Error as exc:
+    except DatabaseError as exc:
         log.error("the store refused an audit entry: %s", exc)
         raise HTTPException(
             503, "the store refused the audit entry: nothing was changed; retry"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import sqlite3
 import sys
 from typing import TYPE_CHECKING
 
@@ -73,7 +72,7 @@ def _with_store(args: argparse.Namespace, action: Callable[..., None]) -> int:
     try:
         config = load_config(args.config)
         conn = store.connect(config.store.path, config.store.synchronous)
-    except (ConfigError, ValueError, sqlite3.Error, OSError) as exc:
+    except (ConfigError, ValueError, *store.DatabaseError, OSError) as exc:
         print(f"citygw: {exc}", file=sys.stderr)
         return 2
     try:

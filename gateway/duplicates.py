@@ -53,7 +53,7 @@ _SELECT = (
 )
 _BOTH_OPEN = (
     "coalesce(json_extract(a.value, '$.status') = 'open'"
-    " AND json_extract(b.value, '$.status') = 'open', 0)"
+    " AND json_extract(b.value, '$.status') = 'open', FALSE)"
 )
 # The WHERE clause of each status as shown.
 _SHOWN = {
@@ -192,9 +192,9 @@ def expire(conn: sqlite3.Connection, before_ms: int, batch_rows: int) -> int:
     gone_or_old = (
         "a.value IS NULL OR b.value IS NULL"
         " OR (json_extract(a.value, '$.status') != 'open'"
-        " AND json_extract(a.value, '$.last_ts') < ?1)"
+        " AND CAST(json_extract(a.value, '$.last_ts') AS BIGINT) < ?1)"
         " OR (json_extract(b.value, '$.status') != 'open'"
-        " AND json_extract(b.value, '$.last_ts') < ?1)"
+        " AND CAST(json_extract(b.value, '$.last_ts') AS BIGINT) < ?1)"
     )
     return conn.execute(
         "DELETE FROM suspected_duplicates WHERE rowid IN (SELECT d.rowid FROM"

@@ -22,6 +22,11 @@ from case_bridge import outbox
 
 T = TypeVar("T")
 
+# What a store failure raises, embedded (SQLite) or in the cluster (PostgreSQL,
+# gateway/pg_store.py): catch this, never one driver's errors. Defined with the outbox, so
+# the case bridge catches it without importing the gateway.
+DatabaseError = outbox.DatabaseError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
     device_id TEXT NOT NULL,
@@ -272,7 +277,7 @@ def commit(conn: sqlite3.Connection, batch: Batch) -> None:
         )
         conn.executemany(
             "INSERT INTO rejection_totals (reason, n) VALUES (?, ?)"
-            " ON CONFLICT (reason) DO UPDATE SET n = n + excluded.n",
+            " ON CONFLICT (reason) DO UPDATE SET n = rejection_totals.n + excluded.n",
             Counter(row[3] for row in batch.dead_letters).items(),
         )
         conn.executemany(
@@ -339,7 +344,11 @@ def write_states(conn: sqlite3.Connection, states: list[tuple[str, str, Any]]) -
     caller's transaction)."""
     upserts = [(ns, k, json_text(v)) for ns, k, v in states if v is not None]
     deletes = [(ns, k) for ns, k, v in states if v is None]
-    conn.executemany("INSERT OR REPLACE INTO state (ns, key, value) VALUES (?, ?, ?)", upserts)
+    conn.executemany(
+        "INSERT INTO state (ns, key, value) VALUES (?, ?, ?)"
+        " ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
+        upserts,
+    )
     conn.executemany("DELETE FROM state WHERE ns = ? AND key = ?", deletes)
 
 
@@ -348,8 +357,9 @@ def write_suspects(conn: sqlite3.Connection, suspects: list[dict[str, Any]]) -> 
     already stored is left as it is: replaying alerts after a crash finds the same pairs
     again, and must not reopen one an operator has decided."""
     conn.executemany(
-        "INSERT OR IGNORE INTO suspected_duplicates"
-        " (id, incident_id, other_incident_id, score, reasons_json, ts) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO suspected_duplicates"
+        " (id, incident_id, other_incident_id, score, reasons_json, ts) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (id) DO NOTHING",
         [
             (p["id"], p["incident_id"], p["other_incident_id"], float(p["score"]),
              json.dumps(list(p["reasons"]), ensure_ascii=False), int(p["ts"]))
