@@ -151,6 +151,12 @@ class _StatsCollector(Collector):
                 "Readings accepted since start (refused ones are in citygw_rejected_total)",
                 consume.get("accepted", 0),
             )
+            yield _counter(
+                "citygw_incidents_opened",
+                "Incidents opened since start, each filing one case (the pipeline's count of"
+                " open commands made; merged and attached alerts open none)",
+                consume.get("incidents_opened", 0),
+            )
         if "mqtt" in s:
             yield from _mqtt(s["mqtt"])
         if "delivery" in s:

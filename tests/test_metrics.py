@@ -39,7 +39,13 @@ STATS = {
             }
         },
     },
-    "consume": {"accepted": 97, "suspect": 3, "rejected_bad_schema": 4, "commands": 6},
+    "consume": {
+        "accepted": 97,
+        "suspect": 3,
+        "rejected_bad_schema": 4,
+        "commands": 6,
+        "incidents_opened": 4,
+    },
     "incidents_open": 5,
     "outbox_oldest_pending_ms": int(NOW_S * 1000) - 90_000,
     "video": {
@@ -148,6 +154,7 @@ def test_the_issues_figures_readings_incidents_cases_outbox_age_cameras_and_expo
     got = render(STATS)
     assert got[("citygw_readings_accepted_total", ())] == 97
     assert got[("citygw_incidents_open", ())] == 5
+    assert got[("citygw_incidents_opened_total", ())] == 4
     assert got[("citygw_cases_filed_total", ())] == 4
     assert got[("citygw_outbox_oldest_pending_age_seconds", ())] == 90
     assert got[("citygw_mqtt_subscribed", ())] == 0  # not in these stats: not subscribed
