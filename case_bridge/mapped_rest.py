@@ -32,7 +32,10 @@ when the mapping names the header of one that does), so before the outbox posts 
 command whose earlier send may have acted, ``find_case`` looks the case up by our external
 key through the mapping's ``find_case`` endpoint. A platform without one cannot be asked:
 ``find_case`` then refuses (the command is parked for an operator to check the platform)
-rather than answer "not there" and risk a second case. Result codes the mapping lists as
+rather than answer "not there" and risk a second case. "Not there" needs the whole listing
+read (every page, up to ``max_pages``; without paging, fewer items than ``listing_cap``)
+with every item's key readable and no possible match nearby (``mapped_rest_nearby.py``);
+anything less is DOUBTFUL, so the command is not posted again. Result codes the mapping lists as
 ``refused`` or ``transient`` are the platform saying it did not act; an unknown one may
 have acted.
 """
@@ -56,6 +59,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from case_bridge.coordinates import PlatformCoordinates
+from case_bridge.mapped_rest_nearby import MappedNearby
 from case_bridge.mapped_rest_settings import (
     ApiKeyAuth,
     BearerAuth,
@@ -64,6 +68,7 @@ from case_bridge.mapped_rest_settings import (
     FieldSpec,
     FindCase,
     HmacAuth,
+    Listing,
     MappedRestSettings,
     Request,
     ResultCheck,
@@ -84,11 +89,16 @@ from case_bridge.platform import (
     MAX_FIELD_CHARS,
     MAX_PAGE_CASES,
     MAX_PAGE_REPLY_BYTES,
+    Candidate,
     CasePage,
     CaseStatus,
     Failure,
+    LookupPage,
     PlatformError,
+    RequestHook,
+    guard_client,
     json_object,
+    look_up_pages,
     no_void,
     require_case_id,
     require_success,
@@ -196,23 +206,74 @@ def read_page(
     items = _items(reply, request.items, status, what)
     cases = [case for case in (_case_status(request, item) for item in items) if case]
     next_since = _paging_text(reply, request.next_since, status, what)
-    next_after = None
-    if request.next_cursor is not None:
-        next_after = _paging_text(reply, request.next_cursor, status, what)
-    elif (pages := request.page_numbers) and page_number is not None and len(items) >= pages.size:
-        next_after = str(page_number + 1)
+    next_after = _next_page(request, reply, len(items), page_number, status, what)
     return CasePage(cases, next_after, next_since, skipped=len(items) - len(cases))
 
 
-def read_found(
-    request: FindCase, status: int, body: bytes, what: str, external_key: str
-) -> str | None:
-    """The id of the first listed case whose key is ours; None when none is."""
-    reply = read_checked(request.check, status, body, what)
-    for item in _items(reply, request.items, status, what):
-        if isinstance(item, dict) and _id_text(lookup(item, request.item_key)) == external_key:
-            return read_case_id(item, request.item_id, status, what)
+def _next_page(
+    request: Listing, reply: dict[str, Any], listed: int, page_number: int | None,
+    status: int, what: str,
+) -> str | None:  # fmt: skip
+    """The next page's cursor or number, None when the listing says this page is its last."""
+    if request.next_cursor is not None:
+        return _paging_text(reply, request.next_cursor, status, what)
+    if (pages := request.page_numbers) and page_number is not None and listed >= pages.size:
+        return str(page_number + 1)
     return None
+
+
+def read_found(
+    request: FindCase,
+    status: int,
+    body: bytes,
+    what: str,
+    external_key: str,
+    page_number: int | None = None,
+    near: MappedNearby | None = None,
+) -> LookupPage:
+    """One page of a lookup: the id of the listed case whose key is ours (then nothing
+    else), else the next page, the possible matches ``near`` finds and the count of items
+    whose key cannot be read (not an object, or a key that is neither text nor a number:
+    it might be ours). Without paging, a page of ``listing_cap`` items may be cut short:
+    DOUBTFUL unless ours is on it."""
+    reply = read_checked(request.check, status, body, what)
+    items = _items(reply, request.items, status, what)
+    candidates: list[Candidate] = []
+    unreadable = 0
+    for item in items:
+        if not isinstance(item, dict):
+            unreadable += 1
+            continue
+        key = lookup(item, request.item_key)
+        if isinstance(key, _Absent) or key is None or key == "":  # no key: not ours, maybe
+            if near is not None and (found := _candidate(request, item, near)) is not None:
+                candidates.append(found)
+        elif (text := _id_text(key)) is None:
+            unreadable += 1
+        elif text == external_key:
+            return LookupPage(read_case_id(item, request.item_id, status, what), None, [], 0)
+    if request.next_cursor is None and request.page_numbers is None:
+        if len(items) >= request.listing_cap:
+            raise PlatformError(
+                f"HTTP {status} on {what}: no case under {external_key!r} among"
+                f" {len(items)} items, as many as listing_cap: the listing may be cut short;"
+                " cannot tell whether it was filed",
+                Failure.DOUBTFUL,
+            )
+        return LookupPage(None, None, candidates, unreadable)
+    next_after = _next_page(request, reply, len(items), page_number, status, what)
+    return LookupPage(None, next_after, candidates, unreadable)
+
+
+def _candidate(request: FindCase, item: dict[str, Any], near: MappedNearby) -> Candidate | None:
+    """What ``near`` makes of the item's id, service, place and time (None where absent)."""
+    paths = near.items
+    fields = {
+        "id": request.item_id, "service": paths.item_service, "x": paths.item_x,
+        "y": paths.item_y, "time": paths.item_time,
+    }  # fmt: skip
+    values = {name: lookup(item, path) for name, path in fields.items()}
+    return near.candidate({k: None if v is ABSENT else v for k, v in values.items()})
 
 
 def _items(reply: dict[str, Any], path: str, status: int, what: str) -> list[Any]:
@@ -309,6 +370,11 @@ class RequestBuilder:
             if value is not ABSENT and value is not None:
                 texts[name] = value if isinstance(value, str) else json.dumps(value)
         return texts
+
+    def value(self, where: str, spec: FieldSpec, root: dict[str, Any]) -> Any:
+        """What ``spec`` makes of ``root``: a value, ``ABSENT`` (omitted) or a REFUSED
+        PlatformError naming ``where``."""
+        return self._value(where, spec, root)
 
     def _value(self, where: str, spec: FieldSpec, root: dict[str, Any]) -> Any:
         if spec.coordinate is not None:
@@ -479,8 +545,10 @@ class MappedRestPlatform:
         return read_page(request, status, reply, what, page_number)
 
     async def find_case(self, external_key: str, body: dict[str, Any]) -> str | None:
-        """The platform's id of the case filed for ``external_key``, or None when none is
-        listed. REFUSED when the mapping has no ``find_case``: nobody can tell."""
+        """The platform's id of the case filed for ``external_key``; None only when the
+        whole listing was read, every item's key was readable and none is a possible
+        match; DOUBTFUL otherwise (``FindCase``). REFUSED when the mapping has no
+        ``find_case``: nobody can tell."""
         request = self._settings.find_case
         if request is None:
             raise PlatformError(
@@ -489,9 +557,37 @@ class MappedRestPlatform:
                 Failure.REFUSED,
             )
         what = f"{request.method} {request.path}"
-        root = {**body, "external_key": external_key}
-        status, reply = await self._exchange(request, root, what, limit=MAX_PAGE_REPLY_BYTES)
-        return read_found(request, status, reply, what, external_key)
+        root: dict[str, Any] = {**body, "external_key": external_key}
+        near = self._nearby(request, root, what)
+        pages = request.page_numbers
+
+        async def page(after: str | None) -> LookupPage:
+            page_number, paging = None, {}
+            if pages is not None:  # "after" is the number read_found gave
+                page_number = int(after) if after is not None else pages.first
+                paging = {pages.param: str(page_number), pages.size_param: str(pages.size)}
+            elif after is not None:
+                root["after"] = after
+            status, reply = await self._exchange(
+                request, root, what, paging=paging, limit=MAX_PAGE_REPLY_BYTES
+            )
+            return read_found(request, status, reply, what, external_key, page_number, near)
+
+        return await look_up_pages(page, external_key, what, request.max_pages)
+
+    def _nearby(self, request: FindCase, root: dict[str, Any], what: str) -> MappedNearby | None:
+        """What possible matches are judged against, when the mapping asks for them and
+        our case has a place, a time and a service to compare."""
+        if request.nearby is None:
+            return None
+        try:
+            service = self._builder.value(f"{what} nearby.service", request.nearby.service, root)
+        except PlatformError:
+            return None
+        return MappedNearby.of(request.nearby, self._settings, root, service)
+
+    def guard_requests(self, hook: RequestHook) -> None:
+        guard_client(self._client, hook)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -45,6 +45,7 @@ from pydantic import (
 
 from case_bridge.case_model import ORIGIN_NAMES
 from case_bridge.coordinates import PlatformCoordinates
+from case_bridge.platform import NearbySettings
 from domain import Priority
 
 MAX_SEGMENTS = 8  # nesting of a body field, depth of a reply path
@@ -92,6 +93,8 @@ OPEN_CASE_SOURCES = re.compile(
     r"|external_key"
     rf"|location\.(?:lat|lon|address|grid_code)|{_EVIDENCE_ITEM}"
 )
+# A lookup pages with the cursor the previous page gave (source ``after``).
+FIND_CASE_SOURCES = re.compile(rf"(?:{OPEN_CASE_SOURCES.pattern})|after")
 EVIDENCE_SOURCES = re.compile(rf"case_id|priority|deadline|{_EVIDENCE_ITEM}")
 # A void: the platform's id of the case, and why it is void (case_bridge/dispatcher.py
 # ``void_reason``: "作废: merged as a duplicate into another case (...)").
@@ -302,28 +305,20 @@ class PageNumbers(BaseModel):
     first: int = Field(1, ge=0, le=1)
 
 
-class ChangedCases(Request):
-    """Cases changed since a time (sources ``since`` and ``after``), for status sync.
-
-    Each listed item gives its id, its status code (translated by ``statuses``; an item
-    with a code the table lacks is skipped and counted) and when it changed (compared as
-    text: give a fixed-width time or epoch number). ``next_since``: where in the reply the
-    platform says to list from next time. Paging: ``next_cursor`` (where the reply gives
-    the next page's cursor; null or empty on the last page) or ``page_numbers``; with
-    neither, one page is the whole answer. ``items`` null means no changes.
-    """
+class Listing(Request):
+    """A listing of the platform's cases, read page by page: ``items`` is where a reply
+    lists them (null means none) and ``item_id`` each one's id. Paging: ``next_cursor``
+    (where the reply gives the next page's cursor, passed back as the source ``after``;
+    null or empty on the last page) or ``page_numbers``; with neither, one page is the
+    whole answer."""
 
     items: ReplyPath
     item_id: ReplyPath
-    item_status: ReplyPath
-    item_updated_at: ReplyPath
-    statuses: dict[ShortText, CaseStatusName] = Field(min_length=1, max_length=200)
-    next_since: ReplyPath | None = None
     next_cursor: ReplyPath | None = None
     page_numbers: PageNumbers | None = None
 
     @model_validator(mode="after")
-    def _one_paging(self) -> ChangedCases:
+    def _one_paging(self) -> Listing:
         if self.next_cursor is not None and self.page_numbers is not None:
             raise ValueError("give next_cursor or page_numbers, not both")
         pages = self.page_numbers
@@ -332,14 +327,68 @@ class ChangedCases(Request):
         return self
 
 
-class FindCase(Request):
-    """Looking a case up by our external key (after an ambiguous failure, before posting
-    again). Sources: the open-case body. Only an item whose ``item_key`` equals our
-    external key counts: a platform that ignores an unknown filter lists other cases."""
+class ChangedCases(Listing):
+    """Cases changed since a time (sources ``since`` and ``after``), for status sync.
 
-    items: ReplyPath
-    item_id: ReplyPath
+    Each listed item gives its id, its status code (translated by ``statuses``; an item
+    with a code the table lacks is skipped and counted) and when it changed (compared as
+    text: give a fixed-width time or epoch number). ``next_since``: where in the reply the
+    platform says to list from next time.
+    """
+
+    item_status: ReplyPath
+    item_updated_at: ReplyPath
+    statuses: dict[ShortText, CaseStatusName] = Field(min_length=1, max_length=200)
+    next_since: ReplyPath | None = None
+
+
+class NearbyItems(NearbySettings):
+    """Where a listed item gives what a possible match is judged by (``platform.py``):
+    its place (``item_x``/``item_y`` in the mapping's ``coordinates.system``), its time
+    (``item_time``: ISO 8601, epoch ms, or text in ``time_format``, a strptime pattern
+    read in the mapping's ``timezone``) and its service (``item_service``), compared as
+    text with what ``service`` makes of our case (e.g. ``{from: class_code, table:
+    sub_type}``). Items whose key is another of ours are never candidates."""
+
+    item_x: ReplyPath
+    item_y: ReplyPath
+    item_time: ReplyPath
+    time_format: str | None = Field(None, min_length=2, max_length=64)
+    item_service: ReplyPath
+    service: FieldSpec
+
+
+class FindCase(Listing):
+    """Looking a case up by our external key (after an ambiguous failure, before posting
+    again). Sources: the open-case body, and ``after`` (the cursor) when paging by
+    ``next_cursor``. Only an item whose ``item_key`` equals our external key counts: a
+    platform that ignores an unknown filter lists other cases, page after page.
+
+    "Not there" is answered only after the whole listing was read: at most ``max_pages``
+    pages (a page-numbered page as long as its size, or a cursor, means another), and
+    without paging a page shorter than ``listing_cap`` (one that long may be cut short).
+    A listing read only in part, or with an item whose key cannot be read, answers
+    DOUBTFUL: the command is not filed again. ``nearby``: also look among the listed items
+    for a possible match (DOUBTFUL, parked for an operator); it sees what the listing
+    lists, so list the service's recent cases for it, not only those under our key."""
+
     item_key: ReplyPath
+    max_pages: int = Field(10, ge=1, le=50)
+    listing_cap: int = Field(100, ge=1, le=1000)
+    nearby: NearbyItems | None = None
+
+    @model_validator(mode="after")
+    def _cursor_sent(self) -> FindCase:
+        if self.next_cursor is not None and not any(
+            spec.from_ == "after" for _, spec in self.specs()
+        ):
+            raise ValueError("next_cursor: pass the cursor back with a field {from: after}")
+        return self
+
+    def specs(self) -> Iterator[tuple[str, FieldSpec]]:
+        yield from super().specs()
+        if self.nearby is not None:
+            yield "nearby.service", self.nearby.service
 
 
 class Attach(BaseModel):
@@ -503,14 +552,14 @@ class MappedRestSettings(BaseModel):
             yield "add_evidence", self.add_evidence, EVIDENCE_SOURCES
         yield "changed_cases", self.changed_cases, CHANGED_CASES_SOURCES
         if self.find_case is not None:
-            yield "find_case", self.find_case, OPEN_CASE_SOURCES
+            yield "find_case", self.find_case, FIND_CASE_SOURCES
         if self.void_case is not None:
             yield "void_case", self.void_case, VOID_SOURCES
         if self.upload is not None:
             yield "upload", self.upload, UPLOAD_SOURCES
 
     def _check_spec(self, field: str, spec: FieldSpec, sources: re.Pattern[str]) -> None:
-        if spec.coordinate is not None and sources is not OPEN_CASE_SOURCES:
+        if spec.coordinate is not None and sources not in (OPEN_CASE_SOURCES, FIND_CASE_SOURCES):
             raise ValueError(f"{field}: this request has no location for a coordinate")
         if spec.from_ is None:
             return

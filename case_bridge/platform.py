@@ -31,19 +31,33 @@ a transient or doubtful failure without saying gets the safe default: it may hav
 What is read from a platform is bounded (every adapter sends through ``send_bounded``): the
 reply's size (counted as it streams, after decompression), the case id's length and
 characters, the number of cases in a page.
+
+Every adapter lets the rate limit see each HTTP request it sends (``guard_requests``: a
+hook its client awaits before each one), not each call: a lookup that pages, a filing
+with its uploads or a token resolved after the post take one token per request.
+
+A lookup that does not find our key may still find our case: a platform that dropped the
+key, or a citizen's report of the same spot, lists a request of the same service near our
+place and time. Such a *possible match* (``NearbySettings``, ``nearby_candidate``) is never
+taken as ours, and never ignored: the lookup answers DOUBTFUL with ``possible match <id>
+(<m> m, <s> s)``, so the command waits for an operator instead of being filed again. A
+request that carries another key of ours is another case of ours, never a candidate.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field
 
 from domain import parse_retry_after
 
@@ -80,6 +94,11 @@ CASE_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.:-]{0,63}")
 MAX_FIELD_CHARS = 64  # status names, timestamps and page cursors
 DETAIL_CHARS = 300
 VOID_NOTE_CHARS = 500  # the bundled platform's longest transition note
+
+
+# Awaited by an adapter's HTTP client before each request it sends (the rate limit's token).
+RequestHook = Callable[[httpx.Request], Awaitable[None]]
+EARTH_RADIUS_M = 6_371_008.8  # the mean radius: metres between nearby points, to ~0.5 %
 
 
 class Failure(StrEnum):
@@ -168,7 +187,92 @@ class CasePlatform(Protocol):
 
     async def changed_cases(self, since: str | None, after: str | None) -> CasePage: ...
 
+    def guard_requests(self, hook: RequestHook) -> None:
+        """Await ``hook`` before every HTTP request the adapter sends from now on."""
+
     async def aclose(self) -> None: ...
+
+
+class NearbySettings(BaseModel):
+    """Where a lookup that misses our key looks for a possible match: a request of the same
+    service within ``radius_m`` of our case's place and ``window_s`` of its first alert
+    (either side). Bounded: a wider net would park every case of a busy street."""
+
+    model_config = ConfigDict(extra="forbid")
+    radius_m: float = Field(30.0, gt=0, le=500)
+    window_s: float = Field(3600.0, gt=0, le=7 * 86_400)
+
+
+DEFAULT_NEARBY = NearbySettings()
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A listed request that may be our case: its id, metres from our place, and seconds
+    from our first alert (positive: after it)."""
+
+    id: str
+    distance_m: float
+    offset_s: float
+
+
+def metres_between(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle metres between two points in degrees (haversine)."""
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    dphi, dlam = phi2 - phi1, math.radians(lon2 - lon1)
+    a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlam / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def first_alert_ms(body: dict[str, Any]) -> int | None:
+    """When the problem of a case body was first seen: its earliest evidence, epoch ms."""
+    stamps = [
+        item["ts"]
+        for item in body.get("evidence") or ()
+        if isinstance(item, dict)
+        and isinstance(item.get("ts"), int)
+        and not isinstance(item["ts"], bool)
+        and 0 <= item["ts"] < 2**53
+    ]
+    return min(stamps) if stamps else None
+
+
+def case_place(body: dict[str, Any]) -> tuple[float, float] | None:
+    """(lat, lon) of a case body, None when it has no usable one."""
+    location = body.get("location")
+    if not isinstance(location, dict):
+        return None
+    lat, lon = location.get("lat"), location.get("lon")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lat, lon)):
+        return None
+    if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
+        return None
+    return float(lat), float(lon)
+
+
+def nearby_candidate(
+    nearby: NearbySettings, case_id: str, distance_m: float, moment_ms: float, first_ms: int
+) -> Candidate | None:
+    """The candidate a listed request of our case's service is, or None when it lies
+    outside the radius or the window."""
+    offset_s = (moment_ms - first_ms) / 1000
+    if not (math.isfinite(distance_m) and math.isfinite(offset_s)):
+        return None
+    if distance_m > nearby.radius_m or abs(offset_s) > nearby.window_s:
+        return None
+    return Candidate(case_id, distance_m, offset_s)
+
+
+def possible_match(candidates: list[Candidate], external_key: str, what: str) -> PlatformError:
+    """DOUBTFUL naming the nearest candidate: the command waits for an operator."""
+    best = min(candidates, key=lambda c: (c.distance_m, abs(c.offset_s), c.id))
+    more = f" and {len(candidates) - 1} more" if len(candidates) > 1 else ""
+    return PlatformError(
+        f"{what}: no case under {external_key!r}, but possible match {best.id}"
+        f" ({best.distance_m:.0f} m, {best.offset_s:+.0f} s){more}: not filed again; an"
+        " operator decides whether it is this case",
+        Failure.DOUBTFUL,
+    )
 
 
 def no_void(case_id: str, why: str) -> PlatformError:
@@ -249,15 +353,59 @@ def transport_error(exc: httpx.HTTPError) -> PlatformError:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class NearbyCase:
+    """What a lookup compares listed requests with: our case's service, place and first
+    alert, and how near counts (``nearby_of``)."""
+
+    settings: NearbySettings
+    service: str
+    lat: float
+    lon: float
+    first_ms: int
+
+    def candidate(self, case_id: str, lat: float, lon: float, moment_ms: float) -> Candidate | None:
+        distance = metres_between(self.lat, self.lon, lat, lon)
+        return nearby_candidate(self.settings, case_id, distance, moment_ms, self.first_ms)
+
+
+def nearby_of(
+    settings: NearbySettings | None, body: dict[str, Any], service: object
+) -> NearbyCase | None:
+    """The comparison for ``body``; None when nearby lookups are off or the body has no
+    service, place or alert time to compare."""
+    place, first_ms = case_place(body), first_alert_ms(body)
+    if settings is None or not isinstance(service, str) or place is None or first_ms is None:
+        return None
+    return NearbyCase(settings, service, place[0], place[1], first_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class LookupPage:
+    """One page of a lookup: our case's id if listed, the next page's ``after`` (None on
+    the last), the possible matches on it and how many items could not be read."""
+
+    case_id: str | None
+    next_after: str | None
+    candidates: list[Candidate]
+    unreadable: int
+
+
 def found_case(
-    status: int, body: bytes, what: str, external_key: str
-) -> tuple[str | None, str | None]:
-    """From a 2xx page of cases in the bundled platform's shape: the id of the listed case
-    filed under ``external_key`` (None if none is listed), and the next page's ``after``
-    (None on the last page)."""
+    status: int, body: bytes, what: str, external_key: str, near: NearbyCase | None = None
+) -> LookupPage:
+    """From a 2xx page of cases in the bundled platform's shape: the case filed under
+    ``external_key``, else the requests ``near`` makes candidates (those of its class code,
+    without a key of ours), and the items whose key cannot be read."""
     page, items = _page_items(status, body, what)
+    candidates: list[Candidate] = []
+    unreadable = 0
     for item in items:
-        if isinstance(item, dict) and item.get("external_key") == external_key:
+        key = item.get("external_key") if isinstance(item, dict) else 0
+        if not (key is None or isinstance(key, str)):
+            unreadable += 1
+            continue
+        if key == external_key:
             case_id = usable_case_id(item.get("id"))
             if case_id is None:
                 raise PlatformError(
@@ -265,11 +413,37 @@ def found_case(
                     f" usable id: {shown(item.get('id'))}",
                     Failure.DOUBTFUL,
                 )
-            return case_id, None
+            return LookupPage(case_id, None, [], 0)
+        if near is not None and not key and (found := _bundled_candidate(item, near)):
+            candidates.append(found)
     next_after = page.get("next")
     if next_after is not None and not _short_text(next_after):
         raise PlatformError(f"HTTP {status} on {what}: unusable paging", Failure.DOUBTFUL)
-    return None, next_after
+    return LookupPage(None, next_after, candidates, unreadable)
+
+
+def _bundled_candidate(item: dict[str, Any], near: NearbyCase) -> Candidate | None:
+    case_id, place = usable_case_id(item.get("id")), case_place(item)
+    created = item.get("created_at")
+    if case_id is None or place is None or item.get("class_code") != near.service:
+        return None
+    try:
+        moment = parse_zoned(created) if isinstance(created, str) else None
+    except ValueError:
+        return None
+    if moment is None:
+        return None
+    return near.candidate(case_id, place[0], place[1], moment.timestamp() * 1000)
+
+
+def parse_zoned(text: str) -> datetime:
+    """An ISO 8601 time with its zone, of sane length; ValueError otherwise."""
+    if len(text) > MAX_FIELD_CHARS:
+        raise ValueError("time too long")
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"time without a zone: {text!r}")
+    return moment
 
 
 def _page_items(status: int, body: bytes, what: str) -> tuple[dict[str, Any], list[Any]]:
@@ -328,17 +502,54 @@ def shown(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def lookup_since(body: dict[str, Any]) -> str | None:
+async def look_up_pages(
+    read_page: Callable[[str | None], Awaitable[LookupPage]],
+    external_key: str,
+    what: str,
+    max_pages: int,
+) -> str | None:
+    """Every adapter's lookup loop: ``read_page(after)`` for each page in turn (``after``
+    None for the first), until our case, or the last page (then ``not_found``); a listing
+    longer than ``max_pages`` cannot tell (DOUBTFUL)."""
+    candidates: list[Candidate] = []
+    unreadable = 0
+    after: str | None = None
+    for _ in range(max_pages):
+        page = await read_page(after)
+        if page.case_id is not None:
+            return page.case_id
+        candidates += page.candidates
+        unreadable += page.unreadable
+        if page.next_after is None:
+            return not_found(external_key, what, candidates, unreadable)
+        after = page.next_after
+    raise PlatformError(
+        f"{what}: no case under {external_key!r} in {max_pages} pages, and the listing goes"
+        " on: cannot tell whether it was filed",
+        Failure.DOUBTFUL,
+    )
+
+
+def not_found(external_key: str, what: str, candidates: list[Candidate], unreadable: int) -> None:
+    """The end of a lookup that read every page without our key: None ("not there") only
+    when nothing listed may be our case; DOUBTFUL otherwise."""
+    if candidates:
+        raise possible_match(candidates, external_key, what)
+    if unreadable:
+        raise PlatformError(
+            f"{what}: no case under {external_key!r}, but {unreadable} listed item(s) could"
+            " not be read: cannot tell whether it was filed",
+            Failure.DOUBTFUL,
+        )
+
+
+def lookup_since(body: dict[str, Any], before_s: float = LOOKUP_CLOCK_MARGIN_S) -> str | None:
     """A time the case filed from ``body`` cannot have been changed before: its earliest
-    evidence, less a margin for the platform's clock."""
-    stamps = [
-        item["ts"]
-        for item in body.get("evidence") or ()
-        if isinstance(item, dict) and isinstance(item.get("ts"), int) and 0 <= item["ts"] < 2**53
-    ]
-    if not stamps:
+    evidence, less ``before_s`` (a margin for the platform's clock, or a wider look-back)."""
+    first_ms = first_alert_ms(body)
+    if first_ms is None:
         return None
-    start_s = max(0.0, min(stamps) / 1000 - LOOKUP_CLOCK_MARGIN_S)
+    start_s = max(0.0, first_ms / 1000 - before_s)
     return datetime.fromtimestamp(start_s, UTC).isoformat(timespec="seconds")
 
 
@@ -347,7 +558,15 @@ class BundledPlatform:
 
     honours_idempotency_key = True
 
-    def __init__(self, base_url: str, token: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        timeout_s: float,
+        nearby: NearbySettings | None = DEFAULT_NEARBY,
+    ) -> None:
+        """``nearby``: where ``find_case`` looks for a possible match (None: it does not)."""
+        self._nearby = nearby
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
@@ -361,28 +580,29 @@ class BundledPlatform:
 
     async def find_case(self, external_key: str, body: dict[str, Any]) -> str | None:
         """Pages through the cases of the body's class changed since shortly before its
-        earliest evidence, for the one filed under ``external_key``. The bundled platform
-        honours idempotency keys, so the outbox asks this only of a platform that speaks
-        this API without keeping them (``honours_idempotency_key`` false)."""
+        earliest evidence (or the nearby window, if wider), for the one filed under
+        ``external_key``; without it, a possible match nearby or an unreadable item makes
+        the answer DOUBTFUL, never "not there". The bundled platform honours idempotency
+        keys, so the outbox asks this only of a platform that speaks this API without
+        keeping them (``honours_idempotency_key`` false)."""
         params = {"limit": str(PAGE_LIMIT)}
         if isinstance(body.get("class_code"), str):
             params["class_code"] = body["class_code"]
-        if (since := lookup_since(body)) is not None:
+        near = nearby_of(self._nearby, body, body.get("class_code"))
+        before_s = max(LOOKUP_CLOCK_MARGIN_S, near.settings.window_s if near else 0)
+        if (since := lookup_since(body, before_s)) is not None:
             params["since"] = since
         what = "GET /api/v1/cases"
-        for _ in range(MAX_LOOKUP_PAGES):
+
+        async def page(after: str | None) -> LookupPage:
+            if after is not None:
+                params["after"] = after
             status, reply = await self._send(
                 "GET", "/api/v1/cases", what, None, None, params=params, limit=MAX_PAGE_REPLY_BYTES
             )
-            case_id, next_after = found_case(status, reply, what, external_key)
-            if case_id is not None or next_after is None:
-                return case_id
-            params["after"] = next_after
-        raise PlatformError(
-            f"{what}: no case under {external_key!r} in {MAX_LOOKUP_PAGES} pages; cannot tell"
-            " whether it was filed",
-            Failure.DOUBTFUL,
-        )
+            return found_case(status, reply, what, external_key, near)
+
+        return await look_up_pages(page, external_key, what, MAX_LOOKUP_PAGES)
 
     async def add_evidence(
         self, case_id: str, body: dict[str, Any], idempotency_key: str
@@ -434,6 +654,9 @@ class BundledPlatform:
         )
         return page_reply(status, reply, what)
 
+    def guard_requests(self, hook: RequestHook) -> None:
+        guard_client(self._client, hook)
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -456,6 +679,12 @@ class BundledPlatform:
         )
         reply = await send_bounded(self._client, request, what, limit)
         return require_success(reply, what, evidence=evidence)
+
+
+def guard_client(client: httpx.AsyncClient, hook: RequestHook) -> None:
+    """Every adapter's ``guard_requests``: ``hook`` runs before each request ``client``
+    sends (httpx awaits request hooks per request, redirects included)."""
+    client.event_hooks["request"].append(hook)
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,8 +180,11 @@ class EgovaIntakeFake:
             records = [
                 self._record(event_id)
                 for event_id, event in self.events.items()
-                if self.ignores_filters or event["extInfo"]["externalKey"] == key
+                if self.ignores_filters or event["extInfo"].get("externalKey") == key
             ]
+            if "pageNo" in query:  # one page of pageSize, numbered from 1
+                size = int(query["pageSize"])
+                records = records[(int(query["pageNo"]) - 1) * size :][:size]
             return {"code": 0, "msg": "success", "data": {"records": records}}
         return {"code": 1001, "msg": "参数错误: 无此接口"}
 
@@ -215,8 +218,17 @@ class EgovaIntakeFake:
 
     def _report(self, event: dict[str, Any]) -> dict[str, Any]:
         event_id = f"GL2026112100{next(self._ids):04d}"
-        self.events[event_id] = {**event, "stateID": "1", "updateTime": self._clock()}
+        now = self._clock()
+        self.events[event_id] = {**event, "stateID": "1", "updateTime": now, "createTime": now}
         return {"code": 0, "msg": "success", "data": {"eventID": event_id}}
+
+    def reported_by_hand(self, **fields: Any) -> str:
+        """An event the platform filed from another channel (a citizen's call, a
+        patroller): ``fields`` as an intake body has them, ``extInfo`` without our key
+        unless given; its id."""
+        with self._lock:
+            answer = self._report({"extInfo": {}, **fields})
+        return str(answer["data"]["eventID"])
 
     def _not_open(self, event_id: object) -> dict[str, Any] | None:
         """The refusal for evidence to an event that does not exist or is final."""
@@ -255,7 +267,11 @@ class EgovaIntakeFake:
             "eventID": event_id,
             "stateID": event["stateID"],
             "updateTime": event["updateTime"],
-            "externalKey": event["extInfo"]["externalKey"],
+            "createTime": event["createTime"],
+            "externalKey": event["extInfo"].get("externalKey"),
+            "subTypeID": event.get("subTypeID"),
+            "coordinateX": event.get("coordinateX"),
+            "coordinateY": event.get("coordinateY"),
         }
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

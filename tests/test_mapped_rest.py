@@ -36,6 +36,7 @@ from case_bridge.mapped_rest import (
     read_found,
     read_page,
 )
+from case_bridge.mapped_rest_nearby import MappedNearby
 from case_bridge.mapped_rest_settings import OPEN_CASE_SOURCES, MappedRestSettings, as_text
 from case_bridge.platform import CASE_ID, Failure, PlatformError
 from case_bridge.settings import CaseSettings
@@ -272,7 +273,9 @@ def test_find_case_by_external_key(
         filed = runner.run(platform.open_case(case_body(), "INC-0042/1"))["id"]
         assert runner.run(platform.find_case("INC-0042", case_body())) == filed
         assert runner.run(platform.find_case("INC-9", case_body(incident="INC-9"))) is None
-        assert intake.received[-1].target == "/eUrbanMIS/api/event/query?externalKey=INC-9"
+        assert intake.received[-1].target == (
+            "/eUrbanMIS/api/event/query?externalKey=INC-9&pageNo=1&pageSize=50"
+        )
     without = example_data(intake.url)
     del without["find_case"]
     error = failure_of(runner, connect(without).find_case("INC-0042", case_body()))
@@ -613,6 +616,12 @@ records = st.lists(
             "stateID": st.sampled_from(["1", "6", "9", "7", 6]) | json_values,
             "updateTime": st.sampled_from(["2026-11-21 10:00:00", "", 1795226400]) | json_values,
             "externalKey": st.sampled_from(["INC-1", "INC-2"]) | json_values,
+            # What a possible match is judged by (the example's nearby paths).
+            "createTime": st.sampled_from(["2026-11-21 10:00:07", "2026-11-21 25:00:00", 0])
+            | json_values,
+            "subTypeID": st.sampled_from(["06042", "06010", 6042]) | json_values,
+            "coordinateX": st.sampled_from([119.3013, "119.3014", "x", 1e308]) | json_values,
+            "coordinateY": st.sampled_from([26.078393, "26.0784", -91]) | json_values,
         },
     ),
     max_size=5,
@@ -669,13 +678,19 @@ def test_any_reply_reads_as_a_result_or_a_platform_error(body: bytes, page: int 
         assert all(CASE_ID.fullmatch(c.id) and c.status in {"accepted", "closed", "void"}
                    for c in listed.cases)  # fmt: skip
         assert listed.skipped >= 0 and listed.next_after in (None, str((page or 0) + 1))
-    assert SETTINGS.find_case is not None
+    find = SETTINGS.find_case
+    assert find is not None and find.nearby is not None
+    near = MappedNearby.of(find.nearby, SETTINGS, case_body(), "06042")
     try:
-        found = read_found(SETTINGS.find_case, 200, body, "GET /q", "INC-1")
+        found = read_found(find, 200, body, "GET /q", "INC-1", page, near)
     except PlatformError as exc:
         assert exc.failure in KINDS["open"]
     else:
-        assert found is None or CASE_ID.fullmatch(found)
+        assert found.case_id is None or CASE_ID.fullmatch(found.case_id)
+        assert found.next_after in (None, str((page or 0) + 1)) and found.unreadable >= 0
+        for candidate in found.candidates:  # within the bounds, never ours
+            assert CASE_ID.fullmatch(candidate.id) and found.case_id is None
+            assert candidate.distance_m <= 30 and abs(candidate.offset_s) <= 3600
 
 
 @settings(max_examples=150, deadline=None)
