@@ -386,7 +386,9 @@ def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
 
 
 def load_states(conn: sqlite3.Connection, ns: str) -> Iterator[tuple[str, Any]]:
-    for key, value in conn.execute("SELECT key, value FROM state WHERE ns = ?", (ns,)):
+    # In key order on either store (PostgreSQL's scan order is not SQLite's index order):
+    # what is restored, and so what a restarted book iterates, does not depend on the store.
+    for key, value in conn.execute("SELECT key, value FROM state WHERE ns = ? ORDER BY key", (ns,)):
         yield key, json.loads(value)
 
 
@@ -399,7 +401,8 @@ def load_open_incidents(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
     """Open incidents only: closed ones stay in the store for the API and its retention,
     and a gateway that has run for years does not load them all at start-up."""
     rows = conn.execute(
-        "SELECT value FROM state WHERE ns = 'incident' AND json_extract(value, '$.status') = 'open'"
+        "SELECT value FROM state WHERE ns = 'incident'"
+        " AND json_extract(value, '$.status') = 'open' ORDER BY key"
     )
     for (value,) in rows:
         yield json.loads(value)

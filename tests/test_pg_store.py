@@ -30,11 +30,15 @@ from served_app import write_gateway_config
 
 from case_bridge import outbox
 from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority
-from gateway import pg_store, store
+from gateway import duplicates, pg_store, store
+from gateway.closure_check import ClosureCheck
 from gateway.cluster_leases import LeaseDatabaseError
 from gateway.config import load_config
 from gateway.pipeline import Pipeline, restore
 from gateway.service import Gateway
+from gateway.silences import SilenceStore, overlapping
+from rules.alerting import SilenceLimits
+from rules.silences import NewSilence
 from simulators.fleet.plan import plan_messages
 from simulators.mosquitto import free_port
 from simulators.scenario import BUILTIN_SCENARIO, load_scenario
@@ -130,6 +134,27 @@ def book(gw: Gateway) -> dict[str, Any]:
     }
 
 
+def closure_checks(conn: Any, pipeline: Pipeline, gw: Gateway) -> list[tuple]:
+    """Two devices' problems fire again at the end; then every open incident's case is at
+    verification (the closure check reads the latest stored reading of each alert still
+    firing) and the first one's case closes: what was sent, and what stays open."""
+    end_ms = START_MS + load_scenario(BUILTIN_SCENARIO).duration_ms
+    for device in ("BIN-020", "WL-001"):  # fire again: the problems persist at verification
+        place = gw.registry[device].location
+        again = Alert(f"{device}/late", device, "late", AlertState.FIRING, "06042",
+                      Priority.URGENT, place, end_ms, kind=gw.registry[device].kind)  # fmt: skip
+        pipeline.apply_alerts([again], end_ms)
+    check = ClosureCheck(conn, pipeline, lambda alert, now_ms: alert)
+    opened = gw.incidents.open_ids()
+    sent = [
+        (c.kind, c.incident_id, c.alert.key, c.alert.ts, c.alert.summary)
+        for incident_id in opened
+        for c in check.case_status(incident_id, "verifying")
+    ]
+    check.case_status(opened[0], "closed")
+    return [*sent, (opened[0], gw.incidents.open_ids())]
+
+
 def test_the_pipeline_writes_the_same_rows_on_sqlite_and_postgresql(
     server: PostgresServer, tmp_path: Path
 ) -> None:
@@ -138,6 +163,8 @@ def test_the_pipeline_writes_the_same_rows_on_sqlite_and_postgresql(
     half = len(batches) // 2
     commands: dict[str, list[str]] = {}
     books: dict[str, dict[str, Any]] = {}
+    checks: dict[str, list[tuple]] = {}
+    rows: dict[str, dict[str, list[tuple]]] = {}
     for name, conn in stores.items():
         pipeline, _ = pipeline_over(conn, tmp_path / f"{name}-first")
         made = [c for now_ms, batch in batches[:half] for c in pipeline.process(batch, now_ms)]
@@ -146,12 +173,21 @@ def test_the_pipeline_writes_the_same_rows_on_sqlite_and_postgresql(
         books[name] = book(gw)
         made += [c for now_ms, batch in batches[half:] for c in pipeline.process(batch, now_ms)]
         commands[name] = [c.command_id for c in made]
-    embedded, cluster = (tables(stores[name]) for name in BACKENDS)
+        rows[name] = tables(conn)
+        checks[name] = closure_checks(conn, pipeline, gw)
+    embedded, cluster = rows["sqlite"], rows["postgres"]
     for conn in stores.values():
         conn.close()
     assert commands["sqlite"] == commands["postgres"]
     assert books["sqlite"] == books["postgres"]
     assert books["sqlite"], "the restart came while an incident was open"
+    assert checks["sqlite"] == checks["postgres"]
+    *flagged, (closed, still_open) = checks["postgres"]
+    assert [(kind, key) for kind, _, key, _, _ in flagged] == [
+        (CommandKind.ATTACH, "BIN-020/late"), (CommandKind.ATTACH, "WL-001/late")
+    ]  # fmt: skip
+    assert all("problem persists" in summary for *_, summary in flagged)
+    assert closed not in still_open
     for name in TABLES:
         assert embedded[name] == cluster[name], name
     # The builtin scenario's truth: its readings and refusals, its five cases.
@@ -241,6 +277,49 @@ def test_case_statuses_keep_their_bound_and_go_with_the_last_link(conn: Any) -> 
     conn.execute("DELETE FROM case_links WHERE incident_id = 'INC-1'")  # the trigger
     assert outbox.case_statuses(conn, "C-1") == []
     assert outbox.latest_status(conn, "C-1") is None
+
+
+def test_silences_and_suspected_duplicates_read_alike_on_both_stores(conn: Any) -> None:
+    changed: list[int] = []
+    kept = SilenceStore(conn, SilenceLimits(), lambda silence, now_ms: changed.append(silence.id))
+    body = {"matchers": {"device": "BIN-001"}, "author": "王工", "reason": "井盖 100% 维修",
+            "duration_s": 1800}  # fmt: skip
+    first = kept.create(NewSilence.model_validate(body), START_MS)
+    second = kept.create(NewSilence.model_validate(body), START_MS)
+    kept.remove(second.id, "王工", "done: 'ok'?", START_MS + 2)
+    assert first.id < second.id and changed == [first.id, second.id, second.id]
+    assert kept.get(second.id).changes[0]["reason"] == "done: 'ok'?"
+    assert [x.id for x in overlapping(conn, START_MS)] == [first.id, second.id]
+    assert [x.id for x in overlapping(conn, START_MS + 10)] == [first.id]
+    assert [x.id for x in kept.page(None, 10, None, START_MS + 10)[0]] == [second.id, first.id]
+    assert [x.id for x in kept.page("active", 10, None, START_MS + 10)[0]] == [first.id]
+
+    def incident(status: str, last_ts: int) -> dict[str, Any]:
+        return {"status": status, "last_ts": last_ts, "firing": {}, "alert_keys": []}
+
+    def pair(pair_id: str, one: str, other: str) -> dict[str, Any]:
+        return {"id": pair_id, "incident_id": one, "other_incident_id": other, "score": 0.5,
+                "reasons": ["近 50% 距离"], "ts": START_MS}  # fmt: skip
+
+    states = [("incident", "I1", incident("open", START_MS)),
+              ("incident", "I2", incident("open", START_MS)),
+              ("incident", "I3", incident("closed", START_MS - 10))]  # fmt: skip
+    pairs = [pair("P1", "I1", "I2"), pair("P2", "I1", "I3"), pair("P3", "I2", "I3")]
+    store.in_transaction(conn, lambda: store.write_states(conn, states))
+    store.in_transaction(conn, lambda: store.write_suspects(conn, pairs + pairs[:1]))
+    assert [p["id"] for p in duplicates.page(conn, None, 10, None).rows] == ["P3", "P2", "P1"]
+    assert [p["id"] for p in duplicates.page(conn, "open", 10, None).rows] == ["P1"]
+    moot = duplicates.page(conn, "moot", 1, None)
+    assert [p["id"] for p in moot.rows] == ["P3"]
+    assert [p["id"] for p in duplicates.page(conn, "moot", 1, moot.next_cursor).rows] == ["P2"]
+    assert duplicates.get(conn, "P2")["moot_because"] == [
+        {"incident_id": "I3", "status": "closed", "closed_reason": ""}
+    ]
+    assert not duplicates.decide(conn, "P2", "dismissed", "王工", "moot", START_MS)
+    assert duplicates.mark_merged(conn, "I2", "I1", "王工", "one problem", START_MS) == 1
+    assert not duplicates.decide(conn, "P1", "dismissed", "王工", "decided", START_MS)
+    assert duplicates.get(conn, "P1")["status"] == "merged"
+    assert duplicates.expire(conn, START_MS + 1, 10) == 3
 
 
 # -- the parameter translator ---------------------------------------------------------------
