@@ -22,6 +22,9 @@ Reads (all ``GET``, bounded, paged where a list can grow; gateway/console_reads.
 - ``/api/v1/console/cameras`` and ``/api/v1/console/cameras/{id}/frame.jpg`` — stream
   status, frame rate, the last analysed frame's observations, and that frame with its zones
   and the boxes in them drawn as a case's evidence draws them (404 before the first frame).
+
+The admins' config page reads ``/api/v1/config`` (gateway/api_config.py), included here
+with the console's other reads.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from gateway import console_reads, listings
+from gateway.api_config import config_router
 from gateway.console_reads import AlertFilter, DeviceFilter, DeviceState, Held
 from gateway.console_stream import AlertHub, Rows, TooManyStreams
 
@@ -81,6 +85,7 @@ def console_router(gw: Gateway, hub: AlertHub | None = None) -> APIRouter:
     files = console_files(CONSOLE_DIR)
     hub = hub or alert_hub(gw)
     rates = CameraRates()
+    router.include_router(config_router(gw.config, lambda: _thresholds_version(gw)))
 
     @router.get("/console", include_in_schema=False)
     async def console_root() -> Response:
@@ -191,6 +196,11 @@ def console_router(gw: Gateway, hub: AlertHub | None = None) -> APIRouter:
         return Response(picture, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     return router
+
+
+def _thresholds_version(gw: Gateway) -> int | None:
+    versions = gw.threshold_versions
+    return versions.current().version if versions is not None else None
 
 
 def _alerts(gw: Gateway, chosen: AlertFilter, limit: int, cursor: str | None) -> dict[str, Any]:
