@@ -32,14 +32,15 @@ idempotent.
 
 Connections are opened through ``gateway.cluster_leases.connect`` (every wait bounded:
 statement, lock and idle-in-transaction timeouts; a failure to connect reported without the
-password).
+password). A session the server lost is opened again between transactions, never inside one
+(``PgConnection._session``): the pipeline keeps a batch whose commit failed and retries it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from functools import lru_cache
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import lru_cache, partial
 from typing import Any
 
 import psycopg
@@ -154,17 +155,48 @@ class PgConnection:
     Like the embedded store's connection it runs one transaction at a time; ``raw`` is the
     psycopg connection, for ``cluster_leases.fenced`` inside the caller's transaction."""
 
-    def __init__(self, raw: psycopg.Connection) -> None:
+    def __init__(
+        self, raw: psycopg.Connection, reopen: Callable[[], psycopg.Connection] | None = None
+    ) -> None:
         if not raw.autocommit:
             raise ValueError("PgConnection needs an autocommit session, as sqlite3's is here")
+        self.raw = self._adopt(raw)
+        self._reopen = reopen
+        self._in_tx = False  # what the session last reported, kept while it is lost
+        self.reopened = 0
+
+    @staticmethod
+    def _adopt(raw: psycopg.Connection) -> psycopg.Connection:
         # Parameters are bound in the client, as literals: a server-side parameter has to
         # have a type PostgreSQL can infer, and the shared SQL holds ``? IS NULL`` checks
         # that SQLite types at run time (an outbox listing with no state filter).
         raw.cursor_factory = psycopg.ClientCursor
-        self.raw = raw
+        return raw
+
+    def _session(self) -> psycopg.Connection:
+        """The live session. A lost one (the server restarted, or ended a session left idle
+        in a transaction by a paused replica) is replaced, but only between transactions:
+        the statements after a transaction's loss fail until the caller rolls back (as
+        ``store.commit`` does), never run on their own on a new session."""
+        if self.raw.broken and self._reopen is not None:
+            if self._in_tx:
+                raise psycopg.OperationalError(
+                    "the PostgreSQL session was lost inside a transaction, which ended with it"
+                )
+            self.raw = self._adopt(self._reopen())
+            self.reopened += 1
+        return self.raw
+
+    def _track(self) -> None:
+        if not self.raw.broken:
+            status = self.raw.info.transaction_status
+            self._in_tx = status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
     @property
     def in_transaction(self) -> bool:
+        if self.raw.broken or self.raw.closed:
+            self._in_tx = False  # the server ended the transaction with the session
+            return False
         return self.raw.info.transaction_status != TransactionStatus.IDLE
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> PgCursor:
@@ -172,7 +204,10 @@ class PgConnection:
         returning = spec.returning
         if returning is not None:
             query = f"{query} RETURNING {returning}"
-        cursor = self.raw.execute(query, _bind(spec, params, sql))
+        try:
+            cursor = self._session().execute(query, _bind(spec, params, sql))
+        finally:
+            self._track()
         if returning is None:
             return PgCursor(cursor)
         rows = cursor.fetchall()
@@ -185,19 +220,22 @@ class PgConnection:
         # Server-side binding here: psycopg pipelines the rows, twice the rate of
         # ClientCursor's (a batch's readings and states). The shared executemany statements
         # put every parameter where its column gives it a type (VALUES, SET, col = ?).
-        cursor = psycopg.Cursor(self.raw)
         rows = [_bind(spec, params, sql) for params in seq_of_params]
-        if rows:
-            cursor.executemany(query, rows)
+        cursor = psycopg.Cursor(self._session())
+        try:
+            if rows:
+                cursor.executemany(query, rows)
+        finally:
+            self._track()
         return PgCursor(cursor)
 
     def commit(self) -> None:
         if self.in_transaction:
-            self.raw.execute("COMMIT")
+            self.execute("COMMIT")
 
     def rollback(self) -> None:
         if self.in_transaction:
-            self.raw.execute("ROLLBACK")
+            self.execute("ROLLBACK")
 
     def close(self) -> None:
         self.raw.close()
@@ -323,19 +361,21 @@ def connect(
     connect raises ``cluster_leases.LeaseDatabaseError`` without it."""
     if password is not None:
         dsn = make_conninfo(dsn, password=password)
-    raw = cluster_leases.connect(
+    session = partial(
+        cluster_leases.connect,
         dsn,
         connect_timeout_s=connect_timeout_s,
         statement_timeout_ms=statement_timeout_ms,
         lock_timeout_ms=lock_timeout_ms,
         idle_in_transaction_ms=idle_in_transaction_ms,
     )
-    return PgConnection(raw)
+    return PgConnection(session(), reopen=session)
 
 
 def ensure_schema(conn: PgConnection) -> None:
     """Creates the tables, triggers and ``json_extract`` (idempotent), serialised across
     replicas by a transaction-level advisory lock."""
-    with conn.raw.transaction():
-        conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
-        conn.raw.execute(SCHEMA)
+    raw = conn._session()
+    with raw.transaction():
+        raw.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+        raw.execute(SCHEMA)

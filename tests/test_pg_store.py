@@ -495,6 +495,40 @@ def test_the_derived_schema_has_the_embedded_tables_and_columns(
     cluster.close()
 
 
+def test_a_lost_session_is_replaced_between_transactions_never_inside_one(
+    server: PostgresServer,
+) -> None:
+    conn = pg_connection(server)
+
+    def end_session() -> None:  # as the server's idle-in-transaction timeout or a restart
+        with psycopg.connect(server.dsn(), autocommit=True) as admin:
+            pid = conn.raw.info.backend_pid
+            assert admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()[0]
+
+    insert = "INSERT INTO rejection_totals (reason, n) VALUES (?, ?)"
+    end_session()
+    with pytest.raises(psycopg.OperationalError):
+        conn.execute(insert, ("lost", 1))  # the loss is found by the next statement
+    conn.execute(insert, ("alone", 1))
+    assert conn.reopened == 1
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(insert, ("first of the batch", 2))
+    end_session()
+    with pytest.raises(psycopg.OperationalError):
+        conn.execute(insert, ("second of the batch", 3))
+    with pytest.raises(psycopg.OperationalError, match="inside a transaction"):
+        conn.execute(insert, ("third of the batch", 4))  # never alone, on a new session
+    assert conn.reopened == 1
+    conn.rollback()  # what the caller's except does: the server rolled back already
+    assert not conn.in_transaction
+    batch = store.Batch()
+    batch.reject(START_MS, "t", "d", "retried", "", b"")
+    store.commit(conn, batch)
+    assert conn.reopened == 2
+    assert store.rejection_counts(conn) == {"alone": 1, "retried": 1}
+    conn.close()
+
+
 def test_a_refused_connection_names_no_password() -> None:
     port = free_port()
     with pytest.raises(LeaseDatabaseError) as refused:
