@@ -17,7 +17,9 @@
 - **Lookup** (``find_case``): ``GET requests.json`` of the body's service since shortly
   before its evidence, matched by our key in the configured attributes (where the server
   lists them) or in the description's marker. A listing as long as ``listing_cap`` or with
-  unreadable items, and no match, cannot tell: DOUBTFUL, never "not there".
+  unreadable items, and no match, cannot tell: DOUBTFUL, never "not there". Nor can a
+  listed request of the service within ``nearby`` of our place and first alert that
+  carries no key of ours: a possible match, DOUBTFUL and named (``platform.py``).
 - **Evidence** (``add_evidence``): GeoReport v2 has no method to add evidence or raise a
   priority. The adapter reads the request: closed → ``CASE_FINAL`` (the outbox files the
   alert afresh), open → acknowledged without sending (counted in ``stats``).
@@ -25,7 +27,9 @@
   (``REFUSED``, parked) with the case to void by hand, and counted.
 - **Status** (``changed_cases``): with ``updated_after`` (an extension; the bundled
   platform's face has it) one listing of the mapped services changed since the cursor,
-  the next cursor ``sync_margin_s`` before the newest change seen; without it, the ids
+  the next cursor ``sync_margin_s`` before the newest change seen; a listing as long as
+  ``listing_cap`` is narrowed by ``end_date`` until it is whole, and the cursor moves
+  only to the end of what was listed whole (``_changed_since``); without it, the ids
   this adapter filed since start plus those ``watched_ids`` gives (the gateway's open
   cases), ``IDS_PER_QUERY`` per page by ``service_request_id``.
 
@@ -73,12 +77,20 @@ from case_bridge.platform import (
     LOOKUP_CLOCK_MARGIN_S,
     MAX_CASE_REPLY_BYTES,
     MAX_PAGE_REPLY_BYTES,
+    Candidate,
     CasePage,
     CaseStatus,
     Failure,
+    NearbyCase,
+    NearbySettings,
     PlatformError,
+    RequestHook,
+    guard_client,
     lookup_since,
+    nearby_of,
     no_void,
+    not_found,
+    parse_zoned,
     require_case_id,
     send_bounded,
     usable_case_id,
@@ -89,6 +101,10 @@ log = logging.getLogger(__name__)
 IDS_PER_QUERY = 50  # ids per GET requests in id mode: ~3 KB of query at most
 MAX_SPAN = timedelta(days=90)  # the spec's longest start_date..end_date
 MAX_REMEMBERED = 10_000  # filed ids (id mode) and unresolved tokens kept in memory
+# A capped status listing's window is halved at most this often, and never below
+# MIN_WINDOW: past that the server has more changes in a second than it lists at once.
+MAX_NARROWINGS = 24
+MIN_WINDOW = timedelta(seconds=1)
 
 ClassCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{5}$")]
 ServiceCode = Annotated[str, StringConstraints(pattern=r"^[^\s/\\?#%]{1,64}$")]
@@ -117,6 +133,8 @@ class Open311Settings(BaseModel):
     connect_timeout_s: float = Field(3.0, gt=0, le=60)
     token_poll_s: float = Field(5.0, gt=0, le=3600)
     lookup_days: float = Field(7.0, gt=0, le=90)  # lookups and the first sync look back this far
+    # A lookup that misses our key looks for a possible match here (None: it does not).
+    nearby: NearbySettings | None = NearbySettings()
     sync_margin_s: float = Field(5.0, ge=0, le=3600)
 
     @field_validator("attributes")
@@ -202,9 +220,12 @@ class Open311Platform:
         if (token := self._tokens.get(key)) is not None:
             return (await self._resolved(key, token))["id"]
         service = await self._service_for(body)
+        near = nearby_of(self._settings.nearby, body, service.code)
         now = datetime.now(UTC)
         end = now + timedelta(seconds=LOOKUP_CLOCK_MARGIN_S)
-        since = lookup_since(body)
+        since = lookup_since(
+            body, max(LOOKUP_CLOCK_MARGIN_S, near.settings.window_s if near else 0)
+        )
         start = parsed_time(since) if since else now - timedelta(days=self._settings.lookup_days)
         params = {
             "service_code": service.code,
@@ -219,13 +240,14 @@ class Open311Platform:
             if len(found) > 1:
                 log.warning("open311: %d requests carry key %s: %s", len(found), key, found)
             return found[0][1]
-        if skipped or len(requests) >= self._settings.listing_cap:
+        if len(requests) + skipped >= self._settings.listing_cap:
             raise PlatformError(
                 f"{what}: {key!r} not among {len(requests)} requests listed ({skipped} "
                 "unreadable, the listing may be cut short): cannot tell whether it was filed",
                 Failure.DOUBTFUL,
             )
-        return None
+        candidates = [c for r in requests if (c := self._candidate(r, near)) is not None]
+        return not_found(key, what, candidates, skipped)
 
     async def add_evidence(
         self, case_id: str, body: dict[str, Any], idempotency_key: str
@@ -258,6 +280,9 @@ class Open311Platform:
         if self._settings.updated_after:
             return await self._changed_since(since)
         return await self._watched_page(after)
+
+    def guard_requests(self, hook: RequestHook) -> None:
+        guard_client(self._client, hook)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -361,6 +386,21 @@ class Open311Platform:
         self._tokens.pop(external_key, None)
         return self._case(request_id, None) | {"token": token}
 
+    def _candidate(self, request: ServiceRequest, near: NearbyCase | None) -> Candidate | None:
+        """A possible match: a request of our service, near our place and time, that
+        carries no key of ours (one that does is another case of ours)."""
+        if near is None or request.lat is None or request.lon is None or not request.requested:
+            return None
+        if request.service_code not in (None, near.service) or self._carries_a_key(request):
+            return None
+        moment = parse_zoned(request.requested)
+        return near.candidate(request.id, request.lat, request.lon, moment.timestamp() * 1000)
+
+    def _carries_a_key(self, request: ServiceRequest) -> bool:
+        configured = self._settings.attributes
+        codes = [configured[f] for f in ("external_key", "idempotency_key") if f in configured]
+        return bool(keys_of(request.description)) or any(request.attributes.get(c) for c in codes)
+
     def _filed_under(self, request: ServiceRequest, key: str) -> bool:
         configured = self._settings.attributes
         codes = [configured[f] for f in ("external_key", "idempotency_key") if f in configured]
@@ -369,27 +409,58 @@ class Open311Platform:
         )
 
     async def _changed_since(self, since: str | None) -> CasePage:
+        """The changes since the cursor, in a window the server lists whole.
+
+        A listing as long as ``listing_cap`` may have left changes out, so the window
+        ``(since, end]`` is halved (``end_date``) until one is listed whole, at most
+        ``MAX_NARROWINGS`` times. ``end_date`` bounds when a request was filed, and a
+        request changes only after it was filed, so a whole listing holds every change up
+        to ``end``: the cursor moves to ``end`` and no further (the rest waits for the
+        next pass). A window not narrowed ends now: the cursor moves as before, to
+        ``sync_margin_s`` before the newest change seen."""
         try:
             floor = parsed_time(since) if since else None
         except ValueError:
             floor = None  # not a cursor of ours: start over from the look-back
+        now = datetime.now(UTC)
         if floor is None:
-            floor = datetime.now(UTC) - timedelta(days=self._settings.lookup_days)
-            since = _iso(floor)
-        params = {
-            "updated_after": since,
-            "service_code": ",".join(sorted(set(self._settings.services.values()))),
-        }
+            floor = now - timedelta(days=self._settings.lookup_days)
+        end = now
+        codes = ",".join(sorted(set(self._settings.services.values())))
         what = "GET requests.json"
-        status, reply = await self._get("requests.json", what, params, MAX_PAGE_REPLY_BYTES)
-        requests, skipped = requests_reply(status, reply, what)
+        for _ in range(MAX_NARROWINGS):
+            params = {"updated_after": _iso(floor), "service_code": codes}
+            if end < now:
+                params["end_date"] = _iso(end)
+            status, reply = await self._get("requests.json", what, params, MAX_PAGE_REPLY_BYTES)
+            requests, skipped = requests_reply(status, reply, what)
+            if len(requests) + skipped < self._settings.listing_cap:
+                break
+            end = floor + (end - floor) / 2
+            if end - floor < MIN_WINDOW:
+                raise PlatformError(
+                    f"{what}: {len(requests) + skipped} changes listed (listing_cap"
+                    f" {self._settings.listing_cap}) in windows down to 2 s after"
+                    f" {_iso(floor)}: cannot list them all",
+                    Failure.DOUBTFUL,
+                )
+            self.stats["sync_narrowed"] += 1
+        else:
+            raise PlatformError(
+                f"{what}: still capped after {MAX_NARROWINGS} narrowings of the window after"
+                f" {_iso(floor)}: cannot list every change",
+                Failure.DOUBTFUL,
+            )
         cases = [CaseStatus(r.id, r.status, r.changed) for r in requests if r.status and r.changed]
+        unused = skipped + len(requests) - len(cases)
+        if end < now:
+            return CasePage(cases, None, _iso(end), unused)
         newest = max((parsed_time(c.updated_at) for c in cases), default=None)
         next_since = None
         if newest is not None:
             margin = timedelta(seconds=self._settings.sync_margin_s)
             next_since = _iso(max(newest - margin, floor))
-        return CasePage(cases, None, next_since, skipped + len(requests) - len(cases))
+        return CasePage(cases, None, next_since, unused)
 
     async def _watched_page(self, after: str | None) -> CasePage:
         if after is None:

@@ -23,6 +23,7 @@ lengths of ids, codes, times and descriptions.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,6 +98,9 @@ class ServiceRequest:
     requested: str | None
     description: str
     attributes: dict[str, str] = field(default_factory=dict)
+    service_code: str | None = None
+    lat: float | None = None  # WGS-84 degrees, None unless both are usable
+    lon: float | None = None
 
 
 def parsed_time(value: str) -> datetime:
@@ -297,6 +301,11 @@ def _request(item: object) -> ServiceRequest:
     description = item.get("description")
     if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS:
         description = ""
+    try:
+        service_code = _text(item.get("service_code"))
+    except Unreadable:
+        service_code = None
+    lat, lon = _degrees(item.get("lat"), 90), _degrees(item.get("long"), 180)
     return ServiceRequest(
         request_id,
         status if status in OPEN311_STATUSES else None,
@@ -304,7 +313,23 @@ def _request(item: object) -> ServiceRequest:
         requested,
         description,
         _request_attributes(item.get("attributes")),
+        service_code if service_code and SERVICE_CODE.fullmatch(service_code) else None,
+        lat if lon is not None else None,
+        lon if lat is not None else None,
     )
+
+
+def _degrees(value: object, bound: float) -> float | None:
+    """A latitude or longitude sent as a number or as decimal text (the spec's examples
+    do both), within ±``bound``; None for anything else."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_TIME_CHARS:
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and abs(value) <= bound else None
 
 
 def _request_attributes(value: object) -> dict[str, str]:

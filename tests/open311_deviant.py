@@ -48,6 +48,7 @@ class DeviantServer:
     def __init__(self) -> None:
         self.seen: list[Seen] = []
         self.filed: list[dict[str, Any]] = []
+        self.listing_cap: int | None = None  # most requests one listing returns
         self.hold = threading.Event()
         self.hold.set()  # set: answer at once; cleared: POSTs wait until it is set
         self._scripts: dict[tuple[str, str], deque[Reply]] = defaultdict(deque)
@@ -58,6 +59,14 @@ class DeviantServer:
     def script(self, method: str, path: str, *replies: Reply) -> None:
         with self._lock:
             self._scripts[(method, path)].extend(replies)
+
+    def filed_elsewhere(self, **request: Any) -> str:
+        """A request that reached the server another way (a citizen's app, a call centre):
+        ``request``'s fields as the server lists them, "E<n>" its id."""
+        with self._lock:
+            request_id = f"E{len(self.filed) + 1}"
+            self.filed.append({"service_request_id": request_id, "status": "open", **request})
+        return request_id
 
     def posts(self) -> list[Seen]:
         return [s for s in self.seen if s.method == "POST"]
@@ -92,6 +101,8 @@ class DeviantServer:
                     "status": "open",
                     "service_code": form.get("service_code"),
                     "description": form.get("description"),
+                    "lat": form.get("lat"),
+                    "long": form.get("long"),
                     "requested_datetime": datetime.now(UTC).isoformat(timespec="seconds"),
                     "attributes": {
                         k[len("attribute[") : -1]: v
@@ -101,11 +112,27 @@ class DeviantServer:
                 })  # fmt: skip
             return Reply(200, [{"service_request_id": request_id}])
         if seen.method == "GET" and seen.path == "/requests.json":
-            wanted = set(filter(None, seen.query.get("service_request_id", "").split(",")))
-            return Reply(
-                200, [r for r in self.filed if not wanted or r["service_request_id"] in wanted]
-            )
+            return Reply(200, self._listing(seen.query))
         return Reply(404, b"<html>Not Found</html>", {"Content-Type": "text/html"})
+
+    def _listing(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        """The filed requests a ``GET requests`` asks for: by id, else filtered by
+        ``updated_after`` (on the change time) and ``end_date`` (on the filing time).
+        With ``listing_cap`` set, only that many, newest change first: what a server that
+        caps its listings silently does, and the worst order for a client's cursor."""
+        wanted = set(filter(None, query.get("service_request_id", "").split(",")))
+        after, end = query.get("updated_after"), query.get("end_date")
+        with self._lock:
+            listed = [
+                r
+                for r in self.filed
+                if (not wanted or r["service_request_id"] in wanted)
+                and (after is None or _at(_changed(r)) > _at(after))
+                and (end is None or _at(r["requested_datetime"]) <= _at(end))
+            ]
+        if self.listing_cap is None:
+            return listed
+        return sorted(listed, key=lambda r: _at(_changed(r)), reverse=True)[: self.listing_cap]
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -144,3 +171,11 @@ class DeviantServer:
                 pass
 
         return Handler
+
+
+def _changed(request: dict[str, Any]) -> str:
+    return str(request.get("updated_datetime") or request["requested_datetime"])
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)

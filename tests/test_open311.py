@@ -486,10 +486,11 @@ json_values = st.recursive(
 fields = st.sampled_from(
     ["service_request_id", "token", "status", "service_code", "updated_datetime",
      "requested_datetime", "description", "attributes", "metadata", "type", "code",
-     "required", "service_requests", "request"]
+     "required", "service_requests", "request", "lat", "long"]
 )  # fmt: skip
 field_values = st.one_of(
-    json_values, st.sampled_from(["", "R1", 7, "closed", "Open", "2026-11-21T08:00:00Z", "001"])
+    json_values,
+    st.sampled_from(["", "R1", 7, "closed", "Open", "2026-11-21T08:00:00Z", "001", "31.29", 1e309]),
 )
 shaped = st.recursive(
     st.dictionaries(fields, field_values, max_size=5),
@@ -523,6 +524,9 @@ def test_reading_any_reply_gives_a_result_or_a_platform_error(
             continue
         if isinstance(result, tuple) and isinstance(result[0], list):
             assert all(r.status in (None, "open", "closed") for r in result[0])
+            for r in result[0]:  # a place is both coordinates, finite and in range, or none
+                assert (r.lat is None) == (r.lon is None)
+                assert r.lat is None or (abs(r.lat) <= 90 and abs(r.lon or 0) <= 180)
 
 
 locations = st.fixed_dictionaries({

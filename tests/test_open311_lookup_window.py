@@ -1,0 +1,149 @@
+"""Open311 against a server that caps its listings and holds requests filed elsewhere.
+
+A server that silently cuts ``GET requests`` at ``listing_cap`` (newest change first, the
+worst order for a cursor) must not make status sync move its cursor past changes it never
+listed: the window is narrowed by ``end_date`` until a listing is whole, and the cursor
+moves only to the end of that window. And a lookup that misses our key must not answer
+"not there" while a request of our service lies near our place and time without a key of
+ours: it names the possible match (DOUBTFUL) so the command waits for an operator.
+Real HTTP: the deviant server on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import pytest
+from open311_deviant import DeviantServer
+from test_open311 import body_of, deviant_adapter, failure
+
+from case_bridge.platform import Failure
+
+T = TypeVar("T")
+Run = Callable[[Coroutine[Any, Any, T]], T]
+METRES_PER_DEGREE_LAT = 111_195
+
+
+@pytest.fixture
+def run() -> Iterator[Run]:
+    with asyncio.Runner() as runner:
+        yield runner.run
+
+
+@pytest.fixture
+def deviant() -> Iterator[DeviantServer]:
+    with DeviantServer() as server:
+        yield server
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def test_a_capped_status_listing_is_narrowed_and_the_cursor_never_skips_a_change(
+    run: Run, deviant: DeviantServer
+) -> None:
+    """Seven requests changed 10 s apart; the server lists three at most, newest first.
+    Unnarrowed, the first pass would see the last three and move past the other four."""
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=80)
+    for n in range(1, 8):
+        at = iso(t0 + timedelta(seconds=10 * n))
+        deviant.filed_elsewhere(service_code="001", requested_datetime=at, updated_datetime=at)
+    deviant.listing_cap = 3
+    adapter = deviant_adapter(deviant, updated_after=True, listing_cap=3)
+    since, seen, cursors = iso(t0), set(), []
+    for _ in range(4):
+        page = run(adapter.changed_cases(since, None))
+        seen |= {case.id for case in page.cases}
+        assert page.next_since is not None and page.next_after is None
+        since = page.next_since
+        cursors.append(int((datetime.fromisoformat(since) - t0).total_seconds()))
+    assert seen == {f"E{n}" for n in range(1, 8)}
+    assert cursors == [20, 35, 57, 65]  # window ends; the last: the newest change less 5 s
+    asked = [
+        (s.query["updated_after"], s.query.get("end_date"))
+        for s in deviant.seen
+        if s.path == "/requests.json"
+    ]
+    offsets = [
+        tuple(None if v is None else int((datetime.fromisoformat(v) - t0).total_seconds())
+              for v in pair)
+        for pair in asked
+    ]  # fmt: skip
+    assert offsets == [
+        (0, None), (0, 40), (0, 20),  # 7 listed (capped), 4 (capped), 2: whole
+        (20, None), (20, 50), (20, 35),  # 5, 3, 1
+        (35, None), (35, 57),  # 4, 2
+        (57, None),  # 2: whole, up to now
+    ]  # fmt: skip
+    assert adapter.stats["sync_narrowed"] == 5
+    run(adapter.aclose())
+
+
+def test_more_changes_in_a_second_than_a_listing_holds_is_a_failure_not_a_skip(
+    run: Run, deviant: DeviantServer
+) -> None:
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=80)
+    at = iso(t0 + timedelta(seconds=1))
+    for _ in range(3):
+        deviant.filed_elsewhere(service_code="001", requested_datetime=at, updated_datetime=at)
+    deviant.listing_cap = 3
+    adapter = deviant_adapter(deviant, updated_after=True, listing_cap=3)
+    error = failure(run, adapter.changed_cases(iso(t0), None))
+    assert error.failure is Failure.DOUBTFUL
+    assert "cannot list them all" in error.reason
+    run(adapter.aclose())
+
+
+def first_alert(body: dict[str, Any]) -> datetime:
+    return datetime.fromtimestamp(body["evidence"][0]["ts"] / 1000, UTC)
+
+
+def test_a_request_near_ours_without_our_key_is_a_possible_match(
+    run: Run, deviant: DeviantServer
+) -> None:
+    adapter = deviant_adapter(deviant)
+    body = body_of("INC-n")
+    citizen = deviant.filed_elsewhere(
+        service_code="001", lat="31.2990", long=120.5853, description="路上积水很深",
+        requested_datetime=iso(first_alert(body) + timedelta(seconds=90)),
+    )  # fmt: skip
+    error = failure(run, adapter.find_case("INC-n", body))
+    assert error.failure is Failure.DOUBTFUL
+    assert f"possible match {citizen} (11 m, +90 s): not filed again" in error.reason
+    run(adapter.aclose())
+
+
+NEAR = {"service_code": "001", "lat": 31.2989, "long": 120.5853, "description": "积水"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "offset_s", "settings"),
+    [
+        ({"lat": 31.2989 + 40 / METRES_PER_DEGREE_LAT}, 0, {}),  # 40 m away
+        ({"service_code": "002"}, 0, {}),  # another service
+        ({"description": "积水\n[citygw ref: INC-7 INC-7/1]"}, 0, {}),  # another case of ours
+        ({"attributes": {"external_key": "INC-7"}}, 0, {}),  # another case of ours
+        ({}, -3700, {}),  # filed over an hour before our first alert
+        ({"lat": "north"}, 0, {}),  # no readable place
+        ({}, 0, {"nearby": None}),  # nearby lookups off
+    ],
+    ids=["40-m", "other-service", "our-marker", "our-attribute", "before-window",
+         "no-place", "off"],
+)  # fmt: skip
+def test_requests_outside_the_net_leave_not_there(
+    run: Run,
+    deviant: DeviantServer,
+    changes: dict[str, Any],
+    offset_s: int,
+    settings: dict[str, Any],
+) -> None:
+    body = body_of("INC-n")
+    when = iso(first_alert(body) + timedelta(seconds=offset_s))
+    deviant.filed_elsewhere(**{**NEAR, "requested_datetime": when, **changes})
+    adapter = deviant_adapter(deviant, **settings)
+    assert run(adapter.find_case("INC-n", body)) is None
+    run(adapter.aclose())
