@@ -30,8 +30,6 @@ with the console's other reads.
 from __future__ import annotations
 
 import asyncio
-import time
-from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -84,7 +82,6 @@ def console_router(gw: Gateway, hub: AlertHub | None = None) -> APIRouter:
     router = APIRouter()
     files = console_files(CONSOLE_DIR)
     hub = hub or alert_hub(gw)
-    rates = CameraRates()
     router.include_router(config_router(gw.config, lambda: _thresholds_version(gw)))
 
     @router.get("/console", include_in_schema=False)
@@ -175,14 +172,11 @@ def console_router(gw: Gateway, hub: AlertHub | None = None) -> APIRouter:
     async def cameras() -> dict[str, Any]:
         shown = console_reads.camera_figures(gw)
         rows = console_reads.camera_places(gw, shown)
-        now = time.monotonic()
         for row in rows:
             figures = shown.get(row["id"], {})
             row["figures"] = figures
-            row["fps"] = rates.measure(row["id"], "frames", figures.get("frames"), now)
-            row["analysed_fps"] = rates.measure(
-                row["id"], "frames_analysed", figures.get("frames_analysed"), now
-            )
+            row["fps"] = figures.get("fps")  # the runtime's rates: there at the first ask
+            row["analysed_fps"] = figures.get("analysed_fps")
             row["last_error"] = figures.get("last_error", "")
             row["analysed"] = console_reads.last_analysed(gw, row["id"])
             row["frame_url"] = f"/api/v1/console/cameras/{row['id']}/frame.jpg"
@@ -246,23 +240,6 @@ def console_files(folder: FilePath) -> dict[str, tuple[bytes, str]]:
             raise ValueError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
         found[path.relative_to(folder).as_posix()] = (body, media_type)
     return found
-
-
-@dataclass
-class CameraRates:
-    """Frames per second of each camera (read, analysed), measured between two asks of the
-    camera list: the first ask of a camera has no rate yet."""
-
-    last: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
-
-    def measure(self, camera_id: str, what: str, frames: int | None, now_s: float) -> float | None:
-        if frames is None:
-            return None
-        before = self.last.get((camera_id, what))
-        self.last[(camera_id, what)] = (frames, now_s)
-        if before is None or now_s <= before[1] or frames < before[0]:
-            return None
-        return round((frames - before[0]) / (now_s - before[1]), 2)
 
 
 def last_frame(gw: Gateway, camera_id: str) -> bytes | None:

@@ -12,7 +12,9 @@ another.
 Each camera's own figures (``camera_figures``, in ``snapshot()`` beside its reader's) say
 how it keeps up: frames analysed and inferred, its share of the detector's time (a batch's
 time split evenly over the frames in it), and its lag, the age of its latest frame when its
-analysis ended: a camera whose lag grows is analysed slower than its frames arrive.
+analysis ended: a camera whose lag grows is analysed slower than its frames arrive. Its
+``fps`` (frames read) and ``analysed_fps`` are rates over the last seconds
+(gateway/frame_rates.py), there from the first snapshot after its first frame.
 
 While a camera's stream is down, its evidence is its snapshot (a configured
 ``snapshot_url``, or the URI an ONVIF camera gives), kept fresh by a ``SnapshotKeeper`` on
@@ -39,6 +41,7 @@ from detectors.sources.snapshot_keeper import SnapshotKeeper
 from detectors.sources.supervisor import CameraSupervisor, Status, StatusCallback
 from domain import Category, Observation
 from gateway.camera_step import CameraStep
+from gateway.frame_rates import RateMeter
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,8 @@ class VideoRuntime:
         self.camera_figures: dict[str, Counter[str]] = {
             c.id: Counter(frames_analysed=0, inferences=0, inference_ms=0) for c in cameras
         }
+        self._read_rates = {c.id: RateMeter() for c in cameras}
+        self._analysed_rates = {c.id: RateMeter() for c in cameras}
 
     def start(self) -> None:
         self._thread.start()
@@ -104,6 +109,8 @@ class VideoRuntime:
             s.camera_id: {
                 "status": s.status, "last_error": s.last_error, **s.stats,
                 **self.camera_figures[s.camera_id],
+                "fps": self._read_rates[s.camera_id].rate(),
+                "analysed_fps": self._analysed_rates[s.camera_id].rate(),
             }
             for s in self.supervisors
         }  # fmt: skip
@@ -148,6 +155,7 @@ class VideoRuntime:
         return drawn, before
 
     def _offer(self, camera_id: str, frame: Frame) -> None:
+        self._read_rates[camera_id].tick()
         with self._lock:
             if camera_id in self._latest:
                 self.stats["frames_dropped"] += 1
@@ -192,5 +200,6 @@ class VideoRuntime:
             self._deliver(step.camera_id, frame.ts_ms, observations)
             figures = self.camera_figures[step.camera_id]
             figures["frames_analysed"] += 1
+            self._analysed_rates[step.camera_id].tick()
             # A file read faster than it plays has frames "from the future": no lag.
             figures["lag_ms"] = max(0, int(time.time() * 1000) - frame.ts_ms)
