@@ -183,7 +183,11 @@ class PgConnection:
                 raise psycopg.OperationalError(
                     "the PostgreSQL session was lost inside a transaction, which ended with it"
                 )
-            self.raw = self._adopt(self._reopen())
+            try:
+                fresh = self._reopen()
+            except cluster_leases.LeaseDatabaseError as exc:  # a store failure like any other
+                raise psycopg.OperationalError(str(exc)) from None
+            self.raw = self._adopt(fresh)
             self.reopened += 1
         return self.raw
 

@@ -526,6 +526,11 @@ def test_a_lost_session_is_replaced_between_transactions_never_inside_one(
     store.commit(conn, batch)
     assert conn.reopened == 2
     assert store.rejection_counts(conn) == {"alone": 1, "retried": 1}
+    with psycopg.connect(server.dsn(), autocommit=True) as admin:  # a store that is gone
+        admin.execute(f'DROP DATABASE "{conn.raw.info.dbname}" WITH (FORCE)')
+    for _ in range(2):  # found lost, then refused again: a store failure, never a crash
+        with pytest.raises(store.DatabaseError):
+            store.commit(conn, batch)
     conn.close()
 
 
