@@ -413,7 +413,12 @@ def rejection_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute("SELECT reason, n FROM rejection_totals"))
 
 
+# The column holding each growing table's row id: SQLite's rowid (``id`` is its alias), and
+# on PostgreSQL the identity column of that name (gateway/pg_store.py).
+_ROW_IDS = {"readings": "rowid", "alerts": "id", "dead_letters": "id"}
+
+
 def count_rows(conn: sqlite3.Connection, table: str) -> int:
-    assert table in ("readings", "alerts", "dead_letters")
-    # max(rowid), not count(*): constant time on a table that only grows
-    return conn.execute(f"SELECT coalesce(max(rowid), 0) FROM {table}").fetchone()[0]
+    # max(row id), not count(*): constant time on a table that only grows
+    row_id = _ROW_IDS[table]
+    return conn.execute(f"SELECT coalesce(max({row_id}), 0) FROM {table}").fetchone()[0]

@@ -176,8 +176,6 @@ def test_the_pipeline_writes_the_same_rows_on_sqlite_and_postgresql(
         rows[name] = tables(conn)
         checks[name] = closure_checks(conn, pipeline, gw)
     embedded, cluster = rows["sqlite"], rows["postgres"]
-    for conn in stores.values():
-        conn.close()
     assert commands["sqlite"] == commands["postgres"]
     assert books["sqlite"] == books["postgres"]
     assert books["sqlite"], "the restart came while an incident was open"
@@ -197,6 +195,11 @@ def test_the_pipeline_writes_the_same_rows_on_sqlite_and_postgresql(
     opened = [row for row in cluster["outbox"] if row[2] == str(CommandKind.OPEN)]
     assert len(opened) == 5
     assert len(cluster["readings"]) == 2171 - sum(rejections.values())
+    assert [store.count_rows(conn, "readings") for conn in stores.values()] == [
+        len(cluster["readings"])
+    ] * 2
+    for conn in stores.values():
+        conn.close()
 
 
 # -- the outbox on both stores --------------------------------------------------------------
