@@ -1,16 +1,20 @@
 """One platform behind its rate limit and circuit breaker, whatever the adapter.
 
 The gateway wraps its adapter once and hands the wrapper to both the outbox dispatcher and
-status sync, so every call either makes to the platform (filing, evidence, lookups,
-status listings, voids) takes a token from the same bucket (``case_bridge/rate_limit.py``) and
-counts towards the same breaker (``case_bridge/breaker.py``). The wrapper works per call:
-an adapter call that makes several HTTP requests (a lookup that pages, an Open311 token
-resolved after the post) takes one token.
+status sync, so everything either sends to the platform (filing, uploads, evidence,
+lookups, status listings, voids) goes through the same bucket (``case_bridge/rate_limit.py``)
+and counts towards the same breaker (``case_bridge/breaker.py``).
 
-It also times each call that reaches the adapter (not the wait for a token, nor a call the
-breaker refused) and counts its failures by kind, per call: the platform's latency and
-errors for ``/metrics``, kept as cumulative histogram counts since a scrape cannot rebuild a
-distribution from totals.
+The rate limit counts HTTP requests, as a platform's quota does: the wrapper hooks the
+adapter's HTTP client (``guard_requests``), so each request takes a token before it is
+sent, however many one call makes (a lookup that pages, a filing with its uploads, an
+Open311 token resolved after the post, service discovery at start-up). The breaker counts
+calls: one call is one verdict on whether the platform is there.
+
+It also times each call that reaches the adapter, less its waits for tokens (a call the
+breaker refused is not timed), and counts its failures by kind, per call: the platform's
+latency and errors for ``/metrics``, kept as cumulative histogram counts since a scrape
+cannot rebuild a distribution from totals.
 """
 
 from __future__ import annotations
@@ -19,15 +23,20 @@ import bisect
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
+import httpx
 from pydantic import BaseModel, ConfigDict
 
 from case_bridge.breaker import BreakerSettings, CircuitBreaker
-from case_bridge.platform import CasePage, CasePlatform, Failure, PlatformError
+from case_bridge.platform import CasePage, CasePlatform, Failure, PlatformError, RequestHook
 from case_bridge.rate_limit import RateLimitSettings, TokenBucket
 
 T = TypeVar("T")
+
+# The seconds the current call (its task's context) has waited for tokens so far.
+_WAITED_S: ContextVar[list[float] | None] = ContextVar("waited_s", default=None)
 
 # Upper bounds of the latency histogram's buckets, in seconds (a platform's timeout is 5-120 s).
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -49,6 +58,7 @@ class GuardedPlatform:
         self.breaker = CircuitBreaker(settings.breaker)
         self.bucket = TokenBucket(settings.rate_limit)
         self.calls: dict[str, CallFigures] = {}
+        inner.guard_requests(self._take_token)
 
     @property
     def honours_idempotency_key(self) -> bool:
@@ -77,8 +87,17 @@ class GuardedPlatform:
     async def changed_cases(self, since: str | None, after: str | None) -> CasePage:
         return await self._guarded("changed_cases", lambda: self._inner.changed_cases(since, after))
 
+    def guard_requests(self, hook: RequestHook) -> None:
+        self._inner.guard_requests(hook)
+
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+    async def _take_token(self, _: httpx.Request) -> None:
+        """Before each HTTP request the adapter sends: a token, waited for if need be."""
+        waited = await self.bucket.acquire()
+        if (cell := _WAITED_S.get()) is not None:
+            cell[0] += waited
 
     def stats(self) -> dict[str, Any]:
         """For the gateway's stats and /metrics: ``breaker_state`` is a name, the rest are
@@ -95,17 +114,18 @@ class GuardedPlatform:
         }
 
     async def _guarded(self, name: str, call: Callable[[], Awaitable[T]]) -> T:
-        """A token first (waiting for it), then the breaker's leave (or ``CircuitOpen``),
-        then the call, whose outcome the breaker learns and whose time ``calls[name]``
-        keeps."""
-        await self.bucket.acquire()
+        """The breaker's leave (or ``CircuitOpen``), then the call (each of its requests
+        takes its token), whose outcome the breaker learns and whose time, less its
+        waits for tokens, ``calls[name]`` keeps."""
         self.breaker.admit()
         figures = self.calls.setdefault(name, CallFigures())
+        waited = [0.0]
+        context = _WAITED_S.set(waited)
         started = time.perf_counter()
         try:
             result = await call()
         except PlatformError as exc:
-            figures.observe(time.perf_counter() - started, exc.failure)
+            figures.observe(time.perf_counter() - started - waited[0], exc.failure)
             if exc.failure is Failure.TRANSIENT:
                 self.breaker.failed()
             else:
@@ -114,7 +134,9 @@ class GuardedPlatform:
         except BaseException:
             self.breaker.abandoned()
             raise
-        figures.observe(time.perf_counter() - started)
+        finally:
+            _WAITED_S.reset(context)
+        figures.observe(time.perf_counter() - started - waited[0])
         self.breaker.succeeded()
         return result
 

@@ -89,6 +89,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     authorised: bool
+    at: float = 0.0  # time.monotonic() when the request was read whole
 
 
 class EgovaIntakeFake:
@@ -288,7 +289,9 @@ class EgovaIntakeFake:
                 with fake._lock:
                     authorised = fake._authorised(self.command, self.path, headers, body)
                     fake.received.append(
-                        Received(self.command, self.path, headers, body, authorised)
+                        Received(
+                            self.command, self.path, headers, body, authorised, time.monotonic()
+                        )
                     )
                     forced = fake._script.popleft() if fake._script else None
                     if authorised and (forced is None or forced.act):
