@@ -16,9 +16,11 @@ API handler), and bounded: no answer reads a whole table.
   in and outside zones, occluded static objects included), from the same ``CameraStep`` that
   keeps the frame the console draws them on; a crowd lists its first
   ``MAX_LISTED_OBSERVATIONS`` (those in zones first) and says how many there were.
-- **Unit grids** are not in our data as polygons: the map draws each grid as the box around
-  what stands in it (devices, camera zones), grown to at least a 单元网格's ~100 m, and says
-  so (``extent: "members"``).
+- **Unit grids** are drawn as their polygons when ``cases.grids_file`` gives them
+  (gateway/grid_outlines.py; ``extent: "polygon"``): those that meet the area of the map's
+  devices, zones and incidents, grown by ``GRID_MARGIN_M``. A grid the file lacks, or every
+  grid without a file, is drawn as the box around what stands in it (devices, camera
+  zones), grown to at least a 单元网格's ~100 m, and says so (``extent: "members"``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from case_bridge import outbox
 from detectors.config import ZoneSettings
 from gateway import listings
+from gateway.grid_outlines import GridOutlines
 from gateway.silences import UnknownSilence
 
 if TYPE_CHECKING:
@@ -45,6 +48,7 @@ ALERT_SCAN_ROWS = 20_000  # alert rows one page may look at
 TIMELINE_ROWS = 500  # alerts, and commands, one timeline shows at most
 MAX_LISTED_OBSERVATIONS = 50  # of one analysed frame, beside its picture
 GRID_MIN_M = 100.0  # a unit grid (单元网格) is ~10,000 m²
+GRID_MARGIN_M = 200.0  # around what the map shows, grids drawn as polygons
 _M_PER_DEG_LAT = 111_320.0
 
 
@@ -411,7 +415,29 @@ def grid_boxes(places: Iterable[tuple[str, float, float]]) -> list[dict[str, Any
     return boxes
 
 
-def map_layers(gw: Gateway, max_devices: int, max_incidents: int) -> dict[str, Any]:
+def unit_grids(
+    places: list[tuple[str, float, float]], outlines: GridOutlines | None
+) -> list[dict[str, Any]]:
+    """The grids of ``places`` (grid, lat, lon) and, with ``outlines``, every outlined grid
+    near them as its polygon; the others as boxes (``grid_boxes``)."""
+    if outlines is None or not places:
+        return grid_boxes(places)
+    lats, lons = [p[1] for p in places], [p[2] for p in places]
+    grow_lat = GRID_MARGIN_M / _M_PER_DEG_LAT
+    grow_lon = grow_lat / max(math.cos(math.radians((min(lats) + max(lats)) / 2)), 1e-6)
+    found = outlines.meeting(min(lats) - grow_lat, min(lons) - grow_lon,
+                             max(lats) + grow_lat, max(lons) + grow_lon)  # fmt: skip
+    members: dict[str, int] = {}
+    for grid, _, _ in places:
+        members[grid] = members.get(grid, 0) + 1
+    drawn = [{**outline.drawn(), "members": members.get(outline.code, 0)} for outline in found]
+    codes = {outline.code for outline in found}
+    return drawn + grid_boxes(place for place in places if place[0] not in codes)
+
+
+def map_layers(
+    gw: Gateway, max_devices: int, max_incidents: int, outlines: GridOutlines | None = None
+) -> dict[str, Any]:
     """Grids, devices with their state, cameras with their zones, open incidents."""
     health, alerting, held = gw.health.snapshot(), alerting_sources(gw), held_sources(gw)
     ids = sorted(gw.registry)
@@ -429,7 +455,7 @@ def map_layers(gw: Gateway, max_devices: int, max_incidents: int) -> dict[str, A
     ]
     incidents = listings.incidents(gw.conn, "open", max_incidents, None)
     return {
-        "grids": grid_boxes(places),
+        "grids": unit_grids(places, outlines),
         "devices": devices,
         "devices_truncated": len(ids) > max_devices,
         "cameras": cameras,

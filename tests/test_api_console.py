@@ -250,6 +250,34 @@ def test_device_states_and_the_map_layers(staged_console):
     assert http.get("/api/v1/console/devices/NOPE").status_code == 404
 
 
+EXAMPLE_GRIDS = (
+    Path(__file__).resolve().parents[1] / "case_bridge" / "data" / "example_grids.geojson"
+)
+
+
+def test_the_map_draws_the_grids_file_s_polygons_and_boxes_for_grids_it_lacks(tmp_path):
+    path = write_gateway_config(tmp_path, {})
+    config = yaml.safe_load(path.read_text())
+    config["cases"] = {"grids_file": str(EXAMPLE_GRIDS)}
+    path.write_text(yaml.safe_dump(config))
+    served, http, _ = serve(Gateway(load_config(path)))
+    try:
+        grids = http.get("/api/v1/console/map").json()["grids"]
+    finally:
+        served.close()
+    outlined = {g["code"]: g for g in grids if g["extent"] == "polygon"}
+    assert sorted(outlined) == [f"35010200100100{n}" for n in (1, 2, 3, 4)]
+    north_west = outlined["350102001001001"]
+    assert north_west["polygons"] == [[[[119.293, 26.086], [119.3, 26.086], [119.3, 26.094],
+                                        [119.293, 26.094], [119.293, 26.086]]]]  # fmt: skip
+    assert (north_west["name"], north_west["members"]) == ("示例社区西北格", 1)  # MH-001
+    assert (north_west["south"], north_west["east"]) == (26.086, 119.3)
+    south, west = north_west["label"]
+    assert 26.086 < south < 26.094 and 119.293 < west < 119.3
+    boxed = sorted(g["code"] for g in grids if g["extent"] == "members")
+    assert len(boxed) == GRIDS - 2 and not set(boxed) & set(outlined)
+
+
 @BOUNDED
 @given(limit=st.integers(1, 6), scan=st.integers(1, 9), held=st.sampled_from(["any", "held"]))
 def test_alert_pages_bounded_by_their_scan_visit_every_match_once(gateway, limit, scan, held):
