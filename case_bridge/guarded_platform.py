@@ -11,6 +11,12 @@ sent, however many one call makes (a lookup that pages, a filing with its upload
 Open311 token resolved after the post, service discovery at start-up). The breaker counts
 calls: one call is one verdict on whether the platform is there.
 
+Evidence links are signed when an alert is recorded and live ``evidence.link_lifetime_s``
+(7 days by default), while a command may wait in the outbox much longer. With
+``fresh_link``, the wrapper signs every media link of a body afresh as it is sent
+(``platform.with_fresh_links``), whichever adapter sends it: the platform gets links
+valid for the full lifetime from the send, not from the alert.
+
 It also times each call that reaches the adapter, less its waits for tokens (a call the
 breaker refused is not timed), and counts its failures by kind, per call: the platform's
 latency and errors for ``/metrics``, kept as cumulative histogram counts since a scrape
@@ -30,7 +36,15 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from case_bridge.breaker import BreakerSettings, CircuitBreaker
-from case_bridge.platform import CasePage, CasePlatform, Failure, PlatformError, RequestHook
+from case_bridge.platform import (
+    CasePage,
+    CasePlatform,
+    Failure,
+    FreshLink,
+    PlatformError,
+    RequestHook,
+    with_fresh_links,
+)
 from case_bridge.rate_limit import RateLimitSettings, TokenBucket
 
 T = TypeVar("T")
@@ -53,8 +67,13 @@ class DeliverySettings(BaseModel):
 class GuardedPlatform:
     """A ``CasePlatform`` that rate-limits and breaks the circuit for ``inner``."""
 
-    def __init__(self, inner: CasePlatform, settings: DeliverySettings) -> None:
+    def __init__(
+        self, inner: CasePlatform, settings: DeliverySettings, fresh_link: FreshLink | None = None
+    ) -> None:
+        """``fresh_link``: signs a media link of ours afresh (``EvidenceLinks.refreshed``);
+        every body filed or added as evidence then carries links valid from its send."""
         self._inner = inner
+        self._fresh_link = fresh_link
         self.breaker = CircuitBreaker(settings.breaker)
         self.bucket = TokenBucket(settings.rate_limit)
         self.calls: dict[str, CallFigures] = {}
@@ -65,6 +84,7 @@ class GuardedPlatform:
         return self._inner.honours_idempotency_key
 
     async def open_case(self, body: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+        body = self._fresh(body)
         return await self._guarded(
             "open_case", lambda: self._inner.open_case(body, idempotency_key)
         )
@@ -75,6 +95,7 @@ class GuardedPlatform:
     async def add_evidence(
         self, case_id: str, body: dict[str, Any], idempotency_key: str
     ) -> dict[str, Any]:
+        body = self._fresh(body)
         return await self._guarded(
             "add_evidence", lambda: self._inner.add_evidence(case_id, body, idempotency_key)
         )
@@ -92,6 +113,9 @@ class GuardedPlatform:
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+    def _fresh(self, body: dict[str, Any]) -> dict[str, Any]:
+        return body if self._fresh_link is None else with_fresh_links(body, self._fresh_link)
 
     async def _take_token(self, _: httpx.Request) -> None:
         """Before each HTTP request the adapter sends: a token, waited for if need be."""

@@ -98,6 +98,8 @@ VOID_NOTE_CHARS = 500  # the bundled platform's longest transition note
 
 # Awaited by an adapter's HTTP client before each request it sends (the rate limit's token).
 RequestHook = Callable[[httpx.Request], Awaitable[None]]
+# A media link of ours, signed afresh (gateway/evidence_links.py); any other link unchanged.
+FreshLink = Callable[[str], str]
 EARTH_RADIUS_M = 6_371_008.8  # the mean radius: metres between nearby points, to ~0.5 %
 
 
@@ -541,6 +543,34 @@ def not_found(external_key: str, what: str, candidates: list[Candidate], unreada
             " not be read: cannot tell whether it was filed",
             Failure.DOUBTFUL,
         )
+
+
+def with_fresh_links(body: dict[str, Any], fresh: FreshLink) -> dict[str, Any]:
+    """``body`` with every media link of its evidence (``media``, ``media_files`` urls)
+    and its ``media_url`` signed afresh, so a command that waited in the outbox past its
+    links' lifetime still sends links that work; ``body`` itself is not changed."""
+    renewed = dict(body)
+    if isinstance(body.get("media_url"), str):
+        renewed["media_url"] = fresh(body["media_url"])
+    items = body.get("evidence")
+    if isinstance(items, list):
+        renewed["evidence"] = [_fresh_item(item, fresh) for item in items]
+    return renewed
+
+
+def _fresh_item(item: object, fresh: FreshLink) -> object:
+    if not isinstance(item, dict):
+        return item
+    renewed = dict(item)
+    if isinstance(item.get("media"), list):
+        renewed["media"] = [fresh(m) if isinstance(m, str) else m for m in item["media"]]
+    if isinstance(item.get("media_files"), list):
+        renewed["media_files"] = [
+            {**f, "url": fresh(f["url"])} if isinstance(f, dict) and isinstance(f.get("url"), str)
+            else f
+            for f in item["media_files"]
+        ]  # fmt: skip
+    return renewed
 
 
 def lookup_since(body: dict[str, Any], before_s: float = LOOKUP_CLOCK_MARGIN_S) -> str | None:

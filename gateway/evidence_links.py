@@ -10,6 +10,14 @@ its time, is refused with 403 before the name is even looked up.
 The secret comes from a file or an environment variable, else is generated once into the
 store's folder (mode 0600) so links stay valid across restarts. Replacing it revokes every
 link handed out.
+
+A link is signed when its alert is recorded, but a case command may wait in the outbox far
+longer than a link lives (a platform down for days; retention keeps commands for months).
+So the case bridge asks for a fresh link when it sends (``refreshed``): the same picture,
+its lifetime counted from the send. Only a link this gateway signed is renewed (its
+signature checked, its expiry not), under the current ``base_url``: renewing grants
+nothing that was not granted before, and a link signed with a replaced secret stays
+revoked.
 """
 
 from __future__ import annotations
@@ -20,8 +28,9 @@ import hmac
 import os
 import re
 import secrets
+import time
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from gateway.evidence_settings import EvidenceSettings
 
@@ -31,6 +40,7 @@ MIN_SECRET_CHARS = 32
 MAX_SECRET_CHARS = 512
 _EXP = re.compile(r"[0-9]{1,12}")  # up to year 33658: no int() of a 5,000-digit string
 _SIG = re.compile(r"[0-9a-f]{64}")
+MAX_LINK_CHARS = 2000  # longer is no link of ours: not parsed
 
 
 class EvidenceLinks:
@@ -49,9 +59,29 @@ class EvidenceLinks:
     def valid(self, name: str, exp: str, sig: str, now_s: int) -> bool:
         """Whether ``sig`` signs ``name`` until ``exp`` and that time has not passed; the
         signature compared in constant time."""
+        return self._signed(name, exp, sig) and now_s <= int(exp)
+
+    def refreshed(self, url: str, now_s: int | None = None) -> str:
+        """A link to the picture ``url`` names, valid for ``lifetime_s`` from ``now_s``
+        (now by default), if ``url`` is a link this gateway signed, expired or not;
+        ``url`` itself otherwise (someone else's link, or a forged or revoked one)."""
+        if len(url) > MAX_LINK_CHARS:
+            return url
+        split = urlsplit(url)
+        _, prefix, quoted = split.path.rpartition(SIGNED_PREFIX)
+        query = parse_qs(split.query)
+        exp, sig = query.get("exp", []), query.get("sig", [])
+        if not prefix or "/" in quoted or len(exp) != 1 or len(sig) != 1:
+            return url
+        name = unquote(quoted)
+        if not self._signed(name, exp[0], sig[0]):
+            return url
+        return self.url(name, int(time.time()) if now_s is None else now_s)
+
+    def _signed(self, name: str, exp: str, sig: str) -> bool:
         if not (_EXP.fullmatch(exp) and _SIG.fullmatch(sig)):
             return False
-        return hmac.compare_digest(sig, self._sig(name, exp)) and now_s <= int(exp)
+        return hmac.compare_digest(sig, self._sig(name, exp))
 
     def _sig(self, name: str, exp: str) -> str:
         # A separator no name or exp can hold, so ("a_1", "2") and ("a_", "12") differ.

@@ -147,3 +147,51 @@ def test_settings_accept_only_bounded_values(fields):
     assert 60 <= parsed.link_lifetime_s <= 400 * 86_400
     assert parsed.public_url is None or parsed.public_url.startswith(("http://", "https://"))
     assert "junk" not in fields
+
+
+def test_a_link_of_ours_is_signed_afresh_for_its_full_lifetime_even_when_expired():
+    links = EvidenceLinks(SECRET, 3600, "https://gw.example.org")
+    old = links.url(NAME, NOW)
+    fresh = links.refreshed(old, NOW + 90 * 86_400)  # queued for 90 days
+    path, exp, sig = parts(fresh)
+    assert path == f"/evidence/{NAME}" and exp == str(NOW + 90 * 86_400 + 3600)
+    assert links.valid(NAME, exp, sig, NOW + 90 * 86_400)
+    moved = EvidenceLinks(SECRET, 3600, "https://new.example.org")  # public_url changed
+    assert moved.refreshed(old, NOW).startswith("https://new.example.org/evidence/")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://media.example/WL.jpg",  # someone else's picture
+        "/evidence/a/b.jpg?exp=1&sig=" + "0" * 64,  # a name with a slash
+        "/evidence/x.jpg?exp=1800000000&sig=" + "0" * 64,  # forged
+        "/evidence/x.jpg?exp=1800000000",  # unsigned
+        "",
+    ],
+)
+def test_any_other_link_is_left_as_it_is(url: str):
+    assert EvidenceLinks(SECRET, 3600).refreshed(url, NOW) == url
+
+
+def test_a_link_signed_with_a_replaced_secret_stays_revoked():
+    old = EvidenceLinks(b"x" * 32, 3600).url(NAME, NOW)
+    assert EvidenceLinks(SECRET, 3600).refreshed(old, NOW) == old
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    url=st.one_of(
+        st.text(max_size=120),
+        st.builds(lambda n, e: EvidenceLinks(SECRET, 60).url(n, e),
+                  st.text(min_size=1, max_size=40), st.integers(0, 10**11)),
+    )
+)  # fmt: skip
+def test_refreshing_any_text_gives_it_back_or_a_valid_link_to_the_same_name(url: str):
+    links = EvidenceLinks(SECRET, 3600)
+    fresh = links.refreshed(url, NOW)
+    if fresh != url:
+        path, exp, sig = parts(fresh)
+        name = unquote(path.removeprefix("/evidence/"))
+        assert links.valid(name, exp, sig, NOW) and exp == str(NOW + 3600)
+        assert unquote(urlsplit(url).path).endswith("/evidence/" + name)
