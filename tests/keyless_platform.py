@@ -50,6 +50,15 @@ class KeylessPlatformFake(ScriptedPlatformFake):
         with self._changed:
             return Counter(case["external_key"] for case in self.cases)
 
+    def filed_elsewhere(self, **fields: Any) -> str:
+        """A case that reached the platform another way (a citizen's report): ``fields``
+        as the platform lists them, no external key; its id."""
+        with self._changed:
+            case_id = f"C20261121-{len(self.cases) + 1:06d}"
+            self.cases.append({"id": case_id, "status": "accepted", "external_key": None,
+                               "updated_at": "2026-11-21T08:00:00+08:00", **fields})  # fmt: skip
+        return case_id
+
     def calls(self) -> list[str]:
         """Per request in order: ``POST <external key>`` for a filing, ``GET`` for a listing,
         else method and path."""

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -314,3 +315,39 @@ def test_no_connection_at_all_is_not_a_send_that_may_have_acted(db: Path, run: R
     assert rows(conn)[0][:3] == ("INC-a/1", "pending", 1)
     assert rows(conn)[0][3].startswith("ConnectError: ")
     assert maybe_filed(conn) == [0]
+
+
+# --- a possible match: a case of the same class nearby, without our key --------------------
+
+ALERT_AT = datetime.fromtimestamp(command("INC-a", 1).alert.ts / 1000, UTC)
+
+
+@pytest.mark.parametrize(("north_m", "parked"), [(10, True), (100, False)])
+def test_a_case_of_our_class_near_our_place_and_time_parks_the_command(
+    db: Path, keyless: KeylessPlatformFake, run: Runner, north_m: int, parked: bool
+) -> None:
+    """The send is cut before the platform acted; the lookup finds no case under our key
+    but a citizen's case of the same class 10 m away two minutes later: that may be ours
+    (a key lost on the way), so it is parked for an operator, never filed again. At 100 m
+    it is no candidate: posted again, filed once."""
+    conn = connect(db)
+    enqueue(conn, command("INC-a", 1))
+    citizen = keyless.filed_elsewhere(
+        class_code="99101",
+        location={"lat": 31.2989 + north_m / 111_195, "lon": 120.5853},
+        created_at=(ALERT_AT + timedelta(seconds=120)).isoformat(),
+    )
+    keyless.script(CUT)  # sent, nothing filed, no answer
+    r = gateway(conn, keyless.url)
+    run(r.drain_until_quiet())
+    if parked:
+        [(_, state, _, reason)] = rows(conn)
+        assert state == "parked"
+        assert f"possible match {citizen} (10 m, +120 s): not filed again" in reason
+        assert keyless.filed() == {None: 1}
+        assert keyless.calls() == ["POST INC-a"] + ["GET"] * 5  # a lookup per try, then parked
+        assert r.dispatcher.stats["lookup_failures"] == 5
+    else:
+        assert [state for _, state, _, _ in rows(conn)] == ["delivered"]
+        assert keyless.filed() == {None: 1, "INC-a": 1}
+        assert keyless.calls() == ["POST INC-a", "GET", "POST INC-a"]
