@@ -24,10 +24,12 @@ from case_bridge.platform import (
     BundledPlatform,
     CasePage,
     Failure,
+    NearbySettings,
     PlatformError,
     case_reply,
     error_for,
     found_case,
+    nearby_of,
     page_reply,
 )
 
@@ -226,7 +228,21 @@ listed = st.fixed_dictionaries(
     optional={
         "id": st.one_of(st.from_regex(CASE_ID, fullmatch=True), json_values),
         "external_key": st.sampled_from(["INC-a", "INC-b", ""]) | json_values,
+        # What a possible match is judged by: class, place, time.
+        "class_code": st.sampled_from(["99101", "06042"]) | json_values,
+        "location": st.fixed_dictionaries(
+            {"lat": st.sampled_from([31.2989, 31.3, 91]) | json_values,
+             "lon": st.sampled_from([120.5853, "120.5853"]) | json_values}
+        ) | json_values,
+        "created_at": st.sampled_from(
+            ["2025-11-21T04:40:30+00:00", "2025-11-21T04:40:30", "x" * 70]
+        ) | json_values,
     },
+)  # fmt: skip
+NEAR = nearby_of(
+    NearbySettings(),
+    {"location": {"lat": 31.2989, "lon": 120.5853}, "evidence": [{"ts": 1_763_700_000_000}]},
+    "99101",
 )
 pages = st.one_of(
     bodies,
@@ -241,10 +257,11 @@ pages = st.one_of(
 @given(body=pages)
 def test_a_lookup_page_gives_the_case_the_next_page_or_a_doubtful_error(body: bytes) -> None:
     try:
-        case_id, next_after = found_case(200, body, "GET /x", "INC-a")
+        found = found_case(200, body, "GET /x", "INC-a", NEAR)
     except PlatformError as exc:
         assert exc.failure is Failure.DOUBTFUL
         return
+    case_id, next_after = found.case_id, found.next_after
     page = json.loads(body)
     keyed = [item for item in page["cases"] if item.get("external_key") == "INC-a"]
     if keyed:
@@ -254,3 +271,8 @@ def test_a_lookup_page_gives_the_case_the_next_page_or_a_doubtful_error(body: by
         assert case_id is None
         assert next_after == page.get("next")
         assert next_after is None or 0 < len(next_after) <= 64
+        keyless = [i for i in page["cases"] if i.get("external_key") in (None, "")]
+        assert all(c.id in [i.get("id") for i in keyless] for c in found.candidates)
+        assert all(c.distance_m <= 30 and abs(c.offset_s) <= 3600 for c in found.candidates)
+        unread = [i for i in page["cases"] if not isinstance(i.get("external_key"), str | None)]
+        assert found.unreadable == len(unread)
