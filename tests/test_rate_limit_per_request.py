@@ -15,9 +15,15 @@ import time
 
 import test_mapped_rest
 from egova_intake import EgovaIntakeFake
+from keyless_platform import KeylessBundled, KeylessPlatformFake
+from open311_deviant import DeviantServer
+from scripted_platform import TOKEN
 from test_mapped_rest import Connect, case_body, example_data
 from test_mapped_rest_upload import flat, pictured
+from test_open311 import deviant_adapter
+from test_outbox_dispatch import CATALOG, SETTINGS, command
 
+from case_bridge.case_model import open_case_body
 from case_bridge.guarded_platform import DeliverySettings, GuardedPlatform
 from case_bridge.rate_limit import RateLimitSettings
 from gateway.evidence import EvidenceWriter
@@ -63,3 +69,27 @@ def test_paged_lookups_and_uploads_take_a_token_per_request(
     }  # fmt: skip
     # Each call's time leaves out its waits for tokens: none took the 0.6 s the run did.
     assert all(f["sum_s"] < 0.3 for f in calls.values())
+
+
+def test_open311_discovery_and_a_paged_bundled_lookup_take_a_token_per_request(
+    runner: asyncio.Runner,
+) -> None:
+    """Open311's start-up reads services.json and one definition: two requests, one call
+    outside the wrapper even. A bundled-API lookup over five cases, two a page: three."""
+    settings = DeliverySettings(rate_limit=RateLimitSettings(requests_per_s=20, burst=1))
+    with DeviantServer() as deviant:
+        adapter = deviant_adapter(deviant)
+        guarded = GuardedPlatform(adapter, settings)
+        runner.run(adapter.start())
+        assert [s.path for s in deviant.seen] == ["/services.json", "/services/001.json"]
+        assert guarded.bucket.waits == 1  # the burst covers the first request only
+        runner.run(adapter.aclose())
+    with KeylessPlatformFake() as keyless:
+        for n in range(5):
+            keyless.filed_elsewhere(class_code="99101", external_key=f"INC-{n}")
+        guarded = GuardedPlatform(KeylessBundled(keyless.url, TOKEN, 5), settings)
+        body = open_case_body(command("INC-x", 1), CATALOG, SETTINGS)
+        assert runner.run(guarded.find_case("INC-x", body)) is None
+        assert keyless.calls() == ["GET"] * 3
+        assert guarded.bucket.waits == 2
+        runner.run(guarded.aclose())
