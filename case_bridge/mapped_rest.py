@@ -332,7 +332,7 @@ class RequestBuilder:
 
     def __init__(self, settings: MappedRestSettings) -> None:
         self._tables = settings.tables
-        self._coordinates = PlatformCoordinates(settings.coordinates.system)
+        self.coordinates = PlatformCoordinates(settings.coordinates.system)
         self._decimals = settings.coordinates.decimals
         self._tz = ZoneInfo(settings.timezone)
 
@@ -406,7 +406,7 @@ class RequestBuilder:
         if not isinstance(lat, int | float) or not isinstance(lon, int | float):
             raise PlatformError(f"{where}: the case has no location", Failure.REFUSED)
         try:
-            x, y = self._coordinates.xy(float(lat), float(lon))
+            x, y = self.coordinates.xy(float(lat), float(lon))
         except ValueError as exc:
             raise PlatformError(f"{where}: {exc}", Failure.REFUSED) from None
         return round(x if axis == "x" else y, self._decimals)
@@ -458,6 +458,7 @@ class MappedRestPlatform:
         self._read_evidence = read_evidence
         self.upload_stats: Counter[str] = Counter()
         self._builder = RequestBuilder(settings)
+        self._tz = ZoneInfo(settings.timezone)
         headers = {"Accept": "application/json"}
         auth = settings.auth
         if isinstance(auth, BearerAuth):
@@ -584,7 +585,7 @@ class MappedRestPlatform:
             service = self._builder.value(f"{what} nearby.service", request.nearby.service, root)
         except PlatformError:
             return None
-        return MappedNearby.of(request.nearby, self._settings, root, service)
+        return MappedNearby.of(request.nearby, self._builder.coordinates, self._tz, root, service)
 
     def guard_requests(self, hook: RequestHook) -> None:
         guard_client(self._client, hook)

@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from case_bridge.coordinates import PlatformCoordinates
-from case_bridge.mapped_rest_settings import MappedRestSettings, NearbyItems, as_text
+from case_bridge.mapped_rest_settings import NearbyItems, as_text
 from case_bridge.platform import (
     MAX_FIELD_CHARS,
     Candidate,
@@ -51,21 +51,24 @@ class MappedNearby:
 
     @classmethod
     def of(
-        cls, items: NearbyItems, settings: MappedRestSettings, root: dict[str, Any], service: Any
+        cls,
+        items: NearbyItems,
+        coordinates: PlatformCoordinates,
+        tz: ZoneInfo,
+        root: dict[str, Any],
+        service: Any,
     ) -> MappedNearby | None:
-        """None when our case has no place, alert time or service value to compare."""
+        """Our case in the mapping's ``coordinates`` and time zone; None when it has no
+        place, alert time or service value to compare."""
         place, first_ms = case_place(root), first_alert_ms(root)
         if place is None or first_ms is None or not isinstance(service, str | int | float):
             return None
-        system = settings.coordinates.system
         try:
-            x, y = PlatformCoordinates(system).xy(*place)
+            x, y = coordinates.xy(*place)
         except ValueError:
             return None
-        return cls(
-            items, as_text(service), x, y, system.startswith("EPSG:"), first_ms,
-            ZoneInfo(settings.timezone),
-        )  # fmt: skip
+        projected = coordinates.system.startswith("EPSG:")
+        return cls(items, as_text(service), x, y, projected, first_ms, tz)
 
     def candidate(self, fields: dict[str, Any]) -> Candidate | None:
         """The candidate a listed item is, or None (another service, too far, outside the

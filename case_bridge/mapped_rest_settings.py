@@ -379,10 +379,13 @@ class FindCase(Listing):
 
     @model_validator(mode="after")
     def _cursor_sent(self) -> FindCase:
-        if self.next_cursor is not None and not any(
-            spec.from_ == "after" for _, spec in self.specs()
-        ):
+        """The cursor goes back in a field, left out of the first page's request."""
+        cursor = [(where, spec) for where, spec in self.specs() if spec.from_ == "after"]
+        if self.next_cursor is not None and not cursor:
             raise ValueError("next_cursor: pass the cursor back with a field {from: after}")
+        for where, spec in cursor:
+            if spec.if_missing == "refuse":
+                raise ValueError(f"{where}: the first page has no cursor: give if_missing: omit")
         return self
 
     def specs(self) -> Iterator[tuple[str, FieldSpec]]:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from egova_intake import KEY_ID, SECRET, TOKEN, EgovaIntakeFake, Forced
@@ -28,6 +29,7 @@ from test_outbox_dispatch import Run
 from case_bridge import outbox
 from case_bridge.case_model import evidence_body, open_case_body
 from case_bridge.codes import ClassCatalog
+from case_bridge.coordinates import PlatformCoordinates
 from case_bridge.mapped_rest import (
     MappedRestPlatform,
     RequestBuilder,
@@ -680,7 +682,8 @@ def test_any_reply_reads_as_a_result_or_a_platform_error(body: bytes, page: int 
         assert listed.skipped >= 0 and listed.next_after in (None, str((page or 0) + 1))
     find = SETTINGS.find_case
     assert find is not None and find.nearby is not None
-    near = MappedNearby.of(find.nearby, SETTINGS, case_body(), "06042")
+    where = PlatformCoordinates(SETTINGS.coordinates.system)
+    near = MappedNearby.of(find.nearby, where, ZoneInfo(SETTINGS.timezone), case_body(), "06042")
     try:
         found = read_found(find, 200, body, "GET /q", "INC-1", page, near)
     except PlatformError as exc:

@@ -24,6 +24,7 @@ import pytest
 from egova_intake import EgovaIntakeFake, Forced
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from test_mapped_rest import (
     COMMAND,
     Connect,
@@ -37,6 +38,7 @@ from test_outbox_dispatch import Run
 
 from case_bridge import outbox
 from case_bridge.mapped_rest_nearby import item_time_ms
+from case_bridge.mapped_rest_settings import MappedRestSettings
 from case_bridge.platform import Failure
 
 # Where the example puts COMMAND's case (GCJ-02 of its WGS-84 place, as sent).
@@ -223,3 +225,32 @@ def test_any_listed_time_reads_as_epoch_ms_or_none(value: object, time_format: s
         assert moment == 1_795_226_401_000
     if value == "2026-11-21T02:00:01Z" and time_format is None:
         assert moment == 1_795_226_401_000
+
+
+def test_a_cursor_must_go_back_and_be_left_out_of_the_first_page() -> None:
+    data = example_data("http://127.0.0.1:9/eUrbanMIS")
+    del data["find_case"]["page_numbers"]
+    data["find_case"]["next_cursor"] = "data.next"
+    with pytest.raises(ValidationError, match="pass the cursor back with a field"):
+        MappedRestSettings.model_validate(data)
+    data["find_case"]["query"]["cursor"] = {"from": "after"}
+    with pytest.raises(ValidationError, match="the first page has no cursor"):
+        MappedRestSettings.model_validate(data)
+    data["find_case"]["query"]["cursor"] = {"from": "after", "if_missing": "omit"}
+    assert MappedRestSettings.model_validate(data).find_case is not None
+
+
+def test_a_lookup_follows_the_platform_cursor(
+    connect: Connect, intake: EgovaIntakeFake, runner: asyncio.Runner
+) -> None:
+    data = example_data(intake.url)
+    del data["find_case"]["page_numbers"]
+    data["find_case"]["next_cursor"] = "data.next"
+    data["find_case"]["query"]["cursor"] = {"from": "after", "if_missing": "omit"}
+    page = {"eventID": "GL1", "externalKey": "INC-1"}
+    intake.script(
+        Forced(200, {"code": 0, "data": {"records": [page], "next": "c2"}}),
+        Forced(200, {"code": 0, "data": {"records": [], "next": ""}}),
+    )
+    assert runner.run(connect(data).find_case("INC-0042", case_body())) is None
+    assert queries(intake) == ["externalKey=INC-0042", "externalKey=INC-0042&cursor=c2"]
