@@ -265,15 +265,24 @@ def nearby_candidate(
     return Candidate(case_id, distance_m, offset_s)
 
 
-def possible_match(candidates: list[Candidate], external_key: str, what: str) -> PlatformError:
+class PossibleMatch(PlatformError):
+    """A lookup's DOUBTFUL answer naming the nearest possible match (``candidate``), for
+    an operator to decide: this case (link it) or another (file ours)."""
+
+    def __init__(self, reason: str, candidate: Candidate) -> None:
+        super().__init__(reason, Failure.DOUBTFUL)
+        self.candidate = candidate
+
+
+def possible_match(candidates: list[Candidate], external_key: str, what: str) -> PossibleMatch:
     """DOUBTFUL naming the nearest candidate: the command waits for an operator."""
     best = min(candidates, key=lambda c: (c.distance_m, abs(c.offset_s), c.id))
     more = f" and {len(candidates) - 1} more" if len(candidates) > 1 else ""
-    return PlatformError(
+    return PossibleMatch(
         f"{what}: no case under {external_key!r}, but possible match {best.id}"
         f" ({best.distance_m:.0f} m, {best.offset_s:+.0f} s){more}: not filed again; an"
         " operator decides whether it is this case",
-        Failure.DOUBTFUL,
+        best,
     )
 
 

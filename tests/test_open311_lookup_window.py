@@ -20,7 +20,7 @@ import pytest
 from open311_deviant import DeviantServer
 from test_open311 import body_of, deviant_adapter, failure
 
-from case_bridge.platform import Failure
+from case_bridge.platform import Failure, PossibleMatch
 
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]
@@ -112,7 +112,8 @@ def test_a_request_near_ours_without_our_key_is_a_possible_match(
         requested_datetime=iso(first_alert(body) + timedelta(seconds=90)),
     )  # fmt: skip
     error = failure(run, adapter.find_case("INC-n", body))
-    assert error.failure is Failure.DOUBTFUL
+    assert isinstance(error, PossibleMatch) and error.failure is Failure.DOUBTFUL
+    assert (error.candidate.id, round(error.candidate.offset_s)) == (citizen, 90)
     assert f"possible match {citizen} (11 m, +90 s): not filed again" in error.reason
     run(adapter.aclose())
 
