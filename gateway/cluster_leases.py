@@ -313,16 +313,18 @@ class LeaseKeeper:
     held: dict[int, int] = field(default_factory=dict)
 
     def tick(self) -> dict[int, int]:
+        """Renewals come before acquisitions: an acquisition may wait up to the session's
+        lock timeout on a row a paused holder still locks, and must not make this
+        replica's own leases lapse meanwhile."""
         self.table.heartbeat(self.owner, self.ttl_s)
         plan = set(balance(self.owner, self.table.live_replicas(), self.table.partitions))
         for partition in sorted(set(self.held) - plan):
             self.table.release(self.owner, partition, self.held.pop(partition))
             log.info("partition %d released by %s for the rebalance", partition, self.owner)
-        for partition in sorted(plan):
-            fence = self.held.get(partition)
-            if fence is not None and self.table.renew(self.owner, partition, fence, self.ttl_s):
-                continue
-            self.held.pop(partition, None)
+        for partition, fence in sorted(self.held.items()):
+            if not self.table.renew(self.owner, partition, fence, self.ttl_s):
+                del self.held[partition]
+        for partition in sorted(plan - set(self.held)):
             taken = self.table.acquire(self.owner, partition, self.ttl_s)
             if taken is not None:
                 self.held[partition] = taken

@@ -161,7 +161,8 @@ class PgConnection:
         if not raw.autocommit:
             raise ValueError("PgConnection needs an autocommit session, as sqlite3's is here")
         self.raw = self._adopt(raw)
-        self._reopen = reopen
+        # Opens a new session when the server lost ours (between transactions only).
+        self.reopen = reopen
         self._in_tx = False  # what the session last reported, kept while it is lost
         self.reopened = 0
 
@@ -178,13 +179,13 @@ class PgConnection:
         in a transaction by a paused replica) is replaced, but only between transactions:
         the statements after a transaction's loss fail until the caller rolls back (as
         ``store.commit`` does), never run on their own on a new session."""
-        if self.raw.broken and self._reopen is not None:
+        if self.raw.broken and self.reopen is not None:
             if self._in_tx:
                 raise psycopg.OperationalError(
                     "the PostgreSQL session was lost inside a transaction, which ended with it"
                 )
             try:
-                fresh = self._reopen()
+                fresh = self.reopen()
             except cluster_leases.LeaseDatabaseError as exc:  # a store failure like any other
                 raise psycopg.OperationalError(str(exc)) from None
             self.raw = self._adopt(fresh)

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from psycopg.conninfo import make_conninfo
+
 from devices.fleet import MessageRouter
 from devices.nats_ingest import IngestMessage, NatsIngest, partition_of
 from devices.registry import Device, load_registry
@@ -69,7 +71,7 @@ class FencedConnection(pg_store.PgConnection):
     ``fence`` first, inside that same transaction (see the module docstring)."""
 
     def __init__(self, conn: pg_store.PgConnection, owner: str, lease: int, fence: int) -> None:
-        super().__init__(conn.raw)
+        super().__init__(conn.raw, conn.reopen)
         self.owner, self.lease, self.fence = owner, lease, fence
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
@@ -211,7 +213,14 @@ class Replica:
                 schema_conn.raw.execute(alert_log.SCHEMA)
         finally:
             schema_conn.close()
-        leases = cluster_leases.LeaseTable(self._connect().raw, self.context.partitions + 1)
+        # A takeover waits at most a tenth of a lease on a row a paused holder locks.
+        lease_conn = cluster_leases.connect(
+            settings.postgres_dsn
+            if self._password is None
+            else make_conninfo(settings.postgres_dsn, password=self._password),
+            lock_timeout_ms=max(50, int(settings.lease_ttl_s * 100)),
+        )
+        leases = cluster_leases.LeaseTable(lease_conn, self.context.partitions + 1)
         leases.ensure_schema()
         self.keeper = cluster_leases.LeaseKeeper(leases, self.context.owner, settings.lease_ttl_s)
         self.ingest = NatsIngest(settings.nats.model_copy(update={"partitions": ()}), self._batch)
@@ -223,7 +232,13 @@ class Replica:
         self.counters: Counter[str] = Counter()
 
     def _connect(self) -> pg_store.PgConnection:
-        return pg_store.connect(self.context.settings.postgres_dsn, self._password)
+        """A session whose open transaction, should this process be paused inside one,
+        ends well within a lease: it holds the lease row's lock, and a takeover waits."""
+        settings = self.context.settings
+        idle_ms = int(settings.lease_ttl_s * 1000 / 2)
+        return pg_store.connect(
+            settings.postgres_dsn, self._password, idle_in_transaction_ms=idle_ms
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick leases and follow them until ``stop``; then hand everything back."""

@@ -9,6 +9,7 @@ nats-server acks a device's QoS 1 message on receipt, stored or not)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,7 @@ from simulators.nats import NatsServer
 from harness import TOKEN, Service, wait_until
 
 PARTITIONS = 8
-LEASE_TTL_S = 3.0
+LEASE_TTL_S = 4.0
 LEASE_TICK_S = 0.5
 
 
@@ -29,10 +30,14 @@ class ClusterStack:
     """nats-server, PostgreSQL (one database of a shared server), the platform and N
     replicas in one temp folder."""
 
-    def __init__(self, workdir: Path, dsn: str, scenario: Path | None = None) -> None:
+    def __init__(
+        self, workdir: Path, dsn: str, scenario: Path | None = None, config: dict | None = None
+    ) -> None:
+        """``config``: top-level gateway config sections to set or replace."""
         from simulators.scenario import BUILTIN_SCENARIO
 
         self.workdir = workdir
+        self.extra = config or {}
         self.dsn = dsn
         self.scenario = scenario or BUILTIN_SCENARIO
         self.nats = NatsServer(workdir, partitions=PARTITIONS)
@@ -95,6 +100,7 @@ class ClusterStack:
                 "nats": {"url": self.nats.url, "partition_count": PARTITIONS},
             },
         }
+        config.update(self.extra)
         path = folder / "gateway.yaml"
         path.write_text(yaml.safe_dump(config, allow_unicode=True))
         return path
@@ -125,15 +131,21 @@ class ClusterStack:
                 return False
             return all(holders[p] == live[p % len(live)] for p in holders)
 
-        try:
-            wait_until(balanced, f"leases dealt over {live}", timeout_s)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{self.tails()}") from None
+        self.wait_until(balanced, f"leases dealt over {live}", timeout_s)
 
-    def simulator(self, time_scale: float) -> Service:
+    def wait_until(self, check: Callable[[], bool], what: str, timeout_s: float) -> None:
+        """``harness.wait_until``, failing with the leases and every replica's log."""
+        try:
+            wait_until(check, what, timeout_s)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nleases: {self.holders()}\n{self.tails()}") from None
+
+    def simulator(self, time_scale: float | None = None) -> Service:
+        """The scenario's device fleet, at its own time scale by default."""
         args = ["simulate", "devices", "--broker", self.nats.mqtt_url, "--truth",
-                str(self.truth_path), "--scenario", str(self.scenario),
-                "--time-scale", str(time_scale)]  # fmt: skip
+                str(self.truth_path), "--scenario", str(self.scenario)]  # fmt: skip
+        if time_scale is not None:
+            args += ["--time-scale", str(time_scale)]
         sim = Service("simulator", args, self.workdir)
         sim.start()
         return sim
@@ -146,6 +158,17 @@ class ClusterStack:
 
     def readings(self) -> int:
         return self.query("SELECT count(*) FROM readings")[0][0]
+
+    def duplicate_readings(self) -> int:
+        """Readings stored more than once (same device, time and sequence number)."""
+        return self.query(
+            "SELECT count(*) FROM (SELECT 1 FROM readings GROUP BY device_id, ts, seq"
+            " HAVING count(*) > 1) AS twice"
+        )[0][0]
+
+    def alerts_logged(self) -> int:
+        """Alerts the desk has judged (stored in the alerts table)."""
+        return self.query("SELECT count(*) FROM alerts")[0][0]
 
     def rejections(self) -> dict[str, int]:
         return dict(self.query("SELECT reason, n FROM rejection_totals"))
@@ -160,7 +183,7 @@ class ClusterStack:
             (pending,) = self.query("SELECT count(*) FROM outbox WHERE state = 'pending'")[0]
             return self.readings() >= good and left == 0 and pending == 0
 
-        wait_until(done, f"{good} readings stored, alert log and outbox drained", timeout_s)
+        self.wait_until(done, f"{good} readings stored, alert log and outbox drained", timeout_s)
 
     def tails(self) -> str:
         return "\n".join(

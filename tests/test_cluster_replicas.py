@@ -50,3 +50,51 @@ def test_builtin_scenario_over_three_replicas_files_exactly_the_truth(cluster):
     assert c.rejections() == truth["expected_rejections"]
     good = truth["published"] - sum(truth["expected_rejections"].values())
     assert c.readings() == good
+
+
+def assert_every_good_reading_stored_once(c: ClusterStack) -> None:
+    truth = c.truth()
+    good = truth["published"] - sum(truth["expected_rejections"].values())
+    assert (c.readings(), c.duplicate_readings()) == (good, 0)
+
+
+def run(c: ClusterStack, during=None) -> None:
+    sim = c.simulator(TIME_SCALE)
+    if during is not None:
+        during()
+    assert sim.proc.wait(180) == 0, sim.tail()
+    c.wait_caught_up(180)
+
+
+def test_one_replica_killed_and_another_paused_past_its_lease(cluster):
+    """r1 SIGKILLed, then r2 SIGSTOPped until r3 holds every lease, then resumed: r2 finds
+    its partitions taken (its consumers deleted, any write it had open refused by the
+    fence) and gets its share back; nothing lost, nothing doubled."""
+    c = cluster()
+    c.start(replicas=3)
+
+    def kill_and_pause() -> None:
+        c.wait_until(lambda: c.alerts_logged() >= 2, "the first alerts judged", 60)
+        c.replicas["r1"].kill()
+        c.replicas["r2"].pause()
+        c.wait_until(lambda: set(c.holders().values()) == {"r3"}, "r3 holding every lease", 60)
+        c.replicas["r2"].resume()
+
+    run(c, during=kill_and_pause)
+    assert_exact_cases(c)
+    assert_every_good_reading_stored_once(c)
+    c.wait_balanced()  # r2 is live again and holds its share; r1 stays dead
+
+
+def test_a_replica_added_mid_run_takes_its_share(cluster):
+    c = cluster()
+    c.start(replicas=2)
+
+    def add() -> None:
+        c.wait_until(lambda: c.alerts_logged() >= 2, "the first alerts judged", 60)
+        c.add_replica()
+        c.wait_balanced()
+
+    run(c, during=add)
+    assert_exact_cases(c)
+    assert_every_good_reading_stored_once(c)
