@@ -1,4 +1,4 @@
-"""Partition leases and fencing against a real PostgreSQL (tests/postgres_server.py).
+"""Partition leases and fencing against a real PostgreSQL (simulators/postgres.py).
 
 Time is advanced by moving ``expires_at`` into the past in the tables, never by sleeping;
 the only waits are for the server to end a paused replica's idle transaction, observed.
@@ -19,7 +19,6 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from postgres_server import PostgresServer
 
 from gateway.cluster_leases import (
     LeaseDatabaseError,
@@ -31,6 +30,7 @@ from gateway.cluster_leases import (
     fenced,
 )
 from simulators.mosquitto import free_port
+from simulators.postgres import PostgresServer
 
 TTL_S = 30.0
 WRITES = "CREATE TABLE writes (owner text NOT NULL, partition int NOT NULL, fence bigint NOT NULL)"

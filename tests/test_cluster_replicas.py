@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 from cluster_harness import ClusterStack
-from postgres_server import PostgresServer
 
+from simulators.postgres import PostgresServer
 from simulators.truth import compare_cases
 
 TIME_SCALE = 120

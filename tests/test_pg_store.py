@@ -1,4 +1,4 @@
-"""The PostgreSQL store (gateway/pg_store.py) against a real server (tests/postgres_server.py),
+"""The PostgreSQL store (gateway/pg_store.py) against a real server (simulators/postgres.py),
 side by side with the embedded SQLite store: one code path must give one result on both.
 
 - The builtin scenario's messages through the gateway's real pipeline (engines, health,
@@ -25,7 +25,6 @@ import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from postgres_server import PostgresServer
 from served_app import write_gateway_config
 
 from case_bridge import outbox
@@ -41,6 +40,7 @@ from rules.alerting import SilenceLimits
 from rules.silences import NewSilence
 from simulators.fleet.plan import plan_messages
 from simulators.mosquitto import free_port
+from simulators.postgres import PostgresServer
 from simulators.scenario import BUILTIN_SCENARIO, load_scenario
 
 START_MS = 1_760_000_000_000

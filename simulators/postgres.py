@@ -1,12 +1,14 @@
-"""A throwaway PostgreSQL on a loopback port, for the tests of the cluster's shared state.
+"""Run a throwaway PostgreSQL on a loopback port, for the tests of the cluster's shared state
+and for benchmarks (bench/cluster.py).
 
 Debian's ``postgresql`` package (``make test`` installs it) puts ``initdb`` and ``pg_ctl`` in
 ``/usr/lib/postgresql/<version>/bin``, not on PATH. Both refuse to run as root, and CI runs
 as root, so they run as the ``postgres`` user on a folder of ``/tmp`` that user owns (pytest's
 own temp folders are 0700 and root's). Trust authentication is safe only because the server
-listens on 127.0.0.1 alone and its Unix socket lies in that private folder. fsync and the
-other durability settings are off: a test server's data need not survive a power cut, and
-initdb plus start take about a second instead of several.
+listens on 127.0.0.1 alone and its Unix socket lies in that private folder. For tests, fsync
+and the other durability settings are off: a test server's data need not survive a power
+cut, and initdb plus start take about a second instead of several. A benchmark of commits
+asks for ``durable=True``: PostgreSQL's defaults, every commit flushed to disk.
 """
 
 from __future__ import annotations
@@ -46,9 +48,10 @@ class PostgresServer:
     Use as a context manager (a module-scoped fixture): the server stops and its folder is
     removed on exit, also when the start failed half-way."""
 
-    def __init__(self, start_timeout_s: float = 30.0) -> None:
+    def __init__(self, start_timeout_s: float = 30.0, durable: bool = False) -> None:
         self.bin = postgres_bin_dir()
         self.start_timeout_s = start_timeout_s
+        self.settings = () if durable else FAST_UNSAFE_SETTINGS
         self.port = 0
         self.dir: Path | None = None
         self.startup_s = self.initdb_s = 0.0
@@ -125,7 +128,7 @@ class PostgresServer:
                 "-c listen_addresses=127.0.0.1",
                 f"-p {self.port}",
                 f"-c unix_socket_directories={self.dir}",
-                *(f"-c {setting}" for setting in FAST_UNSAFE_SETTINGS),
+                *(f"-c {setting}" for setting in self.settings),
             ]
         )
         self._as_postgres(
