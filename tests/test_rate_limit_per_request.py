@@ -30,7 +30,7 @@ from gateway.evidence import EvidenceWriter
 
 runner, store, connect = test_mapped_rest.runner, test_mapped_rest.store, test_mapped_rest.connect
 RATE_PER_S, BURST = 10.0, 1
-SLACK_S = 0.02  # loopback delivery jitter between a token and the request's arrival
+SLACK_S = 0.05  # delivery jitter between a token and the arrival (old: 3 requests in ~5 ms)
 
 
 def test_paged_lookups_and_uploads_take_a_token_per_request(
