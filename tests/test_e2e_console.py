@@ -189,6 +189,8 @@ WRITES = [
     ("POST", "/api/v1/thresholds/rollback", {"version": 1, "author": "watch", "reason": "r"}),
     ("POST", "/api/v1/backtests", {"since_ms": 0, "until_ms": 1000, "changes": {}}),
     ("POST", "/api/v1/outbox/requeue", None),
+    ("POST", "/api/v1/duplicates/INC-a~INC-b/merge", {"into": "INC-b", "reason": "r"}),
+    ("POST", "/api/v1/duplicates/INC-a~INC-b/dismiss", {"reason": "r"}),
 ]  # fmt: skip
 
 

@@ -2,7 +2,7 @@
 // Each page is a module with render(root, route) that may return a cleanup function (to
 // stop its timers and stream listeners when the operator moves on).
 
-import { api, currentSession, setSession, whenSignedOut, ApiError } from "./api.js";
+import { api, can, currentSession, setSession, whenSignedOut, ApiError } from "./api.js";
 import { fill, h } from "./dom.js";
 import { t, lang, setLang, onLang } from "./i18n.js";
 import { openStream, closeStream, onStatus } from "./stream.js";
@@ -16,18 +16,23 @@ import * as deadLetters from "./views/dead_letters.js";
 import * as outbox from "./views/outbox.js";
 import * as cameras from "./views/cameras.js";
 import * as audit from "./views/audit.js";
+import * as duplicates from "./views/duplicates.js";
+import * as config from "./views/config.js";
 
+// [route, label, module, the least role that sees it in the navigation]
 const PAGES = [
   ["map", "nav.map", map],
   ["devices", "nav.devices", devices],
   ["alerts", "nav.alerts", alerts],
   ["incidents", "nav.incidents", incidents],
+  ["duplicates", "nav.duplicates", duplicates],
   ["thresholds", "nav.thresholds", thresholds],
   ["silences", "nav.silences", silences],
   ["dead-letters", "nav.deadLetters", deadLetters],
   ["outbox", "nav.outbox", outbox],
   ["cameras", "nav.cameras", cameras],
   ["audit", "nav.audit", audit],
+  ["config", "nav.config", config, "admin"],
 ];
 
 const app = document.getElementById("app");
@@ -69,7 +74,7 @@ function header(active) {
   const streamDot = h("span.stream-dot", { title: "SSE", dataset: { status: streamStatus } });
   return h("header.top", {},
     h("div.brand", {}, h("span.logo", {}, "城"), h("h1", {}, t("title"))),
-    h("nav", {}, PAGES.map(([name, label]) =>
+    h("nav", {}, PAGES.filter(([, , , role]) => !role || can(role)).map(([name, label]) =>
       h(`a${name === active ? ".active" : ""}`, { href: `#/${name}`, dataset: { nav: name } }, t(label)))),
     h("div.who", {},
       streamDot,

@@ -26,8 +26,13 @@ export function render(root) {
   return () => clearInterval(timer);
 }
 
-function figure(label, value) {
-  return h("div.figure", {}, h("span.card-label", {}, label), h("b", {}, value ?? "—"));
+function figure(name, label, value) {
+  return h(`div.figure.${name}`, {}, h("span.card-label", {}, label), h("b", {}, value ?? "—"));
+}
+
+// Frames per second as the runtime measured them over its last seconds (null: no frame yet).
+function rate(fps) {
+  return typeof fps === "number" ? fps.toFixed(1) : null;
 }
 
 function cameraCard(camera) {
@@ -43,10 +48,10 @@ function cameraCard(camera) {
     h("h3", {}, camera.id, " ", h(`span.badge.camera-${camera.status}`, {}, camera.status)),
     h("div.frame-box", {}, frame, missing),
     h("div.figures", {},
-      figure(t("cameras.fps"), camera.fps),
-      figure(t("cameras.analysedFps"), camera.analysed_fps),
-      figure(t("cameras.lag"), typeof f.lag_ms === "number" ? `${(f.lag_ms / 1000).toFixed(1)} s` : null),
-      figure(t("cameras.reconnects"), f.reconnects),
+      figure("fps", t("cameras.fps"), rate(camera.fps)),
+      figure("analysed-fps", t("cameras.analysedFps"), rate(camera.analysed_fps)),
+      figure("lag", t("cameras.lag"), typeof f.lag_ms === "number" ? `${(f.lag_ms / 1000).toFixed(1)} s` : null),
+      figure("reconnects", t("cameras.reconnects"), f.reconnects),
     ),
     camera.last_error ? h("p.small.warn", {}, camera.last_error) : null,
     camera.analysed ? seen(camera.analysed) : null,

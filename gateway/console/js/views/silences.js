@@ -1,15 +1,16 @@
-// Silences: create one with its matchers, expiry and reason; extend or remove those in
-// force; the expired stay listed as history. Alerts matching a silence are stored, shown
-// on the live page with the silence beside them, and file no 案件 while it holds.
+// Silences: create one with its matchers, expiry and reason; extend (by a chosen time) or
+// remove those in force, each with a reason; the expired stay listed as history. The
+// author is who signed in: the gateway records it, the page sends none. Alerts matching a
+// silence are stored, shown on the live page with the silence beside them, and file no 案件
+// while it holds.
 
-import { api, get, currentSession } from "../api.js";
+import { api, get } from "../api.js";
 import { clear, fill, h, when } from "../dom.js";
 import { t, tv } from "../i18n.js";
 import { row, title, field, select, writeButton, messageArea, say, pager, emptyRow } from "../ui.js";
 
 const LABELS = ["device", "kind", "grid", "class", "zone", "rule", "priority", "origin"];
 const DURATIONS = [["3600", "1 h"], ["14400", "4 h"], ["86400", "24 h"], ["604800", "7 d"]];
-const HOUR_MS = 3600_000;
 
 export function render(root, route) {
   const status = route.query.get("status") || "";
@@ -54,7 +55,6 @@ function createForm(messages, reload) {
     }
     const made = await api("POST", "/api/v1/silences", {
       matchers,
-      author: currentSession().user,
       reason: reason.value.trim(),
       duration_s: Number(duration.value),
     });
@@ -71,18 +71,30 @@ function createForm(messages, reload) {
   );
 }
 
+// Extend by a chosen time or remove, each with the operator's own reason (required: it is
+// what the audit log keeps as why).
 function silenceRow(silence, messages, reload) {
   const live = silence.status !== "expired";
-  const who = () => currentSession().user;
+  const by = select(DURATIONS, "3600", { name: "extend-by", title: t("silences.extendBy") });
+  const why = h("input", { name: "change-reason", size: 18, maxlength: 500, placeholder: t("silences.why") });
+  const reason = () => {
+    const text = why.value.trim();
+    if (!text) {
+      why.focus();
+      throw new Error(t("reasonRequired"));
+    }
+    return text;
+  };
   const extend = async () => {
-    await api("PATCH", `/api/v1/silences/${silence.id}`, {
-      author: who(), reason: "extended from the console", ends_ms: silence.ends_ms + HOUR_MS,
-    });
+    const body = { reason: reason(), ends_ms: silence.ends_ms + Number(by.value) * 1000 };
+    await api("PATCH", `/api/v1/silences/${silence.id}`, body);
+    say(messages, `${t("silences.extended")} #${silence.id}`);
     await reload();
   };
   const remove = async () => {
-    const query = new URLSearchParams({ author: who(), reason: "removed from the console" });
+    const query = new URLSearchParams({ reason: reason() });
     await api("DELETE", `/api/v1/silences/${silence.id}?${query}`);
+    say(messages, `${t("silences.removed")} #${silence.id}`);
     await reload();
   };
   return row([
@@ -93,9 +105,8 @@ function silenceRow(silence, messages, reload) {
     when(silence.starts_ms),
     when(silence.ends_ms),
     h(`span.badge.silence-${silence.status}`, {}, tv("silences.status", silence.status)),
-    live ? [
-      writeButton(t("silences.extend"), extend, messages, { className: "extend" }), " ",
-      writeButton(t("silences.remove"), remove, messages, { className: "remove" }),
-    ] : "",
+    live ? h("div.silence-actions", {}, by, why,
+      writeButton(t("silences.extend"), extend, messages, { className: "extend" }),
+      writeButton(t("silences.remove"), remove, messages, { className: "remove" })) : "",
   ], { dataset: { silence: silence.id, status: silence.status } });
 }
