@@ -23,6 +23,18 @@ the console's incident page. The same status seen again (by the other source, a 
 pass, a retried webhook) adds nothing, and neither does an older change learnt late. At
 most ``MAX_STATUSES_PER_CASE`` are kept per case (the oldest go), and a case's statuses go
 with its link when retention drops the incident (a trigger).
+
+Where status sync's next pass lists from is kept too (``sync_cursors``, written after each
+pass read to its last page): a gateway restarted after a long outage lists from there, not
+from an adapter's look-back of a first start, so a case closed meanwhile is never missed.
+It lives here, beside the case links it serves, so that every outbox store (SQLite, the
+cluster's PostgreSQL, a test's file) has it.
+
+An operator settles a parked command whose send was unclear (``maybe_filed``) by what the
+platform shows (``resolve_found``: the case is there, or the evidence is on it;
+``resolve_not_filed``: it is not, so the next send posts), and may requeue one parked
+command alone (``requeue_one``). Each is one statement, or two in the caller's
+transaction, so the API commits it with its audit entry (``gateway/api_outbox.py``).
 """
 
 from __future__ import annotations
@@ -54,7 +66,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT NOT NULL DEFAULT '',
     created_ms INTEGER NOT NULL,
     delivered_ms INTEGER,
-    maybe_filed INTEGER NOT NULL DEFAULT 0  -- an open sent without a clear answer since
+    maybe_filed INTEGER NOT NULL DEFAULT 0  -- sent without a clear answer since
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(state, seq);
 CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident_id, seq);  -- a timeline's commands
@@ -75,11 +87,20 @@ CREATE TABLE IF NOT EXISTS case_statuses (
     UNIQUE (case_id, status, updated_at)
 );
 CREATE INDEX IF NOT EXISTS case_statuses_case ON case_statuses(case_id, seq);
+CREATE TABLE IF NOT EXISTS sync_cursors (
+    name TEXT PRIMARY KEY,
+    since TEXT NOT NULL  -- as the platform wrote it
+);
 CREATE TRIGGER IF NOT EXISTS case_links_forget_statuses AFTER DELETE ON case_links
 WHEN NOT EXISTS (SELECT 1 FROM case_links WHERE case_id = OLD.case_id)
 BEGIN DELETE FROM case_statuses WHERE case_id = OLD.case_id; END;
 """
 SOURCES = ("poll", "webhook")
+# A command as the API lists it; ``maybe_filed`` 1: sent without a clear answer since.
+_LISTED = (
+    "seq, command_id, incident_id, kind, state, attempts, last_error, created_ms,"
+    " delivered_ms, maybe_filed"
+)
 MAX_STATUSES_PER_CASE = 50
 
 
@@ -153,9 +174,10 @@ def _row(
 
 
 def mark_maybe_filed(conn: sqlite3.Connection, seq: int, maybe: bool) -> None:
-    """Set before an open command goes to a platform that ignores idempotency keys (and
-    committed before the send); cleared only when its answer says the platform did not
-    act. While set, the case is looked up before the command is sent again."""
+    """Set before an open (or evidence) command goes to a platform that ignores idempotency
+    keys (and committed before the send); cleared only when its answer says the platform
+    did not act. While set, the case (or the evidence) is looked up before the command is
+    sent again, where the platform allows."""
     with conn:
         conn.execute(
             "UPDATE outbox SET maybe_filed = ? WHERE seq = ? AND state = 'pending'",
@@ -212,6 +234,76 @@ def requeue_parked(conn: sqlite3.Connection) -> int:
     return conn.execute(
         "UPDATE outbox SET state = 'pending', next_attempt_ms = 0 WHERE state = 'parked'"
     ).rowcount
+
+
+def requeue_one(conn: sqlite3.Connection, seq: int) -> bool:
+    """One parked command back to pending (its mark, if any, kept: an unclear send is
+    still looked up first); whether it was parked. Joins the caller's transaction."""
+    return bool(
+        conn.execute(
+            "UPDATE outbox SET state = 'pending', next_attempt_ms = 0"
+            " WHERE seq = ? AND state = 'parked'",
+            (seq,),
+        ).rowcount
+    )
+
+
+def resolve_found(
+    conn: sqlite3.Connection, seq: int, incident_id: str, case_id: str, now_ms: int
+) -> bool:
+    """An operator found what a parked, marked command sent on the platform: an open's
+    case is linked to its incident (a link already there stays), and the command ends
+    delivered, as a delivered send would; whether the row was parked and marked. Two
+    statements for the caller's transaction (with its audit entry)."""
+    done = conn.execute(
+        "UPDATE outbox SET state = 'delivered', delivered_ms = ?, last_error = '',"
+        " maybe_filed = 0 WHERE seq = ? AND state = 'parked' AND maybe_filed = 1",
+        (now_ms, seq),
+    ).rowcount
+    if done:
+        conn.execute(
+            "INSERT INTO case_links (incident_id, case_id, filed_ms) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (incident_id, case_id, now_ms),
+        )
+    return bool(done)
+
+
+def resolve_not_filed(conn: sqlite3.Connection, seq: int) -> bool:
+    """An operator saw that a parked, marked command's unclear send did not reach the
+    platform: the mark is cleared and the command pends, so the next send posts it;
+    whether the row was parked and marked. Joins the caller's transaction."""
+    return bool(
+        conn.execute(
+            "UPDATE outbox SET state = 'pending', next_attempt_ms = 0, maybe_filed = 0"
+            " WHERE seq = ? AND state = 'parked' AND maybe_filed = 1",
+            (seq,),
+        ).rowcount
+    )
+
+
+def command_row(conn: sqlite3.Connection, seq: int) -> dict | None:
+    """One command's row as ``listing`` gives it, with ``maybe_filed``; None if unknown."""
+    cursor = conn.execute(f"SELECT {_LISTED} FROM outbox WHERE seq = ?", (seq,))
+    names = [d[0] for d in cursor.description]
+    row = cursor.fetchone()
+    return None if row is None else dict(zip(names, row, strict=True))
+
+
+def sync_cursor(conn: sqlite3.Connection, name: str) -> str | None:
+    """Where status sync ``name``'s next pass lists from, as last saved; None: never."""
+    row = conn.execute("SELECT since FROM sync_cursors WHERE name = ?", (name,)).fetchone()
+    return row[0] if row else None
+
+
+def save_sync_cursor(conn: sqlite3.Connection, name: str, since: str) -> None:
+    """Keep where status sync ``name``'s next pass lists from (after a whole pass)."""
+    with conn:
+        conn.execute(
+            "INSERT INTO sync_cursors (name, since) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET since = excluded.since",
+            (name, since[:MAX_FIELD_CHARS]),
+        )
 
 
 def link_case(conn: sqlite3.Connection, incident_id: str, case_id: str, now_ms: int) -> None:
@@ -326,8 +418,7 @@ def listing(
     """Commands newest first, at most ``limit``, older than ``before_seq`` when given (the
     caller pages with the last row's ``seq``)."""
     query = (
-        "SELECT seq, command_id, incident_id, kind, state, attempts, last_error, created_ms,"
-        " delivered_ms FROM outbox WHERE (? IS NULL OR state = ?) AND (? IS NULL OR seq < ?)"
+        f"SELECT {_LISTED} FROM outbox WHERE (? IS NULL OR state = ?) AND (? IS NULL OR seq < ?)"
         " ORDER BY seq DESC LIMIT ?"
     )
     cursor = conn.execute(query, (state, state, before_seq, before_seq, limit))

@@ -15,6 +15,14 @@ platform that does not say, from the newest ``updated_at`` seen. Listed items th
 cannot use are counted and skipped; a handler that fails on one case is logged and
 counted, and the pass goes on.
 
+That cursor is durable (``outbox.save_sync_cursor``, after each pass read to its last
+page) and read back before the first pass after a start. Only a first start ever asks
+with no cursor, which an adapter answers from its look-back (Open311's ``lookup_days``):
+a gateway down for longer than that still lists every change since its last pass. A
+store that refuses to read the cursor skips the pass (counted, ``store_failures``; tried
+again next pass): listing from the look-back instead could miss a closure. One that
+refuses to keep it is counted too; the pass stands, and the next one saves again.
+
 Each status of a filed case is kept in the store before it is handed over
 (``outbox.record_status``: the console shows the case's status and its history), and so is
 each one a signed webhook brings (``pushed``, source ``webhook``): the same status learnt
@@ -45,6 +53,7 @@ log = logging.getLogger(__name__)
 
 # Pages read in one pass; a longer backlog is read on by the following passes.
 MAX_PAGES_PER_PASS = 20
+CURSOR_NAME = "changed_cases"  # the gateway's one status sync, in ``sync_cursors``
 
 
 class StatusSync:
@@ -64,11 +73,12 @@ class StatusSync:
         self._since: str | None = None  # where the current pass lists from
         self._after: str | None = None  # the next page of the current pass
         self._next_since: str | None = None  # where the next pass will list from
+        self._cursor_read = False  # the saved cursor was read back since the start
         self.passes = 0  # passes that read to the last page
         self.failures = 0  # passes cut short by the platform
         self.skipped = 0  # listed items that were unusable
         self.handler_errors = 0
-        self.store_failures = 0  # passes cut short because the store refused a status
+        self.store_failures = 0  # the store refused a status (pass cut short) or the cursor
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -95,6 +105,8 @@ class StatusSync:
 
     async def sync_once(self) -> None:
         """One pass (at most ``MAX_PAGES_PER_PASS`` pages); never raises for the platform."""
+        if not self._read_cursor():
+            return
         for _ in range(MAX_PAGES_PER_PASS):
             try:
                 page = await self._platform.changed_cases(self._since, self._after)
@@ -113,8 +125,31 @@ class StatusSync:
                     self._since = self._next_since
                 self._after = self._next_since = None
                 self.passes += 1
+                self._save_cursor()
                 return
             self._after = page.next_after
+
+    def _read_cursor(self) -> bool:
+        """The saved cursor, once after the start; False: the store refused (no pass)."""
+        if self._cursor_read:
+            return True
+        try:
+            self._since = outbox.sync_cursor(self._conn, CURSOR_NAME)
+        except outbox.DatabaseError as exc:
+            self.store_failures += 1
+            log.warning("status sync: the store refused its cursor (%s): no pass yet", exc)
+            return False
+        self._cursor_read = True
+        return True
+
+    def _save_cursor(self) -> None:
+        if self._since is None:  # nothing listed since a first start: nothing to keep
+            return
+        try:
+            outbox.save_sync_cursor(self._conn, CURSOR_NAME, self._since)
+        except outbox.DatabaseError as exc:
+            self.store_failures += 1
+            log.warning("status sync: the store refused its cursor (%s): saved next pass", exc)
 
     def _take(self, page: CasePage) -> None:
         if self._after is None and page.next_since is not None:  # the first page of a pass

@@ -1,6 +1,7 @@
 """Status sync against exact listings: pages followed, final and other statuses handed to
 their handlers, bad items counted and skipped, a bad page or a failing handler never ends
-the task. Real SQLite, real HTTP, scripted platform (``tests/scripted_platform.py``)."""
+the task, and the cursor kept across a restart. Real SQLite, real HTTP, scripted platform
+(``tests/scripted_platform.py``) and a small Open311 server (``tests/open311_deviant.py``)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from open311_deviant import DeviantServer
 from scripted_platform import TOKEN, Reply, ScriptedPlatformFake
 
 from case_bridge import outbox
+from case_bridge.open311 import Open311Platform, Open311Settings
 from case_bridge.platform import BundledPlatform
 from case_bridge.status_sync import StatusSync
 
@@ -271,3 +275,108 @@ def test_a_status_the_store_refuses_cuts_the_pass_short_and_its_page_is_read_aga
     assert kept(conn, c2) == [("closed", T1, "poll")]
     assert queries(fake)[1:] == [{"limit": "500", "after": c1}, {"limit": "500", "after": c1}]
     assert (s.sync.passes, s.sync.store_failures) == (1, 1)
+
+
+# --- the cursor outlives a restart -----------------------------------------------------
+
+
+def test_the_cursor_of_a_whole_pass_is_kept_and_a_restart_lists_from_it(
+    conn: sqlite3.Connection, fake: ScriptedPlatformFake
+) -> None:
+    """A whole pass keeps its cursor; a pass cut short keeps nothing new; the gateway
+    started again on the same store asks from the kept cursor, not as a first start."""
+    fake.script(
+        Reply(200, {"cases": [case("C20261121-000001", "handling")], "next": None,
+                    "next_since": T0}),
+        Reply(200, {"cases": [], "next": "C20261121-000001", "next_since": T1}),
+        Reply(503, b"down"),  # the pass from T0 cut short on its second page
+    )  # fmt: skip
+    passes(Sync(conn, fake.url).sync, 2)
+    assert outbox.sync_cursor(conn, "changed_cases") == T0
+    restarted = Sync(conn, fake.url)
+    passes(restarted.sync, 1)
+    assert queries(fake) == [
+        {"limit": "500"},
+        {"limit": "500", "since": T0},
+        {"limit": "500", "since": T0, "after": "C20261121-000001"},
+        {"limit": "500", "since": T0},
+    ]
+    assert outbox.sync_cursor(conn, "changed_cases") == T0  # the platform named no later one
+    assert restarted.sync.passes == 1
+
+
+def test_a_cursor_the_store_refuses_is_counted_and_no_pass_lists_without_it(
+    conn: sqlite3.Connection, fake: ScriptedPlatformFake
+) -> None:
+    """A refused read skips the pass (a look-back could miss a closure); a refused write
+    leaves the pass done, and the next whole pass saves."""
+    outbox.save_sync_cursor(conn, "changed_cases", T0)
+    fake.script(
+        Reply(200, {"cases": [], "next": None, "next_since": T1}),
+        Reply(200, {"cases": [], "next": None, "next_since": T2}),
+    )
+    s = Sync(conn, fake.url)
+
+    async def refused_read_refused_write_then_saved() -> list[tuple]:
+        seen = []
+        conn.execute("ALTER TABLE sync_cursors RENAME TO sync_cursors_away")
+        await s.sync.sync_once()
+        seen.append((len(fake.requests), s.sync.store_failures))
+        conn.execute("ALTER TABLE sync_cursors_away RENAME TO sync_cursors")
+        conn.execute(
+            "CREATE TEMP TRIGGER refuse BEFORE UPDATE ON sync_cursors"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        await s.sync.sync_once()
+        seen.append((outbox.sync_cursor(conn, "changed_cases"), s.sync.store_failures))
+        conn.execute("DROP TRIGGER refuse")
+        await s.sync.sync_once()
+        return seen
+
+    assert asyncio.run(refused_read_refused_write_then_saved()) == [(0, 1), (T0, 2)]
+    assert queries(fake) == [{"limit": "500", "since": T0}, {"limit": "500", "since": T1}]
+    assert outbox.sync_cursor(conn, "changed_cases") == T2
+    assert (s.sync.passes, s.sync.store_failures) == (2, 2)
+
+
+def test_a_closure_during_an_outage_longer_than_the_look_back_is_still_seen(
+    conn: sqlite3.Connection,
+) -> None:
+    """Open311 looks back ``lookup_days`` (2 here) only on a first start. The gateway's
+    last pass before a 10-day outage kept its cursor; the case was closed 9 days ago, on
+    day 1 of the outage. Started again, the gateway lists from the cursor and closes the
+    incident; a first start on a store without the cursor would list from 2 days ago and
+    miss it (asserted on a second store, as the control)."""
+    now = datetime.now(UTC)
+    before_outage, closed_at = now - timedelta(days=10), now - timedelta(days=9)
+    with DeviantServer() as server:
+        server.filed_elsewhere(
+            service_code="001", status="closed",
+            requested_datetime=(now - timedelta(days=12)).isoformat(timespec="seconds"),
+            updated_datetime=closed_at.isoformat(timespec="seconds"),
+        )  # fmt: skip
+        outbox.link_case(conn, "INC-gone", "E1", 0)
+        outbox.save_sync_cursor(conn, "changed_cases", before_outage.isoformat())
+        fresh = sqlite3.connect(":memory:", isolation_level=None)
+        outbox.ensure_schema(fresh)
+        outbox.link_case(fresh, "INC-gone", "E1", 0)
+        seen: dict[str, list[tuple[str, str]]] = {"restarted": [], "first start": []}
+
+        async def one_pass(store: sqlite3.Connection, which: str) -> None:
+            adapter = Open311Platform(Open311Settings.model_validate(
+                {"url": server.url, "api_key": "k", "services": {"99101": "001"},
+                 "updated_after": True, "lookup_days": 2, "timeout_s": 2}
+            ))  # fmt: skip
+            sync = StatusSync(store, adapter, 1.0, lambda *c: seen[which].append(c))
+            await sync.sync_once()
+            await adapter.aclose()
+
+        asyncio.run(one_pass(conn, "restarted"))
+        asyncio.run(one_pass(fresh, "first start"))
+        asked = [s.query["updated_after"] for s in server.seen if s.path == "/requests.json"]
+    assert seen == {"restarted": [("INC-gone", "closed")], "first start": []}
+    assert datetime.fromisoformat(asked[0]) == before_outage.replace(microsecond=0)
+    assert now - datetime.fromisoformat(asked[1]) >= timedelta(days=2)
+    assert now - datetime.fromisoformat(asked[1]) < timedelta(days=2, minutes=1)
+    kept_since = datetime.fromisoformat(outbox.sync_cursor(conn, "changed_cases") or "")
+    assert kept_since == closed_at.replace(microsecond=0) - timedelta(seconds=5)
