@@ -5,7 +5,7 @@ pipeline and store:
 - an operator merges a suspected duplicate pair (a reason is required first), sees it
   decided and its audit entry with that reason; extends a silence by a chosen time and
   removes it, each with a typed reason the audit log keeps as why;
-- a viewer sees the pair read-only;
+- a viewer sees another pair, still open, read-only;
 - an admin finds the effective config page, secrets shown as ***; the others have no link
   to it;
 - the map draws the grids file's polygons, the crowded bins' labels apart, and the English
@@ -29,6 +29,7 @@ pytestmark = pytest.mark.skipif(
 pytest.importorskip("playwright.sync_api")
 
 PLACE = Location(26.0875, 119.2950, "鼓屏路36号人行道 垃圾收集点", "350102003002004")
+ELSEWHERE = Location(26.0921, 119.2980, "湖东路188号公交站旁", "350102001002003")
 MERGE = {"duplicates": {"merge_above": 0.99, "suspect_above": 0.5}}
 OVERLAP = """labels => {
   const boxes = labels.map((l) => l.getBoundingClientRect());
@@ -37,9 +38,9 @@ OVERLAP = """labels => {
 }"""
 
 
-def _full(device: str, ts: int) -> Alert:
+def _full(device: str, ts: int, place: Location = PLACE) -> Alert:
     return Alert(f"{device}/bin_overflow", device, "bin_overflow", AlertState.FIRING, "06042",
-                 Priority.URGENT, PLACE, ts, values={"fill_pct": 96.0},
+                 Priority.URGENT, place, ts, values={"fill_pct": 96.0},
                  summary=f"{device} fill 96 %", kind="bin")  # fmt: skip
 
 
@@ -54,12 +55,16 @@ def test_operators_merge_and_silence_with_reasons_viewers_read_admins_see_config
             [_full("BIN-020", now - 60_000), _full("BIN-021", now)], now
         )
         pair = f"{second.incident_id}~{first.incident_id}"
+        third, fourth = gw.pipeline.apply_alerts(
+            [_full("BIN-001", now - 60_000, ELSEWHERE), _full("BIN-002", now, ELSEWHERE)], now
+        )
+        left_open = f"{fourth.incident_id}~{third.incident_id}"  # for the viewer to look at
         for name, role in (("ops", "operator"), ("watch", "viewer"), ("root", "admin")):
             add_user(served, name, role)
         with chromium() as browser:
             errors: list[str] = []
             _operator(_page(browser, errors), served.url, pair, first.incident_id, shots)
-            _viewer(_page(browser, errors), served.url, pair, shots)
+            _viewer(_page(browser, errors), served.url, left_open, shots)
             _admin(_page(browser, errors), served.url, shots)
         assert errors == []
     finally:
@@ -121,9 +126,12 @@ def _operator(page, base: str, pair: str, kept: str, shots) -> None:
 
 def _viewer(page, base: str, pair: str, shots) -> None:
     _sign_in(page, base, "watch", PASSWORD)
-    card = f"section.dup-pair[data-pair='{pair}']"
-    _go(page, base, "duplicates?status=", f"{card}")
-    assert page.locator(f"{card} button[data-write]").count() == 0  # decided: nothing to do
+    card = f"section.dup-pair[data-pair='{pair}'][data-status=open]"
+    _go(page, base, "duplicates", f"{card} button.dismiss")
+    buttons = page.locator(f"{card} button[data-write]")
+    assert [buttons.nth(n).is_disabled() for n in range(buttons.count())] == [True] * 3
+    assert page.locator("section.dup-pair").count() == 1  # the merged pair is not open
+    page.screenshot(path=shots / "04-viewer-duplicates.png", full_page=True)
     page.click("header.top button.lang")
     _go(page, base, "map", "g.grid-cell[data-extent=polygon]")
     assert page.locator("g.grid-cell[data-extent=polygon]").count() == 4
@@ -133,7 +141,7 @@ def _viewer(page, base: str, pair: str, shots) -> None:
     crowded = [f"g.device[data-device={d}] text" for d in ("BIN-010", "BIN-011", "BIN-012")]
     labels = [page.locator(selector).element_handle() for selector in crowded]
     assert page.evaluate(OVERLAP, labels) is False
-    page.screenshot(path=shots / "04-viewer-map-english.png", full_page=True)
+    page.screenshot(path=shots / "05-viewer-map-english.png", full_page=True)
     page.context.close()
 
 
@@ -147,5 +155,5 @@ def _admin(page, base: str, shots) -> None:
     nav = page.locator("header.top nav a")
     tops = {round(nav.nth(n).bounding_box()["y"]) for n in range(nav.count())}
     assert nav.count() == 12 and len(tops) == 1, tops  # the admin's longer menu: one line
-    page.screenshot(path=shots / "05-admin-config.png", full_page=True)
+    page.screenshot(path=shots / "06-admin-config.png", full_page=True)
     page.context.close()

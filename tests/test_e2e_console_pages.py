@@ -89,11 +89,13 @@ def test_a_viewer_reads_sparklines_dead_letters_evidence_and_camera_fps(tmp_path
     gw = served.gateway
     shots = tmp_path / "screenshots"
     shots.mkdir()
+    started = False
     try:
         now = now_ms()
         _stage_readings_and_refusals(gw, now)
         incident = _camera_incident(gw, load_scene(BUILTIN_VIDEO_SCENE), now)
         gw.video.start()  # then the clip through the runtime: its rates, its last frame
+        started = True
         wait_until(lambda: gw.video.snapshot()["cameras"]["CAM-A"]["status"] == "ended",
                    "the clip analysed to its end", 30)  # fmt: skip
         add_user(served, "watch", "viewer")
@@ -136,4 +138,4 @@ def test_a_viewer_reads_sparklines_dead_letters_evidence_and_camera_fps(tmp_path
             page.screenshot(path=shots / "incident-evidence.png", full_page=True)
         assert errors == []
     finally:
-        close_served(served, video_started=True)
+        close_served(served, video_started=started)

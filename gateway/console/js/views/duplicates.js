@@ -5,7 +5,7 @@
 // the audit log keeps; a viewer sees the same, read-only. Decided and moot pairs stay
 // listed under their status.
 
-import { api, get } from "../api.js";
+import { api, can, get } from "../api.js";
 import { clear, fill, h, when } from "../dom.js";
 import { t, tv } from "../i18n.js";
 import { title, writeButton, messageArea, say, pager, priorityBadge } from "../ui.js";
@@ -71,7 +71,8 @@ function side(incident) {
 
 // Merge into either incident (the other is voided), or dismiss; each needs a reason.
 function decide(pair, messages, reload) {
-  const reason = h("input", { name: "reason", size: 36, maxlength: 500, placeholder: t("duplicates.why") });
+  const reason = h("input", { name: "reason", size: 36, maxlength: 500, placeholder: t("duplicates.why"),
+    disabled: !can("operator") });
   const act = async (path, body, done) => {
     const why = reason.value.trim();
     if (!why) {
