@@ -6,10 +6,10 @@ needs the polygons themselves, and only those near what it shows: so this reads 
 once more, at the first map asked for, keeps the unit grids (a feature that is another's
 ``parent`` is a community or street, not drawn) in an STRtree, and answers the grids that
 meet an area, bounded in number and in vertices (an outline of more than
-``MAX_VERTICES_PER_GRID`` is simplified to about a metre, which the map cannot show
-anyway). The file passed ``GridMap``'s checks at start-up; if it can no longer be read or
-parsed (changed since), the map falls back to boxes around the grids' members
-(gateway/console_reads.py) and says so in the log once.
+``MAX_VERTICES_PER_GRID`` is simplified, to about a metre first, which the map cannot show
+anyway, coarser while it still has more). The file passed ``GridMap``'s checks at
+start-up; if it can no longer be read or parsed (changed since), the map falls back to
+boxes around the grids' members (gateway/console_reads.py) and says so in the log once.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 MAX_GRIDS = 2000  # outlines one map answer carries
 MAX_VERTICES_PER_GRID = 500
-SIMPLIFY_DEG = 0.00001  # ~1 m
+SIMPLIFY_DEG = 0.00001  # ~1 m, the first try; four times coarser each next one
+MAX_SIMPLIFY_DEG = 0.001  # ~100 m: a unit grid's size, coarser would not be the grid
 MAX_NAME_CHARS = 60
 DECIMALS = 6  # ~0.1 m
 
@@ -43,9 +44,13 @@ class Outline:
     def drawn(self) -> dict[str, Any]:
         """As the map draws it: ``polygons`` (each its rings of ``[lon, lat]``, the outer
         first), its box, and a point inside it for its label."""
-        figure = self.shape
-        if shapely.get_num_coordinates(figure) > MAX_VERTICES_PER_GRID:
-            figure = figure.simplify(SIMPLIFY_DEG, preserve_topology=True)
+        figure, tolerance = self.shape, SIMPLIFY_DEG
+        while (
+            shapely.get_num_coordinates(figure) > MAX_VERTICES_PER_GRID
+            and tolerance < MAX_SIMPLIFY_DEG
+        ):
+            figure = self.shape.simplify(tolerance, preserve_topology=True)
+            tolerance *= 4
         parts = figure.geoms if isinstance(figure, MultiPolygon) else [figure]
         west, south, east, north = figure.bounds
         inside = figure.representative_point()
