@@ -31,6 +31,16 @@ command's case, delivered with that id; only "not there" sends the command again
 that fails is a failure of the row like any other (retried with backoff, parked when
 refused or doubtful too often), never a reason to post again.
 
+Evidence (an attach) to such a platform is marked the same way. A marked attach is looked
+up where the adapter offers ``find_evidence`` (``case_bridge/platform.py``): found, it is
+delivered; certainly not there, it is sent again. Where the platform cannot be asked, the
+delivery setting ``evidence_after_unclear`` decides: ``resend`` (the default; counted
+``evidence_resent_unclear``: the platform may hold it twice) or ``park`` for an operator.
+An escalation is sent again unmarked: a second raise to the same priority changes
+nothing. A possible match, a lookup that cannot be made, or ``park`` leaves a parked row
+with its mark, which a requeue parks again; an operator settles it by what the platform
+shows (``outbox.resolve_found`` / ``resolve_not_filed``, through ``gateway/api_outbox.py``).
+
 When the platform's circuit breaker is open (``case_bridge/breaker.py``, through
 ``case_bridge/guarded_platform.py``), the request was not sent: the whole queue waits for
 the next probe, and no row counts an attempt.
@@ -57,7 +67,7 @@ import random
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import Enum, auto
 from typing import Any
 
@@ -66,6 +76,7 @@ from case_bridge.breaker import CircuitOpen
 from case_bridge.case_model import evidence_body, open_case_body
 from case_bridge.codes import ClassCatalog
 from case_bridge.dispatch import CaseDispatch
+from case_bridge.guarded_platform import DeliverySettings
 from case_bridge.platform import CasePlatform, Failure, PlatformError, usable_case_id
 from case_bridge.settings import CaseSettings, RetryPolicy
 from domain import Backoff, CaseCommand, CommandKind
@@ -122,12 +133,14 @@ class OutboxDispatcher:
         on_delivered: DeliveredHandler | None = None,
         rng: random.Random | None = None,
         dispatch: CaseDispatch | None = None,
+        delivery: DeliverySettings | None = None,
     ) -> None:
         """``dispatch``: the class policy, working calendar and unit table a case is filed
         with (``case_model.open_case_body``), and an escalation's deadline is counted by
         (its case's class policy); without it, the settings' plain hours and fallback
-        unit."""
+        unit. ``delivery``: ``case_platform.delivery`` (its ``evidence_after_unclear``)."""
         self._conn = conn
+        self._delivery = delivery or DeliverySettings()
         self._dispatch = dispatch
         self._platform = platform
         self._catalog = catalog
@@ -214,7 +227,7 @@ class OutboxDispatcher:
                 case_id = outbox.case_for(self._conn, command.incident_id)
                 if case_id is None:
                     return self._park(row, "no case for this incident: its open command was parked")
-                case = await self._update(case_id, command)
+                case = await self._update(row, case_id, command)
         except PlatformError as exc:
             return self._failed(row, command, exc)
         outbox.mark_delivered(self._conn, row.seq, _now_ms())
@@ -228,19 +241,71 @@ class OutboxDispatcher:
                 log.exception("on_delivered failed for %s", command.command_id)
         return Outcome.DONE, None
 
-    async def _update(self, case_id: str, command: CaseCommand) -> dict[str, Any]:
+    async def _update(
+        self, row: outbox.OutboxRow, case_id: str, command: CaseCommand
+    ) -> dict[str, Any]:
         """A filed case's evidence, escalation or void."""
         if command.kind is CommandKind.VOID:
             return await self._platform.void_case(case_id, void_reason(command), command.command_id)
         body = evidence_body(command, self._settings, self._dispatch, command.case_class)
-        return await self._platform.add_evidence(case_id, body, command.command_id)
+
+        def send() -> Awaitable[dict[str, Any]]:
+            return self._platform.add_evidence(case_id, body, command.command_id)
+
+        if self._platform.honours_idempotency_key or command.kind is CommandKind.ESCALATE:
+            return await send()
+        if row.maybe_filed:
+            found = await self._find_evidence(case_id, body)
+            if found:
+                self.stats["evidence_found_by_lookup"] += 1
+                return {"id": case_id}
+            if found is None and self._delivery.evidence_after_unclear == "park":
+                raise PlatformError(
+                    f"evidence sent to case {case_id} without a clear answer, and the platform"
+                    " cannot be asked whether it has it: look on the platform and resolve",
+                    Failure.REFUSED,
+                )
+            if found is None:
+                self.stats["evidence_resent_unclear"] += 1
+        return await self._send_marked(row, send)
+
+    async def _find_evidence(self, case_id: str, body: dict[str, Any]) -> bool | None:
+        """Whether the case holds the evidence; None where the platform cannot be asked."""
+        find = getattr(self._platform, "find_evidence", None)
+        if find is None:
+            return None
+        self.stats["evidence_lookups"] += 1
+        try:
+            return await find(case_id, body)
+        except CircuitOpen:
+            raise
+        except PlatformError as exc:
+            raise self._lookup_failed(exc) from exc
+
+    async def _send_marked(
+        self, row: outbox.OutboxRow, send: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """``send`` with the row marked ``maybe_filed`` first (committed before the send),
+        the mark cleared when the answer says the platform did not act."""
+        if not row.maybe_filed:
+            outbox.mark_maybe_filed(self._conn, row.seq, True)
+        try:
+            return await send()
+        except PlatformError as exc:
+            if not exc.may_have_acted:
+                outbox.mark_maybe_filed(self._conn, row.seq, False)
+            raise
 
     async def _file(self, row: outbox.OutboxRow, command: CaseCommand) -> dict[str, Any]:
         """The case an open command files, or the one an earlier unclear send of it filed
         on a platform that ignores idempotency keys (see the module docstring)."""
         body = open_case_body(command, self._catalog, self._settings, self._dispatch)
+
+        def send() -> Awaitable[dict[str, Any]]:
+            return self._platform.open_case(body, command.command_id)
+
         if self._platform.honours_idempotency_key:
-            return await self._platform.open_case(body, command.command_id)
+            return await send()
         if row.maybe_filed:
             case_id = await self._look_up(body)
             if case_id is not None:
@@ -248,14 +313,7 @@ class OutboxDispatcher:
                 log.warning("case command %s: already filed as %s", command.command_id, case_id,
                             extra={"incident_id": command.incident_id})  # fmt: skip
                 return {"id": case_id}
-        else:
-            outbox.mark_maybe_filed(self._conn, row.seq, True)
-        try:
-            return await self._platform.open_case(body, command.command_id)
-        except PlatformError as exc:
-            if not exc.may_have_acted:
-                outbox.mark_maybe_filed(self._conn, row.seq, False)
-            raise
+        return await self._send_marked(row, send)
 
     async def _look_up(self, body: dict[str, Any]) -> str | None:
         self.stats["lookups"] += 1
@@ -264,12 +322,7 @@ class OutboxDispatcher:
         except CircuitOpen:
             raise
         except PlatformError as exc:
-            self.stats["lookup_failures"] += 1
-            raise PlatformError(
-                f"looking up an unclear send: {exc.reason}",
-                exc.failure,
-                retry_after_s=exc.retry_after_s,
-            ) from exc
+            raise self._lookup_failed(exc) from exc
         if case_id is not None and usable_case_id(case_id) is None:
             self.stats["lookup_failures"] += 1
             raise PlatformError(
@@ -277,6 +330,12 @@ class OutboxDispatcher:
                 Failure.DOUBTFUL,
             )
         return case_id
+
+    def _lookup_failed(self, exc: PlatformError) -> PlatformError:
+        """A failed lookup as the row's failure, saying so."""
+        self.stats["lookup_failures"] += 1
+        reason = f"looking up an unclear send: {exc.reason}"
+        return PlatformError(reason, exc.failure, retry_after_s=exc.retry_after_s)
 
     def _failed(
         self, row: outbox.OutboxRow, command: CaseCommand, exc: PlatformError

@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -57,11 +57,18 @@ LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class DeliverySettings(BaseModel):
-    """How hard the bridge may press one platform (``case_platform.delivery``)."""
+    """How hard the bridge may press one platform (``case_platform.delivery``).
+
+    ``evidence_after_unclear``: on a platform that ignores idempotency keys and cannot be
+    asked whether it has a piece of evidence, what follows a send of it that got no clear
+    answer: ``resend`` (the default; the platform may then hold it twice, counted as
+    ``evidence_resent_unclear``) or ``park`` (an operator looks and resolves it).
+    """
 
     model_config = ConfigDict(extra="forbid")
     breaker: BreakerSettings = BreakerSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
+    evidence_after_unclear: Literal["resend", "park"] = "resend"
 
 
 class GuardedPlatform:

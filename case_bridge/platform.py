@@ -170,6 +170,10 @@ class CasePlatform(Protocol):
     ``void_case`` voids (作废) a case whose problem was merged into another case: done (the
     case) when it is void, also when it was void already; ``CASE_FINAL`` when it is closed;
     ``REFUSED`` with the words an operator acts on (``no_void``) where the platform cannot.
+
+    Optional: ``find_evidence`` (``EvidenceLookup``), for a platform that ignores keys but
+    can be asked whether a case holds a piece of evidence. An adapter without it (or one
+    answering None) cannot be asked: the outbox then follows ``evidence_after_unclear``.
     """
 
     @property
@@ -193,6 +197,38 @@ class CasePlatform(Protocol):
         """Await ``hook`` before every HTTP request the adapter sends from now on."""
 
     async def aclose(self) -> None: ...
+
+
+class EvidenceLookup(Protocol):
+    """The optional part of ``CasePlatform``: ``find_evidence(case_id, body)`` says whether
+    the case holds the evidence of ``body`` (as ``add_evidence`` sends it) after a send
+    without a clear answer: True (delivered: not sent again), False (certainly not there:
+    sent again), None (this platform cannot be asked); a lookup that cannot tell raises
+    ``PlatformError``."""
+
+    async def find_evidence(self, case_id: str, body: dict[str, Any]) -> bool | None: ...
+
+
+# What tells one evidence item from another on a case: the alert it records.
+EVIDENCE_KEY_FIELDS = ("source_id", "ts", "rule_id", "state")
+
+
+def evidence_key(item: object) -> str | None:
+    """An evidence item's identity (``EVIDENCE_KEY_FIELDS``, as JSON); None for a non-object."""
+    if not isinstance(item, dict):
+        return None
+    return json.dumps([item.get(name) for name in EVIDENCE_KEY_FIELDS], default=repr)
+
+
+def holds_evidence(case: dict[str, Any], body: dict[str, Any], status: int, what: str) -> bool:
+    """Whether ``case`` (as the bundled API answers it) lists every evidence item of
+    ``body``; DOUBTFUL when its evidence is not a list."""
+    listed = case.get("evidence")
+    if not isinstance(listed, list):
+        raise PlatformError(f"HTTP {status} on {what}: 'evidence' is not a list", Failure.DOUBTFUL)
+    kept = {evidence_key(item) for item in listed}
+    wanted = [evidence_key(item) for item in body.get("evidence") or ()]
+    return bool(wanted) and all(key is not None and key in kept for key in wanted)
 
 
 class NearbySettings(BaseModel):
@@ -651,6 +687,16 @@ class BundledPlatform:
         what = f"POST {path}"
         status, reply = await self._send("POST", path, what, body, idempotency_key, evidence=True)
         return case_reply(status, reply, what)
+
+    async def find_evidence(self, case_id: str, body: dict[str, Any]) -> bool:
+        """Whether the case lists every evidence item of ``body`` (``holds_evidence``). The
+        bundled platform honours idempotency keys, so the outbox asks this only of a
+        platform that speaks this API without keeping them."""
+        require_case_id(case_id)
+        path = f"/api/v1/cases/{case_id}"
+        what = f"GET {path}"
+        status, reply = await self._send("GET", path, what, None, None)
+        return holds_evidence(case_reply(status, reply, what), body, status, what)
 
     async def void_case(self, case_id: str, reason: str, idempotency_key: str) -> dict[str, Any]:
         """The workflow's transition to ``void``, which it allows before handling starts.
