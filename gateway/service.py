@@ -163,7 +163,9 @@ class Gateway:
         platform = config.case_platform
         self._adapter = self._platform_adapter(platform)
         # One wrapper for filing and status sync: they share the breaker and the rate limit.
-        self.platform = GuardedPlatform(self._adapter, platform.delivery)
+        self.platform = GuardedPlatform(
+            self._adapter, platform.delivery, fresh_link=self.evidence.links.refreshed
+        )
         self.dispatcher = OutboxDispatcher(
             self.conn, self.platform, self.catalog, config.cases, platform.retry,
             on_case_closed=self._on_case_closed_early, on_delivered=self._on_delivered,

@@ -154,7 +154,7 @@ def test_the_shipped_deployment_config_refuses_to_load_without_its_secrets(monke
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value) == (
-        f"{path}:10: mqtt.password_env: environment variable CITYGW_MQTT_PASSWORD is not set"
+        f"{path}:11: mqtt.password_env: environment variable CITYGW_MQTT_PASSWORD is not set"
         " or empty"
     )
 
