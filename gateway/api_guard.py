@@ -51,7 +51,7 @@ from gateway.sessions import COOKIE, CSRF_HEADER, Session, Sessions
 
 REALM = "citygw"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-ADMIN_PREFIXES = ("/api/v1/users", "/api/v1/tokens")
+ADMIN_PREFIXES = ("/api/v1/users", "/api/v1/tokens", "/api/v1/config")
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,7 +210,9 @@ class Backtest:
         per_device = alerts.per_device
         if dispatch is not None:
             per_device = [[dispatch.enrich(a) for a in device] for device in per_device]
-        flow = AlertFlow(book, self.alerting, round(settings.kinds.health.confirm_s * 1000))
+        flow = AlertFlow(
+            book, self.alerting, round(settings.kinds.health.confirm_s * 1000), log_changes=False
+        )
         for silence in silences:
             flow.put_silence(silence)
         ordered, handled, cases = run_flow(

@@ -50,7 +50,7 @@ from devices.registry import Device
 from devices.rejections import Reason, Rejection
 from devices.replay_guard import ReplayGuard
 from devices.status import DeviceStatus
-from domain import Alert, AlertState, CaseCommand, Reading
+from domain import Alert, AlertState, CaseCommand, CommandKind, Reading
 from gateway import duplicates, silences, store
 from rules.device_health import DeviceHealth
 from rules.engine import RuleEngine
@@ -62,6 +62,8 @@ from rules.silences import Silence
 log = logging.getLogger(__name__)
 
 Decoded = Reading | DeviceStatus | Rejection
+# (device, reason) pairs whose refusals are followed for sampled logging.
+REFUSALS_TRACKED = 10_000
 
 
 class Message(Protocol):
@@ -127,6 +129,8 @@ class Pipeline:
         # Commands whose alert was re-filed by this process (committed or still unsaved).
         self._refiled: set[str] = set()
         self.counters: Counter[str] = Counter()
+        # Refusals seen per (device, reason), for ``_log_refusal``'s sampling.
+        self._refusals: dict[tuple[str, str], int] = {}
 
     @property
     def unsaved(self) -> bool:
@@ -174,11 +178,27 @@ class Pipeline:
             if isinstance(outcome, Rejection):
                 batch.reject(now_ms, origin, outcome.device_id, outcome.reason, outcome.detail, raw)
                 self.counters[f"rejected_{outcome.reason}"] += 1
+                self._log_refusal(outcome)
             elif outcome is not None:
                 row, produced = outcome
                 batch.readings.append(row)
                 alerts.extend(produced)
         return self._commit(batch, alerts, now_ms)
+
+    def _log_refusal(self, refused: Rejection) -> None:
+        """Log the 1st, 10th, 100th … refusal per device and reason (never the payload): a
+        device sending junk at line rate gives a few lines, not a flood. At most
+        ``REFUSALS_TRACKED`` pairs are followed; past that, refusals are counted only."""
+        key = (refused.device_id[:128], str(refused.reason))
+        seen = self._refusals.get(key)
+        if seen is None and len(self._refusals) >= REFUSALS_TRACKED:
+            return
+        seen = self._refusals[key] = (seen or 0) + 1
+        if seen == 10 ** (len(str(seen)) - 1):
+            log.warning(
+                "reading refused (%s, %d so far for this device): %.200s",
+                key[1], seen, refused.detail, extra={"device_id": key[0]},
+            )  # fmt: skip
 
     def _admit(self, result: Decoded, now_ms: int) -> Rejection | tuple[tuple, list[Alert]] | None:
         """One decoded message's effect: a refusal, nothing (a status), or its reading's
@@ -394,6 +414,7 @@ class Pipeline:
         batch.also.extend(partial(outbox.enqueue, command=c, now_ms=now_ms) for c in commands)
         self._save(batch)
         self.counters["commands"] += len(commands)
+        self.counters["incidents_opened"] += sum(c.kind is CommandKind.OPEN for c in commands)
         return commands
 
     def write_states(self) -> None:

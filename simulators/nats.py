@@ -33,19 +33,23 @@ from pathlib import Path
 from simulators.logged_server import start_logged, stop
 from simulators.mosquitto import free_port
 
-# The device topics the mapping moves, as a NATS subject, and where they go: the ingest
-# stream's subjects (devices/nats_ingest.py reads them back).
-DEVICE_SUBJECT = "citygw.v1.*.telemetry"
+# The device topics the mappings move (telemetry and status, the gateway's own contract),
+# as NATS subjects; each goes to the ingest stream's subjects under its device's partition
+# (devices/nats_ingest.py reads them back).
+DEVICE_LEAVES = ("telemetry", "status")
 INGEST_PREFIX = "ingest"
 
 
-def partition_mapping(partitions: int) -> str:
-    """The mapping's destination: ``ingest.{{partition(N,1)}}.citygw.v1.{{wildcard(1)}}...``"""
+def partition_mappings(partitions: int) -> dict[str, str]:
+    """Source subject → destination, e.g. ``citygw.v1.*.telemetry`` →
+    ``ingest.{{partition(N,1)}}.citygw.v1.{{wildcard(1)}}.telemetry``."""
     if not 1 <= partitions <= 1024:
         raise ValueError(f"partitions must be 1..1024, not {partitions}")
-    return (
-        f"{INGEST_PREFIX}.{{{{partition({partitions},1)}}}}.citygw.v1.{{{{wildcard(1)}}}}.telemetry"
-    )
+    spread = f"{{{{partition({partitions},1)}}}}"
+    return {
+        f"citygw.v1.*.{leaf}": f"{INGEST_PREFIX}.{spread}.citygw.v1.{{{{wildcard(1)}}}}.{leaf}"
+        for leaf in DEVICE_LEAVES
+    }
 
 
 def nats_server_binary() -> str:
@@ -70,6 +74,7 @@ class NatsServer:
         self.mqtt_url = f"mqtt://127.0.0.1:{self.mqtt_port}"
         self.config = self.dir / "nats.conf"
         self.log = self.dir / "nats.log"
+        mappings = partition_mappings(partitions)
         self.config.write_text(
             f'server_name: "{name}"\n'
             f"listen: 127.0.0.1:{self.port}\n"
@@ -84,8 +89,8 @@ class NatsServer:
             "}\n"
             f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port} }}\n"
             "mappings = {\n"
-            f'  "{DEVICE_SUBJECT}": "{partition_mapping(partitions)}"\n'
-            "}\n"
+            + "".join(f'  "{src}": "{dst}"\n' for src, dst in mappings.items())
+            + "}\n"
         )
         self.proc: subprocess.Popen | None = None
 

@@ -4,11 +4,14 @@ are spread over the replicas' partitions, and the cases filed are exactly the tr
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
 import pytest
 from cluster_harness import ClusterStack
 
 from simulators.postgres import PostgresServer
-from simulators.truth import compare_cases
+from simulators.truth import case_key, compare_cases
 
 TIME_SCALE = 120
 
@@ -25,7 +28,9 @@ def cluster(tmp_path, postgres, request):
 
     def make(**kwargs) -> ClusterStack:
         name = f"t{len(stacks)}_{abs(hash(request.node.name)) % 10**8}"
-        stack = ClusterStack(tmp_path, postgres.create_database(name), **kwargs)
+        workdir = tmp_path / f"cluster{len(stacks)}"  # beside an embedded stack's files
+        workdir.mkdir()
+        stack = ClusterStack(workdir, postgres.create_database(name), **kwargs)
         stacks.append(stack)
         return stack
 
@@ -98,3 +103,30 @@ def test_a_replica_added_mid_run_takes_its_share(cluster):
     run(c, during=add)
     assert_exact_cases(c)
     assert_every_good_reading_stored_once(c)
+
+
+HEALTH = Path(__file__).resolve().parents[1] / "simulators" / "scenarios" / "health"
+# Each staged failure lasts minutes of the scenario's compressed time: filed at once.
+FAST_HEALTH = {"rules": {"health": {"check_every_s": 0.5, "confirm_s": 0}}}
+
+
+def test_the_health_scenario_files_what_the_embedded_gateway_files(cluster, stack):
+    """Silence (a modem that dies), a battery running down and a lying gauge beside a real
+    flood, judged by the replicas holding those devices: the truth's cases, and the same
+    cases as one embedded process on SQLite given the same scenario."""
+    embedded = stack(scenario=HEALTH / "scenario.yaml", config=FAST_HEALTH)
+    sim = embedded.simulator()
+    assert sim.proc.wait(90) == 0, sim.tail()
+    embedded.wait_caught_up(30)
+    embedded_cases = Counter(case_key(case) for case in embedded.cases())
+
+    c = cluster(scenario=HEALTH / "scenario.yaml", config=FAST_HEALTH)
+    c.start(replicas=3)
+    sim = c.simulator()
+    assert sim.proc.wait(90) == 0, sim.tail()
+    c.wait_caught_up(60)
+    assert_exact_cases(c)
+    assert Counter(case_key(case) for case in c.cases()) == embedded_cases
+    assert_every_good_reading_stored_once(c)
+    (suspect,) = c.query("SELECT count(*) FROM readings WHERE suspect = 1")[0]
+    assert suspect == 30 + 2  # WL-101's 800 cm readings, and two more until believed again

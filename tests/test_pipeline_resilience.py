@@ -186,3 +186,26 @@ def test_a_stranded_escalation_is_filed_again_once_at_its_priority(gateway):
     assert again.pipeline.refile(stranded, NOW) == []
     open_ids = [i["id"] for i in store.load_open_incidents(gateway.conn)]
     assert open_ids == [refiled.incident_id]
+
+
+def test_refusals_are_logged_sampled_per_device_and_reason(gateway, caplog):
+    """A device sending junk at line rate logs its 1st, 10th and 100th refusal, with its
+    id as a structured field, never the payload; another device's first is logged too."""
+    junk = [("citygw/v1/BIN-001/telemetry", b"{not json SECRETPAYLOAD", None)] * 120
+    other = [("citygw/v1/MH-001/telemetry", b"[]", None)]
+    with caplog.at_level("WARNING", logger="gateway.pipeline"):
+        gateway.pipeline.process_decoded(
+            [(topic, raw, gateway.router.decode(topic, raw, gateway.registry, NOW, 10_000))
+             for topic, raw, _ in junk + other],
+            NOW,
+        )  # fmt: skip
+    lines = [(r.device_id, r.getMessage()) for r in caplog.records if "refused" in r.message]
+    assert [device for device, _ in lines] == ["BIN-001", "BIN-001", "BIN-001", "MH-001"]
+    assert [text.split(" so far")[0].rsplit(" ", 1)[1] for _, text in lines] == [
+        "1",
+        "10",
+        "100",
+        "1",
+    ]
+    assert not any("SECRETPAYLOAD" in text for _, text in lines)
+    assert gateway.pipeline.counters["rejected_malformed_json"] == 120

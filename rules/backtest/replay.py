@@ -80,7 +80,7 @@ def build_engines(
     settings: RuleSettings, devices: Iterable[DeviceInfo], tz: tzinfo
 ) -> tuple[DeviceHealth, RuleEngine]:
     """Fresh engines for one settings version, every device registered as live."""
-    health, engine = DeviceHealth(settings), RuleEngine(settings, tz)
+    health, engine = DeviceHealth(settings, log_changes=False), RuleEngine(settings, tz)
     for d in devices:
         health.add_device(d.device_id, d.kind, d.location, d.part_code)
         engine.add_source(d.device_id, d.kind, d.location, d.part_code)
