@@ -54,7 +54,9 @@ An unexpected exception while delivering one row (a bug, a full disk) is logged,
 and treated as a doubtful answer with reason ``internal: <error>``, for that row only:
 other incidents' commands keep flowing. While an incident's command waits, later commands
 of the same incident wait behind it, so evidence never reaches the platform before its
-case exists and an escalation never overtakes the case it escalates.
+case exists and an escalation never overtakes the case it escalates. Those that found no
+case (its open parked) are parked too, and pend again once the open is delivered
+(``outbox.requeue_caseless``, counted ``requeued_with_case``).
 """
 
 from __future__ import annotations
@@ -226,13 +228,17 @@ class OutboxDispatcher:
             else:
                 case_id = outbox.case_for(self._conn, command.incident_id)
                 if case_id is None:
-                    return self._park(row, "no case for this incident: its open command was parked")
+                    return self._park(row, outbox.NO_CASE)
                 case = await self._update(row, case_id, command)
         except PlatformError as exc:
             return self._failed(row, command, exc)
         outbox.mark_delivered(self._conn, row.seq, _now_ms())
         self._doubtful.pop(row.seq, None)
         self.stats[f"delivered_{command.kind}"] += 1
+        if command.kind is CommandKind.OPEN:  # what waited for this case may go now
+            self.stats["requeued_with_case"] += outbox.requeue_caseless(
+                self._conn, command.incident_id
+            )
         if self._on_delivered:
             try:
                 self._on_delivered(command, case)

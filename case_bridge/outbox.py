@@ -96,6 +96,8 @@ WHEN NOT EXISTS (SELECT 1 FROM case_links WHERE case_id = OLD.case_id)
 BEGIN DELETE FROM case_statuses WHERE case_id = OLD.case_id; END;
 """
 SOURCES = ("poll", "webhook")
+# Why a command after an incident's parked open is parked too: it has no case to go to.
+NO_CASE = "no case for this incident: its open command was parked"
 # A command as the API lists it; ``maybe_filed`` 1: sent without a clear answer since.
 _LISTED = (
     "seq, command_id, incident_id, kind, state, attempts, last_error, created_ms,"
@@ -246,6 +248,17 @@ def requeue_one(conn: sqlite3.Connection, seq: int) -> bool:
             (seq,),
         ).rowcount
     )
+
+
+def requeue_caseless(conn: sqlite3.Connection, incident_id: str) -> int:
+    """The incident's commands parked for want of its case (``NO_CASE``) back to pending,
+    now that its case is known (its open delivered, or resolved by an operator); how many.
+    One statement: joins the caller's transaction."""
+    return conn.execute(
+        "UPDATE outbox SET state = 'pending', next_attempt_ms = 0"
+        " WHERE incident_id = ? AND state = 'parked' AND last_error = ?",
+        (incident_id, NO_CASE),
+    ).rowcount
 
 
 def resolve_found(
