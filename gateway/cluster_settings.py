@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from devices.nats_ingest import NatsIngestSettings
 from gateway.cluster_leases import OWNER_PATTERN
+from gateway.replica_status import StatusSettings
 
 
 class ClusterSettings(BaseModel):
@@ -40,6 +41,8 @@ class ClusterSettings(BaseModel):
     desk_batch: int = Field(500, ge=1, le=10_000)
     # How often the desk looks at the alert log when nothing woke it.
     desk_poll_s: float = Field(0.05, ge=0.005, le=10.0)
+    # Read-only /healthz and /stats over HTTP (gateway/replica_status.py); off without it.
+    status: StatusSettings | None = None
 
     @field_validator("postgres_dsn")
     @classmethod

@@ -4,30 +4,33 @@ and PostgreSQL (``citygw replica``; the ``cluster`` section of gateway.yaml).
 Devices keep publishing MQTT, to nats-server's MQTT listener, whose subject mapping puts
 each device in one of N ingest partitions (devices/nats_ingest.py). Work is split by leases
 with fencing tokens (gateway/cluster_leases.py): leases 0..N-1 are the ingest partitions,
-lease N is the incident desk. Every replica heartbeats, and the live replicas deal the
-leases round-robin among themselves; a replica that dies loses its leases at expiry, one
-paused past its lease finds every write refused when it wakes.
+lease N is the incident desk, the next ones the cameras. Every replica heartbeats, and the
+live replicas deal the leases round-robin among themselves; a replica that dies loses its
+leases at expiry, one paused past its lease finds every write refused when it wakes.
 
-- **A partition's worker** holds the rule state of the partition's devices only, restored
-  from the shared store when the lease is taken. Each batch from the partition's durable
-  consumer goes through the embedded gateway's own Pipeline (decode, replay guard, health,
-  rules) and commits readings, dead letters, rule state and the alerts it made (into the
-  shared ``alert_log``) in one transaction fenced by the partition's lease; the batch is
-  acked to NATS after the commit. A batch that does not commit (a stale lease, a database
-  error) is not acked, the worker is rebuilt from the store, and the batch comes again.
+- **A partition's worker** (gateway/replica_partitions.py) holds the rule state of the
+  partition's devices only, restored from the shared store when the lease is taken. Each
+  batch from the partition's durable consumer goes through the embedded gateway's own
+  Pipeline (decode, replay guard, health, rules) and commits readings, dead letters, rule
+  state and the alerts it made (into the shared ``alert_log``) in one transaction fenced by
+  the partition's lease; the batch is acked to NATS after the commit. A batch that does
+  not commit (a stale lease, a database error) is not acked, the worker is rebuilt from the
+  store, and the batch comes again.
 - **The incident desk** is the embedded Gateway itself in its desk role (gateway/service.py
   ``DeskRole``) on the shared store: it takes the alert log in id order through the alert
   flow and the incident book, so every merge — the three bins of one collection point on
   three replicas, a zone seen by two cameras — is decided by one owner, and drains the
   outbox with the existing idempotency keys, syncs statuses and runs closure checks.
   Alerts are rare beside readings (the book takes ~22,000 alerts/s, bench/incidents.py),
-  so one desk serves a city; a re-armed alert's rule state goes back to its partition's
-  worker through ``rearm_queue``.
+  so one desk serves a city; a re-armed alert's rule state goes back to the worker
+  holding it through ``rearm_queue``.
+- **A camera's worker** (gateway/replica_cameras.py) runs the camera in a video runtime of
+  its own; its alerts go to the alert log like a partition's.
 
-Every write of a lease holder runs on a ``FencedConnection``: each transaction it opens,
-and each write outside one, first checks the lease inside that transaction
-(``cluster_leases.fenced``), so a stale holder's write rolls back whole. All of a replica's
-writes run on its one event loop, between lease ticks.
+Every write of a lease holder runs on a ``FencedConnection`` (gateway/replica_context.py),
+which checks the lease inside each transaction, so a stale holder's write rolls back whole.
+All of a replica's writes run on its one event loop, between lease ticks. With
+``cluster.status`` set, the replica serves a read-only /healthz and /stats.
 """
 
 from __future__ import annotations
@@ -37,155 +40,29 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
+from detectors.backends import Detector, load_detector
+from detectors.config import CameraSettings
 from devices.fleet import MessageRouter
-from devices.nats_ingest import IngestMessage, NatsIngest, partition_of
-from devices.registry import Device, load_registry
-from devices.replay_guard import ReplayGuard
+from devices.nats_ingest import IngestMessage, NatsIngest
+from devices.registry import load_registry
 from gateway import alert_log, cluster_leases, pg_store, store
-from gateway.cluster_settings import ClusterSettings
 from gateway.config import GatewayConfig
-from gateway.pipeline import Pipeline, StoreUnavailable
+from gateway.evidence import EvidenceWriter
+from gateway.evidence_links import links_from_settings
+from gateway.pipeline import StoreUnavailable
+from gateway.replica_cameras import CameraWorker
+from gateway.replica_context import ClusterContext, FencedConnection
+from gateway.replica_partitions import PartitionWorker
+from gateway.replica_status import status_app, status_server
 from gateway.rule_settings import settings_from_files
 from gateway.service import DeskRole, Gateway
-from rules.device_health import DeviceHealth
-from rules.engine import RuleEngine
-from rules.incidents import IncidentBook
-from rules.settings import RuleSettings
 
 log = logging.getLogger(__name__)
-
-# The first word of a statement that writes (a write outside a transaction is fenced too).
-_WRITES = ("INSERT", "UPDATE", "DELETE")
-
-
-class FencedConnection(pg_store.PgConnection):
-    """The shared store as one lease holder may write it: every transaction opened on it
-    (``BEGIN``) and every write outside one checks ``owner``'s lease on ``lease`` with
-    ``fence`` first, inside that same transaction (see the module docstring)."""
-
-    def __init__(self, conn: pg_store.PgConnection, owner: str, lease: int, fence: int) -> None:
-        super().__init__(conn.raw, conn.reopen)
-        self.owner, self.lease, self.fence = owner, lease, fence
-
-    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
-        word = sql.lstrip()[:6].upper()
-        if word.startswith("BEGIN"):
-            cursor = super().execute("BEGIN")
-            self._check()
-            return cursor
-        if word in _WRITES and not self.in_transaction:
-            with self._transaction():
-                return super().execute(sql, params)
-        return super().execute(sql, params)
-
-    def executemany(self, sql: str, seq_of_params: Iterable[Any]) -> Any:
-        if not self.in_transaction:
-            with self._transaction():
-                return super().executemany(sql, seq_of_params)
-        return super().executemany(sql, seq_of_params)
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Any:
-        super().execute("BEGIN")
-        try:
-            self._check()
-            yield
-            super().execute("COMMIT")
-        except BaseException:
-            if self.in_transaction:
-                super().execute("ROLLBACK")
-            raise
-
-    def _check(self) -> None:
-        try:
-            cluster_leases.fenced(self.raw, self.owner, self.lease, self.fence)
-        except BaseException:
-            super().execute("ROLLBACK")
-            raise
-
-
-@dataclass(frozen=True)
-class ClusterContext:
-    """What every worker of a replica shares: the config, the registry, the settings."""
-
-    config: GatewayConfig
-    settings: ClusterSettings
-    registry: Mapping[str, Device]
-    rules: RuleSettings
-    router: MessageRouter
-    owner: str
-
-    @property
-    def partitions(self) -> int:
-        return self.settings.nats.partition_count
-
-    @property
-    def desk_lease(self) -> int:
-        return self.partitions
-
-    def lease_of_key(self, key: str) -> int | None:
-        """The lease holding an alert key's rule state (its source's partition)."""
-        source = key.split("/", 1)[0]
-        return partition_of(source, self.partitions) if source in self.registry else None
-
-
-class PartitionWorker:
-    """One ingest partition's devices while this replica holds its lease."""
-
-    def __init__(self, context: ClusterContext, partition: int, conn: FencedConnection) -> None:
-        config = context.config
-        self.partition, self.fence, self.conn = partition, conn.fence, conn
-        devices = {
-            device_id: device
-            for device_id, device in context.registry.items()
-            if partition_of(device_id, context.partitions) == partition
-        }
-        self.engine = RuleEngine(context.rules, config.tz)
-        self.health = DeviceHealth(context.rules)
-        for d in devices.values():
-            self.engine.add_source(d.device_id, d.kind, d.location, d.part_code)
-            self.health.add_device(d.device_id, d.kind, d.location, d.part_code)
-        guard = ReplayGuard()
-        rule_states = {"rule": self.engine.states, "health": self.health.states}
-        loaders: dict[str, Callable[[str, Any], None]] = {
-            "replay": guard.load,
-            "rule": self.engine.states.load_state,
-            "health": self.health.states.load_state,
-        }
-        for ns, load in loaders.items():
-            for key, state in store.load_states(conn, ns):
-                if key.split("/", 1)[0] in devices:
-                    load(key, state)
-        # Never fed: a worker's alerts go to the desk through the alert log.
-        book = IncidentBook(config.merge.to_policy(), config.merge)
-        self.pipeline = Pipeline(
-            conn, devices, guard, self.engine, book,
-            int(config.ingest.max_future_skew_s * 1000), rule_states, self.health,
-            context.router, forward_alerts=partial(alert_log.append, lease=partition),
-        )  # fmt: skip
-        self.health.start(_now_ms())
-
-    def process(self, messages: Sequence[IngestMessage]) -> None:
-        """One batch, with the desk's re-arms for these devices applied first and deleted
-        in the same commit."""
-        rearms = alert_log.pending_rearms(self.conn, self.partition)
-        also = []
-        if rearms:
-            self.pipeline.rearm([key for _, key in rearms])
-            also.append(partial(alert_log.delete_rearms, ids=[row_id for row_id, _ in rearms]))
-        self.pipeline.process(messages, _now_ms(), also)
-
-    def tick_health(self) -> None:
-        """Devices gone silent: their offline alerts, through the alert log."""
-        if alerts := self.health.tick(_now_ms()):
-            self.pipeline.apply_alerts(alerts, _now_ms())
 
 
 class Replica:
@@ -200,6 +77,7 @@ class Replica:
         self.context = ClusterContext(
             config, settings, registry, settings_from_files(config, registry),
             MessageRouter(config.devices.fleets, limits=config.ingest.limits), settings.owner(),
+            tuple(sorted(config.video.cameras, key=lambda camera: camera.id)),
         )  # fmt: skip
         self._password = (
             settings.postgres_password.get_secret_value() if settings.postgres_password else None
@@ -220,16 +98,24 @@ class Replica:
             else make_conninfo(settings.postgres_dsn, password=self._password),
             lock_timeout_ms=max(50, int(settings.lease_ttl_s * 100)),
         )
-        leases = cluster_leases.LeaseTable(lease_conn, self.context.partitions + 1)
+        leases = cluster_leases.LeaseTable(lease_conn, self.context.lease_count)
         leases.ensure_schema()
         self.keeper = cluster_leases.LeaseKeeper(leases, self.context.owner, settings.lease_ttl_s)
         self.ingest = NatsIngest(settings.nats.model_copy(update={"partitions": ()}), self._batch)
         self.workers: dict[int, PartitionWorker] = {}
         self.reading: dict[int, int] = {}  # partition → the fence its consumer was taken with
         self.desk: Gateway | None = None
+        self.cameras: dict[int, CameraWorker] = {}  # camera lease → its worker
+        self._detector: Detector | None = None  # loaded with the first camera taken
+        self._evidence = EvidenceWriter(
+            config.store.path.parent / "evidence",
+            links_from_settings(config.evidence, config.store.path.parent),
+            config.evidence.max_picture_bytes,
+        )
         self._desk_task: asyncio.Task[None] | None = None
         self._desk_stop = asyncio.Event()
         self.counters: Counter[str] = Counter()
+        self._last_tick = time.monotonic()
 
     def _connect(self) -> pg_store.PgConnection:
         """A session whose open transaction, should this process be paused inside one,
@@ -245,6 +131,11 @@ class Replica:
         settings = self.context.settings
         health_every_s = self.context.config.rules.health.check_every_s
         await self.ingest.start()
+        server = None
+        if settings.status is not None:
+            app = status_app(self.stats, lambda: self._last_tick)
+            server = status_server(settings.status, app)
+            serving = asyncio.create_task(server.serve())
         log.info("replica %s started", self.context.owner)
         last_health = time.monotonic()
         try:
@@ -257,6 +148,11 @@ class Replica:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.lease_tick_s)
         finally:
+            if server is not None:
+                server.should_exit = True
+                await serving
+            for lease in list(self.cameras):
+                await self._drop_camera(lease)
             await self._stop_desk()
             await self.ingest.stop()
             with contextlib.suppress(Exception):
@@ -267,7 +163,9 @@ class Replica:
 
     def _tick(self) -> dict[int, int]:
         try:
-            return self.keeper.tick()
+            held = self.keeper.tick()
+            self._last_tick = time.monotonic()
+            return held
         except Exception as exc:  # the database away: keep what we hold; fencing guards
             self.counters["lease_tick_errors"] += 1
             log.warning("lease tick failed: %s", exc)
@@ -292,6 +190,41 @@ class Replica:
             await self._stop_desk()
             if fence is not None:
                 self._start_desk(fence)
+        for lease, camera in self.context.camera_leases().items():
+            fence, worker = held.get(lease), self.cameras.get(lease)
+            if worker is not None and worker.fence != fence:
+                await self._drop_camera(lease)
+                worker = None
+            if worker is None and fence is not None:
+                self._take_camera(lease, camera, fence)
+
+    def _take_camera(self, lease: int, camera: CameraSettings, fence: int) -> None:
+        config = self.context.config
+        if self._detector is None:
+            settings = config.video.detector
+            assert settings is not None  # the config requires one with cameras
+            self._detector = load_detector(
+                settings.model, settings.backend, settings.conf, settings.iou
+            )
+        conn = FencedConnection(self._connect(), self.context.owner, lease, fence)
+        worker = CameraWorker(
+            self.context, camera, lease, conn, self._detector, self._evidence,
+            asyncio.get_running_loop(), self._camera_failed,
+        )  # fmt: skip
+        self.cameras[lease] = worker
+        worker.start()
+
+    async def _drop_camera(self, lease: int) -> None:
+        worker = self.cameras.pop(lease, None)
+        if worker is not None:
+            await asyncio.to_thread(worker.stop)  # joins the camera's threads
+
+    def _camera_failed(self, worker: CameraWorker) -> None:
+        """A refused commit: the worker's state is not the store's; taken afresh at the
+        next tick if the lease is still ours."""
+        if self.cameras.get(worker.lease) is worker:
+            self.counters["camera_commits_refused"] += 1
+            asyncio.get_running_loop().create_task(self._drop_camera(worker.lease))
 
     def _worker(self, partition: int) -> PartitionWorker:
         fence = self.reading.get(partition)
@@ -379,6 +312,10 @@ class Replica:
             "leases": dict(self.keeper.held),
             "ingest": self.ingest.stats(),
             "desk": self.desk.stats() if self.desk is not None else None,
+            "cameras": {
+                worker.camera_id: worker.runtime.snapshot()["cameras"][worker.camera_id]
+                for worker in self.cameras.values()
+            },
             **self.counters,
         }
 

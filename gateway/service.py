@@ -23,7 +23,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -46,11 +46,12 @@ from devices.registry import load_registry
 from devices.rejections import Rejection
 from devices.replay_guard import ReplayGuard
 from devices.serial import SerialAdapters, check_registry, start_serial
-from domain import Alert, AlertState, Backoff, CaseCommand, Location, Observation, Reading
+from domain import Alert, AlertState, Backoff, CaseCommand, Observation, Reading
 from gateway import history, retention, store
 from gateway.api import create_api
 from gateway.api_duplicates import Write
 from gateway.api_platform_events import PlatformEvents
+from gateway.camera_alerts import CameraAlerts, build_runtime
 from gateway.closure_check import ClosureCheck
 from gateway.config import GatewayConfig
 from gateway.evidence import EvidenceWriter
@@ -64,14 +65,13 @@ from gateway.rule_settings import settings_from_files, zone_keys
 from gateway.silences import SilenceStore
 from gateway.threshold_versions import ThresholdVersions
 from gateway.video import VideoRuntime
-from rules.camera_health import camera_status_alert
 from rules.device_health import DeviceHealth
 from rules.engine import RuleEngine
 from rules.flow import AlertFlow
 from rules.incidents import IncidentBook
 from rules.settings import RuleSettings
 from rules.silences import Silence
-from rules.video_rules import VideoRuleEngine, camera_and_zone
+from rules.video_rules import VideoRuleEngine
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +120,19 @@ class Gateway:
             self.engine.add_source(d.device_id, d.kind, d.location, d.part_code)
             self.health.add_device(d.device_id, d.kind, d.location, d.part_code)
         self.video_engine = VideoRuleEngine(settings, config.tz)
-        self.video = self._build_video(config) if config.video.cameras else None
         self.evidence_dir = config.store.path.parent / "evidence"
         self.evidence = EvidenceWriter(
             self.evidence_dir,
             links_from_settings(config.evidence, config.store.path.parent),
             config.evidence.max_picture_bytes,
         )
+        video = config.video
+        self.cameras = CameraAlerts(
+            video.cameras, self.video_engine, self.evidence, video.camera_offline_class
+        )
+        # A desk runs no camera: replicas hold them by lease (gateway/replica.py).
+        self.video = self._build_video(config) if video.cameras and desk is None else None
+        self.cameras.video = self.video
 
         self.guard = ReplayGuard()
         # Grids, responsible units, class priorities and deadlines (case_bridge/dispatch.py).
@@ -171,7 +177,7 @@ class Gateway:
             on_case_closed=self._on_case_closed_early, on_delivered=self._on_delivered,
             dispatch=self.dispatch,
         )  # fmt: skip
-        self.closure = ClosureCheck(self.conn, self.pipeline, self._after_photo)
+        self.closure = ClosureCheck(self.conn, self.pipeline, self.cameras.after_photo)
         self.status_sync = StatusSync(
             self.conn, self.platform, platform.status_sync_s, self._on_case_status,
             on_case_status=self._on_case_status,
@@ -255,19 +261,12 @@ class Gateway:
         settings = config.video.detector
         assert settings is not None  # the config validator guarantees it with cameras
         detector = load_detector(settings.model, settings.backend, settings.conf, settings.iou)
-        runtime = VideoRuntime(
-            config.video.cameras, detector, settings.class_map,
+        return build_runtime(
+            config.video.cameras, detector, settings, self.video_engine,
             deliver=self._on_loop(self._on_observations),
             on_status=self._on_loop(self._on_camera_status),
             recheck_s=config.video.recheck_s,
         )  # fmt: skip
-        for camera in config.video.cameras:
-            analyser = runtime.analysers[camera.id]
-            for zone in analyser.zones:
-                self.video_engine.add_zone(
-                    camera.id, zone.id, zone.type, zone.location, zone.class_code
-                )
-        return runtime
 
     def _on_loop(self, handler: Callable[..., None]) -> Callable[..., None]:
         """A thread-safe callback that runs ``handler`` on the event loop (the one writer)."""
@@ -542,45 +541,10 @@ class Gateway:
                 self.dispatcher.wake()
 
     def _on_observations(self, camera_id: str, ts_ms: int, observations: list[Observation]) -> None:
-        alerts = self.video_engine.process(camera_id, ts_ms, observations)
-        self._apply([self._with_evidence(alert, observations) for alert in alerts])
-
-    def _with_evidence(self, alert: Alert, observations: list[Observation]) -> Alert:
-        """Firing and escalating video alerts carry the frame with boxes and zone drawn,
-        and the zone's "before" frame (what it looked like before the object came)."""
-        if alert.state is AlertState.CLEARED:
-            return alert
-        camera_id, zone_id = camera_and_zone(alert.key)
-        return self._pictured(alert, camera_id, zone_id, observations)
-
-    def _pictured(
-        self, alert: Alert, camera_id: str, zone_id: str, observations: list[Observation]
-    ) -> Alert:
-        """The alert with the camera's pictures as evidence: its latest analysed frame, or,
-        while its stream is down, a snapshot from its ONVIF snapshot URI (none: as it is)."""
-        if self.video is None:
-            return alert
-        try:
-            drawn, before = self.video.evidence(camera_id, zone_id, observations)
-        except LookupError:
-            return alert
-        return replace(alert, media=self.evidence.save(alert, drawn, before, int(time.time())))
+        self._apply(self.cameras.observed(camera_id, ts_ms, observations))
 
     def _on_camera_status(self, camera_id: str, status: str, detail: str, ts_ms: int) -> None:
-        """A camera down for ``offline_after_s`` is a maintenance problem of its own; its
-        recovery clears it. The offline case shows what the camera still sees, if it
-        answers snapshots while its stream is down."""
-        if status not in ("offline", "online"):
-            return
-        log.warning("camera %s %s: %s", camera_id, status, detail, extra={"camera_id": camera_id})
-        camera = next(c for c in self.config.video.cameras if c.id == camera_id)
-        zone = camera.zones[0]
-        where = Location(zone.lat, zone.lon, zone.address, zone.grid_code)
-        class_code = self.config.video.camera_offline_class
-        alert = camera_status_alert(camera_id, status == "online", detail, ts_ms, where, class_code)
-        if status == "offline":
-            alert = self._pictured(alert, camera_id, zone.id, [])
-        self._apply([alert])
+        self._apply(self.cameras.status(camera_id, status, detail, ts_ms))
 
     def _on_case_status(self, incident_id: str, status: str) -> None:
         """A case's status from status sync: closure check (gateway/closure_check.py);
@@ -597,11 +561,6 @@ class Gateway:
         incident_id = self.status_sync.pushed(case_id, status, updated_at)
         if incident_id is not None and self.closure.case_status(incident_id, status):
             self.dispatcher.wake()
-
-    def _after_photo(self, alert: Alert, now_ms: int) -> Alert:
-        """A camera zone alert with its zone's current frame (and "before" frame)."""
-        camera_id, _, zone_id = alert.zone.partition("/")
-        return self._pictured(alert, camera_id, zone_id, []) if zone_id else alert
 
     def _on_case_closed_early(self, incident_id: str, command: CaseCommand) -> bool:
         """The platform closed the case while this command was on its way: close the

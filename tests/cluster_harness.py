@@ -8,6 +8,7 @@ nats-server acks a device's QoS 1 message on receipt, stored or not)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,7 @@ class ClusterStack:
             timeout=5,
         )
         self.replicas: dict[str, Service] = {}
+        self.status_ports: dict[str, int] = {}  # each replica's read-only /stats
         self.truth_path = workdir / "truth.json"
 
     def start(self, replicas: int = 3) -> None:
@@ -68,6 +70,7 @@ class ClusterStack:
     def add_replica(self) -> Service:
         """Starts one more replica (its id: r1, r2, ...)."""
         name = f"r{len(self.replicas) + 1}"
+        self.status_ports[name] = free_port()
         service = Service(name, ["replica", "-c", str(self._config(name))], self.workdir)
         service.start()
         self.replicas[name] = service
@@ -98,6 +101,7 @@ class ClusterStack:
                 "lease_ttl_s": LEASE_TTL_S,
                 "lease_tick_s": LEASE_TICK_S,
                 "nats": {"url": self.nats.url, "partition_count": PARTITIONS},
+                "status": {"port": self.status_ports[name]},
             },
         }
         config.update(self.extra)
@@ -127,7 +131,7 @@ class ClusterStack:
 
         def balanced() -> bool:
             holders = self.holders()
-            if len(holders) != PARTITIONS + 1 or any(h not in live for h in holders.values()):
+            if not holders or any(h not in live for h in holders.values()):
                 return False
             return all(holders[p] == live[p % len(live)] for p in holders)
 
@@ -149,6 +153,20 @@ class ClusterStack:
         sim = Service("simulator", args, self.workdir)
         sim.start()
         return sim
+
+    def stats(self, name: str) -> dict:
+        """A running replica's /stats."""
+        url = f"http://127.0.0.1:{self.status_ports[name]}/stats"
+        return httpx.get(url, timeout=5).json()
+
+    def live_stats(self) -> dict[str, dict]:
+        """Every running replica's /stats that answers now."""
+        found = {}
+        for name, service in self.replicas.items():
+            if service.running():
+                with contextlib.suppress(httpx.HTTPError):
+                    found[name] = self.stats(name)
+        return found
 
     def truth(self) -> dict:
         return json.loads(self.truth_path.read_text(encoding="utf-8"))

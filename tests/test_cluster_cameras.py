@@ -1,0 +1,98 @@
+"""Cameras on several replicas, end to end on real footage: two RTSP cameras watching one
+no-dumping zone are leased to two replicas, and their alerts still make one case; the
+replica holding one camera is SIGKILLed mid-incident, the camera moves to a live replica,
+and the case is neither doubled nor lost (nats-server, PostgreSQL, three replicas, the
+bundled platform and the project's RTSP server, all real processes on loopback)."""
+
+from __future__ import annotations
+
+import pytest
+from cluster_harness import ClusterStack
+
+from simulators.footage import (
+    BUILTIN_FOOTAGE,
+    DEFAULT_ASSETS,
+    build_footage,
+    footage_truth,
+    load_footage_scenario,
+)
+from simulators.mosquitto import free_port
+from simulators.postgres import PostgresServer
+from simulators.rtsp_server import RtspServerProcess
+from simulators.truth import compare_cases
+
+MODEL = DEFAULT_ASSETS / "models" / "yolo11n_int8.onnx"
+pytestmark = pytest.mark.skipif(
+    not MODEL.is_file(), reason=f"shared assets not at {DEFAULT_ASSETS}"
+)
+
+
+@pytest.fixture
+def street(tmp_path):
+    scenario = load_footage_scenario(BUILTIN_FOOTAGE, DEFAULT_ASSETS)
+    clip = build_footage(scenario, tmp_path / "footage")
+    mounts = [f"/{camera}=file:{clip}" for camera in scenario.cameras]
+    server = RtspServerProcess(mounts, free_port(), log=tmp_path / "rtsp.log")
+    server.start()
+    video = {
+        "cameras": [
+            {"id": cam, "url": server.url(f"/{cam}"), "analyse_fps": 2,
+             "zones": scenario.zones, "offline_after_s": 30, "stall_timeout_s": 3}
+            for cam in scenario.cameras
+        ],
+        "detector": {"model": str(MODEL)},
+        "rules": {"rubbish_dwell_s": 6, "stationary_s": 3, "clear_after_s": 10},
+    }  # fmt: skip
+    with PostgresServer() as postgres:
+        workdir = tmp_path / "cluster"
+        workdir.mkdir()
+        stack = ClusterStack(workdir, postgres.dsn(), config={"video": video})
+        try:
+            yield server, stack, footage_truth(scenario)
+        finally:
+            stack.stop()
+            server.stop()
+
+
+def holders_of_cameras(c: ClusterStack) -> dict[str, str]:
+    """camera → the replica running it with its stream online."""
+    return {
+        camera: name
+        for name, stats in c.live_stats().items()
+        for camera, figures in stats["cameras"].items()
+        if figures["status"] == "online"
+    }
+
+
+def sources(case: dict, state: str) -> list[str]:
+    return sorted({e["source_id"] for e in case["evidence"] if e["state"] == state})
+
+
+def test_two_cameras_on_two_replicas_are_one_case_and_a_camera_moves_when_its_replica_dies(
+    street,
+):
+    _, c, truth = street
+    c.start(replicas=3)
+    c.wait_until(lambda: len(holders_of_cameras(c)) == 2, "both cameras online", 120)
+    holders = holders_of_cameras(c)
+    assert holders["CAM-A"] != holders["CAM-B"]  # the leases dealt them to two replicas
+
+    def seen_by_both() -> bool:
+        return [sources(case, "firing") for case in c.cases()] == [["CAM-A", "CAM-B"]]
+
+    c.wait_until(seen_by_both, "the dumping case filed with both cameras' evidence", 90)
+    dead = holders["CAM-A"]
+    c.replicas[dead].kill()
+    c.wait_until(
+        lambda: holders_of_cameras(c).get("CAM-A") not in (None, dead),
+        "CAM-A running on a live replica",
+        60,
+    )
+
+    def cleared() -> bool:
+        cases = c.cases()
+        return len(cases) == 1 and "CAM-B" in sources(cases[0], "cleared")
+
+    c.wait_until(cleared, "the case cleared by the camera that stayed", 90)
+    report = compare_cases(truth, c.cases())
+    assert report.ok, report.render() + "\n" + c.tails()
