@@ -79,7 +79,13 @@ from case_bridge.case_model import evidence_body, open_case_body
 from case_bridge.codes import ClassCatalog
 from case_bridge.dispatch import CaseDispatch
 from case_bridge.guarded_platform import DeliverySettings
-from case_bridge.platform import CasePlatform, Failure, PlatformError, usable_case_id
+from case_bridge.platform import (
+    CasePlatform,
+    Failure,
+    PlatformError,
+    PossibleMatch,
+    usable_case_id,
+)
 from case_bridge.settings import CaseSettings, RetryPolicy
 from domain import Backoff, CaseCommand, CommandKind
 
@@ -338,9 +344,13 @@ class OutboxDispatcher:
         return case_id
 
     def _lookup_failed(self, exc: PlatformError) -> PlatformError:
-        """A failed lookup as the row's failure, saying so."""
+        """A failed lookup as the row's failure, saying so. A possible match parks at once:
+        asking again finds the same candidate, and only an operator can tell (the outbox
+        API's resolve: this case, or not filed)."""
         self.stats["lookup_failures"] += 1
         reason = f"looking up an unclear send: {exc.reason}"
+        if isinstance(exc, PossibleMatch):
+            return PlatformError(f"{reason}; settle it by hand (resolve)", Failure.REFUSED)
         return PlatformError(reason, exc.failure, retry_after_s=exc.retry_after_s)
 
     def _failed(

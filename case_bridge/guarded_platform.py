@@ -99,6 +99,14 @@ class GuardedPlatform:
     async def find_case(self, external_key: str, body: dict[str, Any]) -> str | None:
         return await self._guarded("find_case", lambda: self._inner.find_case(external_key, body))
 
+    async def find_evidence(self, case_id: str, body: dict[str, Any]) -> bool | None:
+        """Whether the platform holds this evidence already; None when it cannot be asked
+        (the adapter has no way to look evidence up)."""
+        find = getattr(self._inner, "find_evidence", None)
+        if find is None:
+            return None
+        return await self._guarded("find_evidence", lambda: find(case_id, body))
+
     async def add_evidence(
         self, case_id: str, body: dict[str, Any], idempotency_key: str
     ) -> dict[str, Any]:

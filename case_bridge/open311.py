@@ -255,7 +255,11 @@ class Open311Platform:
         require_case_id(case_id)
         path = f"requests/{case_id}.json"
         what = f"GET {path}"
-        status, reply = await self._get(path, what, {}, MAX_CASE_REPLY_BYTES)
+        try:
+            status, reply = await self._get(path, what, {}, MAX_CASE_REPLY_BYTES)
+        except PlatformError as exc:
+            exc.may_have_acted = False  # only a GET: nothing went out that could act
+            raise
         requests, _ = requests_reply(status, reply, what)
         request = next((r for r in requests if r.id == case_id), None)
         if request is None or request.status is None:

@@ -39,6 +39,7 @@ from gateway.api_errors import install_validation_errors
 from gateway.api_evidence import evidence_router
 from gateway.api_guard import ApiGuard
 from gateway.api_health import READYZ_PATH, readiness_router
+from gateway.api_outbox import outbox_router
 from gateway.api_params import instant_ms
 from gateway.api_platform_events import EVENTS_PATH, PlatformEvents, platform_events_router
 from gateway.api_session import session_router
@@ -220,6 +221,7 @@ def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> Fa
     app.include_router(thresholds_router(gw.threshold_versions, gw.apply_settings, audit))
     app.include_router(silences_router(gw.silences, audit=audit))
     app.include_router(duplicates_router(gw.conn, gw.merge_duplicate, audit))
+    app.include_router(outbox_router(gw.conn, audit, gw.dispatcher.wake))
     app.include_router(backtests_router(backtest_from_config(gw.config), audit))
     app.include_router(evidence_router(gw.evidence_dir, gw.evidence.links))
     app.include_router(

@@ -175,7 +175,7 @@ class Gateway:
         self.dispatcher = OutboxDispatcher(
             self.conn, self.platform, self.catalog, config.cases, platform.retry,
             on_case_closed=self._on_case_closed_early, on_delivered=self._on_delivered,
-            dispatch=self.dispatch,
+            dispatch=self.dispatch, delivery=platform.delivery,
         )  # fmt: skip
         self.closure = ClosureCheck(self.conn, self.pipeline, self.cameras.after_photo)
         self.status_sync = StatusSync(

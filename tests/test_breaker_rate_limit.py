@@ -224,6 +224,7 @@ def test_the_defaults_are_the_documented_ones() -> None:
     assert DeliverySettings().model_dump() == {
         "breaker": {"failure_threshold": 5, "cooldown_s": 15.0},
         "rate_limit": {"requests_per_s": 20.0, "burst": 40},
+        "evidence_after_unclear": "resend",
     }
 
 
