@@ -14,6 +14,10 @@ that still does not fit is left out of the case and counted by reason, never tru
 A platform that takes uploads gets the file itself: the case bridge hands back the link it
 was given and ``EvidenceWriter.read_linked`` returns the bytes, so the bridge never learns
 where pictures are kept (it checks them against the recorded hash before sending).
+
+Sensor cases get the same treatment for an excerpt of the device's recent readings, a JSON
+document (gateway/sensor_excerpts.py) written by ``save_file``: same folder, hash, links,
+retention and uploads; ``media_type`` tells the serving routes which is which.
 """
 
 from __future__ import annotations
@@ -37,8 +41,13 @@ from gateway.evidence_settings import MAX_EVIDENCE_BYTES
 JPEG_QUALITY = 85
 # Tried in turn, best first, for a picture above the size limit.
 SMALLER_QUALITIES = (70, 55, 40)
-# How pictures are named: <alert key, "/" as "_">_<ts>[_before].jpg
-EVIDENCE_NAME = re.compile(r"(?!\.)[A-Za-z0-9_.-]{1,200}_\d{1,19}(?:_before)?\.jpg")
+# How evidence files are named: pictures <alert key, "/" as "_">_<ts>[_before].jpg, and
+# sensor excerpts (gateway/sensor_excerpts.py) <key>_<ts>_excerpt_<sha256, 16 hex>.json.
+EVIDENCE_NAME = re.compile(
+    r"(?!\.)[A-Za-z0-9_.-]{1,200}_\d{1,19}(?:(?:_before)?\.jpg|_excerpt_[0-9a-f]{16}\.json)"
+)
+# What each kind of evidence file is, by its name's ending: for the routes that serve them.
+MEDIA_TYPES = {".jpg": "image/jpeg", ".json": "application/json"}
 
 
 @dataclass
@@ -82,6 +91,23 @@ class EvidenceWriter:
         self.refused["too_large"] += 1
         return None
 
+    def save_file(self, name: str, data: bytes, now_s: int) -> str:
+        """Write ``data`` (a document already within its size limit) as ``name`` and return
+        its media entry, the link signed at ``now_s``. Written whole beside it, then moved
+        into place: a platform fetching the file, or an upload reading it, never sees part
+        of it. ``ValueError`` for a name ``read_evidence`` would not serve or bytes it would
+        not read; ``OSError`` when the folder refuses the write (nothing is left behind)."""
+        if not EVIDENCE_NAME.fullmatch(name) or len(data) > MAX_EVIDENCE_BYTES:
+            raise ValueError("not an evidence file the gateway can serve")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        draft = self.folder / f".{name}.{os.getpid()}.draft"
+        try:
+            draft.write_bytes(data)
+            os.replace(draft, self.folder / name)
+        finally:
+            draft.unlink(missing_ok=True)
+        return media_entry(self.links.url(name, now_s), data)
+
     def read_linked(self, url: str) -> bytes | None:
         """The bytes of the picture a media link of ours names (with or without the public
         address in front), or None. The link comes from our own outbox, so its signature
@@ -96,6 +122,11 @@ class EvidenceWriter:
 def media_entry(url: str, data: bytes) -> str:
     """``url`` with the hash and size of ``data`` as its fragment."""
     return f"{url}#sha256={hashlib.sha256(data).hexdigest()}&bytes={len(data)}"
+
+
+def media_type(name: str) -> str:
+    """The content type of the evidence file ``name`` (one ``EVIDENCE_NAME`` matches)."""
+    return MEDIA_TYPES.get(Path(name).suffix, "application/octet-stream")
 
 
 def read_evidence(folder: Path, name: str) -> bytes | None:

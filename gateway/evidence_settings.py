@@ -1,5 +1,6 @@
-"""``evidence:`` in the gateway config: how large a picture may be, and the signed links'
-lifetime, public address and secret (how long pictures stay on disk is ``retention:``)."""
+"""``evidence:`` in the gateway config: how large a picture may be, what a sensor alert's
+excerpt of readings holds, and the signed links' lifetime, public address and secret (how
+long evidence stays on disk is ``retention:``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,21 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # No picture served or kept is larger; the per-picture limit is chosen below it.
 MAX_EVIDENCE_BYTES = 32 * 1024 * 1024
+
+
+class SensorExcerptSettings(BaseModel):
+    """``evidence.sensor_excerpts``: the device's recent readings filed with a sensor alert
+    that fires or escalates (gateway/sensor_excerpts.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # The newest readings before the alert, at most this many, none older than window_s.
+    max_readings: int = Field(60, ge=1, le=1000)
+    window_s: int = Field(1800, ge=1, le=7 * 86_400)
+    # An excerpt above this drops its oldest readings until it fits (counted in the file);
+    # one that cannot fit even without them is left out of the case and counted.
+    max_bytes: int = Field(256 * 1024, ge=4 * 1024, le=MAX_EVIDENCE_BYTES)
 
 
 class EvidenceSettings(BaseModel):
@@ -28,3 +44,4 @@ class EvidenceSettings(BaseModel):
     link_secret_env: str = Field(
         "CITYGW_EVIDENCE_LINK_SECRET", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
     )
+    sensor_excerpts: SensorExcerptSettings = SensorExcerptSettings()
