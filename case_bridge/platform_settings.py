@@ -24,24 +24,7 @@ from case_bridge.guarded_platform import DeliverySettings
 from case_bridge.mapped_rest_settings import MappedRestSettings
 from case_bridge.open311 import Open311Settings
 from case_bridge.settings import RetryPolicy
-
-
-class WebhookSettings(BaseModel):
-    """Status changes the platform pushes to the gateway's ``POST /platform/events``,
-    beside polling (which stays, and catches any webhook that never arrived).
-
-    ``secret`` is shared with the platform, which signs each event with it (HMAC-SHA256 over
-    the timestamp and the body); like other secrets it may be given as ``secret_file`` or
-    ``secret_env``. An event signed more than ``tolerance_s`` away from the gateway's clock
-    is refused, and so is an ``event_id`` among the last ``remembered_events`` accepted:
-    together they stop a recorded request from being played again.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    secret: SecretStr = Field(min_length=16, max_length=512)  # never shown
-    tolerance_s: int = Field(300, ge=1, le=3600)
-    max_body_bytes: int = Field(4096, ge=256, le=65_536)
-    remembered_events: int = Field(10_000, ge=1, le=1_000_000)
+from case_bridge.webhook_settings import WebhookSettings
 
 
 class CasePlatformSettings(BaseModel):
