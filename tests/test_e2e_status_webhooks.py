@@ -19,17 +19,11 @@ import pytest
 from test_e2e_closure_check import FLAG, WORKFLOW, flags_on, incident_of, move, sync_passes
 from test_e2e_sensor_cases import cases_of, publish
 
+from gateway.api_platform_events import REASONS
+
 from harness import Stack, wait_until
 
-NO_REFUSALS = {
-    "too_large": 0,
-    "unsigned": 0,
-    "bad_signature": 0,
-    "stale": 0,
-    "malformed_json": 0,
-    "bad_fields": 0,
-    "replayed": 0,
-}
+NO_REFUSALS = dict.fromkeys(REASONS, 0)
 # Within this a webhook has done what status sync, an hour apart here, could not.
 WEBHOOK_LATENCY_S = 10
 
