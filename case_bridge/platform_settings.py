@@ -34,7 +34,8 @@ class CasePlatformSettings(BaseModel):
     city's own system, described in its section: ``open311`` (GeoReport v2) or
     ``mapped_rest`` (a REST intake described field by field, e.g. eGova). Retry, status
     sync, the circuit breaker and the rate limit apply to whichever is chosen. ``webhook``
-    (off when absent) lets a platform that offers status webhooks push changes as well.
+    (off when absent) lets a platform that offers status webhooks push changes as well, in
+    the gateway's own format or in the platform's (``format: mapped``).
     """
 
     model_config = ConfigDict(extra="forbid")
