@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from egova_pusher import push_body, push_headers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from signed_events import SECRET
+from test_config_schema import DEPLOY, problems, shipped
 from test_platform_events import NOW_S, ZERO, Receiver, gateway
 
 from gateway.bounded_yaml import load_yaml_file
@@ -78,6 +80,15 @@ def test_the_example_loads_with_its_secret_from_the_variable_it_names(
     gw.conn.close()
 
 
+def test_the_example_is_valid_for_the_config_schema() -> None:
+    egova = shipped(EXAMPLE)
+    config = {**DEPLOY, "case_platform": {**DEPLOY["case_platform"], "webhook": egova}}
+    assert problems(config) == []
+    wrong = {**egova, "mapped": {**egova["mapped"], "statuses": {"6": "finished"}}}
+    config["case_platform"]["webhook"] = wrong
+    assert problems(config) == [(["case_platform", "webhook", "mapped", "statuses", "6"], "enum")]
+
+
 def test_a_pushed_change_reaches_the_handler_in_our_words_once(egova: Receiver) -> None:
     answer = egova.post(pushed(), signed(pushed()))
     assert (answer.status_code, answer.json()) == (200, SUCCESS)
@@ -91,7 +102,10 @@ def test_a_pushed_change_reaches_the_handler_in_our_words_once(egova: Receiver) 
     }
 
 
-def test_each_refusal_has_its_status_and_its_counter(egova: Receiver) -> None:
+def test_each_refusal_has_its_status_and_its_counter(
+    egova: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     body = pushed()
     good = signed(body)
     cases: list[tuple[bytes, dict[str, str], int, str]] = [
@@ -132,6 +146,7 @@ def test_each_refusal_has_its_status_and_its_counter(egova: Receiver) -> None:
     assert egova.events.stats() == {"accepted": 0, "refused": expected, "handler_errors": 0}
     edge = egova.post(body, signed(body, NOW_MS - 300_000))  # the window's edge is inside
     assert edge.status_code == 200
+    assert SECRET not in caplog.text
 
 
 def hex_body_only(body: bytes, secret: str = SECRET) -> dict[str, str]:
