@@ -114,19 +114,20 @@ def register_session(port: int, client_id: str) -> None:
     client.loop_stop()
 
 
-def bare_paho(port: int, expected: int) -> float:
+def bare_paho(port: int, expected: int) -> tuple[float, float]:
+    """Messages/s, and this process's CPU µs per message, from the first to the last."""
     count = 0
-    first = last = 0.0
+    first = last = cpu_first = cpu_last = 0.0
     finished = threading.Event()
 
     def on_message(client, userdata, message) -> None:
-        nonlocal count, first, last
+        nonlocal count, first, last, cpu_first, cpu_last
         json.loads(message.payload)
         count += 1
         if count == 1:
-            first = time.perf_counter()
+            first, cpu_first = time.perf_counter(), time.process_time()
         if count == expected:
-            last = time.perf_counter()
+            last, cpu_last = time.perf_counter(), time.process_time()
             finished.set()
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare", clean_session=False)
@@ -138,7 +139,7 @@ def bare_paho(port: int, expected: int) -> float:
         raise RuntimeError(f"bare subscriber got {count} of {expected}")
     client.disconnect()
     client.loop_stop()
-    return (expected - 1) / (last - first)
+    return (expected - 1) / (last - first), (cpu_last - cpu_first) / (expected - 1) * 1e6
 
 
 class StandInProcess:
@@ -175,25 +176,27 @@ def _serve_stand_in(token: str, pipe, points, stop) -> None:
 
 async def gateway_run(
     config_path: Path, expected: int, influx: StandInProcess | None = None
-) -> tuple[float, dict, float | None]:
-    """Ingest rate, pipeline counters and, with ``influx``, the export rate measured from the
-    first message received to the last point written."""
+) -> tuple[float, dict, float | None, float]:
+    """Ingest rate, pipeline counters, with ``influx`` the export rate measured from the
+    first message received to the last point written, and this process's CPU µs per
+    reading from the first message to the last processed (every thread: MQTT, rules,
+    store)."""
     gateway = Gateway(load_config(config_path))
     stop = asyncio.Event()
     runner = asyncio.create_task(gateway.run(stop))
-    first = 0.0
+    first = cpu_first = 0.0
     while True:
         await asyncio.sleep(0.002)
         received = gateway.ingest.received if gateway.ingest else 0
         if received and not first:
-            first = time.perf_counter()
+            first, cpu_first = time.perf_counter(), time.process_time()
         processed = sum(
             v
             for k, v in gateway.pipeline.counters.items()
             if k == "accepted" or k.startswith("rejected_")
         )
         if processed >= expected:
-            last = time.perf_counter()
+            last, cpu_last = time.perf_counter(), time.process_time()
             break
     counters = dict(gateway.pipeline.counters)
     export_rate = None
@@ -203,7 +206,8 @@ async def gateway_run(
         export_rate = (expected - 1) / (time.perf_counter() - first)
     stop.set()
     await runner
-    return (expected - 1) / (last - first), counters, export_rate
+    cpu_us = (cpu_last - cpu_first) / (expected - 1) * 1e6
+    return (expected - 1) / (last - first), counters, export_rate, cpu_us
 
 
 def main() -> None:
@@ -246,15 +250,17 @@ def main() -> None:
 
             register_session(broker.port, "bench-bare")
             publish_rate = publish_all(broker.port, messages)
-            bare_rate = bare_paho(broker.port, len(messages))
+            bare_rate, bare_cpu = bare_paho(broker.port, len(messages))
 
             asyncio.run(_register_gateway(plain))
             publish_all(broker.port, messages)
-            gateway_rate, counters, _ = asyncio.run(gateway_run(plain, len(messages)))
+            gateway_rate, counters, _, gateway_cpu = asyncio.run(gateway_run(plain, len(messages)))
 
             asyncio.run(_register_gateway(exporting))
             publish_all(broker.port, messages)
-            influx_rate, _, export_rate = asyncio.run(gateway_run(exporting, len(messages), influx))
+            influx_rate, _, export_rate, _ = asyncio.run(
+                gateway_run(exporting, len(messages), influx)
+            )
         finally:
             influx.stop()
             platform_proc.terminate()
@@ -268,6 +274,8 @@ def main() -> None:
         f"  bare paho subscriber (json only)   {bare_rate:10.0f} msg/s\n"
         f"  gateway (decode+rules+store+ack)   {gateway_rate:10.0f} readings/s\n"
         f"  gateway / bare                     {ratio:10.2f}\n"
+        f"  CPU µs per reading: bare / gateway {bare_cpu:7.1f} / {gateway_cpu:.1f}"
+        f" (bare/gateway {bare_cpu / gateway_cpu:.2f})\n"
         f"  gateway + InfluxDB export: ingest  {influx_rate:10.0f} readings/s\n"
         f"  ... / bare                         {influx_rate / bare_rate:10.2f}\n"
         f"  ... last point in InfluxDB at      {export_rate:10.0f} readings/s\n"

@@ -12,6 +12,11 @@ Every value is bounded: the device id (``InputLimits``), the JSON (strict UTF-8,
 ``devices.json_doc``), ``ts`` (``devices.event_time``), ``seq`` (a non-negative int64, as it
 is stored) and each value (finite, within its field's physical range). Details quote the
 message only through ``limits.shown``, so every dead letter is short and storable.
+
+Speed: nearly every message is the common reading (``ts`` in epoch ms, values in canonical
+units, nothing else), and ``typed_reading`` reads it straight into its kind's msgspec type,
+checked in C (3.4 µs against 8.3 µs for the step-by-step checks, measured on this machine);
+whatever it does not take, ``checked_reading`` accepts or refuses with its reason.
 """
 
 from __future__ import annotations
