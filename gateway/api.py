@@ -49,7 +49,7 @@ from gateway.api_users import tokens_router, users_router
 from gateway.audit import MAX_REASON_CHARS, AuditTrail
 from gateway.backtest import backtest_from_config
 from gateway.client_tokens import ClientTokens
-from gateway.evidence import read_evidence
+from gateway.evidence import media_type, read_evidence
 from gateway.evidence_links import SIGNED_PREFIX
 from gateway.sessions import Sessions
 from gateway.sign_in_limits import SignInLimits
@@ -208,8 +208,8 @@ def create_api(gw: Gateway, platform_events: PlatformEvents | None = None) -> Fa
     async def evidence(name: str) -> Response:
         picture = await asyncio.to_thread(read_evidence, gw.evidence_dir, name)
         if picture is None:
-            raise HTTPException(404, "no such evidence picture")
-        return Response(picture, media_type="image/jpeg")
+            raise HTTPException(404, "no such evidence file")
+        return Response(picture, media_type=media_type(name))
 
     @app.get("/metrics")
     async def metrics() -> Response:

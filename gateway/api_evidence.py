@@ -17,7 +17,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 
-from gateway.evidence import read_evidence
+from gateway.evidence import media_type, read_evidence
 from gateway.evidence_links import SIGNED_PREFIX, EvidenceLinks
 
 
@@ -36,9 +36,9 @@ def evidence_router(
             raise HTTPException(403, "this evidence link is not signed, or has expired")
         picture = await asyncio.to_thread(read_evidence, folder, name)
         if picture is None:
-            raise HTTPException(404, "no such evidence picture")
+            raise HTTPException(404, "no such evidence file")
         return Response(
-            picture, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+            picture, media_type=media_type(name), headers={"Cache-Control": "private, max-age=3600"}
         )
 
     return router

@@ -38,6 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway import duplicates, store
 
 DAY_MS = 86_400_000
+# Evidence files retention expires: pictures, and sensor excerpts (gateway/sensor_excerpts.py).
+KEPT = (".jpg", ".json")
 
 
 class RetentionSettings(BaseModel):
@@ -155,7 +157,7 @@ def expire_evidence(folder: Path, older_than_s: float, max_bytes: int) -> int:
     except FileNotFoundError:
         return 0
     pictures = sorted(
-        ((e.stat(follow_symlinks=False), e.path) for e in entries if e.name.endswith(".jpg")),
+        ((e.stat(follow_symlinks=False), e.path) for e in entries if e.name.endswith(KEPT)),
         key=lambda item: item[0].st_mtime,
     )
     total = sum(st.st_size for st, _ in pictures)

@@ -62,6 +62,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.parts import LoopPart, RuntimePart, ThreadedPart, start_all, stop_all
 from gateway.pipeline import Pipeline, StoreUnavailable, restore
 from gateway.rule_settings import settings_from_files, zone_keys
+from gateway.sensor_excerpts import SensorExcerpts, rule_thresholds
 from gateway.silences import SilenceStore
 from gateway.threshold_versions import ThresholdVersions
 from gateway.video import VideoRuntime
@@ -152,9 +153,17 @@ class Gateway:
         restore(self.conn, self.guard, self.incidents, rule_states, self.flow)
         skew_ms = int(config.ingest.max_future_skew_s * 1000)
         self.router = MessageRouter(config.devices.fleets, limits=config.ingest.limits)
+        # A device alert that fires or escalates carries its excerpt of readings, after the
+        # dispatch's view of it (gateway/sensor_excerpts.py).
+        self.excerpts = SensorExcerpts(
+            self.conn, self.evidence, config.evidence.sensor_excerpts,
+            {d.device_id: d.kind for d in self.registry.values()},
+            rule_thresholds(lambda: self.engine.settings),
+        )  # fmt: skip
         self.pipeline = Pipeline(
             self.conn, self.registry, self.guard, self.engine, self.incidents, skew_ms,
-            rule_states, self.health, self.router, self.flow, enrich=self.dispatch.enrich,
+            rule_states, self.health, self.router, self.flow,
+            enrich=self.excerpts.after(self.dispatch.enrich),
             rearm_elsewhere=desk.rearm_elsewhere if desk is not None else None,
         )  # fmt: skip
         self.silences = SilenceStore(self.conn, config.alerting.silences, self._on_silence)
@@ -389,6 +398,7 @@ class Gateway:
             # Readings kept but not given to business rules since start: device suspect.
             suspect_readings=self.pipeline.counters["suspect"],
             evidence_refused=dict(self.evidence.refused),
+            evidence_excerpts=dict(self.excerpts.written),
             closure_flags=dict(self.closure.flags),
             # Deadlines a working-hours calendar could not count, filed in plain hours.
             deadlines_in_plain_hours=self.dispatch.stats["deadline_in_plain_hours"],
