@@ -177,6 +177,10 @@ class ClusterStack:
     def cases(self) -> list[dict]:
         return self.platform_http.get("/api/v1/cases").json()["cases"]
 
+    def replays(self) -> dict[str, int]:
+        """Commands the platform got a second time (an idempotency key used again)."""
+        return self.platform_http.get("/api/v1/replays").json()
+
     def readings(self) -> int:
         return self.query("SELECT count(*) FROM readings")[0][0]
 

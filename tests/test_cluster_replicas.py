@@ -60,6 +60,7 @@ def test_builtin_scenario_over_three_replicas_files_exactly_the_truth(cluster):
     assert c.rejections() == truth["expected_rejections"]
     good = truth["published"] - sum(truth["expected_rejections"].values())
     assert c.readings() == good
+    assert c.replays() == {"create": 0, "evidence": 0}  # no command sent twice
 
 
 def assert_every_good_reading_stored_once(c: ClusterStack) -> None:
@@ -108,6 +109,7 @@ def test_a_replica_added_mid_run_takes_its_share(cluster):
     run(c, during=add)
     assert_exact_cases(c)
     assert_every_good_reading_stored_once(c)
+    assert c.replays() == {"create": 0, "evidence": 0}  # the rebalance sent nothing twice
 
 
 HEALTH = Path(__file__).resolve().parents[1] / "simulators" / "scenarios" / "health"

@@ -598,3 +598,16 @@ def test_any_body_gets_a_case_or_a_4xx_never_a_server_error(
     answer = response.json()
     assert isinstance(answer, dict)
     assert ("id" in answer) == (response.status_code in {200, 201}), answer
+
+
+def test_requests_answered_from_a_used_key_are_counted_as_replays(client: httpx.Client) -> None:
+    """What the cluster tests read to tell a command sent twice from one sent once."""
+    assert client.get("/api/v1/replays").json() == {"create": 0, "evidence": 0}
+    for _ in range(3):
+        created = client.post(
+            "/api/v1/cases", json=case_body(), headers={"Idempotency-Key": "cmd-r"}
+        ).json()
+    body = {"evidence": [{"source_id": "bin-9", "ts": 1}], "priority": "urgent"}
+    for _ in range(2):
+        assert add_evidence(client, created["id"], body, key="ev").status_code == 200
+    assert client.get("/api/v1/replays").json() == {"create": 2, "evidence": 1}

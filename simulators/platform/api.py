@@ -17,6 +17,7 @@ a note, its status unchanged (``CaseStore.append_evidence``).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -87,15 +88,20 @@ async def _case_closed(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "case_status": exc.status}, status_code=409)
 
 
-def _routes(store: CaseStore) -> APIRouter:
+def _routes(store: CaseStore, replays: Counter[str]) -> APIRouter:
+    """The workflow API; ``replays`` counts requests whose idempotency key was used
+    already (answered with what the first one made), so tests can tell a client that sent
+    a command twice from one that sent it once."""
     router = APIRouter(prefix=API_PREFIX)
 
     @router.post("/cases", status_code=201)
     def create_case(payload: JsonObject, key: IdempotencyKey = None) -> JSONResponse:
         key = key or None
         if key is not None and (existing := store.case_for_key(key)) is not None:
+            replays["create"] += 1
             return JSONResponse(existing, status_code=200)
         case, created = store.create(_validate(CaseCreate, payload), key)
+        replays["create"] += not created
         return JSONResponse(case, status_code=201 if created else 200)
 
     @router.get("/cases")
@@ -118,6 +124,7 @@ def _routes(store: CaseStore) -> APIRouter:
     def add_evidence(case_id: CaseId, payload: JsonObject, key: IdempotencyKey = None) -> Case:
         key = key or None
         if key is not None and (replayed := store.replayed_evidence(case_id, key)) is not None:
+            replays["evidence"] += 1
             return replayed
         return store.append_evidence(case_id, _validate(EvidenceAppend, payload), key)
 
@@ -161,7 +168,13 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.include_router(_routes(store))
+    replays: Counter[str] = Counter({"create": 0, "evidence": 0})
+    app.include_router(_routes(store, replays))
+
+    @app.get(API_PREFIX + "/replays")
+    def replayed() -> dict[str, int]:
+        """Requests answered from an idempotency key already used, by kind."""
+        return dict(replays)
 
     @app.get(API_PREFIX + "/webhooks")
     def webhooks() -> dict[str, Any]:
