@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -327,6 +328,8 @@ def _has_non_finite(value: Any) -> bool:
 
 
 _ENCODER = msgspec.json.Encoder()
+_MSGPACK = msgspec.msgpack.Encoder()
+_NON_FINITE_FLOAT64 = re.compile(rb"\xcb[\x7f\xff][\xf0-\xff]")
 _VALUE_TYPES = frozenset({float, int, bool})
 
 
@@ -349,10 +352,24 @@ def json_texts(values: list[Any]) -> list[str]:
         return [json_text(value) for value in values]
     texts = lines.split("\n")
     texts.pop()  # after the last newline
+    if "null" not in lines or not _maybe_non_finite(values):
+        return texts
     return [
         json.dumps(value) if "null" in text and _has_non_finite(value) else text
         for text, value in zip(texts, values, strict=True)
     ]
+
+
+def _maybe_non_finite(values: list[Any]) -> bool:
+    """Whether a float in ``values`` may be NaN or infinite, in one C pass instead of a walk
+    of every value with a null (rule states hold several): msgpack writes every float as a
+    float64 (0xcb), whose exponent bits are all set only when it is not finite. The same
+    bytes inside a string or an integer only cost the exact look."""
+    try:
+        packed = _MSGPACK.encode(values)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+        return True
+    return _NON_FINITE_FLOAT64.search(packed) is not None
 
 
 def write_states(conn: sqlite3.Connection, states: list[tuple[str, str, Any]]) -> None:
