@@ -10,7 +10,10 @@ its mark, and a requeue parks it again: only a person who looks at the platform 
   on the platform (the case an open filed, or the case holding the evidence): the case is
   linked to the incident and the command ends delivered, as a delivered send would, and
   the incident's commands that waited for the case pend again
-  (``outbox.requeue_caseless``). ``{"not_filed": true, "reason"}``: it is not there: the
+  (``outbox.requeue_caseless``). A case another incident already holds is refused (409
+  naming that incident): two incidents on one case would leave the second never closed
+  and its evidence on the first's case; two incidents of one problem are merged on the
+  duplicates desk instead. ``{"not_filed": true, "reason"}``: it is not there: the
   mark is cleared and the command pends, so its next send posts. Only for a parked command
   carrying the mark.
 - ``POST /api/v1/outbox/{seq}/requeue`` — ``{"reason"}``: one parked command back to
@@ -19,15 +22,14 @@ its mark, and a requeue parks it again: only a person who looks at the platform 
 400 names the field of a body that cannot be honoured (never echoing a value), 404 an
 unknown command, 409 a command in no state for it (with its state). Writes need the
 operator role (the app's guard: every non-read method does). Each change commits with its
-audit entry (``gateway/audit.py``) in one transaction; a store that refuses either changes
-nothing (503). Handlers are ``async``: they run on the gateway's loop, the store's one
-writer, as the dispatcher does.
+audit entry (``gateway/audit.py``) in one transaction; a store that refuses any read or
+write of it changes nothing (503). Handlers are ``async``: they run on the gateway's loop,
+the store's one writer, as the dispatcher does.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -37,12 +39,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from case_bridge import outbox
 from case_bridge.platform import usable_case_id
 from gateway.api_bodies import json_body
-from gateway.audit import MAX_REASON_CHARS, AuditTrail
+from gateway.audit import MAX_REASON_CHARS, AuditTrail, refused_as_503
+from gateway.clock import wall_ms
 from gateway.store import in_transaction
 
 MAX_BODY_BYTES = 2048
 MAX_SEQ = 2**63 - 1
 Seq = Annotated[int, Path(ge=1, le=MAX_SEQ)]
+# What a 503 says the store refused: the command's read, its change or its audit entry.
+STORE_WORK = "the command's change"
 Reason = Annotated[str, Field(min_length=1, max_length=MAX_REASON_CHARS, pattern=r"\S")]
 
 
@@ -73,10 +78,6 @@ class RequeueRequest(BaseModel):
     reason: Reason
 
 
-def wall_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def outbox_router(
     conn: sqlite3.Connection,
     audit: AuditTrail,
@@ -89,13 +90,11 @@ def outbox_router(
     @router.post("/{seq}/resolve")
     async def resolve(seq: Seq, http: Request) -> dict[str, Any]:
         body = await json_body(http, ResolveRequest, MAX_BODY_BYTES)
-        row = _marked_parked(seq)
-        if body.case_id is not None:
-            _goes_to(row, body.case_id)
         at = now_ms()
 
-        def resolve_audited() -> bool:
+        def resolve_audited(row: dict[str, Any]) -> bool:
             if body.case_id is not None:
+                _goes_to(row, body.case_id)  # in the transaction: no link can come between
                 done = outbox.resolve_found(conn, seq, row["incident_id"], body.case_id, at)
                 if done and row["kind"] == "open":
                     outbox.requeue_caseless(conn, row["incident_id"])
@@ -108,31 +107,38 @@ def outbox_router(
                             body.reason)  # fmt: skip
             return done
 
-        if not in_transaction(conn, resolve_audited):
-            raise HTTPException(409, f"command {seq} changed meanwhile")
-        wake()
-        return {"command": outbox.command_row(conn, seq)}
+        with refused_as_503(STORE_WORK):
+            row = _marked_parked(seq)
+            if not in_transaction(conn, lambda: resolve_audited(row)):
+                raise HTTPException(409, f"command {seq} changed meanwhile")
+        return _changed(seq)
 
     @router.post("/{seq}/requeue")
     async def requeue_one(seq: Seq, http: Request) -> dict[str, Any]:
         body = await json_body(http, RequeueRequest, MAX_BODY_BYTES)
-        row = _row(seq)
-        if row["state"] != "parked":
-            raise HTTPException(
-                409, f"command {seq} is {row['state']}: only a parked one pends again"
-            )
 
-        def requeue_audited() -> bool:
+        def requeue_audited(row: dict[str, Any]) -> bool:
             done = outbox.requeue_one(conn, seq)
             if done:
                 audit.entry(http, "outbox.requeue", f"outbox:{seq}", _state(row),
                             {"state": "pending"}, body.reason)  # fmt: skip
             return done
 
-        if not in_transaction(conn, requeue_audited):
-            raise HTTPException(409, f"command {seq} changed meanwhile")
+        with refused_as_503(STORE_WORK):
+            row = _row(seq)
+            if row["state"] != "parked":
+                raise HTTPException(
+                    409, f"command {seq} is {row['state']}: only a parked one pends again"
+                )
+            if not in_transaction(conn, lambda: requeue_audited(row)):
+                raise HTTPException(409, f"command {seq} changed meanwhile")
+        return _changed(seq)
+
+    def _changed(seq: int) -> dict[str, Any]:
+        """After the commit: the dispatcher woken, and the command as it now is."""
         wake()
-        return {"command": outbox.command_row(conn, seq)}
+        with refused_as_503("reading the command back", "the change was made"):
+            return {"command": outbox.command_row(conn, seq)}
 
     def _row(seq: int) -> dict[str, Any]:
         row = outbox.command_row(conn, seq)
@@ -152,13 +158,22 @@ def outbox_router(
         return row
 
     def _goes_to(row: dict[str, Any], case_id: str) -> None:
-        """The incident's case, if it has one, is the only case its command can be on."""
-        linked = outbox.case_for(conn, row["incident_id"])
+        """The incident's case, if it has one, is the only case its command can be on; an
+        open's case is no other incident's."""
+        incident = row["incident_id"]
+        linked = outbox.case_for(conn, incident)
         if linked is None and row["kind"] != "open":
-            raise HTTPException(409, f"incident {row['incident_id']} has no case yet")
+            raise HTTPException(409, f"incident {incident} has no case yet")
         if linked is not None and linked != case_id:
             raise HTTPException(
-                409, f"incident {row['incident_id']} is filed as case {linked}, not that case"
+                409, f"incident {incident} is filed as case {linked}, not that case"
+            )
+        holder = outbox.incident_for(conn, case_id)
+        if linked is None and holder is not None:
+            raise HTTPException(
+                409,
+                f"case {case_id} is incident {holder}'s: if incident {incident} is the same"
+                " problem, merge the two on the duplicates desk (/api/v1/duplicates)",
             )
 
     return router

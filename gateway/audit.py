@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
+from gateway.clock import wall_ms
 from gateway.listings import BadCursor, Page
 from gateway.principals import Principal
 from gateway.store import DatabaseError, in_transaction
@@ -44,10 +44,6 @@ log = logging.getLogger(__name__)
 MAX_STATE_CHARS = 16_384
 MAX_REASON_CHARS = 500
 MAX_TARGET_CHARS = 200
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def insert(
@@ -120,26 +116,27 @@ class AuditTrail:
     ) -> int:
         """An entry inside the write's open transaction (``insert``)."""
         principal = getattr(request.state, "principal", None)
-        with _refused_as_503():
+        with refused_as_503("the audit entry"):
             return insert(self.conn, principal, action, target, before, after, reason)
 
     def write(self, request: Request, *entry: Any, **named: Any) -> int:
         """``entry`` (the same arguments) in a transaction of its own, for an action that
         writes nothing else to the store: made before the action, so that a refused entry
         stops it."""
-        with _refused_as_503():
+        with refused_as_503("the audit entry"):
             return in_transaction(self.conn, lambda: self.entry(request, *entry, **named))
 
 
 @contextmanager
-def _refused_as_503() -> Iterator[None]:
+def refused_as_503(what: str, outcome: str = "nothing was changed; retry") -> Iterator[None]:
+    """A store error inside becomes 503 naming ``what`` the store refused and the
+    ``outcome`` (by default: the write it was part of rolled back), never the store's own
+    words, which may quote a row."""
     try:
         yield
     except DatabaseError as exc:
-        log.error("the store refused an audit entry: %s", exc)
-        raise HTTPException(
-            503, "the store refused the audit entry: nothing was changed; retry"
-        ) from None
+        log.error("the store refused %s: %s", what, exc)
+        raise HTTPException(503, f"the store refused {what}: {outcome}") from None
 
 
 def iso_utc(ms: int) -> str:

@@ -199,6 +199,66 @@ def test_parked_evidence_found_on_its_case_is_delivered(desk: Desk) -> None:
     assert desk.rows() == [("INC-a/1", "delivered", 0, "")]
 
 
+def test_an_open_is_never_resolved_to_a_case_another_incident_holds(desk: Desk) -> None:
+    """Two incidents on one case: the second would never close and its evidence would land
+    on the first's case. The operator is sent to the duplicates desk; the same open then
+    resolves to a case of its own."""
+    enqueue(desk.conn, command("INC-a", 1), command("INC-b", 2),
+            command("INC-b", 3, CommandKind.ATTACH))  # fmt: skip
+    outbox.link_case(desk.conn, "INC-a", CASE, NOW)
+    seq = desk.seq("INC-b/2")
+    outbox.mark_maybe_filed(desk.conn, seq, True)
+    outbox.park(desk.conn, seq, "possible match")
+    outbox.park(desk.conn, desk.seq("INC-b/3"), outbox.NO_CASE)
+    before = desk.snapshot()
+    taken = post(desk.operator, seq, "resolve", {"case_id": CASE, "reason": "typo"})
+    assert (taken.status_code, taken.json()["detail"]) == (
+        409,
+        f"case {CASE} is incident INC-a's: if incident INC-b is the same problem, merge the"
+        " two on the duplicates desk (/api/v1/duplicates)",
+    )
+    assert desk.snapshot() == before
+    assert desk.wakes == []
+    own = post(desk.operator, seq, "resolve", {"case_id": "C-2", "reason": "its own"})
+    assert own.status_code == 200, own.text
+    assert (outbox.incident_for(desk.conn, CASE), outbox.case_for(desk.conn, "INC-b")) == (
+        "INC-a", "C-2"
+    )  # fmt: skip
+    assert [row[:2] for row in desk.rows()[1:]] == [("INC-b/2", "delivered"),
+                                                    ("INC-b/3", "pending")]  # fmt: skip
+
+
+REFUSE_OUTBOX_WRITES = (
+    "CREATE TEMP TRIGGER outbox_refused BEFORE UPDATE ON outbox"
+    " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+)
+
+
+def test_a_store_that_refuses_the_change_is_answered_503_and_nothing_changes(desk: Desk) -> None:
+    enqueue(desk.conn, command("INC-a", 1), command("INC-b", 2))
+    found, parked = desk.seq("INC-a/1"), desk.seq("INC-b/2")
+    outbox.mark_maybe_filed(desk.conn, found, True)
+    outbox.park(desk.conn, found, "possible match")
+    outbox.park(desk.conn, parked, "refused")
+    before = desk.snapshot()
+    desk.conn.execute(REFUSE_OUTBOX_WRITES)
+    calls = [
+        (found, "resolve", {"case_id": CASE, "reason": "seen"}),
+        (found, "resolve", {"not_filed": True, "reason": "not there"}),
+        (parked, "requeue", {"reason": "again"}),
+    ]
+    for seq, action, body in calls:
+        answer = post(desk.operator, seq, action, body)
+        assert (answer.status_code, answer.json()) == (
+            503, {"detail": "the store refused the command's change: nothing was changed; retry"}
+        ), (action, body)  # fmt: skip
+    assert desk.snapshot() == before
+    assert desk.wakes == []
+    desk.conn.execute("DROP TRIGGER outbox_refused")
+    again = post(desk.operator, parked, "requeue", {"reason": "again"})
+    assert (again.status_code, again.json()["command"]["state"]) == (200, "pending")
+
+
 # --- refusals ------------------------------------------------------------------------------
 
 
