@@ -23,7 +23,6 @@ included (503 says so); a dismissal the store refuses changes nothing (503). Han
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
@@ -35,6 +34,7 @@ from gateway import audit as audit_log
 from gateway import duplicates
 from gateway.api_bodies import json_body
 from gateway.audit import MAX_REASON_CHARS, AuditTrail
+from gateway.clock import wall_ms
 from gateway.listings import BadCursor
 from gateway.pipeline import StoreUnavailable
 from gateway.store import in_transaction
@@ -57,10 +57,6 @@ class MergeRequest(BaseModel):
 class DismissRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field("", max_length=MAX_REASON_CHARS)
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def duplicates_router(

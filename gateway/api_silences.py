@@ -21,7 +21,6 @@ the entry). Handlers are ``async``: they run on the gateway's loop, the store's 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -29,6 +28,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from gateway.api_author import recorded_author
 from gateway.audit import AuditTrail
+from gateway.clock import wall_ms
 from gateway.silences import Audit, SilenceStore, TooManySilences, UnknownSilence
 from rules.silences import Author, Extension, NewSilence, SilenceError, Status
 
@@ -48,10 +48,6 @@ class ExtensionRequest(Extension):
     """``Extension`` whose author a signed-in principal may leave out."""
 
     author: Author | None = None  # type: ignore[assignment]
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def silences_router(

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from case_bridge import outbox
 from detectors.config import ZoneSettings
 from gateway import listings
+from gateway.clock import wall_ms
 from gateway.grid_outlines import GridOutlines
 from gateway.silences import UnknownSilence
 
@@ -266,15 +266,15 @@ def holder(gw: Gateway, held_by: str) -> dict[str, Any] | None:
             silence = gw.silences.get(int(name))
         except UnknownSilence:
             return None
-        return {"type": "silence", "silence": silence.to_dict(_now_ms())}
+        return {"type": "silence", "silence": silence.to_dict(wall_ms())}
     if what == "inhibited":
         rules = gw.config.alerting.inhibit_rules
         rule = next((r for r in rules if r.name == name), None)
         return {"type": "inhibition", "rule": rule.model_dump(mode="json") if rule else None}
     if what == "confirm":
-        assert gw.threshold_versions is not None  # the embedded gateway's API only
-        settings = gw.threshold_versions.current().settings
-        return {"type": "confirm", "confirm_s": settings.kinds.health.confirm_s}
+        # The settings the device-health rules hold now: a threshold version's on the
+        # embedded gateway, the config files' on a desk that keeps no versions.
+        return {"type": "confirm", "confirm_s": gw.engine.settings.kinds.health.confirm_s}
     return {"type": what}
 
 
@@ -528,7 +528,3 @@ def _row_id(cursor: str) -> int:
     if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
         raise listings.BadCursor(cursor)
     return int(cursor)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -49,10 +48,6 @@ class UnknownUser(LookupError):
 class UserConflict(UserError):
     """The request clashes with the users there are: a name taken, the most users reached,
     or no enabled admin left after it."""
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def check_name(name: str) -> str:

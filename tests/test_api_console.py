@@ -86,6 +86,21 @@ def gateway(tmp_path) -> Gateway:
     return gateway_for_api(tmp_path)
 
 
+def test_a_health_confirmation_holder_shows_the_confirm_s_the_engines_hold(gateway):
+    """With threshold versions (the embedded gateway) and without them (a desk: the config
+    files' settings), never an assertion."""
+    in_force = gateway.engine.settings.kinds.health.confirm_s
+    assert in_force == 600.0  # the default the test config keeps
+    assert console_reads.holder(gateway, "confirm:BIN-001") == {
+        "type": "confirm", "confirm_s": in_force
+    }  # fmt: skip
+    gateway.threshold_versions = None  # as a desk has none
+    assert console_reads.holder(gateway, "confirm:BIN-001") == {
+        "type": "confirm", "confirm_s": in_force
+    }  # fmt: skip
+    gateway.conn.close()
+
+
 # -- static files ------------------------------------------------------------------------
 
 
