@@ -39,7 +39,7 @@ from gateway.bounded_yaml import load_yaml_file
 from gateway.config import ConfigError, load_config
 from gateway.config_secrets import SECRET_WORDS
 from simulators.mosquitto import free_port
-from simulators.nats import nats_server_binary, partition_mappings
+from simulators.nats import NatsServer, nats_server_binary
 from simulators.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def test_the_configs_hold_no_secret_only_where_to_find_one():
     assert passwords == ["$CITYGW_NATS_PASSWORD", "$CITYGW_DEVICE_MQTT_PASSWORD"]
 
 
-def test_the_broker_and_the_replicas_agree_on_the_partitions():
+def test_the_broker_and_the_replicas_agree_on_the_partitions(tmp_path):
     services = compose()["services"]
     nats_mounts = mounts(services["nats"])
     assert nats_mounts["/etc/nats/nats.conf"] == "./deploy/nats-cluster.conf"
@@ -124,8 +124,10 @@ def test_the_broker_and_the_replicas_agree_on_the_partitions():
     n = mapping_partitions(conf)
     settings = yaml.safe_load(REPLICA.read_text(encoding="utf-8"))["cluster"]
     assert settings["nats"]["partition_count"] == n
-    for source, destination in partition_mappings(n).items():  # what the tests' servers map
-        assert f'"{source}": "{destination}"' in conf
+    # Each mapping of the tests' nats-server (simulators/nats.py), for the same N.
+    tested = NatsServer(tmp_path, partitions=n).config.read_text()
+    mappings = re.findall(r'^\s*("citygw\.v1\.[^"]+": "[^"]+")$', tested, re.MULTILINE)
+    assert mappings and all(mapping in conf for mapping in mappings), mappings
     # The paths the config names are the ones compose mounts.
     for path in ("/data/jetstream", "/etc/nats/tls/server.crt", "/etc/nats/tls/server.key"):
         assert path in conf and any(path.startswith(target) for target in nats_mounts), path
