@@ -90,6 +90,10 @@ class GuardedPlatform:
     def honours_idempotency_key(self) -> bool:
         return self._inner.honours_idempotency_key
 
+    @property
+    def platform_id(self) -> str:
+        return self._inner.platform_id
+
     async def open_case(self, body: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
         body = self._fresh(body)
         return await self._guarded(

@@ -33,7 +33,9 @@ command whose earlier send may have acted, ``find_case`` looks the case up by ou
 key through the mapping's ``find_case`` endpoint. A platform without one cannot be asked:
 ``find_case`` then refuses (the command is parked for an operator to check the platform)
 rather than answer "not there" and risk a second case. "Not there" needs the whole listing
-read (every page, up to ``max_pages``; without paging, fewer items than ``listing_cap``)
+read (every page, up to ``max_pages``: a numbered page ends the listing only when empty or
+when the reply says it is the last, never for being shorter than the size asked, which
+platforms cap silently; without paging, fewer items than ``listing_cap``)
 with every item's key readable and no possible match nearby (``mapped_rest_nearby.py``);
 anything less is DOUBTFUL, so the command is not posted again. Result codes the mapping lists as
 ``refused`` or ``transient`` are the platform saying it did not act; an unknown one may
@@ -70,6 +72,7 @@ from case_bridge.mapped_rest_settings import (
     HmacAuth,
     Listing,
     MappedRestSettings,
+    PageNumbers,
     Request,
     ResultCheck,
     Upload,
@@ -214,12 +217,39 @@ def _next_page(
     request: Listing, reply: dict[str, Any], listed: int, page_number: int | None,
     status: int, what: str,
 ) -> str | None:  # fmt: skip
-    """The next page's cursor or number, None when the listing says this page is its last."""
+    """The next page's cursor or number, None when the listing says this page is its last.
+    A numbered page shorter than the size asked is no such word: platforms cap the size
+    silently, and ending there would leave the rest unread (``PageNumbers``)."""
     if request.next_cursor is not None:
         return _paging_text(reply, request.next_cursor, status, what)
-    if (pages := request.page_numbers) and page_number is not None and listed >= pages.size:
-        return str(page_number + 1)
-    return None
+    pages = request.page_numbers
+    if pages is None or page_number is None or listed == 0:
+        return None
+    if _said_last(pages, reply, listed, page_number):
+        return None
+    return str(page_number + 1)
+
+
+def _said_last(pages: PageNumbers, reply: dict[str, Any], listed: int, page_number: int) -> bool:
+    """Whether the reply's ``has_more`` or ``total`` says this page is the last; False
+    when the mapping names neither or the reply gives nothing usable there. With
+    ``total``: the pages read, each as long as this one, hold it all (if this page is
+    short because it is the last, one more, empty page is asked: never one too few)."""
+    if pages.has_more is not None:
+        said = lookup(reply, pages.has_more)
+        return not isinstance(said, _Absent | dict | list) and as_text(said).lower() in (
+            "false", "0"
+        )  # fmt: skip
+    if pages.total is not None:
+        total = _count(lookup(reply, pages.total))
+        return total is not None and (page_number - pages.first + 1) * listed >= total
+    return False
+
+
+def _count(value: object) -> int | None:
+    """A count as JSON or text gives it (at most 12 digits); None otherwise."""
+    text = _id_text(value)
+    return int(text) if text is not None and text.isdigit() and len(text) <= 12 else None
 
 
 def read_found(
@@ -456,6 +486,7 @@ class MappedRestPlatform:
             )
         self._settings = settings
         self._read_evidence = read_evidence
+        self.platform_id = f"mapped_rest {settings.url}"
         self.upload_stats: Counter[str] = Counter()
         self._builder = RequestBuilder(settings)
         self._tz = ZoneInfo(settings.timezone)

@@ -295,22 +295,37 @@ class VoidCase(CaseRequest):
 
 
 class PageNumbers(BaseModel):
-    """Paging by page number: ``after`` is the page to ask for, and a full page means
-    there may be another."""
+    """Paging by page number: ``after`` is the page to ask for.
+
+    Many platforms cap the page size silently (``size`` 50 asked, 20 listed), so a page
+    shorter than ``size`` says nothing about what follows: only an empty page ends the
+    listing, unless the reply says so itself. ``total``: where a reply gives how many
+    items the whole listing holds (the listing ends once the pages read, each as long as
+    this one, hold that many); ``has_more``: where it says whether another page follows
+    (true/false, 1/0). A reply that lacks the field, or gives an unusable value, says
+    nothing: the next page is asked for."""
 
     model_config = ConfigDict(extra="forbid")
     param: Annotated[str, Field(pattern=whole(r"[A-Za-z0-9_.-]{1,64}"))]
     size_param: Annotated[str, Field(pattern=whole(r"[A-Za-z0-9_.-]{1,64}"))]
     size: int = Field(100, ge=1, le=1000)
     first: int = Field(1, ge=0, le=1)
+    total: ReplyPath | None = None
+    has_more: ReplyPath | None = None
+
+    @model_validator(mode="after")
+    def _one_end(self) -> PageNumbers:
+        if self.total is not None and self.has_more is not None:
+            raise ValueError("give total or has_more, not both")
+        return self
 
 
 class Listing(Request):
     """A listing of the platform's cases, read page by page: ``items`` is where a reply
     lists them (null means none) and ``item_id`` each one's id. Paging: ``next_cursor``
     (where the reply gives the next page's cursor, passed back as the source ``after``;
-    null or empty on the last page) or ``page_numbers``; with neither, one page is the
-    whole answer."""
+    null or empty on the last page) or ``page_numbers`` (an empty page, or the reply's
+    ``total`` or ``has_more``, ends it); with neither, one page is the whole answer."""
 
     items: ReplyPath
     item_id: ReplyPath
@@ -365,8 +380,9 @@ class FindCase(Listing):
     platform that ignores an unknown filter lists other cases, page after page.
 
     "Not there" is answered only after the whole listing was read: at most ``max_pages``
-    pages (a page-numbered page as long as its size, or a cursor, means another), and
-    without paging a page shorter than ``listing_cap`` (one that long may be cut short).
+    pages (a cursor, or a page-numbered page that is not empty and not said to be the
+    last, means another), and without paging a page shorter than ``listing_cap`` (one
+    that long may be cut short).
     A listing read only in part, or with an item whose key cannot be read, answers
     DOUBTFUL: the command is not filed again. ``nearby``: also look among the listed items
     for a possible match (DOUBTFUL, parked for an operator); it sees what the listing

@@ -164,6 +164,7 @@ class Open311Platform:
     ) -> None:
         self._settings = settings
         self._watched_ids = watched_ids
+        self.platform_id = f"open311 {settings.url} {settings.jurisdiction_id or ''}".rstrip()
         self._client = httpx.AsyncClient(
             base_url=str(settings.url).rstrip("/") + "/",
             timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),

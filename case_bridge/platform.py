@@ -179,6 +179,12 @@ class CasePlatform(Protocol):
     @property
     def honours_idempotency_key(self) -> bool: ...
 
+    @property
+    def platform_id(self) -> str:
+        """Which platform this is (the adapter and its URL): status sync keeps a cursor
+        per platform, so a gateway switched to another never asks it from the old one's."""
+        ...
+
     async def open_case(self, body: dict[str, Any], idempotency_key: str) -> dict[str, Any]: ...
 
     async def find_case(self, external_key: str, body: dict[str, Any]) -> str | None: ...
@@ -642,6 +648,7 @@ class BundledPlatform:
     ) -> None:
         """``nearby``: where ``find_case`` looks for a possible match (None: it does not)."""
         self._nearby = nearby
+        self.platform_id = f"bundled {base_url.rstrip('/')}"
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},

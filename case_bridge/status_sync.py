@@ -16,12 +16,16 @@ cannot use are counted and skipped; a handler that fails on one case is logged a
 counted, and the pass goes on.
 
 That cursor is durable (``outbox.save_sync_cursor``, after each pass read to its last
-page) and read back before the first pass after a start. Only a first start ever asks
-with no cursor, which an adapter answers from its look-back (Open311's ``lookup_days``):
-a gateway down for longer than that still lists every change since its last pass. A
-store that refuses to read the cursor skips the pass (counted, ``store_failures``; tried
-again next pass): listing from the look-back instead could miss a closure. One that
-refuses to keep it is counted too; the pass stands, and the next one saves again.
+page) and read back before the first pass after a start. It is kept per platform
+(``cursor_name``: the adapter and its URL, hashed), since a cursor is a time or token in
+one platform's terms: a gateway switched to another adapter or URL starts there as on a
+first start, and finds the old platform's cursor again if switched back. Only a first
+start on a platform asks with no cursor, which an adapter answers from its look-back
+(Open311's ``lookup_days``): a gateway down for longer than that still lists every change
+since its last pass. A store that refuses to read the cursor skips the pass (counted,
+``store_failures``; tried again next pass): listing from the look-back instead could miss
+a closure. One that refuses to keep it is counted too; the pass stands, and the next one
+saves again.
 
 Each status of a filed case is kept in the store before it is handed over
 (``outbox.record_status``: the console shows the case's status and its history), and so is
@@ -34,6 +38,7 @@ skipped, and the handlers, idempotent, may see a case twice.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import sqlite3
 import time
@@ -53,7 +58,13 @@ log = logging.getLogger(__name__)
 
 # Pages read in one pass; a longer backlog is read on by the following passes.
 MAX_PAGES_PER_PASS = 20
-CURSOR_NAME = "changed_cases"  # the gateway's one status sync, in ``sync_cursors``
+
+
+def cursor_name(platform_id: str) -> str:
+    """The name in ``sync_cursors`` of the cursor for one platform (``platform_id``: the
+    adapter and its URL), hashed so that the name is bounded and a URL's credentials, if
+    it carries any, are not written to the store."""
+    return "changed_cases:" + hashlib.sha256(platform_id.encode()).hexdigest()[:32]
 
 
 class StatusSync:
@@ -67,6 +78,7 @@ class StatusSync:
     ) -> None:
         self._conn = conn
         self._platform = platform
+        self._cursor_name = cursor_name(platform.platform_id)
         self._interval_s = interval_s
         self._on_case_final = on_case_final
         self._on_case_status = on_case_status
@@ -134,7 +146,7 @@ class StatusSync:
         if self._cursor_read:
             return True
         try:
-            self._since = outbox.sync_cursor(self._conn, CURSOR_NAME)
+            self._since = outbox.sync_cursor(self._conn, self._cursor_name)
         except outbox.DatabaseError as exc:
             self.store_failures += 1
             log.warning("status sync: the store refused its cursor (%s): no pass yet", exc)
@@ -146,7 +158,7 @@ class StatusSync:
         if self._since is None:  # nothing listed since a first start: nothing to keep
             return
         try:
-            outbox.save_sync_cursor(self._conn, CURSOR_NAME, self._since)
+            outbox.save_sync_cursor(self._conn, self._cursor_name, self._since)
         except outbox.DatabaseError as exc:
             self.store_failures += 1
             log.warning("status sync: the store refused its cursor (%s): saved next pass", exc)

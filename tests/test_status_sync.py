@@ -19,7 +19,7 @@ from scripted_platform import TOKEN, Reply, ScriptedPlatformFake
 from case_bridge import outbox
 from case_bridge.open311 import Open311Platform, Open311Settings
 from case_bridge.platform import BundledPlatform
-from case_bridge.status_sync import StatusSync
+from case_bridge.status_sync import StatusSync, cursor_name
 
 T0 = "2026-11-21T08:00:00.000000+00:00"
 T1 = "2026-11-21T08:00:05.000000+00:00"
@@ -61,6 +61,11 @@ class Sync:
         if incident_id == self._fail_on:
             raise RuntimeError("store busy")
         self.other.append((incident_id, status))
+
+
+def bundled_cursor(fake: ScriptedPlatformFake) -> str:
+    """The name status sync keeps its cursor under for the bundled adapter on ``fake``."""
+    return cursor_name(BundledPlatform(fake.url, TOKEN, 5).platform_id)
 
 
 def queries(fake: ScriptedPlatformFake) -> list[dict[str, str]]:
@@ -292,7 +297,7 @@ def test_the_cursor_of_a_whole_pass_is_kept_and_a_restart_lists_from_it(
         Reply(503, b"down"),  # the pass from T0 cut short on its second page
     )  # fmt: skip
     passes(Sync(conn, fake.url).sync, 2)
-    assert outbox.sync_cursor(conn, "changed_cases") == T0
+    assert outbox.sync_cursor(conn, bundled_cursor(fake)) == T0
     restarted = Sync(conn, fake.url)
     passes(restarted.sync, 1)
     assert queries(fake) == [
@@ -301,7 +306,7 @@ def test_the_cursor_of_a_whole_pass_is_kept_and_a_restart_lists_from_it(
         {"limit": "500", "since": T0, "after": "C20261121-000001"},
         {"limit": "500", "since": T0},
     ]
-    assert outbox.sync_cursor(conn, "changed_cases") == T0  # the platform named no later one
+    assert outbox.sync_cursor(conn, bundled_cursor(fake)) == T0  # the platform named no later one
     assert restarted.sync.passes == 1
 
 
@@ -310,7 +315,7 @@ def test_a_cursor_the_store_refuses_is_counted_and_no_pass_lists_without_it(
 ) -> None:
     """A refused read skips the pass (a look-back could miss a closure); a refused write
     leaves the pass done, and the next whole pass saves."""
-    outbox.save_sync_cursor(conn, "changed_cases", T0)
+    outbox.save_sync_cursor(conn, bundled_cursor(fake), T0)
     fake.script(
         Reply(200, {"cases": [], "next": None, "next_since": T1}),
         Reply(200, {"cases": [], "next": None, "next_since": T2}),
@@ -328,14 +333,14 @@ def test_a_cursor_the_store_refuses_is_counted_and_no_pass_lists_without_it(
             " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
         )
         await s.sync.sync_once()
-        seen.append((outbox.sync_cursor(conn, "changed_cases"), s.sync.store_failures))
+        seen.append((outbox.sync_cursor(conn, bundled_cursor(fake)), s.sync.store_failures))
         conn.execute("DROP TRIGGER refuse")
         await s.sync.sync_once()
         return seen
 
     assert asyncio.run(refused_read_refused_write_then_saved()) == [(0, 1), (T0, 2)]
     assert queries(fake) == [{"limit": "500", "since": T0}, {"limit": "500", "since": T1}]
-    assert outbox.sync_cursor(conn, "changed_cases") == T2
+    assert outbox.sync_cursor(conn, bundled_cursor(fake)) == T2
     assert (s.sync.passes, s.sync.store_failures) == (2, 2)
 
 
@@ -356,17 +361,19 @@ def test_a_closure_during_an_outage_longer_than_the_look_back_is_still_seen(
             updated_datetime=closed_at.isoformat(timespec="seconds"),
         )  # fmt: skip
         outbox.link_case(conn, "INC-gone", "E1", 0)
-        outbox.save_sync_cursor(conn, "changed_cases", before_outage.isoformat())
+        settings = Open311Settings.model_validate(
+            {"url": server.url, "api_key": "k", "services": {"99101": "001"},
+             "updated_after": True, "lookup_days": 2, "timeout_s": 2}
+        )  # fmt: skip
+        cursor = cursor_name(Open311Platform(settings).platform_id)
+        outbox.save_sync_cursor(conn, cursor, before_outage.isoformat())
         fresh = sqlite3.connect(":memory:", isolation_level=None)
         outbox.ensure_schema(fresh)
         outbox.link_case(fresh, "INC-gone", "E1", 0)
         seen: dict[str, list[tuple[str, str]]] = {"restarted": [], "first start": []}
 
         async def one_pass(store: sqlite3.Connection, which: str) -> None:
-            adapter = Open311Platform(Open311Settings.model_validate(
-                {"url": server.url, "api_key": "k", "services": {"99101": "001"},
-                 "updated_after": True, "lookup_days": 2, "timeout_s": 2}
-            ))  # fmt: skip
+            adapter = Open311Platform(settings)
             sync = StatusSync(store, adapter, 1.0, lambda *c: seen[which].append(c))
             await sync.sync_once()
             await adapter.aclose()
@@ -378,5 +385,38 @@ def test_a_closure_during_an_outage_longer_than_the_look_back_is_still_seen(
     assert datetime.fromisoformat(asked[0]) == before_outage.replace(microsecond=0)
     looked_back = now - datetime.fromisoformat(asked[1])  # sent in whole seconds
     assert timedelta(days=2, seconds=-1) < looked_back < timedelta(days=2, minutes=1)
-    kept_since = datetime.fromisoformat(outbox.sync_cursor(conn, "changed_cases") or "")
+    kept_since = datetime.fromisoformat(outbox.sync_cursor(conn, cursor) or "")
     assert kept_since == closed_at.replace(microsecond=0) - timedelta(seconds=5)
+
+
+def test_a_gateway_switched_to_another_platform_does_not_take_the_old_one_s_cursor(
+    conn: sqlite3.Connection, fake: ScriptedPlatformFake
+) -> None:
+    """The cursor is kept per adapter and URL: a gateway pointed at another platform (here
+    a second bundled platform, then an Open311 server) lists there as on a first start,
+    and finds its cursor again when pointed back."""
+    fake.script(Reply(200, {"cases": [], "next": None, "next_since": T1}))
+    passes(Sync(conn, fake.url).sync, 1)
+    with ScriptedPlatformFake() as other, DeviantServer() as server:
+        other.script(Reply(200, {"cases": [], "next": None, "next_since": T2}))
+        passes(Sync(conn, other.url).sync, 1)
+        adapter = Open311Platform(Open311Settings.model_validate(
+            {"url": server.url, "api_key": "k", "services": {"99101": "001"},
+             "updated_after": True, "lookup_days": 2, "timeout_s": 2}
+        ))  # fmt: skip
+
+        async def one_pass() -> None:
+            await StatusSync(conn, adapter, 1.0, lambda *_: None).sync_once()
+            await adapter.aclose()
+
+        asyncio.run(one_pass())
+        asked_other = queries(other)
+        asked_open311 = [s.query for s in server.seen if s.path == "/requests.json"]
+        kept = {name: since for name, since in conn.execute("SELECT * FROM sync_cursors")}
+        assert kept == {bundled_cursor(fake): T1, bundled_cursor(other): T2}  # Open311: none
+    passes(Sync(conn, fake.url).sync, 1)
+    assert asked_other == [{"limit": "500"}]  # not since T1, the first platform's
+    [open311] = asked_open311
+    looked_back = datetime.now(UTC) - datetime.fromisoformat(open311["updated_after"])
+    assert timedelta(days=2, seconds=-1) < looked_back < timedelta(days=2, minutes=1)
+    assert queries(fake) == [{"limit": "500"}, {"limit": "500", "since": T1}]
