@@ -29,9 +29,12 @@
   platform's face has it) one listing of the mapped services changed since the cursor,
   the next cursor ``sync_margin_s`` before the newest change seen; a listing as long as
   ``listing_cap`` is narrowed by ``end_date`` until it is whole, and the cursor moves
-  only to the end of what was listed whole (``_changed_since``); without it, the ids
-  this adapter filed since start plus those ``watched_ids`` gives (the gateway's open
-  cases), ``IDS_PER_QUERY`` per page by ``service_request_id``.
+  only to the end of what was listed whole (``_changed_since``). Narrowing cannot drop
+  requests filed before the cursor, so when they alone fill a listing, that pass follows
+  the gateway's open cases by id instead (``_by_ids_instead``) rather than stall. Without
+  ``updated_after``, the ids this adapter filed since start plus those ``watched_ids``
+  gives (the gateway's open cases), ``IDS_PER_QUERY`` per page (fewer where
+  ``listing_cap`` is lower) by ``service_request_id``.
 
 Failures follow ``case_bridge.platform``'s kinds; the server's error codes and
 descriptions are in the reason (``open311_replies``). A request the server may already
@@ -175,6 +178,7 @@ class Open311Platform:
         self._tokens: dict[str, str] = {}  # external key → token without an id yet
         self._filed: dict[str, None] = {}  # ids filed here not yet seen closed (id mode)
         self._listing: list[str] = []  # id mode: the ids of the status pass in progress
+        self._pass_since: str | None = None  # a pass by id for updated_after: its next cursor
         self.stats: Counter[str] = Counter()
 
     async def start(self) -> None:
@@ -282,9 +286,15 @@ class Open311Platform:
         raise no_void(case_id, "Open311 GeoReport v2")
 
     async def changed_cases(self, since: str | None, after: str | None) -> CasePage:
-        if self._settings.updated_after:
+        if not self._settings.updated_after:
+            return await self._watched_page(after, None)
+        if after is not None:  # a pass that follows the open cases by id goes on
+            return await self._watched_page(after, self._pass_since)
+        started = datetime.now(UTC)
+        try:
             return await self._changed_since(since)
-        return await self._watched_page(after)
+        except _Unlistable as unlistable:
+            return await self._by_ids_instead(unlistable, started)
 
     def guard_requests(self, hook: RequestHook) -> None:
         guard_client(self._client, hook)
@@ -422,7 +432,11 @@ class Open311Platform:
         request changes only after it was filed, so a whole listing holds every change up
         to ``end``: the cursor moves to ``end`` and no further (the rest waits for the
         next pass). A window not narrowed ends now: the cursor moves as before, to
-        ``sync_margin_s`` before the newest change seen."""
+        ``sync_margin_s`` before the newest change seen.
+
+        Narrowing cannot drop a request filed before the cursor: every window lists it.
+        When a capped listing shows ``listing_cap`` such requests, or the window cannot
+        be narrowed further, no window is listed whole: ``_Unlistable``."""
         try:
             floor = parsed_time(since) if since else None
         except ValueError:
@@ -433,28 +447,35 @@ class Open311Platform:
         end = now
         codes = ",".join(sorted(set(self._settings.services.values())))
         what = "GET requests.json"
+        cap = self._settings.listing_cap
         for _ in range(MAX_NARROWINGS):
             params = {"updated_after": _iso(floor), "service_code": codes}
             if end < now:
                 params["end_date"] = _iso(end)
             status, reply = await self._get("requests.json", what, params, MAX_PAGE_REPLY_BYTES)
             requests, skipped = requests_reply(status, reply, what)
-            if len(requests) + skipped < self._settings.listing_cap:
+            if len(requests) + skipped < cap:
                 break
+            if sum(_filed_by(r, floor) for r in requests) >= cap:
+                raise _Unlistable(
+                    f"{what}: {cap} requests filed before {_iso(floor)} changed since"
+                    f" (listing_cap {cap}): no narrower window lists fewer",
+                    floor,
+                )
             end = floor + (end - floor) / 2
             if end - floor < MIN_WINDOW:
-                raise PlatformError(
-                    f"{what}: {len(requests) + skipped} changes listed (listing_cap"
-                    f" {self._settings.listing_cap}) in windows down to 2 s after"
+                raise _Unlistable(
+                    f"{what}: {len(requests) + skipped} changes listed (listing_cap {cap})"
+                    f" in windows down to {MIN_WINDOW.total_seconds():g} s after"
                     f" {_iso(floor)}: cannot list them all",
-                    Failure.DOUBTFUL,
+                    floor,
                 )
             self.stats["sync_narrowed"] += 1
         else:
-            raise PlatformError(
+            raise _Unlistable(
                 f"{what}: still capped after {MAX_NARROWINGS} narrowings of the window after"
                 f" {_iso(floor)}: cannot list every change",
-                Failure.DOUBTFUL,
+                floor,
             )
         cases = [CaseStatus(r.id, r.status, r.changed) for r in requests if r.status and r.changed]
         unused = skipped + len(requests) - len(cases)
@@ -467,15 +488,33 @@ class Open311Platform:
             next_since = _iso(max(newest - margin, floor))
         return CasePage(cases, None, next_since, unused)
 
-    async def _watched_page(self, after: str | None) -> CasePage:
+    async def _by_ids_instead(self, unlistable: _Unlistable, started: datetime) -> CasePage:
+        """A pass whose changes no window lists whole follows the gateway's open cases by
+        id instead (``watched_ids``), so status sync never stalls on a server busy with
+        requests filed before the cursor. Their statuses read whole, the next pass lists
+        from when this one started (less ``sync_margin_s``; never before the cursor):
+        every change to a case the gateway follows is in what this pass read. Without
+        ``watched_ids`` the adapter knows only what it filed since start: DOUBTFUL."""
+        if self._watched_ids is None:
+            raise PlatformError(unlistable.reason, Failure.DOUBTFUL)
+        self.stats["sync_by_ids"] += 1
+        log.warning("open311: %s; this pass follows the open cases by id", unlistable.reason)
+        margin = timedelta(seconds=self._settings.sync_margin_s)
+        self._pass_since = _iso(max(started - margin, unlistable.floor))
+        return await self._watched_page(None, self._pass_since)
+
+    async def _watched_page(self, after: str | None, next_since: str | None) -> CasePage:
+        """One page of the ids followed (``after``: the last id of the page before), each
+        page saying ``next_since`` (None in id mode: the server lists no changes)."""
         if after is None:
             watched = self._watched_ids() if self._watched_ids else ()
             ids = {i for i in watched if usable_case_id(i) is not None} | set(self._filed)
             self._listing = sorted(ids)
         start = 0 if after is None else bisect.bisect_right(self._listing, after)
-        chunk = self._listing[start : start + IDS_PER_QUERY]
+        per_query = min(IDS_PER_QUERY, self._settings.listing_cap)  # never cut short
+        chunk = self._listing[start : start + per_query]
         if not chunk:
-            return CasePage([], None, None, 0)
+            return CasePage([], None, next_since, 0)
         what = "GET requests.json"
         params = {"service_request_id": ",".join(chunk)}
         status, reply = await self._get("requests.json", what, params, MAX_PAGE_REPLY_BYTES)
@@ -489,9 +528,9 @@ class Open311Platform:
         for case in cases:
             if case.status == "closed":
                 self._filed.pop(case.id, None)
-        more = start + IDS_PER_QUERY < len(self._listing)
+        more = start + per_query < len(self._listing)
         return CasePage(
-            cases, chunk[-1] if more else None, None, skipped + len(requests) - len(cases)
+            cases, chunk[-1] if more else None, next_since, skipped + len(requests) - len(cases)
         )
 
     # -- HTTP -------------------------------------------------------------------------
@@ -536,6 +575,23 @@ class Open311Platform:
         if reply.status == 404 and filed:
             raise _NotFound(error, error_details(reply.body)[1])
         raise error
+
+
+class _Unlistable(Exception):
+    """No window of the changes since ``floor`` is listed whole (``reason`` says why)."""
+
+    def __init__(self, reason: str, floor: datetime) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.floor = floor
+
+
+def _filed_by(request: ServiceRequest, moment: datetime) -> bool:
+    """Whether the request was filed at or before ``moment`` (False when it does not say)."""
+    try:
+        return request.requested is not None and parsed_time(request.requested) <= moment
+    except ValueError:
+        return False
 
 
 class _NotFound(Exception):

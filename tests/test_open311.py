@@ -315,11 +315,13 @@ def deviant() -> Iterator[DeviantServer]:
         yield server
 
 
-def deviant_adapter(server: DeviantServer, **changes: Any) -> Open311Platform:
+def deviant_adapter(
+    server: DeviantServer, watched_ids: Callable[[], list[str]] | None = None, **changes: Any
+) -> Open311Platform:
     return Open311Platform(Open311Settings.model_validate(
         {"url": server.url, "api_key": "k", "services": {"99101": "001", "06042": "002"},
          "timeout_s": 2, "token_poll_s": 0.1, **changes}
-    ))  # fmt: skip
+    ), watched_ids)  # fmt: skip
 
 
 def test_lenient_where_a_reply_has_one_reading(run, deviant: DeviantServer) -> None:

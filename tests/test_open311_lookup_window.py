@@ -12,15 +12,19 @@ Real HTTP: the deviant server on loopback.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from open311_deviant import DeviantServer
 from test_open311 import body_of, deviant_adapter, failure
 
+from case_bridge import outbox
 from case_bridge.platform import Failure, PossibleMatch
+from case_bridge.status_sync import StatusSync, cursor_name
 
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]
@@ -97,7 +101,49 @@ def test_more_changes_in_a_second_than_a_listing_holds_is_a_failure_not_a_skip(
     adapter = deviant_adapter(deviant, updated_after=True, listing_cap=3)
     error = failure(run, adapter.changed_cases(iso(t0), None))
     assert error.failure is Failure.DOUBTFUL
-    assert "cannot list them all" in error.reason
+    assert "in windows down to 1 s after" in error.reason and "cannot list them all" in error.reason
+    run(adapter.aclose())
+
+
+def test_requests_filed_before_the_cursor_that_fill_a_listing_make_a_pass_go_by_id(
+    run: Run, deviant: DeviantServer, tmp_path: Path
+) -> None:
+    """Five requests filed 30 days ago changed a minute ago, after the cursor (an hour
+    ago); the server lists three at most. ``end_date`` bounds the filing time, so no
+    narrower window lists fewer: the pass follows the gateway's open cases by id instead
+    (three ids a query: no more than a listing holds), closes the incident whose case
+    closed, and moves the cursor to when it started, so the next pass lists whole."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    for n in range(1, 6):
+        deviant.filed_elsewhere(
+            service_code="001", status="closed" if n == 2 else "open",
+            requested_datetime=iso(now - timedelta(days=30)),
+            updated_datetime=iso(now - timedelta(seconds=60 + n)),
+        )  # fmt: skip
+    deviant.listing_cap = 3
+    watched = ["E1", "E2", "E4", "E5"]
+    adapter = deviant_adapter(deviant, lambda: watched, updated_after=True, listing_cap=3)
+    conn = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
+    outbox.ensure_schema(conn)
+    for case_id in watched:
+        outbox.link_case(conn, f"INC-{case_id}", case_id, 0)
+    cursor = cursor_name(adapter.platform_id)
+    outbox.save_sync_cursor(conn, cursor, iso(now - timedelta(hours=1)))
+    final: list[tuple[str, str]] = []
+    other: list[tuple[str, str]] = []
+    sync = StatusSync(conn, adapter, 1.0, lambda *c: final.append(c), lambda *c: other.append(c))
+    run(sync.sync_once())
+    assert final == [("INC-E2", "closed")]
+    assert other == [("INC-E1", "open"), ("INC-E4", "open"), ("INC-E5", "open")]
+    kept = datetime.fromisoformat(outbox.sync_cursor(conn, cursor) or "")
+    assert now - timedelta(seconds=6) <= kept <= datetime.now(UTC) - timedelta(seconds=4)
+    run(sync.sync_once())  # the flood changed before the new cursor: listed whole
+    asked = [s.query for s in deviant.seen if s.path == "/requests.json"]
+    assert [q.get("service_request_id") for q in asked] == [None, "E1,E2,E4", "E5", None]
+    assert asked[3]["updated_after"] == iso(kept).replace("+00:00", "Z")
+    assert (sync.passes, sync.failures) == (2, 0)
+    assert (adapter.stats["sync_by_ids"], adapter.stats["sync_narrowed"]) == (1, 0)
+    conn.close()
     run(adapter.aclose())
 
 
