@@ -59,6 +59,7 @@ bench: $(STAMP) system-deps $(RTSP_STAMP)
 	$(BIN)/python bench/junk.py
 	$(BIN)/python bench/fuzz.py
 	$(BIN)/python bench/backtest.py
+	$(BIN)/python bench/cluster.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

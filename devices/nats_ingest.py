@@ -353,12 +353,21 @@ class NatsIngest:
         await self._read(new)
 
     async def _cancel(self, holding: _Holding) -> None:
+        """Stop a partition's read loop: the subscription first (a fetch in flight ends
+        with it), then the task, waited for a bounded time. A fetch cancelled mid-wait can
+        stay stuck in nats-py (nats-io/nats.py#373); waiting on it without a bound once
+        froze a replica's lease loop until every lease expired. A task left behind can
+        only hand its batch to ``on_batch``, which refuses a partition no longer held."""
         task = holding.task
+        await self._unsubscribe(holding)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self._unsubscribe(holding)
+            settings = self._settings
+            done, _ = await asyncio.wait({task}, timeout=settings.fetch_wait_s + 1.0)
+            if not done:
+                self.counters["reads_not_stopped"] += 1
+                log.warning("NATS ingest: partition %d's read did not stop; left behind",
+                            holding.partition)  # fmt: skip
 
     def _name(self, holding: _Holding) -> str:
         return f"{self._settings.consumer_prefix}_p{holding.partition}_f{holding.fence}"

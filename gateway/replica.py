@@ -173,14 +173,16 @@ class Replica:
 
     async def _follow(self, held: dict[int, int]) -> None:
         """Start and stop reading partitions and the desk as the leases say."""
-        for partition in range(self.context.partitions):
+        moved = [p for p in range(self.context.partitions) if self.reading.get(p) != held.get(p)]
+        # Released together: each waits for its read loop to stop (bounded), and the lease
+        # loop must not wait for them one after another.
+        gone = [p for p in moved if p in self.reading]
+        await asyncio.gather(*(self.ingest.release(p) for p in gone))
+        for partition in gone:
+            del self.reading[partition]
+            self._drop_worker(partition)
+        for partition in moved:
             fence = held.get(partition)
-            if self.reading.get(partition) == fence:
-                continue
-            if partition in self.reading:
-                await self.ingest.release(partition)
-                del self.reading[partition]
-                self._drop_worker(partition)
             if fence is not None:
                 self.ingest.take(partition, fence)
                 self.reading[partition] = fence
