@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from cluster_harness import PARTITIONS, ClusterStack
 
@@ -49,6 +50,8 @@ def assert_exact_cases(c: ClusterStack) -> None:
 def test_builtin_scenario_over_three_replicas_files_exactly_the_truth(cluster):
     c = cluster()
     c.start(replicas=3)
+    for name, port in c.status_ports.items():  # what a container's healthcheck asks
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["ok"] is True, name
     holders = c.holders()
     bins = ("BIN-010", "BIN-011", "BIN-012")  # one collection point: one case
     assert len({holders[partition_of(device, PARTITIONS)] for device in bins}) == 3
