@@ -99,7 +99,6 @@ from case_bridge.platform import (
     LookupPage,
     PlatformError,
     RequestHook,
-    guard_client,
     json_object,
     look_up_pages,
     no_void,
@@ -498,7 +497,10 @@ class MappedRestPlatform:
             headers[auth.header] = auth.secret.get_secret_value()
         self._hmac = auth if isinstance(auth, HmacAuth) else None
         self._client = httpx.AsyncClient(
-            base_url=str(settings.url), headers=headers, timeout=settings.timeout_s
+            base_url=str(settings.url),
+            headers=headers,
+            timeout=settings.timeout_s,
+            event_hooks={"request": [self._sign] if self._hmac is not None else []},
         )
 
     @property
@@ -619,7 +621,10 @@ class MappedRestPlatform:
         return MappedNearby.of(request.nearby, self._builder.coordinates, self._tz, root, service)
 
     def guard_requests(self, hook: RequestHook) -> None:
-        guard_client(self._client, hook)
+        """``hook`` (the rate limit's token) runs before the request is signed: one kept
+        waiting for its token is signed as it goes, so its timestamp is fresh when the
+        platform checks it against its window."""
+        self._client.event_hooks["request"].insert(0, hook)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -683,7 +688,8 @@ class MappedRestPlatform:
             files={upload.file_field: (file.name, data, file.content_type)},
             timeout=upload.timeout_s or self._settings.timeout_s,
         )
-        status, reply = await self._send(outgoing, outgoing.read(), what, MAX_CASE_REPLY_BYTES)
+        outgoing.read()  # the whole multipart body, for the signature
+        status, reply = await self._send(outgoing, what, MAX_CASE_REPLY_BYTES)
         checked = read_checked(upload.check, status, reply, what, case_final=case_final)
         file_id = file_id_text(value := lookup(checked, upload.file_id))
         if file_id is None:
@@ -718,17 +724,20 @@ class MappedRestPlatform:
         outgoing = self._client.build_request(
             request.method, path or request.path, params=params, content=content, headers=headers
         )
-        return await self._send(outgoing, content, what, limit)
+        return await self._send(outgoing, what, limit)
 
-    async def _send(
-        self, outgoing: httpx.Request, content: bytes, what: str, limit: int
-    ) -> tuple[int, bytes]:
-        """Signs (with HMAC auth) and sends; (status, body) of a 2xx, a PlatformError
-        for anything else."""
-        if self._hmac is not None:
-            outgoing.headers.update(_hmac_headers(self._hmac, outgoing, content))
+    async def _send(self, outgoing: httpx.Request, what: str, limit: int) -> tuple[int, bytes]:
+        """Sends (signed by ``_sign`` on the way); (status, body) of a 2xx, a
+        PlatformError for anything else."""
         reply = await send_bounded(self._client, outgoing, what, limit)
         return require_success(reply, what, evidence=False)
+
+    async def _sign(self, request: httpx.Request) -> None:
+        """The HMAC headers, set by the client's last request hook: after any wait for a
+        token (``guard_requests``), just before the bytes go out. Every request body is
+        read whole before it is sent (JSON bytes; the multipart upload is read first)."""
+        assert self._hmac is not None  # only hooked with HMAC auth
+        request.headers.update(_hmac_headers(self._hmac, request, request.content))
 
 
 def _encode(body: dict[str, Any], what: str) -> bytes:

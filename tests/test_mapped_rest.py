@@ -30,6 +30,7 @@ from case_bridge import outbox
 from case_bridge.case_model import evidence_body, open_case_body
 from case_bridge.codes import ClassCatalog
 from case_bridge.coordinates import PlatformCoordinates
+from case_bridge.guarded_platform import DeliverySettings, GuardedPlatform
 from case_bridge.mapped_rest import (
     MappedRestPlatform,
     RequestBuilder,
@@ -41,6 +42,7 @@ from case_bridge.mapped_rest import (
 from case_bridge.mapped_rest_nearby import MappedNearby
 from case_bridge.mapped_rest_settings import OPEN_CASE_SOURCES, MappedRestSettings, as_text
 from case_bridge.platform import CASE_ID, Failure, PlatformError
+from case_bridge.rate_limit import RateLimitSettings
 from case_bridge.settings import CaseSettings
 from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority
 from gateway.bounded_yaml import load_yaml_file
@@ -393,6 +395,37 @@ def test_a_wrong_secret_is_refused_by_the_platform(
     error = failure_of(runner, connect(data).open_case(case_body(), "k"))
     assert (error.failure, intake.received[0].authorised) == (Failure.TRANSIENT, False)
     assert "HTTP 401" in error.reason and intake.events == {}
+
+
+class StrictClockIntake(EgovaIntakeFake):
+    """The intake refusing a signature whose timestamp is older than ``TOLERANCE_MS``
+    when the request arrives (real platforms allow from seconds to minutes)."""
+
+    def _authorised(self, method: str, target: str, headers: dict[str, str], body: bytes) -> bool:
+        age_ms = time.time() * 1000 - int(headers.get("x-timestamp", "0") or 0)
+        return super()._authorised(method, target, headers, body) and age_ms <= TOLERANCE_MS
+
+
+TOLERANCE_MS = 500
+
+
+def test_a_request_waiting_for_its_rate_limit_token_is_signed_when_it_goes(
+    runner: asyncio.Runner, store: EvidenceWriter
+) -> None:
+    """One request a second: the second case waits a second for its token. Signed before
+    the wait, its timestamp would be a second old when it arrived, and refused."""
+    with StrictClockIntake() as intake:
+        settings_ = MappedRestSettings.model_validate(example_data(intake.url))
+        delivery = DeliverySettings(rate_limit=RateLimitSettings(requests_per_s=1, burst=1))
+        platform = GuardedPlatform(MappedRestPlatform(settings_, store.read_linked), delivery)
+        try:
+            for n in (1, 2):
+                runner.run(platform.open_case(case_body(incident=f"INC-{n}"), f"INC-{n}/1"))
+        finally:
+            runner.run(platform.aclose())
+        assert [r.authorised for r in intake.received] == [True, True]
+        assert intake.received[1].at - intake.received[0].at >= 0.9  # it did wait
+        assert len(intake.events) == 2 and platform.bucket.waits == 1
 
 
 @pytest.mark.parametrize(
