@@ -8,13 +8,21 @@ Reloading the config is not offered: a new config takes a restart.
 
 Redaction (gateway/config_secrets.py, as ``check-config``'s errors are scrubbed):
 
-- a value under a key that looks secret (``password``, ``token``, ``secret``, ``key``) is
+- a value whose own key names a secret by its words (``password``, ``pwd``, ``token``,
+  ``secret``, ``api_key``, ``sk``, ``ak``, ``credential``…: ``names_a_secret``) is
   ``"***"``, except nothing (``null``), where the secret's file is (``<name>_file``: a
   path) and the name of its variable (``<name>_env``, when it looks like one:
-  ``CITYGW_API_TOKEN``; an operator may have written the secret itself there);
-- every other string has every secret value of the config (the values under those keys,
+  ``CITYGW_API_TOKEN``; an operator may have written the secret itself there). Keys that
+  merely hold "key" (``item_key``, ``externalKey``, ``key_id_header``) are shown;
+- every constant of a mapped REST platform (``case_platform.mapped_rest…const``) is
+  ``"***"`` whatever its field's name: constants are where platforms put credentials
+  (``query.ak``, ``body.appPwd``, a signature salt), and a field's name is the platform's
+  choice, not ours;
+- every other string has every secret value of the config (the values under secret keys,
   ``SecretStr`` fields' real values, passwords in URLs) replaced, and URL credentials and
-  queries masked (an RTSP URL's ``user:pass@``, a snapshot URL's ``?token=``).
+  queries masked (an RTSP URL's ``user:pass@``, a snapshot URL's ``?token=``). Constants
+  are not scrubbed from other strings: most are ordinary words (``json``, ``citygw``) that
+  would blot out the rest.
 
 Only an admin may read it: the guard lets any principal ``GET`` under ``/api/v1``, so the
 route checks the role itself and refuses below admin as the guard does (403 with
@@ -33,7 +41,7 @@ from pydantic import SecretStr
 
 from gateway.config_secrets import (
     CONVENTIONAL_ENV_NAME,
-    is_secret_key,
+    is_secret_leaf,
     scrub,
     secret_values,
 )
@@ -43,6 +51,7 @@ if TYPE_CHECKING:
 
 CONFIG_PATH = "/api/v1/config"
 REDACTED = "***"
+MAPPED_REST = ("case_platform", "mapped_rest")
 
 
 def config_router(
@@ -64,7 +73,7 @@ def config_router(
 
 def redacted(config: GatewayConfig) -> dict[str, Any]:
     """``config`` as JSON data with every secret redacted (see the module docstring)."""
-    secrets = secret_values(_revealed(config.model_dump(mode="python"), ()))
+    secrets = secret_values(_revealed(config.model_dump(mode="python"), ()), is_secret_leaf)
     return _redact(config.model_dump(mode="json"), (), secrets)
 
 
@@ -92,7 +101,9 @@ def _redact(value: Any, loc: tuple[Any, ...], secrets: set[str]) -> Any:
         return [_redact(item, (*loc, index), secrets) for index, item in enumerate(value)]
     if value is None or isinstance(value, bool):
         return value
-    if is_secret_key(loc) and not _names_a_source(loc, value):
+    if is_secret_leaf(loc) and not _names_a_source(loc, value):
+        return REDACTED
+    if loc[: len(MAPPED_REST)] == MAPPED_REST and loc[-1] == "const":
         return REDACTED
     return scrub(value, secrets) if isinstance(value, str) else value
 

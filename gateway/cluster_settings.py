@@ -26,7 +26,8 @@ class ClusterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     # libpq key=value or postgresql:// DSN without the password, which goes in
-    # postgres_password (or postgres_password_file / _env).
+    # postgres_password (or postgres_password_file / _env), and without sslpassword: the
+    # DSN is no secret (the effective config shows it).
     postgres_dsn: str = Field(min_length=1, max_length=1024)
     postgres_password: SecretStr | None = None
     nats: NatsIngestSettings = NatsIngestSettings()
@@ -53,6 +54,12 @@ class ClusterSettings(BaseModel):
             raise ValueError("postgres_dsn does not parse as a libpq DSN") from None
         if "password" in params:
             raise ValueError("give the password as postgres_password, not in postgres_dsn")
+        if "sslpassword" in params:  # the client key's: libpq takes it from nowhere else
+            raise ValueError(
+                "postgres_dsn holds sslpassword: the DSN is no secret (GET /api/v1/config"
+                " shows it); give the replica a client key without a passphrase (sslkey, a"
+                " file only it can read)"
+            )
         return dsn
 
     @model_validator(mode="after")

@@ -12,19 +12,38 @@ output is pasted into tickets and chats. Values under keys that look secret, and
 credentials in ``scheme://user:pass@host`` URLs (camera RTSP URLs carry them), are never
 shown, and every secret value found in the config is scrubbed from the final text in case a
 validator quoted one.
+
+A key looks secret by its whole words (``names_a_secret``): ``password``, ``pwd``, ``sk``,
+``api_key``, ``appSecret``, ``key_password`` do; ``item_key``, ``externalKey``,
+``key_id_header``, ``token_poll_s`` do not. Matching parts of words instead ("key" in any
+key) hid ordinary settings and, worse, put their values (``refuse``) among the secrets
+scrubbed from every other string. Errors judge a value by every key on its path
+(``is_secret_key``: a secret written as a mapping under ``password`` is still one); the
+effective config, whose shape the models fixed, by its own key (``is_secret_leaf``).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 CONVENTIONAL_ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
+# Parts of environment variables' names that mark a secret (the deployment checks).
 SECRET_WORDS = ("password", "token", "secret", "key")
+# A key's last word that names a secret, and last two words that do ("api_key").
+SECRET_NAMES = frozenset(
+    {"password", "passwd", "pwd", "passphrase", "sslpassword", "secret", "token",
+     "credential", "sk", "ak", "apikey", "accesskey", "secretkey", "privatekey", "appkey"}
+)  # fmt: skip
+SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("secret", "key"),
+                          ("private", "key"), ("app", "key")})  # fmt: skip
+# Words that say where a secret is, after its name: token_file, secret_env.
+SOURCE_WORDS = ("file", "env")
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 # Secrets that their settings take as plain values; mqtt.password has its own password_file.
 SECRET_SOURCES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("mqtt", "password"): ("env",),
@@ -42,6 +61,7 @@ _URL_QUERY = re.compile(r"(?<=://)(\S*?)\?\S*")
 # "host:<not a port>" right after the scheme: a URL cut before its "@" (a truncated line)
 # leaves "user:password" looking like host and port.
 _URL_NOT_A_PORT = re.compile(r"(?<=://)([^/\s:@?#'\"]*):(?!\d{1,5}(?:[/\s'\"?#]|$))[^/\s@?#'\"]+")
+MAX_KEY_CHARS = 200  # longer keys are judged by their end: no config key is that long
 SCRUB_MIN_CHARS = 4  # shorter values would blot out ordinary words; they are never shown
 
 
@@ -98,10 +118,32 @@ def _read_source(loc: tuple[str, ...], where: object, base: Path) -> str:
     return value
 
 
+def names_a_secret(key: str) -> bool:
+    """Whether one key's last word (or two), its source word and number dropped, names a
+    secret."""
+    words = [word.lower() for word in _WORD.findall(key[-MAX_KEY_CHARS:])]
+    while words and (words[-1] in SOURCE_WORDS or words[-1].isdigit()):  # password2_file
+        words.pop()
+    words = [_singular(word) for word in words]
+    return bool(words) and (words[-1] in SECRET_NAMES or tuple(words[-2:]) in SECRET_PAIRS)
+
+
+def _singular(word: str) -> str:
+    """``tokens``, ``api_keys``: plurals of the words that matter (not ``access``)."""
+    return word[:-1] if word.endswith("s") and word[:-1] in SECRET_NAMES | {"key"} else word
+
+
 def is_secret_key(loc: tuple[Any, ...]) -> bool:
-    return any(
-        isinstance(part, str) and any(word in part.lower() for word in SECRET_WORDS) for part in loc
-    )
+    """Any key on the path names a secret: for errors about raw YAML, where a secret may sit
+    anywhere under its key."""
+    return any(isinstance(part, str) and names_a_secret(part) for part in loc)
+
+
+def is_secret_leaf(loc: tuple[Any, ...]) -> bool:
+    """The last key on the path names a secret: for validated data, where secrets are
+    scalars under their own keys."""
+    last = next((part for part in reversed(loc) if isinstance(part, str)), None)
+    return last is not None and names_a_secret(last)
 
 
 def mask_url_credentials(text: str) -> str:
@@ -110,13 +152,14 @@ def mask_url_credentials(text: str) -> str:
     return _URL_QUERY.sub(r"\1?***", _URL_NOT_A_PORT.sub(r"\1:***", text))
 
 
-def secret_values(data: Any) -> set[str]:
-    """Every value under a secret-looking key, and every password in a URL, in ``data``."""
+def secret_values(data: Any, judge: Callable[[tuple[Any, ...]], bool] = is_secret_key) -> set[str]:
+    """Every value under a key ``judge`` calls secret, and every password in a URL, in
+    ``data``."""
     found: set[str] = set()
     for loc, value in _leaves(data):
         if not isinstance(value, str):
             continue
-        if is_secret_key(loc):
+        if judge(loc):
             found.add(value)
         for credentials in _URL_CREDENTIALS.findall(value):
             found.update(credentials[:-1].split(":", 1))
