@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import random
 import signal
@@ -381,7 +382,8 @@ def main() -> None:
         f"  incidents with a case              {len(to_case):10d}\n"
         f"  reading -> alert stored   {percentiles(to_alert)}\n"
         f"  alert -> case filed       {percentiles(to_case)}\n"
-        f"  (store read every {POLL_S * 1000:g} ms; ts in whole ms)"
+        f"  (store read every {POLL_S * 1000:g} ms; ts in whole ms;"
+        f" load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
     )
     print(report)
     if not args.no_record:
