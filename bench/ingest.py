@@ -33,6 +33,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +49,29 @@ from simulators.mosquitto import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("bin", "manhole_cover", "water_level")
+
+
+@contextmanager
+def services() -> Iterator[tuple[Path, Mosquitto, int]]:
+    """A temporary folder, a local mosquitto and the bundled case platform in its own
+    process, as in production (token ``bench``, its store ``platform.db`` in the folder):
+    (folder, broker, platform port); all stopped afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker = Mosquitto(work, persistence=False)
+        broker.start()
+        port = free_port()
+        platform_proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "platform", "--port", str(port),
+             "--db", str(work / "platform.db"), "--token", "bench"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            yield work, broker, port
+        finally:
+            platform_proc.terminate()
+            platform_proc.wait(10)
+            broker.stop()
 
 
 def write_registry(path: Path, devices: int) -> list[tuple[str, str]]:
@@ -218,27 +243,7 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        broker = Mosquitto(work, persistence=False)
-        broker.start()
-        platform_port = free_port()
-        platform_proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "platform",
-                "--port",
-                str(platform_port),
-                "--db",
-                str(work / "platform.db"),
-                "--token",
-                "bench",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    with services() as (work, broker, platform_port):
         influx = StandInProcess(token="bench")
         try:
             fleet = write_registry(work / "devices.csv", args.devices)
@@ -263,9 +268,6 @@ def main() -> None:
             )
         finally:
             influx.stop()
-            platform_proc.terminate()
-            platform_proc.wait(10)
-            broker.stop()
 
     ratio = gateway_rate / bare_rate
     report = (

@@ -20,7 +20,7 @@ core for ~10,000 messages/s on this machine, and would compete with the gateway 
 a thread reads and drops the broker's PUBACKs.
 
 Usage: python bench/latency.py [--seconds 20] [--devices 3000] [--rate N] [--alerts-per-s 10]
-Prints the figures and appends them to BENCHMARKS.md unless ``--no-record``.
+Prints the figures and writes them to their section of BENCHMARKS.md unless ``--no-record``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import signal
 import socket
@@ -37,23 +36,25 @@ import sqlite3
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+from benchmarks_doc import write_report
 from ingest import (
     _register_gateway,
     gateway_run,
     payloads,
     publish_all,
+    services,
     write_config,
     write_registry,
 )
 
-from simulators.mosquitto import Mosquitto, free_port
+from simulators.mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 TICK_S = 0.005  # the publisher sends what is due every tick
@@ -63,13 +64,8 @@ LID_RULE = "/cover_anomaly"  # the alert key's end for an opened lid (rules/devi
 
 
 def mqtt_length(n: int) -> bytes:
-    """MQTT's variable-length remaining length."""
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (128 if n else 0))
-        if not n:
-            return bytes(out)
+    """MQTT's variable-length remaining length, as paho writes it."""
+    return bytes(mqtt.Client._pack_remaining_length(None, bytearray(), n))  # type: ignore[arg-type]
 
 
 class RawPublisher:
@@ -305,17 +301,8 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        broker = Mosquitto(work, persistence=False)
-        broker.start()
-        platform_port = free_port()
+    with services() as (work, broker, platform_port):
         platform_db = work / "platform.db"
-        platform_proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "platform", "--port", str(platform_port),
-             "--db", str(platform_db), "--token", "bench"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
         gateway_proc = None
         seen = Seen()
         try:
@@ -359,9 +346,6 @@ def main() -> None:
             if gateway_proc is not None:
                 gateway_proc.send_signal(signal.SIGTERM)
                 gateway_proc.wait(30)
-            platform_proc.terminate()
-            platform_proc.wait(10)
-            broker.stop()
 
     to_alert = [seen_ms - ts for seen_ms, ts, _ in seen.alerts.values()]
     first_seen: dict[str, float] = {}
@@ -391,12 +375,12 @@ def main() -> None:
 
 
 def record(report: str) -> None:
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    with (ROOT / "BENCHMARKS.md").open("a", encoding="utf-8") as out:
-        out.write(
-            f"\n## bench/latency.py — {stamp} ({platform.machine()}, "
-            f"{platform.python_version()})\n\n```\n{report}\n```\n"
-        )
+    """The latest run's figures in BENCHMARKS.md (their own section, replaced each time)."""
+    about = (
+        "live QoS 1 readings at half the gateway's measured rate (bench/latency.py; the"
+        " issue 14 section reads the figures)"
+    )
+    write_report("## bench/latency.py: the latest run", about, report)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,8 @@ PIECE = 16_384  # bytes written before the client reads
 
 
 def remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (128 if n else 0))
-        if not n:
-            return bytes(out)
+    """MQTT's variable-length remaining length, as paho writes it."""
+    return bytes(mqtt.Client._pack_remaining_length(None, bytearray(), n))  # type: ignore[arg-type]
 
 
 def publish_packet(message: RawPublish, dup: bool = False) -> bytes:
