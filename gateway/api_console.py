@@ -10,8 +10,9 @@ pages call it with the session cookie.
 
 Reads (all ``GET``, bounded, paged where a list can grow; gateway/console_reads.py):
 
-- ``/api/v1/console/map`` — unit grids (their polygons from ``cases.grids_file``, read at the
-  first map asked for), devices by state, cameras and zones, open incidents;
+- ``/api/v1/console/map`` — unit grids (their polygons from ``cases.grids_file``, read and
+  drawn once, in a worker thread, at the first map asked for; picked for each map in a
+  worker thread too), devices by state, cameras and zones, open incidents;
 - ``/api/v1/console/devices?kind=&grid=&state=&q=&limit=&cursor=`` — state, health, latest
   reading and open incidents per device, in id order;
 - ``/api/v1/console/devices/{id}`` — one device, its latest alerts and their incidents;
@@ -31,7 +32,6 @@ with the console's other reads.
 from __future__ import annotations
 
 import asyncio
-import functools
 from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -43,7 +43,7 @@ from gateway import console_reads, listings
 from gateway.api_config import config_router
 from gateway.console_reads import AlertFilter, DeviceFilter, DeviceState, Held
 from gateway.console_stream import AlertHub, Rows, TooManyStreams
-from gateway.grid_outlines import load_outlines
+from gateway.grid_outlines import OutlinesOnce
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
@@ -99,13 +99,17 @@ def console_router(gw: Gateway, hub: AlertHub | None = None) -> APIRouter:
         body, media_type = found
         return Response(body, media_type=media_type, headers=SECURITY_HEADERS)
 
-    outlines = functools.cache(lambda: load_outlines(gw.config.cases.grids_file))
+    outlines = OutlinesOnce(gw.config.cases.grids_file)
 
     @router.get("/api/v1/console/map")
     async def map_layers(
         max_devices: int = Query(MAX_MAP_DEVICES, ge=1, le=MAX_MAP_DEVICES),
-    ) -> dict[str, Any]:
-        return console_reads.map_layers(gw, max_devices, MAX_MAP_INCIDENTS, outlines())
+    ) -> Response:
+        # The gateway's state is read on its loop (its store connection and memory are the
+        # loop's); the grids, geometry only, and the encoding in a worker thread.
+        layers = console_reads.map_layers(gw, max_devices, MAX_MAP_INCIDENTS)
+        body = await asyncio.to_thread(console_reads.map_answer, layers, await outlines.get())
+        return Response(body, media_type="application/json")
 
     @router.get("/api/v1/console/devices")
     async def devices(

@@ -1,6 +1,7 @@
 """What the operations console reads: devices with their state, alerts with what held them,
 an incident's timeline, the map's layers. Read-only, on the gateway's loop (like every
-API handler), and bounded: no answer reads a whole table.
+API handler), and bounded: no answer reads a whole table. The one exception to the loop is
+``map_answer``, which touches no gateway state and runs in a worker thread.
 
 - **Device state**: ``offline`` and ``suspect`` from device health; ``alerting`` when a
   business alert of the device still fires, filed in an open incident (the incident book's
@@ -36,7 +37,7 @@ from case_bridge import outbox
 from detectors.config import ZoneSettings
 from gateway import listings
 from gateway.clock import wall_ms
-from gateway.grid_outlines import GridOutlines
+from gateway.grid_outlines import GridOutlines, compact_json
 from gateway.silences import UnknownSilence
 
 if TYPE_CHECKING:
@@ -415,30 +416,37 @@ def grid_boxes(places: Iterable[tuple[str, float, float]]) -> list[dict[str, Any
     return boxes
 
 
-def unit_grids(
-    places: list[tuple[str, float, float]], outlines: GridOutlines | None
-) -> list[dict[str, Any]]:
-    """The grids of ``places`` (grid, lat, lon) and, with ``outlines``, every outlined grid
-    near them as its polygon; the others as boxes (``grid_boxes``)."""
-    if outlines is None or not places:
-        return grid_boxes(places)
-    lats, lons = [p[1] for p in places], [p[2] for p in places]
-    grow_lat = GRID_MARGIN_M / _M_PER_DEG_LAT
-    grow_lon = grow_lat / max(math.cos(math.radians((min(lats) + max(lats)) / 2)), 1e-6)
-    found = outlines.meeting(min(lats) - grow_lat, min(lons) - grow_lon,
-                             max(lats) + grow_lat, max(lons) + grow_lon)  # fmt: skip
+def unit_grids_json(places: list[tuple[str, float, float]], outlines: GridOutlines | None) -> str:
+    """The grids of ``places`` (grid, lat, lon) as a JSON array: with ``outlines``, every
+    outlined grid near them as its polygon (from the text each keeps, ``drawn_json``); the
+    others as boxes (``grid_boxes``)."""
+    found = []
+    if outlines is not None and places:
+        lats, lons = [p[1] for p in places], [p[2] for p in places]
+        grow_lat = GRID_MARGIN_M / _M_PER_DEG_LAT
+        grow_lon = grow_lat / max(math.cos(math.radians((min(lats) + max(lats)) / 2)), 1e-6)
+        found = outlines.meeting(min(lats) - grow_lat, min(lons) - grow_lon,
+                                 max(lats) + grow_lat, max(lons) + grow_lon)  # fmt: skip
     members: dict[str, int] = {}
     for grid, _, _ in places:
         members[grid] = members.get(grid, 0) + 1
-    drawn = [{**outline.drawn(), "members": members.get(outline.code, 0)} for outline in found]
     codes = {outline.code for outline in found}
-    return drawn + grid_boxes(place for place in places if place[0] not in codes)
+    boxes = grid_boxes(place for place in places if place[0] not in codes)
+    drawn = [outline.drawn_json(members.get(outline.code, 0)) for outline in found]
+    return f"[{','.join([*drawn, *map(compact_json, boxes)])}]"
 
 
-def map_layers(
-    gw: Gateway, max_devices: int, max_incidents: int, outlines: GridOutlines | None = None
-) -> dict[str, Any]:
-    """Grids, devices with their state, cameras with their zones, open incidents."""
+def map_answer(layers: dict[str, Any], outlines: GridOutlines | None) -> bytes:
+    """The map's answer as JSON: ``map_layers`` and the grids under them. Geometry and
+    encoding only, no gateway state: for a worker thread."""
+    grids = unit_grids_json(map_places(layers), outlines)
+    return f'{{"grids":{grids},{compact_json(layers)[1:]}'.encode()
+
+
+def map_layers(gw: Gateway, max_devices: int, max_incidents: int) -> dict[str, Any]:
+    """Devices with their state, cameras with their zones, open incidents: what the map
+    reads of the gateway's memory and store, on its loop. The grids under them are drawn
+    apart (``map_answer``), where the loop is not held."""
     health, alerting, held = gw.health.snapshot(), alerting_sources(gw), held_sources(gw)
     ids = sorted(gw.registry)
     devices = [
@@ -449,19 +457,21 @@ def map_layers(
         }
         for d in ids[:max_devices]
     ]
-    cameras = camera_places(gw)
-    places = [(d["grid"], d["lat"], d["lon"]) for d in devices] + [
-        (z["grid"], z["lat"], z["lon"]) for c in cameras for z in c["zones"]
-    ]
     incidents = listings.incidents(gw.conn, "open", max_incidents, None)
     return {
-        "grids": unit_grids(places, outlines),
         "devices": devices,
         "devices_truncated": len(ids) > max_devices,
-        "cameras": cameras,
+        "cameras": camera_places(gw),
         "incidents": incidents.rows,
         "incidents_truncated": incidents.next_cursor is not None,
     }
+
+
+def map_places(layers: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """(grid, lat, lon) of what stands on the map: ``map_layers``' devices and zones."""
+    return [(d["grid"], d["lat"], d["lon"]) for d in layers["devices"]] + [
+        (z["grid"], z["lat"], z["lon"]) for c in layers["cameras"] for z in c["zones"]
+    ]
 
 
 def camera_figures(gw: Gateway) -> dict[str, dict[str, Any]]:

@@ -3,19 +3,27 @@
 The case dispatch reads the same GeoJSON at start-up (case_bridge/grids.py ``GridMap``,
 which checks it and answers which grid a point lies in, but keeps no drawing). The map
 needs the polygons themselves, and only those near what it shows: so this reads the file
-once more, at the first map asked for, keeps the unit grids (a feature that is another's
-``parent`` is a community or street, not drawn) in an STRtree, and answers the grids that
-meet an area, bounded in number and in vertices (an outline of more than
-``MAX_VERTICES_PER_GRID`` is simplified, to about a metre first, which the map cannot show
-anyway, coarser while it still has more). The file passed ``GridMap``'s checks at
-start-up; if it can no longer be read or parsed (changed since), the map falls back to
-boxes around the grids' members (gateway/console_reads.py) and says so in the log once.
+once more, at the first map asked for, in a worker thread (``OutlinesOnce``: reading and
+simplifying a city's grids takes a second; the event loop serves everyone meanwhile). It
+keeps the unit grids (a feature that is another's ``parent`` is a community or street, not
+drawn), each drawn once when read and kept as drawn, in an STRtree, and answers the grids
+that meet an area, bounded in number.
+
+Each drawn outline has at most ``MAX_VERTICES_PER_GRID`` vertices, holes included: one of
+more is simplified, to about a metre first, which the map cannot show anyway, coarser while
+it still has more; then its smallest parts and holes are dropped (a MultiPolygon of
+thousands of specks); then it is drawn as its convex hull, or at last its box. The file
+passed ``GridMap``'s checks at start-up; if it can no longer be read or parsed (changed
+since), the map falls back to boxes around the grids' members (gateway/console_reads.py)
+and says so in the log once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,35 +41,97 @@ SIMPLIFY_DEG = 0.00001  # ~1 m, the first try; four times coarser each next one
 MAX_SIMPLIFY_DEG = 0.001  # ~100 m: a unit grid's size, coarser would not be the grid
 MAX_NAME_CHARS = 60
 DECIMALS = 6  # ~0.1 m
+Figure = Polygon | MultiPolygon
 
 
 @dataclass(frozen=True)
 class Outline:
+    """A unit grid as read, its ``shape`` already bounded (``bounded``) and drawn once.
+
+    The drawing is kept as its JSON text: a city's outlines go out with every map, and
+    encoding them anew for each took longer than all else the map reads (and held the
+    loop); the text is also a tenth of the memory of the lists of floats."""
+
     code: str
     name: str
-    shape: Polygon | MultiPolygon
+    shape: Figure
+    drawing: str
+
+    @classmethod
+    def of(cls, code: str, name: str, geometry: Any) -> Outline:
+        figure = bounded(geometry)
+        return cls(code, name, figure, compact_json(_drawing(code, name, figure)))
 
     def drawn(self) -> dict[str, Any]:
         """As the map draws it: ``polygons`` (each its rings of ``[lon, lat]``, the outer
         first), its box, and a point inside it for its label."""
-        figure, tolerance = self.shape, SIMPLIFY_DEG
-        while (
-            shapely.get_num_coordinates(figure) > MAX_VERTICES_PER_GRID
-            and tolerance < MAX_SIMPLIFY_DEG
-        ):
-            figure = self.shape.simplify(tolerance, preserve_topology=True)
-            tolerance *= 4
-        parts = figure.geoms if isinstance(figure, MultiPolygon) else [figure]
-        west, south, east, north = figure.bounds
-        inside = figure.representative_point()
-        return {
-            "code": self.code,
-            "name": self.name,
-            "extent": "polygon",
-            "polygons": [[_ring(part.exterior), *map(_ring, part.interiors)] for part in parts],
-            "south": south, "north": north, "west": west, "east": east,
-            "label": [round(inside.y, DECIMALS), round(inside.x, DECIMALS)],
-        }  # fmt: skip
+        drawn: dict[str, Any] = json.loads(self.drawing)
+        return drawn
+
+    def drawn_json(self, members: int) -> str:
+        """``drawn()`` with how many ``members`` stand in it, as JSON text."""
+        return f'{self.drawing[:-1]},"members":{int(members)}}}'
+
+
+def compact_json(value: Any) -> str:
+    """JSON as the API answers it (FastAPI's ``JSONResponse``: no NaN, no spaces)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def bounded(figure: Figure) -> Figure:
+    """``figure`` with at most ``MAX_VERTICES_PER_GRID`` vertices: simplified, then its
+    smallest parts and holes dropped, then its convex hull, then its box."""
+    drawn, tolerance = figure, SIMPLIFY_DEG
+    while shapely.get_num_coordinates(drawn) > MAX_VERTICES_PER_GRID and (
+        tolerance < MAX_SIMPLIFY_DEG
+    ):
+        drawn = figure.simplify(tolerance, preserve_topology=True)
+        tolerance *= 4
+    if shapely.get_num_coordinates(drawn) <= MAX_VERTICES_PER_GRID and not drawn.is_empty:
+        return drawn
+    largest = _largest_parts(drawn)
+    if largest is not None:
+        return largest
+    hull = drawn.convex_hull
+    if isinstance(hull, Polygon) and shapely.get_num_coordinates(hull) <= MAX_VERTICES_PER_GRID:
+        return hull
+    return box(*figure.bounds)
+
+
+def _largest_parts(figure: Figure) -> Figure | None:
+    """The largest parts, each with its largest holes, that fit the bound together; None
+    when not even the largest part's outer ring does."""
+    parts = figure.geoms if isinstance(figure, MultiPolygon) else [figure]
+    kept: list[Polygon] = []
+    room = MAX_VERTICES_PER_GRID
+    for part in sorted(parts, key=lambda p: p.area, reverse=True):
+        need = len(part.exterior.coords)
+        if need > room or part.is_empty:
+            continue
+        room -= need
+        holes = []
+        for hole in sorted(part.interiors, key=lambda r: Polygon(r).area, reverse=True):
+            if len(hole.coords) <= room:
+                holes.append(hole)
+                room -= len(hole.coords)
+        kept.append(Polygon(part.exterior, holes))
+    if not kept:
+        return None
+    return kept[0] if len(kept) == 1 else MultiPolygon(kept)
+
+
+def _drawing(code: str, name: str, figure: Figure) -> dict[str, Any]:
+    parts = figure.geoms if isinstance(figure, MultiPolygon) else [figure]
+    west, south, east, north = figure.bounds
+    inside = figure.representative_point()
+    return {
+        "code": code,
+        "name": name,
+        "extent": "polygon",
+        "polygons": [[_ring(part.exterior), *map(_ring, part.interiors)] for part in parts],
+        "south": south, "north": north, "west": west, "east": east,
+        "label": [round(inside.y, DECIMALS), round(inside.x, DECIMALS)],
+    }  # fmt: skip
 
 
 def _ring(ring: Any) -> list[list[float]]:
@@ -74,6 +144,9 @@ class GridOutlines:
     def __init__(self, outlines: list[Outline]) -> None:
         self._outlines = outlines
         self._tree = shapely.STRtree(np.array([o.shape for o in outlines], dtype=object))
+        # Maps are answered in worker threads; GEOS does not promise that two queries of
+        # one tree may run at once, and one takes microseconds.
+        self._querying = threading.Lock()
 
     @classmethod
     def read(cls, path: Path) -> GridOutlines:
@@ -83,7 +156,7 @@ class GridOutlines:
         features = document["features"]
         parents = {f["properties"].get("parent") or "" for f in features}
         outlines = [
-            Outline(
+            Outline.of(
                 str(f["properties"]["grid_code"]),
                 str(f["properties"].get("name") or "")[:MAX_NAME_CHARS],
                 shape(f["geometry"]),
@@ -98,7 +171,9 @@ class GridOutlines:
 
     def meeting(self, south: float, west: float, north: float, east: float) -> list[Outline]:
         """The grids that meet the area, by code, at most ``MAX_GRIDS``."""
-        found = sorted(self._tree.query(box(west, south, east, north), predicate="intersects"))
+        area = box(west, south, east, north)
+        with self._querying:
+            found = sorted(self._tree.query(area, predicate="intersects"))
         return [self._outlines[int(i)] for i in found[:MAX_GRIDS]]
 
 
@@ -112,3 +187,24 @@ def load_outlines(path: Path | None) -> GridOutlines | None:
         log.warning("map: the grids file %s no longer reads (%s); grids drawn as boxes",
                     path, type(exc).__name__)  # fmt: skip
         return None
+
+
+class OutlinesOnce:
+    """``load_outlines(path)`` read once, in a worker thread, at the first map asked for;
+    every map asked for meanwhile waits for the same read. A read that failed in a way
+    ``load_outlines`` does not answer (a bug) is tried again by the next map."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._reading: asyncio.Future[GridOutlines | None] | None = None
+
+    async def get(self) -> GridOutlines | None:
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(asyncio.to_thread(load_outlines, self._path))
+        reading = self._reading
+        try:
+            return await asyncio.shield(reading)  # a request gone does not stop the read
+        except Exception:
+            if reading.done() and self._reading is reading:
+                self._reading = None
+            raise
