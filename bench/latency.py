@@ -281,10 +281,12 @@ def percentiles(values: list[float]) -> str:
     return f"p50 {at(0.50):8.1f} ms   p99 {at(0.99):8.1f} ms   max {ordered[-1]:8.1f} ms"
 
 
-def measure_max(work: Path, broker: Mosquitto, platform_port: int, readings: int) -> float:
+def measure_max(
+    work: Path, broker: Mosquitto, platform_port: int, readings: int, synchronous: str
+) -> float:
     """The gateway's full rate on a backlog, as bench/ingest.py measures it."""
     fleet = write_registry(work / "devices.csv", 1000)
-    config = write_config(work, "max", broker.url, platform_port, "FULL")
+    config = write_config(work, "max", broker.url, platform_port, synchronous)
     asyncio.run(_register_gateway(config))
     publish_all(broker.port, payloads(fleet, readings))
     rate, _, _, _ = asyncio.run(gateway_run(config, readings))
@@ -298,6 +300,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, help="readings/s (default: half the max)")
     parser.add_argument("--max-readings", type=int, default=30_000)
     parser.add_argument("--alerts-per-s", type=float, default=10.0)
+    parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
 
@@ -309,12 +312,14 @@ def main() -> None:
             max_rate = None
             rate = args.rate
             if rate is None:
-                max_rate = measure_max(work, broker, platform_port, args.max_readings)
+                max_rate = measure_max(
+                    work, broker, platform_port, args.max_readings, args.synchronous
+                )
                 rate = max_rate / 2
             live = work / "live"
             live.mkdir()
             fleet_list = write_registry(live / "devices.csv", args.devices)
-            config = write_config(live, "live", broker.url, platform_port, "FULL")
+            config = write_config(live, "live", broker.url, platform_port, args.synchronous)
             gateway_db = live / "gateway-live.db"
             gateway_proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", "run", "-c", str(config)],
@@ -354,7 +359,7 @@ def main() -> None:
             first_seen.setdefault(incident, seen_ms)
     to_case = [cases[i] - first_seen[i] for i in first_seen if i in cases]
     report = (
-        f"devices={args.devices} seconds={args.seconds:g} sqlite synchronous=FULL\n"
+        f"devices={args.devices} seconds={args.seconds:g} sqlite synchronous={args.synchronous}\n"
         + (
             f"  gateway max (backlog, in process)  {max_rate:10.0f} readings/s\n"
             if max_rate
