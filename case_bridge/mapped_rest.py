@@ -16,7 +16,9 @@ before anything is sent, with the field named.
 A merged duplicate's case is voided through the mapping's ``void_case`` endpoint; a
 mapping without one refuses the void (parked) with the case to void by hand.
 
-HMAC signing: see ``signed_message`` for exactly which bytes are signed.
+HMAC signing: see ``signed_message`` for exactly which bytes are signed. Whatever the auth,
+its secret is hidden from every failure's reason, wherever a platform echoes it
+(``hidden_secrets``).
 
 Evidence files (``upload`` in the mapping; which files, and how their bytes are checked:
 ``mapped_rest_upload.py``): before a case is filed or evidence added, each of its files
@@ -54,6 +56,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -61,6 +64,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from case_bridge.coordinates import PlatformCoordinates
+from case_bridge.hidden_secrets import scrubbed_body, secret_forms, secrets_hidden
 from case_bridge.mapped_rest_nearby import MappedNearby
 from case_bridge.mapped_rest_settings import (
     ApiKeyAuth,
@@ -486,6 +490,7 @@ class MappedRestPlatform:
         self._settings = settings
         self._read_evidence = read_evidence
         self.platform_id = f"mapped_rest {settings.url}"
+        self.secret_forms = secret_forms([settings.auth.secret.get_secret_value()])
         self.upload_stats: Counter[str] = Counter()
         self._builder = RequestBuilder(settings)
         self._tz = ZoneInfo(settings.timezone)
@@ -507,6 +512,7 @@ class MappedRestPlatform:
     def honours_idempotency_key(self) -> bool:
         return self._settings.idempotency_header is not None
 
+    @secrets_hidden
     async def open_case(self, body: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
         request = self._settings.open_case
         what = f"{request.method} {request.path}"
@@ -515,6 +521,7 @@ class MappedRestPlatform:
         checked = read_checked(request.check, status, reply, what)
         return {"id": read_case_id(checked, request.case_id, status, what)}
 
+    @secrets_hidden
     async def add_evidence(
         self, case_id: str, body: dict[str, Any], idempotency_key: str
     ) -> dict[str, Any]:
@@ -529,6 +536,7 @@ class MappedRestPlatform:
         root = {**body, "case_id": case_id}
         return await self._to_case(request, case_id, root, idempotency_key, files)
 
+    @secrets_hidden
     async def void_case(self, case_id: str, reason: str, idempotency_key: str) -> dict[str, Any]:
         """Voids a merged duplicate's case through the mapping's ``void_case`` endpoint;
         without one, refused with the case to void by hand. Its ``case_final`` codes say
@@ -558,6 +566,7 @@ class MappedRestPlatform:
         read_checked(request.check, status, reply, what, case_final=request.case_final)
         return {"id": case_id}
 
+    @secrets_hidden
     async def changed_cases(self, since: str | None, after: str | None) -> CasePage:
         request = self._settings.changed_cases
         what = f"{request.method} {request.path}"
@@ -578,6 +587,7 @@ class MappedRestPlatform:
         )
         return read_page(request, status, reply, what, page_number)
 
+    @secrets_hidden
     async def find_case(self, external_key: str, body: dict[str, Any]) -> str | None:
         """The platform's id of the case filed for ``external_key``; None only when the
         whole listing was read, every item's key was readable and none is a possible
@@ -730,6 +740,8 @@ class MappedRestPlatform:
         """Sends (signed by ``_sign`` on the way); (status, body) of a 2xx, a
         PlatformError for anything else."""
         reply = await send_bounded(self._client, outgoing, what, limit)
+        if not reply.success:  # hidden before the reason cuts its text
+            reply = replace(reply, body=scrubbed_body(reply.body, self.secret_forms))
         return require_success(reply, what, evidence=False)
 
     async def _sign(self, request: httpx.Request) -> None:

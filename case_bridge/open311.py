@@ -37,8 +37,9 @@
   ``listing_cap`` is lower) by ``service_request_id``.
 
 Failures follow ``case_bridge.platform``'s kinds; the server's error codes and
-descriptions are in the reason (``open311_replies``). A request the server may already
-have filed (any failure after a token came back) says so (``may_have_acted``).
+descriptions are in the reason (``open311_replies``), with the api_key hidden wherever a
+server echoes it (``hidden_secrets``). A request the server may already have filed (any
+failure after a token came back) says so (``may_have_acted``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from pydantic import (
     field_validator,
 )
 
+from case_bridge.hidden_secrets import scrubbed_body, secret_forms, secrets_hidden
 from case_bridge.open311_form import BodyError, CaseField, keys_of, request_form, usable_key
 from case_bridge.open311_replies import (
     AttributeSpec,
@@ -168,6 +170,7 @@ class Open311Platform:
         self._settings = settings
         self._watched_ids = watched_ids
         self.platform_id = f"open311 {settings.url} {settings.jurisdiction_id or ''}".rstrip()
+        self.secret_forms = secret_forms([settings.api_key.get_secret_value()])
         self._client = httpx.AsyncClient(
             base_url=str(settings.url).rstrip("/") + "/",
             timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
@@ -181,6 +184,7 @@ class Open311Platform:
         self._pass_since: str | None = None  # a pass by id for updated_after: its next cursor
         self.stats: Counter[str] = Counter()
 
+    @secrets_hidden
     async def start(self) -> None:
         """Discover the server's services and check the configuration against them."""
         await self._discover()
@@ -190,6 +194,7 @@ class Open311Platform:
                 f"{self._settings.url}:\n" + "\n".join(sorted(set(self._problems.values())))
             )
 
+    @secrets_hidden
     async def open_case(self, body: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
         service = await self._service_for(body)
         try:
@@ -217,6 +222,7 @@ class Open311Platform:
         _remember(self._tokens, external_key, filed.token)
         return await self._resolved(external_key, filed.token)
 
+    @secrets_hidden
     async def find_case(self, external_key: str, body: dict[str, Any]) -> str | None:
         try:
             key = usable_key(external_key)
@@ -254,6 +260,7 @@ class Open311Platform:
         candidates = [c for r in requests if (c := self._candidate(r, near)) is not None]
         return not_found(key, what, candidates, skipped)
 
+    @secrets_hidden
     async def add_evidence(
         self, case_id: str, body: dict[str, Any], idempotency_key: str
     ) -> dict[str, Any]:
@@ -280,11 +287,13 @@ class Open311Platform:
         self.stats["evidence_not_sent"] += 1  # GeoReport v2 has no way to add it
         return {"id": case_id, "service_request_id": case_id, "status": "open"}
 
+    @secrets_hidden
     async def void_case(self, case_id: str, reason: str, idempotency_key: str) -> dict[str, Any]:
         """GeoReport v2 has no way to void a request: refused, for an operator to do."""
         self.stats["void_refused"] += 1
         raise no_void(case_id, "Open311 GeoReport v2")
 
+    @secrets_hidden
     async def changed_cases(self, since: str | None, after: str | None) -> CasePage:
         if not self._settings.updated_after:
             return await self._watched_page(after, None)
@@ -571,9 +580,10 @@ class Open311Platform:
             raise
         if reply.success:
             return reply.status, reply.body
-        error = error_reply(reply.status, reply.body, what, reply.retry_after, may_have_acted=filed)
+        body = scrubbed_body(reply.body, self.secret_forms)  # before its details are cut
+        error = error_reply(reply.status, body, what, reply.retry_after, may_have_acted=filed)
         if reply.status == 404 and filed:
-            raise _NotFound(error, error_details(reply.body)[1])
+            raise _NotFound(error, error_details(body)[1])
         raise error
 
 
