@@ -156,6 +156,12 @@ def partition_of(device_id: str, partitions: int) -> int:
     return digest % partitions
 
 
+def _fence_of(consumer: str) -> int:
+    """The fence in a consumer's name (``…_f<fence>``); -1 for a name without one."""
+    _, sep, digits = consumer.rpartition("_f")
+    return int(digits) if sep and digits.isdigit() and len(digits) <= 19 else -1
+
+
 @dataclass(frozen=True, slots=True)
 class IngestMessage:
     """One device message as the MQTT path hands it over (``topic``, ``payload``,
@@ -454,8 +460,13 @@ class NatsIngest:
         name = self._name(holding)
         if takeover:
             for info in await js.consumers_info(settings.stream):
-                if info.config.filter_subject == self._filter(holding.partition):
-                    await js.delete_consumer(settings.stream, info.name)
+                if info.config.filter_subject != self._filter(holding.partition):
+                    continue
+                # Only an older holder's: a stale replica resuming mid-takeover must not
+                # delete the consumer of the holder that replaced it.
+                if _fence_of(info.name) > holding.fence:
+                    raise PartitionLost("a newer holder has a consumer on it")
+                await js.delete_consumer(settings.stream, info.name)
         else:
             try:
                 await js.delete_consumer(settings.stream, name)

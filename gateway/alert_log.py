@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from domain import Alert
 from gateway.store import json_text
 
 log = logging.getLogger(__name__)
+
+# Serialises the queues' creation by replicas starting at the same moment.
+SCHEMA_LOCK_KEY = 0x63677733
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alert_log (
@@ -86,10 +90,6 @@ def delete(conn: Any, *, ids: list[int]) -> None:
         raise LogTakenElsewhere(f"{len(ids) - gone} of {len(ids)} alert log rows already taken")
 
 
-def depth(conn: Any) -> int:
-    return conn.execute("SELECT count(*) FROM alert_log").fetchone()[0]
-
-
 def queue_rearms(conn: Any, *, keys: list[str], route: Callable[[str], int | None]) -> None:
     """The desk's re-arms (inside its commit), each to the lease holding its source's
     rule state; a key no lease holds (a source no longer configured) is dropped."""
@@ -97,13 +97,42 @@ def queue_rearms(conn: Any, *, keys: list[str], route: Callable[[str], int | Non
     conn.executemany("INSERT INTO rearm_queue (lease, alert_key) VALUES (?, ?)", rows)
 
 
-def pending_rearms(conn: Any, lease: int) -> list[tuple[int, str]]:
-    return conn.execute(
+def take_rearms(
+    conn: Any, lease: int, rearm: Callable[[list[str]], None]
+) -> list[Callable[[Any], object]]:
+    """Apply the desk's re-arms queued for ``lease`` (``rearm``: the holder's pipeline's)
+    and return the write that deletes them, for the holder's next commit: applied and
+    deleted together, or, if that commit fails, the holder is rebuilt and they wait."""
+    rows = conn.execute(
         "SELECT id, alert_key FROM rearm_queue WHERE lease = ? ORDER BY id", (lease,)
     ).fetchall()
+    if not rows:
+        return []
+    rearm([key for _, key in rows])
+    return [partial(_delete_rearms, ids=[row_id for row_id, _ in rows])]
 
 
-def delete_rearms(conn: Any, *, ids: list[int]) -> None:
-    """Remove applied re-arms (inside the worker's commit)."""
-    if ids:
-        conn.execute("DELETE FROM rearm_queue WHERE id = ANY(?)", (ids,))
+def _delete_rearms(conn: Any, *, ids: list[int]) -> None:
+    conn.execute("DELETE FROM rearm_queue WHERE id = ANY(?)", (ids,))
+
+
+def device_states(conn: Any, ns: str, sources: list[str]) -> Iterator[tuple[str, Any]]:
+    """The stored states of namespace ``ns`` whose key is one of ``sources`` or begins
+    with ``<source>/`` (replay and health states by device, rule states by device and
+    rule, video states by camera), chosen by PostgreSQL: a partition taken over restores
+    its own devices without reading the city's."""
+    rows = conn.execute(
+        "SELECT key, value FROM state WHERE ns = ? AND split_part(key, '/', 1) = ANY(?)"
+        " ORDER BY key",
+        (ns, sources),
+    )
+    for key, value in rows:
+        yield key, json.loads(value)
+
+
+def ensure_schema(conn: Any) -> None:
+    """Creates the two queues (idempotent), one replica at a time."""
+    raw = conn.raw
+    with raw.transaction():
+        raw.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+        raw.execute(SCHEMA)

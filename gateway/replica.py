@@ -43,6 +43,7 @@ from collections import Counter
 from functools import partial
 from typing import Any
 
+import psycopg
 from psycopg.conninfo import make_conninfo
 
 from detectors.backends import Detector, load_detector
@@ -57,7 +58,7 @@ from gateway.evidence_links import links_from_settings
 from gateway.pipeline import StoreUnavailable
 from gateway.replica_cameras import CameraWorker
 from gateway.replica_context import ClusterContext, FencedConnection
-from gateway.replica_partitions import PartitionWorker
+from gateway.replica_partitions import PartitionWorker, now_ms
 from gateway.replica_status import status_app, status_server
 from gateway.rule_settings import settings_from_files
 from gateway.service import DeskRole, Gateway
@@ -85,20 +86,10 @@ class Replica:
         schema_conn = self._connect()
         try:
             pg_store.ensure_schema(schema_conn)
-            with schema_conn.raw.transaction():  # replicas start together: one at a time
-                lock = cluster_leases.SCHEMA_LOCK_KEY
-                schema_conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
-                schema_conn.raw.execute(alert_log.SCHEMA)
+            alert_log.ensure_schema(schema_conn)
         finally:
             schema_conn.close()
-        # A takeover waits at most a tenth of a lease on a row a paused holder locks.
-        lease_conn = cluster_leases.connect(
-            settings.postgres_dsn
-            if self._password is None
-            else make_conninfo(settings.postgres_dsn, password=self._password),
-            lock_timeout_ms=max(50, int(settings.lease_ttl_s * 100)),
-        )
-        leases = cluster_leases.LeaseTable(lease_conn, self.context.lease_count)
+        leases = cluster_leases.LeaseTable(self._lease_session(), self.context.lease_count)
         leases.ensure_schema()
         self.keeper = cluster_leases.LeaseKeeper(leases, self.context.owner, settings.lease_ttl_s)
         self.ingest = NatsIngest(settings.nats.model_copy(update={"partitions": ()}), self._batch)
@@ -114,17 +105,30 @@ class Replica:
         )
         self._desk_task: asyncio.Task[None] | None = None
         self._desk_stop = asyncio.Event()
+        self._desk_broken = False  # set by the desk's loop: rebuild it at the next tick
         self.counters: Counter[str] = Counter()
         self._last_tick = time.monotonic()
 
     def _connect(self) -> pg_store.PgConnection:
-        """A session whose open transaction, should this process be paused inside one,
-        ends well within a lease: it holds the lease row's lock, and a takeover waits."""
+        """A session whose every wait is a fraction of a lease: its commits run on the loop
+        that renews the leases, and an open transaction of a paused process holds the
+        lease row's lock, which a takeover waits for."""
         settings = self.context.settings
-        idle_ms = int(settings.lease_ttl_s * 1000 / 2)
+        third_ms = max(100, int(settings.lease_ttl_s * 1000 / 3))
         return pg_store.connect(
-            settings.postgres_dsn, self._password, idle_in_transaction_ms=idle_ms
-        )
+            settings.postgres_dsn, self._password, statement_timeout_ms=third_ms,
+            lock_timeout_ms=third_ms, idle_in_transaction_ms=third_ms,
+        )  # fmt: skip
+
+    def _lease_session(self) -> psycopg.Connection:
+        """The lease table's session: a takeover waits at most a tenth of a lease on a row
+        a paused holder locks."""
+        settings = self.context.settings
+        dsn = settings.postgres_dsn
+        if self._password is not None:
+            dsn = make_conninfo(dsn, password=self._password)
+        tenth_ms = max(50, int(settings.lease_ttl_s * 100))
+        return cluster_leases.connect(dsn, lock_timeout_ms=tenth_ms)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick leases and follow them until ``stop``; then hand everything back."""
@@ -133,7 +137,8 @@ class Replica:
         await self.ingest.start()
         server = None
         if settings.status is not None:
-            app = status_app(self.stats, lambda: self._last_tick)
+            stale_s = max(settings.lease_ttl_s, 3 * settings.lease_tick_s)
+            app = status_app(self.stats, lambda: self._last_tick, stale_s)
             server = status_server(settings.status, app)
             serving = asyncio.create_task(server.serve())
         log.info("replica %s started", self.context.owner)
@@ -162,18 +167,35 @@ class Replica:
             log.info("replica %s stopped", self.context.owner)
 
     def _tick(self) -> dict[int, int]:
+        """The leases held after a tick. The database away: what was held is kept for a
+        lease's time (fencing refuses any write that comes too late), then dropped, so
+        no worker goes on as if it held a partition; a lost session is opened again."""
         try:
             held = self.keeper.tick()
-            self._last_tick = time.monotonic()
-            return held
-        except Exception as exc:  # the database away: keep what we hold; fencing guards
+        except Exception as exc:
             self.counters["lease_tick_errors"] += 1
             log.warning("lease tick failed: %s", exc)
+            table = self.keeper.table
+            if table.conn.broken or table.conn.closed:
+                with contextlib.suppress(Exception):
+                    table.conn = self._lease_session()
+                    log.info("lease session opened again")
+            if time.monotonic() - self._last_tick > self.context.settings.lease_ttl_s:
+                self.keeper.held.clear()
             return dict(self.keeper.held)
+        self._last_tick = time.monotonic()
+        return held
 
     async def _follow(self, held: dict[int, int]) -> None:
-        """Start and stop reading partitions and the desk as the leases say."""
-        moved = [p for p in range(self.context.partitions) if self.reading.get(p) != held.get(p)]
+        """Start and stop reading partitions, the desk and cameras as the leases say. A
+        partition whose reading stopped by itself (its consumer gone) is taken again; a
+        partition taken gets its worker at once, so its silent devices are watched too."""
+        reading = self.ingest.partitions
+        moved = [
+            p
+            for p in range(self.context.partitions)
+            if self.reading.get(p) != held.get(p) or (p in self.reading and p not in reading)
+        ]
         # Released together: each waits for its read loop to stop (bounded), and the lease
         # loop must not wait for them one after another.
         gone = [p for p in moved if p in self.reading]
@@ -184,14 +206,25 @@ class Replica:
         for partition in moved:
             fence = held.get(partition)
             if fence is not None:
-                self.ingest.take(partition, fence)
                 self.reading[partition] = fence
+                try:
+                    self._worker(partition)
+                except Exception as exc:  # the store away: made again with the first batch
+                    log.warning("partition %d: state not restored yet: %s", partition, exc)
+                self.ingest.take(partition, fence)
+        if self._desk_broken:
+            self._desk_broken = False
+            await self._stop_desk()
         fence = held.get(self.context.desk_lease)
         current = self.desk.conn.fence if self.desk is not None else None
         if fence != current:
             await self._stop_desk()
             if fence is not None:
-                self._start_desk(fence)
+                try:
+                    self._start_desk(fence)
+                except Exception as exc:  # the store away: tried again at the next tick
+                    self.counters["desk_start_failures"] += 1
+                    log.warning("the incident desk did not start: %s", exc)
         for lease, camera in self.context.camera_leases().items():
             fence, worker = held.get(lease), self.cameras.get(lease)
             if worker is not None and worker.fence != fence:
@@ -290,23 +323,31 @@ class Replica:
 
     async def _intake(self, gateway: Gateway) -> None:
         """The desk's loop: the alert log's oldest committed alerts through the incident
-        book, deleted in the same commit. A commit kept for retry (StoreUnavailable) holds
-        the deletion too, so it is flushed before the log is read again."""
+        book, deleted in the same commit. Any commit that fails or whose outcome is in
+        doubt (a session lost during COMMIT, a stale lease, rows another desk took) leaves
+        the desk's memory ahead of the store, so the desk is rebuilt from the store at the
+        next tick instead of retrying from memory."""
         settings = self.context.settings
         pipeline = gateway.pipeline
-        while True:
-            if pipeline.unsaved:
-                pipeline.flush()
-            taken = alert_log.peek(gateway.conn, settings.desk_batch)
-            if not taken.ids:
-                await asyncio.sleep(settings.desk_poll_s)
-                continue
-            deletion = partial(alert_log.delete, ids=taken.ids)
-            if pipeline.apply_alerts(taken.alerts, _now_ms(), also=[deletion]):
-                gateway.dispatcher.wake()
-            self.counters["desk_alerts"] += len(taken.alerts)
-            self.counters["desk_unreadable"] += taken.unreadable
-            await asyncio.sleep(0)
+        try:
+            while True:
+                if pipeline.unsaved:
+                    raise StoreUnavailable("a desk commit failed")
+                taken = alert_log.peek(gateway.conn, settings.desk_batch)
+                if not taken.ids:
+                    await asyncio.sleep(settings.desk_poll_s)
+                    continue
+                deletion = partial(alert_log.delete, ids=taken.ids)
+                if pipeline.apply_alerts(taken.alerts, now_ms(), also=[deletion]):
+                    gateway.dispatcher.wake()
+                self.counters["desk_alerts"] += len(taken.alerts)
+                self.counters["desk_unreadable"] += taken.unreadable
+                await asyncio.sleep(0)
+        except (alert_log.LogTakenElsewhere, cluster_leases.StaleLease, StoreUnavailable,
+                *store.DatabaseError) as exc:  # fmt: skip
+            self.counters["desk_rebuilt"] += 1
+            log.warning("incident desk rebuilt from the store: %s", exc)
+            self._desk_broken = True
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -320,7 +361,3 @@ class Replica:
             },
             **self.counters,
         }
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -21,7 +21,7 @@ from detectors.backends import Detector
 from detectors.config import CameraSettings
 from devices.replay_guard import ReplayGuard
 from domain import Alert, Observation
-from gateway import alert_log, store
+from gateway import alert_log
 from gateway.camera_alerts import CameraAlerts, build_runtime
 from gateway.evidence import EvidenceWriter
 from gateway.pipeline import Pipeline
@@ -66,9 +66,8 @@ class CameraWorker:
             recheck_s=config.video.recheck_s,
         )  # fmt: skip
         self.alerts.video = self.runtime
-        for key, state in store.load_states(conn, "video"):
-            if key.split("/", 1)[0] == camera.id:
-                self.engine.states.load_state(key, state)
+        for key, state in alert_log.device_states(conn, "video", [camera.id]):
+            self.engine.states.load_state(key, state)
         self.pipeline = Pipeline(
             conn, {}, ReplayGuard(), RuleEngine(context.rules, config.tz),
             IncidentBook(config.merge.to_policy(), config.merge),
@@ -84,9 +83,6 @@ class CameraWorker:
     def stop(self) -> None:
         self.runtime.stop()
         self.conn.close()
-
-    def rearm(self, keys: list[str]) -> None:
-        self.pipeline.rearm(keys)
 
     def _threadsafe(self, handler: Callable[..., None]) -> Callable[..., None]:
         """A callback for the camera's threads that runs ``handler`` on the loop."""
@@ -104,11 +100,7 @@ class CameraWorker:
 
     def _commit(self, alerts: list[Alert]) -> None:
         """The alerts (and any re-arm the desk sent) into the shared alert log."""
-        rearms = alert_log.pending_rearms(self.conn, self.lease)
-        also = []
-        if rearms:
-            self.pipeline.rearm([key for _, key in rearms])
-            also.append(partial(alert_log.delete_rearms, ids=[row_id for row_id, _ in rearms]))
+        also = alert_log.take_rearms(self.conn, self.lease, self.pipeline.rearm)
         if not alerts and not also:
             return
         try:

@@ -22,8 +22,11 @@ from gateway.cluster_settings import ClusterSettings
 from gateway.config import GatewayConfig
 from rules.settings import RuleSettings
 
-# The first word of a statement that writes (a write outside a transaction is fenced too).
-_WRITES = ("INSERT", "UPDATE", "DELETE")
+# Statements run outside a transaction without a lease check: reads and transaction
+# control. Everything else (INSERT, UPDATE, DELETE, WITH … INSERT, a comment before a
+# write, MERGE, TRUNCATE …) runs in a transaction that checks the lease first.
+_UNFENCED = ("SELECT", "COMMIT", "ROLLBACK", "END")
+_OPENS = ("BEGIN", "START")
 
 
 class FencedConnection(pg_store.PgConnection):
@@ -36,12 +39,13 @@ class FencedConnection(pg_store.PgConnection):
         self.owner, self.lease, self.fence = owner, lease, fence
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
-        word = sql.lstrip()[:6].upper()
-        if word.startswith("BEGIN"):
+        words = sql.split(None, 1)
+        word = words[0].upper() if words else ""
+        if word in _OPENS:
             cursor = super().execute("BEGIN")
             self._check()
             return cursor
-        if word in _WRITES and not self.in_transaction:
+        if word not in _UNFENCED and not self.in_transaction:
             with self._transaction():
                 return super().execute(sql, params)
         return super().execute(sql, params)

@@ -15,7 +15,7 @@ from typing import Any
 
 from devices.nats_ingest import IngestMessage, partition_of
 from devices.replay_guard import ReplayGuard
-from gateway import alert_log, store
+from gateway import alert_log
 from gateway.pipeline import Pipeline
 from gateway.replica_context import ClusterContext, FencedConnection
 from rules.device_health import DeviceHealth
@@ -47,9 +47,8 @@ class PartitionWorker:
             "health": self.health.states.load_state,
         }
         for ns, load in loaders.items():
-            for key, state in store.load_states(conn, ns):
-                if key.split("/", 1)[0] in devices:
-                    load(key, state)
+            for key, state in alert_log.device_states(conn, ns, list(devices)):
+                load(key, state)
         # Never fed: a worker's alerts go to the desk through the alert log.
         book = IncidentBook(config.merge.to_policy(), config.merge)
         self.pipeline = Pipeline(
@@ -57,23 +56,20 @@ class PartitionWorker:
             int(config.ingest.max_future_skew_s * 1000), rule_states, self.health,
             context.router, forward_alerts=partial(alert_log.append, lease=partition),
         )  # fmt: skip
-        self.health.start(_now_ms())
+        self.health.start(now_ms())
 
     def process(self, messages: Sequence[IngestMessage]) -> None:
         """One batch, with the desk's re-arms for these devices applied first and deleted
         in the same commit."""
-        rearms = alert_log.pending_rearms(self.conn, self.partition)
-        also = []
-        if rearms:
-            self.pipeline.rearm([key for _, key in rearms])
-            also.append(partial(alert_log.delete_rearms, ids=[row_id for row_id, _ in rearms]))
-        self.pipeline.process(messages, _now_ms(), also)
+        also = alert_log.take_rearms(self.conn, self.partition, self.pipeline.rearm)
+        self.pipeline.process(messages, now_ms(), also)
 
     def tick_health(self) -> None:
         """Devices gone silent: their offline alerts, through the alert log."""
-        if alerts := self.health.tick(_now_ms()):
-            self.pipeline.apply_alerts(alerts, _now_ms())
+        if alerts := self.health.tick(now_ms()):
+            self.pipeline.apply_alerts(alerts, now_ms())
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
+    """Wall-clock milliseconds, the pipeline's ``now_ms``."""
     return int(time.time() * 1000)

@@ -28,26 +28,26 @@ class StatusSettings(BaseModel):
     port: int = Field(ge=1, le=65535)
 
 
-def status_app(stats: Callable[[], dict[str, Any]], last_tick: Callable[[], float]) -> FastAPI:
+def status_app(
+    stats: Callable[[], dict[str, Any]], last_tick: Callable[[], float], stale_s: float
+) -> FastAPI:
     """``/healthz`` is 200 while the replica's loop ticked its leases within the last
-    ``STALE_S``, 503 otherwise (a loop stuck on the database)."""
+    ``stale_s`` (a lease's time: past it the replica holds nothing), 503 otherwise (a
+    loop stuck, the database away). The handlers run on the replica's loop, which owns
+    what ``stats`` reads."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.get("/healthz")
-    def healthz() -> JSONResponse:
+    async def healthz() -> JSONResponse:
         age = time.monotonic() - last_tick()
-        fresh = age <= STALE_S
+        fresh = age <= stale_s
         return JSONResponse({"ok": fresh, "tick_age_s": round(age, 3)}, 200 if fresh else 503)
 
     @app.get("/stats")
-    def read_stats() -> dict[str, Any]:
+    async def read_stats() -> dict[str, Any]:
         return stats()
 
     return app
-
-
-# A lease tick this old means the replica is not keeping its leases.
-STALE_S = 30.0
 
 
 def status_server(settings: StatusSettings, app: FastAPI) -> uvicorn.Server:

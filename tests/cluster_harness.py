@@ -8,6 +8,7 @@ nats-server acks a device's QoS 1 message on receipt, stored or not)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import nats
 import psycopg
 import yaml
 
@@ -176,6 +178,34 @@ class ClusterStack:
 
     def cases(self) -> list[dict]:
         return self.platform_http.get("/api/v1/cases").json()["cases"]
+
+    def cut_database_sessions(self) -> int:
+        """Ends every other session of the cluster's database, as a PostgreSQL restart or
+        failover would; returns how many."""
+        return len(
+            self.query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+
+    def delete_consumer(self, partition: int) -> str:
+        """Deletes the durable consumer reading ``partition`` (as an operator's mistake or
+        a broker's lost state would); returns its name."""
+
+        async def delete() -> str:
+            nc = await nats.connect(self.nats.url)
+            try:
+                js = nc.jetstream()
+                for info in await js.consumers_info("CITYGW_INGEST"):
+                    if info.config.filter_subject == f"ingest.{partition}.>":
+                        await js.delete_consumer("CITYGW_INGEST", info.name)
+                        return info.name
+                raise AssertionError(f"no consumer reads partition {partition}")
+            finally:
+                await nc.close()
+
+        return asyncio.run(delete())
 
     def replays(self) -> dict[str, int]:
         """Commands the platform got a second time (an idempotency key used again)."""

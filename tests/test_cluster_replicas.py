@@ -83,7 +83,9 @@ def run(c: ClusterStack, during=None) -> None:
 def test_one_replica_killed_and_another_paused_past_its_lease(cluster):
     """r1 SIGKILLed, then r2 SIGSTOPped until r3 holds every lease, then resumed: r2 finds
     its partitions taken (its consumers deleted, any write it had open refused by the
-    fence) and gets its share back; nothing lost, nothing doubled."""
+    fence) and gets its share back; then every database session is cut, as a PostgreSQL
+    restart would, and a partition's consumer deleted under its holder: the replicas open
+    new sessions and read the partition again. Nothing lost, nothing doubled."""
     c = cluster()
     c.start(replicas=3)
 
@@ -93,6 +95,8 @@ def test_one_replica_killed_and_another_paused_past_its_lease(cluster):
         c.replicas["r2"].pause()
         c.wait_until(lambda: set(c.holders().values()) == {"r3"}, "r3 holding every lease", 60)
         c.replicas["r2"].resume()
+        assert c.cut_database_sessions() > 0
+        c.delete_consumer(0)
 
     run(c, during=kill_and_pause)
     assert_exact_cases(c)
