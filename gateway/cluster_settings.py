@@ -31,8 +31,10 @@ class ClusterSettings(BaseModel):
     postgres_dsn: str = Field(min_length=1, max_length=1024)
     postgres_password: SecretStr | None = None
     nats: NatsIngestSettings = NatsIngestSettings()
-    # Unique per process; default: host name, process id and a random suffix, so a
-    # restarted replica never renews its dead predecessor's leases with the old fences.
+    # Default: the host name and a random suffix, so a restarted replica never renews its
+    # dead predecessor's leases with the old fences. A configured id must be unique among
+    # live processes: two with one id would share its leases and fences, which no fence
+    # can tell apart (set it only where a supervisor guarantees one process per id).
     replica_id: str | None = Field(None, pattern=OWNER_PATTERN.pattern)
     # A lease not renewed for this long may be taken over (a replica that died).
     lease_ttl_s: float = Field(6.0, ge=0.5, le=600.0)
@@ -69,7 +71,8 @@ class ClusterSettings(BaseModel):
         return self
 
     def owner(self) -> str:
-        """This process's replica id."""
+        """A replica id for this process: the configured one, or a new random one on each
+        call (the replica asks once, at start)."""
         if self.replica_id is not None:
             return self.replica_id
         host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
