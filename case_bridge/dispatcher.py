@@ -282,7 +282,9 @@ class OutboxDispatcher:
         return await self._send_marked(row, send)
 
     async def _find_evidence(self, case_id: str, body: dict[str, Any]) -> bool | None:
-        """Whether the case holds the evidence; None where the platform cannot be asked."""
+        """Whether the case holds the evidence; None where the platform cannot be asked:
+        an adapter without ``find_evidence``, bare or behind ``GuardedPlatform`` (whose
+        ``find_evidence`` is None then). ``evidence_lookups`` counts the lookups asked."""
         find = getattr(self._platform, "find_evidence", None)
         if find is None:
             return None

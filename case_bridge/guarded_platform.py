@@ -52,6 +52,9 @@ T = TypeVar("T")
 # The seconds the current call (its task's context) has waited for tokens so far.
 _WAITED_S: ContextVar[list[float] | None] = ContextVar("waited_s", default=None)
 
+# ``EvidenceLookup.find_evidence``: whether a case holds a body's evidence (None: cannot say).
+FindEvidence = Callable[[str, dict[str, Any]], Awaitable[bool | None]]
+
 # Upper bounds of the latency histogram's buckets, in seconds (a platform's timeout is 5-120 s).
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -80,6 +83,8 @@ class GuardedPlatform:
         """``fresh_link``: signs a media link of ours afresh (``EvidenceLinks.refreshed``);
         every body filed or added as evidence then carries links valid from its send."""
         self._inner = inner
+        # Optional in ``CasePlatform`` (``EvidenceLookup``): absent on most adapters.
+        self._find_evidence: FindEvidence | None = getattr(inner, "find_evidence", None)
         self._fresh_link = fresh_link
         self.breaker = CircuitBreaker(settings.breaker)
         self.bucket = TokenBucket(settings.rate_limit)
@@ -103,13 +108,19 @@ class GuardedPlatform:
     async def find_case(self, external_key: str, body: dict[str, Any]) -> str | None:
         return await self._guarded("find_case", lambda: self._inner.find_case(external_key, body))
 
-    async def find_evidence(self, case_id: str, body: dict[str, Any]) -> bool | None:
-        """Whether the platform holds this evidence already; None when it cannot be asked
-        (the adapter has no way to look evidence up)."""
-        find = getattr(self._inner, "find_evidence", None)
+    @property
+    def find_evidence(self) -> FindEvidence | None:
+        """The adapter's evidence lookup (``EvidenceLookup``) behind the breaker and the
+        rate limit; None where the adapter has none, as a bare adapter lacks the method,
+        so the outbox tells a platform it cannot ask from one it asks."""
+        find = self._find_evidence
         if find is None:
             return None
-        return await self._guarded("find_evidence", lambda: find(case_id, body))
+
+        async def guarded(case_id: str, body: dict[str, Any]) -> bool | None:
+            return await self._guarded("find_evidence", lambda: find(case_id, body))
+
+        return guarded
 
     async def add_evidence(
         self, case_id: str, body: dict[str, Any], idempotency_key: str

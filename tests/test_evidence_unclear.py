@@ -32,7 +32,7 @@ from test_outbox_dispatch import CATALOG, FAST, SETTINGS, command, enqueue, rows
 from case_bridge import outbox
 from case_bridge.case_model import evidence_body, open_case_body
 from case_bridge.dispatcher import OutboxDispatcher
-from case_bridge.guarded_platform import DeliverySettings
+from case_bridge.guarded_platform import DeliverySettings, GuardedPlatform
 from case_bridge.mapped_rest import MappedRestPlatform
 from case_bridge.mapped_rest_settings import MappedRestSettings
 from case_bridge.platform import BundledPlatform, CasePlatform, Failure, PlatformError
@@ -199,7 +199,7 @@ def egova(intake: EgovaIntakeFake, tmp_path: Path, run: Runner) -> Iterator[Mapp
 
 
 def egova_after_502(
-    conn: sqlite3.Connection, intake: EgovaIntakeFake, egova: MappedRestPlatform, setting: str
+    conn: sqlite3.Connection, intake: EgovaIntakeFake, egova: CasePlatform, setting: str
 ) -> Delivery:
     """An open and its evidence queued; the report answered as the intake answers it, the
     supplement taken and then answered 502; a dispatcher with ``setting``."""
@@ -242,6 +242,40 @@ def test_park_the_egova_supplement_waits_for_an_operator_and_is_sent_once(
     assert outbox.resolve_found(conn, 2, "INC-a", event_id, int(time.time() * 1000))
     assert [state for _, state, _, _ in rows(conn)] == ["delivered", "delivered"]
     assert (len(intake.supplements), d.dispatcher.stats["evidence_resent_unclear"]) == (1, 0)
+
+
+# --- behind the gateway's wrapper (breaker and rate limit), as the gateway runs them -------
+
+
+def test_behind_the_wrapper_a_platform_that_can_be_asked_is_asked_and_counted(
+    conn: sqlite3.Connection, keeping: EvidenceKeepingFake, run: Runner
+) -> None:
+    enqueue(conn, command("INC-a", 1), command("INC-a", 2, CommandKind.ATTACH))
+    keeping.script(Reply(201, {"id": CASE}), Filed(LOST))
+    guarded = GuardedPlatform(KeylessBundled(keeping.url, TOKEN, 0.5), DeliverySettings())
+    d = Delivery(conn, guarded, "park")
+    run(d.until_quiet())
+    assert keeping.calls() == ["POST INC-a", EVIDENCE, LOOKUP]
+    assert [state for _, state, _, _ in rows(conn)] == ["delivered", "delivered"]
+    stats = d.dispatcher.stats
+    assert (stats["evidence_lookups"], stats["evidence_found_by_lookup"]) == (1, 1)
+    assert sum(guarded.stats()["calls"]["find_evidence"]["buckets"]) == 1
+
+
+def test_behind_the_wrapper_a_platform_that_cannot_be_asked_counts_no_lookup(
+    conn: sqlite3.Connection, intake: EgovaIntakeFake, egova: MappedRestPlatform, run: Runner
+) -> None:
+    """The wrapper offers no lookup for an adapter without one (it used to answer None for
+    it, counted as a lookup made): the resend is counted, no lookup."""
+    guarded = GuardedPlatform(egova, DeliverySettings())
+    assert guarded.find_evidence is None
+    d = egova_after_502(conn, intake, guarded, "resend")
+    run(d.until_quiet())
+    [event_id] = intake.events
+    assert [s["eventID"] for s in intake.supplements] == [event_id, event_id]
+    stats = d.dispatcher.stats
+    assert (stats["evidence_resent_unclear"], stats["evidence_lookups"]) == (1, 0)
+    assert "find_evidence" not in guarded.stats()["calls"]
 
 
 def test_the_bundled_adapter_finds_evidence_on_the_real_bundled_platform(
