@@ -169,6 +169,14 @@ CREATE TABLE IF NOT EXISTS state (
     value TEXT NOT NULL,
     PRIMARY KEY (ns, key)
 );
+-- Ids of the platform's status events accepted (gateway/api_platform_events.py), so that a
+-- replay inside the signature's tolerance is refused after a restart too; the route itself
+-- bounds them by count and age.
+CREATE TABLE IF NOT EXISTS webhook_events (
+    event_id TEXT PRIMARY KEY,
+    seen_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_events_seen ON webhook_events(seen_ms);
 """
 
 PAYLOAD_KEEP = 1024  # bytes of a refused payload kept for the operator

@@ -466,7 +466,7 @@ def test_three_replicas_make_the_schema_together(server: PostgresServer) -> None
     tables_made = (
         conns[0].execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()
     )
-    assert tables_made == (16,)
+    assert tables_made == (17,)
     for c in conns:
         c.close()
 

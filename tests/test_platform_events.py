@@ -19,12 +19,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from served_app import ServedApp, write_gateway_config
 from signed_events import SECRET, event_body, signature, signed_headers
+from starlette.datastructures import Headers
 
 from case_bridge.platform_settings import WebhookSettings
+from gateway import pg_store
 from gateway.api import create_api
 from gateway.api_platform_events import EVENTS_PATH, REASONS, PlatformEvents
 from gateway.config import ConfigError, load_config
 from gateway.service import Gateway
+from simulators.postgres import PostgresServer
 
 API_TOKEN = "0123456789abcdef-api-token"
 NOW_S = 1_800_000_000.0
@@ -46,15 +49,17 @@ class Receiver:
     """The API with its platform events on loopback; the handler records each call and
     fails while ``failing`` is set. ``clock`` is the route's time (seconds), None for now."""
 
-    def __init__(self, folder: Path, **webhook: object) -> None:
+    def __init__(self, folder: Path, clock: float | None = NOW_S, **webhook: object) -> None:
+        """The gateway's store is ``folder``'s: a second ``Receiver`` on the same folder is
+        the gateway restarted."""
         (folder / "webhook.key").write_text(SECRET + "\n")
         self.gateway = gateway(folder, {"secret_file": "webhook.key", **webhook})
         settings = self.gateway.config.case_platform.webhook
         assert settings is not None
         self.calls: list[tuple[str, str, str]] = []
         self.failing = False
-        self.clock: float | None = NOW_S  # None: the wall clock
-        self.events = PlatformEvents(settings, self._handle, now_s=self._now_s)
+        self.clock = clock  # None: the wall clock
+        self.events = PlatformEvents(settings, self._handle, self._now_s, self.gateway.conn)
         self.served = ServedApp(create_api(self.gateway, self.events))
         self.http = httpx.Client(base_url=self.served.url, timeout=5)
 
@@ -170,6 +175,87 @@ def test_remembered_ids_are_bounded_in_number_and_in_time(tmp_path: Path) -> Non
         assert len(r.events._seen) == 2
     finally:
         r.close()
+
+
+def kept_ids(r: Receiver) -> list[str]:
+    rows = r.gateway.conn.execute("SELECT event_id FROM webhook_events ORDER BY seen_ms, 1")
+    return [event_id for (event_id,) in rows]
+
+
+def test_a_replay_after_a_restart_is_refused_and_the_bounds_hold_across_it(tmp_path: Path):
+    first = Receiver(tmp_path, remembered_events=2, tolerance_s=60)
+    try:
+        for n in (1, 2, 3):
+            first.clock = NOW_S + n
+            assert first.signed(event_body(event_id=f"e{n}"), NOW_S + n).status_code == 200
+        assert kept_ids(first) == ["e2", "e3"]  # the bound: e1 forgotten in the store too
+    finally:
+        first.close()
+    again = Receiver(tmp_path, NOW_S + 30, remembered_events=2, tolerance_s=60)
+    try:
+        replay = again.signed(event_body(event_id="e3"), NOW_S + 30)  # inside the tolerance
+        assert (replay.status_code, replay.json()["reason"]) == (409, "replayed")
+        assert again.signed(event_body(event_id="e1"), NOW_S + 30).status_code == 200
+        assert again.calls == [("C20261121-000001", "closed", "2026-11-21T08:00:00.000000+00:00")]
+        assert kept_ids(again) == ["e3", "e1"]  # e2, the oldest, forgotten
+    finally:
+        again.close()
+    # Twice the tolerance after e1: all forgotten when read back.
+    later = Receiver(tmp_path, NOW_S + 151, remembered_events=2, tolerance_s=60)
+    try:
+        assert (len(later.events._seen), kept_ids(later)) == (0, [])
+    finally:
+        later.close()
+
+
+def test_the_ids_are_kept_the_same_way_in_postgresql() -> None:
+    """The route's SQL on the cluster's store: kept, bounded, read back after a restart."""
+    settings = WebhookSettings(secret=SECRET, remembered_events=2, tolerance_s=60)
+    calls: list[str] = []
+    with PostgresServer() as server:
+        conn = pg_store.connect(server.create_database("events"))
+        pg_store.ensure_schema(conn)
+
+        def receive(events: PlatformEvents, event_id: str, at_s: float) -> int:
+            body = event_body(event_id=event_id)
+            headers = Headers(signed_headers(body, at_s))  # as the route hands them over
+            return events.receive(headers, body).status_code
+
+        try:
+            for n in (1, 2, 3):
+                events = PlatformEvents(settings, lambda *e: calls.append(e[0]),
+                                        lambda n=n: NOW_S + n, conn)  # fmt: skip
+                assert receive(events, f"e{n}", NOW_S + n) == 200
+            restarted = PlatformEvents(settings, lambda *e: calls.append(e[0]),
+                                       lambda: NOW_S + 30, conn)  # fmt: skip
+            assert [receive(restarted, i, NOW_S + 30) for i in ("e3", "e2", "e1")] == [
+                409, 409, 200,
+            ]  # fmt: skip
+            rows = conn.execute("SELECT event_id FROM webhook_events ORDER BY seen_ms, event_id")
+            assert [event_id for (event_id,) in rows] == ["e3", "e1"]
+            assert len(calls) == 4
+        finally:
+            conn.close()
+
+
+def test_an_id_the_store_refuses_to_keep_gets_503_and_its_retry_is_kept(
+    receiver: Receiver,
+) -> None:
+    conn = receiver.gateway.conn
+    conn.execute(
+        "CREATE TEMP TRIGGER webhook_events_refused BEFORE INSERT ON webhook_events"
+        " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
+    refused = receiver.signed(event_body())
+    assert (refused.status_code, refused.headers["retry-after"]) == (503, "5")
+    conn.execute("DROP TRIGGER webhook_events_refused")
+    assert receiver.signed(event_body()).status_code == 200  # the retry: handled again
+    assert receiver.signed(event_body()).status_code == 409
+    assert len(receiver.calls) == 2  # the status writes are idempotent
+    assert kept_ids(receiver) == ["0f1e2d3c4b5a69788796a5b4c3d2e1f0"]
+    assert receiver.events.stats() == {
+        "accepted": 1, "refused": {**ZERO, "replayed": 1}, "handler_errors": 1
+    }  # fmt: skip
 
 
 def test_without_a_webhook_secret_the_route_is_not_there(tmp_path: Path) -> None:
