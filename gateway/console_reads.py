@@ -376,10 +376,12 @@ def _command_events(rows: Iterable[tuple]) -> list[dict[str, Any]]:
 
 
 def _evidence(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The incident's pictures: each alert's annotated frame with its "before" frame."""
+    """The incident's pictures: each alert's annotated frame with its "before" frame. A
+    sensor excerpt (``…_excerpt_<hash>.json``, gateway/sensor_excerpts.py) is no picture:
+    the alert's ``media`` names it."""
     pictures = []
     for alert in alerts:
-        names = alert["media"]
+        names = [name for name in alert["media"] if name.endswith(".jpg")]
         if not names:
             continue
         before = next((n for n in names if n.endswith("_before.jpg")), None)

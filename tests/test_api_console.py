@@ -205,7 +205,9 @@ def test_alerts_are_listed_with_what_held_them_and_filtered(staged_console):
     assert (silence["matchers"], silence["author"], silence["reason"]) == (
         {"device": "BIN-001"}, "王工", "收集点改造",
     )  # fmt: skip
-    assert rows[1]["media"] == list(PICTURES)
+    *pictures, excerpt = rows[1]["media"]  # the sensor excerpt filed with the alert last
+    assert pictures == list(PICTURES)
+    assert re.fullmatch(r"BIN-010_bin_overflow_\d+_excerpt_[0-9a-f]{16}\.json", excerpt)
     count = {
         query: http.get("/api/v1/console/alerts", params=params).json()["count"]
         for query, params in [
