@@ -16,7 +16,8 @@ chunk holds itself and queues them in one hand-over, leaves every other packet t
 handler, and acknowledges a batch's QoS 1 messages in one write. Measured as
 bench/ingest.py does, the gateway's ingest path alone (rules and store left out) took 1.1x
 the bare paho subscriber's rate with paho's own reads and acks, 2.2x with chunked reads and
-batched acks; parsing PUBLISH here took the whole gateway from ~0.5x to ~1.4x.
+batched acks. Parsing PUBLISH here took paho's thread from ~14 to ~2 µs of the interpreter
+lock per message (BENCHMARKS.md, issue 14).
 
 A refused or failed connection (wrong password, untrusted certificate, broker down) is
 logged with its cause and counted, and paho keeps retrying with backoff; it never raises
