@@ -192,7 +192,8 @@ class Stack:
         config.update(extra)
         (self.workdir / "api-token").write_text(API_TOKEN + "\n")
         path = self.workdir / "gateway.yaml"
-        path.write_text(yaml.safe_dump(config, allow_unicode=True))
+        # In the order given: a mapped platform's form fields keep their configured order.
+        path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
         return path
 
     def _webhook_env(self) -> dict[str, str]:
