@@ -240,7 +240,7 @@ class Batch:
     def reject(
         self, now_ms: int, topic: str, device_id: str, reason: str, detail: str, payload: bytes
     ) -> None:
-        text = payload[:PAYLOAD_KEEP].decode("utf-8", errors="backslashreplace")
+        text = _no_nul(payload[:PAYLOAD_KEEP].decode("utf-8", errors="backslashreplace"))
         self.dead_letters.append(
             (now_ms, _clip(topic, TOPIC_KEEP), _clip(device_id, DEVICE_ID_KEEP), reason,
              _clip(detail, DETAIL_KEEP), text)
@@ -264,10 +264,17 @@ class Batch:
 
 
 def _clip(text: str, limit: int) -> str:
-    """At most ``limit`` characters, marked when cut, and always encodable as UTF-8."""
+    """At most ``limit`` characters, marked when cut, always encodable as UTF-8 and
+    without NUL."""
     if len(text) > limit:
         text = text[: limit - 1] + "…"
-    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    return _no_nul(text.encode("utf-8", errors="backslashreplace").decode("utf-8"))
+
+
+def _no_nul(text: str) -> str:
+    """NUL written as ``\\x00``: PostgreSQL's text refuses it (SQLite takes it), and one
+    refused message must not make the whole batch's commit fail on the cluster's store."""
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
 
 
 def commit(conn: sqlite3.Connection, batch: Batch) -> None:

@@ -543,3 +543,17 @@ def test_a_refused_connection_names_no_password() -> None:
         pg_store.connect(f"host=127.0.0.1 port={port} user=x dbname=y", "s3cret-Passw0rd")
     assert "s3cret-Passw0rd" not in str(refused.value)
     assert f"127.0.0.1:{port}" in str(refused.value)
+
+
+def test_a_refused_payload_holding_nul_is_kept_on_both_stores(conn: Any) -> None:
+    """PostgreSQL's text refuses NUL where SQLite takes it: a dead letter's payload, topic,
+    device id and detail are kept with NUL written out, and the batch commits."""
+    batch = store.Batch()
+    batch.reject(
+        1, "citygw/v1/MH\x00/telemetry", "MH\x00", "malformed_json", "x\x00", b'{"ts": 1\x00}'
+    )
+    store.commit(conn, batch)
+    rows = conn.execute("SELECT topic, device_id, detail, payload FROM dead_letters").fetchall()
+    assert [tuple(row) for row in rows] == [
+        ("citygw/v1/MH\\x00/telemetry", "MH\\x00", "x\\x00", '{"ts": 1\\x00}')
+    ]
