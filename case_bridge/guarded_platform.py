@@ -78,11 +78,19 @@ class GuardedPlatform:
     """A ``CasePlatform`` that rate-limits and breaks the circuit for ``inner``."""
 
     def __init__(
-        self, inner: CasePlatform, settings: DeliverySettings, fresh_link: FreshLink | None = None
+        self,
+        inner: CasePlatform,
+        settings: DeliverySettings,
+        fresh_link: FreshLink | None = None,
+        may_send: Callable[[], str | None] | None = None,
     ) -> None:
         """``fresh_link``: signs a media link of ours afresh (``EvidenceLinks.refreshed``);
-        every body filed or added as evidence then carries links valid from its send."""
+        every body filed or added as evidence then carries links valid from its send.
+        ``may_send``: asked before every call, None to go on, else why not (a replica's
+        desk whose lease may have lapsed: gateway/replica.py); a refusal is a transient
+        failure that sent nothing, and the breaker does not count it."""
         self._inner = inner
+        self._may_send = may_send
         # Optional in ``CasePlatform`` (``EvidenceLookup``): absent on most adapters.
         self._find_evidence: FindEvidence | None = getattr(inner, "find_evidence", None)
         self._fresh_link = fresh_link
@@ -171,6 +179,8 @@ class GuardedPlatform:
         """The breaker's leave (or ``CircuitOpen``), then the call (each of its requests
         takes its token), whose outcome the breaker learns and whose time, less its
         waits for tokens, ``calls[name]`` keeps."""
+        if self._may_send is not None and (why := self._may_send()) is not None:
+            raise PlatformError(why, Failure.TRANSIENT, may_have_acted=False)
         self.breaker.admit()
         figures = self.calls.setdefault(name, CallFigures())
         waited = [0.0]

@@ -306,8 +306,9 @@ class Replica:
         context = self.context
         conn = FencedConnection(self._connect(), context.owner, context.desk_lease, fence)
         role = DeskRole(
-            conn, self._intake, partial(alert_log.queue_rearms, route=context.lease_of_key)
-        )
+            conn, self._intake, partial(alert_log.queue_rearms, route=context.lease_of_key),
+            self._desk_may_send,
+        )  # fmt: skip
         self.desk = Gateway(context.config, desk=role)
         self._desk_stop = asyncio.Event()
         self._desk_task = asyncio.create_task(self.desk.run(self._desk_stop))
@@ -320,6 +321,16 @@ class Replica:
         self._desk_stop.set()
         with contextlib.suppress(Exception):
             await task
+
+    def _desk_may_send(self) -> str | None:
+        """None while the leases were renewed less than a lease minus a tick ago (so the
+        desk lease is still ours), else why the desk must not send: a process paused past
+        its lease wakes with an old renewal, and sends nothing before its next tick."""
+        settings = self.context.settings
+        age = time.monotonic() - self._last_tick
+        if age < settings.lease_ttl_s - settings.lease_tick_s:
+            return None
+        return f"the desk lease was last renewed {age:.1f} s ago: nothing sent until renewed"
 
     async def _intake(self, gateway: Gateway) -> None:
         """The desk's loop: the alert log's oldest committed alerts through the incident

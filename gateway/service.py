@@ -90,6 +90,9 @@ class DeskRole:
     conn: Any
     intake: Callable[[Gateway], Coroutine[Any, Any, None]]
     rearm_elsewhere: Callable[..., object]
+    # Asked before every call to the platform: None while the desk lease is surely held,
+    # else why not, so a desk paused past its lease sends nothing when it wakes.
+    may_send: Callable[[], str | None]
 
 
 def _confirm_ms(settings: RuleSettings) -> int:
@@ -179,8 +182,9 @@ class Gateway:
         self._adapter = self._platform_adapter(platform)
         # One wrapper for filing and status sync: they share the breaker and the rate limit.
         self.platform = GuardedPlatform(
-            self._adapter, platform.delivery, fresh_link=self.evidence.links.refreshed
-        )
+            self._adapter, platform.delivery, fresh_link=self.evidence.links.refreshed,
+            may_send=desk.may_send if desk is not None else None,
+        )  # fmt: skip
         self.dispatcher = OutboxDispatcher(
             self.conn, self.platform, self.catalog, config.cases, platform.retry,
             on_case_closed=self._on_case_closed_early, on_delivered=self._on_delivered,
@@ -193,7 +197,9 @@ class Gateway:
         )  # fmt: skip
         webhook = platform.webhook
         self.platform_events = (
-            PlatformEvents(webhook, self._on_platform_event) if webhook is not None else None
+            PlatformEvents(webhook, self._on_platform_event, conn=self.conn)
+            if webhook is not None
+            else None
         )
         self.ingest: MqttIngest | None = None
         self.api_app: FastAPI | None = None  # built when the API part starts

@@ -22,8 +22,8 @@ from case_bridge.breaker import (
     CircuitBreaker,
     CircuitOpen,
 )
-from case_bridge.guarded_platform import DeliverySettings
-from case_bridge.platform import Failure
+from case_bridge.guarded_platform import DeliverySettings, GuardedPlatform
+from case_bridge.platform import Failure, PlatformError
 from case_bridge.rate_limit import RateLimitSettings, TokenBucket
 
 
@@ -266,3 +266,33 @@ def test_an_unknown_delivery_setting_is_refused_by_name() -> None:
     with pytest.raises(ValidationError) as caught:
         DeliverySettings.model_validate({"breaker": {"cooldown": 3}})
     assert [error["loc"] for error in caught.value.errors()] == [("breaker", "cooldown")]
+
+
+def test_a_call_the_owner_says_may_not_go_is_refused_before_anything_is_sent() -> None:
+    """A replica's desk whose lease may have lapsed sends nothing: the wrapper refuses each
+    call as a transient failure that did not act, without asking the adapter or telling
+    the breaker; once the owner says go, calls go."""
+    asked: list[str] = []
+
+    class Adapter:
+        honours_idempotency_key = True
+        platform_id = "test"
+
+        def guard_requests(self, hook) -> None:
+            pass
+
+        async def open_case(self, body, idempotency_key):
+            asked.append(idempotency_key)
+            return {"id": "C-1"}
+
+    why: list[str | None] = ["the desk lease was last renewed 9.0 s ago"]
+    guarded = GuardedPlatform(Adapter(), DeliverySettings(), may_send=lambda: why[0])
+    for _ in range(10):  # past the breaker's threshold, had it counted them
+        with pytest.raises(PlatformError) as refused:
+            asyncio.run(guarded.open_case({}, "k"))
+        assert refused.value.failure is Failure.TRANSIENT
+        assert refused.value.may_have_acted is False
+    assert asked == []
+    why[0] = None
+    assert asyncio.run(guarded.open_case({}, "k")) == {"id": "C-1"}
+    assert asked == ["k"]
