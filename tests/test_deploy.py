@@ -17,9 +17,16 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from compose_checks import (
+    compose_config,
+    mounts,
+    needs_docker_compose,
+    secret_environment,
+    secrets_written_in,
+    write_server_certificate,
+)
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.config_secrets import SECRET_WORDS
 from simulators.mosquitto import free_port, mosquitto_binary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,12 +57,7 @@ def test_only_the_brokers_tls_port_is_published_beyond_loopback():
 
 def test_every_secret_comes_from_the_environment_and_is_required():
     services = compose()["services"]
-    secrets = {
-        (name, key): value
-        for name, service in services.items()
-        for key, value in (service.get("environment") or {}).items()
-        if any(word.upper() in key for word in SECRET_WORDS)
-    }
+    secrets = secret_environment(services)
     # Prometheus holds the API token (to scrape /metrics), Grafana its admin password and
     # the InfluxDB token (its telemetry data source).
     assert len(secrets) == 10
@@ -67,49 +69,26 @@ def test_every_secret_comes_from_the_environment_and_is_required():
 
 
 def test_the_gateway_config_holds_no_secret_only_where_to_find_one():
-    found: list[str] = []
-
-    def walk(data: object, prefix: str) -> None:
-        if isinstance(data, dict):
-            for key, value in data.items():
-                walk(value, f"{prefix}{key}.")
-                secret_named = any(word in str(key) for word in SECRET_WORDS)
-                if secret_named and not str(key).endswith(("_env", "_file")):
-                    found.append(f"{prefix}{key}")
-
-    walk(yaml.safe_load((DEPLOY / "gateway.yaml").read_text(encoding="utf-8")), "")
+    found = secrets_written_in(
+        yaml.safe_load((DEPLOY / "gateway.yaml").read_text(encoding="utf-8"))
+    )
     assert found == []
 
 
 def test_the_brokers_files_are_the_ones_compose_mounts():
-    mounts = {}
-    for volume in compose()["services"]["mosquitto"]["volumes"]:
-        volume = volume.removesuffix(":ro")  # the source may hold ":" (${VAR:?message})
-        source, target = volume.rsplit(":", 1)
-        mounts[target] = source
-    assert mounts["/mosquitto/config/mosquitto.conf"] == "./deploy/mosquitto.conf"
-    assert mounts["/mosquitto/config/acl"] == "./deploy/mosquitto.acl"
+    mounted = mounts(compose()["services"]["mosquitto"])
+    assert mounted["/mosquitto/config/mosquitto.conf"] == "./deploy/mosquitto.conf"
+    assert mounted["/mosquitto/config/acl"] == "./deploy/mosquitto.acl"
     settings = dict(
         line.split(" ", 1)
         for line in (DEPLOY / "mosquitto.conf").read_text().splitlines()
         if line and not line.startswith("#")
     )
     for key in ("password_file", "acl_file", "certfile", "keyfile", "persistence_location"):
-        assert any(settings[key].startswith(target) for target in mounts), key
+        assert any(settings[key].startswith(target) for target in mounted), key
 
 
-def run_compose(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
-    empty = tmp_path / "empty.env"  # a developer's .env must not make the test pass
-    empty.write_text("")
-    command = ["docker-compose", "--env-file", str(empty), "-f", str(COMPOSE), "config", "-q"]
-    environment = {"PATH": os.environ["PATH"], **env}
-    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=60)
-
-
-@pytest.mark.skipif(
-    shutil.which("docker-compose") is None,
-    reason="docker-compose is not installed (Debian: apt-get install docker-compose)",
-)
+@needs_docker_compose
 def test_compose_validates_and_refuses_to_start_without_its_secrets(tmp_path):
     secrets = {
         "CITYGW_API_TOKEN": "a",
@@ -121,10 +100,11 @@ def test_compose_validates_and_refuses_to_start_without_its_secrets(tmp_path):
         "MQTT_PASSWORD_FILE": str(tmp_path / "passwords"),
         "MQTT_TLS_DIR": str(tmp_path),
     }
-    valid = run_compose(secrets, tmp_path)
+    valid = compose_config(COMPOSE, secrets, tmp_path)
     assert valid.returncode == 0, valid.stderr
     for missing in secrets:
-        refused = run_compose({k: v for k, v in secrets.items() if k != missing}, tmp_path)
+        without = {k: v for k, v in secrets.items() if k != missing}
+        refused = compose_config(COMPOSE, without, tmp_path)
         assert refused.returncode != 0, missing
         assert f"set {missing}" in refused.stderr, refused.stderr
 
@@ -139,12 +119,7 @@ def broker(tmp_path_factory):
     if shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None:
         pytest.skip("needs the openssl CLI and mosquitto_passwd")
     folder = tmp_path_factory.mktemp("deployed-broker")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", "server.key", "-out", "server.crt", "-days", "1",
-         "-subj", "/CN=broker", "-addext", "subjectAltName=IP:127.0.0.1"],
-        cwd=folder, check=True, capture_output=True,
-    )  # fmt: skip
+    ca = write_server_certificate(folder, "broker")
     for user, password in PASSWORDS.items():
         subprocess.run(
             ["mosquitto_passwd", "-b", *(["-c"] if user == "citygw" else []),
@@ -182,7 +157,7 @@ def broker(tmp_path_factory):
                 assert proc.poll() is None, proc.stderr.read().decode()
                 assert time.monotonic() < deadline, f"mosquitto did not listen on {port}"
                 time.sleep(0.05)
-    yield plain, tls, folder / "server.crt"
+    yield plain, tls, ca
     proc.terminate()
     proc.wait(10)
 
