@@ -194,12 +194,20 @@ def storable(ts: int, seq: int | None) -> bool:
     return ts in INT64 and (seq is None or seq in INT64)
 
 
-def connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
+def connect(
+    path: Path, synchronous: str = "FULL", autocheckpoint: bool = True
+) -> sqlite3.Connection:
+    """The store, made or brought up to date. ``autocheckpoint=False`` leaves copying the
+    WAL into the database file to ``checkpoint`` on another connection: SQLite's own runs
+    inside the COMMIT that crosses 1,000 pages of WAL, and the ingest's event loop waits
+    for that COMMIT (copy and fsync)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=5000")
+    if not autocheckpoint:
+        conn.execute("PRAGMA wal_autocheckpoint=0")
     new_totals = not _has_table(conn, "rejection_totals")
     conn.executescript(SCHEMA)
     if new_totals:  # a store from before the totals: count what it kept
@@ -211,6 +219,14 @@ def connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
         conn.execute("ALTER TABLE alerts ADD COLUMN held_by TEXT")
     outbox.ensure_schema(conn)
     return conn
+
+
+def checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """Copy what the WAL holds into the database file without waiting on anyone (PASSIVE:
+    frames a reader still needs stay for the next time): (1 when it could not finish, WAL
+    frames, frames copied). For a connection of its own, off the writer's path."""
+    busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return busy, frames, copied
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
