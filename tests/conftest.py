@@ -1,12 +1,20 @@
-"""Shared fixtures: a factory for the real broker + platform + gateway stack, and the
-scripted platform fake for in-process case bridge tests."""
+"""Shared fixtures: a factory for the real broker + platform + gateway stack, the
+scripted platform fake for in-process case bridge tests, and the outbox's SQLite file and
+an event loop runner for the delivery tests (a test file with another store names its own
+``conn``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from scripted_platform import ScriptedPlatformFake
+from test_delivery_lookup import connect
 
 from harness import Stack
 
@@ -32,3 +40,18 @@ def fake() -> Iterator[ScriptedPlatformFake]:
     """A ``ScriptedPlatformFake`` on a loopback port, stopped after the test."""
     with ScriptedPlatformFake() as server:
         yield server
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """The outbox in a real SQLite file, schema made, closed after."""
+    with contextlib.closing(connect(tmp_path / "outbox.db")) as connection:
+        yield connection
+
+
+@pytest.fixture
+def run() -> Iterator[Callable[[Coroutine[Any, Any, Any]], Any]]:
+    """Runs a coroutine to its end on one event loop kept for the whole test."""
+    with asyncio.Runner() as runner:
+        yield runner.run
+

@@ -17,13 +17,11 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from keyless_platform import Filed, KeylessBundled, KeylessPlatformFake
 from scripted_platform import HANG, TOKEN, Reply
-from test_delivery_lookup import connect
 from test_outbox_dispatch import FAST, Run, command, enqueue, rows
 
 from case_bridge import outbox
@@ -43,18 +41,6 @@ UNLIMITED = RateLimitSettings(requests_per_s=10_000, burst=10_000)
 def keyless() -> Iterator[KeylessPlatformFake]:
     with KeylessPlatformFake() as server:
         yield server
-
-
-@pytest.fixture
-def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    with contextlib.closing(connect(tmp_path / "outbox.db")) as connection:
-        yield connection
-
-
-@pytest.fixture
-def run() -> Iterator[Runner]:
-    with asyncio.Runner() as runner:
-        yield runner.run
 
 
 def guarded(url: str, threshold: int = 3, rate: RateLimitSettings = UNLIMITED) -> GuardedPlatform:

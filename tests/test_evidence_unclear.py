@@ -12,7 +12,6 @@ ask). The outbox is a real SQLite file; the counts are the platform's own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -25,7 +24,6 @@ from egova_intake import EgovaIntakeFake, Forced
 from keyless_platform import Filed, KeylessBundled, KeylessPlatformFake
 from scripted_platform import HANG, TOKEN, Reply, Request
 from served_app import ServedApp
-from test_delivery_lookup import connect
 from test_mapped_rest import COMMAND, evidence_store, example_data
 from test_outbox_dispatch import CATALOG, FAST, SETTINGS, command, enqueue, rows
 
@@ -95,18 +93,6 @@ class Delivery:
                 return
             await asyncio.sleep(max(0.0, (next_due - time.time() * 1000) / 1000))
         raise AssertionError("the outbox did not settle")
-
-
-@pytest.fixture
-def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    with contextlib.closing(connect(tmp_path / "outbox.db")) as connection:
-        yield connection
-
-
-@pytest.fixture
-def run() -> Iterator[Runner]:
-    with asyncio.Runner() as runner:
-        yield runner.run
 
 
 @pytest.fixture
@@ -199,23 +185,29 @@ def egova(intake: EgovaIntakeFake, tmp_path: Path, run: Runner) -> Iterator[Mapp
 
 
 def egova_after_502(
-    conn: sqlite3.Connection, intake: EgovaIntakeFake, egova: CasePlatform, setting: str
-) -> Delivery:
+    conn: sqlite3.Connection,
+    intake: EgovaIntakeFake,
+    egova: CasePlatform,
+    setting: str,
+    run: Runner,
+) -> tuple[Delivery, str]:
     """An open and its evidence queued; the report answered as the intake answers it, the
-    supplement taken and then answered 502; a dispatcher with ``setting``."""
+    supplement taken and then answered 502; a dispatcher with ``setting`` run until the
+    outbox is quiet. Returns it and the one event the intake filed."""
     opened = replace(COMMAND, command_id="INC-a/1", incident_id="INC-a")
     enqueue(conn, opened, replace(opened, command_id="INC-a/2", kind=CommandKind.ATTACH))
     filed = {"code": 0, "msg": "success", "data": {"eventID": "GL20261121000001"}}
     intake.script(Forced(200, filed, act=True), Forced(502, b"<html>502</html>", act=True))
-    return Delivery(conn, egova, setting)
+    d = Delivery(conn, egova, setting)
+    run(d.until_quiet())
+    [event_id] = intake.events
+    return d, event_id
 
 
 def test_resend_the_egova_supplement_the_platform_took_is_sent_again_and_counted(
     conn: sqlite3.Connection, intake: EgovaIntakeFake, egova: MappedRestPlatform, run: Runner
 ) -> None:
-    d = egova_after_502(conn, intake, egova, "resend")
-    run(d.until_quiet())
-    [event_id] = intake.events
+    d, event_id = egova_after_502(conn, intake, egova, "resend", run)
     assert [s["eventID"] for s in intake.supplements] == [event_id, event_id]
     assert [state for _, state, _, _ in rows(conn)] == ["delivered", "delivered"]
     assert d.dispatcher.stats["evidence_resent_unclear"] == 1
@@ -225,9 +217,7 @@ def test_resend_the_egova_supplement_the_platform_took_is_sent_again_and_counted
 def test_park_the_egova_supplement_waits_for_an_operator_and_is_sent_once(
     conn: sqlite3.Connection, intake: EgovaIntakeFake, egova: MappedRestPlatform, run: Runner
 ) -> None:
-    d = egova_after_502(conn, intake, egova, "park")
-    run(d.until_quiet())
-    [event_id] = intake.events
+    d, event_id = egova_after_502(conn, intake, egova, "park", run)
     assert [s["eventID"] for s in intake.supplements] == [event_id]
     reason = (
         f"evidence sent to case {event_id} without a clear answer, and the platform cannot"
@@ -269,9 +259,7 @@ def test_behind_the_wrapper_a_platform_that_cannot_be_asked_counts_no_lookup(
     it, counted as a lookup made): the resend is counted, no lookup."""
     guarded = GuardedPlatform(egova, DeliverySettings())
     assert guarded.find_evidence is None
-    d = egova_after_502(conn, intake, guarded, "resend")
-    run(d.until_quiet())
-    [event_id] = intake.events
+    d, event_id = egova_after_502(conn, intake, guarded, "resend", run)
     assert [s["eventID"] for s in intake.supplements] == [event_id, event_id]
     stats = d.dispatcher.stats
     assert (stats["evidence_resent_unclear"], stats["evidence_lookups"]) == (1, 0)
