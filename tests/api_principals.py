@@ -6,6 +6,8 @@ the console does."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -49,6 +51,19 @@ class Deployments:
         for served in self.served:
             served.close()
             served.gateway.conn.close()
+
+
+@contextmanager
+def one_deployment(tmp_path: Path) -> Iterator[ServedApi]:
+    """One gateway's API served with no ``api`` settings, its ``Deployments`` kept on it as
+    ``deployments`` (for its browsers); all closed after."""
+    made = Deployments(tmp_path)
+    api = made.serve()
+    api.deployments = made
+    try:
+        yield api
+    finally:
+        made.close()
 
 
 def add_user(served: ServedApi, name: str, role: Role, password: str = PASSWORD) -> None:

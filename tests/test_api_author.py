@@ -6,7 +6,7 @@ naming the field. The audit log's actor and the stored author agree."""
 from __future__ import annotations
 
 import pytest
-from api_principals import ADMIN, Deployments, add_user
+from api_principals import ADMIN, add_user, one_deployment
 
 SILENCES = "/api/v1/silences"
 THRESHOLDS = "/api/v1/thresholds"
@@ -15,11 +15,8 @@ NEW_SILENCE = {"matchers": {"device": "BIN-001"}, "reason": "井盖更换", "dur
 
 @pytest.fixture
 def served(tmp_path):
-    made = Deployments(tmp_path)
-    api = made.serve()
-    api.deployments = made
-    yield api
-    made.close()
+    with one_deployment(tmp_path) as api:
+        yield api
 
 
 def stored_silence_authors(served) -> list[tuple[str, list[str]]]:

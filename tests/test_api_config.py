@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from api_principals import ADMIN, TOKEN, Deployments, add_user
+from api_principals import ADMIN, TOKEN, add_user, one_deployment
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from served_app import write_gateway_config
@@ -27,11 +27,8 @@ CONFIG = "/api/v1/config"
 
 @pytest.fixture
 def served(tmp_path):
-    made = Deployments(tmp_path)
-    api = made.serve()
-    api.deployments = made
-    yield api
-    made.close()
+    with one_deployment(tmp_path) as api:
+        yield api
 
 
 def test_only_admins_read_the_config_and_the_machine_token_is_not_in_it(served):
