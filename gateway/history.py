@@ -137,7 +137,8 @@ def upkeep(
     ``settings.upkeep_every_s`` as ``asyncio.to_thread(upkeep, conn, settings, now_ms)``:
     each transaction holds SQLite's write lock for at most ``batch_rows`` rows, and the
     ``pause_s`` between transactions lets a waiting ingest commit take the lock instead of
-    losing it again to the next fold.
+    losing it again to the next fold. The SQL is portable: in cluster mode the same call
+    takes a connection of the cluster's PostgreSQL store (``pg_store.connect``).
     """
     bucket_ms = settings.downsample_bucket_s * 1000
     # Whole buckets only, so that a bucket is normally folded once, complete.
@@ -185,11 +186,16 @@ class _Bucket:
 
 
 def _expire_batch(conn: sqlite3.Connection, cutoff_ms: int, batch_rows: int) -> int:
+    """One batch of buckets past retention, picked by their unique key (the cluster's
+    PostgreSQL table has no rowid): on SQLite each is a lookup in that key's index."""
     return conn.execute(
-        "DELETE FROM readings_downsampled WHERE rowid IN (SELECT rowid FROM readings_downsampled"
-        " WHERE bucket_start < ? LIMIT ?)",
+        f"DELETE FROM readings_downsampled WHERE ({_KEY}) IN (SELECT {_KEY}"
+        " FROM readings_downsampled WHERE bucket_start < ? LIMIT ?)",
         (cutoff_ms, batch_rows),
     ).rowcount
+
+
+_KEY = "device_id, bucket_start, bucket_ms, field"
 
 
 def _fold_batch(
@@ -229,19 +235,23 @@ def _fold_batch(
     return store.in_transaction(conn, fold)
 
 
-_UPSERT = """
+# Portable SQL, for SQLite and the cluster's PostgreSQL alike: the old row's columns named
+# with their table (unqualified they are ambiguous there), CASE for the two-value min and max.
+_OLD = "readings_downsampled"
+_UPSERT = f"""
 INSERT INTO readings_downsampled
     (device_id, bucket_start, bucket_ms, field, is_bool, n, v_sum, v_min, v_max, last_ts,
      last_value)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (device_id, bucket_start, bucket_ms, field) DO UPDATE SET
-    n = n + excluded.n,
-    v_sum = v_sum + excluded.v_sum,
-    v_min = min(v_min, excluded.v_min),
-    v_max = max(v_max, excluded.v_max),
-    last_value = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last_value
-                      ELSE last_value END,
-    last_ts = max(last_ts, excluded.last_ts)
+    n = {_OLD}.n + excluded.n,
+    v_sum = {_OLD}.v_sum + excluded.v_sum,
+    v_min = CASE WHEN excluded.v_min < {_OLD}.v_min THEN excluded.v_min ELSE {_OLD}.v_min END,
+    v_max = CASE WHEN excluded.v_max > {_OLD}.v_max THEN excluded.v_max ELSE {_OLD}.v_max END,
+    last_value = CASE WHEN excluded.last_ts >= {_OLD}.last_ts THEN excluded.last_value
+                      ELSE {_OLD}.last_value END,
+    last_ts = CASE WHEN excluded.last_ts > {_OLD}.last_ts THEN excluded.last_ts
+                   ELSE {_OLD}.last_ts END
 """
 
 
@@ -249,5 +259,5 @@ def _upsert_rows(
     buckets: Iterable[tuple[tuple[str, int, str], _Bucket]], bucket_ms: int
 ) -> Iterable[tuple[Any, ...]]:
     for (device_id, start, name), b in buckets:
-        yield (device_id, start, bucket_ms, name, b.is_bool, b.n, b.total, b.low, b.high,
+        yield (device_id, start, bucket_ms, name, int(b.is_bool), b.n, b.total, b.low, b.high,
                b.last_ts, b.last)  # fmt: skip

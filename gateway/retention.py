@@ -113,10 +113,11 @@ _DELIVERED = (
     "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE state IN"
     " ('delivered', 'refiled', 'refused_closed') AND delivered_ms < ?1 ORDER BY seq LIMIT ?2)"
 )
-# The markers that make a re-filing happen once (gateway/pipeline.py) live as long.
+# The markers that make a re-filing happen once (gateway/pipeline.py) live as long. Times
+# read from JSON are cast: the cluster's json_extract gives text (gateway/pg_store.py).
 _REFILED_MARKERS = (
-    "DELETE FROM state WHERE ns = 'refiled' AND key IN (SELECT key FROM state"
-    " WHERE ns = 'refiled' AND json_extract(value, '$.ms') < ?1 LIMIT ?2)"
+    "DELETE FROM state WHERE ns = 'refiled' AND key IN (SELECT key FROM state WHERE"
+    " ns = 'refiled' AND CAST(json_extract(value, '$.ms') AS BIGINT) < ?1 LIMIT ?2)"
 )
 
 
@@ -140,7 +141,7 @@ def _expire_incidents(conn: sqlite3.Connection, before_ms: int, batch_rows: int)
         for (key,) in conn.execute(
             "SELECT key FROM state WHERE ns = 'incident'"
             " AND json_extract(value, '$.status') != 'open'"
-            " AND json_extract(value, '$.last_ts') < ? LIMIT ?",
+            " AND CAST(json_extract(value, '$.last_ts') AS BIGINT) < ? LIMIT ?",
             (before_ms, batch_rows),
         )
     ]

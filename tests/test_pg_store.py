@@ -23,9 +23,11 @@ from typing import Any
 
 import psycopg
 import pytest
+import store_backends
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from served_app import write_gateway_config
+from store_backends import pg_connection
 
 from case_bridge import outbox
 from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority
@@ -45,31 +47,9 @@ from simulators.scenario import BUILTIN_SCENARIO, load_scenario
 
 START_MS = 1_760_000_000_000
 BATCH_MS = 10_000
-BACKENDS = ("sqlite", "postgres")
 _databases = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    with PostgresServer() as pg:
-        yield pg
-
-
-def pg_connection(server: PostgresServer) -> pg_store.PgConnection:
-    conn = pg_store.connect(server.create_database(f"store_{next(_databases)}"))
-    pg_store.ensure_schema(conn)
-    return conn
-
-
-@pytest.fixture(params=BACKENDS)
-def conn(request, server: PostgresServer, tmp_path: Path) -> Iterator[Any]:
-    """A fresh store of either kind, schema made."""
-    if request.param == "sqlite":
-        made: Any = store.connect(tmp_path / "store.db")
-    else:
-        made = pg_connection(server)
-    yield made
-    made.close()
+server = store_backends.server  # fixtures: a store of either kind
+conn = store_backends.conn
 
 
 # -- the pipeline on both stores ------------------------------------------------------------
