@@ -23,7 +23,7 @@ import yaml
 from simulators.mosquitto import free_port
 from simulators.nats import NatsServer
 
-from harness import TOKEN, Service, wait_until
+from harness import TOKEN, Service, start_simulator, wait_until
 
 # 7: the builtin's three collection-point bins land in partitions 0, 5 and 4, which three
 # replicas hold (round-robin), so their one case is merged from three replicas' alerts.
@@ -151,13 +151,9 @@ class ClusterStack:
 
     def simulator(self, time_scale: float | None = None) -> Service:
         """The scenario's device fleet, at its own time scale by default."""
-        args = ["simulate", "devices", "--broker", self.nats.mqtt_url, "--truth",
-                str(self.truth_path), "--scenario", str(self.scenario)]  # fmt: skip
-        if time_scale is not None:
-            args += ["--time-scale", str(time_scale)]
-        sim = Service("simulator", args, self.workdir)
-        sim.start()
-        return sim
+        return start_simulator(
+            self.nats.mqtt_url, self.truth_path, self.scenario, self.workdir, time_scale
+        )
 
     def stats(self, name: str) -> dict:
         """A running replica's /stats."""

@@ -103,6 +103,21 @@ class Service:
         return "\n".join(text.splitlines()[-lines:])
 
 
+def start_simulator(
+    broker_url: str, truth: Path, scenario: Path, workdir: Path, time_scale: float | None
+) -> Service:
+    """``citygw simulate devices``, started: ``scenario``'s fleet publishing to
+    ``broker_url`` and writing its ground truth to ``truth``, at the scenario's own time
+    scale unless ``time_scale`` is given."""
+    args = ["simulate", "devices", "--broker", broker_url, "--truth", str(truth),
+            "--scenario", str(scenario)]  # fmt: skip
+    if time_scale is not None:
+        args += ["--time-scale", str(time_scale)]
+    sim = Service("simulator", args, workdir)
+    sim.start()
+    return sim
+
+
 class Stack:
     """Broker, platform and gateway wired together in one temp folder."""
 
@@ -253,13 +268,9 @@ class Stack:
 
     def simulator(self, time_scale: float | None = None) -> Service:
         """The device fleet of this stack's scenario, at its own time scale by default."""
-        args = ["simulate", "devices", "--broker", self.broker.url, "--truth",
-                str(self.truth_path), "--scenario", str(self.scenario)]  # fmt: skip
-        if time_scale is not None:
-            args += ["--time-scale", str(time_scale)]
-        sim = Service("simulator", args, self.workdir)
-        sim.start()
-        return sim
+        return start_simulator(
+            self.broker.url, self.truth_path, self.scenario, self.workdir, time_scale
+        )
 
     def gateway_stats(self) -> dict:
         return self.gateway_http.get("/api/v1/stats").json()
