@@ -14,17 +14,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import compose_checks
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from compose_checks import (
-    compose_config,
-    mounts,
-    needs_docker_compose,
-    secret_environment,
-    secrets_written_in,
-    write_server_certificate,
-)
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.mosquitto import free_port, mosquitto_binary
@@ -57,7 +50,7 @@ def test_only_the_brokers_tls_port_is_published_beyond_loopback():
 
 def test_every_secret_comes_from_the_environment_and_is_required():
     services = compose()["services"]
-    secrets = secret_environment(services)
+    secrets = compose_checks.secret_environment(services)
     # Prometheus holds the API token (to scrape /metrics), Grafana its admin password and
     # the InfluxDB token (its telemetry data source).
     assert len(secrets) == 10
@@ -69,14 +62,14 @@ def test_every_secret_comes_from_the_environment_and_is_required():
 
 
 def test_the_gateway_config_holds_no_secret_only_where_to_find_one():
-    found = secrets_written_in(
+    found = compose_checks.secrets_written_in(
         yaml.safe_load((DEPLOY / "gateway.yaml").read_text(encoding="utf-8"))
     )
     assert found == []
 
 
 def test_the_brokers_files_are_the_ones_compose_mounts():
-    mounted = mounts(compose()["services"]["mosquitto"])
+    mounted = compose_checks.mounts(compose()["services"]["mosquitto"])
     assert mounted["/mosquitto/config/mosquitto.conf"] == "./deploy/mosquitto.conf"
     assert mounted["/mosquitto/config/acl"] == "./deploy/mosquitto.acl"
     settings = dict(
@@ -88,7 +81,7 @@ def test_the_brokers_files_are_the_ones_compose_mounts():
         assert any(settings[key].startswith(target) for target in mounted), key
 
 
-@needs_docker_compose
+@compose_checks.needs_docker_compose
 def test_compose_validates_and_refuses_to_start_without_its_secrets(tmp_path):
     secrets = {
         "CITYGW_API_TOKEN": "a",
@@ -100,11 +93,11 @@ def test_compose_validates_and_refuses_to_start_without_its_secrets(tmp_path):
         "MQTT_PASSWORD_FILE": str(tmp_path / "passwords"),
         "MQTT_TLS_DIR": str(tmp_path),
     }
-    valid = compose_config(COMPOSE, secrets, tmp_path)
+    valid = compose_checks.compose_config(COMPOSE, secrets, tmp_path)
     assert valid.returncode == 0, valid.stderr
     for missing in secrets:
         without = {k: v for k, v in secrets.items() if k != missing}
-        refused = compose_config(COMPOSE, without, tmp_path)
+        refused = compose_checks.compose_config(COMPOSE, without, tmp_path)
         assert refused.returncode != 0, missing
         assert f"set {missing}" in refused.stderr, refused.stderr
 
@@ -119,7 +112,7 @@ def broker(tmp_path_factory):
     if shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None:
         pytest.skip("needs the openssl CLI and mosquitto_passwd")
     folder = tmp_path_factory.mktemp("deployed-broker")
-    ca = write_server_certificate(folder, "broker")
+    ca = compose_checks.write_server_certificate(folder, "broker")
     for user, password in PASSWORDS.items():
         subprocess.run(
             ["mosquitto_passwd", "-b", *(["-c"] if user == "citygw" else []),
