@@ -308,6 +308,7 @@ class Replica:
         role = DeskRole(
             conn, self._intake, partial(alert_log.queue_rearms, route=context.lease_of_key),
             self._desk_may_send,
+            lambda: FencedConnection(self._connect(), context.owner, context.desk_lease, fence),
         )  # fmt: skip
         self.desk = Gateway(context.config, desk=role)
         self._desk_stop = asyncio.Event()

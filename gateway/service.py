@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -93,6 +92,8 @@ class DeskRole:
     # Asked before every call to the platform: None while the desk lease is surely held,
     # else why not, so a desk paused past its lease sends nothing when it wakes.
     may_send: Callable[[], str | None]
+    # A new session on the shared store, fenced like ``conn``, for the upkeep's thread.
+    connect: Callable[[], Any]
 
 
 def _confirm_ms(settings: RuleSettings) -> int:
@@ -365,6 +366,7 @@ class Gateway:
                               "last_error": dispatcher.last_error}),
             LoopPart("status_sync", sync.run, sync.stats),
             LoopPart("held", self._release_held, self._held_stats),
+            LoopPart("upkeep", self._upkeep, lambda: dict(self.upkeep_last)),
         ]  # fmt: skip
 
     def _api_part(self) -> LoopPart:
@@ -469,9 +471,15 @@ class Gateway:
         history_every_s = config.history.upkeep_every_s
         every_s = min(history_every_s, config.retention.every_s)
         last_history = -math.inf
+        # A desk keeps the shared store (on a session of its own, fenced by its lease).
+        connect = (
+            self.desk.connect
+            if self.desk is not None
+            else partial(store.connect, path, synchronous)
+        )
 
         def upkeep_once(with_history: bool) -> dict:
-            conn = store.connect(path, synchronous)
+            conn = connect()
             now_ms = int(time.time() * 1000)
             try:
                 report = {"retention": retention.upkeep(
@@ -488,7 +496,7 @@ class Gateway:
                 self.upkeep_last = await asyncio.to_thread(upkeep_once, with_history)
                 if with_history:
                     last_history = time.monotonic()
-            except sqlite3.Error as exc:  # e.g. disk full: ingest must go on; try next time
+            except store.DatabaseError as exc:  # disk full, a lost session: try next time
                 self.upkeep_last = {"error": str(exc)}
                 log.error("store upkeep failed: %s", exc)
             await asyncio.sleep(every_s)
