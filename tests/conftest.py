@@ -54,4 +54,3 @@ def run() -> Iterator[Callable[[Coroutine[Any, Any, Any]], Any]]:
     """Runs a coroutine to its end on one event loop kept for the whole test."""
     with asyncio.Runner() as runner:
         yield runner.run
-

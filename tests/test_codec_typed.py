@@ -134,8 +134,8 @@ def test_well_formed_readings_take_the_typed_path_with_the_same_reading(device_i
 
 def test_what_the_typed_path_leaves_to_the_checks():
     """A key it would skip unread (with a string that is not UTF-8), a unit-tagged value, a
-    value out of range, ts as text or a float, a seq beyond 63 bits or a float, a payload deeper than the bound:
-    each is left to ``checked_reading``, and answered as it answers."""
+    value out of range, ts as text or a float, a seq beyond 63 bits or a float, a payload
+    deeper than the bound: each is left to ``checked_reading``, and answered as it answers."""
     topic, device_id = "citygw/v1/D-bin/telemetry", "D-bin"
     common = b'{"ts": %d, "seq": 1, "values": {"fill_pct": 42}' % NOW_MS
     left = [
