@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from cluster_harness import ClusterStack
+from test_e2e_camera_cases import needs_model, video_config
 
 from simulators.footage import (
     BUILTIN_FOOTAGE,
@@ -21,10 +22,7 @@ from simulators.postgres import PostgresServer
 from simulators.rtsp_server import RtspServerProcess
 from simulators.truth import compare_cases
 
-MODEL = DEFAULT_ASSETS / "models" / "yolo11n_int8.onnx"
-pytestmark = pytest.mark.skipif(
-    not MODEL.is_file(), reason=f"shared assets not at {DEFAULT_ASSETS}"
-)
+pytestmark = needs_model
 
 
 @pytest.fixture
@@ -34,19 +32,12 @@ def street(tmp_path):
     mounts = [f"/{camera}=file:{clip}" for camera in scenario.cameras]
     server = RtspServerProcess(mounts, free_port(), log=tmp_path / "rtsp.log")
     server.start()
-    video = {
-        "cameras": [
-            {"id": cam, "url": server.url(f"/{cam}"), "analyse_fps": 2,
-             "zones": scenario.zones, "offline_after_s": 30, "stall_timeout_s": 3}
-            for cam in scenario.cameras
-        ],
-        "detector": {"model": str(MODEL)},
-        "rules": {"rubbish_dwell_s": 6, "stationary_s": 3, "clear_after_s": 10},
-    }  # fmt: skip
     with PostgresServer() as postgres:
         workdir = tmp_path / "cluster"
         workdir.mkdir()
-        stack = ClusterStack(workdir, postgres.dsn(), config={"video": video})
+        stack = ClusterStack(
+            workdir, postgres.dsn(), config={"video": video_config(scenario, server)}
+        )
         try:
             yield server, stack, footage_truth(scenario)
         finally:

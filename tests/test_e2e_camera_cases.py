@@ -31,7 +31,8 @@ from harness import Stack, free_port, wait_until
 
 ASSETS = DEFAULT_ASSETS
 MODEL = ASSETS / "models" / "yolo11n_int8.onnx"
-pytestmark = pytest.mark.skipif(not MODEL.is_file(), reason=f"shared assets not at {ASSETS}")
+needs_model = pytest.mark.skipif(not MODEL.is_file(), reason=f"shared assets not at {ASSETS}")
+pytestmark = needs_model
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,8 @@ def footage(tmp_path_factory) -> tuple[FootageScenario, Path]:
 
 
 def video_config(scenario: FootageScenario, server: RtspServerProcess) -> dict:
+    """The gateway's video section: each of ``scenario``'s cameras on its mount of
+    ``server``, the real model, dwell times shortened for the tests."""
     return {
         "cameras": [
             {"id": cam, "url": server.url(f"/{cam}"), "analyse_fps": 2,
