@@ -5,36 +5,19 @@ result, exact values."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
+import store_backends
 from test_outbox_dispatch import command
-from test_pg_store import pg_connection
 
 from case_bridge import outbox
 from domain import CommandKind
-from gateway import store
-from simulators.postgres import PostgresServer
 
 NOW = 1_760_000_000_000
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    with PostgresServer() as pg:
-        yield pg
-
-
-@pytest.fixture(params=("sqlite", "postgres"))
-def db(request, postgres: PostgresServer, tmp_path: Path) -> Iterator[Any]:
-    if request.param == "sqlite":
-        made: Any = store.connect(tmp_path / "store.db")
-    else:
-        made = pg_connection(postgres)
-    yield made
-    made.close()
+server = store_backends.server  # fixtures: ``db`` is a fresh store of either kind
+db = store_backends.conn
 
 
 def states(db: Any) -> list[tuple]:
