@@ -64,11 +64,30 @@ def config_schema() -> dict[str, Any]:
         for model in _models_at(schema, schema, path):
             if name in model.get("properties", {}):
                 _add_sources(model, name, sources)
-    return {
-        "$schema": DRAFT,
-        "title": "citygw gateway config (gateway.yaml)",
-        **{key: value for key, value in schema.items() if key != "title"},
-    }
+    return _install_paths_named(
+        {
+            "$schema": DRAFT,
+            "title": "citygw gateway config (gateway.yaml)",
+            **{key: value for key, value in schema.items() if key != "title"},
+        }
+    )
+
+
+# Where this checkout or installation lives: defaults pointing at the shipped data files
+# hold it, and the schema must read the same from any checkout (it is committed).
+_INSTALLED = str(Path(__file__).resolve().parents[1]) + "/"
+
+
+def _install_paths_named(node: Any) -> Any:
+    """``node`` with every absolute path into the installed package written as
+    ``<citygw>/…`` (e.g. the shipped dispatch tables' defaults)."""
+    if isinstance(node, dict):
+        return {key: _install_paths_named(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_install_paths_named(value) for value in node]
+    if isinstance(node, str) and node.startswith(_INSTALLED):
+        return "<citygw>/" + node.removeprefix(_INSTALLED)
+    return node
 
 
 def _models_at(root: dict[str, Any], node: dict[str, Any], path: list[str]) -> Iterator[dict]:
