@@ -82,7 +82,6 @@ class RawPublisher:
         if connack != b"\x20\x02\x00\x00":
             raise RuntimeError(f"broker refused the publisher: {connack!r}")
         self._mid = 0
-        self.acked_bytes = 0
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
 
@@ -97,8 +96,8 @@ class RawPublisher:
 
     def _drain(self) -> None:
         try:
-            while chunk := self._sock.recv(65_536):
-                self.acked_bytes += len(chunk)
+            while self._sock.recv(65_536):
+                pass
         except OSError:  # closed by ``close``
             return
 

@@ -115,14 +115,17 @@ class MappedReader:
         return StatusEvent(case_id, status, updated_at, event_id)
 
     def _time(self, value: object) -> str:
+        """The change time as zoned ISO 8601 in the mapping's zone; a time that zone cannot
+        write (the last instants of year 9999 east of UTC) is refused like any other."""
         moment_ms = item_time_ms(value, self._mapping.time_format, self._tz)
-        if moment_ms is None or not 0 <= moment_ms <= LAST_MS:
-            how = f"text in {self._mapping.time_format!r}" if self._mapping.time_format else ""
-            raise WebhookRefusal(
-                "bad_fields",
-                f"{self._mapping.updated_at}: not a time ({how or 'ISO 8601'} or epoch ms)",
-            )
-        return datetime.fromtimestamp(moment_ms / 1000, self._tz).isoformat()
+        if moment_ms is not None and 0 <= moment_ms <= LAST_MS:
+            with contextlib.suppress(OverflowError, ValueError, OSError):
+                return datetime.fromtimestamp(moment_ms / 1000, self._tz).isoformat()
+        how = f"text in {self._mapping.time_format!r}" if self._mapping.time_format else ""
+        raise WebhookRefusal(
+            "bad_fields",
+            f"{self._mapping.updated_at}: not a time ({how or 'ISO 8601'} or epoch ms)",
+        )
 
     def reply(self, event: StatusEvent) -> dict[str, Any]:
         return dict(self._mapping.reply) if self._mapping.reply else {"accepted": event.event_id}

@@ -85,7 +85,7 @@ class _IngestClient(mqtt.Client):
         if sock is None:
             return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
         try:
-            data = self._sock_recv(max(READ_CHUNK, self._rest_need - self._rest_len))
+            data = self._sock_recv(READ_CHUNK)  # never a buffer sized by a peer's length
         except BlockingIOError:
             return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
         except OSError as err:  # as paho's _packet_read: the connection is lost

@@ -462,7 +462,7 @@ class Pipeline:
 
 def restore(
     conn: sqlite3.Connection,
-    guard: ReplayGuard,
+    guard: ReplayGuard | None,
     incidents: IncidentBook,
     rule_states: Mapping[str, KeyedStates],
     flow: AlertFlow | None = None,
@@ -470,9 +470,11 @@ def restore(
 ) -> None:
     """Load the committed state back after a restart (closed incidents stay in the store):
     with ``flow``, its held and remembered alerts and the silences in force at ``now_ms``
-    (default: now)."""
-    for device_id, state in store.load_states(conn, "replay"):
-        guard.load(device_id, state)
+    (default: now). Without ``guard`` (a cluster's desk, which reads no telemetry) the
+    replay states stay in the store for the partitions' workers."""
+    if guard is not None:
+        for device_id, state in store.load_states(conn, "replay"):
+            guard.load(device_id, state)
     for ns, states in rule_states.items():
         for key, state in store.load_states(conn, ns):
             states.load_state(key, state)

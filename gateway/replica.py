@@ -294,6 +294,13 @@ class Replica:
         self.counters["messages"] += len(messages)
 
     def _tick_health(self) -> None:
+        """Silent devices' offline alerts, and re-arms for the cameras held."""
+        for camera in list(self.cameras.values()):
+            try:
+                camera.tick()
+            except Exception as exc:  # the store away: the camera is taken afresh
+                log.warning("camera %s: tick failed: %s", camera.camera_id, exc)
+                self._camera_failed(camera)
         for partition in list(self.workers):
             try:
                 self.workers[partition].tick_health()

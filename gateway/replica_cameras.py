@@ -98,11 +98,19 @@ class CameraWorker:
     def _status(self, camera_id: str, status: str, detail: str, ts_ms: int) -> None:
         self._commit(self.alerts.status(camera_id, status, detail, ts_ms))
 
-    def _commit(self, alerts: list[Alert]) -> None:
-        """The alerts (and any re-arm the desk sent) into the shared alert log."""
+    def tick(self) -> None:
+        """The desk's re-arms for this camera, on the replica's timer (not per frame)."""
         also = alert_log.take_rearms(self.conn, self.lease, self.pipeline.rearm)
-        if not alerts and not also:
-            return
+        if also:
+            self._apply([], also)
+
+    def _commit(self, alerts: list[Alert]) -> None:
+        """The alerts (and any re-arm the desk sent) into the shared alert log; a frame
+        with nothing to say costs no query."""
+        if alerts:
+            self._apply(alerts, alert_log.take_rearms(self.conn, self.lease, self.pipeline.rearm))
+
+    def _apply(self, alerts: list[Alert], also: list) -> None:
         try:
             self.pipeline.apply_alerts(alerts, int(time.time() * 1000), also)
         except Exception as exc:

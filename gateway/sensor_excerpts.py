@@ -146,7 +146,7 @@ class SensorExcerpts:
             _RECENT, (alert.source_id, from_ts, alert.ts, settings.max_readings)
         ).fetchall()
         readings = [_dumps(_reading(row)).encode() for row in reversed(rows)]
-        kind = alert.kind or self._kinds.get(alert.source_id, "")
+        kind = alert.kind or self._kinds[alert.source_id]
         head = {
             "format": FORMAT,
             "device_id": _text(alert.source_id, 256),

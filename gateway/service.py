@@ -149,19 +149,23 @@ class Gateway:
             lead_sites=self.engine.class_sites(),
         )
         self.flow = AlertFlow(self.incidents, config.alerting, _confirm_ms(settings))
-        rule_states = {
-            "rule": self.engine.states,
-            "video": self.video_engine.states,
-            "health": self.health.states,
-        }
-        restore(self.conn, self.guard, self.incidents, rule_states, self.flow)
+        # A desk holds no rule state: the partitions' and cameras' workers do, and a closed
+        # case's re-arms reach them through ``desk.rearm_elsewhere``.
+        rule_states = (
+            {"rule": self.engine.states, "video": self.video_engine.states,
+             "health": self.health.states}
+            if desk is None
+            else {}
+        )  # fmt: skip
+        restore(self.conn, self.guard if desk is None else None, self.incidents, rule_states,
+                self.flow)  # fmt: skip
         skew_ms = int(config.ingest.max_future_skew_s * 1000)
         self.router = MessageRouter(config.devices.fleets, limits=config.ingest.limits)
+        kinds = {d.device_id: d.kind for d in self.registry.values()}
         # A device alert that fires or escalates carries its excerpt of readings, after the
         # dispatch's view of it (gateway/sensor_excerpts.py).
         self.excerpts = SensorExcerpts(
-            self.conn, self.evidence, config.evidence.sensor_excerpts,
-            {d.device_id: d.kind for d in self.registry.values()},
+            self.conn, self.evidence, config.evidence.sensor_excerpts, kinds,
             rule_thresholds(lambda: self.engine.settings),
         )  # fmt: skip
         self.pipeline = Pipeline(
@@ -172,7 +176,6 @@ class Gateway:
         )  # fmt: skip
         self.silences = SilenceStore(self.conn, config.alerting.silences, self._on_silence)
         influx = config.history.influxdb
-        kinds = {d.device_id: d.kind for d in self.registry.values()}
         self.influx = (
             InfluxSink(self.conn, influx, config.gateway_id, kinds)
             if influx and desk is None

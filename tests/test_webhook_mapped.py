@@ -323,3 +323,16 @@ def test_a_signed_body_is_taken_once_as_mapped_or_refused_with_a_4xx(
             }[str(data["stateID"])]
         )
         assert shared.post(body, signed(body)).status_code == 409
+
+
+def test_a_time_the_mappings_zone_cannot_write_is_refused_not_a_server_error(
+    egova: Receiver,
+) -> None:
+    """The last second of year 9999 in epoch ms is within bounds in UTC, but past what
+    Asia/Shanghai can write: a 422 naming the field, never a 500."""
+    push = {"msgID": "PUSH-END", "data": {"eventID": CASE, "stateID": "6",
+            "updateTime": 253402300799000}}  # fmt: skip
+    body = json.dumps(push).encode()
+    answer = egova.post(body, signed(body))
+    assert (answer.status_code, answer.json()["reason"]) == (422, "bad_fields")
+    assert egova.calls == []
