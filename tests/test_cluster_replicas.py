@@ -95,7 +95,7 @@ def test_one_replica_killed_and_another_paused_past_its_lease(cluster):
         c.wait_until(lambda: set(c.holders().values()) == {"r3"}, "r3 holding every lease", 60)
         c.replicas["r2"].resume()
         assert c.cut_database_sessions() > 0
-        c.delete_consumer(0)
+        c.wait_until(lambda: c.delete_consumer(0) is not None, "partition 0's consumer", 30)
 
     run(c, during=kill_and_pause)
     assert_exact_cases(c)
