@@ -71,25 +71,26 @@ def decode_telemetry(
         reading = typed_reading(device_id, device.kind, payload, now_ms, max_future_skew_ms, limits)
         if reading is not None:
             return reading
-    return checked_reading(device_id, payload, registry, now_ms, max_future_skew_ms, limits)
+    return checked_reading(device_id, payload, device, now_ms, max_future_skew_ms, limits)
 
 
 def checked_reading(
     device_id: str,
     payload: bytes,
-    registry: Mapping[str, Device],
+    device: Device | None,
     now_ms: int,
     max_future_skew_ms: int,
     limits: InputLimits = DEFAULT_LIMITS,
 ) -> Reading | Rejection:
     """The payload of a device id from a well-formed topic, checked step by step: every
-    refusal, with its reason, comes from here."""
+    refusal, with its reason, comes from here. ``device`` is the id's registry entry, looked
+    up once by the caller; None (not registered) is refused only after the payload is read,
+    so a malformed payload is told as malformed whoever sent it."""
     doc = load_json_fast(payload, limits.max_json_depth)
     if isinstance(doc, Rejection):
         return Rejection(doc.reason, doc.detail, device_id)
     if not isinstance(doc, dict):
         return Rejection(Reason.BAD_SCHEMA, "payload is not a JSON object", device_id)
-    device = registry.get(device_id)
     if device is None:
         return Rejection(
             Reason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered", device_id
@@ -128,7 +129,7 @@ def typed_reading(
     no key is skipped unread (msgspec does not check the UTF-8 of a string it skips), a
     value in range is the float ``_decode_one`` makes, and ts, seq and the depth bound are
     checked as there."""
-    if payload.count(b"[") + payload.count(b"{") > limits.max_json_depth:
+    if may_be_deeper(payload, limits.max_json_depth):
         return None
     typed = _TYPED.get(kind)
     if typed is None:
@@ -141,7 +142,7 @@ def typed_reading(
     ts, seq = doc.ts, doc.seq
     if ts_rejection(ts, now_ms, max_future_skew_ms, device_id) is not None:
         return None
-    if seq is not None and not 0 <= seq <= MAX_SEQ:
+    if seq is not None and not is_seq(seq):
         return None
     raw = doc.values
     values: dict[str, Value] = {}
@@ -188,7 +189,7 @@ def load_json_fast(payload: bytes, max_depth: int) -> Any | Rejection:
     keys) and refuses strictly: invalid UTF-8, a byte order mark, NaN, numbers beyond a
     float, lone surrogates. Every payload it refuses, and every one with more brackets than
     ``max_depth``, goes to ``load_json``, so refusals and their details are the contract's."""
-    if payload.count(b"[") + payload.count(b"{") > max_depth:
+    if may_be_deeper(payload, max_depth):
         return load_json(payload, max_depth)
     try:
         return _JSON_DECODER.decode(payload)
@@ -197,6 +198,13 @@ def load_json_fast(payload: bytes, max_depth: int) -> Any | Rejection:
 
 
 _JSON_DECODER = msgspec.json.Decoder()
+
+
+def may_be_deeper(payload: bytes, max_depth: int) -> bool:
+    """Whether the payload holds more brackets than the depth bound, so only the strict
+    parser's walk can tell its depth; counting two bytes runs in C, walking every document
+    would cost the hot path."""
+    return payload.count(b"[") + payload.count(b"{") > max_depth
 
 
 def is_seq(raw: Any) -> bool:

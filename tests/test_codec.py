@@ -83,6 +83,13 @@ def test_unknown_device():
     assert reason(result) is Reason.UNKNOWN_DEVICE and result.device_id == "GHOST"
 
 
+def test_an_unknown_device_s_unreadable_payload_is_told_as_unreadable():
+    """The payload is read before the device is looked up: a dead letter names what is
+    wrong with the message, whoever sent it."""
+    assert reason(decode("GHOST", b"\xff{not json")) is Reason.MALFORMED_JSON
+    assert reason(decode("GHOST", [1, 2])) is Reason.BAD_SCHEMA
+
+
 def test_future_timestamp():
     doc = {"ts": NOW + 301_000, "values": {"fill_pct": 5}}
     assert reason(decode("BIN-1", doc)) is Reason.FUTURE_TIMESTAMP

@@ -72,7 +72,7 @@ def text_of(doc: dict, style: int) -> bytes:
 def same_answer(topic: str, payload: bytes) -> None:
     device_id = topic.split("/")[2]
     got = decode_telemetry(topic, payload, REGISTRY, NOW_MS, SKEW_MS)
-    want = checked_reading(device_id, payload, REGISTRY, NOW_MS, SKEW_MS)
+    want = checked_reading(device_id, payload, REGISTRY[device_id], NOW_MS, SKEW_MS)
     assert repr(got) == repr(want), payload  # repr tells 1 from 1.0 from True, 0.0 from -0.0
 
 
@@ -129,7 +129,9 @@ def test_well_formed_readings_take_the_typed_path_with_the_same_reading(device_i
     payload = json.dumps(well_formed(kind, data)).encode()
     fast = typed_reading(device_id, kind, payload, NOW_MS, SKEW_MS)
     assert isinstance(fast, Reading)
-    assert repr(fast) == repr(checked_reading(device_id, payload, REGISTRY, NOW_MS, SKEW_MS))
+    assert repr(fast) == repr(
+        checked_reading(device_id, payload, REGISTRY[device_id], NOW_MS, SKEW_MS)
+    )
 
 
 def test_what_the_typed_path_leaves_to_the_checks():
