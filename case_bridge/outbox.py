@@ -42,11 +42,10 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime
 
 import psycopg
 
-from case_bridge.platform import MAX_FIELD_CHARS
+from case_bridge.platform import MAX_FIELD_CHARS, parse_zoned
 from domain import CaseCommand
 
 # A store failure, embedded (SQLite) or in the cluster (PostgreSQL, gateway/pg_store.py);
@@ -403,10 +402,9 @@ def _statuses(conn: sqlite3.Connection, case_id: str, order: str) -> list[dict]:
 def _zoned_ms(text: str) -> int | None:
     """A zoned ISO 8601 time in epoch ms; None for any other text (compared as nothing)."""
     try:
-        moment = datetime.fromisoformat(text)
+        return round(parse_zoned(text).timestamp() * 1000)
     except ValueError:
         return None
-    return None if moment.tzinfo is None else round(moment.timestamp() * 1000)
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:

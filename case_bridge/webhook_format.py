@@ -25,7 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from case_bridge.mapped_rest import lookup
 from case_bridge.mapped_rest_nearby import item_time_ms
-from case_bridge.platform import MAX_FIELD_CHARS, usable_case_id
+from case_bridge.platform import MAX_FIELD_CHARS, parse_zoned, usable_case_id
 from case_bridge.webhook_auth import CITYGW_SIGNATURE, WebhookAuth, WebhookRefusal
 from case_bridge.webhook_settings import MappedWebhook, WebhookSettings
 
@@ -52,10 +52,11 @@ def _printable(text: str) -> str:
 
 def _zoned_time(text: str) -> str:
     """The text as sent (a cursor compares it as text), once it reads as a zoned time."""
-    with contextlib.suppress(ValueError):
-        if datetime.fromisoformat(text).tzinfo is not None:
-            return text
-    raise ValueError("must be an ISO 8601 time with its zone")
+    try:
+        parse_zoned(text)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 time with its zone") from None
+    return text
 
 
 class CaseStatusEvent(BaseModel):

@@ -62,11 +62,13 @@ class Model:
 
 
 # The platform's time as it writes it, with what it means in ms: ISO 8601 with a zone, or
-# its own format or junk (not starting with a digit, so never read as a time).
+# without one (not a time: its zone is unknown), or its own format or junk (not starting
+# with a digit, so never read as a time).
 at = st.integers(0, 40).map(lambda n: T0_MS + n * 1000)
 times = st.one_of(
     at.map(lambda ms: (iso(ms), ms)),
     at.map(lambda ms: (iso(ms).replace("+00:00", "Z"), ms)),
+    at.map(lambda ms: (iso(ms).replace("+00:00", ""), None)),
     st.text(max_size=80).filter(lambda t: not t[:1].isdigit()).map(lambda t: (t, None)),
 )
 events = st.lists(
