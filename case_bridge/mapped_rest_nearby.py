@@ -27,10 +27,10 @@ from case_bridge.platform import (
     Candidate,
     case_place,
     first_alert_ms,
-    metres_between,
     nearby_candidate,
     usable_case_id,
 )
+from domain import Location
 
 MAX_NUMBER_CHARS = 32  # a coordinate sent as text
 EPOCH_MS_BOUND = 2**53
@@ -84,7 +84,7 @@ class MappedNearby:
         if self.projected:
             distance = math.hypot(x - self.x, y - self.y)
         elif abs(y) <= 90 and abs(x) <= 180:
-            distance = metres_between(self.y, self.x, y, x)
+            distance = Location(self.y, self.x).distance_m(Location(y, x))
         else:
             return None
         return nearby_candidate(self.items, case_id, distance, moment_ms, self.first_ms)

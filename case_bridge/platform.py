@@ -59,7 +59,7 @@ from typing import Any, Protocol
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain import parse_retry_after
+from domain import Location, parse_retry_after
 
 RETRYABLE_STATUS = frozenset({401, 403, 408, 425, 429})
 # A gateway in front of the platform answers these when the platform's own answer was lost
@@ -100,7 +100,6 @@ VOID_NOTE_CHARS = 500  # the bundled platform's longest transition note
 RequestHook = Callable[[httpx.Request], Awaitable[None]]
 # A media link of ours, signed afresh (gateway/evidence_links.py); any other link unchanged.
 FreshLink = Callable[[str], str]
-EARTH_RADIUS_M = 6_371_008.8  # the mean radius: metres between nearby points, to ~0.5 %
 
 
 class Failure(StrEnum):
@@ -260,14 +259,6 @@ class Candidate:
     offset_s: float
 
 
-def metres_between(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle metres between two points in degrees (haversine)."""
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    dphi, dlam = phi2 - phi1, math.radians(lon2 - lon1)
-    a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlam / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
-
-
 def first_alert_ms(body: dict[str, Any]) -> int | None:
     """When the problem of a case body was first seen: its earliest evidence, epoch ms."""
     stamps = [
@@ -413,12 +404,11 @@ class NearbyCase:
 
     settings: NearbySettings
     service: str
-    lat: float
-    lon: float
+    place: Location
     first_ms: int
 
     def candidate(self, case_id: str, lat: float, lon: float, moment_ms: float) -> Candidate | None:
-        distance = metres_between(self.lat, self.lon, lat, lon)
+        distance = self.place.distance_m(Location(lat, lon))
         return nearby_candidate(self.settings, case_id, distance, moment_ms, self.first_ms)
 
 
@@ -430,7 +420,7 @@ def nearby_of(
     place, first_ms = case_place(body), first_alert_ms(body)
     if settings is None or not isinstance(service, str) or place is None or first_ms is None:
         return None
-    return NearbyCase(settings, service, place[0], place[1], first_ms)
+    return NearbyCase(settings, service, Location(*place), first_ms)
 
 
 @dataclass(frozen=True, slots=True)
