@@ -62,14 +62,10 @@ class Outline:
         figure = bounded(geometry)
         return cls(code, name, figure, compact_json(_drawing(code, name, figure)))
 
-    def drawn(self) -> dict[str, Any]:
-        """As the map draws it: ``polygons`` (each its rings of ``[lon, lat]``, the outer
-        first), its box, and a point inside it for its label."""
-        drawn: dict[str, Any] = json.loads(self.drawing)
-        return drawn
-
     def drawn_json(self, members: int) -> str:
-        """``drawn()`` with how many ``members`` stand in it, as JSON text."""
+        """As the map draws it, JSON text: ``polygons`` (each its rings of ``[lon, lat]``,
+        the outer first), its box, a point inside it for its label, and how many
+        ``members`` stand in it."""
         return f'{self.drawing[:-1]},"members":{int(members)}}}'
 
 
