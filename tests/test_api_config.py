@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from served_app import write_gateway_config
 from test_api_console import MODEL
 
-from gateway.api_config import REDACTED, redacted
+from gateway.api_config import CONFIG_PATH, REDACTED, redacted
+from gateway.api_guard import required_role
 from gateway.config import load_config
 from gateway.config_secrets import names_a_secret
 
@@ -59,6 +60,14 @@ def test_only_admins_read_the_config_and_the_machine_token_is_not_in_it(served):
     assert config["case_platform"]["token"] == REDACTED
     assert config["mqtt"]["url"] == "mqtt://127.0.0.1:1"
     assert TOKEN not in answers["root"].text and TOKEN not in answers["api-token"].text
+
+
+def test_the_guard_asks_the_admin_role_for_the_config_however_it_is_asked():
+    """The route does not check the role again: the guard's admin paths must hold it."""
+    assert CONFIG_PATH == CONFIG
+    for method in ("GET", "HEAD", "OPTIONS", "POST"):
+        for path in (CONFIG, CONFIG + "/", CONFIG + "/x"):
+            assert required_role(method, path) == "admin", (method, path)
 
 
 # -- no secret in the answer, whatever the config holds ---------------------------------------
