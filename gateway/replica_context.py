@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from detectors.config import CameraSettings
@@ -107,13 +108,17 @@ class ClusterContext:
     def camera_leases(self) -> dict[int, CameraSettings]:
         return {self.partitions + 1 + i: camera for i, camera in enumerate(self.cameras)}
 
+    @cached_property
+    def _lease_of_camera(self) -> dict[str, int]:
+        """Each camera id's lease (ids are unique: gateway/config.py), built at the first
+        key: the cameras (a tuple) and the partition count (frozen settings) never change
+        in a context's life, while a replica routes every re-arm's key through here."""
+        return {camera.id: lease for lease, camera in self.camera_leases().items()}
+
     def lease_of_key(self, key: str) -> int | None:
         """The lease holding an alert key's rule state: its device's partition, or its
         camera's lease; None for a source no longer configured."""
         source = key.split("/", 1)[0]
         if source in self.registry:
             return partition_of(source, self.partitions)
-        for lease, camera in self.camera_leases().items():
-            if camera.id == source:
-                return lease
-        return None
+        return self._lease_of_camera.get(source)
