@@ -9,7 +9,6 @@ adapter and dispatcher on that file, or a real process killed with SIGKILL durin
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import sqlite3
@@ -19,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from keyless_platform import Filed, KeylessBundled, KeylessPlatformFake
@@ -33,7 +32,6 @@ from case_bridge.case_model import open_case_body
 from case_bridge.platform import BundledPlatform
 from domain import CommandKind
 
-T = TypeVar("T")
 Runner = Callable[[Coroutine[Any, Any, Any]], Any]
 TESTS = Path(__file__).parent
 # Long enough for a loopback answer, short enough that a held request costs little.
@@ -55,12 +53,6 @@ def connect(db: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(db, isolation_level=None)
     outbox.ensure_schema(conn)
     return conn
-
-
-@pytest.fixture
-def run() -> Iterator[Runner]:
-    with asyncio.Runner() as runner:
-        yield runner.run
 
 
 def gateway(conn: sqlite3.Connection, url: str) -> Run:

@@ -5,7 +5,6 @@ servers do instead of the spec. The reply readers and the form builder take any 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
@@ -13,7 +12,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -48,7 +47,6 @@ from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priori
 from simulators.platform.api import create_app
 from simulators.platform.open311 import ATTRIBUTES, OPEN311_PREFIX, Open311Options
 
-T = TypeVar("T")
 TOKEN = "open311-token"
 JURISDICTION = "citygw.local"
 NATIVE = {"Authorization": f"Bearer {TOKEN}"}
@@ -71,12 +69,6 @@ def command(incident: str, n: int = 1, kind: CommandKind = CommandKind.OPEN) -> 
 
 def body_of(incident: str) -> dict[str, Any]:
     return open_case_body(command(incident), CATALOG, CASES)
-
-
-@pytest.fixture
-def run() -> Iterator[Callable[[Coroutine[Any, Any, T]], T]]:
-    with asyncio.Runner() as runner:
-        yield runner.run
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -30,7 +30,6 @@ from case_bridge.platform import BundledPlatform, CasePlatform
 from case_bridge.settings import CaseSettings, RetryPolicy
 from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority
 
-T = TypeVar("T")
 Runner = Callable[[Coroutine[Any, Any, Any]], Any]
 SETTINGS = CaseSettings()
 CATALOG = ClassCatalog(SETTINGS.local_classes)
@@ -136,13 +135,6 @@ class Run:
 
 def bundled(url: str) -> BundledPlatform:
     return BundledPlatform(url, TOKEN, timeout_s=5)
-
-
-@pytest.fixture
-def run() -> Iterator[Callable[[Coroutine[Any, Any, T]], T]]:
-    """Runs coroutines on one event loop for the whole test, as the gateway's one loop."""
-    with asyncio.Runner() as runner:
-        yield runner.run
 
 
 # --- replies the outbox cannot use -------------------------------------------------------
