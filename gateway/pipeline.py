@@ -30,6 +30,12 @@ state lives with another replica, go to ``rearm_elsewhere`` in the desk's commit
 A commit the store refuses (disk full, I/O error) is not lost either: the batch, whose
 effects the in-memory rule state already holds, is kept and committed first thing on the
 next try (``StoreUnavailable`` tells the caller not to acknowledge anything meanwhile).
+
+Commits go through a ``CommitQueue`` (gateway/commit_queue.py), in the order their batches
+were made. The live MQTT path ``prepare``s a batch (decode, rules, alerts: everything but
+the commit) and queues its commit for the commit thread (``start_commit``), so the next
+batch is prepared while the disk syncs; every other write commits before it returns, after
+whatever was queued before it.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import replace
 from functools import partial
 from typing import Protocol
@@ -52,6 +59,7 @@ from devices.replay_guard import ReplayGuard
 from devices.status import DeviceStatus
 from domain import Alert, AlertState, CaseCommand, CommandKind, Reading
 from gateway import duplicates, silences, store
+from gateway.commit_queue import CommitQueue, StoreUnavailable
 from rules.device_health import DeviceHealth
 from rules.engine import RuleEngine
 from rules.flow import AlertFlow, Handled
@@ -72,11 +80,6 @@ class Message(Protocol):
     topic: str
     payload: bytes
     retain: bool
-
-
-class StoreUnavailable(Exception):
-    """The store refused a commit. The batch is kept and retried by ``flush`` (or with the
-    next batch); until then nothing it holds may be acknowledged upstream."""
 
 
 def internal_rejection(exc: BaseException, device_id: str = "") -> Rejection:
@@ -100,9 +103,12 @@ class Pipeline:
         enrich: Callable[[Alert], Alert] | None = None,
         forward_alerts: Callable[..., object] | None = None,
         rearm_elsewhere: Callable[..., object] | None = None,
+        background_commits: bool = False,
     ) -> None:
         """``forward_alerts(conn, alerts=, now_ms=)`` and ``rearm_elsewhere(conn, keys=)``
-        are writes run inside the commit's transaction (see the module docstring)."""
+        are writes run inside the commit's transaction (see the module docstring). With
+        ``background_commits`` a prepared batch commits on a thread (``start_commit``):
+        ``conn`` is then the pipeline's alone, used by no other part of the process."""
         self._conn = conn
         self._registry = registry
         self._guard = guard
@@ -124,18 +130,27 @@ class Pipeline:
         self._rearmed: list[str] = []
         # Store namespace → the state of one rule engine (sensor rules, video rules, ...).
         self._rule_states = dict(rule_states)
-        # Writes of batches whose commit failed, oldest first, merged into one batch.
-        self._unsaved: store.Batch | None = None
         # Commands whose alert was re-filed by this process (committed or still unsaved).
         self._refiled: set[str] = set()
         self.counters: Counter[str] = Counter()
+        self._commits = CommitQueue(partial(store.commit, conn), self.counters, background_commits)
         # Refusals seen per (device, reason), for ``_log_refusal``'s sampling.
         self._refusals: dict[tuple[str, str], int] = {}
 
     @property
     def unsaved(self) -> bool:
         """Some batch's commit failed and waits for ``flush``."""
-        return self._unsaved is not None
+        return self._commits.failed
+
+    @property
+    def saved_upto(self) -> int:
+        """Every batch ``prepare`` gave a ticket up to this one is committed."""
+        return self._commits.saved_upto
+
+    @property
+    def committing(self) -> Future[None] | None:
+        """The background commit under way: await it, then ``settle``."""
+        return self._commits.in_flight
 
     def process(
         self,
@@ -147,6 +162,29 @@ class Pipeline:
         such as the re-arms it applied); return the case commands it produced."""
         decoded = [(m.topic, m.payload, self._decode(m, now_ms)) for m in messages]
         return self.process_decoded(decoded, now_ms, also)
+
+    def prepare(self, messages: Sequence[Message], now_ms: int) -> tuple[int, list[CaseCommand]]:
+        """``process`` without the commit: the batch is queued behind those committing, for
+        ``start_commit``. Returns its ticket (acknowledge it once ``saved_upto`` reaches
+        it) and the case commands it produced (in the outbox once it is saved)."""
+        decoded = [(m.topic, m.payload, self._decode(m, now_ms)) for m in messages]
+        commands = self.process_decoded(decoded, now_ms, queue_only=True)
+        return self._commits.last_ticket, commands
+
+    def start_commit(self) -> bool:
+        """Start committing what is queued on the commit thread, unless a commit is under
+        way or a refused one waits for ``flush``. Returns whether one started."""
+        return self._commits.start()
+
+    def settle(self) -> None:
+        """Take the outcome of the background commit (waiting for it if it is still under
+        way): saved, or kept for ``flush`` (``unsaved``)."""
+        self._commits.settle()
+
+    def close(self) -> None:
+        """Wait for the background commit; what is only queued stays unsaved, as its
+        messages were never acknowledged."""
+        self._commits.close()
 
     def _decode(self, message: Message, now_ms: int) -> Decoded:
         try:
@@ -163,9 +201,11 @@ class Pipeline:
         items: Sequence[tuple[str, bytes, Decoded]],
         now_ms: int,
         also: Sequence[Callable[[sqlite3.Connection], object]] = (),
+        queue_only: bool = False,
     ) -> list[CaseCommand]:
         """Readings decoded by a transport's own codec (serial lines, Modbus registers,
-        fleet payloads), each with where it came from and its raw bytes for dead letters."""
+        fleet payloads), each with where it came from and its raw bytes for dead letters.
+        With ``queue_only`` the commit is only queued (``prepare``)."""
         batch = store.Batch()
         batch.also.extend(also)
         alerts: list[Alert] = []
@@ -183,7 +223,7 @@ class Pipeline:
                 row, produced = outcome
                 batch.readings.append(row)
                 alerts.extend(produced)
-        return self._commit(batch, alerts, now_ms)
+        return self._commit(batch, alerts, now_ms, queue_only)
 
     def _log_refusal(self, refused: Rejection) -> None:
         """Log the 1st, 10th, 100th … refusal per device and reason (never the payload): a
@@ -324,6 +364,7 @@ class Pipeline:
         its alert again as a problem of its own, once per command (a crash before the
         outbox marks the row makes the case bridge hand it over again)."""
         marker = command.command_id
+        self._commits.settle()  # the connection is the commit thread's while it commits
         if marker in self._refiled or store.has_state(self._conn, "refiled", marker):
             return []
         self._refiled.add(marker)
@@ -360,19 +401,18 @@ class Pipeline:
         return self._store_handled(store.Batch(), handled, now_ms)
 
     def flush(self) -> None:
-        """Commit the batches whose commit failed; raises ``StoreUnavailable`` again while
+        """Commit every batch queued or refused; raises ``StoreUnavailable`` again while
         the store still refuses."""
-        if self._unsaved is not None:
-            self._save(store.Batch())
+        self._commits.save()
 
     def _commit(
-        self, batch: store.Batch, alerts: Sequence[Alert], now_ms: int
+        self, batch: store.Batch, alerts: Sequence[Alert], now_ms: int, queue_only: bool = False
     ) -> list[CaseCommand]:
         if self._forward_alerts is not None:
             if alerts:
                 batch.also.append(partial(self._forward_alerts, alerts=list(alerts), now_ms=now_ms))
                 self.counters["alerts_forwarded"] += len(alerts)
-            return self._save_commands(batch, [], now_ms)
+            return self._save_commands(batch, [], now_ms, queue_only)
         handled: list[Handled] = []
         for alert in alerts:
             done = len(handled)
@@ -384,10 +424,10 @@ class Pipeline:
                 self.counters["internal_alert_errors"] += 1
                 if not any(h.alert is alert for h in handled[done:]):
                     handled.append(Handled(alert, None, None))
-        return self._store_handled(batch, handled, now_ms)
+        return self._store_handled(batch, handled, now_ms, queue_only)
 
     def _store_handled(
-        self, batch: store.Batch, handled: Sequence[Handled], now_ms: int
+        self, batch: store.Batch, handled: Sequence[Handled], now_ms: int, queue_only: bool = False
     ) -> list[CaseCommand]:
         """Commit the batch with the alert rows, every state changed since the last
         commit and the outbox rows of the commands."""
@@ -399,26 +439,35 @@ class Pipeline:
                  json.dumps(alert.to_dict(), ensure_ascii=False), h.held_by)
             )  # fmt: skip
             commands.extend(h.commands)
-        self._save_commands(batch, commands, now_ms)
+        self._save_commands(batch, commands, now_ms, queue_only)
         self.counters["alerts"] += len(handled)
         self.counters["held_alerts"] += sum(h.held_by is not None for h in handled)
         return commands
 
     def _save_commands(
-        self, batch: store.Batch, commands: list[CaseCommand], now_ms: int
+        self,
+        batch: store.Batch,
+        commands: list[CaseCommand],
+        now_ms: int,
+        queue_only: bool = False,
     ) -> list[CaseCommand]:
-        """Commit the batch with every state changed since the last commit and the outbox
-        rows of ``commands``, with the suspected duplicates found meanwhile."""
+        """Commit (or with ``queue_only`` queue) the batch with every state changed since
+        the last batch and the outbox rows of ``commands``, with the suspected duplicates
+        found meanwhile."""
         self._take_states(batch)
         batch.suspects.extend(self._incidents.take_suspects())
         batch.also.extend(partial(outbox.enqueue, command=c, now_ms=now_ms) for c in commands)
-        self._save(batch)
+        if queue_only:
+            self._commits.queue(batch)
+        else:
+            self._commits.save(batch)
         self.counters["commands"] += len(commands)
         self.counters["incidents_opened"] += sum(c.kind is CommandKind.OPEN for c in commands)
         return commands
 
-    def write_states(self) -> None:
-        """Write every state changed since the last commit, inside the caller's transaction.
+    def write_states(self, conn: sqlite3.Connection) -> None:
+        """Write every state changed since the last batch on ``conn``, inside the caller's
+        transaction.
 
         A new threshold version is stored with what ``reconfigure`` did to the engines'
         state (gateway/threshold_versions.py calls ``apply`` inside the transaction that
@@ -426,14 +475,14 @@ class Pipeline:
         next batch brings the old state back under the new settings: a repeat condition
         switched off (its edges forgotten) and on again counted the edges from before.
         Refused while an earlier batch waits for its commit: its older states would later
-        overwrite these."""
-        if self._unsaved is not None:
+        overwrite these (the caller's ``flush`` before its transaction commits them)."""
+        if not self._commits.idle:
             raise StoreUnavailable("an earlier batch is not committed yet")
         batch = store.Batch()
         self._take_states(batch)
-        store.write_states(self._conn, batch.states)
+        store.write_states(conn, batch.states)
         for write in batch.also:  # re-arms sent elsewhere
-            write(self._conn)
+            write(conn)
 
     def _take_states(self, batch: store.Batch) -> None:
         batch.states.extend(("replay", k, v) for k, v in self._guard.take_dirty().items())
@@ -445,19 +494,6 @@ class Pipeline:
             assert self._rearm_elsewhere is not None
             batch.also.append(partial(self._rearm_elsewhere, keys=self._rearmed))
             self._rearmed = []
-
-    def _save(self, batch: store.Batch) -> None:
-        if self._unsaved is not None:
-            self._unsaved.extend(batch)
-            batch = self._unsaved
-        try:
-            store.commit(self._conn, batch)
-        except store.DatabaseError as exc:
-            self._unsaved = batch
-            self.counters["commit_failures"] += 1
-            log.error("store commit failed, kept for retry: %s", exc)
-            raise StoreUnavailable(str(exc)) from exc
-        self._unsaved = None
 
 
 def restore(

@@ -1,11 +1,13 @@
 """The gateway process: wires devices, cameras → rules → case bridge on one loop.
 
 Only this module knows all the packages. MQTT ingest runs on paho's thread and cameras on
-their own threads; everything that writes — batch processing and its commit, video alerts,
-outbox delivery, status sync and the HTTP API — runs on the asyncio loop, so the store has
-exactly one writer. What runs is a list of runtime parts (gateway/parts.py): the gateway
-starts them, stops them and reads their figures, and a part's loop that fails is restarted
-rather than taking the process down.
+their own threads; everything that changes state — batch processing, video alerts, outbox
+delivery, status sync and the HTTP API — runs on the asyncio loop. The pipeline's commits
+keep the order in which the loop made them (gateway/commit_queue.py); an MQTT batch's runs
+on a thread of its own, on the pipeline's own connection, while the loop prepares the next.
+What runs is a list of runtime parts (gateway/parts.py): the gateway starts them, stops
+them and reads their figures, and a part's loop that fails is restarted rather than taking
+the process down.
 
 On several replicas (gateway/replica.py), the replica holding the desk lease runs this
 class as the city's incident desk (``DeskRole``): the store is the shared PostgreSQL,
@@ -21,6 +23,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -40,7 +43,7 @@ from case_bridge.platform_settings import CasePlatformSettings
 from case_bridge.status_sync import StatusSync
 from detectors.backends import load_detector
 from devices.fleet import MessageRouter
-from devices.mqtt_ingest import MqttIngest
+from devices.mqtt_ingest import InboundMessage, MqttIngest
 from devices.registry import load_registry
 from devices.rejections import Rejection
 from devices.replay_guard import ReplayGuard
@@ -115,9 +118,11 @@ class Gateway:
         self.catalog = ClassCatalog(config.cases.local_classes)
         if desk is None:
             self.conn = store.connect(config.store.path, config.store.synchronous)
+            # The pipeline's own: its commits run on a thread while the loop goes on.
+            self.pipeline_conn = store.connect(config.store.path, config.store.synchronous)
             self.threshold_versions, settings = self._threshold_settings(config, source)
         else:
-            self.conn = desk.conn
+            self.conn = self.pipeline_conn = desk.conn
             self.threshold_versions, settings = None, settings_from_files(config, self.registry)
         self.engine = RuleEngine(settings, config.tz)
         self.health = DeviceHealth(settings)
@@ -169,10 +174,11 @@ class Gateway:
             rule_thresholds(lambda: self.engine.settings),
         )  # fmt: skip
         self.pipeline = Pipeline(
-            self.conn, self.registry, self.guard, self.engine, self.incidents, skew_ms,
-            rule_states, self.health, self.router, self.flow,
+            self.pipeline_conn, self.registry, self.guard, self.engine, self.incidents,
+            skew_ms, rule_states, self.health, self.router, self.flow,
             enrich=self.excerpts.after(self.dispatch.enrich),
             rearm_elsewhere=desk.rearm_elsewhere if desk is not None else None,
+            background_commits=desk is None,
         )  # fmt: skip
         self.silences = SilenceStore(self.conn, config.alerting.silences, self._on_silence)
         influx = config.history.influxdb
@@ -212,6 +218,10 @@ class Gateway:
         self.metrics = GatewayMetrics(self.stats)
         self._serial_results: list[tuple[str, bytes, Reading | Rejection]] = []
         self.upkeep_last: dict = {}
+        # MQTT batches prepared, by ticket, with whether they made case commands: each is
+        # acknowledged (and the case bridge woken) once the pipeline has saved it.
+        self._unacked: deque[tuple[int, list[InboundMessage], bool]] = deque()
+        self._closing = False  # the MQTT connection is closing: take and commit no more
 
     def _platform_adapter(self, platform: CasePlatformSettings) -> CasePlatform:
         """The adapter ``case_platform.adapter`` names, from its settings."""
@@ -239,7 +249,9 @@ class Gateway:
         file or registry since the last start merged on top (gateway/threshold_versions.py)."""
         kinds = {d.device_id: d.kind for d in self.registry.values()}
         from_config = settings_from_files(config, self.registry)
-        versions = ThresholdVersions(self.conn, kinds, zone_keys(config))
+        versions = ThresholdVersions(
+            self.conn, kinds, zone_keys(config), settle=lambda: self.pipeline.flush()
+        )
         recorded = versions.reconcile(from_config, source)
         if recorded.changed:
             log.info("thresholds: %s", recorded.latest.reason)
@@ -256,7 +268,7 @@ class Gateway:
         self.flow.reconfigure(_confirm_ms(settings))
         # What the change did to rule state is stored in the version's own transaction:
         # a crash before the next batch must not bring back state the change dropped.
-        self.pipeline.write_states()
+        self.pipeline.write_states(self.conn)
 
     def merge_duplicate(
         self,
@@ -311,7 +323,10 @@ class Gateway:
         finally:
             await stop_all(self.parts)
             await self.platform.aclose()
+            self.pipeline.close()
             self.conn.close()
+            if self.pipeline_conn is not self.conn:
+                self.pipeline_conn.close()
 
     async def _start_open311(self, adapter: Open311Platform) -> None:
         """Service discovery before anything is filed. A mapping the server cannot take
@@ -347,7 +362,7 @@ class Gateway:
         ]  # fmt: skip
         if self.influx is not None:
             parts.append(LoopPart("influxdb", self.influx.run, self.influx.stats))
-        parts.append(ThreadedPart("mqtt", self.ingest.start, self.ingest.stop, self.ingest.stats))
+        parts.append(ThreadedPart("mqtt", self.ingest.start, self._stop_ingest, self.ingest.stats))
         if self.config.serial.ports:
             parts.append(
                 ThreadedPart("serial", self._start_serial, self._stop_serial, self._serial_stats)
@@ -431,27 +446,65 @@ class Gateway:
         return {"sign_ins": dict(state.sign_ins.counts), "refused": dict(state.api_refused)}
 
     async def _consume(self, ready: asyncio.Event) -> None:
-        """Batches from paho's thread through the pipeline; acks only after the commit."""
+        """Batches from paho's thread through the pipeline. A batch is prepared here and
+        committed on the pipeline's commit thread while the next one is prepared; its
+        messages are acknowledged once it is saved (gateway/commit_queue.py)."""
         assert self.ingest is not None
         batch_max = self.config.ingest.batch_max
         while True:
             await ready.wait()
             ready.clear()
-            while batch := self.ingest.take(batch_max):
+            while not self._closing and (batch := self.ingest.take(batch_max)):
                 started = time.perf_counter()
-                try:
-                    # Commands made: the dispatcher need not wait for its next tick.
-                    new_commands = bool(self.pipeline.process(batch, int(time.time() * 1000)))
-                except StoreUnavailable:
-                    await self._until_saved()
-                    new_commands = True  # the kept batches may have held some
+                ticket, commands = self.pipeline.prepare(batch, int(time.time() * 1000))
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
-                self.ingest.ack(batch)
-                if self.influx is not None:
-                    self.influx.notify()
-                if new_commands:
-                    self.dispatcher.wake()
+                self._unacked.append((ticket, batch, bool(commands)))
+                await self._saved_so_far()
+                if not self._closing:
+                    self.pipeline.start_commit()
                 await asyncio.sleep(0)  # let delivery and the API breathe between batches
+            await self._saved_so_far()
+
+    async def _saved_so_far(self) -> None:
+        """Wait for the commit under way; acknowledge every batch saved. A commit the store
+        refused is retried (``_until_saved``) before anything more is acknowledged."""
+        committing = self.pipeline.committing
+        if committing is not None:
+            # Shielded: a stop cancels this wait, never the commit (``Pipeline.close`` waits).
+            await asyncio.wait([asyncio.shield(asyncio.wrap_future(committing))])
+            self.pipeline.settle()
+        if self.pipeline.unsaved:
+            await self._until_saved()
+        self._ack_saved()
+
+    def _ack_saved(self) -> None:
+        assert self.ingest is not None
+        saved, acked, commands = self.pipeline.saved_upto, [], False
+        while self._unacked and self._unacked[0][0] <= saved:
+            _, batch, made_commands = self._unacked.popleft()
+            acked.extend(batch)
+            commands |= made_commands
+        if not acked:
+            return
+        self.ingest.ack(acked)
+        if self.influx is not None:
+            self.influx.notify()
+        if commands:  # the case bridge need not wait for its next tick
+            self.dispatcher.wake()
+
+    def _stop_ingest(self) -> None:
+        """(Off the loop, as threaded parts stop.) Acknowledge what is saved before the
+        MQTT connection closes, taking and committing nothing more: a batch saved but not
+        acknowledged would come back after the restart as duplicates."""
+        assert self._loop is not None and self.ingest is not None
+
+        async def close() -> None:
+            self._closing = True
+            await self._saved_so_far()
+
+        with contextlib.suppress(Exception):  # a loop that cannot answer: stop regardless
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=10)
+        self.ingest.stop()
 
     async def _until_saved(self) -> None:
         """The store refused a commit (disk full, I/O error): retry with backoff until it

@@ -252,6 +252,8 @@ class Batch:
         # the incidents that produced them.
         self.suspects: list[dict[str, Any]] = []
         self.also: list[Callable[[sqlite3.Connection], Any]] = []  # e.g. outbox rows
+        # ``states`` as written: (ns, key, JSON text, or None to delete), by ``seal``.
+        self._state_rows: list[tuple[str, str, str | None]] = []
 
     def reject(
         self, now_ms: int, topic: str, device_id: str, reason: str, detail: str, payload: bytes
@@ -262,20 +264,30 @@ class Batch:
              _clip(detail, DETAIL_KEEP), text)
         )  # fmt: skip
 
+    def seal(self) -> None:
+        """Encode ``states`` now. The values are the rules' live state objects: a batch
+        committed on another thread (gateway/commit_queue.py) must carry them as they
+        stood when the batch was made, not as the event loop has changed them since."""
+        if self.states:
+            self._state_rows += state_rows(self.states)
+            self.states = []
+
     def extend(self, later: Batch) -> None:
         """Append a later batch's writes, in order (a batch whose commit failed is retried
         together with the next one)."""
+        self.seal()
+        later.seal()
         self.readings += later.readings
         self.dead_letters += later.dead_letters
         self.alerts += later.alerts
-        self.states += later.states
+        self._state_rows += later._state_rows
         self.suspects += later.suspects
         self.also += later.also
 
     def __bool__(self) -> bool:
         return bool(
             self.readings or self.dead_letters or self.alerts or self.states or self.suspects
-            or self.also
+            or self.also or self._state_rows
         )  # fmt: skip
 
 
@@ -317,7 +329,8 @@ def commit(conn: sqlite3.Connection, batch: Batch) -> None:
             " VALUES (?, ?, ?, ?, ?, ?)",
             [row if len(row) == 6 else (*row, None) for row in batch.alerts],
         )
-        write_states(conn, batch.states)
+        batch.seal()
+        write_state_rows(conn, batch._state_rows)
         write_suspects(conn, batch.suspects)
         for write in batch.also:
             write(conn)
@@ -406,16 +419,30 @@ def _maybe_non_finite(values: list[Any]) -> bool:
 def write_states(conn: sqlite3.Connection, states: list[tuple[str, str, Any]]) -> None:
     """Upsert ``(ns, key, value)`` states, deleting those whose value is None (inside the
     caller's transaction)."""
-    kept = [state for state in states if state[2] is not None]
-    texts = json_texts([value for _, _, value in kept])
-    upserts = [(ns, k, text) for (ns, k, _), text in zip(kept, texts, strict=True)]
-    deletes = [(ns, k) for ns, k, v in states if v is None]
+    write_state_rows(conn, state_rows(states))
+
+
+def state_rows(states: list[tuple[str, str, Any]]) -> list[tuple[str, str, str | None]]:
+    """``(ns, key, value)`` states as ``write_state_rows`` takes them: each value as JSON
+    text, encoded together (``json_texts``), or None for a state deleted."""
+    texts = iter(json_texts([value for _, _, value in states if value is not None]))
+    return [(ns, key, None if value is None else next(texts)) for ns, key, value in states]
+
+
+def write_state_rows(conn: sqlite3.Connection, rows: list[tuple[str, str, str | None]]) -> None:
+    """Upsert encoded states, deleting those whose text is None, inside the caller's
+    transaction. Of rows for one key (batches merged after a refused commit), the last
+    wins."""
+    last = {(ns, key): text for ns, key, text in rows}
     conn.executemany(
         "INSERT INTO state (ns, key, value) VALUES (?, ?, ?)"
         " ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
-        upserts,
+        [(ns, key, text) for (ns, key), text in last.items() if text is not None],
     )
-    conn.executemany("DELETE FROM state WHERE ns = ? AND key = ?", deletes)
+    conn.executemany(
+        "DELETE FROM state WHERE ns = ? AND key = ?",
+        [key for key, text in last.items() if text is None],
+    )
 
 
 def write_suspects(conn: sqlite3.Connection, suspects: list[dict[str, Any]]) -> None:

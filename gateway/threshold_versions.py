@@ -163,11 +163,17 @@ class ThresholdVersions:
         devices: Mapping[str, str],
         zones: Collection[str],
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        settle: Callable[[], None] = lambda: None,
     ) -> None:
+        """``settle`` runs before a version's transaction opens: the gateway commits the
+        batches its pipeline holds (gateway/commit_queue.py), whose rule state is older
+        than what ``apply`` writes inside the transaction, and which could not commit
+        while the transaction holds the store's write lock."""
         self._conn = conn
         self._devices = dict(devices)
         self._zones = frozenset(zones)
         self._clock_ms = clock_ms
+        self._settle = settle
         ensure_schema(conn)
 
     @property
@@ -309,6 +315,7 @@ class ThresholdVersions:
                 apply(settings)
             return recorded
 
+        self._settle()
         try:
             return in_transaction(self._conn, work)
         except BaseException:

@@ -283,7 +283,7 @@ def applier(gateway: Gateway) -> Callable[[RuleSettings], None]:
 
     def apply(settings: RuleSettings) -> None:
         gateway.apply_settings(settings)
-        gateway.pipeline.write_states()
+        gateway.pipeline.write_states(gateway.conn)
 
     return apply
 

@@ -87,8 +87,9 @@ def test_integers_beyond_64_bits_are_refused_before_they_touch_any_state(gateway
 
 
 def test_a_refused_commit_is_kept_and_saved_once_when_the_store_takes_it_again(gateway):
-    """``max_page_count`` makes SQLite itself answer "database or disk is full"."""
-    conn = gateway.conn
+    """``max_page_count`` makes SQLite itself answer "database or disk is full" (on the
+    pipeline's own connection, where its commits run)."""
+    conn = gateway.pipeline_conn
     gateway.pipeline.process_decoded([("t", b"", bin_reading(NOW - 9000, 10.0, 1))], NOW)
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     conn.execute(f"PRAGMA max_page_count = {pages}")
