@@ -73,7 +73,6 @@ from case_bridge.open311_replies import (
     error_details,
     error_reply,
     filed_reply,
-    parsed_time,
     requests_reply,
     services_reply,
     token_reply,
@@ -237,7 +236,7 @@ class Open311Platform:
         since = lookup_since(
             body, max(LOOKUP_CLOCK_MARGIN_S, near.settings.window_s if near else 0)
         )
-        start = parsed_time(since) if since else now - timedelta(days=self._settings.lookup_days)
+        start = parse_zoned(since) if since else now - timedelta(days=self._settings.lookup_days)
         params = {
             "service_code": service.code,
             "start_date": _iso(max(start, end - MAX_SPAN)),
@@ -447,7 +446,7 @@ class Open311Platform:
         When a capped listing shows ``listing_cap`` such requests, or the window cannot
         be narrowed further, no window is listed whole: ``_Unlistable``."""
         try:
-            floor = parsed_time(since) if since else None
+            floor = parse_zoned(since) if since else None
         except ValueError:
             floor = None  # not a cursor of ours: start over from the look-back
         now = datetime.now(UTC)
@@ -490,7 +489,7 @@ class Open311Platform:
         unused = skipped + len(requests) - len(cases)
         if end < now:
             return CasePage(cases, None, _iso(end), unused)
-        newest = max((parsed_time(c.updated_at) for c in cases), default=None)
+        newest = max((parse_zoned(c.updated_at) for c in cases), default=None)
         next_since = None
         if newest is not None:
             margin = timedelta(seconds=self._settings.sync_margin_s)
@@ -599,7 +598,7 @@ class _Unlistable(Exception):
 def _filed_by(request: ServiceRequest, moment: datetime) -> bool:
     """Whether the request was filed at or before ``moment`` (False when it does not say)."""
     try:
-        return request.requested is not None and parsed_time(request.requested) <= moment
+        return request.requested is not None and parse_zoned(request.requested) <= moment
     except ValueError:
         return False
 

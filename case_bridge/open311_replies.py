@@ -103,10 +103,6 @@ class ServiceRequest:
     lon: float | None = None
 
 
-# case_bridge/open311.py reads listed times by this name: the one zoned-time parser.
-parsed_time = parse_zoned
-
-
 def _json(status: int, body: bytes, what: str) -> Any:
     try:
         return json.loads(body.decode("utf-8"))
