@@ -15,7 +15,9 @@ leases at expiry, one paused past its lease finds every write refused when it wa
   state and the alerts it made (into the shared ``alert_log``) in one transaction fenced by
   the partition's lease; the batch is acked to NATS after the commit. A batch that does
   not commit (a stale lease, a database error) is not acked, the worker is rebuilt from the
-  store, and the batch comes again.
+  store, and the batch comes again; what it committed before is recognised and skipped. A
+  message the store refuses for its content becomes a dead letter instead, found by
+  committing the batch in halves (gateway/replica_poison.py).
 - **The incident desk** is the embedded Gateway itself in its desk role (gateway/service.py
   ``DeskRole``) on the shared store: it takes the alert log in id order through the alert
   flow and the incident book, so every merge — the three bins of one collection point on
@@ -59,6 +61,7 @@ from gateway.pipeline import StoreUnavailable
 from gateway.replica_cameras import CameraWorker
 from gateway.replica_context import ClusterContext, FencedConnection
 from gateway.replica_partitions import PartitionWorker, now_ms
+from gateway.replica_poison import Delivery
 from gateway.replica_status import status_app, status_server
 from gateway.rule_settings import settings_from_files
 from gateway.service import DeskRole, Gateway
@@ -280,16 +283,22 @@ class Replica:
                 worker.conn.close()
 
     def _batch(self, messages: list[IngestMessage]) -> None:
-        """NATS's callback: commit the batch, or raise so that it is not acked. A worker
-        whose commit failed holds state the store does not: it is rebuilt from the store
-        before the batch comes again."""
+        """NATS's callback: commit the batch, or raise so that it is not acked. A message
+        the store refuses for its content is a dead letter, found by halves
+        (gateway/replica_poison.py); any other failure (a stale lease, the store away) makes
+        the batch come again. A worker whose commit failed, for whatever reason, holds state
+        the store does not: it is rebuilt from the store before the batch comes again."""
         partition = messages[0].partition
+        delivery = Delivery(
+            partial(self._worker, partition), partial(self._drop_worker, partition), messages
+        )
         try:
-            self._worker(partition).process(messages)
-        except (cluster_leases.StaleLease, StoreUnavailable, *store.DatabaseError) as exc:
+            counts = delivery.commit()
+        except Exception as exc:
             self.counters[f"batch_refused_{type(exc).__name__}"] += 1
             self._drop_worker(partition)
             raise
+        self.counters.update(+counts)  # the nonzero counts
         self.counters["batches"] += 1
         self.counters["messages"] += len(messages)
 

@@ -4,6 +4,11 @@ Their replay guard, health and rule state are restored from the shared store whe
 is taken; each batch from the partition's durable consumer goes through the embedded
 gateway's own Pipeline and commits readings, dead letters, rule state and the alerts it
 made (into the shared alert log) in one transaction fenced by the partition's lease.
+
+Each commit also records which messages it took (gateway/replica_committed.py), so a
+delivery that comes again after its commit applies nothing twice and files no false
+``duplicate``; a message the store refuses for its content goes to the dead letters through
+``refuse`` (gateway/replica_poison.py finds it).
 """
 
 from __future__ import annotations
@@ -11,16 +16,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from devices.nats_ingest import IngestMessage, partition_of
+from devices.rejections import Reason, Rejection
 from devices.replay_guard import ReplayGuard
-from gateway import alert_log
+from gateway import alert_log, replica_committed
 from gateway.pipeline import Pipeline
 from gateway.replica_context import ClusterContext, FencedConnection
 from rules.device_health import DeviceHealth
 from rules.engine import RuleEngine
 from rules.incidents import IncidentBook
+
+# The dead letters' reason for a message the store refused (gateway/replica_poison.py).
+STORE_REFUSED = "store_refused"
 
 
 class PartitionWorker:
@@ -29,7 +38,8 @@ class PartitionWorker:
     def __init__(self, context: ClusterContext, partition: int, conn: FencedConnection) -> None:
         config = context.config
         self.partition, self.fence, self.conn = partition, conn.fence, conn
-        devices = {
+        self._router, self._skew_ms = context.router, int(config.ingest.max_future_skew_s * 1000)
+        self.devices = devices = {
             device_id: device
             for device_id, device in context.registry.items()
             if partition_of(device_id, context.partitions) == partition
@@ -52,17 +62,50 @@ class PartitionWorker:
         # Never fed: a worker's alerts go to the desk through the alert log.
         book = IncidentBook(config.merge.to_policy(), config.merge)
         self.pipeline = Pipeline(
-            conn, devices, guard, self.engine, book,
-            int(config.ingest.max_future_skew_s * 1000), rule_states, self.health,
+            conn, devices, guard, self.engine, book, self._skew_ms, rule_states, self.health,
             context.router, forward_alerts=partial(alert_log.append, lease=partition),
         )  # fmt: skip
+        self.committed = replica_committed.load(conn, partition)
         self.health.start(now_ms())
 
-    def process(self, messages: Sequence[IngestMessage]) -> None:
-        """One batch, with the desk's re-arms for these devices applied first and deleted
-        in the same commit."""
+    def process(self, messages: Sequence[IngestMessage], floor: int | None = None) -> int:
+        """One delivery, or part of one whose lowest stream sequence is ``floor``: the
+        desk's re-arms for these devices applied first and deleted in the same commit, and
+        the messages this partition committed already skipped. Returns how many were."""
+        fresh, digests = self.committed.split(messages)
+        if floor is None:
+            floor = min((m.stream_seq for m in messages), default=0)
+        record = self.committed.after(messages, digests, floor, refused=False)
+        self.pipeline.process(fresh, now_ms(), self._writes(record))
+        self.committed = record
+        return len(messages) - len(fresh)
+
+    def refuse(self, message: IngestMessage, sqlstate: str, floor: int) -> None:
+        """A message the store refused for its content: a ``store_refused`` dead letter
+        with the SQLSTATE (never the store's message, which may quote the value), committed
+        with the record that it is done, so that a delivery coming again skips it."""
+        detail = f"the store refused it (SQLSTATE {sqlstate})"
+        refusal = Rejection(cast(Reason, STORE_REFUSED), detail, self._device_of(message))
+        digests = [replica_committed.payload_digest(message.payload)]
+        record = self.committed.after([message], digests, floor, refused=True)
+        item = (message.topic, message.payload, refusal)
+        self.pipeline.process_decoded([item], now_ms(), self._writes(record))
+        self.committed = record
+
+    def _device_of(self, message: IngestMessage) -> str:
+        """The device a message names, for its dead letter ("" when it names none)."""
+        try:
+            decoded = self._router.decode(
+                message.topic, message.payload, self.devices, now_ms(), self._skew_ms
+            )
+        except Exception:  # a codec bug: the pipeline's decode already kept it as internal
+            return ""
+        return getattr(decoded, "device_id", "")
+
+    def _writes(self, record: replica_committed.Committed) -> list[Callable[[Any], object]]:
+        """The commit's own writes: the desk's re-arms taken (applied now) and the record."""
         also = alert_log.take_rearms(self.conn, self.partition, self.pipeline.rearm)
-        self.pipeline.process(messages, now_ms(), also)
+        return [*also, partial(replica_committed.write, partition=self.partition, record=record)]
 
     def tick_health(self) -> None:
         """Devices gone silent: their offline alerts, through the alert log."""

@@ -1,0 +1,139 @@
+"""A delivery the store refuses for its content: find the poison messages by halves, so
+that one message PostgreSQL will not take never stops a partition (gateway/replica.py).
+
+The codecs bound everything a device sends to what the store's columns hold (strict UTF-8
+JSON, ``ts`` and ``seq`` within 64 bits, each value finite and within its field's range,
+registered device ids of at most 64 characters, NUL written as ``\\x00``), so no payload
+known today reaches such a refusal. This is the net under those bounds: a codec, a column
+or a constraint changed later must cost the messages it concerns, not a slice of the
+city's devices, whose batch would otherwise come again for ever.
+
+The refusals judged to be the content's (``content_refusal``): psycopg's ``DataError`` and
+``IntegrityError``, SQLSTATE classes 22 and 23 (a value out of a column's range or bound,
+text PostgreSQL will not store, a constraint), and the driver's own refusals before
+sending (text holding NUL, a ``DataError`` without SQLSTATE; a lone surrogate, which a
+JSON ``\\udc00`` escape makes and UTF-8 cannot encode). Everything else (a lost session, a
+serialization failure, a lock or statement timeout, an administrator's shutdown, a stale
+lease) leaves the delivery unacked to come again, as before.
+
+A refused delivery is committed in halves, in stream order, each through the worker as
+the store holds it (a commit that failed leaves the worker ahead of the store, so it is
+rebuilt from the store before the next try): a half that commits is done, a half refused
+is halved again, and a single message refused is a ``store_refused`` dead letter with its
+SQLSTATE, committed with the worker's own writes (re-arms, states, the record of what
+committed). Rule and replay state therefore see the good messages in their order and the
+poison ones never, and since every commit records the messages it took
+(gateway/replica_committed.py), a delivery that comes again mid-way (a transient failure
+between halves) applies nothing twice and counts no poison twice. One poisoned message in
+a delivery of n costs about 2·log2(n) commits and worker rebuilds.
+
+What the content cannot be blamed for: a store that refuses the worker's own writes fails
+the dead letter's commit too, so nothing is dead-lettered and the delivery comes again;
+a store that refuses every reading (a constraint or a column gone wrong) would make every
+message look poisoned, so after ``MAX_REFUSED_IN_A_ROW`` dead letters with no message taken
+between (counted in the store, across deliveries and replicas) the search stops
+(``StoreRefusesAll``) and the partition waits, as it did before, for the store to be mended.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import psycopg
+
+from devices.nats_ingest import IngestMessage
+from gateway.replica_partitions import PartitionWorker
+
+log = logging.getLogger(__name__)
+
+# How far down an exception's causes a driver error is looked for.
+MAX_CAUSES = 8
+# ``store_refused`` dead letters in a row, no message taken between, before the search
+# stops: poison is one device's odd message, not the whole traffic.
+MAX_REFUSED_IN_A_ROW = 8
+
+
+class StoreRefusesAll(Exception):
+    """The store refused message after message: the store is to blame, not the content."""
+
+
+def content_refusal(exc: BaseException) -> str | None:
+    """The SQLSTATE when ``exc`` (or what caused it) is the store refusing the content it
+    was given; "client" for the driver's own refusal before sending (module docstring);
+    None for any other failure."""
+    seen: BaseException | None = exc
+    for _ in range(MAX_CAUSES):
+        if seen is None:
+            break
+        if isinstance(seen, psycopg.DataError | psycopg.IntegrityError):
+            return seen.sqlstate or "client"
+        if isinstance(seen, UnicodeEncodeError):
+            return "client"
+        seen = seen.__cause__
+    return None
+
+
+class Delivery:
+    """One delivery of a partition through its worker, the poison messages isolated."""
+
+    def __init__(
+        self,
+        worker: Callable[[], PartitionWorker],
+        drop: Callable[[], None],
+        messages: Sequence[IngestMessage],
+    ) -> None:
+        """``worker()``: the partition's worker, rebuilt from the store after ``drop()``."""
+        self._worker, self._drop, self._messages = worker, drop, messages
+        self._floor = min(m.stream_seq for m in messages)
+        self.counts: Counter[str] = Counter()
+
+    def commit(self) -> Counter[str]:
+        """Commit the delivery; returns what it counted (``already_committed``,
+        ``store_refused``). Raises when it must come again."""
+        refused = self._try(self._messages)
+        if refused is None:
+            return self.counts
+        partition = self._messages[0].partition
+        log.warning(
+            "partition %d: the store refused a batch of %d for its content (SQLSTATE %s):"
+            " committing it in halves", partition, len(self._messages), content_refusal(refused),
+        )  # fmt: skip
+        self._isolate(self._messages, refused)
+        return self.counts
+
+    def _try(self, messages: Sequence[IngestMessage]) -> Exception | None:
+        """Commit ``messages``: None when done, the refusal when it was the content's;
+        any other failure is raised."""
+        try:
+            self.counts["already_committed"] += self._worker().process(messages, self._floor)
+        except Exception as exc:  # the worker is ahead of the store, whatever failed
+            self._drop()
+            if content_refusal(exc) is None:
+                raise
+            return exc
+        return None
+
+    def _isolate(self, messages: Sequence[IngestMessage], refused: Exception) -> None:
+        """``messages``, whose commit was refused for its content, in halves."""
+        if len(messages) == 1:
+            message, sqlstate = messages[0], content_refusal(refused) or "client"
+            worker = self._worker()
+            if worker.committed.refused_in_a_row >= MAX_REFUSED_IN_A_ROW:
+                raise StoreRefusesAll(
+                    f"partition {message.partition}: {MAX_REFUSED_IN_A_ROW} messages in a row"
+                    f" refused by the store (SQLSTATE {sqlstate}), none taken between"
+                ) from refused
+            worker.refuse(message, sqlstate, self._floor)
+            self.counts["store_refused"] += 1
+            log.warning(
+                "partition %d: the message at stream sequence %d is refused by the store"
+                " (SQLSTATE %s): dead-lettered", message.partition, message.stream_seq, sqlstate,
+            )  # fmt: skip
+            return
+        middle = len(messages) // 2
+        for half in (messages[:middle], messages[middle:]):
+            again = self._try(half)
+            if again is not None:
+                self._isolate(half, again)

@@ -1,0 +1,381 @@
+"""A partition's batch that the store refuses for one message's content (gateway/replica_poison.py),
+and a batch that comes again after its commit (gateway/replica_partitions.py), through a real
+replica's NATS callback (``Replica._batch``) on a real PostgreSQL (simulators/postgres.py).
+
+No payload the codecs accept makes PostgreSQL refuse a commit today (the module docstring of
+gateway/replica_poison.py says why), so the refusals here are PostgreSQL's own, made to bite
+by a narrower store than the codecs were bounded for: ``readings.seq`` as a 32-bit integer
+(a seq past 2**31 is SQLSTATE 22003, numeric value out of range, as a bigint would be past
+2**63) or a CHECK constraint (23514). NATS itself is not needed: the callback is what the
+ingest calls with each delivery (its stream sequences included), and the redelivery of a
+batch is that callback called again with it. Which errors are blamed on a message is
+checked against the errors a real server and driver give.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import store_backends
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devices.nats_ingest import IngestMessage
+from gateway import pg_store, replica_committed
+from gateway.config import load_config
+from gateway.pipeline import StoreUnavailable
+from gateway.replica import Replica
+from gateway.replica_poison import MAX_REFUSED_IN_A_ROW, StoreRefusesAll, content_refusal
+from simulators.postgres import PostgresServer
+from simulators.scenario import BUILTIN_SCENARIO
+
+server = store_backends.server  # a real PostgreSQL per module
+_databases = itertools.count()
+_stream = itertools.count(1)  # stream sequences, as the ingest stream numbers its messages
+POISON_SEQ = 2**31  # past a 32-bit column, within the codec's 64 bits
+REFUSED_22003 = "the store refused it (SQLSTATE 22003)"
+
+
+class Cluster:
+    """One replica holding the only partition, on a fresh database of ``server``."""
+
+    def __init__(self, server: PostgresServer, folder: Path) -> None:
+        self.dsn = server.create_database(f"poison_{next(_databases)}")
+        config = {
+            "gateway_id": "poison-test",
+            "mqtt": {"url": "mqtt://127.0.0.1:1"},  # unused: devices reach replicas via NATS
+            "devices": {"registry": str(BUILTIN_SCENARIO.parent / "devices.csv")},
+            "store": {"path": str(folder / "local.db")},
+            "case_platform": {"url": "http://127.0.0.1:9", "token": "t"},
+            "api": {"enabled": False},
+            "cluster": {
+                "postgres_dsn": self.dsn,
+                "replica_id": "r1",
+                "lease_ttl_s": 300,  # held for the whole test: no lease tick runs here
+                "nats": {"url": "nats://127.0.0.1:1", "partition_count": 1},  # never started
+            },
+        }
+        path = folder / "gateway.yaml"
+        path.write_text(yaml.safe_dump(config, allow_unicode=True))
+        self.replica = Replica(load_config(path))
+        held = self.replica.keeper.tick()
+        assert 0 in held, held
+        self.replica.reading = {0: held[0]}
+        self.start_ms = int(time.time() * 1000) - 3_600_000
+        self.ticks = itertools.count()
+
+    def message(self, device_id: str, seq: int, **values: Any) -> IngestMessage:
+        """A device's telemetry, each later than the one before."""
+        ts = self.start_ms + 1000 * next(self.ticks)
+        body = {"ts": ts, "seq": seq, "values": values}
+        payload = json.dumps(body).encode()
+        return IngestMessage(f"citygw/v1/{device_id}/telemetry", payload, 0, next(_stream))
+
+    def bin(self, seq: int, fill_pct: float = 30) -> IngestMessage:
+        return self.message("BIN-001", seq, fill_pct=fill_pct)
+
+    def cover(self, seq: int, lid_open: bool = False) -> IngestMessage:
+        return self.message("MH-001", seq, tilt_deg=1, lid_open=lid_open)
+
+    def sql(self, statement: str, params: tuple = ()) -> list[tuple]:
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+            cursor = conn.execute(statement, params or None)
+            return cursor.fetchall() if cursor.description else []
+
+    def readings(self) -> list[tuple[str, int]]:
+        return self.sql("SELECT device_id, seq FROM readings ORDER BY rowid")
+
+    def dead_letters(self) -> list[tuple[str, str, str, str]]:
+        return self.sql("SELECT device_id, reason, detail, payload FROM dead_letters ORDER BY id")
+
+    def totals(self) -> dict[str, int]:
+        return dict(self.sql("SELECT reason, n FROM rejection_totals"))
+
+    def replay_state(self, device_id: str) -> dict[str, Any]:
+        (value,) = self.sql(
+            "SELECT value FROM state WHERE ns = 'replay' AND key = %s", (device_id,)
+        )
+        return json.loads(value[0])
+
+    def alerts_logged(self) -> list[str]:
+        return [json.loads(body)["key"] for (body,) in self.sql("SELECT body FROM alert_log")]
+
+    def close(self) -> None:
+        for worker in self.replica.workers.values():
+            worker.conn.close()
+        self.replica.keeper.table.conn.close()
+
+
+@pytest.fixture
+def cluster(server: PostgresServer, tmp_path: Path) -> Iterator[Cluster]:
+    made = Cluster(server, tmp_path)
+    yield made
+    made.close()
+
+
+@pytest.fixture(scope="module")
+def dsn(server: PostgresServer) -> str:
+    """An empty database for the tests of errors (each in a session of its own)."""
+    return server.create_database(f"errors_{next(_databases)}")
+
+
+def narrow_seq(c: Cluster) -> None:
+    c.sql("ALTER TABLE readings ALTER COLUMN seq TYPE integer")
+
+
+def good(messages: list[IngestMessage]) -> list[tuple[str, int]]:
+    """The (device, seq) pairs of the messages a 32-bit seq column takes, in order."""
+    pairs = [(m.topic.split("/")[2], json.loads(m.payload)["seq"]) for m in messages]
+    return [pair for pair in pairs if pair[1] < POISON_SEQ]
+
+
+def test_the_poison_messages_are_dead_letters_and_the_rest_commits_once(cluster):
+    c = cluster
+    narrow_seq(c)
+    batch = [c.cover(0), c.bin(1), c.cover(2), c.bin(POISON_SEQ + 3), c.cover(4), c.bin(5),
+             c.cover(6), c.bin(7), c.cover(POISON_SEQ + 8), c.bin(9), c.cover(10, lid_open=True),
+             c.bin(11)]  # fmt: skip
+    c.replica._batch(batch)
+
+    assert c.readings() == good(batch)
+    assert len(c.readings()) == 10
+    assert c.dead_letters() == [
+        ("BIN-001", "store_refused", REFUSED_22003, batch[3].payload.decode()),
+        ("MH-001", "store_refused", REFUSED_22003, batch[8].payload.decode()),
+    ]
+    assert c.totals() == {"store_refused": 2}
+    counters = c.replica.counters
+    assert (counters["store_refused"], counters["batches"], counters["messages"]) == (2, 1, 12)
+    # Rule and replay state saw the good messages once, in order, and the poison never:
+    # the open lid after the second poison message fired one alert, forwarded once.
+    assert c.alerts_logged() == ["MH-001/cover_anomaly"]
+    bin_state = c.replay_state("BIN-001")
+    assert bin_state["seqs"] == [1, 5, 7, 9, 11]
+    assert bin_state["last_ts"] == json.loads(batch[11].payload)["ts"]
+    assert c.replay_state("MH-001")["seqs"] == [0, 2, 4, 6, 10]
+
+    # The partition goes on: the next batch commits at once.
+    after = [c.bin(12), c.cover(13), c.bin(14)]
+    c.replica._batch(after)
+    assert c.readings() == good(batch + after)
+    assert (counters["batches"], counters["store_refused"]) == (2, 2)
+    assert c.totals() == {"store_refused": 2}
+
+
+def test_a_settled_batch_that_comes_again_changes_nothing(cluster):
+    """The ack of a batch whose poison was dead-lettered is lost: the whole batch comes
+    again, to the same worker and then to one rebuilt from the store (a takeover)."""
+    c = cluster
+    c.sql("ALTER TABLE readings ADD CONSTRAINT no_66 CHECK (values_json NOT LIKE '%66.5%')")
+    batch = [c.bin(1), c.bin(2, fill_pct=66.5), c.bin(3), c.bin(4)]
+    c.replica._batch(batch)
+    refused = [("BIN-001", "store_refused", "the store refused it (SQLSTATE 23514)",
+                batch[1].payload.decode())]  # fmt: skip
+    assert c.dead_letters() == refused
+    assert c.readings() == [("BIN-001", 1), ("BIN-001", 3), ("BIN-001", 4)]
+
+    c.replica._batch(batch)
+    c.replica._drop_worker(0)
+    c.replica._batch(batch)
+    assert c.dead_letters() == refused
+    assert c.readings() == [("BIN-001", 1), ("BIN-001", 3), ("BIN-001", 4)]
+    assert c.totals() == {"store_refused": 1}
+    assert c.replica.counters["already_committed"] == 8
+    assert c.replica.counters["store_refused"] == 1
+
+
+def test_a_batch_after_an_in_doubt_commit_files_no_false_duplicate(cluster):
+    """The session is lost during COMMIT: ``_batch`` raised, the worker is rebuilt from the
+    store, and the batch (which did commit) comes again with two newer messages behind it,
+    which NATS fetched in the same delivery."""
+    c = cluster
+    batch = [c.bin(seq) for seq in range(1, 7)]
+    c.replica._batch(batch)
+    c.replica._drop_worker(0)  # what _batch does when its commit's outcome is in doubt
+    again = [*batch, c.bin(7), c.bin(8)]
+    c.replica._batch(again)
+
+    assert c.readings() == [("BIN-001", seq) for seq in range(1, 9)]
+    assert c.dead_letters() == []
+    assert c.replica.counters["already_committed"] == 6
+
+    # Its ack lost again, and the next deliveries cut it otherwise: its first three alone,
+    # then the rest with newer ones (the record keeps what is not behind the consumer).
+    c.replica._batch(again[:3])
+    c.replica._drop_worker(0)
+    c.replica._batch([*again[3:], c.bin(9)])
+    assert c.readings() == [("BIN-001", seq) for seq in range(1, 10)]
+    assert c.dead_letters() == []
+    assert c.replica.counters["already_committed"] == 6 + 8
+
+    # A device's own retransmission (the same payload as a new stream message) is still
+    # what it always was: a duplicate, refused and counted.
+    resent = IngestMessage(batch[0].topic, batch[0].payload, 0, next(_stream))
+    c.replica._batch([resent])
+    assert [(d, reason) for d, reason, _, _ in c.dead_letters()] == [("BIN-001", "duplicate")]
+    assert len(c.readings()) == 9
+
+
+@pytest.fixture(scope="module")
+def state_store(dsn: str) -> Iterator[pg_store.PgConnection]:
+    conn = pg_store.connect(dsn)
+    pg_store.ensure_schema(conn)
+    yield conn
+    conn.close()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    entries=st.dictionaries(
+        st.integers(1, 2**64 - 1), st.integers(0, 2**32 - 1), max_size=300
+    ),  # stream sequences are unsigned 64-bit
+    refused=st.integers(0, MAX_REFUSED_IN_A_ROW),
+)
+def test_the_record_reads_back_as_written(state_store, entries, refused):
+    record = replica_committed.Committed(entries, refused)
+    replica_committed.write(state_store, partition=3, record=record)
+    assert replica_committed.load(state_store, 3) == record
+
+
+def test_a_store_refusing_its_own_writes_dead_letters_nothing(cluster):
+    """The store refuses every commit of the partition's own writes (a constraint on the
+    state table): the dead letter's commit fails too, so no message is blamed; the batch
+    comes again, and commits whole once the store takes it."""
+    c = cluster
+    c.sql("ALTER TABLE state ADD CONSTRAINT no_record CHECK (ns <> 'ingest_committed')")
+    batch = [c.bin(1), c.cover(2), c.bin(3)]
+    with pytest.raises(StoreUnavailable):
+        c.replica._batch(batch)
+    assert (c.readings(), c.dead_letters()) == ([], [])
+    assert c.replica.counters["batch_refused_StoreUnavailable"] == 1
+    assert "store_refused" not in c.replica.counters
+
+    c.sql("ALTER TABLE state DROP CONSTRAINT no_record")
+    c.replica._batch(batch)
+    assert c.readings() == good(batch)
+    assert c.dead_letters() == []
+
+
+def test_a_store_refusing_every_reading_stops_the_search_at_its_bound(cluster):
+    """Every reading refused (a constraint gone wrong): MAX_REFUSED_IN_A_ROW messages are
+    dead letters, then the partition waits for the store, however often the batch comes
+    again; once mended, the rest commits and the count starts over."""
+    c = cluster
+    c.sql("ALTER TABLE readings ADD CONSTRAINT frozen CHECK (suspect < 0)")
+    batch = [c.bin(seq) for seq in range(1, 13)]
+    for _ in range(2):
+        with pytest.raises(StoreRefusesAll):
+            c.replica._batch(batch)
+    assert len(c.dead_letters()) == MAX_REFUSED_IN_A_ROW == 8
+    assert c.totals() == {"store_refused": 8}
+    assert c.replica.counters["batch_refused_StoreRefusesAll"] == 2
+
+    c.sql("ALTER TABLE readings DROP CONSTRAINT frozen")
+    c.replica._batch(batch)
+    assert c.readings() == [("BIN-001", seq) for seq in range(9, 13)]
+    assert c.replica.counters["already_committed"] == 8
+    assert c.replica.workers[0].committed.refused_in_a_row == 0
+
+
+def real_error(dsn: str, statement: str, **session: Any) -> psycopg.Error:
+    """The error PostgreSQL gives for ``statement`` (``session``: connect options)."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5, **session) as conn:
+        try:
+            conn.execute(statement)
+        except psycopg.Error as exc:
+            return exc
+    raise AssertionError(f"{statement!r} did not fail")
+
+
+def raising(sqlstate: str) -> str:
+    return f"DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '{sqlstate}'; END $$"
+
+
+@pytest.mark.parametrize(
+    ("statement", "options", "expected"),
+    [
+        ("SELECT 1::int4 + 2147483647", {}, "22003"),  # integer out of range
+        ("SELECT 'x'::int", {}, "22P02"),  # invalid text representation
+        (  # string data right truncation: a bounded column
+            "DO $$ BEGIN CREATE TEMP TABLE bounded (v varchar(2));"
+            " INSERT INTO bounded VALUES ('abc'); END $$",
+            {},
+            "22001",
+        ),
+        (raising("23505"), {}, "23505"),  # unique violation
+        (raising("40001"), {}, None),  # serialization failure: transient
+        (raising("40P01"), {}, None),  # deadlock
+        (raising("55P03"), {}, None),  # lock not available (lock timeout)
+        (raising("57P01"), {}, None),  # admin shutdown
+        ("SELECT pg_sleep(1)", {"options": "-c statement_timeout=50"}, None),  # 57014
+    ],
+)
+def test_only_the_content_s_refusals_are_blamed_on_messages(dsn, statement, options, expected):
+    error = real_error(dsn, statement, **options)
+    assert content_refusal(error) == expected
+    try:
+        raise StoreUnavailable(str(error)) from error  # as the pipeline gives it
+    except StoreUnavailable as wrapped:
+        assert content_refusal(wrapped) == expected
+
+
+def test_text_the_driver_cannot_send_is_blamed_on_its_message(dsn):
+    """NUL and a lone surrogate (a JSON ``\\udc00`` escape makes one) are refused by psycopg
+    itself, before anything reaches the server."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        refused = []
+        for text in ("a\x00b", "\udc00"):
+            with pytest.raises((psycopg.DataError, UnicodeEncodeError)) as caught:
+                conn.execute("SELECT %s::text", (text,))
+            refused.append(content_refusal(caught.value))
+    assert refused == ["client", "client"]
+
+
+def test_a_lost_session_is_not_blamed_on_messages(dsn):
+    with (
+        psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn,
+        psycopg.connect(dsn, autocommit=True, connect_timeout=5) as admin,
+    ):
+        admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        with pytest.raises(psycopg.OperationalError) as lost:
+            conn.execute("SELECT 1")
+    assert content_refusal(lost.value) is None
+
+
+def longest_run(flags: list[bool]) -> int:
+    """The most poison messages in a row (past MAX_REFUSED_IN_A_ROW the search stops)."""
+    return max(len(run) for run in "".join("p" if f else "." for f in flags).split("."))
+
+
+# One database for all examples, truncated before each: hypothesis reuses the fixture.
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    poison=st.lists(st.booleans(), min_size=1, max_size=24).filter(
+        lambda flags: longest_run(flags) <= MAX_REFUSED_IN_A_ROW
+    )
+)
+def test_any_mix_of_poison_stores_each_good_reading_once_in_order(cluster, poison):
+    c = cluster
+    c.sql("TRUNCATE readings, dead_letters, rejection_totals, state, alert_log")
+    narrow_seq(c)  # idempotent
+    c.replica._drop_worker(0)  # a fresh partition: its state was truncated
+    c.replica.counters.clear()
+    batch = [c.bin(POISON_SEQ + i if bad else i) for i, bad in enumerate(poison)]
+    c.replica._batch(batch)
+
+    assert c.readings() == good(batch)
+    assert [d[1:3] for d in c.dead_letters()] == [("store_refused", REFUSED_22003)] * sum(poison)
+    assert c.replica.counters["store_refused"] == sum(poison)
+    c.replica._batch(batch)  # its ack lost: nothing changes
+    assert c.readings() == good(batch)
+    assert len(c.dead_letters()) == sum(poison)
