@@ -22,6 +22,9 @@ class Reason(StrEnum):
     # Handling the message raised an error nobody expected: the message is kept with the error
     # so that one bad message is a dead letter, never a crash loop on its redelivery.
     INTERNAL = "internal"
+    # The shared store refused the message's rows for their content (a cluster's PostgreSQL,
+    # gateway/replica_poison.py): kept here, so its partition goes on.
+    STORE_REFUSED = "store_refused"
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,7 +127,7 @@ class CommitQueue:
                 self._refused(queued, exc)
                 if batch is not None:
                     self.queue(batch)
-                raise StoreUnavailable(str(exc)) from exc
+                raise StoreUnavailable(_described(exc)) from exc
             self.saved_upto, self.failed = upto, False
         if batch is None:
             return
@@ -137,7 +137,7 @@ class CommitQueue:
             self._commit(batch)
         except store.DatabaseError as exc:
             self._refused(batch, exc)
-            raise StoreUnavailable(str(exc)) from exc
+            raise StoreUnavailable(_described(exc)) from exc
         self.saved_upto, self.failed = self._made, False
 
     @property
@@ -158,6 +158,16 @@ class CommitQueue:
         self._queued, self.failed = batch, True
         self._counters["commit_failures"] += 1
         if isinstance(exc, store.DatabaseError):
-            log.error("store commit failed, kept for retry: %s", exc)
+            log.error("store commit failed, kept for retry: %s", _described(exc))
         else:
             log.error("store commit failed, kept for retry", exc_info=exc)
+
+
+def _described(exc: BaseException) -> str:
+    """A store error as the log may carry it: PostgreSQL's SQLSTATE and the error's class,
+    as its text can quote a refused value from a device's payload; SQLite's own text,
+    which names the condition ("database or disk is full") and never a value."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate is not None:
+        return f"{type(exc).__name__} (SQLSTATE {sqlstate})"
+    return str(exc)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 from devices.nats_ingest import IngestMessage, partition_of
 from devices.rejections import Reason, Rejection
@@ -27,9 +27,6 @@ from gateway.replica_context import ClusterContext, FencedConnection
 from rules.device_health import DeviceHealth
 from rules.engine import RuleEngine
 from rules.incidents import IncidentBook
-
-# The dead letters' reason for a message the store refused (gateway/replica_poison.py).
-STORE_REFUSED = "store_refused"
 
 
 class PartitionWorker:
@@ -85,7 +82,7 @@ class PartitionWorker:
         with the SQLSTATE (never the store's message, which may quote the value), committed
         with the record that it is done, so that a delivery coming again skips it."""
         detail = f"the store refused it (SQLSTATE {sqlstate})"
-        refusal = Rejection(cast(Reason, STORE_REFUSED), detail, self._device_of(message))
+        refusal = Rejection(Reason.STORE_REFUSED, detail, self._device_of(message))
         digests = [replica_committed.payload_digest(message.payload)]
         record = self.committed.after([message], digests, floor, refused=True)
         item = (message.topic, message.payload, refusal)
