@@ -23,7 +23,10 @@ The document (``FORMAT``), keys in this order::
 during the alert enrichment, before the alert's batch commits, so that reading is not in
 the store yet (on a replica's desk it is, and is left out of ``readings`` all the same, so
 both deployments write one document). Readings of the same batch before the alert are not
-in the store yet either and are missing from an embedded gateway's excerpt.
+in the store yet either and are missing from an embedded gateway's excerpt. Those of the
+batches before it are there: the embedded gateway commits a batch on a thread while it
+prepares the next (gateway/commit_queue.py), and an excerpt first waits for that commit
+(``settle``).
 
 Every stored value is outside input: a value that is no finite number or boolean is null, a
 reading keeps at most ``MAX_FIELDS`` fields with names clipped to ``MAX_NAME_CHARS`` (no
@@ -90,8 +93,12 @@ class SensorExcerpts:
         kinds: Mapping[str, str],
         thresholds: Thresholds | None = None,
         now_s: Callable[[], float] = time.time,
+        settle: Callable[[], None] = lambda: None,
     ) -> None:
+        """``settle`` returns once every batch before the one being prepared is in the
+        store (the pipeline's commit under way is done)."""
         self._conn = conn
+        self._settle = settle
         self._evidence = evidence
         self._settings = settings
         self._kinds = kinds
@@ -142,6 +149,7 @@ class SensorExcerpts:
         """The excerpt's bytes (ASCII JSON), or None when it cannot fit ``max_bytes``."""
         settings = self._settings
         from_ts = max(alert.ts - settings.window_s * 1000, MIN_TS)
+        self._settle()
         rows = self._conn.execute(
             _RECENT, (alert.source_id, from_ts, alert.ts, settings.max_readings)
         ).fetchall()

@@ -172,6 +172,7 @@ class Gateway:
         self.excerpts = SensorExcerpts(
             self.conn, self.evidence, config.evidence.sensor_excerpts, kinds,
             rule_thresholds(lambda: self.engine.settings),
+            settle=lambda: self.pipeline.settle(),
         )  # fmt: skip
         self.pipeline = Pipeline(
             self.pipeline_conn, self.registry, self.guard, self.engine, self.incidents,
