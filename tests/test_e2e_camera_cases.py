@@ -6,20 +6,24 @@ from 15 s to 50 s, so the ground truth is known exactly. The project's RTSP serv
 it on two mounts, CAM-A and CAM-B: two cameras watching the same no-dumping zone (the
 same view twice; a synthetic renderer with different angles is separate work). The real
 COCO model, PyAV decoder, tracker, static-object model and rules run in the gateway
-process; dwell times are shortened for the test.
+process; dwell times are shortened for the test. The two tests' streets run side by side
+on one timeline (tests/e2e_streets.py).
 """
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from pathlib import Path
 
 import pytest
+from e2e_side_by_side import Running, this_test
+from e2e_streets import Street, streets_side_by_side
 
 from simulators.footage import (
     BUILTIN_FOOTAGE,
     DEFAULT_ASSETS,
     FootageScenario,
+    Overlay,
     build_footage,
     footage_truth,
     load_footage_scenario,
@@ -27,7 +31,7 @@ from simulators.footage import (
 from simulators.rtsp_server import RtspServerProcess
 from simulators.truth import compare_cases
 
-from harness import Stack, free_port, wait_until
+from harness import wait_until
 
 ASSETS = DEFAULT_ASSETS
 MODEL = ASSETS / "models" / "yolo11n_int8.onnx"
@@ -57,40 +61,72 @@ def video_config(scenario: FootageScenario, server: RtspServerProcess) -> dict:
     }  # fmt: skip
 
 
-@pytest.fixture
-def street(tmp_path, footage):
-    scenario, clip = footage
-    mounts = [f"/{camera}=file:{clip}" for camera in scenario.cameras]
-    server = RtspServerProcess(mounts, free_port(), log=tmp_path / "rtsp.log")
-    server.start()
-    stack = Stack(tmp_path, video=video_config(scenario, server))
-    stack.start()
-    wait_until(stack.cameras_online, "both cameras online", 120, stack.gateway)
-    yield server, stack, footage_truth(scenario), scenario.overlays[0]
-    stack.stop()
-    server.stop()
-
-
 def devices(case: dict) -> list[str]:
     return sorted({e["source_id"] for e in case["evidence"]})
 
 
-def wait_for_the_case_to_clear(stack: Stack) -> dict:
+def wait_for_the_case_to_clear(street: Street) -> tuple[list[dict], float]:
+    """The cases once the dumping case has cleared evidence, and the scenario time they
+    were read at (read then: the clip loops and the bags come back)."""
+    stack = street.stack
+
     def cleared() -> bool:
         cases = stack.cases()
         return len(cases) == 1 and any(e["state"] == "cleared" for e in cases[0]["evidence"])
 
     wait_until(cleared, "the dumping case and its cleared evidence", 90)
-    return stack.cases()[0]
+    return stack.cases(), street.scenario_s()
+
+
+def restarted(street: Street) -> tuple[float, list[dict], float]:
+    """Both streams killed and restarted at once as soon as both cameras filed the case:
+    the scenario time of the kill, then the cases and time once it cleared.
+
+    Restarted at once: the outage is the server's start-up plus the gateway's reconnect
+    back-off, seconds already. While a camera's downtime counts as absence of the bags
+    (rules/video_rules.py), a downtime beyond clear_after_s clears the alert too early."""
+    stack = street.stack
+
+    def seen_by_both() -> bool:
+        return [devices(case) for case in stack.cases()] == [["CAM-A", "CAM-B"]]
+
+    wait_until(seen_by_both, "the dumping case filed by both cameras", 90)
+    killed_s = street.kill_streams()
+    return killed_s, *wait_for_the_case_to_clear(street)
+
+
+@pytest.fixture(scope="module")
+def streets(request, tmp_path_factory, footage):
+    """A street per test on the same clip, side by side: one watched, one whose streams
+    die; each test's street is the one named after it."""
+    scenario, clip = footage
+    yield from streets_side_by_side(
+        request,
+        tmp_path_factory,
+        [f"/{camera}=file:{clip}" for camera in scenario.cameras],
+        partial(video_config, scenario),
+        [
+            (test_dumped_bags_seen_by_two_cameras_are_one_case, wait_for_the_case_to_clear),
+            (test_stream_killed_and_restarted_mid_incident_gives_no_duplicate, restarted),
+        ],
+    )
+
+
+@pytest.fixture
+def street(request, streets, footage) -> tuple[Running, dict, Overlay]:
+    """This test's street, the scenario's truth and its bags."""
+    scenario = footage[0]
+    return this_test(request, streets), footage_truth(scenario), scenario.overlays[0]
 
 
 def test_dumped_bags_seen_by_two_cameras_are_one_case(street):
-    server, stack, truth, bags = street
-    case = wait_for_the_case_to_clear(stack)
-    elapsed = time.time() - server.scenario_start
-    assert elapsed >= bags.end_s  # cleared only after the bags were taken away
-    report = compare_cases(truth, stack.cases())
+    running, truth, bags = street
+    stack = running.part.stack
+    cases, cleared_s = running.outcome()
+    assert cleared_s >= bags.end_s  # cleared only after the bags were taken away
+    report = compare_cases(truth, cases)
     assert report.ok, report.render() + "\n" + stack.gateway.tail()
+    [case] = cases
     assert (case["source"], case["class_name"]) == ("video", "暴露垃圾")
     firing = [e for e in case["evidence"] if e["state"] == "firing"]
     assert sorted(e["source_id"] for e in firing) == ["CAM-A", "CAM-B"]
@@ -101,22 +137,13 @@ def test_dumped_bags_seen_by_two_cameras_are_one_case(street):
 
 
 def test_stream_killed_and_restarted_mid_incident_gives_no_duplicate(street):
-    server, stack, truth, bags = street
-
-    def seen_by_both() -> bool:
-        return [devices(case) for case in stack.cases()] == [["CAM-A", "CAM-B"]]
-
-    wait_until(seen_by_both, "the dumping case filed by both cameras", 90)
-    assert time.time() - server.scenario_start < bags.end_s  # mid-incident
-    # Restarted at once: the outage is the server's start-up plus the gateway's reconnect
-    # back-off, seconds already. While a camera's downtime counts as absence of the bags
-    # (rules/video_rules.py), a downtime beyond clear_after_s clears the alert too early.
-    server.kill()
-    server.start()
-    wait_for_the_case_to_clear(stack)
+    running, truth, bags = street
+    stack = running.part.stack
+    killed_s, cases, cleared_s = running.outcome()
+    assert killed_s < bags.end_s  # mid-incident
     # The outage is no absence: cleared only after the bags were taken away.
-    assert time.time() - server.scenario_start >= bags.end_s, stack.cases()
-    report = compare_cases(truth, stack.cases())
+    assert cleared_s >= bags.end_s, cases
+    report = compare_cases(truth, cases)
     assert report.ok, report.render() + "\n" + stack.gateway.tail()
     cameras = stack.gateway_stats()["video"]["cameras"]
     assert all(cameras[c]["reconnects"] >= 1 for c in ("CAM-A", "CAM-B")), cameras

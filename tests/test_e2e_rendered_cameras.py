@@ -7,21 +7,24 @@ through the stall zone, a green litter bin stands between the zones, and people 
 pass all the time. The ground truth (which case, which cameras) is computed from the scene
 by the simulator. The rendered frames are encoded to H.264 and served by the project's
 RTSP server; the gateway runs the shipped city model, the PyAV decoder, tracker, static
-objects and rules in its own process. Dwell times are shortened for the test.
+objects and rules in its own process. Dwell times are shortened for the test. The two
+tests' streets run side by side on one timeline (tests/e2e_streets.py).
 """
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from pathlib import Path
 
 import pytest
+from e2e_side_by_side import Running, this_test
+from e2e_streets import Street, streets_side_by_side
 
 from simulators.rtsp_server import RtspServerProcess
 from simulators.truth import compare_cases
 from simulators.video import BUILTIN_VIDEO_SCENE, camera_zones, load_scene, scene_truth, write_mp4
 
-from harness import Stack, free_port, wait_until
+from harness import Stack, wait_until
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "citygw-street-v2.onnx"
 STALL_START_S, RUBBISH_START_S = 10, 15  # from the builtin scene; checked in the fixture
@@ -59,20 +62,6 @@ def video_config(scene, server: RtspServerProcess) -> dict:
     }  # fmt: skip
 
 
-@pytest.fixture
-def street(tmp_path, scene_clips):
-    scene, truth, clips = scene_clips
-    mounts = [f"/{camera}=file:{clip}" for camera, clip in clips.items()]
-    server = RtspServerProcess(mounts, free_port(), log=tmp_path / "rtsp.log")
-    server.start()
-    stack = Stack(tmp_path, video=video_config(scene, server))
-    stack.start()
-    wait_until(stack.cameras_online, "both cameras online", 120, stack.gateway)
-    yield server, stack, truth
-    stack.stop()
-    server.stop()
-
-
 def wait_for_both_cases_to_clear(stack: Stack) -> list[dict]:
     def cleared() -> bool:
         cases = stack.cases()
@@ -84,10 +73,51 @@ def wait_for_both_cases_to_clear(stack: Stack) -> list[dict]:
     return stack.cases()
 
 
-def test_stall_and_rubbish_seen_by_two_cameras_are_exactly_the_truth(street):
-    server, stack, truth = street
-    cases = wait_for_both_cases_to_clear(stack)
-    assert time.time() - server.scenario_start >= LAST_END_S - 5  # cleared after removal
+def watched(street: Street) -> tuple[list[dict], float]:
+    """The cases once both cleared, and the scenario time they were read at (read then:
+    the clip loops at 90 s and the stall comes back)."""
+    return wait_for_both_cases_to_clear(street.stack), street.scenario_s()
+
+
+def restarted(street: Street) -> tuple[float, list[dict], float]:
+    """Both streams killed and restarted at once as soon as both cases are filed: the
+    scenario time of the kill, then ``watched``'s cases and time.
+
+    Restarted at once: the outage is the server's start-up plus the gateway's reconnect
+    back-off, seconds already. While a camera's downtime counts as absence of the bags
+    (rules/video_rules.py), a downtime beyond clear_after_s clears the alert too early."""
+    stack = street.stack
+    wait_until(lambda: len(stack.cases()) == 2, "both cases filed before the streams die", 90)
+    killed_s = street.kill_streams()
+    return killed_s, *watched(street)
+
+
+@pytest.fixture(scope="module")
+def streets(request, tmp_path_factory, scene_clips):
+    """A street per test on the same clips, side by side: one watched, one whose streams
+    die; each test's street is the one named after it."""
+    scene, _, clips = scene_clips
+    yield from streets_side_by_side(
+        request,
+        tmp_path_factory,
+        [f"/{camera}=file:{clip}" for camera, clip in clips.items()],
+        partial(video_config, scene),
+        [
+            (test_stall_and_rubbish_seen_by_two_cameras_are_exactly_the_truth, watched),
+            (test_streams_killed_and_restarted_mid_incident_give_no_duplicate, restarted),
+        ],
+    )
+
+
+@pytest.fixture
+def street(request, streets) -> Running:
+    return this_test(request, streets)
+
+
+def test_stall_and_rubbish_seen_by_two_cameras_are_exactly_the_truth(street, scene_clips):
+    stack, truth = street.part.stack, scene_clips[1]
+    cases, cleared_s = street.outcome()
+    assert cleared_s >= LAST_END_S - 5  # cleared after removal
     report = compare_cases(truth, cases)
     assert report.ok, report.render() + "\n" + stack.gateway.tail()
     by_class = {case["class_code"]: case for case in cases}
@@ -100,18 +130,12 @@ def test_stall_and_rubbish_seen_by_two_cameras_are_exactly_the_truth(street):
     assert len(dumping["media"]) == 2  # the frame with boxes and zone, and "before"
 
 
-def test_streams_killed_and_restarted_mid_incident_give_no_duplicate(street):
-    server, stack, truth = street
-    wait_until(lambda: len(stack.cases()) == 2, "both cases filed before the streams die", 90)
-    assert time.time() - server.scenario_start < LAST_END_S - 5  # both still there
-    # Restarted at once: the outage is the server's start-up plus the gateway's reconnect
-    # back-off, seconds already. While a camera's downtime counts as absence of the bags
-    # (rules/video_rules.py), a downtime beyond clear_after_s clears the alert too early.
-    server.kill()
-    server.start()
-    cases = wait_for_both_cases_to_clear(stack)
+def test_streams_killed_and_restarted_mid_incident_give_no_duplicate(street, scene_clips):
+    stack, truth = street.part.stack, scene_clips[1]
+    killed_s, cases, cleared_s = street.outcome()
+    assert killed_s < LAST_END_S - 5  # both still there
     # The outage is no absence: cleared only after the stall and the bags were removed.
-    assert time.time() - server.scenario_start >= LAST_END_S - 5, cases
+    assert cleared_s >= LAST_END_S - 5, cases
     report = compare_cases(truth, cases)
     assert report.ok, report.render() + "\n" + stack.gateway.tail()
     cameras = stack.gateway_stats()["video"]["cameras"]
