@@ -147,8 +147,9 @@ def test_ready_then_not_ready_for_each_named_reason_and_ready_again(running):
     broker.start()
     wait_for(gateway, 200, ALL_OK, "ready: reconnected and subscribed again")
 
-    # The store takes no page more: the next batch's commit is refused and kept.
-    conn = gateway.gw.conn
+    # The store takes no page more: the next batch's commit is refused and kept (the limit
+    # is set on the pipeline's own connection, where its commits run; nothing commits now).
+    conn = gateway.gw.pipeline_conn
     gateway.on_loop(lambda: conn.execute(
         f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}"
     ))  # fmt: skip
