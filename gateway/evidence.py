@@ -1,4 +1,4 @@
-"""Evidence pictures for video cases: JPEGs beside the store, each with its content hash.
+"""Evidence pictures for video cases: JPEGs in the evidence folder, each with its content hash.
 
 A case on a city platform is a record that may be disputed months later, so each picture it
 points at carries the SHA-256 and size of its bytes: the platform, or an auditor holding a
@@ -15,6 +15,11 @@ A platform that takes uploads gets the file itself: the case bridge hands back t
 was given and ``EvidenceWriter.read_linked`` returns the bytes, so the bridge never learns
 where pictures are kept (it checks them against the recorded hash before sending).
 
+The folder is ``evidence.dir``, by default "evidence" beside the store. Replicas of one city
+share one (gateway/replica.py): the camera's replica writes, the desk's reads for uploads,
+and any replica's status server serves the links (gateway/replica_status.py), so a case's
+pictures survive the replica that took them.
+
 Sensor cases get the same treatment for an excerpt of the device's recent readings, a JSON
 document (gateway/sensor_excerpts.py) written by ``save_file``: same folder, hash, links,
 retention and uploads; ``media_type`` tells the serving routes which is which.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
@@ -75,7 +81,7 @@ class EvidenceWriter:
             data = self._encoded(image)
             if data is None:
                 continue
-            (self.folder / name).write_bytes(data)
+            self._put(name, data)
             media.append(media_entry(self.links.url(name, now_s), data))
         return tuple(media)
 
@@ -93,20 +99,25 @@ class EvidenceWriter:
 
     def save_file(self, name: str, data: bytes, now_s: int) -> str:
         """Write ``data`` (a document already within its size limit) as ``name`` and return
-        its media entry, the link signed at ``now_s``. Written whole beside it, then moved
-        into place: a platform fetching the file, or an upload reading it, never sees part
-        of it. ``ValueError`` for a name ``read_evidence`` would not serve or bytes it would
-        not read; ``OSError`` when the folder refuses the write (nothing is left behind)."""
+        its media entry, the link signed at ``now_s``, written whole (``_put``).
+        ``ValueError`` for a name ``read_evidence`` would not serve or bytes it would not
+        read; ``OSError`` when the folder refuses the write (nothing is left behind)."""
         if not EVIDENCE_NAME.fullmatch(name) or len(data) > MAX_EVIDENCE_BYTES:
             raise ValueError("not an evidence file the gateway can serve")
         self.folder.mkdir(parents=True, exist_ok=True)
-        draft = self.folder / f".{name}.{os.getpid()}.draft"
+        self._put(name, data)
+        return media_entry(self.links.url(name, now_s), data)
+
+    def _put(self, name: str, data: bytes) -> None:
+        """Write ``data`` whole beside ``name``, then move it into place: whoever reads the
+        folder (an upload, a replica serving a link) never sees part of a file."""
+        # Random, not the pid alone: replicas sharing the folder may each be pid 1.
+        draft = self.folder / f".{name}.{os.getpid()}.{secrets.token_hex(8)}.draft"
         try:
             draft.write_bytes(data)
             os.replace(draft, self.folder / name)
         finally:
             draft.unlink(missing_ok=True)
-        return media_entry(self.links.url(name, now_s), data)
 
     def read_linked(self, url: str) -> bytes | None:
         """The bytes of the picture a media link of ours names (with or without the public

@@ -8,8 +8,11 @@ serves them (gateway/api_evidence.py) needs no token; a link nobody signed, or o
 its time, is refused with 403 before the name is even looked up.
 
 The secret comes from a file or an environment variable, else is generated once into the
-store's folder (mode 0600) so links stay valid across restarts. Replacing it revokes every
-link handed out.
+store's folder (mode 0600) so links stay valid across restarts — or, with ``evidence.dir``
+set, into that folder as a hidden file (no link serves a name starting with a dot, and
+retention deletes only evidence files), so the replicas sharing the folder share the
+secret: a link one signed is checked, renewed and served by any. Replacing it revokes
+every link handed out.
 
 A link is signed when its alert is recorded, but a case command may wait in the outbox far
 longer than a link lives (a platform down for days; retention keeps commands for months).
@@ -36,6 +39,8 @@ from gateway.evidence_settings import EvidenceSettings
 
 SIGNED_PREFIX = "/evidence/"
 GENERATED_SECRET_NAME = "evidence-link.key"
+# Its name inside a shared evidence folder (``evidence.dir``): hidden, never served.
+SHARED_SECRET_NAME = ".evidence-link.key"
 MIN_SECRET_CHARS = 32
 MAX_SECRET_CHARS = 512
 _EXP = re.compile(r"[0-9]{1,12}")  # up to year 33658: no int() of a 5,000-digit string
@@ -100,7 +105,8 @@ def links_from_settings(settings: EvidenceSettings, store_folder: Path) -> Evide
 
 def load_link_secret(settings: EvidenceSettings, store_folder: Path) -> bytes:
     """The secret from ``link_secret_file``, else ``$link_secret_env``, else the one
-    generated into ``store_folder`` (created there on first use)."""
+    generated into ``evidence.dir`` if set, else into ``store_folder`` (created there on
+    first use)."""
     if settings.link_secret_file is not None:
         source = f"evidence.link_secret_file {settings.link_secret_file}"
         text = _read_text(settings.link_secret_file, source)
@@ -108,7 +114,11 @@ def load_link_secret(settings: EvidenceSettings, store_folder: Path) -> bytes:
         source = f"environment variable {settings.link_secret_env} (evidence.link_secret_env)"
         text = os.environ[settings.link_secret_env]
     else:
-        path = store_folder / GENERATED_SECRET_NAME
+        path = (
+            settings.dir / SHARED_SECRET_NAME
+            if settings.dir is not None
+            else store_folder / GENERATED_SECRET_NAME
+        )
         source = f"generated evidence link secret {path}"
         _generate_once(path)
         text = _read_text(path, source)
@@ -128,7 +138,8 @@ def _generate_once(path: Path) -> None:
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    draft = path.with_name(f".{path.name}.{os.getpid()}.draft")
+    # Random, not the pid alone: replicas in containers on one shared folder are each pid 1.
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.draft")
     fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as file:

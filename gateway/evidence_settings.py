@@ -1,6 +1,6 @@
-"""``evidence:`` in the gateway config: how large a picture may be, what a sensor alert's
-excerpt of readings holds, and the signed links' lifetime, public address and secret (how
-long evidence stays on disk is ``retention:``)."""
+"""``evidence:`` in the gateway config: where evidence files are kept, how large a picture
+may be, what a sensor alert's excerpt of readings holds, and the signed links' lifetime,
+public address and secret (how long evidence stays on disk is ``retention:``)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ class SensorExcerptSettings(BaseModel):
 class EvidenceSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # Where evidence files are kept; none: the "evidence" folder beside the store. Replicas
+    # of one city (gateway/replica.py) set one folder they all reach (a volume shared by
+    # every replica), so a camera's pictures outlive the replica that took them, the desk
+    # uploads them wherever it runs, and any replica serves their links. The generated link
+    # secret then lives there too, so every replica signs and checks links alike.
+    dir: Path | None = None
+
     # Larger JPEGs are encoded again at lower quality; still larger, they are left out.
     max_picture_bytes: int = Field(2 * 1024 * 1024, ge=16 * 1024, le=MAX_EVIDENCE_BYTES)
     # A platform must fetch a picture within this time of the alert; 7 days by default.
@@ -45,3 +52,7 @@ class EvidenceSettings(BaseModel):
         "CITYGW_EVIDENCE_LINK_SECRET", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
     )
     sensor_excerpts: SensorExcerptSettings = SensorExcerptSettings()
+
+    def folder(self, store_folder: Path) -> Path:
+        """The evidence folder of a gateway whose store is in ``store_folder``."""
+        return self.dir if self.dir is not None else store_folder / "evidence"

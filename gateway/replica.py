@@ -102,7 +102,7 @@ class Replica:
         self.cameras: dict[int, CameraWorker] = {}  # camera lease → its worker
         self._detector: Detector | None = None  # loaded with the first camera taken
         self._evidence = EvidenceWriter(
-            config.store.path.parent / "evidence",
+            config.evidence.folder(config.store.path.parent),
             links_from_settings(config.evidence, config.store.path.parent),
             config.evidence.max_picture_bytes,
         )
@@ -141,7 +141,7 @@ class Replica:
         server = None
         if settings.status is not None:
             stale_s = max(settings.lease_ttl_s, 3 * settings.lease_tick_s)
-            app = status_app(self.stats, lambda: self._last_tick, stale_s)
+            app = status_app(self.stats, lambda: self._last_tick, stale_s, self._evidence)
             server = status_server(settings.status, app)
             serving = asyncio.create_task(server.serve())
         log.info("replica %s started", self.context.owner)

@@ -100,6 +100,8 @@ class ClusterStack:
                 "retry": {"initial_s": 0.2, "max_s": 2},
             },
             "api": {"enabled": False},
+            # One folder for every replica, as deploy/replica.yaml's shared volume.
+            "evidence": {"dir": str(self.workdir / "evidence")},
             "cluster": {
                 "postgres_dsn": self.dsn,
                 "replica_id": name,
@@ -154,6 +156,11 @@ class ClusterStack:
         return start_simulator(
             self.nats.mqtt_url, self.truth_path, self.scenario, self.workdir, time_scale
         )
+
+    def evidence(self, name: str, link: str) -> httpx.Response:
+        """A case's evidence link (a path with its signature) fetched from a running
+        replica's status server, as a platform would."""
+        return httpx.get(f"http://127.0.0.1:{self.status_ports[name]}{link}", timeout=5)
 
     def stats(self, name: str) -> dict:
         """A running replica's /stats."""

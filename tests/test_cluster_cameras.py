@@ -1,10 +1,14 @@
 """Cameras on several replicas, end to end on real footage: two RTSP cameras watching one
 no-dumping zone are leased to two replicas, and their alerts still make one case; the
 replica holding one camera is SIGKILLed mid-incident, the camera moves to a live replica,
-and the case is neither doubled nor lost (nats-server, PostgreSQL, three replicas, the
-bundled platform and the project's RTSP server, all real processes on loopback)."""
+and the case is neither doubled nor lost, nor its pictures: they are in the replicas' shared
+evidence folder, and every live replica serves each of the case's links with the exact
+bytes the case records (nats-server, PostgreSQL, three replicas, the bundled platform and
+the project's RTSP server, all real processes on loopback)."""
 
 from __future__ import annotations
+
+import hashlib
 
 import pytest
 from cluster_harness import ClusterStack
@@ -59,6 +63,26 @@ def sources(case: dict, state: str) -> list[str]:
     return sorted({e["source_id"] for e in case["evidence"] if e["state"] == state})
 
 
+def pictures(case: dict, camera: str) -> dict[str, tuple[str, int]]:
+    """link → (sha256, bytes) of the camera's pictures, as recorded on the case."""
+    return {
+        item["url"]: (item["sha256"], item["bytes"])
+        for evidence in case["evidence"]
+        if evidence["source_id"] == camera
+        for item in evidence.get("media_files", ())
+    }
+
+
+def served(c: ClusterStack, replica: str, links: dict[str, tuple[str, int]]) -> dict:
+    """link → (sha256, bytes) of what ``replica`` serves for each link (None: refused)."""
+    found = {}
+    for link in links:
+        reply = c.evidence(replica, link)
+        body = reply.content
+        found[link] = (hashlib.sha256(body).hexdigest(), len(body)) if reply.is_success else None
+    return found
+
+
 def test_two_cameras_on_two_replicas_are_one_case_and_a_camera_moves_when_its_replica_dies(
     street,
 ):
@@ -73,6 +97,11 @@ def test_two_cameras_on_two_replicas_are_one_case_and_a_camera_moves_when_its_re
 
     c.wait_until(seen_by_both, "the dumping case filed with both cameras' evidence", 90)
     dead = holders["CAM-A"]
+    (case,) = c.cases()
+    taken = pictures(case, "CAM-A")
+    assert len(taken) == 2  # the annotated frame and the one before, each with its hash
+    # Another replica serves the pictures CAM-A's replica wrote, byte for byte.
+    assert served(c, holders["CAM-B"], taken) == taken
     c.replicas[dead].kill()
     c.wait_until(
         lambda: holders_of_cameras(c).get("CAM-A") not in (None, dead),
@@ -87,3 +116,12 @@ def test_two_cameras_on_two_replicas_are_one_case_and_a_camera_moves_when_its_re
     c.wait_until(cleared, "the case cleared by the camera that stayed", 90)
     report = compare_cases(truth, c.cases())
     assert report.ok, report.render() + "\n" + c.tails()
+    # The case's pictures outlived the replica that took them: every live replica serves
+    # every picture the case records, CAM-A's from before the kill included.
+    (case,) = c.cases()
+    recorded = {**pictures(case, "CAM-A"), **pictures(case, "CAM-B")}
+    assert taken.items() <= recorded.items()
+    live = sorted(name for name, service in c.replicas.items() if service.running())
+    assert len(live) == 2
+    for name in live:
+        assert served(c, name, recorded) == recorded, name

@@ -84,7 +84,10 @@ def test_every_service_has_a_healthcheck_and_replicas_wait_for_healthy_parts():
     for name in REPLICAS:
         replica = services[name]
         assert replica["command"] == ["replica", "-c", "/etc/citygw/replica.yaml"]
-        assert mounts(replica) == {"/etc/citygw/replica.yaml": "./deploy/replica.yaml"}
+        assert mounts(replica) == {
+            "/etc/citygw/replica.yaml": "./deploy/replica.yaml",
+            "/data/evidence": "evidence",
+        }
         healthy = {"condition": "service_healthy"}
         assert replica["depends_on"] == {"nats": healthy, "postgres": healthy, "platform": healthy}
         # The replica's own /healthz, on the port deploy/replica.yaml serves it.
@@ -92,6 +95,16 @@ def test_every_service_has_a_healthcheck_and_replicas_wait_for_healthy_parts():
         assert status["host"] == "127.0.0.1"
         probe = f"http://127.0.0.1:{status['port']}/healthz"
         assert probe in replica["healthcheck"]["test"][-1]
+
+
+def test_every_replica_keeps_evidence_in_the_one_shared_volume():
+    """A case's pictures outlive the replica that took them: every replica mounts one named
+    volume at the folder deploy/replica.yaml's evidence.dir names (gateway/evidence.py)."""
+    config = yaml.safe_load(REPLICA.read_text(encoding="utf-8"))
+    folder = config["evidence"]["dir"]
+    assert "evidence" in compose()["volumes"]
+    services = compose()["services"]
+    assert {mounts(services[name]).get(folder) for name in REPLICAS} == {"evidence"}
 
 
 def test_every_secret_comes_from_the_environment_and_is_required():
