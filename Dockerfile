@@ -10,9 +10,10 @@ COPY simulators simulators
 COPY detectors detectors
 COPY deploy deploy
 RUN pip install --no-cache-dir .
-# Not root: a flaw in a parser then cannot own the container. /data is made here, owned by
-# that user, so that the named volumes mounted on it start with the same owner.
+# Not root: a flaw in a parser then cannot own the container. /data (and the replicas'
+# shared evidence folder, /data/evidence) is made here, owned by that user, so that the
+# named volumes mounted on it start with the same owner.
 RUN useradd --system --no-create-home --home-dir /data citygw \
-    && mkdir /data && chown citygw /data
+    && mkdir -p /data/evidence && chown citygw /data /data/evidence
 USER citygw
 ENTRYPOINT ["citygw"]

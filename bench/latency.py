@@ -15,6 +15,13 @@ manhole's lid opens (``lid_open`` true: an alert at once, no dwell) and stays op
   store) minus when the incident's first alert was seen: the outbox, the dispatcher and
   the HTTP call.
 
+Two baselines run beside it, in the same run: the disk's own fsync latency (a thread
+appends 4 KB to a file in the gateway's directory and fsyncs it every ``PROBE_S``; each
+commit of the gateway waits for one such fsync, so its tail bounds what any commit can do
+on this disk at that moment), and the CPU the gateway process used during the live run
+(from /proc), against the load average: on a shared machine a lag episode is seen with
+the disk or the cores it waited for.
+
 The publisher writes MQTT 3.1.1 packets on a socket of its own (a paho publisher takes a
 core for ~10,000 messages/s on this machine, and would compete with the gateway for it);
 a thread reads and drops the broker's PUBACKs.
@@ -60,6 +67,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TICK_S = 0.005  # the publisher sends what is due every tick
 POLL_S = 0.002  # how often the gateway's alerts table is read
 SETTLE_S = 30.0  # the longest wait for the last readings and cases after the run
+PROBE_S = 0.01  # how often the fsync probe writes
 LID_RULE = "/cover_anomaly"  # the alert key's end for an opened lid (rules/device_rules.py)
 
 
@@ -112,6 +120,38 @@ class RawPublisher:
     def close(self) -> None:
         self._sock.sendall(b"\xe0\x00")  # DISCONNECT
         self._sock.close()
+
+
+class FsyncProbe:
+    """Appends 4 KB to a file and fsyncs it every ``PROBE_S``, timing each fsync (ms)."""
+
+    def __init__(self, path: Path) -> None:
+        self.times: list[float] = []
+        self._path = path
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        block = b"x" * 4096
+        with self._path.open("ab") as out:
+            while not self._stop.wait(PROBE_S):
+                out.write(block)
+                out.flush()
+                started = time.perf_counter()
+                os.fsync(out.fileno())
+                self.times.append((time.perf_counter() - started) * 1000)
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        self._thread.join(5)
+        return self.times
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -332,7 +372,13 @@ def main() -> None:
             # processing (rounds sent before the subscription are lost).
             wait_for("the warm-up readings", lambda: warm_up(fleet, gateway_db), 60)
             sent_before, stored_before = fleet.sent, settled(gateway_db)
+            probe = FsyncProbe(live / "fsync-probe.bin")
+            cpu_before, run_started = cpu_seconds(gateway_proc.pid), time.monotonic()
             achieved = paced_run(fleet, rate, args.seconds, args.alerts_per_s)
+            gateway_cpu = (cpu_seconds(gateway_proc.pid) - cpu_before) / (
+                time.monotonic() - run_started
+            )
+            fsyncs = probe.stop()
             wait_for(
                 "every reading stored",
                 lambda: settled(gateway_db) - stored_before >= fleet.sent - sent_before,
@@ -370,6 +416,9 @@ def main() -> None:
         f"  incidents with a case              {len(to_case):10d}\n"
         f"  reading -> alert stored   {percentiles(to_alert)}\n"
         f"  alert -> case filed       {percentiles(to_case)}\n"
+        f"  baseline: disk fsync      {percentiles(fsyncs)}"
+        f" ({len(fsyncs)} probes of 4 KB, same disk)\n"
+        f"  gateway CPU during the run {gateway_cpu * 100:9.0f} % of one core\n"
         f"  (store read every {POLL_S * 1000:g} ms; ts in whole ms;"
         f" load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
     )

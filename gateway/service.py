@@ -130,7 +130,7 @@ class Gateway:
             self.engine.add_source(d.device_id, d.kind, d.location, d.part_code)
             self.health.add_device(d.device_id, d.kind, d.location, d.part_code)
         self.video_engine = VideoRuleEngine(settings, config.tz)
-        self.evidence_dir = config.store.path.parent / "evidence"
+        self.evidence_dir = config.evidence.folder(config.store.path.parent)
         self.evidence = EvidenceWriter(
             self.evidence_dir,
             links_from_settings(config.evidence, config.store.path.parent),
