@@ -101,6 +101,12 @@ class Replica:
         self.desk: Gateway | None = None
         self.cameras: dict[int, CameraWorker] = {}  # camera lease → its worker
         self._detector: Detector | None = None  # loaded with the first camera taken
+        if config.evidence.dir is None:
+            log.warning(
+                "evidence.dir is not set: this replica keeps its pictures and excerpts on its"
+                " own disk, where the desk on another replica cannot read them; set it to a"
+                " folder every replica mounts"
+            )
         self._evidence = EvidenceWriter(
             config.evidence.folder(config.store.path.parent),
             links_from_settings(config.evidence, config.store.path.parent),
