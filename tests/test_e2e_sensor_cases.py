@@ -10,17 +10,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from e2e_side_by_side import side_by_side, this_test
+from e2e_stack_runs import StackRun
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.truth import case_key, compare_cases
 
-from harness import Service, Stack, wait_until
+from harness import Stack, wait_until
 
 TIME_SCALE = 120  # the builtin's ~30 event-minutes in ~15 s
 # From the platform's start: about the stack's start-up plus the whole scenario, so the
@@ -39,36 +38,22 @@ def assert_every_good_reading_stored_once(s: Stack, stats: dict) -> None:
     assert stats["readings_stored"] == good
 
 
-class ScenarioRun:
-    """A stack made with ``stack_kwargs`` in ``workdir`` running the builtin scenario at
-    ``TIME_SCALE``; ``during(stack)`` runs as the simulator starts. ``run`` returns the
-    gateway's stats once it caught up, and the seconds from the stack's start to then."""
+def scenario(
+    during: Callable[[Stack], None] | None = None, timeout_s: float = 120
+) -> Callable[[StackRun], tuple[dict, float]]:
+    """A run's script: the builtin scenario at ``TIME_SCALE``, ``during(stack)`` as the
+    simulator starts; returns the gateway's stats once it caught up, and the seconds from
+    the stack's start to then."""
 
-    def __init__(
-        self,
-        workdir: Path,
-        during: Callable[[Stack], None] | None = None,
-        timeout_s: float = 120,
-        **stack_kwargs: Any,
-    ) -> None:
-        self.stack = Stack(workdir, **stack_kwargs)
-        self.during, self.timeout_s = during, timeout_s
-        self.sim: Service | None = None
-
-    def run(self) -> tuple[dict, float]:
-        self.stack.start()
+    def script(run: StackRun) -> tuple[dict, float]:
         started = time.monotonic()
-        self.sim = self.stack.simulator(TIME_SCALE)
-        if self.during is not None:
-            self.during(self.stack)
-        assert self.sim.proc.wait(self.timeout_s) == 0, self.sim.tail()
-        stats = self.stack.wait_caught_up(self.timeout_s)
-        return stats, time.monotonic() - started
+        sim = run.simulator(TIME_SCALE)
+        if during is not None:
+            during(run.stack)
+        assert sim.proc.wait(timeout_s) == 0, sim.tail()
+        return run.stack.wait_caught_up(timeout_s), time.monotonic() - started
 
-    def stop(self) -> None:
-        if self.sim is not None:
-            self.sim.stop()
-        self.stack.stop()
+    return script
 
 
 def kill_and_restart_the_gateway(s: Stack) -> None:
@@ -91,23 +76,26 @@ def runs(request, tmp_path_factory):
     yield from side_by_side(
         request,
         [
-            (test_builtin_scenario_files_exactly_the_ground_truth, {}),
+            (test_builtin_scenario_files_exactly_the_ground_truth, (scenario(), {})),
             (
                 test_platform_down_for_the_first_half_minute,
-                {"platform_unavailable_s": PLATFORM_DOWN_S, "timeout_s": 150},
+                (scenario(timeout_s=150), {"platform_unavailable_s": PLATFORM_DOWN_S}),
             ),
             (
                 test_gateway_sigkilled_mid_run_and_restarted,
-                {"during": kill_and_restart_the_gateway},
+                (scenario(kill_and_restart_the_gateway), {}),
             ),
-            (test_broker_restarted_mid_run, {"during": restart_the_broker}),
-            (test_open_case_gathers_repeats_and_a_case_closed_while_the_lid_is_open_is_flagged, {}),
+            (test_broker_restarted_mid_run, (scenario(restart_the_broker), {})),
+            (
+                test_open_case_gathers_repeats_and_a_case_closed_while_the_lid_is_open_is_flagged,
+                (scenario(), {}),
+            ),
             (
                 test_builtin_scenario_through_open311_files_each_expected_case_once,
-                {"adapter": "open311"},
+                (scenario(), {"adapter": "open311"}),
             ),
         ],
-        lambda kwargs: ScenarioRun(tmp_path_factory.mktemp("run"), **kwargs),
+        lambda recipe: StackRun(tmp_path_factory.mktemp("run"), recipe[0], **recipe[1]),
     )
 
 
