@@ -5,12 +5,18 @@ The builtin serial scenario: three water gauges (units 1–3, three register lay
 RS-485 bus served by a real pymodbus RTU server, a cover and a bin speaking the ASCII line
 protocol on another, with noise, a bad checksum and a cut sentence on the line bus and
 gauge 3 dead for four event-minutes. The gateway reads the near ends of the null modems
-exactly as it would read /dev/serial/by-id links.
+exactly as it would read /dev/serial/by-id links. The two tests' buses and stacks run
+side by side.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
+from e2e_side_by_side import side_by_side, this_test
 
 from simulators.serial.runner import SerialSimulation
 from simulators.serial.scenario import BUILTIN_SERIAL_SCENARIO, load_serial_scenario
@@ -19,20 +25,28 @@ from simulators.truth import compare_cases
 from harness import Stack, wait_until
 
 
-@pytest.fixture
-def serial_stack(tmp_path):
-    scenario = load_serial_scenario(BUILTIN_SERIAL_SCENARIO)
-    simulation = SerialSimulation(scenario, tmp_path / "buses")
-    # Started (ready) once its serial ports are open: the timeline starts after that.
-    stack = Stack(
-        tmp_path,
-        scenario=scenario.timeline.path,
-        config={"serial": simulation.gateway_config()},
-    )
-    stack.start()
-    yield simulation, stack
-    stack.stop()
-    simulation.close()
+class SerialRun:
+    """The builtin serial scenario's buses in ``workdir`` and a stack reading them;
+    ``run`` starts the stack (ready once its serial ports are open: the timeline starts
+    after that) and returns ``script(simulation, stack)``."""
+
+    def __init__(self, workdir: Path, script: Callable[[SerialSimulation, Stack], Any]) -> None:
+        scenario = load_serial_scenario(BUILTIN_SERIAL_SCENARIO)
+        self.simulation = SerialSimulation(scenario, workdir / "buses")
+        self.stack = Stack(
+            workdir,
+            scenario=scenario.timeline.path,
+            config={"serial": self.simulation.gateway_config()},
+        )
+        self._script = script
+
+    def run(self) -> Any:
+        self.stack.start()
+        return self._script(self.simulation, self.stack)
+
+    def stop(self) -> None:
+        self.stack.stop()
+        self.simulation.close()
 
 
 def run_to_the_end(simulation: SerialSimulation, stack: Stack) -> dict:
@@ -52,10 +66,51 @@ def ports_by_framing(stats: dict) -> dict[str, dict]:
     return {port["framing"]: port for port in stats["serial"].values()}
 
 
-def test_serial_devices_file_exactly_the_ground_truth(serial_stack):
-    simulation, stack = serial_stack
+def played(simulation: SerialSimulation, stack: Stack) -> dict:
+    """The timeline played to its end; the gateway's stats once every case is delivered."""
     simulation.start()
-    stats = run_to_the_end(simulation, stack)
+    return run_to_the_end(simulation, stack)
+
+
+def unplugged_mid_flood(simulation: SerialSimulation, stack: Stack) -> dict:
+    """The gauge bus's adapter pulled while the water rises and plugged back once the
+    gateway noticed; then ``played``'s stats."""
+    simulation.start()
+    gauges = simulation.modems["gauges"]
+    wait_until(lambda: simulation.clock.offset_ms() > 200_000, "the water rising", 20)
+    gauges.unplug()
+    wait_until(
+        lambda: not ports_by_framing(stack.gateway_stats())["modbus"]["connected"],
+        "the gateway to notice the adapter is gone",
+        30,
+    )
+    gauges.replug()
+    return run_to_the_end(simulation, stack)
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory):
+    """Both tests' buses and stacks side by side (tests/e2e_side_by_side.py): each mostly
+    waits for its timeline's real seconds."""
+    yield from side_by_side(
+        request,
+        [
+            (test_serial_devices_file_exactly_the_ground_truth, played),
+            (test_gauge_bus_unplugged_and_replugged_mid_flood, unplugged_mid_flood),
+        ],
+        lambda script: SerialRun(tmp_path_factory.mktemp("run"), script),
+    )
+
+
+@pytest.fixture
+def run(request, runs) -> tuple[SerialSimulation, Stack, dict]:
+    """This test's simulation, its stack, and the stats its script returned."""
+    running = this_test(request, runs)
+    return running.part.simulation, running.part.stack, running.outcome()
+
+
+def test_serial_devices_file_exactly_the_ground_truth(run):
+    simulation, stack, stats = run
     truth = simulation.truth()
     report = compare_cases(truth, stack.cases())
     assert report.ok, report.render() + "\n--- gateway log ---\n" + stack.gateway.tail()
@@ -79,19 +134,8 @@ def test_serial_devices_file_exactly_the_ground_truth(serial_stack):
     assert gauges["WL-103"]["ok"] < 0.8 * on_time, gauges  # it really was dead a while
 
 
-def test_gauge_bus_unplugged_and_replugged_mid_flood(serial_stack):
-    simulation, stack = serial_stack
-    simulation.start()
-    gauges = simulation.modems["gauges"]
-    wait_until(lambda: simulation.clock.offset_ms() > 200_000, "the water rising", 20)
-    gauges.unplug()
-    wait_until(
-        lambda: not ports_by_framing(stack.gateway_stats())["modbus"]["connected"],
-        "the gateway to notice the adapter is gone",
-        30,
-    )
-    gauges.replug()
-    stats = run_to_the_end(simulation, stack)
+def test_gauge_bus_unplugged_and_replugged_mid_flood(run):
+    simulation, stack, stats = run
     report = compare_cases(simulation.truth(), stack.cases())
     assert report.ok, report.render() + "\n--- gateway log ---\n" + stack.gateway.tail()
     port = ports_by_framing(stats)["modbus"]
