@@ -11,7 +11,8 @@ What keeps it correct:
 - One commit at a time, in the order the batches were made (``queue``): a batch holds the
   rule state as it stood after it, so committing an older batch after a newer one would
   put older state back. Batches queued while one commits are merged, in order, and go
-  next.
+  next, as one commit: a disk slow to sync makes commits larger rather than the backlog
+  longer (group commit).
 - A batch's state rows are encoded when it is queued (``store.Batch.seal``), on the loop
   that owns the live state: the thread never reads state the loop is changing.
 - Every other write of the pipeline (``save``: device health, camera alerts, the API's)
@@ -58,6 +59,7 @@ class CommitQueue:
             ThreadPoolExecutor(1, thread_name_prefix="store-commit") if background else None
         )
         self._queued: store.Batch | None = None
+        self.queued_batches = 0  # merged into ``_queued``
         self._made = 0  # tickets handed out by ``queue``
         self.saved_upto = 0  # every batch with a ticket up to this one is committed
         self._flight: Future[None] | None = None
@@ -83,6 +85,7 @@ class CommitQueue:
             self._queued = batch
         else:
             self._queued.extend(batch)
+        self.queued_batches += 1
         self._made += 1
         return self._made
 
@@ -93,7 +96,7 @@ class CommitQueue:
         if self._flight is not None or self._queued is None or self.failed:
             return False
         self._flight_batch, self._flight_upto = self._queued, self._made
-        self._queued = None
+        self._queued, self.queued_batches = None, 0
         self._flight = self._thread.submit(self._commit, self._flight_batch)
         return True
 
@@ -120,7 +123,7 @@ class CommitQueue:
         self.settle()
         if self._queued is not None:
             queued, upto = self._queued, self._made
-            self._queued = None
+            self._queued, self.queued_batches = None, 0
             try:
                 self._commit(queued)
             except Exception as exc:
@@ -156,6 +159,7 @@ class CommitQueue:
         if self._queued is not None:
             batch.extend(self._queued)
         self._queued, self.failed = batch, True
+        self.queued_batches += 1
         self._counters["commit_failures"] += 1
         if isinstance(exc, store.DatabaseError):
             log.error("store commit failed, kept for retry: %s", _described(exc))

@@ -148,6 +148,11 @@ class Pipeline:
         return self._commits.saved_upto
 
     @property
+    def queued_batches(self) -> int:
+        """Batches prepared and waiting for the next commit."""
+        return self._commits.queued_batches
+
+    @property
     def committing(self) -> Future[None] | None:
         """The background commit under way: await it, then ``settle``."""
         return self._commits.in_flight

@@ -81,6 +81,9 @@ log = logging.getLogger(__name__)
 # How often held alerts (silenced, awaiting confirmation) are looked at: a silence that
 # ends files its still-firing cases within this.
 RELEASE_EVERY_S = 1.0
+# Batches prepared while a commit syncs, at most, before the loop waits for it: they go into
+# the next commit together, and this bounds that transaction (and the memory it holds).
+QUEUED_BATCHES_MAX = 16
 
 
 @dataclass(frozen=True)
@@ -447,24 +450,45 @@ class Gateway:
         return {"sign_ins": dict(state.sign_ins.counts), "refused": dict(state.api_refused)}
 
     async def _consume(self, ready: asyncio.Event) -> None:
-        """Batches from paho's thread through the pipeline. A batch is prepared here and
-        committed on the pipeline's commit thread while the next one is prepared; its
-        messages are acknowledged once it is saved (gateway/commit_queue.py)."""
+        """Batches from paho's thread through the pipeline. Each is prepared here and
+        queued; the pipeline's commit thread commits what is queued, one commit at a time,
+        so what arrives while one commit syncs goes into the next (gateway/commit_queue.py).
+        A batch's messages are acknowledged once it is saved."""
         assert self.ingest is not None
         batch_max = self.config.ingest.batch_max
         while True:
-            await ready.wait()
-            ready.clear()
-            while not self._closing and (batch := self.ingest.take(batch_max)):
+            await self._messages_or_commit_done(ready)
+            while (
+                not self._closing
+                and self.pipeline.queued_batches < QUEUED_BATCHES_MAX
+                and (batch := self.ingest.take(batch_max))
+            ):
                 started = time.perf_counter()
                 ticket, commands = self.pipeline.prepare(batch, int(time.time() * 1000))
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
                 self._unacked.append((ticket, batch, bool(commands)))
+                await asyncio.sleep(0)  # let delivery and the API breathe between batches
+            committing = self.pipeline.committing
+            if committing is None or committing.done():
                 await self._saved_so_far()
                 if not self._closing:
                     self.pipeline.start_commit()
-                await asyncio.sleep(0)  # let delivery and the API breathe between batches
-            await self._saved_so_far()
+
+    async def _messages_or_commit_done(self, ready: asyncio.Event) -> None:
+        """Wait until messages arrive or the commit under way ends, whichever is first."""
+        committing = self.pipeline.committing
+        if committing is not None and committing.done():
+            return
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(ready.wait())]
+        if committing is not None:
+            # Shielded: a stop cancels this wait, never the commit (``Pipeline.close`` waits).
+            waits.append(asyncio.shield(asyncio.wrap_future(committing)))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        ready.clear()
 
     async def _saved_so_far(self) -> None:
         """Wait for the commit under way; acknowledge every batch saved. A commit the store
