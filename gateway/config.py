@@ -265,6 +265,8 @@ def load_config(path: str | Path) -> GatewayConfig:
         config.api.token_file = base / config.api.token_file
     if config.evidence.link_secret_file is not None:
         config.evidence.link_secret_file = base / config.evidence.link_secret_file
+    if config.evidence.dir is not None:
+        config.evidence.dir = base / config.evidence.dir
     config.cases = config.cases.resolved(base)
     _check_classes(path, config)
     try:  # the data files load at start-up: a broken one names its file and line now

@@ -12,7 +12,9 @@ store's folder (mode 0600) so links stay valid across restarts — or, with ``ev
 set, into that folder as a hidden file (no link serves a name starting with a dot, and
 retention deletes only evidence files), so the replicas sharing the folder share the
 secret: a link one signed is checked, renewed and served by any. Replacing it revokes
-every link handed out.
+every link handed out, so a gateway that sets ``evidence.dir`` later starts the folder
+with the secret it generated beside its store. Either is created by a hard link from a
+draft, which settles a race between replicas starting together on a shared folder.
 
 A link is signed when its alert is recorded, but a case command may wait in the outbox far
 longer than a link lives (a platform down for days; retention keeps commands for months).
@@ -25,9 +27,9 @@ revoked.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -46,6 +48,8 @@ MAX_SECRET_CHARS = 512
 _EXP = re.compile(r"[0-9]{1,12}")  # up to year 33658: no int() of a 5,000-digit string
 _SIG = re.compile(r"[0-9a-f]{64}")
 MAX_LINK_CHARS = 2000  # longer is no link of ours: not parsed
+
+log = logging.getLogger(__name__)
 
 
 class EvidenceLinks:
@@ -120,7 +124,14 @@ def load_link_secret(settings: EvidenceSettings, store_folder: Path) -> bytes:
             else store_folder / GENERATED_SECRET_NAME
         )
         source = f"generated evidence link secret {path}"
-        _generate_once(path)
+        if not path.exists():
+            adopted = _adoptable(settings, store_folder)
+            if _create_once(path, adopted or secrets.token_hex(32) + "\n") and adopted:
+                log.info(
+                    "evidence link secret: %s adopted into %s (links already issued stay valid)",
+                    store_folder / GENERATED_SECRET_NAME,
+                    path.parent,
+                )
         text = _read_text(path, source)
     text = text.rstrip("\r\n")
     if not MIN_SECRET_CHARS <= len(text) <= MAX_SECRET_CHARS:
@@ -131,25 +142,49 @@ def load_link_secret(settings: EvidenceSettings, store_folder: Path) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def _generate_once(path: Path) -> None:
-    """Create ``path`` with a random secret, readable by this user only: written whole
-    beside it, then linked into place, so a crash leaves no empty secret; an existing one
-    (a restart, or another process that won the race) is kept."""
-    if path.exists():
-        return
+def _adoptable(settings: EvidenceSettings, store_folder: Path) -> str | None:
+    """The secret generated beside the store before ``evidence.dir`` was set, if any: the
+    shared folder starts with it, so the links already handed out stay valid (a new one
+    would revoke them all)."""
+    if settings.dir is None:
+        return None
+    old = store_folder / GENERATED_SECRET_NAME
+    if not old.exists():
+        return None
+    return _read_text(old, f"generated evidence link secret {old}")
+
+
+def _create_once(path: Path, text: str) -> bool:
+    """Create ``path`` holding ``text``, readable by this user only: written whole beside
+    it, then hard-linked into place, so a crash leaves no empty secret and of processes
+    racing on a shared folder exactly one wins (True for it); an existing one is kept. A
+    file system without hard links is refused by name: no race could be settled there."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Random, not the pid alone: replicas in containers on one shared folder are each pid 1.
     draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.draft")
     fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as file:
-            file.write(secrets.token_hex(32) + "\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
             file.flush()
             os.fsync(file.fileno())
-        with contextlib.suppress(FileExistsError):
-            os.link(draft, path)
+        return _link_once(draft, path)
     finally:
         draft.unlink()
+
+
+def _link_once(draft: Path, path: Path) -> bool:
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        return False  # a restart, or another process that won the race: theirs is kept
+    except OSError as exc:
+        raise ValueError(
+            f"{path.parent}: cannot create the evidence link secret there: the folder's file"
+            f" system gives no hard links ({exc.strerror}); use a volume that does, or give"
+            " the secret as evidence.link_secret_file or evidence.link_secret_env"
+        ) from None
+    return True
 
 
 def _read_text(path: Path, source: str) -> str:
