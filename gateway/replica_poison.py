@@ -8,13 +8,16 @@ known today reaches such a refusal. This is the net under those bounds: a codec,
 or a constraint changed later must cost the messages it concerns, not a slice of the
 city's devices, whose batch would otherwise come again for ever.
 
-The refusals judged to be the content's (``content_refusal``): psycopg's ``DataError`` and
-``IntegrityError``, SQLSTATE classes 22 and 23 (a value out of a column's range or bound,
-text PostgreSQL will not store, a constraint), and the driver's own refusals before
-sending (text holding NUL, a ``DataError`` without SQLSTATE; a lone surrogate, which a
-JSON ``\\udc00`` escape makes and UTF-8 cannot encode). Everything else (a lost session, a
-serialization failure, a lock or statement timeout, an administrator's shutdown, a stale
-lease) leaves the delivery unacked to come again, as before.
+The refusals judged to be the content's (``content_refusal``): SQLSTATE class 22, data
+exceptions (a value out of a column's range or bound, text PostgreSQL will not store), and
+the driver's own refusals before sending (text holding NUL, a ``DataError`` without
+SQLSTATE; a lone surrogate, which a JSON ``\\udc00`` escape makes and UTF-8 cannot encode).
+Class 23, integrity constraints, is not: a unique violation on a key the store draws
+itself (``alert_log``'s id sequence left behind by a restore) or a constraint added to a
+table is the store's or the schema's fault, and blaming it on the message would lose the
+reading and its alert for good. It, and everything else (a lost session, a serialization
+failure, a lock or statement timeout, an administrator's shutdown, a stale lease), leaves
+the delivery unacked to come again, as before.
 
 A refused delivery is committed in halves, in stream order, each through the worker as
 the store holds it (a commit that failed leaves the worker ahead of the store, so it is
@@ -50,6 +53,8 @@ log = logging.getLogger(__name__)
 
 # How far down an exception's causes a driver error is looked for.
 MAX_CAUSES = 8
+# The SQLSTATE class blamed on the content: data exceptions.
+DATA_EXCEPTION = "22"
 # ``store_refused`` dead letters in a row, no message taken between, before the search
 # stops: poison is one device's odd message, not the whole traffic.
 MAX_REFUSED_IN_A_ROW = 8
@@ -61,14 +66,16 @@ class StoreRefusesAll(Exception):
 
 def content_refusal(exc: BaseException) -> str | None:
     """The SQLSTATE when ``exc`` (or what caused it) is the store refusing the content it
-    was given; "client" for the driver's own refusal before sending (module docstring);
-    None for any other failure."""
+    was given (class 22); "client" for the driver's own refusal before sending; None for
+    any other failure, integrity constraints included (module docstring)."""
     seen: BaseException | None = exc
     for _ in range(MAX_CAUSES):
         if seen is None:
             break
-        if isinstance(seen, psycopg.DataError | psycopg.IntegrityError):
-            return seen.sqlstate or "client"
+        if isinstance(seen, psycopg.Error) and seen.sqlstate is not None:
+            return seen.sqlstate if seen.sqlstate.startswith(DATA_EXCEPTION) else None
+        if isinstance(seen, psycopg.DataError):  # refused by the driver, never sent
+            return "client"
         if isinstance(seen, UnicodeEncodeError):
             return "client"
         seen = seen.__cause__

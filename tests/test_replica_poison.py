@@ -6,9 +6,9 @@ No payload the codecs accept makes PostgreSQL refuse a commit today (the module 
 gateway/replica_poison.py says why), so the refusals here are PostgreSQL's own, made to bite
 by a narrower store than the codecs were bounded for: ``readings.seq`` as a 32-bit integer
 (a seq past 2**31 is SQLSTATE 22003, numeric value out of range, as a bigint would be past
-2**63) or a CHECK constraint (23514). NATS itself is not needed: the callback is what the
-ingest calls with each delivery (its stream sequences included), and the redelivery of a
-batch is that callback called again with it. Which errors are blamed on a message is
+2**63) or a trigger raising a data exception (class 22). NATS itself is not needed: the
+callback is what the ingest calls with each delivery (its stream sequences included), and
+the redelivery of a batch is that callback called again with it. Which errors are blamed on a message is
 checked against the errors a real server and driver give.
 """
 
@@ -132,6 +132,16 @@ def narrow_seq(c: Cluster) -> None:
     c.sql("ALTER TABLE readings ALTER COLUMN seq TYPE integer")
 
 
+def refuse_every_reading(c: Cluster) -> None:
+    """A store gone wrong: every reading refused with a data exception (22023)."""
+    c.sql(
+        "CREATE FUNCTION refuse_all() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'refused' USING ERRCODE = '22023'; END $$"
+    )
+    c.sql("CREATE TRIGGER refuse_all BEFORE INSERT ON readings FOR EACH ROW"
+          " EXECUTE FUNCTION refuse_all()")  # fmt: skip
+
+
 def good(messages: list[IngestMessage]) -> list[tuple[str, int]]:
     """The (device, seq) pairs of the messages a 32-bit seq column takes, in order."""
     pairs = [(m.topic.split("/")[2], json.loads(m.payload)["seq"]) for m in messages]
@@ -175,11 +185,10 @@ def test_a_settled_batch_that_comes_again_changes_nothing(cluster):
     """The ack of a batch whose poison was dead-lettered is lost: the whole batch comes
     again, to the same worker and then to one rebuilt from the store (a takeover)."""
     c = cluster
-    c.sql("ALTER TABLE readings ADD CONSTRAINT no_66 CHECK (values_json NOT LIKE '%66.5%')")
-    batch = [c.bin(1), c.bin(2, fill_pct=66.5), c.bin(3), c.bin(4)]
+    narrow_seq(c)
+    batch = [c.bin(1), c.bin(POISON_SEQ + 2), c.bin(3), c.bin(4)]
     c.replica._batch(batch)
-    refused = [("BIN-001", "store_refused", "the store refused it (SQLSTATE 23514)",
-                batch[1].payload.decode())]  # fmt: skip
+    refused = [("BIN-001", "store_refused", REFUSED_22003, batch[1].payload.decode())]
     assert c.dead_letters() == refused
     assert c.readings() == [("BIN-001", 1), ("BIN-001", 3), ("BIN-001", 4)]
 
@@ -270,7 +279,7 @@ def test_a_store_refusing_every_reading_stops_the_search_at_its_bound(cluster):
     dead letters, then the partition waits for the store, however often the batch comes
     again; once mended, the rest commits and the count starts over."""
     c = cluster
-    c.sql("ALTER TABLE readings ADD CONSTRAINT frozen CHECK (suspect < 0)")
+    refuse_every_reading(c)
     batch = [c.bin(seq) for seq in range(1, 13)]
     for _ in range(2):
         with pytest.raises(StoreRefusesAll):
@@ -279,7 +288,7 @@ def test_a_store_refusing_every_reading_stops_the_search_at_its_bound(cluster):
     assert c.totals() == {"store_refused": 8}
     assert c.replica.counters["batch_refused_StoreRefusesAll"] == 2
 
-    c.sql("ALTER TABLE readings DROP CONSTRAINT frozen")
+    c.sql("DROP TRIGGER refuse_all ON readings")
     c.replica._batch(batch)
     assert c.readings() == [("BIN-001", seq) for seq in range(9, 13)]
     assert c.replica.counters["already_committed"] == 8
@@ -311,7 +320,9 @@ def raising(sqlstate: str) -> str:
             {},
             "22001",
         ),
-        (raising("23505"), {}, "23505"),  # unique violation
+        (raising("22023"), {}, "22023"),  # invalid parameter value: a data exception
+        (raising("23505"), {}, None),  # unique violation: the store's keys, not the content
+        (raising("23514"), {}, None),  # check violation: the schema's
         (raising("40001"), {}, None),  # serialization failure: transient
         (raising("40P01"), {}, None),  # deadlock
         (raising("55P03"), {}, None),  # lock not available (lock timeout)
@@ -380,3 +391,28 @@ def test_any_mix_of_poison_stores_each_good_reading_once_in_order(cluster, poiso
     c.replica._batch(batch)  # its ack lost: nothing changes
     assert c.readings() == good(batch)
     assert len(c.dead_letters()) == sum(poison)
+
+
+def test_a_unique_violation_on_the_store_s_own_key_waits_for_the_store(cluster):
+    """``alert_log``'s id sequence behind its rows (a restore): the alert of an open lid
+    collides with an id already taken (SQLSTATE 23505). That is the store's fault, not the
+    reading's: nothing is dead-lettered, the batch comes again until the sequence is set
+    right, then it commits whole and its alert goes to the log."""
+    c = cluster
+    c.sql("INSERT INTO alert_log (lease, body, created_ms) SELECT 0, '{}', 0"
+          " FROM generate_series(1, 999)")  # fmt: skip
+    c.sql("SELECT setval('alert_log_id_seq', 1)")
+    batch = [c.bin(1), c.cover(2), c.cover(3, lid_open=True), c.bin(4)]
+    for _ in range(2):
+        with pytest.raises(StoreUnavailable):
+            c.replica._batch(batch)
+    assert (c.readings(), c.dead_letters()) == ([], [])
+    assert c.replica.counters["batch_refused_StoreUnavailable"] == 2
+    assert "store_refused" not in c.replica.counters
+
+    c.sql("SELECT setval('alert_log_id_seq', (SELECT max(id) FROM alert_log))")
+    c.replica._batch(batch)
+    assert c.readings() == good(batch)
+    assert c.dead_letters() == []
+    logged = c.sql("SELECT body FROM alert_log WHERE id > 999")
+    assert [json.loads(body)["key"] for (body,) in logged] == ["MH-001/cover_anomaly"]
