@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from devices.nats_ingest import NatsIngestSettings
 from gateway.cluster_leases import OWNER_PATTERN
+from gateway.evidence_server import EvidenceServerSettings
 from gateway.replica_status import StatusSettings
 
 
@@ -46,6 +47,9 @@ class ClusterSettings(BaseModel):
     desk_poll_s: float = Field(0.05, ge=0.005, le=10.0)
     # Read-only /healthz and /stats over HTTP (gateway/replica_status.py); off without it.
     status: StatusSettings | None = None
+    # The signed evidence links platforms fetch (gateway/evidence_server.py), on a listener
+    # of their own so readers never crowd out /healthz; off without it.
+    evidence_server: EvidenceServerSettings | None = None
 
     @field_validator("postgres_dsn")
     @classmethod

@@ -17,8 +17,8 @@ where pictures are kept (it checks them against the recorded hash before sending
 
 The folder is ``evidence.dir``, by default "evidence" beside the store. Replicas of one city
 share one (gateway/replica.py): the camera's replica writes, the desk's reads for uploads,
-and any replica's status server serves the links (gateway/replica_status.py), so a case's
-pictures survive the replica that took them.
+and any replica's evidence server serves the links (gateway/evidence_server.py), so a
+case's pictures survive the replica that took them.
 
 Sensor cases get the same treatment for an excerpt of the device's recent readings, a JSON
 document (gateway/sensor_excerpts.py) written by ``save_file``: same folder, hash, links,
@@ -160,5 +160,5 @@ def read_evidence(folder: Path, name: str) -> bytes | None:
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_size > MAX_EVIDENCE_BYTES:
         os.close(fd)
         return None
-    with os.fdopen(fd, "rb") as file:
-        return file.read(MAX_EVIDENCE_BYTES)
+    with os.fdopen(fd, "rb") as file:  # its size, not the limit: read(n) allocates n first
+        return file.read(info.st_size)

@@ -32,7 +32,8 @@ leases at expiry, one paused past its lease finds every write refused when it wa
 Every write of a lease holder runs on a ``FencedConnection`` (gateway/replica_context.py),
 which checks the lease inside each transaction, so a stale holder's write rolls back whole.
 All of a replica's writes run on its one event loop, between lease ticks. With
-``cluster.status`` set, the replica serves a read-only /healthz and /stats.
+``cluster.status`` set, the replica serves a read-only /healthz and /stats; with
+``cluster.evidence_server``, the signed evidence links on a listener of their own.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from gateway import alert_log, cluster_leases, pg_store, store
 from gateway.config import GatewayConfig
 from gateway.evidence import EvidenceWriter
 from gateway.evidence_links import links_from_settings
+from gateway.evidence_server import evidence_server
 from gateway.pipeline import StoreUnavailable
 from gateway.replica_cameras import CameraWorker
 from gateway.replica_context import ClusterContext, FencedConnection
@@ -144,12 +146,14 @@ class Replica:
         settings = self.context.settings
         health_every_s = self.context.config.rules.health.check_every_s
         await self.ingest.start()
-        server = None
+        servers = []
         if settings.status is not None:
             stale_s = max(settings.lease_ttl_s, 3 * settings.lease_tick_s)
-            app = status_app(self.stats, lambda: self._last_tick, stale_s, self._evidence)
-            server = status_server(settings.status, app)
-            serving = asyncio.create_task(server.serve())
+            app = status_app(self.stats, lambda: self._last_tick, stale_s)
+            servers.append(status_server(settings.status, app))
+        if settings.evidence_server is not None:
+            servers.append(evidence_server(settings.evidence_server, self._evidence))
+        serving = [asyncio.create_task(server.serve()) for server in servers]
         log.info("replica %s started", self.context.owner)
         last_health = time.monotonic()
         try:
@@ -162,9 +166,9 @@ class Replica:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.lease_tick_s)
         finally:
-            if server is not None:
+            for server in servers:
                 server.should_exit = True
-                await serving
+            await asyncio.gather(*serving)
             for lease in list(self.cameras):
                 await self._drop_camera(lease)
             await self._stop_desk()

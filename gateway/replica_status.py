@@ -1,14 +1,10 @@
-"""A replica's read-only HTTP: ``/healthz`` for a container's healthcheck, ``/stats``
-(leases held, partitions read, the desk, cameras) for operators and tests, and the signed
-evidence links ``/evidence/<name>?exp=&sig=`` (gateway/api_evidence.py).
+"""A replica's read-only HTTP for its operators: ``/healthz`` for a container's healthcheck
+and ``/stats`` (leases held, partitions read, the desk, cameras) for operators and tests.
 
-Replicas serve no API, yet a case's ``media_url`` must reach its picture wherever the
-camera ran. With the replicas sharing one evidence folder and so one link secret
-(``evidence.dir``), every replica serves every link, the camera's replica dead or not;
-``evidence.public_url`` then names this server as platforms reach it (any replica, or a
-balancer over them). Links are checked before any file is looked up, as on the embedded
-gateway's API. Nothing here writes, and it binds to loopback unless
-``cluster.status.host`` says otherwise; it answers only GETs on these paths.
+It binds to loopback unless ``cluster.status.host`` says otherwise, and answers only GETs
+on these paths. Evidence links, which platforms reach, have a listener of their own
+(gateway/evidence_server.py): however many readers hold it, ``/healthz`` still answers,
+and opening it to platforms opens nothing of this one.
 """
 
 from __future__ import annotations
@@ -22,8 +18,6 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.api_evidence import evidence_router
-from gateway.evidence import EvidenceWriter
 from gateway.http_deadline import DeadlineH11Protocol
 
 
@@ -40,14 +34,12 @@ def status_app(
     stats: Callable[[], dict[str, Any]],
     last_tick: Callable[[], float],
     stale_s: float,
-    evidence: EvidenceWriter,
 ) -> FastAPI:
     """``/healthz`` is 200 while the replica's loop ticked its leases within the last
     ``stale_s`` (a lease's time: past it the replica holds nothing), 503 otherwise (a
     loop stuck, the database away). The handlers run on the replica's loop, which owns
-    what ``stats`` reads; evidence is read on a thread."""
+    what ``stats`` reads."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    app.include_router(evidence_router(evidence.folder, evidence.links))
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

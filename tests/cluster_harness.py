@@ -61,6 +61,7 @@ class ClusterStack:
         )
         self.replicas: dict[str, Service] = {}
         self.status_ports: dict[str, int] = {}  # each replica's read-only /stats
+        self.evidence_ports: dict[str, int] = {}  # each replica's signed evidence links
         self.truth_path = workdir / "truth.json"
 
     def start(self, replicas: int = 3) -> None:
@@ -76,6 +77,7 @@ class ClusterStack:
         """Starts one more replica (its id: r1, r2, ...)."""
         name = f"r{len(self.replicas) + 1}"
         self.status_ports[name] = free_port()
+        self.evidence_ports[name] = free_port()
         service = Service(name, ["replica", "-c", str(self._config(name))], self.workdir)
         service.start()
         self.replicas[name] = service
@@ -109,6 +111,7 @@ class ClusterStack:
                 "lease_tick_s": LEASE_TICK_S,
                 "nats": {"url": self.nats.url, "partition_count": PARTITIONS},
                 "status": {"port": self.status_ports[name]},
+                "evidence_server": {"port": self.evidence_ports[name]},
             },
         }
         config.update(self.extra)
@@ -159,8 +162,8 @@ class ClusterStack:
 
     def evidence(self, name: str, link: str) -> httpx.Response:
         """A case's evidence link (a path with its signature) fetched from a running
-        replica's status server, as a platform would."""
-        return httpx.get(f"http://127.0.0.1:{self.status_ports[name]}{link}", timeout=5)
+        replica's evidence server, as a platform would."""
+        return httpx.get(f"http://127.0.0.1:{self.evidence_ports[name]}{link}", timeout=5)
 
     def stats(self, name: str) -> dict:
         """A running replica's /stats."""

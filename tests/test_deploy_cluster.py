@@ -107,6 +107,23 @@ def test_every_replica_keeps_evidence_in_the_one_shared_volume():
     assert {mounts(services[name]).get(folder) for name in REPLICAS} == {"evidence"}
 
 
+def test_evidence_links_have_a_listener_apart_from_status():
+    """Platforms on the compose network reach the evidence links (port 9109, published to
+    no host), while /healthz and /stats stay on the container's loopback, another port."""
+    cluster = yaml.safe_load(REPLICA.read_text(encoding="utf-8"))["cluster"]
+    assert cluster["status"] == {"host": "127.0.0.1", "port": 9108}
+    assert cluster["evidence_server"] == {
+        "host": "0.0.0.0", "port": 9109, "max_connections": 32, "response_deadline_s": 60,
+    }  # fmt: skip
+    assert "9109" in COMPOSE.read_text(encoding="utf-8")  # the compose file names it
+
+
+def test_the_image_user_has_a_fixed_uid():
+    """An NFS export shared by replicas on several machines can be owned in advance."""
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^RUN useradd --system --uid 10001 \S", dockerfile, re.M)
+
+
 def test_every_secret_comes_from_the_environment_and_is_required():
     services = compose()["services"]
     secrets = secret_environment(services)

@@ -1,36 +1,46 @@
 """Evidence in a city of replicas (``evidence.dir``): a picture one replica wrote is served,
-byte for byte, by another replica's status server over real HTTP, because the replicas
+byte for byte, by another replica's evidence server over real HTTP, because the replicas
 share the folder and the link secret generated in it; the secret itself is never served;
-replicas starting together agree on one secret; and without ``evidence.dir`` the embedded
-gateway keeps its folder and secret beside the store, as before."""
+the evidence listener and the status listener serve nothing of each other's, and readers
+that never take their picture neither hold the evidence listener past its deadline nor
+touch ``/healthz``; replicas starting together agree on one secret; and without
+``evidence.dir`` the embedded gateway keeps its folder and secret beside the store."""
 
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
+import uvicorn
 from evidence_pictures import ALERT, scene
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from case_bridge.case_model import evidence_item
-from gateway.evidence import EvidenceWriter
+from gateway.evidence import EvidenceWriter, read_evidence
 from gateway.evidence_links import (
     GENERATED_SECRET_NAME,
     SHARED_SECRET_NAME,
     links_from_settings,
     load_link_secret,
 )
+from gateway.evidence_server import EvidenceServerSettings, evidence_server
 from gateway.evidence_settings import EvidenceSettings
 from gateway.replica_status import StatusSettings, status_app, status_server
 from simulators.mosquitto import free_port
+
+# Small, so a test fills the evidence listener and waits out its deadline in about a second.
+EVIDENCE_SERVER = EvidenceServerSettings(port=1, max_connections=4, response_deadline_s=1.0)
 
 
 def replica_writer(settings: EvidenceSettings, store_folder: Path) -> EvidenceWriter:
@@ -42,35 +52,49 @@ def replica_writer(settings: EvidenceSettings, store_folder: Path) -> EvidenceWr
     )
 
 
-@dataclass
-class ServedStatus:
-    """A replica's status server on loopback, running in a thread of its own."""
-
-    http: httpx.Client
-    writer: EvidenceWriter
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> Iterator[tuple[EvidenceSettings, EvidenceWriter, ServedStatus]]:
-    """Replica r1 (writes a camera's pictures) and r2 (serves its status), each with a store
-    folder of its own and one shared evidence folder."""
-    root = tmp_path_factory.mktemp("replicas")
-    shared = EvidenceSettings(dir=root / "shared-evidence")
-    r1 = replica_writer(shared, root / "r1")
-    r2 = replica_writer(shared, root / "r2")
-    port = free_port()
-    app = status_app(lambda: {"replica": "r2"}, time.monotonic, 60.0, r2)
-    server = status_server(StatusSettings(port=port), app)
+@contextmanager
+def running(server: uvicorn.Server) -> Iterator[None]:
+    """``server`` serving in a thread of its own until the block ends."""
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "status server did not start"
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.01)  # polling for readiness, not a fixed wait
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-        yield shared, r1, ServedStatus(http, r2)
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@dataclass
+class ServedReplica:
+    """A replica's status and evidence listeners on loopback."""
+
+    http: httpx.Client  # the evidence listener
+    status: httpx.Client
+    evidence_port: int
+    writer: EvidenceWriter
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[tuple[EvidenceSettings, EvidenceWriter, ServedReplica]]:
+    """Replica r1 (writes a camera's pictures) and r2 (serves links and its status), each
+    with a store folder of its own and one shared evidence folder."""
+    root = tmp_path_factory.mktemp("replicas")
+    shared = EvidenceSettings(dir=root / "shared-evidence")
+    r1 = replica_writer(shared, root / "r1")
+    r2 = replica_writer(shared, root / "r2")
+    status_port, evidence_port = free_port(), free_port()
+    app = status_app(lambda: {"replica": "r2"}, time.monotonic, 60.0)
+    evidence = EVIDENCE_SERVER.model_copy(update={"port": evidence_port})
+    with ExitStack() as stack:
+        stack.enter_context(running(status_server(StatusSettings(port=status_port), app)))
+        stack.enter_context(running(evidence_server(evidence, r2)))
+        http = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{evidence_port}"))
+        status = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{status_port}"))
+        yield shared, r1, ServedReplica(http, status, evidence_port, r2)
 
 
 def test_another_replica_serves_the_exact_picture_a_replica_wrote(cluster):
@@ -88,8 +112,75 @@ def test_another_replica_serves_the_exact_picture_a_replica_wrote(cluster):
     secret = shared.dir / SHARED_SECRET_NAME
     assert secret.stat().st_mode & 0o777 == 0o600
     assert not (r1.folder.parent / GENERATED_SECRET_NAME).exists()
-    assert r2.http.get("/healthz").json()["ok"] is True
-    assert r2.http.get("/stats").json() == {"replica": "r2"}
+    assert r2.status.get("/healthz").json()["ok"] is True
+    assert r2.status.get("/stats").json() == {"replica": "r2"}
+
+
+def test_each_listener_serves_only_its_own_paths(cluster):
+    _, r1, r2 = cluster
+    media = r1.save(ALERT, scene(5, 120, 160), None, int(time.time()))
+    link = media[0].partition("#")[0]
+    assert r2.http.get(link).status_code == 200
+    assert r2.status.get(link).status_code == 404  # no evidence on the status listener
+    assert r2.http.get("/stats").status_code == 404  # nor its status on the public one
+    assert r2.http.get("/healthz").status_code == 404
+
+
+def test_readers_that_never_take_a_picture_are_cut_off_and_never_touch_healthz(cluster):
+    """Connections that ask for an 8 MB file and read none of it fill an evidence listener
+    (503 to the next reader) while /healthz answers 200; past the response deadline each is
+    cut off short of its bytes and the listener serves again."""
+    _, _, r2 = cluster
+    name = "WL-9_1700000000000_excerpt_00000000000000ff.json"
+    size = 8 * 1024 * 1024
+    link = r2.writer.save_file(name, b"0" * size, int(time.time())).partition("#")[0]
+    port = free_port()  # a listener of its own: no other test's kept-alive connection in it
+    with (
+        running(evidence_server(EVIDENCE_SERVER.model_copy(update={"port": port}), r2.writer)),
+        ExitStack() as stack,
+    ):
+        stalled = []
+        for _ in range(EVIDENCE_SERVER.max_connections - 1):  # uvicorn counts the probe too
+            sock = stack.enter_context(socket.socket())
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(f"GET {link} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            stalled.append(sock)
+        url = f"http://127.0.0.1:{port}{link}"
+        full_at = time.monotonic()
+        while (probe := httpx.get(url)).status_code != 503:  # until every stalled one is in
+            assert time.monotonic() - full_at < 5, "the stalled readers never filled it"
+        assert r2.status.get("/healthz").status_code == 200
+        while (probe := httpx.get(url)).status_code == 503:
+            assert time.monotonic() - full_at < 10, "the stalled readers were never cut off"
+        assert probe.status_code == 200 and len(probe.content) == size
+        assert time.monotonic() - full_at >= EVIDENCE_SERVER.response_deadline_s * 0.9
+        assert all(received(sock) < size for sock in stalled)
+
+
+def test_serving_a_file_takes_its_size_in_memory_not_the_limit(cluster):
+    _, _, r2 = cluster
+    name = "WL-9_1700000000000_excerpt_0000000000000001.json"
+    r2.writer.save_file(name, b"{}", int(time.time()))
+    tracemalloc.start()
+    try:
+        assert read_evidence(r2.writer.folder, name) == b"{}"
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024  # not MAX_EVIDENCE_BYTES (32 MB) per reader
+
+
+def received(sock: socket.socket) -> int:
+    """How many bytes ``sock`` gets before the server ends the connection."""
+    sock.settimeout(5)
+    total = 0
+    try:
+        while chunk := sock.recv(1 << 16):
+            total += len(chunk)
+    except ConnectionResetError:
+        pass
+    return total
 
 
 def test_the_shared_secret_is_never_served_and_forged_links_are_refused(cluster):
