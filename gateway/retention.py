@@ -21,13 +21,17 @@ so ingest commits get through in between. What is expired:
   that made them moot (gateway/duplicates.py ``expire``); open pairs stay;
 - evidence JPEGs older than ``evidence_days``, then the oldest until the folder is within
   ``evidence_max_mb`` (a case's picture URL then answers 404: platforms that keep evidence
-  copy it when the case is filed).
+  copy it when the case is filed); and drafts (``.NAME.PID.HEX.draft``, a file or link
+  secret being written whole, gateway/evidence.py) older than an hour: a process killed
+  mid-write leaves its draft, which nothing else would ever remove. Evidence is written in
+  milliseconds, so a draft an hour old belongs to no live writer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -40,6 +44,10 @@ from gateway import duplicates, store
 DAY_MS = 86_400_000
 # Evidence files retention expires: pictures, and sensor excerpts (gateway/sensor_excerpts.py).
 KEPT = (".jpg", ".json")
+# A draft of gateway/evidence.py's _put or gateway/evidence_links.py's secret, and its age
+# past which its writer is gone.
+DRAFT = re.compile(r"\..+\.[0-9]+\.[0-9a-f]{16}\.draft")
+DRAFT_MAX_AGE_S = 3600.0
 
 
 class RetentionSettings(BaseModel):
@@ -91,8 +99,9 @@ def upkeep(
     )
     evidence_cutoff_s = cutoff(settings.evidence_days) / 1000
     report["evidence"] = expire_evidence(
-        evidence_dir, evidence_cutoff_s, int(settings.evidence_max_mb * 2**20)
-    )
+        evidence_dir, evidence_cutoff_s, int(settings.evidence_max_mb * 2**20),
+        drafts_before_s=now_ms / 1000 - DRAFT_MAX_AGE_S,
+    )  # fmt: skip
     return report
 
 
@@ -150,19 +159,28 @@ def _expire_incidents(conn: sqlite3.Connection, before_ms: int, batch_rows: int)
     return len(keys)
 
 
-def expire_evidence(folder: Path, older_than_s: float, max_bytes: int) -> int:
+def expire_evidence(
+    folder: Path, older_than_s: float, max_bytes: int, drafts_before_s: float | None = None
+) -> int:
     """Delete pictures older than ``older_than_s`` (epoch seconds, by mtime), then the
-    oldest until the folder holds at most ``max_bytes``; return how many were deleted."""
+    oldest until the folder holds at most ``max_bytes``, and drafts last changed before
+    ``drafts_before_s`` (an hour ago by default); return how many were deleted."""
     try:
         entries = [e for e in os.scandir(folder) if e.is_file(follow_symlinks=False)]
     except FileNotFoundError:
         return 0
+    if drafts_before_s is None:
+        drafts_before_s = time.time() - DRAFT_MAX_AGE_S
+    drafts = [e.path for e in entries if DRAFT.fullmatch(e.name) and _mtime(e) < drafts_before_s]
+    for path in drafts:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
     pictures = sorted(
         ((e.stat(follow_symlinks=False), e.path) for e in entries if e.name.endswith(KEPT)),
         key=lambda item: item[0].st_mtime,
     )
     total = sum(st.st_size for st, _ in pictures)
-    deleted = 0
+    deleted = len(drafts)
     for st, path in pictures:
         if st.st_mtime >= older_than_s and total <= max_bytes:
             break
@@ -171,3 +189,12 @@ def expire_evidence(folder: Path, older_than_s: float, max_bytes: int) -> int:
         total -= st.st_size
         deleted += 1
     return deleted
+
+
+def _mtime(entry: os.DirEntry[str]) -> float:
+    """When ``entry`` last changed; never, for one gone since the folder was read (a draft
+    its writer just moved into place)."""
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime
+    except FileNotFoundError:
+        return float("inf")
