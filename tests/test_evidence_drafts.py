@@ -1,7 +1,7 @@
 """Drafts a killed writer left in the evidence folder (``.NAME.PID.HEX.draft``: a file's,
-gateway/evidence.py, or the link secret's, gateway/evidence_links.py) are removed by retention once an hour old,
-counted with the evidence removed; a younger draft (a write that may be under way), the
-evidence, the secret and anything else of that shape are kept."""
+gateway/evidence.py, or the link secret's, gateway/evidence_links.py) are removed by
+retention once an hour old, counted with the evidence removed; a younger draft (a write
+that may be under way), the evidence, the secret and names of another shape are kept."""
 
 from __future__ import annotations
 
