@@ -34,7 +34,9 @@ class EvidenceSettings(BaseModel):
     # of one city (gateway/replica.py) set one folder they all reach (a volume shared by
     # every replica), so a camera's pictures outlive the replica that took them, the desk
     # uploads them wherever it runs, and any replica serves their links. The generated link
-    # secret then lives there too, so every replica signs and checks links alike.
+    # secret then lives there too, so every replica signs and checks links alike (one
+    # generated beside the store before is adopted: links already handed out stay valid).
+    # Relative: to the config file's folder. Its file system must give hard links.
     dir: Path | None = None
 
     # Larger JPEGs are encoded again at lower quality; still larger, they are left out.
