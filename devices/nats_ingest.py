@@ -101,7 +101,10 @@ class NatsIngestSettings(BaseModel):
     batch_size: int = Field(256, ge=1, le=10_000)
     # How long one pull waits for messages before it asks again.
     fetch_wait_s: float = Field(1.0, ge=0.05, le=30.0)
-    # A batch not acked within this is redelivered: longer than any commit takes.
+    # A message delivered but not acked within this is sent again. The read loop does not
+    # wait for it (a callback that raises recreates the consumer at once); keep it well
+    # above the longest a callback holds a batch: a replica's poison search gives up after
+    # a third of a lease and the commit under way (gateway/replica_poison.py).
     ack_wait_s: float = Field(30.0, ge=1.0, le=3_600.0)
     # How long the final, confirmed ack of a batch may take.
     ack_timeout_s: float = Field(5.0, ge=0.1, le=60.0)

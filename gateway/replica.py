@@ -63,7 +63,7 @@ from gateway.pipeline import StoreUnavailable
 from gateway.replica_cameras import CameraWorker
 from gateway.replica_context import ClusterContext, FencedConnection
 from gateway.replica_partitions import PartitionWorker, now_ms
-from gateway.replica_poison import Delivery
+from gateway.replica_poison import ComeAgain, Delivery, StoreRefusesAll
 from gateway.replica_status import status_app, status_server
 from gateway.rule_settings import settings_from_files
 from gateway.service import DeskRole, Gateway
@@ -286,6 +286,19 @@ class Replica:
             log.info("partition %d: devices' state restored (fence %d)", partition, fence)
         return worker
 
+    def _rebuild_worker(self, partition: int) -> None:
+        """The partition's worker made afresh from the store on the same session, after a
+        commit refused for its content (rolled back, the session sound): the poison search
+        rebuilds once a step, and a new session each time would cost a connection each."""
+        conn = self.workers.pop(partition).conn
+        try:
+            conn.rollback()  # the commit's own rollback ended it already; never left open
+            self.workers[partition] = PartitionWorker(self.context, partition, conn)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+
     def _drop_worker(self, partition: int) -> None:
         worker = self.workers.pop(partition, None)
         if worker is not None:
@@ -294,21 +307,24 @@ class Replica:
 
     def _batch(self, messages: list[IngestMessage]) -> None:
         """NATS's callback: commit the batch, or raise so that it is not acked. A message
-        the store refuses for its content is a dead letter, found by halves
-        (gateway/replica_poison.py); any other failure (a stale lease, the store away) makes
-        the batch come again. A worker whose commit failed, for whatever reason, holds state
-        the store does not: it is rebuilt from the store before the batch comes again."""
+        the store refuses for its content is a dead letter, found by halves within a third
+        of a lease (gateway/replica_poison.py); any other failure (a stale lease, the store
+        away) makes the batch come again. A worker whose commit failed for another reason
+        holds state the store may not: it is rebuilt, on a new session, before the batch
+        comes again. A search out of time or stopped by a store refusing everything leaves
+        the worker as the store holds it, and keeps it."""
         partition = messages[0].partition
         delivery = Delivery(
-            partial(self._worker, partition), partial(self._drop_worker, partition), messages
-        )
+            partial(self._worker, partition), partial(self._rebuild_worker, partition),
+            messages, self.counters, self.context.settings.lease_ttl_s / 3,
+        )  # fmt: skip
         try:
-            counts = delivery.commit()
+            delivery.commit()
         except Exception as exc:
             self.counters[f"batch_refused_{type(exc).__name__}"] += 1
-            self._drop_worker(partition)
+            if not isinstance(exc, ComeAgain | StoreRefusesAll):
+                self._drop_worker(partition)
             raise
-        self.counters.update(+counts)  # the nonzero counts
         self.counters["batches"] += 1
         self.counters["messages"] += len(messages)
 

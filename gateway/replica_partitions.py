@@ -65,13 +65,11 @@ class PartitionWorker:
         self.committed = replica_committed.load(conn, partition)
         self.health.start(now_ms())
 
-    def process(self, messages: Sequence[IngestMessage], floor: int | None = None) -> int:
-        """One delivery, or part of one whose lowest stream sequence is ``floor``: the
+    def process(self, messages: Sequence[IngestMessage], floor: int) -> int:
+        """Part of a delivery (or all of it) whose lowest stream sequence is ``floor``: the
         desk's re-arms for these devices applied first and deleted in the same commit, and
         the messages this partition committed already skipped. Returns how many were."""
         fresh, digests = self.committed.split(messages)
-        if floor is None:
-            floor = min((m.stream_seq for m in messages), default=0)
         record = self.committed.after(messages, digests, floor, refused=False)
         self.pipeline.process(fresh, now_ms(), self._writes(record))
         self.committed = record

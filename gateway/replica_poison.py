@@ -20,19 +20,28 @@ failure, a lock or statement timeout, an administrator's shutdown, a stale lease
 the delivery unacked to come again, as before.
 
 A refused delivery is committed in halves, in stream order, each through the worker as
-the store holds it (a commit that failed leaves the worker ahead of the store, so it is
-rebuilt from the store before the next try): a half that commits is done, a half refused
-is halved again, and a single message refused is a ``store_refused`` dead letter with its
-SQLSTATE, committed with the worker's own writes (re-arms, states, the record of what
-committed). Rule and replay state therefore see the good messages in their order and the
-poison ones never, and since every commit records the messages it took
-(gateway/replica_committed.py), a delivery that comes again mid-way (a transient failure
-between halves) applies nothing twice and counts no poison twice. One poisoned message in
-a delivery of n costs about 2·log2(n) commits and worker rebuilds.
+the store holds it (a commit that failed leaves the worker ahead of the store, so after
+the rollback it is rebuilt from the store on the same session before the next try): a
+half that commits is done, a half refused is halved again, and a single message refused
+is a ``store_refused`` dead letter with its SQLSTATE, committed with the worker's own
+writes (re-arms, states, the record of what committed). Rule and replay state therefore
+see the good messages in their order and the poison ones never, and since every commit
+records the messages it took (gateway/replica_committed.py), a delivery that comes again
+mid-way applies nothing twice and counts no poison twice. What each step commits is
+counted at once, so a delivery ended later still counts it.
+
+Cost: one poisoned message in a delivery of n costs about 2·log2(n) commits and as many
+worker rebuilds (each reads the partition devices' state back), and p of them up to about
+2·p·log2(n/p); no new session, but all of it on the replica's event loop, which also
+renews the leases. So a delivery gets ``lease_ttl_s / 3`` (its ``budget_s``): once that is
+spent, and the delivery has taken a step (a half committed or a message dead-lettered),
+the search raises ``ComeAgain``; the delivery is not acked, comes again, and goes on from
+what the record says committed. A step is awaited whatever the budget, so every delivery
+advances even on a slow store.
 
 What the content cannot be blamed for: a store that refuses the worker's own writes fails
 the dead letter's commit too, so nothing is dead-lettered and the delivery comes again;
-a store that refuses every reading (a constraint or a column gone wrong) would make every
+a store that refuses every reading (a column or a trigger gone wrong) would make every
 message look poisoned, so after ``MAX_REFUSED_IN_A_ROW`` dead letters with no message taken
 between (counted in the store, across deliveries and replicas) the search stops
 (``StoreRefusesAll``) and the partition waits, as it did before, for the store to be mended.
@@ -41,8 +50,10 @@ between (counted in the store, across deliveries and replicas) the search stops
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import psycopg
 
@@ -62,6 +73,18 @@ MAX_REFUSED_IN_A_ROW = 8
 
 class StoreRefusesAll(Exception):
     """The store refused message after message: the store is to blame, not the content."""
+
+
+class ComeAgain(Exception):
+    """The delivery's time is spent: it comes again and goes on from what committed."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A commit the store refused for its content: the SQLSTATE and the error."""
+
+    sqlstate: str
+    error: Exception
 
 
 def content_refusal(exc: BaseException) -> str | None:
@@ -88,59 +111,78 @@ class Delivery:
     def __init__(
         self,
         worker: Callable[[], PartitionWorker],
-        drop: Callable[[], None],
+        rebuild: Callable[[], None],
         messages: Sequence[IngestMessage],
+        counts: Counter[str],
+        budget_s: float,
     ) -> None:
-        """``worker()``: the partition's worker, rebuilt from the store after ``drop()``."""
-        self._worker, self._drop, self._messages = worker, drop, messages
+        """``worker()``: the partition's worker; ``rebuild()`` makes it afresh from the
+        store on its session, after a rolled-back commit. ``counts`` takes what each step
+        commits (``already_committed``, ``store_refused``) as it commits."""
+        self._worker, self._rebuild, self._messages = worker, rebuild, messages
         self._floor = min(m.stream_seq for m in messages)
-        self.counts: Counter[str] = Counter()
+        self._counts = counts
+        self._deadline = time.monotonic() + budget_s
+        self._stepped = False  # a half committed or a message dead-lettered
 
-    def commit(self) -> Counter[str]:
-        """Commit the delivery; returns what it counted (``already_committed``,
-        ``store_refused``). Raises when it must come again."""
-        refused = self._try(self._messages)
-        if refused is None:
-            return self.counts
-        partition = self._messages[0].partition
+    def commit(self) -> None:
+        """Commit the delivery. Raises when it must come again."""
+        refusal = self._try(self._messages)
+        if refusal is None:
+            return
         log.warning(
             "partition %d: the store refused a batch of %d for its content (SQLSTATE %s):"
-            " committing it in halves", partition, len(self._messages), content_refusal(refused),
+            " committing it in halves", self._messages[0].partition, len(self._messages),
+            refusal.sqlstate,
         )  # fmt: skip
-        self._isolate(self._messages, refused)
-        return self.counts
+        self._isolate(self._messages, refusal)
 
-    def _try(self, messages: Sequence[IngestMessage]) -> Exception | None:
+    def _try(self, messages: Sequence[IngestMessage]) -> Refusal | None:
         """Commit ``messages``: None when done, the refusal when it was the content's;
-        any other failure is raised."""
+        any other failure is raised (the worker is then ahead of the store: the caller
+        drops it)."""
         try:
-            self.counts["already_committed"] += self._worker().process(messages, self._floor)
-        except Exception as exc:  # the worker is ahead of the store, whatever failed
-            self._drop()
-            if content_refusal(exc) is None:
+            skipped = self._worker().process(messages, self._floor)
+        except Exception as exc:
+            sqlstate = content_refusal(exc)
+            if sqlstate is None:
                 raise
-            return exc
+            self._rebuild()
+            return Refusal(sqlstate, exc)
+        if skipped:
+            self._counts["already_committed"] += skipped
+        self._stepped = True
         return None
 
-    def _isolate(self, messages: Sequence[IngestMessage], refused: Exception) -> None:
+    def _isolate(self, messages: Sequence[IngestMessage], refused: Refusal) -> None:
         """``messages``, whose commit was refused for its content, in halves."""
         if len(messages) == 1:
-            message, sqlstate = messages[0], content_refusal(refused) or "client"
-            worker = self._worker()
-            if worker.committed.refused_in_a_row >= MAX_REFUSED_IN_A_ROW:
-                raise StoreRefusesAll(
-                    f"partition {message.partition}: {MAX_REFUSED_IN_A_ROW} messages in a row"
-                    f" refused by the store (SQLSTATE {sqlstate}), none taken between"
-                ) from refused
-            worker.refuse(message, sqlstate, self._floor)
-            self.counts["store_refused"] += 1
-            log.warning(
-                "partition %d: the message at stream sequence %d is refused by the store"
-                " (SQLSTATE %s): dead-lettered", message.partition, message.stream_seq, sqlstate,
-            )  # fmt: skip
+            self._refuse(messages[0], refused)
             return
         middle = len(messages) // 2
         for half in (messages[:middle], messages[middle:]):
+            if self._stepped and time.monotonic() >= self._deadline:
+                raise ComeAgain(
+                    f"partition {messages[0].partition}: the poison search spent its time;"
+                    " the delivery comes again to go on"
+                )
             again = self._try(half)
             if again is not None:
                 self._isolate(half, again)
+
+    def _refuse(self, message: IngestMessage, refused: Refusal) -> None:
+        """One message the store refused: a dead letter, unless the store refuses all."""
+        worker = self._worker()
+        if worker.committed.refused_in_a_row >= MAX_REFUSED_IN_A_ROW:
+            raise StoreRefusesAll(
+                f"partition {message.partition}: {MAX_REFUSED_IN_A_ROW} messages in a row"
+                f" refused by the store (SQLSTATE {refused.sqlstate}), none taken between"
+            ) from refused.error
+        worker.refuse(message, refused.sqlstate, self._floor)
+        self._counts["store_refused"] += 1
+        self._stepped = True
+        log.warning(
+            "partition %d: the message at stream sequence %d is refused by the store"
+            " (SQLSTATE %s): dead-lettered", message.partition, message.stream_seq,
+            refused.sqlstate,
+        )  # fmt: skip

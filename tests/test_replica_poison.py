@@ -8,8 +8,8 @@ by a narrower store than the codecs were bounded for: ``readings.seq`` as a 32-b
 (a seq past 2**31 is SQLSTATE 22003, numeric value out of range, as a bigint would be past
 2**63) or a trigger raising a data exception (class 22). NATS itself is not needed: the
 callback is what the ingest calls with each delivery (its stream sequences included), and
-the redelivery of a batch is that callback called again with it. Which errors are blamed on a message is
-checked against the errors a real server and driver give.
+the redelivery of a batch is that callback called again with it. Which errors are blamed
+on a message is checked against the errors a real server and driver give.
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ from gateway import pg_store, replica_committed
 from gateway.config import load_config
 from gateway.pipeline import StoreUnavailable
 from gateway.replica import Replica
-from gateway.replica_poison import MAX_REFUSED_IN_A_ROW, StoreRefusesAll, content_refusal
+from gateway.replica_poison import (
+    MAX_REFUSED_IN_A_ROW,
+    ComeAgain,
+    StoreRefusesAll,
+    content_refusal,
+)
 from simulators.postgres import PostgresServer
 from simulators.scenario import BUILTIN_SCENARIO
 
@@ -48,7 +53,7 @@ REFUSED_22003 = "the store refused it (SQLSTATE 22003)"
 class Cluster:
     """One replica holding the only partition, on a fresh database of ``server``."""
 
-    def __init__(self, server: PostgresServer, folder: Path) -> None:
+    def __init__(self, server: PostgresServer, folder: Path, lease_ttl_s: float = 300) -> None:
         self.dsn = server.create_database(f"poison_{next(_databases)}")
         config = {
             "gateway_id": "poison-test",
@@ -60,7 +65,9 @@ class Cluster:
             "cluster": {
                 "postgres_dsn": self.dsn,
                 "replica_id": "r1",
-                "lease_ttl_s": 300,  # held for the whole test: no lease tick runs here
+                # By default held for the whole test: no lease tick runs here.
+                "lease_ttl_s": lease_ttl_s,
+                "lease_tick_s": min(1.0, lease_ttl_s / 3),
                 "nats": {"url": "nats://127.0.0.1:1", "partition_count": 1},  # never started
             },
         }
@@ -122,6 +129,14 @@ def cluster(server: PostgresServer, tmp_path: Path) -> Iterator[Cluster]:
     made.close()
 
 
+@pytest.fixture
+def short_lease(server: PostgresServer, tmp_path: Path) -> Iterator[Cluster]:
+    """A lease of 1.5 s: a delivery's poison search gets a third of it."""
+    made = Cluster(server, tmp_path, lease_ttl_s=1.5)
+    yield made
+    made.close()
+
+
 @pytest.fixture(scope="module")
 def dsn(server: PostgresServer) -> str:
     """An empty database for the tests of errors (each in a session of its own)."""
@@ -151,6 +166,7 @@ def good(messages: list[IngestMessage]) -> list[tuple[str, int]]:
 def test_the_poison_messages_are_dead_letters_and_the_rest_commits_once(cluster):
     c = cluster
     narrow_seq(c)
+    session = c.replica._worker(0).conn.raw.info.backend_pid
     batch = [c.cover(0), c.bin(1), c.cover(2), c.bin(POISON_SEQ + 3), c.cover(4), c.bin(5),
              c.cover(6), c.bin(7), c.cover(POISON_SEQ + 8), c.bin(9), c.cover(10, lid_open=True),
              c.bin(11)]  # fmt: skip
@@ -172,6 +188,8 @@ def test_the_poison_messages_are_dead_letters_and_the_rest_commits_once(cluster)
     assert recent_seqs(bin_state) == [1, 5, 7, 9, 11]
     assert bin_state["last_ts"] == json.loads(batch[11].payload)["ts"]
     assert recent_seqs(c.replay_state("MH-001")) == [0, 2, 4, 6, 10]
+    # Every rebuild of the worker read the store back on the session it had.
+    assert c.replica.workers[0].conn.raw.info.backend_pid == session
 
     # The partition goes on: the next batch commits at once.
     after = [c.bin(12), c.cover(13), c.bin(14)]
@@ -286,12 +304,16 @@ def test_a_store_refusing_every_reading_stops_the_search_at_its_bound(cluster):
             c.replica._batch(batch)
     assert len(c.dead_letters()) == MAX_REFUSED_IN_A_ROW == 8
     assert c.totals() == {"store_refused": 8}
-    assert c.replica.counters["batch_refused_StoreRefusesAll"] == 2
+    counters = c.replica.counters
+    assert counters["batch_refused_StoreRefusesAll"] == 2
+    # Counted as they committed, though both deliveries ended refused: the dead letters,
+    # and the second's halves that found them done (1-6, 7, 8; the 9th stops it).
+    assert (counters["store_refused"], counters["already_committed"]) == (8, 8)
 
     c.sql("DROP TRIGGER refuse_all ON readings")
     c.replica._batch(batch)
     assert c.readings() == [("BIN-001", seq) for seq in range(9, 13)]
-    assert c.replica.counters["already_committed"] == 8
+    assert c.replica.counters["already_committed"] == 8 + 8
     assert c.replica.workers[0].committed.refused_in_a_row == 0
 
 
@@ -416,3 +438,50 @@ def test_a_unique_violation_on_the_store_s_own_key_waits_for_the_store(cluster):
     assert c.dead_letters() == []
     logged = c.sql("SELECT body FROM alert_log WHERE id > 999")
     assert [json.loads(body)["key"] for (body,) in logged] == ["MH-001/cover_anomaly"]
+
+
+SEARCH_BUDGET_S = 1.5 / 3
+# Past the budget: the step under way when it ran out (a commit of readings, 0.1 s here,
+# and a rebuild of the worker).
+STEP_MARGIN_S = 0.4
+
+
+def test_a_search_out_of_time_gives_the_loop_back_and_comes_again(short_lease):
+    """Every commit of readings takes 0.1 s (a statement trigger sleeps), so the search of
+    a delivery with 8 poison messages among 16 outlasts its time: the callback gives the
+    loop back within it and raises ``ComeAgain``; each delivery that comes again goes on
+    from what committed, on the same session, until the batch is done, with every reading
+    stored once and every poison message dead-lettered once."""
+    c = short_lease
+    narrow_seq(c)
+    c.sql(
+        "CREATE FUNCTION slow_store() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN PERFORM pg_sleep(0.1); RETURN NULL; END $$"
+    )
+    c.sql("CREATE TRIGGER slow_store BEFORE INSERT ON readings FOR EACH STATEMENT"
+          " EXECUTE FUNCTION slow_store()")  # fmt: skip
+    batch = [c.bin(POISON_SEQ + seq if seq % 2 else seq) for seq in range(16)]
+    session = c.replica._worker(0).conn.raw.info.backend_pid
+    came_again, done = 0, []
+    while True:
+        assert 0 in c.replica.keeper.tick()  # renewed: the fence the partition was read with
+        started = time.monotonic()
+        try:
+            c.replica._batch(batch)
+        except ComeAgain:
+            assert time.monotonic() - started < SEARCH_BUDGET_S + STEP_MARGIN_S
+            came_again += 1
+            done.append(len(c.readings()) + len(c.dead_letters()))
+            assert came_again < 16, done
+            continue
+        break
+
+    assert came_again >= 1
+    assert done == sorted(set(done)), done  # each delivery went on from the last
+    assert c.readings() == good(batch)
+    assert [d[1:3] for d in c.dead_letters()] == [("store_refused", REFUSED_22003)] * 8
+    counters = c.replica.counters
+    assert (counters["store_refused"], counters["batches"], counters["messages"]) == (8, 1, 16)
+    assert counters["batch_refused_ComeAgain"] == came_again
+    assert [k for k in counters if k.startswith("batch_refused_")] == ["batch_refused_ComeAgain"]
+    assert c.replica.workers[0].conn.raw.info.backend_pid == session
