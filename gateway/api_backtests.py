@@ -2,7 +2,7 @@
 
 ``POST`` takes the window, the proposed changes and the selection, checks them (400 naming
 the field) and answers 202 with the job's id at once; the replay runs in a worker thread
-on its own read-only SQLite connection, so the loop (the store's one writer) never waits
+on its own read-only SQLite connection, so the loop (which orders every write) never waits
 for it. ``GET /{id}`` tells the job's status, its progress and, when done, its report.
 At most ``MAX_RUNNING`` jobs run at a time (429 beyond) and the last ``MAX_KEPT`` are
 kept; a window is at most 31 days, as in the CLI. Each run goes to the audit log (its

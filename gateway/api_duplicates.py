@@ -17,7 +17,7 @@ unknown pair, 409 a pair already decided or moot (with the incident that closed 
 Writes need the operator role (the app's guard: every non-read method does). A merge the
 store refuses is kept by the pipeline and committed with its next batch, audit entry
 included (503 says so); a dismissal the store refuses changes nothing (503). Handlers are
-``async``: they run on the gateway's loop, the store's one writer, as the pipeline does.
+``async``: they run on the gateway's loop, which orders every write, as the pipeline does.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ unknown command, 409 a command in no state for it (with its state). Writes need 
 operator role (the app's guard: every non-read method does). Each change commits with its
 audit entry (``gateway/audit.py``) in one transaction; a store that refuses any read or
 write of it changes nothing (503). Handlers are ``async``: they run on the gateway's loop,
-the store's one writer, as the dispatcher does.
+which orders every write, as the dispatcher does.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ parse), 404 for an unknown id, 409 when the limit of silences in force is reache
 router sits behind the app's guard like every route (writes need the operator role). Each
 change goes to the audit log (``audit``) with the silence before and after and the reason
 given, in the change's own transaction (503, and nothing changed, if the store refuses
-the entry). Handlers are ``async``: they run on the gateway's loop, the store's one writer.
+the entry). Handlers are ``async``: they run on the gateway's loop, which orders every write.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
 from gateway.api_author import recorded_author
 from gateway.audit import AuditTrail
+from gateway.pipeline import StoreUnavailable
 from gateway.threshold_versions import (
     MAX_AUTHOR_CHARS,
     MAX_CHANGES,
@@ -175,6 +176,8 @@ def _answer(record: Callable[[], Recorded]) -> dict[str, Any]:
         raise HTTPException(409, str(exc)) from None
     except HTTPException:  # the audit entry refused (503): nothing was stored or applied
         raise
+    except StoreUnavailable:  # batches before it could not be saved first: nothing changed
+        raise HTTPException(503, "the store refuses writes; nothing was stored") from None
     except Exception as exc:  # apply or the store failed: the version was not stored
         log.exception("thresholds: a new version could not be applied")
         raise HTTPException(

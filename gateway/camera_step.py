@@ -8,7 +8,7 @@ rules (``rules.video_rules.VideoRuleEngine.process``) for the zones ``add_zones_
 
 ``gateway/video.py`` drives a step per camera on its detection thread, batching the
 detector over all cameras between ``needs_inference`` and ``detected``, and hands the
-observations to the event loop, where the rules run (the one writer).
+observations to the event loop, where the rules run (and every write is ordered).
 ``gateway/footage_trial.py`` calls ``run`` frame by frame and the rules right after. Both
 go through this class, so a trial judges exactly what runs live. It holds no thread, clock
 or metrics of its own: those stay with the runtime.

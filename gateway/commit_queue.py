@@ -22,6 +22,10 @@ What keeps it correct:
 - A batch is acknowledged upstream only once ``saved_upto`` covers its ticket; a commit
   the store refuses keeps its batch (and everything queued after it) for ``save`` to try
   again, and ``failed`` says so until one succeeds.
+- An error that is not the store's (a bug in a write) drops the batches of that commit
+  alone, logged and counted (``commit_errors``), as a synchronous commit always did: kept,
+  they would fail every retry and stop all ingest. Their tickets are ``dropped``, never
+  acknowledged: the broker sends their messages again after a reconnect.
 """
 
 from __future__ import annotations
@@ -61,7 +65,9 @@ class CommitQueue:
         self._queued: store.Batch | None = None
         self.queued_batches = 0  # merged into ``_queued``
         self._made = 0  # tickets handed out by ``queue``
-        self.saved_upto = 0  # every batch with a ticket up to this one is committed
+        # Every batch with a ticket up to this one is settled: committed, or ``dropped``.
+        self.saved_upto = 0
+        self._dropped: list[tuple[int, int]] = []  # ticket ranges dropped, oldest first
         self._flight: Future[None] | None = None
         self._flight_batch = store.Batch()
         self._flight_upto = 0
@@ -109,29 +115,35 @@ class CommitQueue:
             return
         try:
             flight.result()
-        except Exception as exc:  # whatever the cause, its batch must not be lost
+        except store.DatabaseError as exc:
             self._refused(self._flight_batch, exc)
+            return
+        except Exception as exc:
+            self._drop(self._flight_upto, exc)
             return
         self.saved_upto = self._flight_upto
 
     def save(self, batch: store.Batch | None = None) -> None:
         """Commit everything queued, then ``batch``, on the calling thread once the commit
         in flight is done. Raises ``StoreUnavailable`` when the store refuses; the writes
-        stay queued for the next try. Any other error in ``batch``'s own commit reaches the
-        caller as it is and drops that batch alone, as a synchronous commit always did;
-        the queued batches, which nobody waits on, are kept whatever the error."""
+        stay queued for the next try. Any other error drops the writes of that commit
+        alone: the queued batches' (``dropped``), or ``batch``'s, which then reaches the
+        caller as it is."""
         self.settle()
         if self._queued is not None:
             queued, upto = self._queued, self._made
             self._queued, self.queued_batches = None, 0
             try:
                 self._commit(queued)
-            except Exception as exc:
+            except store.DatabaseError as exc:
                 self._refused(queued, exc)
                 if batch is not None:
                     self.queue(batch)
                 raise StoreUnavailable(_described(exc)) from exc
-            self.saved_upto, self.failed = upto, False
+            except Exception as exc:
+                self._drop(upto, exc)
+            else:
+                self.saved_upto, self.failed = upto, False
         if batch is None:
             return
         batch.seal()
@@ -142,6 +154,13 @@ class CommitQueue:
             self._refused(batch, exc)
             raise StoreUnavailable(_described(exc)) from exc
         self.saved_upto, self.failed = self._made, False
+
+    def dropped(self, ticket: int) -> bool:
+        """Whether the batch of ``ticket`` (settled: at most ``saved_upto``) was dropped.
+        Asked in ticket order, as acknowledgements go: ranges behind it are forgotten."""
+        while self._dropped and self._dropped[0][1] < ticket:
+            self._dropped.pop(0)
+        return bool(self._dropped) and self._dropped[0][0] <= ticket
 
     @property
     def idle(self) -> bool:
@@ -155,16 +174,20 @@ class CommitQueue:
         if self._thread is not None:
             self._thread.shutdown(wait=True)
 
+    def _drop(self, upto: int, exc: BaseException) -> None:
+        """The commit of the batches up to ticket ``upto`` failed with a bug: forget them."""
+        self._dropped.append((self.saved_upto + 1, upto))
+        self.saved_upto, self.failed = upto, False
+        self._counters["commit_errors"] += 1
+        log.error("a commit failed, not by the store's doing; its batches dropped", exc_info=exc)
+
     def _refused(self, batch: store.Batch, exc: BaseException) -> None:
         if self._queued is not None:
             batch.extend(self._queued)
         self._queued, self.failed = batch, True
         self.queued_batches += 1
         self._counters["commit_failures"] += 1
-        if isinstance(exc, store.DatabaseError):
-            log.error("store commit failed, kept for retry: %s", _described(exc))
-        else:
-            log.error("store commit failed, kept for retry", exc_info=exc)
+        log.error("store commit failed, kept for retry: %s", _described(exc))
 
 
 def _described(exc: BaseException) -> str:

@@ -57,7 +57,7 @@ Row = tuple[int, str, int, str, int]  # rowid, device_id, ts, values_json, suspe
 
 
 class InfluxSink:
-    """Run ``run()`` as a task on the gateway's loop (the store's one writer: it moves the
+    """Run ``run()`` as a task on the gateway's loop (which orders every write: it moves the
     cursor there); call ``notify()`` after each commit that stored readings."""
 
     def __init__(

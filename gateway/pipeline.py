@@ -1,8 +1,9 @@
 """One batch of telemetry messages through decode → replay guard → rules → alert flow →
 incidents.
 
-The pipeline is synchronous and owns no I/O but the one store commit per batch, so the
-same code serves the live MQTT path, the benchmark and (later) history replay.
+The pipeline is synchronous and owns no I/O but the store commits (one per batch, on the
+commit thread for the live MQTT path), so the same code serves the live MQTT path, the
+benchmark and history replay.
 
 No message can stop it. The codecs refuse bad input with a reason; should one of them, the
 replay guard, device health or a rule still raise on some message nobody foresaw, that
@@ -40,6 +41,7 @@ whatever was queued before it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -147,6 +149,12 @@ class Pipeline:
         """Every batch ``prepare`` gave a ticket up to this one is committed."""
         return self._commits.saved_upto
 
+    def dropped(self, ticket: int) -> bool:
+        """Whether ``prepare``'s batch of ``ticket`` (at most ``saved_upto``) was dropped by
+        an error not the store's: not saved, so never to be acknowledged. Asked in ticket
+        order."""
+        return self._commits.dropped(ticket)
+
     @property
     def queued_batches(self) -> int:
         """Batches prepared and waiting for the next commit."""
@@ -186,9 +194,22 @@ class Pipeline:
         way): saved, or kept for ``flush`` (``unsaved``)."""
         self._commits.settle()
 
+    def save_queued(self) -> None:
+        """Commit what is queued now, on the calling thread, after the commit under way: a
+        sensor excerpt reads the batches before its alert's. A store that refuses leaves
+        them queued (``unsaved``)."""
+        with contextlib.suppress(StoreUnavailable):
+            self._commits.save()
+
     def close(self) -> None:
-        """Wait for the background commit; what is only queued stays unsaved, as its
-        messages were never acknowledged."""
+        """Save what is still queued (tried once: kept writes of cameras, device health or
+        the API have no broker to send them again), then stop the commit thread."""
+        self._commits.settle()
+        if not self._commits.idle:
+            try:
+                self._commits.save()
+            except StoreUnavailable as exc:
+                log.error("stopping with writes the store refused, not saved: %s", exc)
         self._commits.close()
 
     def _decode(self, message: Message, now_ms: int) -> Decoded:

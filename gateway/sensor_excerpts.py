@@ -24,9 +24,9 @@ during the alert enrichment, before the alert's batch commits, so that reading i
 the store yet (on a replica's desk it is, and is left out of ``readings`` all the same, so
 both deployments write one document). Readings of the same batch before the alert are not
 in the store yet either and are missing from an embedded gateway's excerpt. Those of the
-batches before it are there: the embedded gateway commits a batch on a thread while it
-prepares the next (gateway/commit_queue.py), and an excerpt first waits for that commit
-(``settle``).
+batches before it are there, unless the store refuses them: the embedded gateway commits
+batches on a thread while it prepares the next (gateway/commit_queue.py), and an excerpt
+first has what is queued or committing saved (``settle``).
 
 Every stored value is outside input: a value that is no finite number or boolean is null, a
 reading keeps at most ``MAX_FIELDS`` fields with names clipped to ``MAX_NAME_CHARS`` (no
@@ -96,7 +96,7 @@ class SensorExcerpts:
         settle: Callable[[], None] = lambda: None,
     ) -> None:
         """``settle`` returns once every batch before the one being prepared is in the
-        store (the pipeline's commit under way is done)."""
+        store (or the store refused it)."""
         self._conn = conn
         self._settle = settle
         self._evidence = evidence

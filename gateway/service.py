@@ -84,6 +84,8 @@ RELEASE_EVERY_S = 1.0
 # Batches prepared while a commit syncs, at most, before the loop waits for it: they go into
 # the next commit together, and this bounds that transaction (and the memory it holds).
 QUEUED_BATCHES_MAX = 16
+# How long a stop waits for the batches prepared to be saved and acknowledged.
+STOP_SAVE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ class Gateway:
         self.excerpts = SensorExcerpts(
             self.conn, self.evidence, config.evidence.sensor_excerpts, kinds,
             rule_thresholds(lambda: self.engine.settings),
-            settle=lambda: self.pipeline.settle(),
+            settle=lambda: self.pipeline.save_queued(),
         )  # fmt: skip
         self.pipeline = Pipeline(
             self.pipeline_conn, self.registry, self.guard, self.engine, self.incidents,
@@ -262,8 +264,8 @@ class Gateway:
         return versions, recorded.latest.settings
 
     def apply_settings(self, settings: RuleSettings) -> None:
-        """A new threshold version, applied between batches (this runs on the loop, the
-        one writer): every engine takes it or, on a ValueError, the caller puts the
+        """A new threshold version, applied between batches (this runs on the loop, which
+        orders every write): every engine takes it or, on a ValueError, the caller puts the
         previous version back on all of them."""
         self.engine.reconfigure(settings)
         self.incidents.set_lead_sites(self.engine.class_sites())
@@ -304,7 +306,8 @@ class Gateway:
         )  # fmt: skip
 
     def _on_loop(self, handler: Callable[..., None]) -> Callable[..., None]:
-        """A thread-safe callback that runs ``handler`` on the event loop (the one writer)."""
+        """A thread-safe callback that runs ``handler`` on the event loop, which orders every
+        write."""
 
         def call(*args: object) -> None:
             if self._loop is not None:
@@ -506,7 +509,9 @@ class Gateway:
         assert self.ingest is not None
         saved, acked, commands = self.pipeline.saved_upto, [], False
         while self._unacked and self._unacked[0][0] <= saved:
-            _, batch, made_commands = self._unacked.popleft()
+            ticket, batch, made_commands = self._unacked.popleft()
+            if self.pipeline.dropped(ticket):  # never saved: the broker sends them again
+                continue
             acked.extend(batch)
             commands |= made_commands
         if not acked:
@@ -518,17 +523,24 @@ class Gateway:
             self.dispatcher.wake()
 
     def _stop_ingest(self) -> None:
-        """(Off the loop, as threaded parts stop.) Acknowledge what is saved before the
-        MQTT connection closes, taking and committing nothing more: a batch saved but not
-        acknowledged would come back after the restart as duplicates."""
+        """(Off the loop, as threaded parts stop.) Save every batch prepared and acknowledge
+        it before the MQTT connection closes, then take no more: a batch saved but not
+        acknowledged (a later part's write would commit what is queued) would come back
+        after the restart as duplicates. A store that refuses gets ``STOP_SAVE_S``."""
         assert self._loop is not None and self.ingest is not None
 
         async def close() -> None:
             self._closing = True
             await self._saved_so_far()
+            if self.pipeline.start_commit():
+                await self._saved_so_far()
 
-        with contextlib.suppress(Exception):  # a loop that cannot answer: stop regardless
-            asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=10)
+        saving = asyncio.run_coroutine_threadsafe(close(), self._loop)
+        try:
+            saving.result(timeout=STOP_SAVE_S)
+        except Exception:  # a store that refuses, or a loop that cannot answer: stop anyway
+            saving.cancel()
+            log.warning("stopping with batches not saved; the broker sends them again")
         self.ingest.stop()
 
     async def _until_saved(self) -> None:

@@ -99,8 +99,18 @@ def test_a_write_that_cannot_wait_commits_after_everything_made_before_it(db):
     queue.start()
     assert commit.inside.wait(10)
     queue.queue(reading_batch("BIN-1", 2, {"last": 2}))
-    threading.Timer(0.2, commit.gate.set).start()  # the flight ends while save waits on it
+    # The flight ends only once save waits on it (settle is its first step).
+    settle, waiting = queue.settle, threading.Event()
+
+    def settling() -> None:
+        waiting.set()
+        settle()
+
+    queue.settle = settling  # type: ignore[method-assign]
+    opener = threading.Thread(target=lambda: waiting.wait(30) and commit.gate.set())
+    opener.start()
     queue.save(reading_batch("BIN-2", 7, {"last": 7}))
+    opener.join(30)
     assert queue.saved_upto == 3 and queue.idle
     assert rows(db) == ([1, 2, 7], {"BIN-1": {"last": 2}, "BIN-2": {"last": 7}})
     queue.close()
@@ -133,23 +143,30 @@ def test_a_refused_background_commit_keeps_its_batch_and_those_after_it(db):
     queue.close()
 
 
-def test_an_error_other_than_the_stores_in_the_background_loses_nothing(db):
+def test_an_error_not_the_stores_drops_that_commit_alone_and_ingest_goes_on(db):
+    """Kept, a batch whose write has a bug would fail every retry and stop all ingest; it
+    is dropped instead, its tickets never to be acknowledged, and the next commit goes."""
     conn = store.connect(db)
-    queue = CommitQueue(lambda batch: store.commit(conn, batch), Counter(), background=True)
+    counters: Counter[str] = Counter()
+    queue = CommitQueue(lambda batch: store.commit(conn, batch), counters, background=True)
     broken = reading_batch("BIN-1", 1, {"last": 1})
-    failures = [RuntimeError("a bug in a write")]
 
-    def flaky(conn: sqlite3.Connection) -> None:
-        if failures:
-            raise failures.pop()
+    def bug(conn: sqlite3.Connection) -> None:
+        raise RuntimeError("a bug in a write")
 
-    broken.also.append(flaky)
-    queue.queue(broken)
+    broken.also.append(bug)
+    first = queue.queue(broken)
+    second = queue.queue(reading_batch("BIN-1", 2, {"last": 2}))
     queue.start()
     queue.settle()
-    assert queue.failed and rows(db) == ([], {})  # rolled back whole, kept
-    queue.save()
-    assert rows(db) == ([1], {"BIN-1": {"last": 1}})
+    assert not queue.failed and queue.saved_upto == second
+    assert queue.dropped(first) and queue.dropped(second)
+    assert rows(db) == ([], {}) and counters["commit_errors"] == 1
+    third = queue.queue(reading_batch("BIN-1", 3, {"last": 3}))
+    queue.start()
+    queue.settle()
+    assert queue.saved_upto == third and not queue.dropped(third)
+    assert rows(db) == ([3], {"BIN-1": {"last": 3}})
     queue.close()
 
 

@@ -61,9 +61,21 @@ def test_an_alerts_excerpt_holds_the_readings_of_the_batch_still_committing(gate
     )
     blocker.execute("BEGIN IMMEDIATE")  # the store's write lock: the commit waits for it
     assert pipeline.start_commit()
-    threading.Timer(0.3, blocker.execute, ["COMMIT"]).start()
+    # The lock goes only once the excerpt asks for the batches before its alert: until
+    # then the first batch's commit is stuck on the commit thread, whatever the timing.
+    asked, settle = threading.Event(), gateway.excerpts._settle
+
+    def asking() -> None:
+        asked.set()
+        settle()
+
+    gateway.excerpts._settle = asking
+    releaser = threading.Thread(target=lambda: asked.wait(30) and blocker.execute("COMMIT"))
+    releaser.start()
     # The lid opens in the next batch: its alert's excerpt is written while it is prepared.
     _, commands = pipeline.prepare([lid(6, True)], NOW)
+    releaser.join(30)
+    assert asked.is_set()
     assert [c.alert.key for c in commands] == ["MH-001/cover_anomaly"]
     [file] = [f for f in evidence_item(commands[0].alert)["media_files"] if ".json?" in f["url"]]
     document = json.loads(gateway.evidence.read_linked(file["url"]))
@@ -72,3 +84,17 @@ def test_an_alerts_excerpt_holds_the_readings_of_the_batch_still_committing(gate
     pipeline.start_commit()
     pipeline.settle()
     assert store.count_rows(gateway.conn, "readings") == 6
+
+
+def test_an_alerts_excerpt_holds_the_readings_of_batches_only_queued(gateway):
+    """Batches prepared while a commit syncs wait, queued, for the next commit: the excerpt
+    has them saved first."""
+    pipeline = gateway.pipeline
+    pipeline.prepare([lid(seq, False) for seq in range(1, 4)], NOW)
+    second, _ = pipeline.prepare([lid(seq, False) for seq in range(4, 6)], NOW)
+    assert pipeline.queued_batches == 2 and pipeline.committing is None
+    _, commands = pipeline.prepare([lid(6, True)], NOW)
+    [file] = [f for f in evidence_item(commands[0].alert)["media_files"] if ".json?" in f["url"]]
+    document = json.loads(gateway.evidence.read_linked(file["url"]))
+    assert [r["seq"] for r in document["readings"]] == [1, 2, 3, 4, 5]
+    assert pipeline.saved_upto == second and pipeline.queued_batches == 1
