@@ -11,7 +11,9 @@ same transaction: ``last_ts`` and the device's last ``RECENT_SEQS`` sequence num
 of consecutive numbers (``[[first, last], ...]``, oldest first). A device counting up one by
 one — nearly every device — keeps one run, so the state written with every batch for every
 device in it stays a few dozen bytes instead of 64 numbers. A state stored as the plain list
-of an earlier version (``seqs``) is read as runs.
+of an earlier version (``seqs``) is read as runs; that version cannot read runs, so going
+back to it needs the replay states deleted first (``DELETE FROM state WHERE ns =
+'replay'``: each device's next reading is then taken as its first).
 """
 
 from __future__ import annotations
