@@ -300,6 +300,9 @@ class Replica:
             raise
 
     def _drop_worker(self, partition: int) -> None:
+        """The worker closed, its state not the store's or its lease gone: a stall it
+        showed is for the next delivery to tell again."""
+        self.counters.pop(stalled_key(partition), None)
         worker = self.workers.pop(partition, None)
         if worker is not None:
             with contextlib.suppress(Exception):
@@ -318,13 +321,17 @@ class Replica:
             partial(self._worker, partition), partial(self._rebuild_worker, partition),
             messages, self.counters, self.context.settings.lease_ttl_s / 3,
         )  # fmt: skip
+        stalled = stalled_key(partition)
         try:
             delivery.commit()
         except Exception as exc:
             self.counters[f"batch_refused_{type(exc).__name__}"] += 1
-            if not isinstance(exc, ComeAgain | StoreRefusesAll):
+            if isinstance(exc, StoreRefusesAll):
+                self.counters[stalled] += 1  # deliveries in a row: shown until one commits
+            elif not isinstance(exc, ComeAgain):
                 self._drop_worker(partition)
             raise
+        self.counters.pop(stalled, None)
         self.counters["batches"] += 1
         self.counters["messages"] += len(messages)
 
@@ -415,3 +422,9 @@ class Replica:
             },
             **self.counters,
         }
+
+
+def stalled_key(partition: int) -> str:
+    """The /stats counter of a partition whose deliveries the store refuses whole
+    (``StoreRefusesAll``): deliveries in a row, gone once one commits or the worker goes."""
+    return f"stalled_partition_{partition}"

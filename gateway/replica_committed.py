@@ -11,11 +11,14 @@ stored once. Each commit therefore writes, in its own transaction, which message
 exactly those. The digest keeps a stream made anew, whose sequences start again at 1, from
 skipping anything but the very same bytes.
 
-Only the deliveries not yet behind the consumer are kept: a delivery starts at the oldest
-unacked message of the partition, so entries below its lowest stream sequence are acked and
-dropped. The record also counts the ``store_refused`` dead letters written in a row with no
-message taken between: the poison search stops at a bound, since a store that refuses
-message after message is broken, not fed poison.
+A delivery starts at the oldest unacked message of the partition, so entries below its
+lowest stream sequence are acked and dropped: what is kept is the deliveries not yet behind
+the consumer, and, after the stream was made anew, the old stream's entries above the new
+sequences until those pass them (a delivery's worth at most; their digests keep them from
+skipping anything meanwhile). The record also counts, per device, the ``store_refused``
+dead letters written in a row with no message taken between: the poison search stops at a
+bound when they come from different devices, since a store that refuses message after
+message is broken, not fed poison, while one device's refusals are its own content's.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,10 +49,11 @@ def payload_digest(payload: bytes) -> int:
 @dataclass(frozen=True)
 class Committed:
     """A partition's record: stream sequence → payload digest of the messages committed,
-    and the ``store_refused`` dead letters written since a message was last taken."""
+    and device → the ``store_refused`` dead letters written since a message was last taken
+    (the run)."""
 
     entries: dict[int, int] = field(default_factory=dict)
-    refused_in_a_row: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
 
     def split(self, messages: Sequence[IngestMessage]) -> tuple[list[IngestMessage], list[int]]:
         """The messages not committed yet, and every message's digest."""
@@ -56,20 +61,34 @@ class Committed:
         pairs = zip(messages, digests, strict=True)
         return [m for m, d in pairs if self.entries.get(m.stream_seq) != d], digests
 
+    def refused_across_devices(self, device: str) -> int:
+        """The run's dead letters beyond those of its most refused device, were a message
+        of ``device`` refused too: refusals that all come from one device are that
+        device's content and count for nothing."""
+        run = Counter(self.refused)
+        run[device] += 1
+        return run.total() - max(run.values())
+
     def after(
-        self, messages: Sequence[IngestMessage], digests: list[int], floor: int, refused: bool
+        self,
+        messages: Sequence[IngestMessage],
+        digests: list[int],
+        floor: int,
+        refused_device: str | None,
     ) -> Committed:
         """The record once ``messages`` commit, in a delivery whose lowest stream sequence
-        is ``floor``; ``refused``: as a ``store_refused`` dead letter, else taken (a commit
-        of nothing new leaves the count as it was)."""
+        is ``floor``: as a ``store_refused`` dead letter of ``refused_device``, or (None)
+        taken, which ends the run (a commit of nothing new leaves it as it was)."""
         entries = {seq: d for seq, d in self.entries.items() if seq >= floor}
         fresh = any(entries.get(m.stream_seq) != d for m, d in zip(messages, digests, strict=True))
         entries.update(zip((m.stream_seq for m in messages), digests, strict=True))
         if len(entries) > MAX_ENTRIES:
             entries = dict(sorted(entries.items())[-MAX_ENTRIES:])
-        if refused:
-            return Committed(entries, self.refused_in_a_row + 1)
-        return Committed(entries, 0 if fresh else self.refused_in_a_row)
+        if refused_device is not None:
+            run = Counter(self.refused)
+            run[refused_device] += 1
+            return Committed(entries, dict(run))
+        return Committed(entries, {} if fresh else self.refused)
 
 
 def load(conn: Any, partition: int) -> Committed:
@@ -81,7 +100,7 @@ def load(conn: Any, partition: int) -> Committed:
         return Committed()
     value = json.loads(row[0])
     seqs = itertools.accumulate(value["gaps"])
-    return Committed(dict(zip(seqs, value["digests"], strict=True)), value["refused_in_a_row"])
+    return Committed(dict(zip(seqs, value["digests"], strict=True)), value["refused"])
 
 
 def write(conn: Any, *, partition: int, record: Committed) -> None:
@@ -92,7 +111,7 @@ def write(conn: Any, *, partition: int, record: Committed) -> None:
     value = json.dumps(
         {"gaps": [b - a for a, b in zip([0, *seqs], seqs, strict=False)],
          "digests": [record.entries[seq] for seq in seqs],
-         "refused_in_a_row": record.refused_in_a_row}
+         "refused": record.refused}
     )  # fmt: skip
     conn.execute(
         "INSERT INTO state (ns, key, value) VALUES (?, ?, ?)"

@@ -70,24 +70,25 @@ class PartitionWorker:
         desk's re-arms for these devices applied first and deleted in the same commit, and
         the messages this partition committed already skipped. Returns how many were."""
         fresh, digests = self.committed.split(messages)
-        record = self.committed.after(messages, digests, floor, refused=False)
+        record = self.committed.after(messages, digests, floor, refused_device=None)
         self.pipeline.process(fresh, now_ms(), self._writes(record))
         self.committed = record
         return len(messages) - len(fresh)
 
-    def refuse(self, message: IngestMessage, sqlstate: str, floor: int) -> None:
-        """A message the store refused for its content: a ``store_refused`` dead letter
-        with the SQLSTATE (never the store's message, which may quote the value), committed
-        with the record that it is done, so that a delivery coming again skips it."""
+    def refuse(self, message: IngestMessage, device: str, sqlstate: str, floor: int) -> None:
+        """A message of ``device`` the store refused for its content: a ``store_refused``
+        dead letter with the SQLSTATE (never the store's message, which may quote the
+        value), committed with the record that it is done, so that a delivery coming again
+        skips it."""
         detail = f"the store refused it (SQLSTATE {sqlstate})"
-        refusal = Rejection(Reason.STORE_REFUSED, detail, self._device_of(message))
+        refusal = Rejection(Reason.STORE_REFUSED, detail, device)
         digests = [replica_committed.payload_digest(message.payload)]
-        record = self.committed.after([message], digests, floor, refused=True)
+        record = self.committed.after([message], digests, floor, refused_device=device)
         item = (message.topic, message.payload, refusal)
         self.pipeline.process_decoded([item], now_ms(), self._writes(record))
         self.committed = record
 
-    def _device_of(self, message: IngestMessage) -> str:
+    def device_of(self, message: IngestMessage) -> str:
         """The device a message names, for its dead letter ("" when it names none)."""
         try:
             decoded = self._router.decode(

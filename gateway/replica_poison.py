@@ -42,9 +42,14 @@ advances even on a slow store.
 What the content cannot be blamed for: a store that refuses the worker's own writes fails
 the dead letter's commit too, so nothing is dead-lettered and the delivery comes again;
 a store that refuses every reading (a column or a trigger gone wrong) would make every
-message look poisoned, so after ``MAX_REFUSED_IN_A_ROW`` dead letters with no message taken
-between (counted in the store, across deliveries and replicas) the search stops
-(``StoreRefusesAll``) and the partition waits, as it did before, for the store to be mended.
+message look poisoned, so after ``MAX_REFUSED_IN_A_ROW`` dead letters from different
+devices with no message taken between (counted in the store, across deliveries and
+replicas) the search stops (``StoreRefusesAll``) and the partition waits, as it did before,
+for the store to be mended; the replica shows it in its /stats (gateway/replica.py). The
+run counts only across devices (its dead letters beyond its most refused device's): one
+device's poison, however many messages in a row, is that device's content, and never
+stops the others' readings behind it. A store refusing everything from a partition with a
+single device sending is therefore not told from that device's poison.
 """
 
 from __future__ import annotations
@@ -66,8 +71,9 @@ log = logging.getLogger(__name__)
 MAX_CAUSES = 8
 # The SQLSTATE class blamed on the content: data exceptions.
 DATA_EXCEPTION = "22"
-# ``store_refused`` dead letters in a row, no message taken between, before the search
-# stops: poison is one device's odd message, not the whole traffic.
+# ``store_refused`` dead letters in a row from different devices (beyond the run's most
+# refused device's), no message taken between, before the search stops: poison is one
+# device's odd message, not the whole traffic.
 MAX_REFUSED_IN_A_ROW = 8
 
 
@@ -173,12 +179,13 @@ class Delivery:
     def _refuse(self, message: IngestMessage, refused: Refusal) -> None:
         """One message the store refused: a dead letter, unless the store refuses all."""
         worker = self._worker()
-        if worker.committed.refused_in_a_row >= MAX_REFUSED_IN_A_ROW:
+        device = worker.device_of(message)
+        if worker.committed.refused_across_devices(device) >= MAX_REFUSED_IN_A_ROW:
             raise StoreRefusesAll(
-                f"partition {message.partition}: {MAX_REFUSED_IN_A_ROW} messages in a row"
-                f" refused by the store (SQLSTATE {refused.sqlstate}), none taken between"
+                f"partition {message.partition}: messages of different devices refused in a"
+                f" row by the store (SQLSTATE {refused.sqlstate}), none taken between"
             ) from refused.error
-        worker.refuse(message, refused.sqlstate, self._floor)
+        worker.refuse(message, device, refused.sqlstate, self._floor)
         self._counts["store_refused"] += 1
         self._stepped = True
         log.warning(

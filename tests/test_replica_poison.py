@@ -265,7 +265,9 @@ def state_store(dsn: str) -> Iterator[pg_store.PgConnection]:
     entries=st.dictionaries(
         st.integers(1, 2**64 - 1), st.integers(0, 2**32 - 1), max_size=300
     ),  # stream sequences are unsigned 64-bit
-    refused=st.integers(0, MAX_REFUSED_IN_A_ROW),
+    refused=st.dictionaries(
+        st.text(max_size=64), st.integers(1, MAX_REFUSED_IN_A_ROW), max_size=MAX_REFUSED_IN_A_ROW
+    ),
 )
 def test_the_record_reads_back_as_written(state_store, entries, refused):
     record = replica_committed.Committed(entries, refused)
@@ -292,29 +294,62 @@ def test_a_store_refusing_its_own_writes_dead_letters_nothing(cluster):
     assert c.dead_letters() == []
 
 
+# Every device of the scenario's registry (one partition holds them all here).
+DEVICES = ["BIN-001", "BIN-010", "BIN-011", "BIN-012", "BIN-020", "MH-001", "MH-002",
+           "MH-003", "WL-001"]  # fmt: skip
+
+
+def reading(c: Cluster, device_id: str, seq: int) -> IngestMessage:
+    """A plain reading of any of the scenario's kinds."""
+    if device_id.startswith("BIN"):
+        return c.message(device_id, seq, fill_pct=30)
+    if device_id.startswith("MH"):
+        return c.message(device_id, seq, tilt_deg=1, lid_open=False)
+    return c.message(device_id, seq, level_cm=5)
+
+
 def test_a_store_refusing_every_reading_stops_the_search_at_its_bound(cluster):
-    """Every reading refused (a constraint gone wrong): MAX_REFUSED_IN_A_ROW messages are
-    dead letters, then the partition waits for the store, however often the batch comes
+    """Every reading refused (a trigger gone wrong): the messages of MAX_REFUSED_IN_A_ROW
+    devices are dead letters, the next device's stops the search, and the partition waits
+    for the store, shown stalled in the replica's /stats, however often the batch comes
     again; once mended, the rest commits and the count starts over."""
     c = cluster
     refuse_every_reading(c)
-    batch = [c.bin(seq) for seq in range(1, 13)]
+    batch = [reading(c, device, seq) for seq, device in enumerate(DEVICES + DEVICES[:3])]
     for _ in range(2):
         with pytest.raises(StoreRefusesAll):
             c.replica._batch(batch)
-    assert len(c.dead_letters()) == MAX_REFUSED_IN_A_ROW == 8
+    assert [d[:2] for d in c.dead_letters()] == [(d, "store_refused") for d in DEVICES[:8]]
+    assert MAX_REFUSED_IN_A_ROW == 8
     assert c.totals() == {"store_refused": 8}
     counters = c.replica.counters
     assert counters["batch_refused_StoreRefusesAll"] == 2
+    assert c.replica.stats()["stalled_partition_0"] == 2
     # Counted as they committed, though both deliveries ended refused: the dead letters,
     # and the second's halves that found them done (1-6, 7, 8; the 9th stops it).
     assert (counters["store_refused"], counters["already_committed"]) == (8, 8)
 
     c.sql("DROP TRIGGER refuse_all ON readings")
     c.replica._batch(batch)
-    assert c.readings() == [("BIN-001", seq) for seq in range(9, 13)]
+    assert c.readings() == [(m.topic.split("/")[2], i) for i, m in enumerate(batch)][8:]
     assert c.replica.counters["already_committed"] == 8 + 8
-    assert c.replica.workers[0].committed.refused_in_a_row == 0
+    assert c.replica.workers[0].committed.refused == {}
+    assert "stalled_partition_0" not in c.replica.stats()
+
+
+def test_one_device_s_poison_in_a_row_never_stalls_the_partition(cluster):
+    """Nine poison messages in a row from one device are that device's content: all nine
+    are dead letters, and the good readings behind them commit."""
+    c = cluster
+    narrow_seq(c)
+    batch = [c.bin(POISON_SEQ + seq) for seq in range(9)] + [c.cover(seq) for seq in range(5)]
+    c.replica._batch(batch)
+    assert [d[:3] for d in c.dead_letters()] == [("BIN-001", "store_refused", REFUSED_22003)] * 9
+    assert c.readings() == [("MH-001", seq) for seq in range(5)]
+    counters = c.replica.counters
+    assert (counters["store_refused"], counters["batches"], counters["messages"]) == (9, 1, 14)
+    assert [k for k in counters if k.startswith(("batch_refused_", "stalled_"))] == []
+    assert c.replica.workers[0].committed.refused == {}
 
 
 def real_error(dsn: str, statement: str, **session: Any) -> psycopg.Error:
@@ -384,20 +419,11 @@ def test_a_lost_session_is_not_blamed_on_messages(dsn):
     assert content_refusal(lost.value) is None
 
 
-def longest_run(flags: list[bool]) -> int:
-    """The most poison messages in a row (past MAX_REFUSED_IN_A_ROW the search stops)."""
-    return max(len(run) for run in "".join("p" if f else "." for f in flags).split("."))
-
-
 # One database for all examples, truncated before each: hypothesis reuses the fixture.
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(
-    poison=st.lists(st.booleans(), min_size=1, max_size=24).filter(
-        lambda flags: longest_run(flags) <= MAX_REFUSED_IN_A_ROW
-    )
-)
+@given(poison=st.lists(st.booleans(), min_size=1, max_size=24))
 def test_any_mix_of_poison_stores_each_good_reading_once_in_order(cluster, poison):
     c = cluster
     c.sql("TRUNCATE readings, dead_letters, rejection_totals, state, alert_log")
