@@ -65,9 +65,14 @@ class Committed:
         """The run's dead letters beyond those of its most refused device, were a message
         of ``device`` refused too: refusals that all come from one device are that
         device's content and count for nothing."""
+        run = self._run_with(device)
+        return run.total() - max(run.values())
+
+    def _run_with(self, device: str) -> Counter[str]:
+        """The run once a message of ``device`` is dead-lettered too."""
         run = Counter(self.refused)
         run[device] += 1
-        return run.total() - max(run.values())
+        return run
 
     def after(
         self,
@@ -85,9 +90,7 @@ class Committed:
         if len(entries) > MAX_ENTRIES:
             entries = dict(sorted(entries.items())[-MAX_ENTRIES:])
         if refused_device is not None:
-            run = Counter(self.refused)
-            run[refused_device] += 1
-            return Committed(entries, dict(run))
+            return Committed(entries, dict(self._run_with(refused_device)))
         return Committed(entries, {} if fresh else self.refused)
 
 
