@@ -65,12 +65,6 @@ class ReplayGuard:
         return changed
 
 
-def recent_seqs(state: dict[str, Any]) -> list[int]:
-    """The sequence numbers a state remembers, oldest first (as an earlier version stored
-    them)."""
-    return [seq for first, last in state["runs"] for seq in range(first, last + 1)]
-
-
 def _holds(runs: list[list[int]], seq: int) -> bool:
     return any(first <= seq <= last for first, last in runs)
 

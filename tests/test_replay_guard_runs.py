@@ -9,12 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devices.rejections import Reason
-from devices.replay_guard import RECENT_SEQS, ReplayGuard, recent_seqs
+from devices.replay_guard import RECENT_SEQS, ReplayGuard
 from domain import Reading
 
 
 def reading(ts: int, seq: int | None) -> Reading:
     return Reading("BIN-001", "bin", ts, {"fill_pct": 10.0}, seq)
+
+
+def recent_seqs(state: dict) -> list[int]:
+    """The sequence numbers a replay state remembers, oldest first."""
+    return [seq for first, last in state["runs"] for seq in range(first, last + 1)]
 
 
 class ListModel:

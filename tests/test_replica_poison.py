@@ -29,7 +29,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devices.nats_ingest import IngestMessage
-from devices.replay_guard import recent_seqs
 from gateway import pg_store, replica_committed
 from gateway.config import load_config
 from gateway.pipeline import StoreUnavailable
@@ -48,6 +47,11 @@ _databases = itertools.count()
 _stream = itertools.count(1)  # stream sequences, as the ingest stream numbers its messages
 POISON_SEQ = 2**31  # past a 32-bit column, within the codec's 64 bits
 REFUSED_22003 = "the store refused it (SQLSTATE 22003)"
+
+
+def recent_seqs(state: dict) -> list[int]:
+    """The sequence numbers a replay state remembers, oldest first."""
+    return [seq for first, last in state["runs"] for seq in range(first, last + 1)]
 
 
 class Cluster:
