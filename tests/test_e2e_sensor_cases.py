@@ -1,7 +1,7 @@
 """End to end: the device simulator's builtin scenario through a real mosquitto, the
 gateway process and the bundled platform ends with exactly the ground truth's cases —
-also with the platform down for the first half minute, the gateway SIGKILLed mid-run, and
-the broker restarted mid-run. Each test has its own stack and scenario run; the runs go
+also with the platform down for the first minute, the gateway SIGKILLed mid-run, and the
+broker restarted mid-run. Each test has its own stack and scenario run; the runs go
 side by side (tests/e2e_side_by_side.py), since each mostly waits for the simulator's
 clock."""
 
@@ -22,9 +22,10 @@ from simulators.truth import case_key, compare_cases
 from harness import Stack, wait_until
 
 TIME_SCALE = 120  # the builtin's ~30 event-minutes in ~15 s
-# From the platform's start: about the stack's start-up plus the whole scenario, so the
-# scenario's cases wait in the outbox.
-PLATFORM_DOWN_S = 30
+# From the platform's start: well past the stack's start-up plus the whole scenario, so
+# the scenario's cases wait in the outbox (the stacks of this module start side by side:
+# on a loaded machine 30 s was once not enough for even the first case to be tried).
+PLATFORM_DOWN_S = 60
 
 
 def assert_exact_cases(s: Stack) -> None:
@@ -43,15 +44,14 @@ def scenario(
 ) -> Callable[[StackRun], tuple[dict, float]]:
     """A run's script: the builtin scenario at ``TIME_SCALE``, ``during(stack)`` as the
     simulator starts; returns the gateway's stats once it caught up, and the seconds from
-    the stack's start to then."""
+    just before the stack started to then."""
 
     def script(run: StackRun) -> tuple[dict, float]:
-        started = time.monotonic()
         sim = run.simulator(TIME_SCALE)
         if during is not None:
             during(run.stack)
         assert sim.proc.wait(timeout_s) == 0, sim.tail()
-        return run.stack.wait_caught_up(timeout_s), time.monotonic() - started
+        return run.stack.wait_caught_up(timeout_s), time.monotonic() - run.started
 
     return script
 
@@ -78,7 +78,7 @@ def runs(request, tmp_path_factory):
         [
             (test_builtin_scenario_files_exactly_the_ground_truth, (scenario(), {})),
             (
-                test_platform_down_for_the_first_half_minute,
+                test_platform_down_for_the_first_minute,
                 (scenario(timeout_s=150), {"platform_unavailable_s": PLATFORM_DOWN_S}),
             ),
             (
@@ -118,11 +118,11 @@ def test_builtin_scenario_files_exactly_the_ground_truth(run):
     assert [h["action"] for h in water["history"]].count("escalate") == 1
 
 
-def test_platform_down_for_the_first_half_minute(run):
+def test_platform_down_for_the_first_minute(run):
     s, stats, elapsed_s = run
-    # the outbox drained only after the platform rose (it was down from before the
-    # gateway started)
-    assert elapsed_s >= PLATFORM_DOWN_S - 5
+    # the outbox drained only after the platform rose: its outage began after this run's
+    # clock did, and the gateway started after it
+    assert elapsed_s >= PLATFORM_DOWN_S
     assert stats["delivery"]["retries"] > 0
     assert_exact_cases(s)
     assert_every_good_reading_stored_once(s, stats)
