@@ -13,8 +13,6 @@ tests' streets run side by side on one timeline (tests/e2e_streets.py).
 
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -35,8 +33,7 @@ LAST_END_S = 75
 
 @pytest.fixture(scope="module")
 def scene_clips(tmp_path_factory):
-    """The builtin scene, its truth, and one H.264 MP4 per camera (rendered once, the
-    cameras at the same time)."""
+    """The builtin scene, its truth, and one H.264 MP4 per camera (rendered once)."""
     scene = load_scene(BUILTIN_VIDEO_SCENE)
     truth = scene_truth(scene)
     stall, rubbish = (a for a in scene.actors if a.id in ("stall-1", "rubbish-1"))
@@ -46,14 +43,7 @@ def scene_clips(tmp_path_factory):
         LAST_END_S,
     )
     out = tmp_path_factory.mktemp("rendered")
-    # A process per camera: rendering is Python on one core, and the cameras' frames are
-    # independent (pure functions of scene, camera and time).
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(len(scene.cameras), mp_context=spawn) as pool:
-        jobs = {
-            c.id: pool.submit(write_mp4, scene, c.id, out / f"{c.id}.mp4") for c in scene.cameras
-        }
-        clips = {camera: job.result() for camera, job in jobs.items()}
+    clips = {c.id: write_mp4(scene, c.id, out / f"{c.id}.mp4") for c in scene.cameras}
     return scene, truth, clips
 
 
