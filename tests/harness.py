@@ -130,13 +130,16 @@ class Stack:
         config: dict | None = None,
         adapter: str = "bundled",
         webhooks: bool = False,
+        breaker_cooldown_s: float | None = None,
     ) -> None:
         """``scenario``: a device scenario other than the builtin (its registry is the
         gateway's); ``config``: top-level gateway config sections to set or replace;
         ``adapter``: ``open311`` files through the platform's Open311 face instead;
         ``webhooks``: the platform posts each status change to the gateway's
         ``/platform/events``, signed with a secret both read from one file, and status
-        sync passes only at start-up within a test's time."""
+        sync passes only at start-up within a test's time; ``breaker_cooldown_s``: the
+        delivery breaker's cool-down instead of its default (the wait, once the platform is
+        back, before the breaker's next probe)."""
         from simulators.scenario import BUILTIN_SCENARIO
 
         self.workdir = workdir
@@ -163,6 +166,7 @@ class Stack:
         )
         self.adapter = adapter
         self.webhooks = webhooks
+        self.breaker_cooldown_s = breaker_cooldown_s
         self.config_path = self._write_config(video, config or {})
         self.gateway = Service("gateway", ["run", "-c", str(self.config_path)], workdir)
         self.platform_http = httpx.Client(
@@ -202,6 +206,9 @@ class Stack:
                 "status_sync_s": WEBHOOK_STACK_STATUS_SYNC_S,
                 "webhook": {"secret_file": str(self.webhook_secret_path)},
             }
+        if self.breaker_cooldown_s is not None:
+            breaker = {"cooldown_s": self.breaker_cooldown_s}
+            config["case_platform"]["delivery"] = {"breaker": breaker}
         if video is not None:
             config["video"] = video
         config.update(extra)
