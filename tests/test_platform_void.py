@@ -55,8 +55,8 @@ def command(incident: str, n: int, kind: CommandKind) -> CaseCommand:
     return CaseCommand(f"{incident}/{n}", incident, kind, alert, Priority.URGENT)
 
 
-# One event loop per test, and the gateway's outbox in a real SQLite file.
-run, conn = test_open311.run, test_open311.conn
+# The gateway's outbox in a real SQLite file (one event loop per test: conftest's run).
+conn = test_open311.conn
 
 
 @pytest.fixture
