@@ -162,6 +162,12 @@ class CommitQueue:
             self._dropped.pop(0)
         return bool(self._dropped) and self._dropped[0][0] <= ticket
 
+    def unsaved(self) -> list[store.Batch]:
+        """The batches not committed yet, oldest first: the one committing, then those
+        queued (read on the loop; the commit thread only reads a batch)."""
+        flight = [self._flight_batch] if self._flight is not None else []
+        return flight + ([self._queued] if self._queued is not None else [])
+
     @property
     def idle(self) -> bool:
         """Nothing queued and nothing committing: every write made so far is in the store."""

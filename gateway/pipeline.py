@@ -41,7 +41,6 @@ whatever was queued before it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sqlite3
@@ -194,12 +193,16 @@ class Pipeline:
         way): saved, or kept for ``flush`` (``unsaved``)."""
         self._commits.settle()
 
-    def save_queued(self) -> None:
-        """Commit what is queued now, on the calling thread, after the commit under way: a
-        sensor excerpt reads the batches before its alert's. A store that refuses leaves
-        them queued (``unsaved``)."""
-        with contextlib.suppress(StoreUnavailable):
-            self._commits.save()
+    def unsaved_readings(self, device_id: str) -> list[tuple]:
+        """The device's readings in batches queued or committing, oldest first, as the
+        store's rows ``(ts, seq, values_json, suspect)``: a sensor excerpt reads them
+        beside the stored ones instead of waiting for the disk."""
+        return [
+            (ts, seq, values, suspect)
+            for batch in self._commits.unsaved()
+            for device, ts, seq, values, suspect in batch.readings
+            if device == device_id
+        ]
 
     def close(self) -> None:
         """Save what is still queued (tried once: kept writes of cameras, device health or

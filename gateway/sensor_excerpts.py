@@ -24,9 +24,10 @@ during the alert enrichment, before the alert's batch commits, so that reading i
 the store yet (on a replica's desk it is, and is left out of ``readings`` all the same, so
 both deployments write one document). Readings of the same batch before the alert are not
 in the store yet either and are missing from an embedded gateway's excerpt. Those of the
-batches before it are there, unless the store refuses them: the embedded gateway commits
-batches on a thread while it prepares the next (gateway/commit_queue.py), and an excerpt
-first has what is queued or committing saved (``settle``).
+batches before it are there: the embedded gateway commits batches on a thread while it
+prepares the next (gateway/commit_queue.py), and the readings of batches queued or still
+committing come from the pipeline (``unsaved``), merged with the stored ones, so an excerpt
+neither waits for the disk nor misses them.
 
 Every stored value is outside input: a value that is no finite number or boolean is null, a
 reading keeps at most ``MAX_FIELDS`` fields with names clipped to ``MAX_NAME_CHARS`` (no
@@ -93,12 +94,12 @@ class SensorExcerpts:
         kinds: Mapping[str, str],
         thresholds: Thresholds | None = None,
         now_s: Callable[[], float] = time.time,
-        settle: Callable[[], None] = lambda: None,
+        unsaved: Callable[[str], list[tuple]] = lambda device_id: [],
     ) -> None:
-        """``settle`` returns once every batch before the one being prepared is in the
-        store (or the store refused it)."""
+        """``unsaved(device_id)``: the device's readings in batches not committed yet, rows
+        as the store's ``(ts, seq, values_json, suspect)``."""
         self._conn = conn
-        self._settle = settle
+        self._unsaved = unsaved
         self._evidence = evidence
         self._settings = settings
         self._kinds = kinds
@@ -149,10 +150,16 @@ class SensorExcerpts:
         """The excerpt's bytes (ASCII JSON), or None when it cannot fit ``max_bytes``."""
         settings = self._settings
         from_ts = max(alert.ts - settings.window_s * 1000, MIN_TS)
-        self._settle()
         rows = self._conn.execute(
             _RECENT, (alert.source_id, from_ts, alert.ts, settings.max_readings)
         ).fetchall()
+        if unsaved := [
+            row for row in self._unsaved(alert.source_id) if from_ts <= row[0] < alert.ts
+        ]:
+            stored = {(row[0], row[1]) for row in rows}
+            rows += [row for row in unsaved if (row[0], row[1]) not in stored]
+            rows.sort(key=lambda row: row[0], reverse=True)  # a device's ts only grow
+            del rows[settings.max_readings :]
         readings = [_dumps(_reading(row)).encode() for row in reversed(rows)]
         kind = alert.kind or self._kinds[alert.source_id]
         head = {

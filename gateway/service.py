@@ -177,7 +177,7 @@ class Gateway:
         self.excerpts = SensorExcerpts(
             self.conn, self.evidence, config.evidence.sensor_excerpts, kinds,
             rule_thresholds(lambda: self.engine.settings),
-            settle=lambda: self.pipeline.save_queued(),
+            unsaved=lambda device_id: self.pipeline.unsaved_readings(device_id),
         )  # fmt: skip
         self.pipeline = Pipeline(
             self.pipeline_conn, self.registry, self.guard, self.engine, self.incidents,

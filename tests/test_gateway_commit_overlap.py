@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from typing import NamedTuple
 
@@ -53,7 +52,18 @@ def gateway(tmp_path) -> Gateway:
     gw.pipeline.close()
 
 
+def excerpt_seqs(gateway: Gateway, commands: list) -> list[int]:
+    """The sequence numbers in the excerpt filed with the one command's alert."""
+    [command] = commands
+    assert command.alert.key == "MH-001/cover_anomaly"
+    [file] = [f for f in evidence_item(command.alert)["media_files"] if ".json?" in f["url"]]
+    document = json.loads(gateway.evidence.read_linked(file["url"]))
+    return [r["seq"] for r in document["readings"]]
+
+
 def test_an_alerts_excerpt_holds_the_readings_of_the_batch_still_committing(gateway, tmp_path):
+    """The first batch's commit is stuck on the store's write lock for the whole time the
+    lid-open batch is prepared: the excerpt takes its readings from memory, not waiting."""
     pipeline = gateway.pipeline
     ticket, _ = pipeline.prepare([lid(seq, False) for seq in range(1, 6)], NOW)
     blocker = sqlite3.connect(
@@ -61,25 +71,11 @@ def test_an_alerts_excerpt_holds_the_readings_of_the_batch_still_committing(gate
     )
     blocker.execute("BEGIN IMMEDIATE")  # the store's write lock: the commit waits for it
     assert pipeline.start_commit()
-    # The lock goes only once the excerpt asks for the batches before its alert: until
-    # then the first batch's commit is stuck on the commit thread, whatever the timing.
-    asked, settle = threading.Event(), gateway.excerpts._settle
-
-    def asking() -> None:
-        asked.set()
-        settle()
-
-    gateway.excerpts._settle = asking
-    releaser = threading.Thread(target=lambda: asked.wait(30) and blocker.execute("COMMIT"))
-    releaser.start()
-    # The lid opens in the next batch: its alert's excerpt is written while it is prepared.
     _, commands = pipeline.prepare([lid(6, True)], NOW)
-    releaser.join(30)
-    assert asked.is_set()
-    assert [c.alert.key for c in commands] == ["MH-001/cover_anomaly"]
-    [file] = [f for f in evidence_item(commands[0].alert)["media_files"] if ".json?" in f["url"]]
-    document = json.loads(gateway.evidence.read_linked(file["url"]))
-    assert [r["seq"] for r in document["readings"]] == [1, 2, 3, 4, 5]
+    assert pipeline.committing is not None and not pipeline.committing.done()
+    assert excerpt_seqs(gateway, commands) == [1, 2, 3, 4, 5]
+    blocker.execute("COMMIT")
+    pipeline.settle()
     assert pipeline.saved_upto == ticket
     pipeline.start_commit()
     pipeline.settle()
@@ -87,14 +83,14 @@ def test_an_alerts_excerpt_holds_the_readings_of_the_batch_still_committing(gate
 
 
 def test_an_alerts_excerpt_holds_the_readings_of_batches_only_queued(gateway):
-    """Batches prepared while a commit syncs wait, queued, for the next commit: the excerpt
-    has them saved first."""
+    """Batches prepared while a commit syncs wait, queued, for the next commit; a reading
+    stored and the same one still queued (a commit done, not yet settled) count once."""
     pipeline = gateway.pipeline
     pipeline.prepare([lid(seq, False) for seq in range(1, 4)], NOW)
-    second, _ = pipeline.prepare([lid(seq, False) for seq in range(4, 6)], NOW)
-    assert pipeline.queued_batches == 2 and pipeline.committing is None
+    pipeline.start_commit()
+    pipeline.committing.result(10)  # committed, not settled: in the store and in memory
+    pipeline.prepare([lid(seq, False) for seq in range(4, 6)], NOW)
+    assert pipeline.queued_batches == 1
     _, commands = pipeline.prepare([lid(6, True)], NOW)
-    [file] = [f for f in evidence_item(commands[0].alert)["media_files"] if ".json?" in f["url"]]
-    document = json.loads(gateway.evidence.read_linked(file["url"]))
-    assert [r["seq"] for r in document["readings"]] == [1, 2, 3, 4, 5]
-    assert pipeline.saved_upto == second and pipeline.queued_batches == 1
+    assert excerpt_seqs(gateway, commands) == [1, 2, 3, 4, 5]
+    assert pipeline.saved_upto == 0 and pipeline.queued_batches == 2
