@@ -456,11 +456,18 @@ class Gateway:
         """Batches from paho's thread through the pipeline. Each is prepared here and
         queued; the pipeline's commit thread commits what is queued, one commit at a time,
         so what arrives while one commit syncs goes into the next (gateway/commit_queue.py).
-        A batch's messages are acknowledged once it is saved."""
-        assert self.ingest is not None
+        A batch's messages are acknowledged once it is saved. ``ready`` is set by new
+        messages and by the end of a commit: one event to wait on, no task per wait."""
+        assert self.ingest is not None and self._loop is not None
         batch_max = self.config.ingest.batch_max
+        loop = self._loop
+
+        def commit_ended(_: object) -> None:
+            loop.call_soon_threadsafe(ready.set)
+
         while True:
-            await self._messages_or_commit_done(ready)
+            await ready.wait()
+            ready.clear()
             while (
                 not self._closing
                 and self.pipeline.queued_batches < QUEUED_BATCHES_MAX
@@ -474,24 +481,10 @@ class Gateway:
             committing = self.pipeline.committing
             if committing is None or committing.done():
                 await self._saved_so_far()
-                if not self._closing:
-                    self.pipeline.start_commit()
-
-    async def _messages_or_commit_done(self, ready: asyncio.Event) -> None:
-        """Wait until messages arrive or the commit under way ends, whichever is first."""
-        committing = self.pipeline.committing
-        if committing is not None and committing.done():
-            return
-        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(ready.wait())]
-        if committing is not None:
-            # Shielded: a stop cancels this wait, never the commit (``Pipeline.close`` waits).
-            waits.append(asyncio.shield(asyncio.wrap_future(committing)))
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in waits:
-                waiting.cancel()
-        ready.clear()
+                if not self._closing and self.pipeline.start_commit():
+                    started_commit = self.pipeline.committing
+                    assert started_commit is not None
+                    started_commit.add_done_callback(commit_ended)
 
     async def _saved_so_far(self) -> None:
         """Wait for the commit under way; acknowledge every batch saved. A commit the store
