@@ -1,7 +1,7 @@
-"""Shared fixtures: a factory for the real broker + platform + gateway stack, the
-scripted platform fake for in-process case bridge tests, and the outbox's SQLite file and
-an event loop runner for the delivery tests (a test file with another store names its own
-``conn``)."""
+"""Shared fixtures: a factory for the real broker + platform + gateway stack, a gateway
+built but not started (its pipeline driven directly), the scripted platform fake for
+in-process case bridge tests, and the outbox's SQLite file and an event loop runner for the
+delivery tests (a test file with another store names its own ``conn``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from scripted_platform import ScriptedPlatformFake
 from test_delivery_lookup import connect
+
+from gateway.config import load_config
+from gateway.service import Gateway
+from simulators.scenario import BUILTIN_SCENARIO
 
 from harness import Stack
 
@@ -33,6 +38,24 @@ def stack(tmp_path):
     yield make
     for s in made:
         s.stop()
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    """The gateway built from a real config over a real SQLite file and the builtin
+    scenario's registry, not started: no broker or platform is needed to drive its
+    pipeline, and every part is the one that runs live. Its commit thread stopped after."""
+    config = {
+        "mqtt": {"url": "mqtt://127.0.0.1:1"},
+        "devices": {"registry": str(BUILTIN_SCENARIO.parent / "devices.csv")},
+        "store": {"path": str(tmp_path / "gateway.db")},
+        "case_platform": {"url": "http://127.0.0.1:1", "token": "unused"},
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    built = Gateway(load_config(path))
+    yield built
+    built.pipeline.close()
 
 
 @pytest.fixture

@@ -13,16 +13,10 @@ import sqlite3
 import time
 from typing import NamedTuple
 
-import pytest
-import yaml
-
 from case_bridge.case_model import evidence_item
 from gateway import store
-from gateway.config import load_config
 from gateway.service import Gateway
-from simulators.scenario import BUILTIN_SCENARIO
 
-REGISTRY = BUILTIN_SCENARIO.parent / "devices.csv"
 NOW = int(time.time() * 1000)
 
 
@@ -35,21 +29,6 @@ class Message(NamedTuple):
 def lid(seq: int, open_: bool) -> Message:
     doc = {"ts": NOW - 10_000 + seq, "seq": seq, "values": {"tilt_deg": 1.0, "lid_open": open_}}
     return Message("citygw/v1/MH-001/telemetry", json.dumps(doc).encode())
-
-
-@pytest.fixture
-def gateway(tmp_path) -> Gateway:
-    config = {
-        "mqtt": {"url": "mqtt://127.0.0.1:1"},
-        "devices": {"registry": str(REGISTRY)},
-        "store": {"path": str(tmp_path / "gateway.db")},
-        "case_platform": {"url": "http://127.0.0.1:1", "token": "unused"},
-    }
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
-    gw = Gateway(load_config(path))
-    yield gw
-    gw.pipeline.close()
 
 
 def excerpt_seqs(gateway: Gateway, commands: list) -> list[int]:

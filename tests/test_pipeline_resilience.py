@@ -11,32 +11,15 @@ import sqlite3
 import time
 
 import pytest
-import yaml
 
 from devices.rejections import Reason
 from devices.status import DeviceStatus
 from domain import Alert, AlertState, CaseCommand, CommandKind, Location, Priority, Reading
 from gateway import store
-from gateway.config import load_config
 from gateway.pipeline import StoreUnavailable
 from gateway.service import Gateway
-from simulators.scenario import BUILTIN_SCENARIO
 
-REGISTRY = BUILTIN_SCENARIO.parent / "devices.csv"
 NOW = int(time.time() * 1000)
-
-
-@pytest.fixture
-def gateway(tmp_path) -> Gateway:
-    config = {
-        "mqtt": {"url": "mqtt://127.0.0.1:1"},
-        "devices": {"registry": str(REGISTRY)},
-        "store": {"path": str(tmp_path / "gateway.db")},
-        "case_platform": {"url": "http://127.0.0.1:1", "token": "unused"},
-    }
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return Gateway(load_config(path))
 
 
 def bin_reading(ts: int, fill: float, seq: int | None = None) -> Reading:
