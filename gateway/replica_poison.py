@@ -50,7 +50,9 @@ for the store to be mended; the replica shows it in its /stats (gateway/replica.
 run counts only across devices (its dead letters beyond its most refused device's): one
 device's poison, however many messages in a row, is that device's content, and never
 stops the others' readings behind it. A store refusing everything from a partition with a
-single device sending is therefore not told from that device's poison.
+single device sending is therefore not told from that device's poison, and where one device
+sends most of a partition's traffic, its messages are dead-lettered (a few commits each)
+until 8 of the others' have been.
 """
 
 from __future__ import annotations
