@@ -455,44 +455,62 @@ class Gateway:
     async def _consume(self, ready: asyncio.Event) -> None:
         """Batches from paho's thread through the pipeline. Each is prepared here and
         queued; the pipeline's commit thread commits what is queued, one commit at a time,
-        so what arrives while one commit syncs goes into the next (gateway/commit_queue.py).
-        A batch's messages are acknowledged once it is saved. ``ready`` is set by new
-        messages and by the end of a commit: one event to wait on, no task per wait."""
+        while the loop prepares the next batches, so what arrives while one commit syncs
+        goes into the next (gateway/commit_queue.py). A batch's messages are acknowledged
+        once it is saved. ``ready`` is set by new messages and by the end of a commit (a
+        done-callback): one event to wait on."""
         assert self.ingest is not None and self._loop is not None
         batch_max = self.config.ingest.batch_max
         loop = self._loop
 
         def commit_ended(_: object) -> None:
-            loop.call_soon_threadsafe(ready.set)
+            with contextlib.suppress(RuntimeError):  # the loop closed during a stop
+                loop.call_soon_threadsafe(ready.set)
 
         while True:
             await ready.wait()
             ready.clear()
-            while (
-                not self._closing
-                and self.pipeline.queued_batches < QUEUED_BATCHES_MAX
-                and (batch := self.ingest.take(batch_max))
-            ):
+            while not self._closing:
+                if self.pipeline.queued_batches >= QUEUED_BATCHES_MAX:
+                    await self._next_commit(commit_ended)
+                    if self.pipeline.queued_batches >= QUEUED_BATCHES_MAX:
+                        break  # the commit under way wakes this loop when it ends
+                    continue
+                batch = self.ingest.take(batch_max)
+                if not batch:
+                    break
                 started = time.perf_counter()
                 ticket, commands = self.pipeline.prepare(batch, int(time.time() * 1000))
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
                 self._unacked.append((ticket, batch, bool(commands)))
+                await self._next_commit(commit_ended)
                 await asyncio.sleep(0)  # let delivery and the API breathe between batches
-            committing = self.pipeline.committing
-            if committing is None or committing.done():
-                await self._saved_so_far()
-                if not self._closing and self.pipeline.start_commit():
-                    started_commit = self.pipeline.committing
-                    assert started_commit is not None
-                    started_commit.add_done_callback(commit_ended)
+            await self._next_commit(commit_ended)
+
+    async def _next_commit(self, on_end: Callable[[object], None]) -> None:
+        """Unless a commit is under way: take the last one's outcome, acknowledge what is
+        saved, and start committing what is queued (``on_end`` called when it ends)."""
+        committing = self.pipeline.committing
+        if committing is not None and not committing.done():
+            return
+        await self._saved_so_far()
+        if not self._closing and self.pipeline.start_commit():
+            started = self.pipeline.committing
+            assert started is not None
+            started.add_done_callback(on_end)
 
     async def _saved_so_far(self) -> None:
         """Wait for the commit under way; acknowledge every batch saved. A commit the store
         refused is retried (``_until_saved``) before anything more is acknowledged."""
         committing = self.pipeline.committing
         if committing is not None:
-            # Shielded: a stop cancels this wait, never the commit (``Pipeline.close`` waits).
-            await asyncio.wait([asyncio.shield(asyncio.wrap_future(committing))])
+            waited = asyncio.wrap_future(committing)
+            # Its outcome is ``settle``'s to take (the store's text must not reach the log
+            # as an unretrieved exception); shielded, a stop cancels this wait, never the
+            # commit (``Pipeline.close`` waits for it).
+            waited.add_done_callback(lambda done: done.cancelled() or done.exception())
+            with contextlib.suppress(Exception):
+                await asyncio.shield(waited)
             self.pipeline.settle()
         if self.pipeline.unsaved:
             await self._until_saved()
