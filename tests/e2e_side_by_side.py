@@ -70,13 +70,19 @@ def side_by_side(
         if isinstance(item, pytest.Function) and item.module is request.module
     }
     parts = {test.__name__: make(recipe) for test, recipe in tests if test.__name__ in chosen}
-    with ThreadPoolExecutor(max(1, len(parts)), thread_name_prefix="part") as pool:
-        running = {name: Running(part, pool.submit(part.run)) for name, part in parts.items()}
+    pool = ThreadPoolExecutor(max(1, len(parts)), thread_name_prefix="part")
+    running = {name: Running(part, pool.submit(part.run)) for name, part in parts.items()}
+    try:
+        yield running
+    finally:
+        # Every part is stopped, whichever of them fails to stop; a run still hanging is
+        # left to its thread rather than holding the session.
         try:
-            yield running
+            with contextlib.ExitStack() as stops:
+                for each in running.values():
+                    stops.callback(each.stop)
         finally:
-            for each in running.values():
-                each.stop()
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def this_test(request: pytest.FixtureRequest, running: dict[str, Running]) -> Running:
