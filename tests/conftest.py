@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from embedded_config import write_embedded_config
 from scripted_platform import ScriptedPlatformFake
 from test_delivery_lookup import connect
 
 from gateway.config import load_config
 from gateway.service import Gateway
-from simulators.scenario import BUILTIN_SCENARIO
 
 from harness import Stack
 
@@ -45,15 +44,7 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
     """The gateway built from a real config over a real SQLite file and the builtin
     scenario's registry, not started: no broker or platform is needed to drive its
     pipeline, and every part is the one that runs live. Its commit thread stopped after."""
-    config = {
-        "mqtt": {"url": "mqtt://127.0.0.1:1"},
-        "devices": {"registry": str(BUILTIN_SCENARIO.parent / "devices.csv")},
-        "store": {"path": str(tmp_path / "gateway.db")},
-        "case_platform": {"url": "http://127.0.0.1:1", "token": "unused"},
-    }
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
-    built = Gateway(load_config(path))
+    built = Gateway(load_config(write_embedded_config(tmp_path)))
     yield built
     built.pipeline.close()
 

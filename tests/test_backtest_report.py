@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
+from embedded_config import write_embedded_config
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,7 +28,6 @@ from gateway.backtest import BacktestError, BacktestRequest, backtest_from_confi
 from gateway.cli_backtest import register
 from gateway.config import load_config
 from gateway.service import Gateway
-from simulators.scenario import BUILTIN_SCENARIO
 
 START = 1_700_000_000_000
 STEP_MS = 300_000
@@ -46,15 +45,7 @@ def fill(step: int) -> float:
 
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("backtest")
-    config = {
-        "mqtt": {"url": "mqtt://127.0.0.1:1"},
-        "devices": {"registry": str(BUILTIN_SCENARIO.parent / "devices.csv")},
-        "store": {"path": str(folder / "gateway.db")},
-        "case_platform": {"url": "http://127.0.0.1:1", "token": "unused"},
-    }
-    path = folder / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_embedded_config(tmp_path_factory.mktemp("backtest"))
     gateway = Gateway(load_config(path))
     for step in range(STEPS):
         ts = START + step * STEP_MS
