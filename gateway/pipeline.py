@@ -169,18 +169,19 @@ class Pipeline:
         messages: Sequence[Message],
         now_ms: int,
         also: Sequence[Callable[[sqlite3.Connection], object]] = (),
+        queue_only: bool = False,
     ) -> list[CaseCommand]:
         """Apply a batch of telemetry and commit it with ``also`` (writes of the caller's,
-        such as the re-arms it applied); return the case commands it produced."""
+        such as the re-arms it applied); return the case commands it produced. With
+        ``queue_only`` the commit is only queued (``prepare``)."""
         decoded = [(m.topic, m.payload, self._decode(m, now_ms)) for m in messages]
-        return self.process_decoded(decoded, now_ms, also)
+        return self.process_decoded(decoded, now_ms, also, queue_only)
 
     def prepare(self, messages: Sequence[Message], now_ms: int) -> tuple[int, list[CaseCommand]]:
         """``process`` without the commit: the batch is queued behind those committing, for
         ``start_commit``. Returns its ticket (acknowledge it once ``saved_upto`` reaches
         it) and the case commands it produced (in the outbox once it is saved)."""
-        decoded = [(m.topic, m.payload, self._decode(m, now_ms)) for m in messages]
-        commands = self.process_decoded(decoded, now_ms, queue_only=True)
+        commands = self.process(messages, now_ms, queue_only=True)
         return self._commits.last_ticket, commands
 
     def start_commit(self) -> bool:
