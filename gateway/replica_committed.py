@@ -103,8 +103,7 @@ def load(conn: Any, partition: int) -> Committed:
         return Committed()
     value = json.loads(row[0])
     seqs = itertools.accumulate(value["gaps"])
-    # A record from before the runs were kept per device has none to carry on.
-    return Committed(dict(zip(seqs, value["digests"], strict=True)), value.get("refused", {}))
+    return Committed(dict(zip(seqs, value["digests"], strict=True)), value["refused"])
 
 
 def write(conn: Any, *, partition: int, record: Committed) -> None:
