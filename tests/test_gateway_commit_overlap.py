@@ -13,8 +13,11 @@ import sqlite3
 import time
 from typing import NamedTuple
 
+import pytest
+
 from case_bridge.case_model import evidence_item
 from gateway import store
+from gateway.pipeline import StoreUnavailable
 from gateway.service import Gateway
 
 NOW = int(time.time() * 1000)
@@ -73,3 +76,24 @@ def test_an_alerts_excerpt_holds_the_readings_of_batches_only_queued(gateway):
     _, commands = pipeline.prepare([lid(6, True)], NOW)
     assert excerpt_seqs(gateway, commands) == [1, 2, 3, 4, 5]
     assert pipeline.saved_upto == 0 and pipeline.queued_batches == 2
+
+
+def test_a_threshold_change_saves_the_queued_batches_first_or_stores_nothing(gateway):
+    """A new version's transaction writes the engines' state: the batches queued before it
+    hold older state and are saved first (``settle``). A store that refuses them stores no
+    version at all."""
+    pipeline, versions = gateway.pipeline, gateway.threshold_versions
+    before = versions.current().version
+    pipeline.prepare([lid(seq, False) for seq in range(1, 501)], NOW)
+    pages = gateway.pipeline_conn.execute("PRAGMA page_count").fetchone()[0]
+    gateway.pipeline_conn.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(StoreUnavailable):
+        versions.set({"kinds.bin.fill_fire_pct": 87}, "ops", "test", None, gateway.apply_settings)
+    assert versions.current().version == before
+    assert store.count_rows(gateway.conn, "readings") == 0
+    gateway.pipeline_conn.execute("PRAGMA max_page_count = 1073741823")
+    recorded = versions.set(
+        {"kinds.bin.fill_fire_pct": 87}, "ops", "test", None, gateway.apply_settings
+    )
+    assert recorded.latest.version == before + 1
+    assert store.count_rows(gateway.conn, "readings") == 500 and pipeline.queued_batches == 0
