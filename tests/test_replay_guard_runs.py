@@ -48,9 +48,13 @@ steps = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.integers(0, 130), steps, st.integers(0, 429))
-def test_answers_as_the_list_did_across_a_restore_from_either_format(counted, readings, cut):
-    """After ``counted`` readings counting up (past the 64 kept, or not), any mix."""
+@given(st.integers(0, 130), steps, st.integers(0, 429), st.booleans())
+def test_answers_as_the_list_did_across_a_restore_from_either_format(
+    counted, readings, cut, from_list
+):
+    """After ``counted`` readings counting up (past the 64 kept, or not), any mix; the
+    restart restores the runs stored, or (``from_list``) the list an earlier version
+    stored for the same readings."""
     guard, model = ReplayGuard(), ListModel()
     readings = [(1, 1)] * counted + readings
     ts, counter = 0, 0
@@ -63,6 +67,8 @@ def test_answers_as_the_list_did_across_a_restore_from_either_format(counted, re
             stored = guard.take_dirty()
             restored = ReplayGuard()
             for device_id, state in stored.items():
+                if from_list:
+                    state = {"last_ts": model.last_ts, "seqs": model.seqs}
                 restored.load(device_id, json.loads(json.dumps(state)))
             guard = restored if stored else guard
         refused = guard.admit(reading(ts, seq))
