@@ -15,7 +15,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+
+from test_nats_ingest import until
 
 from gateway import store
 from gateway.service import QUEUED_BATCHES_MAX, Gateway
@@ -31,13 +32,6 @@ def publishes(first: int, count: int) -> list[tuple[bytes, bytes, int, int, bool
         for seq in range(first, first + count)
     )
     return [(b"citygw/v1/MH-001/telemetry", json.dumps(doc).encode(), 0, 0, False) for doc in docs]
-
-
-async def until(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 def test_a_refused_commit_at_the_cap_does_not_leave_messages_behind(gateway: Gateway, tmp_path):
@@ -63,16 +57,16 @@ def test_a_refused_commit_at_the_cap_does_not_leave_messages_behind(gateway: Gat
         try:
             blocker.execute("BEGIN IMMEDIATE")  # the store's write lock
             hand_over(1, 1)
-            await until(lambda: pipeline.committing is not None, "the first commit")
+            await until(lambda: pipeline.committing is not None, "the first commit", 30)
             hand_over(2, more)
-            await until(lambda: pipeline.queued_batches == QUEUED_BATCHES_MAX, "the cap")
+            await until(lambda: pipeline.queued_batches == QUEUED_BATCHES_MAX, "the cap", 30)
             assert not pipeline.committing.done()  # prepared while the commit is stuck
             hand_over(2 + more, 1)  # after the consumer's last take
-            await until(lambda: pipeline.unsaved, "the store refusing the commit")
+            await until(lambda: pipeline.unsaved, "the store refusing the commit", 30)
             blocker.execute("COMMIT")
             total = 2 + more
             await until(
-                lambda: store.count_rows(gateway.conn, "readings") == total, "every reading"
+                lambda: store.count_rows(gateway.conn, "readings") == total, "every reading", 30
             )
             return total
         finally:
@@ -80,4 +74,5 @@ def test_a_refused_commit_at_the_cap_does_not_leave_messages_behind(gateway: Gat
 
     total = asyncio.run(main())
     assert store.count_rows(gateway.conn, "readings") == total
+    # At least one: a retry after the lock went can still meet it on a slow machine.
     assert not pipeline.unsaved and pipeline.counters["commit_failures"] >= 1
